@@ -1,0 +1,5 @@
+import sys
+
+from oklog.cli import main
+
+sys.exit(main())

@@ -1,0 +1,225 @@
+"""Command line: parse arguments → config → call a runner. No logic here.
+
+Flags accept the original single-dash form (``-from 5m``) and ``--from 5m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from oklog import config as C
+from oklog.http import parse_addr
+
+
+def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
+    """Register ``-name`` and ``--name`` for one option."""
+    dest = kw.pop("dest", name.replace(".", "_").replace("-", "_"))
+    p.add_argument(f"-{name}", f"--{name}", dest=dest, **kw)
+
+
+def _bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _size(text: str) -> int:
+    try:
+        return C.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return C.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _parser(prog: str, help_: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=help_, allow_abbrev=False)
+
+
+# -- oklog run ------------------------------------------------------------------------
+
+
+def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.ArgumentParser:
+    p = _parser(prog, "Run an oklog node (ingest, store or both).")
+    if role is None:
+        _flag(p, "role", default="ingeststore", choices=C.ROLES, help="node role (default ingeststore)")
+    _flag(p, "api", default=f"tcp://0.0.0.0:{C.DEFAULT_API_PORT}", help="HTTP API listen address")
+    _flag(p, "ingest.fast", default=f"tcp://0.0.0.0:{C.DEFAULT_FAST_PORT}", help="fast ingest listen address")
+    _flag(p, "ingest.durable", default=f"tcp://0.0.0.0:{C.DEFAULT_DURABLE_PORT}", help="durable ingest listen address")
+    _flag(p, "ingest.bulk", default=f"tcp://0.0.0.0:{C.DEFAULT_BULK_PORT}", help="bulk ingest listen address")
+    _flag(p, "cluster", default=f"tcp://0.0.0.0:{C.DEFAULT_CLUSTER_PORT}", help="cluster gossip listen address")
+    _flag(p, "peer", action="append", default=[], help="cluster peer host:port (repeatable)")
+    _flag(p, "ingest.path", default="data/ingest", help="ingest segment directory")
+    _flag(p, "store.path", default="data/store", help="store segment directory")
+    _flag(p, "ingest.segment-flush-size", type=_size, default=C.DEFAULT_SEGMENT_FLUSH_SIZE, help="flush an active segment at this size")
+    _flag(p, "ingest.segment-flush-age", type=_duration, default=C.DEFAULT_SEGMENT_FLUSH_AGE, help="flush an active segment at this age")
+    _flag(p, "ingest.segment-pending-timeout", type=_duration, default=C.DEFAULT_PENDING_TIMEOUT, help="pending segments older than this go back to flushed")
+    _flag(p, "ingest.max-record-size", type=_size, default=C.DEFAULT_MAX_RECORD_SIZE, help="longer records are split (counted)")
+    _flag(p, "store.segment-target-size", type=_size, default=C.DEFAULT_STORE_TARGET_SIZE, help="target store segment size")
+    _flag(p, "store.segment-target-age", type=_duration, default=C.DEFAULT_STORE_TARGET_AGE, help="replicate a gathered batch after this long")
+    _flag(p, "store.segment-replication-factor", type=int, default=None, help="copies of each record (default 1 alone, 2 in a cluster)")
+    _flag(p, "store.segment-retain", type=_duration, default=C.DEFAULT_RETAIN, help="retention period")
+    _flag(p, "store.segment-purge", type=_duration, default=C.DEFAULT_PURGE, help="purge trashed segments after")
+    _flag(p, "store.consume-batch-size", type=_size, default=C.DEFAULT_CONSUME_BATCH, help="bytes gathered per consume cycle")
+    _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def build_node_config(ns: argparse.Namespace, role: str) -> C.NodeConfig:
+    def addr(text: str, port: int) -> C.Addr:
+        host, p = parse_addr(text, port)
+        return C.Addr(host, p)
+
+    factor = ns.store_segment_replication_factor
+    if factor is None:
+        factor = 2 if ns.peer else 1
+    if factor < 1:
+        raise SystemExit("oklog: -store.segment-replication-factor must be at least 1")
+    return C.NodeConfig(
+        role=role,
+        api=addr(ns.api, C.DEFAULT_API_PORT),
+        ingest_fast=addr(ns.ingest_fast, C.DEFAULT_FAST_PORT),
+        ingest_durable=addr(ns.ingest_durable, C.DEFAULT_DURABLE_PORT),
+        ingest_bulk=addr(ns.ingest_bulk, C.DEFAULT_BULK_PORT),
+        cluster=addr(ns.cluster, C.DEFAULT_CLUSTER_PORT),
+        peers=tuple(ns.peer),
+        ingest_path=ns.ingest_path,
+        store_path=ns.store_path,
+        segment_flush_size=ns.ingest_segment_flush_size,
+        segment_flush_age=ns.ingest_segment_flush_age,
+        segment_pending_timeout=ns.ingest_segment_pending_timeout,
+        store_target_size=ns.store_segment_target_size,
+        store_target_age=ns.store_segment_target_age,
+        consume_batch_size=ns.store_consume_batch_size,
+        replication_factor=factor,
+        retain=ns.store_segment_retain,
+        purge=ns.store_segment_purge,
+        max_record_size=ns.ingest_max_record_size,
+    )
+
+
+def cmd_run(argv: list[str], role: str | None = None, prog: str = "oklog run") -> int:
+    ns = run_parser(prog, role).parse_args(argv)
+    try:
+        cfg = build_node_config(ns, role or ns.role)
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, ns.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import trio
+
+    from oklog.node import Node
+
+    try:
+        trio.run(Node(cfg).run)
+    except OSError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- clients ----------------------------------------------------------------------------
+
+
+def cmd_forward(argv: list[str]) -> int:
+    p = _parser("oklog forward", "Forward stdin to ingest nodes, one record per line.")
+    p.add_argument("addrs", nargs="+", metavar="HOST[:PORT]", help="ingest node(s); port 7651 by default")
+    _flag(p, "prefix", action="append", default=[], help="prefix each record (repeatable)")
+    _flag(p, "backoff", type=_duration, default=1.0, help="max reconnect backoff")
+    ns = p.parse_args(argv)
+    from oklog.forward import forward_main
+
+    return forward_main(ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff)
+
+
+def query_parser() -> argparse.ArgumentParser:
+    p = _parser("oklog query", "Query the cluster; matching records to stdout.")
+    _flag(p, "store", default="localhost:7650", help="store node API address")
+    _flag(p, "from", default="1h", help="from: duration ago (5m), RFC 3339 time or ULID")
+    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _flag(p, "q", default="", help="query: substring, or regex with -regex")
+    _flag(p, "regex", type=_bool, nargs="?", const=True, default=False, help="q is a regular expression (RE2 syntax)")
+    _flag(p, "stats", action="store_true", help="print statistics only, scanning nothing")
+    _flag(p, "ulid", action="store_true", help="print each record's ULID")
+    _flag(p, "time", action="store_true", help="print each record's time")
+    _flag(p, "json", action="store_true", help="one JSON object per record")
+    _flag(p, "v", action="store_true", help="statistics to stderr")
+    _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
+    return p
+
+
+def cmd_query(argv: list[str]) -> int:
+    ns = query_parser().parse_args(argv)
+    from oklog.querycli import query_main
+
+    return query_main(ns)
+
+
+def cmd_testsvc(argv: list[str]) -> int:
+    p = _parser("oklog testsvc", "Emit records at a fixed rate on stdout.")
+    _flag(p, "id", default="foo", help="service id in each record")
+    _flag(p, "rate", type=float, default=5.0, help="records per second")
+    _flag(p, "size", type=int, default=80, help="approximate record size")
+    _flag(p, "count", type=int, default=0, help="stop after this many (0: never)")
+    ns = p.parse_args(argv)
+    from oklog.testsvc import testsvc_main
+
+    return testsvc_main(ns.id, ns.rate, ns.size, ns.count)
+
+
+def cmd_role(role: str) -> Callable[[list[str]], int]:
+    return lambda argv: cmd_run(argv, role, f"oklog {role}")
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (cmd_run, "run a node (-role ingest|store|ingeststore)"),
+    "ingeststore": (cmd_role("ingeststore"), "run an ingest+store node"),
+    "ingest": (cmd_role("ingest"), "run an ingest node"),
+    "store": (cmd_role("store"), "run a store node"),
+    "forward": (cmd_forward, "forward stdin to ingest nodes"),
+    "query": (cmd_query, "query the cluster"),
+    "testsvc": (cmd_testsvc, "emit test records"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: oklog <command> [flags]", "", "commands:"]
+    lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "Run 'oklog <command> -h' for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    entry = COMMANDS.get(name)
+    if entry is None:
+        print(f"oklog: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        return entry[0](rest)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

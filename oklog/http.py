@@ -1,0 +1,209 @@
+"""The HTTP server glue: a minimal ASGI router served by hypercorn on trio.
+
+Handlers take a ``Request`` and return a ``Response``. A response either carries
+its whole body or a ``stream`` coroutine that writes chunks; streaming is how
+query results reach the client as they are found. ``HTTPError`` becomes a plain
+text error response with its status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+log = logging.getLogger("oklog.http")
+
+MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
+MAX_HEADER_BYTES = 64 << 10
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Callable[[Write], Awaitable[None]] | None = None
+    content_type: str = "text/plain; charset=utf-8"
+
+    @classmethod
+    def json(cls, obj, status: int = 200) -> Response:
+        return cls(status, json.dumps(obj).encode() + b"\n", content_type="application/json")
+
+
+class Request:
+    def __init__(self, scope: dict, receive) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        raw = scope.get("query_string", b"").decode("latin-1")
+        try:
+            # latin-1 keeps every percent-escaped byte as it was sent (q is bytes).
+            self.query = parse_qs(raw, keep_blank_values=True, encoding="latin-1")
+        except ValueError as e:
+            raise HTTPError(400, f"malformed query string: {e}") from None
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def has(self, name: str) -> bool:
+        return name in self.query
+
+    async def body(self, limit: int = MAX_BODY) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise HTTPError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+            except ValueError:
+                raise HTTPError(400, "bad Content-Length") from None
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                raise HTTPError(499, "client disconnected")
+            chunk = msg.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise HTTPError(413, f"body exceeds the {limit}-byte limit")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, Handler]] = {}
+
+    def add(self, methods: str, path: str, handler: Handler) -> None:
+        for m in methods.split("|"):
+            self._routes.setdefault(path, {})[m] = handler
+
+    def mount(self, other: Router) -> None:
+        for path, methods in other._routes.items():
+            self._routes.setdefault(path, {}).update(methods)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        try:
+            req = Request(scope, receive)
+            methods = self._routes.get(req.path)
+            if methods is None:
+                raise HTTPError(404, f"no such endpoint {req.path}")
+            handler = methods.get(req.method)
+            if handler is None and req.method == "HEAD":
+                handler = methods.get("GET")
+            if handler is None:
+                raise HTTPError(405, f"{req.method} not allowed on {req.path}")
+            resp = await handler(req)
+        except HTTPError as e:
+            resp = Response(e.status, (e.message + "\n").encode())
+        except Exception:
+            log.exception("handler failed for %s", scope.get("path"))
+            resp = Response(500, b"internal error\n")
+        await _send_response(scope, send, resp)
+
+
+async def _send_response(scope, send, resp: Response) -> None:
+    headers = [(b"content-type", resp.content_type.encode())]
+    headers += [(k.lower().encode(), str(v).encode()) for k, v in resp.headers.items()]
+    head_only = scope["method"] == "HEAD"
+    if resp.stream is None:
+        headers.append((b"content-length", str(len(resp.body)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head_only else resp.body})
+        return
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    if not head_only:
+
+        async def write(chunk: bytes) -> None:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        await resp.stream(write)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def parse_addr(addr: str, default_port: int, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """Accept ``tcp://host:port``, ``host:port``, ``host`` and ``:port``."""
+    a = addr.strip()
+    for scheme in ("tcp://", "http://", "udp://"):
+        if a.startswith(scheme):
+            a = a[len(scheme) :]
+    a = a.rstrip("/")
+    if a.startswith("["):  # [v6]:port
+        host, _, rest = a[1:].partition("]")
+        port = rest.lstrip(":")
+    elif a.count(":") == 1:
+        host, _, port = a.partition(":")
+    else:
+        host, port = a, ""
+    host = host or default_host
+    if not port:
+        return host, default_port
+    try:
+        p = int(port)
+    except ValueError:
+        raise ValueError(f"bad port in address {addr!r}") from None
+    if not 0 <= p <= 65535:
+        raise ValueError(f"port out of range in address {addr!r}")
+    return host, p
+
+
+async def serve_http(
+    app: Router,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app``; reports the bound (host, port) through task_status."""
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("oklog.http.hypercorn")
+    config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.graceful_timeout = 2
+    config.read_timeout = 120
+    trigger = shutdown.wait if shutdown is not None else None
+
+    async def _serve(task_status=trio.TASK_STATUS_IGNORED):
+        await serve(app, config, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(_serve)
+        bound = binds[0].rsplit(":", 1)
+        task_status.started((host, int(bound[1])))

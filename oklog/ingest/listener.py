@@ -1,0 +1,194 @@
+"""TCP ingest listeners: newline records in, stamped records into segments.
+
+Each connection appends to its own active segment. Data is taken a buffer at a
+time: split on LF, stamped with a batch of monotonic ULIDs and written with one
+call; the partial last line waits for the next read. A segment flushes when it
+reaches the flush size or age.
+
+* fast:    fsync only when a segment flushes.
+* durable: every batch is fsynced before more is read from the connection; the
+           node then answers ``+N\\n`` (records made durable by that batch) so a
+           client can know what was accepted. Clients that don't care ignore it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import trio
+
+from oklog.ingest.log import ActiveSegment, IngestLog
+from oklog.record import DEFAULT_TOPIC, ULIDSource, stamp_lines
+
+log = logging.getLogger("oklog.ingest")
+
+READ_SIZE = 1 << 20  # bytes per receive
+THREAD_WRITE_MIN = 64 << 10  # writes at least this big go to a worker thread
+
+
+@dataclass
+class ListenerStats:
+    connections: int = 0
+    connections_total: int = 0
+    records_split: int = 0
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    flush_size: int
+    flush_age: float
+    max_record_size: int
+    topic: bytes = DEFAULT_TOPIC
+
+
+def split_long(lines: list[bytes], limit: int) -> tuple[list[bytes], int]:
+    """Split lines longer than ``limit`` into limit-sized records; count splits."""
+    out: list[bytes] = []
+    splits = 0
+    for ln in lines:
+        if len(ln) <= limit:
+            out.append(ln)
+        else:
+            pieces = [ln[i : i + limit] for i in range(0, len(ln), limit)]
+            splits += len(pieces) - 1
+            out.extend(pieces)
+    return out, splits
+
+
+class Connection:
+    """One producer connection's state: its ULID source, segment and partial line."""
+
+    def __init__(self, log_: IngestLog, settings: IngestSettings, stats: ListenerStats, durable: bool):
+        self.log = log_
+        self.settings = settings
+        self.stats = stats
+        self.durable = durable
+        self.ulids = ULIDSource()
+        self.segment: ActiveSegment | None = None
+        self.deadline = math.inf
+        self.partial = b""
+
+    def take(self, data: bytes, final: bool = False) -> tuple[bytes, int]:
+        """Turn received bytes into stamped records; keep the partial line."""
+        limit = self.settings.max_record_size
+        buf = self.partial + data if self.partial else data
+        cut = buf.rfind(b"\n")
+        if final:
+            if not buf:
+                return b"", 0
+            body, self.partial = (buf[:-1] if buf.endswith(b"\n") else buf), b""
+        elif cut < 0:
+            if len(buf) <= limit:
+                self.partial = buf
+                return b"", 0
+            # A line still growing past the limit: cut whole limit-sized records now.
+            keep = len(buf) % limit
+            body, self.partial = buf[: len(buf) - keep], buf[len(buf) - keep :]
+            pieces = len(body) // limit
+            self.stats.records_split += pieces
+            lines = [body[i : i + limit] for i in range(0, len(body), limit)]
+            headers = self.ulids.headers(len(lines), self.settings.topic)
+            return stamp_lines(lines, headers), len(lines)
+        else:
+            body, self.partial = buf[:cut], buf[cut + 1 :]
+        lines = body.split(b"\n")
+        if len(body) > limit and max(map(len, lines)) > limit:
+            lines, splits = split_long(lines, limit)
+            self.stats.records_split += splits
+            log.info("split %d over-long records (limit %d bytes)", splits, limit)
+        headers = self.ulids.headers(len(lines), self.settings.topic)
+        return stamp_lines(lines, headers), len(lines)
+
+    async def write(self, records: bytes, n: int) -> None:
+        if not n:
+            return
+        if self.segment is None:
+            self.segment = self.log.new_segment()
+            self.deadline = trio.current_time() + self.settings.flush_age
+        seg = self.segment
+        if len(records) >= THREAD_WRITE_MIN:
+            await trio.to_thread.run_sync(seg.write, records, n)
+        else:
+            seg.write(records, n)
+        if self.durable:
+            await trio.to_thread.run_sync(seg.sync)
+        if seg.size >= self.settings.flush_size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        seg, self.segment = self.segment, None
+        self.deadline = math.inf
+        if seg is not None:
+            await trio.to_thread.run_sync(seg.flush, not self.durable)
+
+
+async def handle_connection(
+    stream: trio.abc.Stream,
+    log_: IngestLog,
+    settings: IngestSettings,
+    stats: ListenerStats,
+    durable: bool = False,
+) -> None:
+    conn = Connection(log_, settings, stats, durable)
+    stats.connections += 1
+    stats.connections_total += 1
+    try:
+        while True:
+            with trio.move_on_at(conn.deadline) as timer:
+                data = await stream.receive_some(READ_SIZE)
+            if timer.cancelled_caught:
+                await conn.flush()
+                continue
+            if not data:
+                break
+            records, n = conn.take(data)
+            await conn.write(records, n)
+            if durable and n:
+                await stream.send_all(b"+%d\n" % n)
+        records, n = conn.take(b"", final=True)
+        await conn.write(records, n)
+        if durable and n:
+            await stream.send_all(b"+%d\n" % n)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        # The producer went away; a partial line is kept as it is on disk below.
+        pass
+    finally:
+        stats.connections -= 1
+        with trio.CancelScope(shield=True):
+            try:
+                if conn.partial:
+                    records, n = conn.take(b"", final=True)
+                    await conn.write(records, n)
+                await conn.flush()
+            except OSError:
+                log.exception("flushing a closed connection's segment failed")
+        await _aclose_quietly(stream)
+
+
+async def _aclose_quietly(stream: trio.abc.Stream) -> None:
+    try:
+        await stream.aclose()
+    except (trio.BrokenResourceError, OSError):
+        pass
+
+
+async def serve_ingest(
+    host: str,
+    port: int,
+    log_: IngestLog,
+    settings: IngestSettings,
+    stats: ListenerStats,
+    *,
+    durable: bool = False,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
+    bound = listeners[0].socket.getsockname()
+    task_status.started((host, bound[1]))
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await handle_connection(stream, log_, settings, stats, durable)
+
+    await trio.serve_listeners(handler, listeners)

@@ -1,0 +1,314 @@
+"""Matching records in whole buffers. Pure: works on bytes-like objects.
+
+A buffer holds records ``ULID SP TOPIC SP LINE LF`` sorted by ULID. A query
+matches the LINE only. The scan never loops over records in Python: hyperscan
+finds match end offsets in the whole buffer (several GB/s), and only the records
+it reports are expanded to their boundaries.
+
+* Substring queries compile the literal; a hit is kept when it starts inside
+  the line (not in the ULID or topic).
+* Regex queries use RE2 syntax (as the original system's Go regexp), byte
+  semantics, linear time. Hyperscan runs a relaxed form of the pattern over the
+  buffer as a prefilter whose hits are a superset of the matching lines; RE2 then
+  decides each candidate line. Patterns hyperscan cannot compile fall back to RE2
+  on every line (slower, still linear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hyperscan
+import re2
+
+from oklog.record import ULID_LEN
+
+HEADER_MIN = ULID_LEN + 1  # ULID and its space; the topic follows
+MAX_QUERY_LEN = 4096
+
+
+class QueryError(ValueError):
+    """A query that cannot be run; the message is shown to the user (HTTP 400)."""
+
+
+Ranges = list[tuple[int, int]]
+
+
+def _re2_options() -> re2.Options:
+    opts = re2.Options()
+    opts.encoding = re2.Options.Encoding.LATIN1  # bytes in, byte semantics
+    opts.max_mem = 64 << 20
+    return opts
+
+
+def relax_anchors(pattern: bytes) -> bytes:
+    """Drop ``^`` and ``\\A`` outside character classes; turn ``\\z`` into ``$``.
+
+    Record starts in a buffer are not line starts, so a start anchor cannot be
+    given to hyperscan as is; dropping it only widens the prefilter.
+    """
+    out = bytearray()
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == 0x5C and i + 1 < n:  # backslash escape
+            nxt = pattern[i + 1]
+            if not in_class and nxt == ord("A"):
+                i += 2
+                continue
+            if not in_class and nxt == ord("z"):
+                out += b"$"
+                i += 2
+                continue
+            out += pattern[i : i + 2]
+            i += 2
+            continue
+        if in_class:
+            if c == ord("]"):
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == ord("["):
+            in_class = True
+            out.append(c)
+            i += 1
+            # A ']' right after '[' or '[^' is a literal member.
+            if i < n and pattern[i] == ord("^"):
+                out.append(pattern[i])
+                i += 1
+            if i < n and pattern[i] == ord("]"):
+                out.append(pattern[i])
+                i += 1
+            continue
+        if c == ord("^"):
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Query:
+    q: bytes = b""
+    regex: bool = False
+
+    @property
+    def match_all(self) -> bool:
+        return not self.q
+
+
+class Matcher:
+    """Compiled form of a query; ``scan`` returns record ranges that match."""
+
+    def __init__(self, query: Query) -> None:
+        q = query.q
+        if len(q) > MAX_QUERY_LEN:
+            raise QueryError(f"query is {len(q)} bytes; the limit is {MAX_QUERY_LEN}")
+        self.query = query
+        self._verify: re2._Regexp | None = None
+        self._db: hyperscan.Database | None = None
+        self.match_all = False
+        self.match_none = False
+        if not q:
+            self.match_all = True
+            return
+        if query.regex:
+            try:
+                self._verify = re2.compile(q, _re2_options())
+            except re2.error as e:
+                raise QueryError(f"invalid regex: {e}") from None
+            if self._verify.search(b"") is not None:
+                self.match_all = True  # matches the empty line, hence every line
+                return
+            pattern = relax_anchors(q)
+            flags = hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
+        else:
+            if b"\n" in q:
+                self.match_none = True  # no line contains LF
+                return
+            pattern = b"".join(b"\\x%02x" % c for c in q)
+            flags = 0
+        try:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=[pattern], flags=[flags])
+            self._db = db
+        except hyperscan.error:
+            if not query.regex:
+                raise QueryError("query could not be compiled") from None
+            self._db = None  # RE2 on every line
+
+    # -- scanning -------------------------------------------------------------
+
+    def scan(self, buf, start: int = 0, end: int | None = None) -> Ranges:
+        """Ranges [s, e) of whole matching records within buf[start:end].
+
+        ``start`` must be a record start and ``end`` a record end (after LF).
+        Adjacent matching records are coalesced into one range.
+        """
+        if end is None:
+            end = len(buf)
+        if start >= end or self.match_none:
+            return []
+        if self.match_all:
+            return [(start, end)]
+        if self._db is None:
+            return self._scan_lines(buf, start, end)
+        if self._verify is None:
+            return self._scan_literal(buf, start, end)
+        return self._scan_prefiltered(buf, start, end)
+
+    def _scan_literal(self, buf, start: int, end: int) -> Ranges:
+        qlen = len(self.query.q)
+        ranges: Ranges = []
+        append = ranges.append
+        find = buf.find
+        rfind = buf.rfind
+        done = start  # records before this offset are decided
+        last_s = last_e = -1
+
+        def on_match(_id, _from, to, _flags, _ctx):
+            nonlocal done, last_s, last_e
+            to += start
+            if to <= done:
+                return None
+            m_start = to - qlen
+            rs = rfind(b"\n", start, m_start) + 1 or start
+            sp = find(b" ", rs + HEADER_MIN)
+            if m_start <= sp:
+                return None  # hit in the ULID/topic; the line may still match later
+            re_ = find(b"\n", to - 1) + 1
+            done = re_
+            if rs == last_e:
+                last_e = re_
+            else:
+                if last_e >= 0:
+                    append((last_s, last_e))
+                last_s, last_e = rs, re_
+            return None
+
+        assert self._db is not None
+        self._db.scan(_view(buf, start, end), match_event_handler=on_match)
+        if last_e >= 0:
+            append((last_s, last_e))
+        return ranges
+
+    def _scan_prefiltered(self, buf, start: int, end: int) -> Ranges:
+        ranges: Ranges = []
+        append = ranges.append
+        find = buf.find
+        rfind = buf.rfind
+        search = self._verify.search  # type: ignore[union-attr]
+        done = start
+        last_s = last_e = -1
+
+        def on_match(_id, _from, to, _flags, _ctx):
+            nonlocal done, last_s, last_e
+            to += start
+            if to <= done:
+                return None
+            pos = max(to - 1, start)
+            rs = rfind(b"\n", start, pos) + 1 or start
+            re_ = find(b"\n", pos) + 1
+            done = re_
+            ls = find(b" ", rs + HEADER_MIN) + 1
+            if search(buf[ls : re_ - 1]) is None:
+                return None
+            if rs == last_e:
+                last_e = re_
+            else:
+                if last_e >= 0:
+                    append((last_s, last_e))
+                last_s, last_e = rs, re_
+            return None
+
+        assert self._db is not None
+        self._db.scan(_view(buf, start, end), match_event_handler=on_match)
+        if last_e >= 0:
+            append((last_s, last_e))
+        return ranges
+
+    def _scan_lines(self, buf, start: int, end: int) -> Ranges:
+        search = self._verify.search  # type: ignore[union-attr]
+        ranges: Ranges = []
+        pos = start
+        find = buf.find
+        while pos < end:
+            re_ = find(b"\n", pos) + 1 or end
+            ls = find(b" ", pos + HEADER_MIN) + 1
+            if search(buf[ls : re_ - 1]) is not None:
+                if ranges and ranges[-1][1] == pos:
+                    ranges[-1] = (ranges[-1][0], re_)
+                else:
+                    ranges.append((pos, re_))
+            pos = re_
+        return ranges
+
+
+def _view(buf, start: int, end: int):
+    if start == 0 and end == len(buf):
+        return buf
+    return memoryview(buf)[start:end]
+
+
+# -- time bounds ------------------------------------------------------------------
+
+
+def record_start_at_or_after(buf, pos: int, end: int) -> int:
+    if pos <= 0:
+        return 0
+    i = buf.find(b"\n", pos - 1, end)
+    return end if i < 0 else i + 1
+
+
+def seek(buf, key: bytes, lo: int = 0, hi: int | None = None) -> int:
+    """Offset of the first record in buf[lo:hi] whose ULID is >= key (or hi).
+
+    Binary search over byte offsets: each probe finds the next record start with
+    one ``find``, so a lookup touches O(log n) pages of a mapped segment.
+    """
+    if hi is None:
+        hi = len(buf)
+    klen = len(key)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        s = record_start_at_or_after(buf, mid, hi)
+        if s >= hi:
+            # No record starts in [mid, hi): decide the record at lo.
+            if buf[lo : lo + ULID_LEN] >= key[:klen]:
+                return lo
+            lo = record_start_at_or_after(buf, lo + 1, hi)
+            continue
+        if buf[s : s + ULID_LEN] < key:
+            lo = record_start_at_or_after(buf, s + 1, hi)
+        else:
+            hi = s
+    return lo
+
+
+def split_records(data: bytes) -> list[bytes]:
+    """Records of a buffer, each with its LF."""
+    if not data:
+        return []
+    parts = data.split(b"\n")
+    parts.pop()  # after the final LF
+    return [p + b"\n" for p in parts]
+
+
+def merge_dedup(chunks: list[bytes]) -> bytes:
+    """Merge several sorted record buffers into one, dropping duplicate records.
+
+    Sorting whole records is sorting by ULID (fixed-width prefix); timsort
+    merges the pre-sorted runs at C speed, and ``dict.fromkeys`` drops copies.
+    """
+    lines: list[bytes] = []
+    for c in chunks:
+        if c:
+            lines.extend(c.split(b"\n")[:-1])
+    lines.sort()
+    unique = list(dict.fromkeys(lines))
+    # Two copies of one ULID with different bytes (should not happen) both stay.
+    unique.append(b"")
+    return b"\n".join(unique)

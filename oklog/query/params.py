@@ -1,0 +1,99 @@
+"""Query parameters: parsing and validation. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from oklog.query.engine import MAX_QUERY_LEN, Query, QueryError
+from oklog.record import RecordError, ms_floor, normalize_ulid
+
+MIN_KEY = b"0" * 26
+MAX_KEY_EXCL = b"\x7f"  # above every ULID
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    lo: bytes  # inclusive lower ULID bound (26 bytes)
+    hi_excl: bytes  # exclusive upper bound (compares against 26-byte ULIDs)
+    query: Query
+    topic: bytes | None = None
+
+    def to_args(self) -> dict[str, str]:
+        args = {"from": self.lo.decode(), "to_excl": self.hi_excl.decode("latin-1")}
+        if self.query.q:
+            args["q"] = self.query.q.decode("latin-1")
+        args["regex"] = "true" if self.query.regex else "false"
+        return args
+
+
+_TRUE = {"", "1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise QueryError(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def parse_time_ms(text: str) -> int:
+    """RFC 3339 time → milliseconds since the epoch."""
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise QueryError(
+            f"bad time {text!r}: use RFC 3339 (2026-11-23T10:00:00Z) or a ULID"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def parse_bound(text: str, upper: bool) -> bytes:
+    """A from/to value (RFC 3339 or ULID) → a ULID key.
+
+    Lower bounds are inclusive. Upper bounds are returned exclusive: a time
+    covers its whole millisecond; a ULID includes itself.
+    """
+    t = text.strip()
+    if len(t) == 26 and "-" not in t and ":" not in t:
+        try:
+            key = normalize_ulid(t)
+        except RecordError as e:
+            raise QueryError(f"bad ULID {text!r}: {e}") from None
+        return key + b"\x00" if upper else key
+    ms = parse_time_ms(t)
+    if ms < 0:
+        raise QueryError(f"time {text!r} is before 1970")
+    if ms >= 1 << 48:
+        raise QueryError(f"time {text!r} is out of range")
+    return ms_floor(ms + 1) if upper else ms_floor(ms)
+
+
+def parse_params(args: dict[str, list[str]]) -> QueryParams:
+    def one(name: str) -> str | None:
+        v = args.get(name)
+        return v[-1] if v else None
+
+    q_text = one("q") or ""
+    q = q_text.encode("latin-1", "replace")
+    if len(q) > MAX_QUERY_LEN:
+        raise QueryError(f"q is {len(q)} bytes; the limit is {MAX_QUERY_LEN}")
+    regex = parse_bool("regex", one("regex"))
+    from_ = one("from")
+    to = one("to")
+    lo = parse_bound(from_, upper=False) if from_ else MIN_KEY
+    hi = parse_bound(to, upper=True) if to else MAX_KEY_EXCL
+    if lo >= hi:
+        raise QueryError(f"from ({from_}) is after to ({to})")
+    topic = one("topic")
+    return QueryParams(lo, hi, Query(q, regex), topic.encode() if topic else None)

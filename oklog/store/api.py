@@ -1,0 +1,96 @@
+"""The store tier's HTTP API.
+
+GET|HEAD /store/query    the cluster's answer (fans out to store members)
+GET|HEAD /store/_query   this node's answer only
+POST     /store/replicate  a sorted segment body to keep
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from oklog.http import HTTPError, Request, Response, Router, Write
+from oklog.query.engine import Matcher, QueryError
+from oklog.query.params import QueryParams, parse_params
+from oklog.store.log import SegmentError, StoreLog
+from oklog.store.query import execute, plan_query
+
+STREAM_CHUNK = 1 << 20
+
+
+class LocalStore:
+    """This node's store as a replication target (no HTTP hop)."""
+
+    def __init__(self, store: StoreLog, name: str = "local") -> None:
+        self.store = store
+        self.name = name
+
+    async def replicate(self, data: bytes) -> None:
+        await trio.to_thread.run_sync(self.store.write, data, False)
+
+
+def stats_headers(nodes: int, segments: int, size: int, errors: int, started: float) -> dict[str, str]:
+    return {
+        "X-Oklog-Nodes-Queried": str(nodes),
+        "X-Oklog-Segments-Queried": str(segments),
+        "X-Oklog-Max-Data-Set-Size": str(size),
+        "X-Oklog-Error-Count": str(errors),
+        "X-Oklog-Duration": f"{time.monotonic() - started:.6f}s",
+    }
+
+
+def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
+    try:
+        params = parse_params(req.query)
+        return params, Matcher(params.query)
+    except QueryError as e:
+        raise HTTPError(400, str(e)) from None
+
+
+async def local_query(
+    store: StoreLog, limiter: trio.CapacityLimiter, req: Request
+) -> Response:
+    started = time.monotonic()
+    params, matcher = parse_request(req)
+    plan = await trio.to_thread.run_sync(plan_query, store, params)
+    headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+    if req.method == "HEAD":
+        return Response(200, headers=headers)
+
+    async def stream(write: Write) -> None:
+        await execute(store, matcher, plan, _chunked(write), limiter)
+
+    return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
+
+
+def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
+    async def emit(data: bytes) -> None:
+        view = memoryview(data)
+        for i in range(0, len(view), STREAM_CHUNK):
+            await write(bytes(view[i : i + STREAM_CHUNK]))
+
+    return emit
+
+
+def store_router(store: StoreLog, limiter: trio.CapacityLimiter, query_handler=None) -> Router:
+    r = Router()
+
+    async def _query(req: Request) -> Response:
+        return await local_query(store, limiter, req)
+
+    async def replicate(req: Request) -> Response:
+        body = await req.body()
+        try:
+            seg = await trio.to_thread.run_sync(store.write, body, True)
+        except SegmentError as e:
+            raise HTTPError(400, f"bad segment: {e}") from None
+        store.replications_received += 1
+        return Response(200, f"{seg.name}\n".encode())
+
+    r.add("GET|HEAD", "/store/_query", _query)
+    r.add("GET|HEAD", "/store/query", query_handler or _query)
+    r.add("POST", "/store/replicate", replicate)
+    return r

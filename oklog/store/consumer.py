@@ -1,0 +1,198 @@
+"""The store tier's consumer: an explicit state machine over ingest segments.
+
+    gather ──▶ merge ──▶ replicate ──▶ commit
+       ▲                     │ (any target failed)
+       │                     ▼
+       └──────────────────  failed
+
+gather: take the next flushed segment from ingest members (random order) until
+the batch reaches its size or nothing is left; merge: one segment sorted by ULID;
+replicate: to N distinct store targets; commit the sources only when all N
+acknowledged, otherwise mark them failed so they are consumed again. A crash at
+any point leaves records over-replicated (deduplicated at read time), never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from oklog.query.engine import merge_dedup
+
+log = logging.getLogger("oklog.store.consumer")
+
+IDLE_POLL = 0.25  # seconds between polls when no ingest segment is waiting
+
+
+class IngestSource(Protocol):
+    name: str
+
+    async def next(self) -> str | None: ...
+    async def read(self, seg_id: str) -> bytes: ...
+    async def commit(self, seg_id: str) -> None: ...
+    async def failed(self, seg_id: str) -> None: ...
+
+
+class StoreTarget(Protocol):
+    name: str
+
+    async def replicate(self, data: bytes) -> None: ...
+
+
+@dataclass
+class ConsumerStats:
+    state: str = "idle"
+    batches: int = 0
+    segments_consumed: int = 0
+    bytes_consumed: int = 0
+    replications_ok: int = 0
+    replications_failed: int = 0
+    commits_failed: int = 0
+    last_error: str = ""
+    last_batch_time: float = 0.0
+    factor_effective: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Taken:
+    source: IngestSource
+    seg_id: str
+    data: bytes
+
+
+class Consumer:
+    def __init__(
+        self,
+        sources: Callable[[], Sequence[IngestSource]],
+        targets: Callable[[], Sequence[StoreTarget]],
+        replication_factor: int,
+        batch_size: int,
+        batch_age: float,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
+        self.sources = sources
+        self.targets = targets
+        self.factor = replication_factor
+        self.batch_size = batch_size
+        self.batch_age = batch_age
+        self.limiter = limiter
+        self.stats = ConsumerStats()
+
+    async def run(self) -> None:
+        while True:
+            did = await self.cycle()
+            if not did:
+                await trio.sleep(IDLE_POLL)
+
+    async def cycle(self) -> bool:
+        """One gather → merge → replicate → commit|failed; False when idle."""
+        self.stats.state = "gather"
+        taken = await self._gather()
+        if not taken:
+            self.stats.state = "idle"
+            return False
+        self.stats.state = "merge"
+        datas = [t.data for t in taken]
+        merged = await trio.to_thread.run_sync(merge_dedup, datas, limiter=self.limiter)
+        self.stats.state = "replicate"
+        ok = await self._replicate(merged)
+        self.stats.state = "commit" if ok else "failed"
+        for t in taken:
+            try:
+                if ok:
+                    await t.source.commit(t.seg_id)
+                else:
+                    await t.source.failed(t.seg_id)
+            except Exception as e:  # the ingest node times the segment out instead
+                self.stats.commits_failed += 1
+                self.stats.last_error = f"{'commit' if ok else 'failed'} {t.seg_id} on {t.source.name}: {e}"
+                log.warning("%s", self.stats.last_error)
+        if ok:
+            self.stats.batches += 1
+            self.stats.segments_consumed += len(taken)
+            self.stats.bytes_consumed += len(merged)
+            self.stats.last_batch_time = time.time()
+        self.stats.state = "idle"
+        return True
+
+    async def _gather(self) -> list[_Taken]:
+        taken: list[_Taken] = []
+        total = 0
+        started = trio.current_time()
+        exhausted: set[str] = set()
+        while total < self.batch_size and trio.current_time() - started < self.batch_age:
+            sources = [s for s in self.sources() if s.name not in exhausted]
+            if not sources:
+                break
+            src = random.choice(sources)
+            try:
+                seg_id = await src.next()
+                if seg_id is None:
+                    exhausted.add(src.name)
+                    continue
+                try:
+                    data = await src.read(seg_id)
+                except Exception:
+                    await _quiet(src.failed(seg_id))
+                    raise
+            except Exception as e:
+                exhausted.add(src.name)
+                self.stats.last_error = f"gather from {src.name}: {e}"
+                log.warning("%s", self.stats.last_error)
+                continue
+            taken.append(_Taken(src, seg_id, data))
+            total += len(data)
+        return taken
+
+    async def _replicate(self, data: bytes) -> bool:
+        targets = list(self.targets())
+        want = self.factor
+        if len(targets) < want:
+            msg = (
+                f"replication factor {want} but only {len(targets)} store member(s) known; "
+                f"replicating to {len(targets)}"
+            )
+            if msg not in self.stats.warnings:
+                self.stats.warnings = [msg]
+                log.warning("%s", msg)
+            want = len(targets)
+        else:
+            self.stats.warnings = []
+        if want == 0:
+            self.stats.last_error = "no store members to replicate to"
+            self.stats.replications_failed += 1
+            return False
+        self.stats.factor_effective = want
+        chosen = random.sample(targets, want)
+        failures: list[str] = []
+
+        async def one(t: StoreTarget) -> None:
+            try:
+                await t.replicate(data)
+            except Exception as e:
+                failures.append(f"{t.name}: {e}")
+
+        async with trio.open_nursery() as nursery:
+            for t in chosen:
+                nursery.start_soon(one, t)
+        if failures:
+            self.stats.replications_failed += 1
+            self.stats.last_error = "replicate failed: " + "; ".join(failures)
+            log.warning("%s", self.stats.last_error)
+            return False
+        self.stats.replications_ok += 1
+        return True
+
+
+async def _quiet(aw) -> None:
+    try:
+        await aw
+    except Exception:
+        pass

@@ -1,0 +1,173 @@
+"""The store tier's segment files.
+
+A store segment is a file of records sorted by ULID, named ``FIRST-LAST.seg`` by
+the first and last ULID it holds, so a time range selects files with two string
+comparisons. Files are written whole and atomically (temporary name, fsync,
+rename): a crash leaves either the old set of files or the new one. Corrupt files
+are moved to ``quarantine/`` and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from oklog.fs import FS, join
+from oklog.query.engine import merge_dedup
+from oklog.record import ULID_LEN
+
+SEGMENT_SUFFIX = ".seg"
+_NAME_RE = re.compile(r"([0-9A-HJKMNP-TV-Z]{26})-([0-9A-HJKMNP-TV-Z]{26})\.seg\Z")
+# What every record must look like: ULID SP TOPIC SP LINE LF.
+_RECORDS_RE = re.compile(
+    rb"(?:[0-9A-HJKMNP-TV-Z]{26} [A-Za-z0-9][A-Za-z0-9_-]* [^\n]*\n)*\Z"
+)
+
+
+class SegmentError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    first: str
+    last: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.first}-{self.last}{SEGMENT_SUFFIX}"
+
+
+def validate_records(data: bytes) -> tuple[bytes, bytes]:
+    """Check framing and order of a segment body; return (first, last) ULID."""
+    if not data:
+        raise SegmentError("empty segment")
+    if not data.endswith(b"\n"):
+        raise SegmentError("segment does not end with LF")
+    if _RECORDS_RE.match(data) is None:
+        raise SegmentError("segment holds a malformed record")
+    first = data[:ULID_LEN]
+    last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    last = data[last_start : last_start + ULID_LEN]
+    if first > last:
+        raise SegmentError("segment records are not sorted")
+    return first, last
+
+
+def bounds(data: bytes) -> tuple[bytes, bytes]:
+    last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    return data[:ULID_LEN], data[last_start : last_start + ULID_LEN]
+
+
+class StoreLog:
+    def __init__(self, fs: FS, root: str) -> None:
+        self.fs = fs
+        self.root = root
+        self.quarantine_dir = join(root, "quarantine")
+        self._lock = threading.Lock()
+        self._segments: dict[str, Segment] = {}
+        self.quarantined: list[str] = []
+        self.segments_written = 0
+        self.bytes_written = 0
+        self.replications_received = 0
+        fs.mkdirs(root)
+        self._load()
+
+    def _load(self) -> None:
+        for name in self.fs.listdir(self.root):
+            path = join(self.root, name)
+            if name.endswith(".tmp"):
+                self.fs.remove(path)  # an interrupted atomic write
+                continue
+            m = _NAME_RE.match(name)
+            if m is None:
+                continue
+            size = self.fs.size(path)
+            if size == 0 or m.group(1) > m.group(2):
+                self.quarantine(name, "empty or misnamed")
+                continue
+            self._segments[name] = Segment(m.group(1), m.group(2), size)
+
+    def quarantine(self, name: str, reason: str) -> None:
+        self.fs.mkdirs(self.quarantine_dir)
+        try:
+            self.fs.rename(join(self.root, name), join(self.quarantine_dir, name))
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            self._segments.pop(name, None)
+            self.quarantined.append(f"{name}: {reason}")
+
+    # -- writing ----------------------------------------------------------------
+
+    def write(self, data: bytes, validate: bool = True) -> Segment:
+        """Store one sorted segment body atomically; idempotent for equal bodies."""
+        first_b, last_b = validate_records(data) if validate else bounds(data)
+        first, last = first_b.decode(), last_b.decode()
+        name = f"{first}-{last}{SEGMENT_SUFFIX}"
+        path = join(self.root, name)
+        with self._lock:
+            existing = self._segments.get(name)
+        if existing is not None:
+            old = self.fs.read(path)
+            if old == data:
+                return existing
+            data = merge_dedup([old, data])
+        self.fs.write_atomic(path, data)
+        seg = Segment(first, last, len(data))
+        with self._lock:
+            self._segments[name] = seg
+            self.segments_written += 1
+            self.bytes_written += len(data)
+        return seg
+
+    def remove(self, seg: Segment) -> None:
+        with self._lock:
+            self._segments.pop(seg.name, None)
+        self.fs.remove(join(self.root, seg.name))
+
+    # -- reading ------------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        with self._lock:
+            return sorted(self._segments.values())
+
+    def overlapping(self, lo: bytes, hi_excl: bytes) -> list[Segment]:
+        """Segments that may hold records with lo <= ULID < hi_excl."""
+        lo_s, hi_s = lo.decode("latin-1"), hi_excl.decode("latin-1")
+        return [s for s in self.segments() if s.first < hi_s and s.last >= lo_s[:ULID_LEN]]
+
+    def path(self, seg: Segment) -> str:
+        return join(self.root, seg.name)
+
+    def stats(self) -> dict:
+        segs = self.segments()
+        oldest = segs[0].first if segs else None
+        return {
+            "segments": len(segs),
+            "bytes": sum(s.size for s in segs),
+            "oldest": oldest,
+            "newest": max((s.last for s in segs), default=None),
+            "segments_written": self.segments_written,
+            "bytes_written": self.bytes_written,
+            "replications_received": self.replications_received,
+            "quarantined": list(self.quarantined),
+            "time": time.time(),
+        }
+
+
+def group_overlapping(segments: list[Segment]) -> list[list[Segment]]:
+    """Chains of segments whose ULID ranges overlap, in time order."""
+    groups: list[list[Segment]] = []
+    hi = ""
+    for seg in sorted(segments):
+        if groups and seg.first <= hi:
+            groups[-1].append(seg)
+            hi = max(hi, seg.last)
+        else:
+            groups.append([seg])
+            hi = seg.last
+    return groups

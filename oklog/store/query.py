@@ -1,0 +1,128 @@
+"""Running a query over this node's store segments.
+
+Planning is cheap and needs no scan: select segments by name, then binary-search
+the ULIDs inside each to find the byte range of the time window. Execution splits
+the work into units (a byte range of one segment, or a group of overlapping
+segments that must be merged and deduplicated), scans them in worker threads in
+parallel (hyperscan releases the GIL while it scans), and emits results in ULID
+order as each unit finishes.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
+from oklog.query.params import QueryParams
+from oklog.store.log import Segment, StoreLog, group_overlapping
+
+UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
+IN_FLIGHT = 4  # units scanned ahead of the one being sent
+
+
+@dataclass
+class Unit:
+    parts: list[tuple[Segment, int, int]]  # (segment, start, end) byte ranges
+
+
+@dataclass
+class Plan:
+    segments: int = 0
+    bytes: int = 0
+    units: list[Unit] = field(default_factory=list)
+
+
+def _bounds(store: StoreLog, seg: Segment, params: QueryParams) -> tuple[int, int]:
+    with store.fs.map(store.path(seg)) as buf:
+        n = len(buf)
+        lo = 0 if seg.first >= params.lo.decode() else seek(buf, params.lo, 0, n)
+        hi = n if seg.last < params.hi_excl.decode("latin-1") else seek(buf, params.hi_excl, lo, n)
+        if hi <= lo:
+            return lo, lo
+        return lo, hi
+
+
+def _split(store: StoreLog, seg: Segment, lo: int, hi: int) -> list[Unit]:
+    if hi - lo <= UNIT_BYTES:
+        return [Unit([(seg, lo, hi)])]
+    units = []
+    with store.fs.map(store.path(seg)) as buf:
+        s = lo
+        while s < hi:
+            e = record_start_at_or_after(buf, min(s + UNIT_BYTES, hi), hi)
+            units.append(Unit([(seg, s, e)]))
+            s = e
+    return units
+
+
+def plan_query(store: StoreLog, params: QueryParams) -> Plan:
+    """Segments and bytes the query would scan, and the units to scan them in."""
+    plan = Plan()
+    for group in group_overlapping(store.overlapping(params.lo, params.hi_excl)):
+        parts = []
+        for seg in group:
+            try:
+                lo, hi = _bounds(store, seg, params)
+            except (FileNotFoundError, ValueError):
+                continue  # removed by compaction meanwhile, or unreadable
+            if hi > lo:
+                parts.append((seg, lo, hi))
+                plan.segments += 1
+                plan.bytes += hi - lo
+        if len(parts) == 1:
+            plan.units.extend(_split(store, *parts[0]))
+        elif parts:
+            plan.units.append(Unit(parts))
+    return plan
+
+
+def run_unit(store: StoreLog, matcher: Matcher, unit: Unit) -> bytes:
+    """Scan one unit (in a worker thread); return its matching records in order."""
+    outs = []
+    for seg, lo, hi in unit.parts:
+        try:
+            with store.fs.map(store.path(seg)) as buf:
+                ranges = matcher.scan(buf, lo, hi)
+                outs.append(b"".join(buf[s:e] for s, e in ranges))
+        except FileNotFoundError:
+            continue
+    if len(outs) == 1:
+        return outs[0]
+    return merge_dedup(outs)
+
+
+async def execute(
+    store: StoreLog,
+    matcher: Matcher,
+    plan: Plan,
+    emit: Callable[[bytes], Awaitable[None]],
+    limiter: trio.CapacityLimiter,
+    in_flight: int = IN_FLIGHT,
+) -> None:
+    """Scan the plan's units in parallel; emit each unit's result in order."""
+    async with trio.open_nursery() as nursery:
+        pending: collections.deque = collections.deque()
+
+        async def work(unit: Unit, tx: trio.MemorySendChannel) -> None:
+            data = await trio.to_thread.run_sync(run_unit, store, matcher, unit, limiter=limiter)
+            await tx.send(data)
+
+        async def drain_one() -> None:
+            rx = pending.popleft()
+            async with rx:
+                data = await rx.receive()
+            if data:
+                await emit(data)
+
+        for unit in plan.units:
+            if len(pending) >= in_flight:
+                await drain_one()
+            tx, rx = trio.open_memory_channel(1)
+            nursery.start_soon(work, unit, tx)
+            pending.append(rx)
+        while pending:
+            await drain_one()
