@@ -31,7 +31,7 @@ def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT) -> list[tup
             print(f"oklog forward: cannot resolve {host}: {e}", file=sys.stderr)
             continue
         for info in infos:
-            target = (info[4][0], info[4][1])
+            target = (str(info[4][0]), int(info[4][1]))
             if target not in out:
                 out.append(target)
     return out

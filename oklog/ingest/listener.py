@@ -143,7 +143,7 @@ async def handle_connection(
                 continue
             if not data:
                 break
-            records, n = conn.take(data)
+            records, n = conn.take(bytes(data))
             await conn.write(records, n)
             if durable and n:
                 await stream.send_all(b"+%d\n" % n)
