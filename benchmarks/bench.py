@@ -1,0 +1,529 @@
+"""``make bench``: oklog against grep/cat references, in the same run.
+
+See benchmarks/README.md for what each figure means. Quick mode:
+``make bench BENCH_ARGS=--quick`` (= ``--size 50MB --runs 3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from benchmarks.dataset import (
+    RARE_TERM,
+    RECORD_OVERHEAD,
+    REGEX,
+    DataSet,
+    generate,
+    header_safe,
+    human,
+    parse_size,
+)
+from benchmarks.node import Node, rfc3339
+
+MiB = 1 << 20
+SEND_CHUNK = 4 * MiB
+POLL = 0.1
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+MODES = ("tcp1", "tcp8", "forward")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loud(msg: str) -> None:
+    bar = "!" * 78
+    print(f"\n{bar}\n!! {msg}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+# -- ULID helpers -------------------------------------------------------------------------
+
+
+def ulid_ms(ulid: str) -> int:
+    ms = 0
+    for c in ulid[:10]:
+        ms = ms * 32 + CROCKFORD.index(c)
+    return ms
+
+
+def ms_to_ulid_floor(ms: int) -> str:
+    out = []
+    for _ in range(10):
+        out.append(CROCKFORD[ms & 31])
+        ms >>= 5
+    return "".join(reversed(out)) + "0" * 16
+
+
+def segment_files(store: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(store, "*.seg")))
+
+
+def count_lines(paths: list[str]) -> int:
+    n = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            while chunk := f.read(8 * MiB):
+                n += chunk.count(b"\n")
+    return n
+
+
+# -- ingest -------------------------------------------------------------------------------
+
+
+def split_points(path: str, nbytes: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous (offset, length) ranges of the file, cut after an LF."""
+    cuts = [0]
+    with open(path, "rb") as f:
+        for i in range(1, parts):
+            pos = max(nbytes * i // parts, cuts[-1])
+            f.seek(pos)
+            tail = f.read(1 << 20)
+            nl = tail.find(b"\n")
+            cuts.append(min(nbytes, pos + nl + 1) if nl >= 0 else nbytes)
+    cuts.append(nbytes)
+    return [(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def send_range(addr: tuple[str, int], path: str, offset: int, length: int, timeout: float, errors: list) -> None:
+    try:
+        with socket.create_connection(addr, timeout=10) as s, open(path, "rb") as f:
+            s.settimeout(timeout)
+            f.seek(offset)
+            left, carry = length, b""
+            while left > 0:
+                buf = f.read(min(SEND_CHUNK, left))
+                if not buf:
+                    break
+                left -= len(buf)
+                buf = carry + buf
+                cut = buf.rfind(b"\n") + 1 if left > 0 else len(buf)
+                carry = buf[cut:]
+                s.sendall(buf[:cut])
+            if carry:
+                s.sendall(carry)
+            s.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        errors.append(f"{addr}: {e}")
+
+
+def wait_queryable(node: Node, from_: str, want: int, deadline: float) -> tuple[bool, int]:
+    size = 0
+    while time.monotonic() < deadline:
+        if not node.alive():
+            raise RuntimeError(f"node {node.name} died during ingest; see {node.dir}/node.log")
+        try:
+            size = node.data_set_size(from_)
+        except (OSError, RuntimeError):
+            size = size
+        if size >= want:
+            return True, size
+        time.sleep(POLL)
+    return False, size
+
+
+def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> dict:
+    from_ = rfc3339(node.started_at - 60)
+    node.reset_peak()
+    deadline = time.monotonic() + timeout
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    if mode == "forward":
+        with open(ds.path, "rb") as stdin:
+            fwd = subprocess.Popen(
+                [oklog, "forward", f"{node.fast[0]}:{node.fast[1]}"],
+                stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            try:
+                _, err = fwd.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                fwd.kill()
+                fwd.communicate()
+                raise RuntimeError(f"oklog forward did not finish in {timeout:.0f}s") from None
+            if fwd.returncode != 0:
+                errors.append(f"oklog forward exited {fwd.returncode}: {err.decode(errors='replace')[-500:]}")
+    else:
+        conns = int(mode[3:])
+        threads = [
+            threading.Thread(target=send_range, args=(node.fast, ds.path, off, ln, timeout, errors))
+            for off, ln in split_points(ds.path, ds.nbytes, conns)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(1.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            raise RuntimeError(f"{mode}: sending did not finish in {timeout:.0f}s")
+    t_sent = time.perf_counter()
+    if errors:
+        loud(f"{mode}: send errors: {errors}")
+    ok, size = wait_queryable(node, from_, ds.store_bytes, deadline)
+    t_done = time.perf_counter()
+    total = t_done - t0
+    res = {
+        "mode": mode,
+        "connections": 1 if mode == "forward" else int(mode[3:]),
+        "complete": ok,
+        "send_s": t_sent - t0,
+        "drain_s": t_done - t_sent,
+        "total_s": total,
+        "mb_per_s": ds.nbytes / MiB / total,
+        "records_per_s": ds.nlines / total,
+        "store_bytes": size,
+        "expected_store_bytes": ds.store_bytes,
+        "peak_rss_mib": node.peak_rss_mib(),
+        "errors": errors,
+    }
+    if not ok:
+        loud(f"{mode}: only {size} of {ds.store_bytes} store bytes queryable after {timeout:.0f}s")
+    elif size != ds.store_bytes:
+        loud(f"{mode}: store reports {size} bytes, expected exactly {ds.store_bytes} (duplicates?)")
+    stored = count_lines(segment_files(node.store_path))
+    res["store_lines"] = stored
+    if stored != ds.nlines:
+        loud(f"{mode}: store segment files hold {stored} lines, data set has {ds.nlines}")
+    log(
+        f"{mode}: {res['mb_per_s']:.1f} MiB/s, {res['records_per_s']:.0f} rec/s, "
+        f"send {res['send_s']:.2f}s, last byte→queryable {res['drain_s']:.2f}s, "
+        f"peak RSS {res['peak_rss_mib']:.0f} MiB"
+    )
+    return res
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def sh(cmd: list[str], sink: str) -> str:
+    """A bash command line: ``cmd`` with output to ``sink`` (a shell redirection)."""
+    return f"set -o pipefail; {shlex.join(cmd)} {sink}"
+
+
+PIPE_SINK = "| cat > /dev/null"
+
+
+def timed(cmdline: str, timeout: float, ok_codes=(0,)) -> float:
+    env = dict(os.environ, LC_ALL="C")
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        ["bash", "-c", cmdline], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, timeout=timeout,
+    )
+    dt = time.perf_counter() - t0
+    if p.returncode not in ok_codes:
+        raise RuntimeError(f"exit {p.returncode}: {cmdline}\n{p.stderr.decode(errors='replace')[-800:]}")
+    return dt
+
+
+def output_lines(cmd: list[str], timeout: float, ok_codes=(0,)) -> int:
+    """Run a command, count LF in its stdout without keeping it."""
+    env = dict(os.environ, LC_ALL="C")
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        n = 0
+        try:
+            assert p.stdout is not None
+            while chunk := p.stdout.read(4 * MiB):
+                n += chunk.count(b"\n")
+            err = p.stderr.read() if p.stderr else b""
+            rc = p.wait()
+        finally:
+            timer.cancel()
+    if rc not in ok_codes:
+        raise RuntimeError(f"exit {rc}: {shlex.join(cmd)}\n{err.decode(errors='replace')[-800:]}")
+    return n
+
+
+def window_count(files: list[str], lo_ulid: str, term: bytes) -> int:
+    """Reference count for a time-window query: records with ULID >= lo holding term."""
+    lo = lo_ulid.encode()
+    n = 0
+    for p in files:
+        name = os.path.basename(p)
+        if name[27:53].encode() < lo:
+            continue  # the whole segment ends before the window
+        with open(p, "rb") as f:
+            for rec in f:
+                if rec[:26] >= lo and term in rec[RECORD_OVERHEAD:]:
+                    n += 1
+    return n
+
+
+class QueryBench:
+    def __init__(self, node: Node, ds: DataSet, oklog: str, runs: int, timeout: float) -> None:
+        self.node = node
+        self.ds = ds
+        self.oklog = oklog
+        self.runs = runs
+        self.timeout = timeout
+        self.from_ = rfc3339(node.started_at - 60)
+
+    def files(self) -> list[str]:
+        return segment_files(self.node.store_path)
+
+    def oklog_cmd(self, *args: str, from_: str | None = None) -> list[str]:
+        return [self.oklog, "query", "-store", self.node.api, "-from", from_ or self.from_, *args]
+
+    def measure(
+        self, name: str, oklog: Callable[[], str], ref: Callable[[], str] | None, ref_desc: str, ref_ok=(0,)
+    ) -> dict:
+        """Warm up once, then ``runs`` interleaved timings of oklog and the reference."""
+        ok_t: list[float] = []
+        ref_t: list[float] = []
+        timed(oklog(), self.timeout)
+        if ref:
+            timed(ref(), self.timeout, ref_ok)
+        for _ in range(self.runs):
+            ok_t.append(timed(oklog(), self.timeout))
+            if ref:
+                ref_t.append(timed(ref(), self.timeout, ref_ok))
+        res = {
+            "query": name,
+            "oklog_cmd": oklog(),
+            "oklog_s": statistics.median(ok_t),
+            "oklog_runs": ok_t,
+            "reference": ref_desc,
+            "reference_s": statistics.median(ref_t) if ref_t else None,
+            "reference_runs": ref_t,
+        }
+        res["ratio"] = res["oklog_s"] / res["reference_s"] if res["reference_s"] else None
+        ratio = f", ratio {res['ratio']:.2f}" if res["ratio"] else ""
+        ref_txt = f", {ref_desc} {res['reference_s']:.3f}s" if ref_t else ""
+        log(f"query {name}: oklog {res['oklog_s']:.3f}s{ref_txt}{ratio}")
+        return res
+
+    def check(self, res: dict, oklog_args: list[str], grep_count: int, expected: int | None) -> None:
+        got = output_lines(oklog_args, self.timeout)
+        res["oklog_lines"] = got
+        res["reference_lines"] = grep_count
+        res["expected_lines"] = expected
+        res["correct"] = got == grep_count and (expected is None or got == expected)
+        if not res["correct"]:
+            loud(
+                f"MISMATCH {res['query']}: oklog returned {got} lines, reference counts {grep_count}"
+                + (f", data set generation expects {expected}" if expected is not None else "")
+            )
+
+    def grep_count(self, flag: str, pattern: str) -> int:
+        cmd = ["grep", "-h", "-c", flag, "--", pattern, *self.files()]
+        p = subprocess.run(cmd, env=dict(os.environ, LC_ALL="C"), capture_output=True, timeout=self.timeout)
+        if p.returncode not in (0, 1):
+            raise RuntimeError(p.stderr.decode(errors="replace"))
+        return sum(int(x) for x in p.stdout.split())
+
+    def run(self, ten: str) -> list[dict]:
+        ds = self.ds
+        out = []
+
+        def grep(flag: str, pattern: str, sink: str, extra: tuple[str, ...] = ()) -> Callable[[], str]:
+            return lambda: sh(["grep", *extra, flag, "--", pattern, *self.files()], sink)
+
+        def ok(*args: str, from_: str | None = None, sink: str = "> /dev/null") -> Callable[[], str]:
+            return lambda: sh(self.oklog_cmd(*args, from_=from_), sink)
+
+        # rare term
+        r = self.measure("rare term", ok("-q", RARE_TERM), grep("-F", RARE_TERM, "> /dev/null", ("-c",)),
+                         "grep -F -c", ref_ok=(0, 1))
+        r["pattern"] = RARE_TERM
+        self.check(r, self.oklog_cmd("-q", RARE_TERM), self.grep_count("-F", RARE_TERM), ds.expected_count(RARE_TERM))
+        out.append(r)
+
+        # ~10% term. Both sides write into a pipe (GNU grep stops at the first match
+        # when its stdout is /dev/null, which would make the reference meaningless).
+        r = self.measure("10% term", ok("-q", ten, sink=PIPE_SINK), grep("-F", ten, PIPE_SINK, ("-h",)),
+                         "grep -F | cat", ref_ok=(0, 1))
+        r["pattern"] = ten
+        self.check(r, self.oklog_cmd("-q", ten), self.grep_count("-F", ten), ds.expected_count(ten))
+        out.append(r)
+        full_ten = r
+
+        # regex
+        r = self.measure("regex", ok("-q", REGEX, "-regex", sink=PIPE_SINK), grep("-E", REGEX, PIPE_SINK, ("-h",)),
+                         "grep -E | cat", ref_ok=(0, 1))
+        r["pattern"] = REGEX
+        self.check(r, self.oklog_cmd("-q", REGEX, "-regex"), self.grep_count("-E", REGEX),
+                   ds.expected_count(REGEX, regex=True))
+        out.append(r)
+
+        # match-all
+        r = self.measure("match-all", ok(sink=PIPE_SINK), lambda: sh(["cat", *self.files()], PIPE_SINK),
+                         "cat | cat")
+        r["pattern"] = ""
+        self.check(r, self.oklog_cmd(), count_lines(self.files()), ds.nlines)
+        out.append(r)
+
+        # last 1% of the time range, same 10% term, compared with the full range
+        files = self.files()
+        first = ulid_ms(min(os.path.basename(p)[:26] for p in files))
+        last = ulid_ms(max(os.path.basename(p)[27:53] for p in files))
+        lo_ms = first + int((last - first) * 0.99)
+        lo_time = rfc3339(lo_ms / 1000)
+        r = self.measure("10% term, last 1% of time", ok("-q", ten, from_=lo_time, sink=PIPE_SINK), None,
+                         "same query, full range")
+        r["pattern"] = ten
+        r["reference_s"] = full_ten["oklog_s"]
+        r["ratio"] = r["oklog_s"] / full_ten["oklog_s"]
+        r["window_ms"] = [lo_ms, last]
+        log(f"  last-1% / full-range ratio {r['ratio']:.3f}")
+        self.check(r, self.oklog_cmd("-q", ten, from_=lo_time), window_count(files, ms_to_ulid_floor(lo_ms),
+                   ten.encode()), None)
+        out.append(r)
+
+        # -stats, against the CLI's bare start-up (oklog query -h)
+        r = self.measure("-stats", ok("-stats"), lambda: sh([self.oklog, "query", "-h"], "> /dev/null"),
+                         "oklog query -h (start-up)")
+        r["pattern"] = ""
+        out.append(r)
+        return out
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def report(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    d = result["dataset"]
+    con.print(
+        f"[bold]oklog benchmark[/bold]  data set {human(d['bytes'])}, {d['lines']:,} lines, seed {d['seed']}; "
+        f"10% term {d['ten_term']!r} ({d['ten_fraction']:.1%}); {result['runs']} runs, median; "
+        f"{result['host']['cpus']} CPUs"
+    )
+    t = Table(title="Ingest (first byte → all records queryable)")
+    for col in ("mode", "MiB/s", "records/s", "send s", "last byte→queryable s", "total s", "peak RSS MiB", "ok"):
+        t.add_column(col, justify="right" if col not in ("mode", "ok") else "left")
+    for r in result["ingest"]:
+        ok = r["complete"] and r["store_lines"] == d["lines"] and not r["errors"]
+        t.add_row(
+            r["mode"], f"{r['mb_per_s']:.1f}", f"{r['records_per_s']:,.0f}", f"{r['send_s']:.2f}",
+            f"{r['drain_s']:.2f}", f"{r['total_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
+            "yes" if ok else "[red]NO[/red]",
+        )
+    con.print(t)
+    t = Table(title="Queries (warm cache, oklog CLI vs reference on the same segment files)")
+    for col in ("query", "lines", "oklog s", "reference", "ref s", "ratio", "correct"):
+        t.add_column(col, justify="right" if col in ("lines", "oklog s", "ref s", "ratio") else "left")
+    for r in result["queries"]:
+        correct = r.get("correct")
+        t.add_row(
+            r["query"], f"{r['oklog_lines']:,}" if "oklog_lines" in r else "-", f"{r['oklog_s']:.3f}",
+            r["reference"], f"{r['reference_s']:.3f}" if r["reference_s"] else "-",
+            f"{r['ratio']:.2f}" if r["ratio"] else "-",
+            "-" if correct is None else ("yes" if correct else "[red]MISMATCH[/red]"),
+        )
+    con.print(t)
+    if result.get("node_peak_rss_mib_queries") is not None:
+        con.print(f"query node peak RSS during queries: {result['node_peak_rss_mib_queries']:.0f} MiB")
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="1GB", help="data set size (100MB, 1GB, ...; default 1GB)")
+    p.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per query (median; default 5)")
+    p.add_argument("--quick", action="store_true", help="alias for --size 50MB --runs 3")
+    p.add_argument("--workdir", default="bench-data", help="data set and node directories (default bench-data/)")
+    p.add_argument("--json", default=None, help="result JSON path (default WORKDIR/results.json)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="ingest measurements, comma separated from tcp1,tcp8,forward (or tcpN); "
+                        "the first one's node answers the queries (default tcp1,tcp8,forward)")
+    p.add_argument("--no-queries", action="store_true", help="ingest measurements only")
+    p.add_argument("--ingest-timeout", type=float, default=None,
+                   help="seconds per ingest measurement (default 120 + 2 per MiB)")
+    p.add_argument("--query-timeout", type=float, default=600.0, help="seconds per query command (default 600)")
+    p.add_argument("--oklog", default=os.path.join(os.path.dirname(sys.executable), "oklog"),
+                   help="oklog executable (default: the one next to this Python)")
+    p.add_argument("--keep", action="store_true", help="keep node directories afterwards")
+    ns = p.parse_args(argv)
+    if ns.quick:
+        ns.size, ns.runs = "50MB", 3
+    try:
+        ns.size_bytes = parse_size(ns.size)
+    except ValueError as e:
+        p.error(str(e))
+    ns.mode_list = [m.strip() for m in ns.modes.split(",") if m.strip()]
+    for m in ns.mode_list:
+        if m != "forward" and not (m.startswith("tcp") and m[3:].isdigit() and int(m[3:]) > 0):
+            p.error(f"unknown mode {m!r}")
+    if not ns.mode_list:
+        p.error("no ingest mode")
+    if ns.runs < 1:
+        p.error("--runs must be at least 1")
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    if not os.access(ns.oklog, os.X_OK):
+        print(f"bench: {ns.oklog} is not executable (make install?)", file=sys.stderr)
+        return 2
+    ds = generate(ns.workdir, ns.size_bytes, ns.seed, log=log)
+    ten, frac, fracs = ds.pick_ten_percent()
+    log("candidate fractions: " + ", ".join(f"{k} {v:.1%}" for k, v in sorted(fracs.items(), key=lambda kv: kv[1])))
+    log(f"10% term: {ten!r} matches {frac:.2%} of lines; rare term {RARE_TERM!r}: "
+        f"{ds.expected_count(RARE_TERM)} lines; regex {REGEX!r}: {ds.expected_count(REGEX, True) / ds.nlines:.2%}")
+    assert header_safe(ten) and header_safe(RARE_TERM)
+    timeout = ns.ingest_timeout or 120 + 2 * ds.nbytes / MiB
+    result: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "platform": sys.platform},
+        "runs": ns.runs,
+        "dataset": {
+            "path": ds.path, "seed": ds.seed, "size": ds.size, "bytes": ds.nbytes, "lines": ds.nlines,
+            "store_bytes": ds.store_bytes, "ten_term": ten, "ten_fraction": frac, "candidates": fracs,
+            "rare_term": RARE_TERM, "rare_lines": ds.expected_count(RARE_TERM), "regex": REGEX,
+            "regex_fraction": ds.expected_count(REGEX, True) / ds.nlines,
+        },
+        "ingest": [],
+        "queries": [],
+    }
+    failed = False
+    for i, mode in enumerate(ns.mode_list):
+        node = Node(ns.oklog, ns.workdir, f"node-{mode}", log=log)
+        try:
+            node.start()
+            result["ingest"].append(ingest(node, ds, mode, ns.oklog, timeout))
+            if i == 0 and not ns.no_queries:
+                node.reset_peak()
+                qb = QueryBench(node, ds, ns.oklog, ns.runs, ns.query_timeout)
+                result["queries"] = qb.run(ten)
+                result["node_peak_rss_mib_queries"] = node.peak_rss_mib()
+                result["node_vmhwm_mib"] = node.hwm_mib()
+        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+            loud(f"{mode}: {e}")
+            result.setdefault("errors", []).append(f"{mode}: {e}")
+            failed = True
+        finally:
+            node.stop()
+            if not ns.keep:
+                node.cleanup()
+    json_path = ns.json or os.path.join(ns.workdir, "results.json")
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(result, f, indent=2)
+    report(result)
+    print(f"results: {json_path}")
+    bad = any(r.get("correct") is False for r in result["queries"]) or any(
+        not r["complete"] or r["store_lines"] != ds.nlines for r in result["ingest"]
+    )
+    return 1 if failed or bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
