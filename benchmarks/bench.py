@@ -322,8 +322,9 @@ class QueryBench:
         return sum(int(x) for x in p.stdout.split())
 
     def run(self, ten: str) -> list[dict]:
+        """Every query kind; one that fails is recorded with its error, the rest still run."""
         ds = self.ds
-        out = []
+        out: list[dict] = []
 
         def grep(flag: str, pattern: str, sink: str, extra: tuple[str, ...] = ()) -> Callable[[], str]:
             return lambda: sh(["grep", *extra, flag, "--", pattern, *self.files()], sink)
@@ -331,59 +332,78 @@ class QueryBench:
         def ok(*args: str, from_: str | None = None, sink: str = "> /dev/null") -> Callable[[], str]:
             return lambda: sh(self.oklog_cmd(*args, from_=from_), sink)
 
-        # rare term
-        r = self.measure("rare term", ok("-q", RARE_TERM), grep("-F", RARE_TERM, "> /dev/null", ("-c",)),
-                         "grep -F -c", ref_ok=(0, 1))
-        r["pattern"] = RARE_TERM
-        self.check(r, self.oklog_cmd("-q", RARE_TERM), self.grep_count("-F", RARE_TERM), ds.expected_count(RARE_TERM))
-        out.append(r)
+        def rare() -> dict:
+            r = self.measure("rare term", ok("-q", RARE_TERM), grep("-F", RARE_TERM, "> /dev/null", ("-c",)),
+                             "grep -F -c", ref_ok=(0, 1))
+            self.check(r, self.oklog_cmd("-q", RARE_TERM), self.grep_count("-F", RARE_TERM),
+                       ds.expected_count(RARE_TERM))
+            return r
 
-        # ~10% term. Both sides write into a pipe (GNU grep stops at the first match
-        # when its stdout is /dev/null, which would make the reference meaningless).
-        r = self.measure("10% term", ok("-q", ten, sink=PIPE_SINK), grep("-F", ten, PIPE_SINK, ("-h",)),
-                         "grep -F | cat", ref_ok=(0, 1))
-        r["pattern"] = ten
-        self.check(r, self.oklog_cmd("-q", ten), self.grep_count("-F", ten), ds.expected_count(ten))
-        out.append(r)
-        full_ten = r
+        # Both sides write into a pipe: GNU grep stops at the first match when its
+        # stdout is /dev/null, which would make the reference meaningless.
+        def ten_pct() -> dict:
+            r = self.measure("10% term", ok("-q", ten, sink=PIPE_SINK), grep("-F", ten, PIPE_SINK, ("-h",)),
+                             "grep -F | cat", ref_ok=(0, 1))
+            self.check(r, self.oklog_cmd("-q", ten), self.grep_count("-F", ten), ds.expected_count(ten))
+            return r
 
-        # regex
-        r = self.measure("regex", ok("-q", REGEX, "-regex", sink=PIPE_SINK), grep("-E", REGEX, PIPE_SINK, ("-h",)),
-                         "grep -E | cat", ref_ok=(0, 1))
-        r["pattern"] = REGEX
-        self.check(r, self.oklog_cmd("-q", REGEX, "-regex"), self.grep_count("-E", REGEX),
-                   ds.expected_count(REGEX, regex=True))
-        out.append(r)
+        def regex() -> dict:
+            r = self.measure("regex", ok("-q", REGEX, "-regex", sink=PIPE_SINK),
+                             grep("-E", REGEX, PIPE_SINK, ("-h",)), "grep -E | cat", ref_ok=(0, 1))
+            self.check(r, self.oklog_cmd("-q", REGEX, "-regex"), self.grep_count("-E", REGEX),
+                       ds.expected_count(REGEX, regex=True))
+            return r
 
-        # match-all
-        r = self.measure("match-all", ok(sink=PIPE_SINK), lambda: sh(["cat", *self.files()], PIPE_SINK),
-                         "cat | cat")
-        r["pattern"] = ""
-        self.check(r, self.oklog_cmd(), count_lines(self.files()), ds.nlines)
-        out.append(r)
+        def match_all() -> dict:
+            r = self.measure("match-all", ok(sink=PIPE_SINK), lambda: sh(["cat", *self.files()], PIPE_SINK),
+                             "cat | cat")
+            self.check(r, self.oklog_cmd(), count_lines(self.files()), ds.nlines)
+            return r
 
-        # last 1% of the time range, same 10% term, compared with the full range
-        files = self.files()
-        first = ulid_ms(min(os.path.basename(p)[:26] for p in files))
-        last = ulid_ms(max(os.path.basename(p)[27:53] for p in files))
-        lo_ms = first + int((last - first) * 0.99)
-        lo_time = rfc3339(lo_ms / 1000)
-        r = self.measure("10% term, last 1% of time", ok("-q", ten, from_=lo_time, sink=PIPE_SINK), None,
-                         "same query, full range")
-        r["pattern"] = ten
-        r["reference_s"] = full_ten["oklog_s"]
-        r["ratio"] = r["oklog_s"] / full_ten["oklog_s"]
-        r["window_ms"] = [lo_ms, last]
-        log(f"  last-1% / full-range ratio {r['ratio']:.3f}")
-        self.check(r, self.oklog_cmd("-q", ten, from_=lo_time), window_count(files, ms_to_ulid_floor(lo_ms),
-                   ten.encode()), None)
-        out.append(r)
+        def last_pct() -> dict:
+            files = self.files()
+            first = ulid_ms(min(os.path.basename(p)[:26] for p in files))
+            last = ulid_ms(max(os.path.basename(p)[27:53] for p in files))
+            lo_ms = first + int((last - first) * 0.99)
+            lo_time = rfc3339(lo_ms / 1000)
+            r = self.measure("10% term, last 1% of time", ok("-q", ten, from_=lo_time, sink=PIPE_SINK), None,
+                             "same, full range")
+            full = next((q for q in out if q["query"] == "10% term" and "error" not in q), None)
+            if full:
+                r["reference_s"] = full["oklog_s"]
+                r["ratio"] = r["oklog_s"] / full["oklog_s"]
+                log(f"  last-1% / full-range ratio {r['ratio']:.3f}")
+            r["window_ms"] = [lo_ms, last]
+            r["from"] = lo_time
+            self.check(r, self.oklog_cmd("-q", ten, from_=lo_time),
+                       window_count(files, ms_to_ulid_floor(lo_ms), ten.encode()), None)
+            return r
 
-        # -stats, against the CLI's bare start-up (oklog query -h)
-        r = self.measure("-stats", ok("-stats"), lambda: sh([self.oklog, "query", "-h"], "> /dev/null"),
-                         "oklog query -h (start-up)")
-        r["pattern"] = ""
-        out.append(r)
+        def stats() -> dict:
+            # against the CLI's bare start-up (oklog query -h)
+            return self.measure("-stats", ok("-stats"), lambda: sh([self.oklog, "query", "-h"], "> /dev/null"),
+                                "oklog query -h (start-up)")
+
+        kinds: list[tuple[str, str, Callable[[], dict]]] = [
+            ("rare term", RARE_TERM, rare),
+            ("10% term", ten, ten_pct),
+            ("regex", REGEX, regex),
+            ("match-all", "", match_all),
+            ("10% term, last 1% of time", ten, last_pct),
+            ("-stats", "", stats),
+        ]
+        for name, pattern, fn in kinds:
+            try:
+                r = fn()
+            except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+                loud(f"query {name} FAILED: {e}")
+                r = {"query": name, "error": str(e), "oklog_s": None, "reference_s": None, "ratio": None,
+                     "reference": "-"}
+            r["pattern"] = pattern
+            out.append(r)
+            if not self.node.alive():
+                loud(f"node died during query {name}; see {self.node.dir}/node.log")
+                break
         return out
 
 
@@ -395,6 +415,8 @@ def report(result: dict) -> None:
     from rich.table import Table
 
     con = Console()
+    if not con.is_terminal:
+        con = Console(width=140)
     d = result["dataset"]
     con.print(
         f"[bold]oklog benchmark[/bold]  data set {human(d['bytes'])}, {d['lines']:,} lines, seed {d['seed']}; "
@@ -417,6 +439,9 @@ def report(result: dict) -> None:
         t.add_column(col, justify="right" if col in ("lines", "oklog s", "ref s", "ratio") else "left")
     for r in result["queries"]:
         correct = r.get("correct")
+        if "error" in r:
+            t.add_row(r["query"], "-", "[red]ERROR[/red]", r["reference"], "-", "-", "[red]ERROR[/red]")
+            continue
         t.add_row(
             r["query"], f"{r['oklog_lines']:,}" if "oklog_lines" in r else "-", f"{r['oklog_s']:.3f}",
             r["reference"], f"{r['reference_s']:.3f}" if r["reference_s"] else "-",
@@ -424,6 +449,11 @@ def report(result: dict) -> None:
             "-" if correct is None else ("yes" if correct else "[red]MISMATCH[/red]"),
         )
     con.print(t)
+    for r in result["queries"]:
+        if "error" in r:
+            con.print(f"[red]{r['query']} failed:[/red] {r['error'].strip().splitlines()[-1]}", markup=True)
+    for e in result.get("errors", []):
+        con.print(f"[red]error:[/red] {e}")
     if result.get("node_peak_rss_mib_queries") is not None:
         con.print(f"query node peak RSS during queries: {result['node_peak_rss_mib_queries']:.0f} MiB")
 
@@ -519,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(result, f, indent=2)
     report(result)
     print(f"results: {json_path}")
-    bad = any(r.get("correct") is False for r in result["queries"]) or any(
+    bad = any(r.get("correct") is False or "error" in r for r in result["queries"]) or any(
         not r["complete"] or r["store_lines"] != ds.nlines for r in result["ingest"]
     )
     return 1 if failed or bad else 0
