@@ -166,3 +166,27 @@ def test_param_bounds():
     p = parse_params({"regex": ["false"], "q": ["a.b"]})
     assert p.query.regex is False
     assert parse_params({"regex": [""]}).query.regex is True
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_runs_randomized(seed):
+    import random
+
+    rnd = random.Random(seed)
+    universe = sorted(
+        {b"%026d" % rnd.randrange(10**9) + b" t line%d\n" % rnd.randrange(100) for _ in range(400)}
+    )
+    # Dedup by ULID: keep one record per ULID.
+    by_ulid = {}
+    for r in universe:
+        by_ulid.setdefault(r[:ULID_LEN], r)
+    universe = [by_ulid[k] for k in sorted(by_ulid)]
+    runs = []
+    for _ in range(rnd.randint(1, 6)):
+        if runs and rnd.random() < 0.3:
+            runs.append(runs[-1])  # a whole duplicated run
+            continue
+        pick = sorted(rnd.sample(universe, rnd.randint(0, len(universe))))
+        runs.append(b"".join(pick))
+    want = b"".join(sorted(set(b"".join(runs).splitlines(keepends=True))))
+    assert merge_dedup(runs) == want

@@ -297,18 +297,88 @@ def split_records(data: bytes) -> list[bytes]:
     return [p + b"\n" for p in parts]
 
 
-def merge_dedup(chunks: list[bytes]) -> bytes:
-    """Merge several sorted record buffers into one, dropping duplicate records.
+def gallop(buf, key: bytes, lo: int, hi: int) -> int:
+    """Like ``seek`` but fast when the answer is near ``lo``: probes at growing
+    distances first, then binary-searches the last interval."""
+    if lo >= hi or buf[lo : lo + ULID_LEN] >= key:
+        return lo
+    prev = lo  # a record start whose ULID is < key
+    step = 512
+    while True:
+        s = record_start_at_or_after(buf, prev + step, hi)
+        if s >= hi:
+            return seek(buf, key, prev, hi)
+        if buf[s : s + ULID_LEN] >= key:
+            return seek(buf, key, prev, s)
+        prev = s
+        step *= 4
 
-    Sorting whole records is sorting by ULID (fixed-width prefix); timsort
-    merges the pre-sorted runs at C speed, and ``dict.fromkeys`` drops copies.
+
+def merge_runs(runs: list, out: list | None = None) -> list:
+    """Merge sorted record buffers into ULID order, dropping duplicate ULIDs.
+
+    Works a block at a time: the run with the smallest head contributes every
+    record below the next run's head in one slice, found by galloping search.
+    Records stamped in one batch on one connection are consecutive ULIDs, so
+    blocks are long and the Python work is per block, not per record. Returns
+    the list of slices (bytes or memoryviews) to join or write.
     """
-    lines: list[bytes] = []
-    for c in chunks:
-        if c:
-            lines.extend(c.split(b"\n")[:-1])
-    lines.sort()
-    unique = list(dict.fromkeys(lines))
-    # Two copies of one ULID with different bytes (should not happen) both stay.
-    unique.append(b"")
-    return b"\n".join(unique)
+    import heapq
+
+    out = [] if out is None else out
+    heap = []
+    pos = [0] * len(runs)
+    ends = [len(r) for r in runs]
+    for i, r in enumerate(runs):
+        if ends[i]:
+            heap.append((bytes(r[:ULID_LEN]), i))
+    heapq.heapify(heap)
+    while heap:
+        key, i = heapq.heappop(heap)
+        run, p, end = runs[i], pos[i], ends[i]
+        if not heap:
+            out.append(run[p:end])
+            break
+        nxt, j = heap[0]
+        if nxt == key:
+            # The same record heads two runs: drop the identical stretch from this one.
+            stop = p + _common_records(run, p, end, runs[j], pos[j], ends[j])
+            pos[i] = stop
+            if stop < end:
+                heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
+            continue
+        stop = gallop(run, nxt, p, end)
+        out.append(run[p:stop])
+        if stop < end and run[stop : stop + ULID_LEN] == nxt:
+            stop = record_start_at_or_after(run, stop + 1, end)  # duplicate of nxt
+        pos[i] = stop
+        if stop < end:
+            heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
+    return out
+
+
+def _common_records(a, p: int, a_end: int, b, q: int, b_end: int) -> int:
+    """Bytes of whole records that a[p:] and b[q:] share at their starts (>= 1 record)."""
+    limit = min(a_end - p, b_end - q)
+    good, n = 0, 4096
+    while n <= limit and a[p : p + n] == b[q : q + n]:
+        good, n = n, n * 2
+    hi = min(n, limit)
+    while good < hi:  # binary search the longest equal prefix in (good, hi]
+        mid = (good + hi + 1) // 2
+        if a[p : p + mid] == b[q : q + mid]:
+            good = mid
+        else:
+            hi = mid - 1
+    cut = a.rfind(b"\n", p, p + good) + 1
+    if cut <= p:  # less than one whole record in common: skip the head record
+        return record_start_at_or_after(a, p + 1, a_end) - p
+    return cut - p
+
+
+def merge_dedup(chunks: list) -> bytes:
+    """Merge several sorted record buffers into one, dropping duplicate ULIDs."""
+    chunks = [c for c in chunks if c]
+    if len(chunks) == 1:
+        return bytes(chunks[0])
+    return b"".join(merge_runs(chunks))
