@@ -377,6 +377,9 @@ class QueryBench:
             r["from"] = lo_time
             self.check(r, self.oklog_cmd("-q", ten, from_=lo_time),
                        window_count(files, ms_to_ulid_floor(lo_ms), ten.encode()), None)
+            if full and full.get("oklog_lines"):
+                r["window_fraction"] = r["oklog_lines"] / full["oklog_lines"]
+                log(f"  the window holds {r['window_fraction']:.2%} of the full range's matches")
             return r
 
         def stats() -> dict:
