@@ -1,0 +1,646 @@
+"""SWIM-style gossip membership as a pure state machine.
+
+No sockets, no trio, no clock: the caller passes the current time (any monotonic
+clock, in seconds) into every call and sends the messages the calls return. The
+trio driver lives in :mod:`oklog.cluster.transport`; the wire format in
+:mod:`oklog.cluster.codec`.
+
+What the machine does (after Das, Gupta & Motivala, "SWIM", 2002, with the
+refinements HashiCorp memberlist made popular):
+
+- **Failure detection.** Every ``probe_interval`` it pings one member, taken
+  round-robin from a shuffled list. No ack within ``ping_timeout`` → it asks
+  ``indirect_probes`` other members to ping the target for it (``PingReq``). No
+  ack by the end of the probe period → the target becomes *suspect*.
+- **Suspicion.** A suspect that does not refute within ``suspicion_timeout``
+  becomes *dead*. A member refutes by announcing itself *alive* with a higher
+  incarnation number; only the member itself ever raises its incarnation.
+- **Dissemination.** State changes ride on every outgoing message (ping, ack,
+  ...), at most ``max_piggyback`` per message, each retransmitted about
+  ``retransmit_mult * ln(n + 1)`` times, fewest-sent first.
+- **Joining.** ``join(seeds)`` sends ``Join`` (the sender's full state) to each
+  seed, retried until a ``Sync`` (the receiver's full state) comes back. The same
+  exchange runs every ``sync_interval`` with a random peer (push-pull
+  anti-entropy), with seeds not currently in the view, and with one dead member,
+  which heals partitions and brings back members that restarted.
+- **Leaving.** ``leave()`` announces the *left* state (distinct from dead) with a
+  higher incarnation; the machine then stays silent.
+- **Forgetting.** Dead and left members stay in the view for ``dead_retention``
+  seconds (so operators see them) and are then dropped.
+- **Coming back.** A member that hears it is suspect, dead or left (e.g. after
+  SIGSTOP/SIGCONT, or a restart with the same id) refutes with a higher
+  incarnation. A member that hears from a peer it holds as suspect/dead/left
+  tells that peer so, and a member that hears from a peer it does not know asks
+  it to ``Join``, so a paused or restarted node always finds its way back.
+
+Precedence of rumours about one member (``supersedes``): a higher incarnation
+always wins; at equal incarnation ``left`` > ``dead`` > ``suspect`` > ``alive``.
+Member ``meta`` (API addresses, load figures) changes bump the owner's
+incarnation, so the newest meta wins by the same rule.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Address = tuple[str, int]
+State = Literal["alive", "suspect", "dead", "left"]
+
+ALIVE: State = "alive"
+SUSPECT: State = "suspect"
+DEAD: State = "dead"
+LEFT: State = "left"
+STATES: tuple[State, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
+ROLES = ("ingest", "store", "ingeststore")
+
+# At equal incarnation, the state further right wins.
+_RANK: dict[str, int] = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Update:
+    """Everything one member's gossip says about one member: a rumour."""
+
+    id: str
+    role: str
+    addr: Address
+    state: State
+    incarnation: int
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """One row of a node's membership view.
+
+    ``since`` is the time (on the caller's clock) of the last state change as
+    seen by this node; ``is_self`` marks the local node.
+    """
+
+    id: str
+    role: str
+    addr: Address
+    state: State
+    incarnation: int
+    meta: Mapping[str, Any]
+    since: float
+    is_self: bool = False
+
+    @property
+    def is_alive(self) -> bool:
+        return self.state == ALIVE
+
+    def serves(self, role: str) -> bool:
+        """True if this member does ``role`` work ("ingeststore" does both)."""
+        return self.role == role or (self.role == "ingeststore" and role in ("ingest", "store"))
+
+
+# Messages. Every one carries the sender's id and incarnation (so a receiver can
+# tell a peer it is believed dead) and piggy-backed updates. For Join and Sync
+# the updates are the sender's full state (or a chunk of it).
+
+
+@dataclass(frozen=True)
+class Ping:
+    sender: str
+    incarnation: int
+    seq: int
+    target: str
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ack:
+    sender: str
+    incarnation: int
+    seq: int
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True)
+class PingReq:
+    sender: str
+    incarnation: int
+    seq: int
+    target: str
+    target_addr: Address
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True)
+class Join:
+    """ "Here is my state, send me yours": answered with ``Sync``."""
+
+    sender: str
+    incarnation: int
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sync:
+    """A full-state chunk; unlike piggy-backed gossip it may introduce dead members."""
+
+    sender: str
+    incarnation: int
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Updates only, no reply expected (leave announcements, corrections)."""
+
+    sender: str
+    incarnation: int
+    updates: tuple[Update, ...] = ()
+
+
+Message = Ping | Ack | PingReq | Join | Sync | Broadcast
+Outgoing = list[tuple[Address, Message]]
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    """A state change in the local view; ``None`` means unknown / forgotten."""
+
+    id: str
+    old: State | None
+    new: State | None
+
+
+@dataclass(frozen=True)
+class SwimConfig:
+    probe_interval: float = 0.5
+    ping_timeout: float = 0.2
+    indirect_probes: int = 3
+    suspicion_timeout: float = 3.0
+    dead_retention: float = 60.0
+    sync_interval: float = 10.0
+    join_retry: float = 1.0
+    retransmit_mult: float = 3.0
+    max_piggyback: int = 16
+    sync_chunk: int = 32
+    leave_fanout: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ping_timeout < self.probe_interval:
+            raise ValueError("need 0 < ping_timeout < probe_interval")
+        if self.suspicion_timeout <= 0 or self.dead_retention < 0:
+            raise ValueError("suspicion_timeout must be > 0 and dead_retention >= 0")
+        if self.max_piggyback < 1 or self.sync_chunk < 1:
+            raise ValueError("max_piggyback and sync_chunk must be >= 1")
+
+
+@dataclass
+class SwimStats:
+    probes: int = 0
+    indirect_probes: int = 0
+    probe_failures: int = 0
+    refutations: int = 0
+    joins_sent: int = 0
+    syncs_sent: int = 0
+
+
+def supersedes(new_state: State, new_inc: int, cur_state: State, cur_inc: int) -> bool:
+    """Does a rumour (new_state, new_inc) replace what we hold (cur_state, cur_inc)?"""
+    if new_inc != cur_inc:
+        return new_inc > cur_inc
+    return _RANK[new_state] > _RANK[cur_state]
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@dataclass
+class _Member:
+    id: str
+    role: str
+    addr: Address
+    state: State
+    incarnation: int
+    meta: dict[str, Any]
+    since: float
+
+    def update(self) -> Update:
+        return Update(self.id, self.role, self.addr, self.state, self.incarnation, dict(self.meta))
+
+    def info(self, is_self: bool = False) -> MemberInfo:
+        return MemberInfo(
+            self.id,
+            self.role,
+            self.addr,
+            self.state,
+            self.incarnation,
+            dict(self.meta),
+            self.since,
+            is_self,
+        )
+
+
+@dataclass
+class _Rumour:
+    update: Update
+    transmits: int = 0
+
+
+@dataclass
+class _Probe:
+    target: str
+    seq: int
+    indirect_at: float
+    acked: bool = False
+    indirect_sent: bool = False
+
+
+@dataclass
+class _Relay:
+    requester: Address
+    seq: int
+    expires: float
+
+
+# --------------------------------------------------------------------------- machine
+
+
+class Swim:
+    """The membership state machine of one node. See the module docstring."""
+
+    def __init__(
+        self,
+        id: str,
+        role: str,
+        addr: Address,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        incarnation: int = 0,
+        config: SwimConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+        self.id = id
+        self.config = config or SwimConfig()
+        self.stats = SwimStats()
+        self._rng = rng or random.Random()
+        self._me = _Member(id, role, addr, ALIVE, incarnation, dict(meta or {}), 0.0)
+        self._members: dict[str, _Member] = {}
+        self._queue: dict[str, _Rumour] = {}
+        self._events: list[MemberEvent] = []
+        self._probe: _Probe | None = None
+        self._probe_order: list[str] = []
+        self._relays: dict[int, _Relay] = {}
+        self._corrected: dict[str, float] = {}
+        self._seq = 0
+        self._seeds: list[Address] = []
+        self._joined = False
+        self._started = False
+        self._next_probe = 0.0
+        self._next_sync = 0.0
+        self._next_join = 0.0
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def incarnation(self) -> int:
+        return self._me.incarnation
+
+    @property
+    def left(self) -> bool:
+        return self._me.state == LEFT
+
+    @property
+    def joined(self) -> bool:
+        """True once some peer answered a Join (or we never needed one)."""
+        return self._joined or not self._seeds
+
+    def members(self) -> list[MemberInfo]:
+        """The view: every known member including this node, sorted by id."""
+        rows = [m.info() for m in self._members.values()]
+        rows.append(self._me.info(is_self=True))
+        return sorted(rows, key=lambda r: r.id)
+
+    def take_events(self) -> list[MemberEvent]:
+        """State changes since the last call (for logging by the driver)."""
+        events, self._events = self._events, []
+        return events
+
+    def set_meta(self, meta: Mapping[str, Any]) -> None:
+        """Replace this node's meta; the change disseminates with a new incarnation."""
+        if self.left or dict(meta) == self._me.meta:
+            return
+        self._me.meta = dict(meta)
+        self._me.incarnation += 1
+        self._enqueue(self._me.update())
+
+    def join(self, now: float, seeds: Iterable[Address]) -> Outgoing:
+        """Contact seeds (retried from ``step`` until one answers)."""
+        self._start(now)
+        new: list[Address] = [(s[0], int(s[1])) for s in seeds]
+        new = [s for s in new if s != self._me.addr]
+        for s in new:
+            if s not in self._seeds:
+                self._seeds.append(s)
+        if not new or self.left:
+            return []
+        self._next_join = now + self.config.join_retry
+        return [(s, self._join_msg()) for s in self._seeds]
+
+    def leave(self, now: float) -> Outgoing:
+        """Announce a graceful leave; afterwards the machine sends nothing more.
+
+        Calling it again returns the announcement again (for a resend)."""
+        self._start(now)
+        if not self.left:
+            self._me.incarnation += 1
+            self._me.state = LEFT
+            self._me.since = now
+            self._events.append(MemberEvent(self.id, ALIVE, LEFT))
+        peers = [m for m in self._members.values() if m.state in (ALIVE, SUSPECT)]
+        self._rng.shuffle(peers)
+        msg = Broadcast(self.id, self._me.incarnation, (self._me.update(),))
+        return [(m.addr, msg) for m in peers[: self.config.leave_fanout]]
+
+    def next_deadline(self) -> float:
+        """The latest time by which ``step`` should next be called."""
+        cfg = self.config
+        times = [self._next_probe, self._next_sync]
+        if self._probe and not self._probe.acked and not self._probe.indirect_sent:
+            times.append(self._probe.indirect_at)
+        if self._seeds and not self._joined:
+            times.append(self._next_join)
+        for m in self._members.values():
+            if m.state == SUSPECT:
+                times.append(m.since + cfg.suspicion_timeout)
+            elif m.state in (DEAD, LEFT):
+                times.append(m.since + cfg.dead_retention)
+        return min(times)
+
+    def step(self, now: float) -> Outgoing:
+        """Run the timers: probes, indirect probes, suspicion, retention, sync."""
+        self._start(now)
+        if self.left:
+            return []
+        out: Outgoing = []
+        out += self._step_probe(now)
+        self._step_suspects(now)
+        self._step_retention(now)
+        for seq in [s for s, r in self._relays.items() if r.expires <= now]:
+            del self._relays[seq]
+        for sender in [
+            s for s, t in self._corrected.items() if now - t >= self.config.probe_interval
+        ]:
+            del self._corrected[sender]
+        out += self._step_sync(now)
+        return out
+
+    def receive(self, now: float, src: Address, msg: Message) -> Outgoing:
+        """Handle one message from ``src`` (the datagram's source address)."""
+        self._start(now)
+        if msg.sender == self.id:
+            return []
+        full = isinstance(msg, (Join, Sync))
+        for u in msg.updates:
+            self._apply(u, now, full=full)
+        if self.left:
+            return []
+        out = self._correct(now, src, msg)
+        if isinstance(msg, Ping):
+            if msg.target == self.id:
+                out.append((src, self._ack(msg.seq, msg.sender)))
+        elif isinstance(msg, Ack):
+            probe = self._probe
+            if probe and probe.seq == msg.seq:
+                probe.acked = True
+            elif msg.seq in self._relays:
+                relay = self._relays.pop(msg.seq)
+                out.append((relay.requester, self._ack(relay.seq, None)))
+        elif isinstance(msg, PingReq):
+            if msg.target != self.id:
+                seq = self._next_seq()
+                self._relays[seq] = _Relay(src, msg.seq, now + self.config.probe_interval)
+                out.append((msg.target_addr, self._ping(seq, msg.target)))
+        elif isinstance(msg, Join):
+            out += [(src, m) for m in self._sync_msgs()]
+            self.stats.syncs_sent += 1
+        elif isinstance(msg, Sync):
+            self._joined = True
+        return out
+
+    # ----------------------------------------------------------------- timers
+
+    def _start(self, now: float) -> None:
+        if not self._started:
+            self._started = True
+            self._me.since = now
+            self._next_probe = now
+            self._next_sync = now + self.config.sync_interval
+            self._next_join = now + self.config.join_retry
+
+    def _step_probe(self, now: float) -> Outgoing:
+        cfg = self.config
+        out: Outgoing = []
+        probe = self._probe
+        if probe and not probe.acked and not probe.indirect_sent and now >= probe.indirect_at:
+            probe.indirect_sent = True
+            target = self._members.get(probe.target)
+            if target is not None:
+                helpers = [
+                    m for m in self._members.values() if m.state == ALIVE and m.id != probe.target
+                ]
+                for m in self._rng.sample(helpers, min(cfg.indirect_probes, len(helpers))):
+                    self.stats.indirect_probes += 1
+                    msg = PingReq(
+                        self.id,
+                        self._me.incarnation,
+                        probe.seq,
+                        target.id,
+                        target.addr,
+                        self._piggyback(m.id),
+                    )
+                    out.append((m.addr, msg))
+        if now < self._next_probe:
+            return out
+        if probe and not probe.acked:
+            self._probe_failed(probe, now)
+        self._probe = None
+        self._next_probe = now + cfg.probe_interval
+        target = self._next_target()
+        if target is not None:
+            self.stats.probes += 1
+            seq = self._next_seq()
+            self._probe = _Probe(target.id, seq, now + cfg.ping_timeout)
+            out.append((target.addr, self._ping(seq, target.id)))
+        return out
+
+    def _probe_failed(self, probe: _Probe, now: float) -> None:
+        self.stats.probe_failures += 1
+        m = self._members.get(probe.target)
+        if m is not None and m.state == ALIVE:
+            self._set_state(m, SUSPECT, now)
+
+    def _next_target(self) -> _Member | None:
+        for _ in range(2):
+            while self._probe_order:
+                m = self._members.get(self._probe_order.pop())
+                if m is not None and m.state in (ALIVE, SUSPECT):
+                    return m
+            self._probe_order = [
+                m.id for m in self._members.values() if m.state in (ALIVE, SUSPECT)
+            ]
+            self._rng.shuffle(self._probe_order)
+        return None
+
+    def _step_suspects(self, now: float) -> None:
+        for m in list(self._members.values()):
+            if m.state == SUSPECT and now - m.since >= self.config.suspicion_timeout:
+                self._set_state(m, DEAD, now)
+
+    def _step_retention(self, now: float) -> None:
+        for m in list(self._members.values()):
+            if m.state in (DEAD, LEFT) and now - m.since >= self.config.dead_retention:
+                del self._members[m.id]
+                self._queue.pop(m.id, None)
+                self._corrected.pop(m.id, None)
+                self._events.append(MemberEvent(m.id, m.state, None))
+
+    def _step_sync(self, now: float) -> Outgoing:
+        out: Outgoing = []
+        if self._seeds and not self._joined and now >= self._next_join:
+            self._next_join = now + self.config.join_retry
+            out += [(s, self._join_msg()) for s in self._seeds]
+        if now < self._next_sync:
+            return out
+        self._next_sync = now + self.config.sync_interval
+        live = [m for m in self._members.values() if m.state in (ALIVE, SUSPECT)]
+        dead = [m for m in self._members.values() if m.state == DEAD]
+        targets: list[Address] = []
+        if live:
+            targets.append(self._rng.choice(live).addr)
+        if dead:
+            targets.append(self._rng.choice(dead).addr)
+        known = {m.addr for m in live}
+        targets += [s for s in self._seeds if s not in known and s not in targets]
+        out += [(a, self._join_msg()) for a in targets]
+        return out
+
+    # ----------------------------------------------------------------- merging
+
+    def _apply(self, u: Update, now: float, *, full: bool) -> None:
+        if u.id == self.id:
+            self._about_me(u)
+            return
+        cur = self._members.get(u.id)
+        if cur is None:
+            # Piggy-backed suspicion or death of a stranger is noise; a full
+            # state sync may introduce dead members so the view shows them.
+            if u.state != ALIVE and not full:
+                return
+            m = _Member(u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now)
+            self._members[u.id] = m
+            self._events.append(MemberEvent(u.id, None, u.state))
+            if u.state in (ALIVE, SUSPECT):
+                self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), u.id)
+            self._enqueue(m.update())
+            return
+        if not supersedes(u.state, u.incarnation, cur.state, cur.incarnation):
+            return
+        old = cur.state
+        cur.role, cur.addr, cur.meta = u.role, u.addr, dict(u.meta)
+        cur.incarnation = u.incarnation
+        if u.state != old:
+            cur.state = u.state
+            cur.since = now
+            self._events.append(MemberEvent(u.id, old, u.state))
+        self._enqueue(cur.update())
+
+    def _about_me(self, u: Update) -> None:
+        me = self._me
+        if me.state == LEFT or u.incarnation < me.incarnation:
+            return
+        if (
+            u.state == ALIVE
+            and u.incarnation == me.incarnation
+            and u.addr == me.addr
+            and u.role == me.role
+            and dict(u.meta) == me.meta
+        ):
+            return
+        # Suspected, declared dead/left, or an old life of ours (restart with the
+        # same id): refute with a higher incarnation.
+        me.incarnation = u.incarnation + 1
+        self.stats.refutations += 1
+        self._enqueue(me.update())
+
+    def _set_state(self, m: _Member, state: State, now: float) -> None:
+        self._events.append(MemberEvent(m.id, m.state, state))
+        m.state = state
+        m.since = now
+        self._enqueue(m.update())
+
+    def _correct(self, now: float, src: Address, msg: Message) -> Outgoing:
+        """Tell a sender we hold as not alive (or do not know) about it, once in a while."""
+        m = self._members.get(msg.sender)
+        if m is not None and (m.state == ALIVE or m.incarnation < msg.incarnation):
+            return []
+        if m is None and isinstance(msg, (Join, Sync)):
+            return []
+        last = self._corrected.get(msg.sender)
+        if last is not None and now - last < self.config.probe_interval:
+            return []
+        self._corrected[msg.sender] = now
+        if m is None:
+            # A stranger talks to us (we forgot it while it was paused): ask for its state.
+            self.stats.joins_sent += 1
+            return [(src, Join(self.id, self._me.incarnation, (self._me.update(),)))]
+        return [(src, Broadcast(self.id, self._me.incarnation, (m.update(),)))]
+
+    # ----------------------------------------------------------------- messages
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _ping(self, seq: int, target: str) -> Ping:
+        return Ping(self.id, self._me.incarnation, seq, target, self._piggyback(target))
+
+    def _ack(self, seq: int, dest: str | None) -> Ack:
+        return Ack(self.id, self._me.incarnation, seq, self._piggyback(dest))
+
+    def _join_msg(self) -> Join:
+        self.stats.joins_sent += 1
+        # The first chunk of our state is plenty to introduce ourselves; the
+        # rest arrives through the Sync we get back and through gossip.
+        return Join(self.id, self._me.incarnation, self._state_chunks()[0])
+
+    def _sync_msgs(self) -> list[Sync]:
+        return [Sync(self.id, self._me.incarnation, c) for c in self._state_chunks()]
+
+    def _state_chunks(self) -> list[tuple[Update, ...]]:
+        rows = [self._me.update()] + [m.update() for m in self._members.values()]
+        n = self.config.sync_chunk
+        return [tuple(rows[i : i + n]) for i in range(0, len(rows), n)]
+
+    def _enqueue(self, u: Update) -> None:
+        self._queue[u.id] = _Rumour(u)
+
+    def _retransmit_limit(self) -> int:
+        n = len(self._members) + 1
+        return max(1, math.ceil(self.config.retransmit_mult * math.log(n + 1)))
+
+    def _piggyback(self, dest: str | None) -> tuple[Update, ...]:
+        if not self._queue:
+            return ()
+        limit = self._retransmit_limit()
+        rumours = sorted(self._queue.values(), key=lambda r: (r.update.id != dest, r.transmits))
+        chosen = rumours[: self.config.max_piggyback]
+        for r in chosen:
+            r.transmits += 1
+            if r.transmits >= limit:
+                del self._queue[r.update.id]
+        return tuple(r.update for r in chosen)
