@@ -367,7 +367,9 @@ class Swim:
         return [(m.addr, msg) for m in peers[: self.config.leave_fanout]]
 
     def next_deadline(self) -> float:
-        """The latest time by which ``step`` should next be called."""
+        """The latest time by which ``step`` should next be called (inf once left)."""
+        if self.left:
+            return math.inf
         cfg = self.config
         times = [self._next_probe, self._next_sync]
         if self._probe and not self._probe.acked and not self._probe.indirect_sent:
