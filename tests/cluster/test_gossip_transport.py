@@ -67,8 +67,8 @@ async def test_three_nodes_discover_each_other_through_one_seed():
 async def test_crash_is_suspected_then_dead_then_forgotten():
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
-            nodes = await start_cluster(nursery, 2)
-            victim = make(2, seeds=[nodes[0].address])
+            nodes = await start_cluster(nursery, 2, dead_retention=1.5)
+            victim = make(2, seeds=[nodes[0].address], dead_retention=1.5)
             with trio.CancelScope() as victim_scope:
                 async with trio.open_nursery() as inner:
                     await inner.start(victim.run)
@@ -82,7 +82,7 @@ async def test_crash_is_suspected_then_dead_then_forgotten():
 
             await wait_for(observe)
             assert SUSPECT in seen
-            assert all(states(g)["n0"] == states(g)["n1"] == ALIVE for g in nodes)
+            await wait_for(lambda: all(states(g)["n0"] == states(g)["n1"] == ALIVE for g in nodes))
             assert nodes[0].members_by_role("ingest", include_suspect=True)[-1].id == "n1"
             await wait_for(lambda: all("n2" not in states(g) for g in nodes))
             nursery.cancel_scope.cancel()
