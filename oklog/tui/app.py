@@ -1,0 +1,233 @@
+"""The Textual app: thin. Polls the attached node, hands the state to the views.
+
+    ┌ StatusBar ─ attached node, members, warnings, freshness ─────────────┐
+    │ UnreachableBanner (only while the node does not answer)              │
+    │ TabbedContent: Cluster │ Pipeline │ Query │ Tail                      │
+    │ Footer                                                               │
+    └──────────────────────────────────────────────────────────────────────┘
+
+All network I/O runs in workers: the poll loop here (exclusive group "poll"), the
+query and tail streams in their views. ``make_app`` builds the app for the CLI and
+the tests alike; tests and screenshots inject a client factory and a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from oklog.tui.client import DEFAULT_NODE, ApiError, Client, ClientError, NodeClient
+from oklog.tui.messages import AttachNode, NodeUnreachable, QueryFinished, StateUpdated
+from oklog.tui.model import ClusterState, History, duration, parse_state
+from oklog.tui.widgets.banner import UnreachableBanner
+from oklog.tui.widgets.cluster import ClusterView
+from oklog.tui.widgets.help import HelpScreen
+from oklog.tui.widgets.members import MembersTable
+from oklog.tui.widgets.pipeline import PipelineView
+from oklog.tui.widgets.query import QueryView
+from oklog.tui.widgets.statusbar import StatusBar
+from oklog.tui.widgets.tail import TailView
+
+DEFAULT_REFRESH = 2.0
+DEFAULT_MAX_LINES = 10_000
+VIEWS = ("cluster", "pipeline", "query", "tail")
+
+
+class OklogApp(App[None]):
+    CSS_PATH = "oklog.tcss"
+    TITLE = "oklog"
+    BINDINGS = [
+        Binding("1", "view('cluster')", "Cluster"),
+        Binding("2", "view('pipeline')", "Pipeline"),
+        Binding("3", "view('query')", "Query"),
+        Binding("4", "view('tail')", "Tail"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        node: str,
+        refresh: float,
+        client_factory: Callable[[str], Client],
+        clock: Callable[[], float] = time.time,
+        max_lines: int = DEFAULT_MAX_LINES,
+    ) -> None:
+        super().__init__()
+        self.node = node
+        self.refresh_interval = max(0.05, refresh)
+        self.client_factory = client_factory
+        self.client: Client = client_factory(node)
+        self.clock = clock
+        self.max_lines = max_lines
+        self.state: ClusterState | None = None
+        self.histories: dict[str, History] = {}
+        self.failures = 0
+        self.last_contact: float | None = None
+        self.polls = 0  # answers received (for tests)
+        self._wake = asyncio.Event()
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(self.node, id="statusbar")
+        banner = UnreachableBanner(id="banner")
+        banner.display = False
+        yield banner
+        with TabbedContent(initial="cluster", id="views"):
+            with TabPane("1 Cluster", id="cluster"):
+                yield ClusterView()
+            with TabPane("2 Pipeline", id="pipeline"):
+                yield PipelineView()
+            with TabPane("3 Query", id="query"):
+                yield QueryView(self.max_lines)
+            with TabPane("4 Tail", id="tail"):
+                yield TailView(self.max_lines)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(MembersTable).focus()
+        self.set_interval(1.0, self._tick)
+        self.poll()
+
+    # -- polling ---------------------------------------------------------------------------
+
+    @work(exclusive=True, group="poll")
+    async def poll(self) -> None:
+        while True:
+            await self.fetch_once()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.refresh_interval)
+            except TimeoutError:
+                pass
+
+    async def fetch_once(self) -> None:
+        client = self.client
+        try:
+            doc = await client.cluster_state()
+            state = parse_state(doc)
+        except ClientError as e:
+            if client is not self.client:
+                return  # attached elsewhere meanwhile
+            self.failures += 1
+            kind = "error" if isinstance(e, ApiError) else "unreachable"
+            self.post_message(NodeUnreachable(client.node, str(e), self.failures, self.last_contact, kind))
+            return
+        if client is self.client:
+            self.post_message(StateUpdated(client.node, state, self.clock()))
+
+    def on_state_updated(self, msg: StateUpdated) -> None:
+        if msg.node != self.client.node:
+            return
+        self.failures = 0
+        self.polls += 1
+        self.last_contact = msg.received
+        self.state = st = msg.state
+        for node, p in st.pipelines.items():
+            self.histories.setdefault(node, History()).add(p, msg.received)
+        for node in list(self.histories):
+            if node not in st.pipelines:
+                del self.histories[node]
+        self.query_one(UnreachableBanner).clear_problem()
+        self.query_one(ClusterView).show(st, self.histories)
+        alerts = self.query_one(PipelineView).show(st, self.histories)
+        bar = self.query_one(StatusBar)
+        bar.state, bar.received, bar.alerts, bar.reachable = st, msg.received, alerts, True
+        bar.show(self.clock())
+
+    def on_node_unreachable(self, msg: NodeUnreachable) -> None:
+        if msg.node != self.client.node:
+            return
+        self.query_one(UnreachableBanner).show_problem(msg, self.refresh_interval, self.clock())
+        bar = self.query_one(StatusBar)
+        bar.reachable = False
+        bar.show(self.clock())
+
+    def _tick(self) -> None:
+        self.query_one(StatusBar).show(self.clock())
+
+    # -- attaching ---------------------------------------------------------------------------
+
+    @on(AttachNode)
+    async def attach(self, msg: AttachNode) -> None:
+        await self.attach_to(msg.addr)
+
+    async def attach_to(self, addr: str) -> None:
+        old = self.client
+        self.node = addr
+        self.client = self.client_factory(addr)
+        self.state, self.histories, self.failures, self.last_contact = None, {}, 0, None
+        bar = self.query_one(StatusBar)
+        bar.node, bar.state, bar.received, bar.alerts, bar.reachable = addr, None, None, 0, None
+        bar.show(self.clock())
+        self.query_one(UnreachableBanner).clear_problem()
+        self.query_one(PipelineView).reset()
+        tail = self.query_one(TailView)
+        if tail.started:
+            tail.start()
+        self.poll()
+        self.notify(f"attached to {addr}")
+        try:
+            await old.aclose()
+        except Exception:  # noqa: BLE001 - closing the old client must not stop the switch
+            pass
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_view(self, name: str) -> None:
+        self.query_one("#views", TabbedContent).active = name
+        self._focus_view(name)
+
+    def _focus_view(self, name: str) -> None:
+        if name == "cluster":
+            self.query_one(MembersTable).focus()
+        elif name == "query":
+            self.query_one("#q").focus()
+        elif name == "tail":
+            self.query_one("#tail-log").focus()
+        else:
+            self.set_focus(None)
+
+    @on(TabbedContent.TabActivated)
+    def tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tail":
+            tail = self.query_one(TailView)
+            if not tail.started:
+                tail.start()
+
+    def action_refresh(self) -> None:
+        self._wake.set()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.node, duration(self.refresh_interval)))
+
+    def on_query_finished(self, msg: QueryFinished) -> None:
+        if msg.outcome == "error":
+            self.notify(f"query failed: {msg.detail}", severity="error", timeout=8)
+
+    async def on_unmount(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def make_app(
+    node: str = DEFAULT_NODE,
+    refresh: float = DEFAULT_REFRESH,
+    *,
+    client: Callable[[str], Client] | None = None,
+    clock: Callable[[], float] = time.time,
+    max_lines: int = DEFAULT_MAX_LINES,
+    **kw: Any,
+) -> OklogApp:
+    """The app for ``oklog tui``; tests inject ``client`` (node → Client) and ``clock``."""
+    factory = client or (lambda n: NodeClient(n, state_timeout=max(2.0, refresh)))
+    return OklogApp(node, refresh, factory, clock=clock, max_lines=max_lines, **kw)

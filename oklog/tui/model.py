@@ -1,0 +1,291 @@
+"""What the TUI shows, computed from ``GET /cluster/state`` documents. Pure.
+
+The state document grows as the cluster grows features, so everything here is
+tolerant: a missing key is "unknown", never a crash. Pipeline figures may come
+from the top-level ``pipeline`` (the attached node's own) or from a member's
+``pipeline`` key (other nodes' figures carried by gossip).
+
+Rates are not in the document: ``History`` keeps successive samples per node and
+derives records/s and bytes/s from the deltas of ``records_in``/``bytes_in``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY_SECONDS = 300.0  # sparklines cover the last five minutes
+LAG_WARN = 10.0  # oldest flushed segment older than this (seconds) and growing: warn
+LAG_ERROR = 60.0  # older than this: error, growing or not
+DISK_WARN = 0.80  # fraction of the disk used
+DISK_ERROR = 0.90
+
+STATES = ("alive", "suspect", "dead", "left")
+INGEST_ROLES = ("ingest", "ingeststore")
+STORE_ROLES = ("store", "ingeststore")
+
+
+def num(d: Any, *path: str, default: float = 0.0) -> float:
+    """A number at ``d[path[0]][path[1]]...``, or ``default`` when absent or not a number."""
+    cur = d
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return default
+        cur = cur[key]
+    if isinstance(cur, bool) or not isinstance(cur, int | float):
+        return default
+    return float(cur)
+
+
+def sub(d: Any, key: str) -> dict:
+    v = d.get(key) if isinstance(d, dict) else None
+    return v if isinstance(v, dict) else {}
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    role: str = "?"
+    api_addr: str = ""
+    state: str = "alive"
+    incarnation: int | None = None
+    last_heard: float | None = None
+    uptime: float | None = None
+    is_self: bool = False
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ingests(self) -> bool:
+        return self.role in INGEST_ROLES
+
+    @property
+    def stores(self) -> bool:
+        return self.role in STORE_ROLES
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    self_id: str
+    members: tuple[Member, ...]
+    pipelines: dict[str, dict]  # member id → pipeline figures
+    replication_factor: int | None = None
+    time: float | None = None  # the node's clock when it answered
+
+    @property
+    def me(self) -> Member | None:
+        return next((m for m in self.members if m.is_self), None)
+
+
+def parse_state(doc: dict) -> ClusterState:
+    self_id = str(doc.get("self") or doc.get("id") or "")
+    members = []
+    pipelines: dict[str, dict] = {}
+    raw_members = doc.get("members")
+    for i, m in enumerate(raw_members if isinstance(raw_members, list) else []):
+        if not isinstance(m, dict):
+            continue
+        mid = str(m.get("id") or m.get("name") or m.get("api_addr") or f"member-{i}")
+        inc = m.get("incarnation")
+        members.append(
+            Member(
+                id=mid,
+                role=str(m.get("role") or "?"),
+                api_addr=str(m.get("api_addr") or m.get("addr") or ""),
+                state=str(m.get("state") or "alive").lower(),
+                incarnation=inc if isinstance(inc, int) and not isinstance(inc, bool) else None,
+                last_heard=_opt_num(m.get("last_heard")),
+                uptime=_opt_num(m.get("uptime_seconds", m.get("uptime"))),
+                is_self=mid == self_id,
+                raw=m,
+            )
+        )
+        if isinstance(m.get("pipeline"), dict):
+            pipelines[mid] = m["pipeline"]
+    if isinstance(doc.get("pipeline"), dict) and self_id:
+        pipelines[self_id] = doc["pipeline"]
+    members.sort(key=lambda m: (not m.is_self, m.id))
+    rf = doc.get("replication_factor")
+    return ClusterState(
+        self_id=self_id,
+        members=tuple(members),
+        pipelines=pipelines,
+        replication_factor=rf if isinstance(rf, int) else None,
+        time=_opt_num(sub(doc, "pipeline").get("time")),
+    )
+
+
+def _opt_num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v)
+
+
+# -- history and rates ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    time: float
+    records_in: float
+    bytes_in: float
+    lag: float
+    replications_failed: float
+    replications_ok: float
+
+
+class History:
+    """Successive pipeline samples of one node, the last ``HISTORY_SECONDS``."""
+
+    def __init__(self, seconds: float = HISTORY_SECONDS) -> None:
+        self.seconds = seconds
+        self.samples: deque[Sample] = deque()
+
+    def add(self, pipeline: dict, fallback_time: float) -> None:
+        t = num(pipeline, "time", default=fallback_time)
+        s = Sample(
+            time=t,
+            records_in=num(pipeline, "ingest", "records_in"),
+            bytes_in=num(pipeline, "ingest", "bytes_in"),
+            lag=num(pipeline, "ingest", "oldest_flushed_age_seconds"),
+            replications_failed=num(pipeline, "consumer", "replications_failed"),
+            replications_ok=num(pipeline, "consumer", "replications_ok"),
+        )
+        if self.samples and s.time <= self.samples[-1].time:
+            self.samples[-1] = s  # same or older sample (clock step): replace
+        else:
+            self.samples.append(s)
+        while self.samples and self.samples[0].time < t - self.seconds:
+            self.samples.popleft()
+
+    def _rates(self, attr: str) -> list[float]:
+        out = []
+        prev: Sample | None = None
+        for s in self.samples:
+            if prev is not None:
+                dt = s.time - prev.time
+                d = getattr(s, attr) - getattr(prev, attr)
+                out.append(d / dt if dt > 0 and d >= 0 else 0.0)  # d < 0: node restarted
+            prev = s
+        return out
+
+    def record_rates(self) -> list[float]:
+        return self._rates("records_in")
+
+    def byte_rates(self) -> list[float]:
+        return self._rates("bytes_in")
+
+    def lag_growing(self, window: int = 3) -> bool:
+        lags = [s.lag for s in list(self.samples)[-window - 1 :]]
+        return len(lags) > window and all(b > a for a, b in zip(lags, lags[1:], strict=False))
+
+    def new_replication_failures(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        return max(0.0, self.samples[-1].replications_failed - self.samples[-2].replications_failed)
+
+
+# -- warnings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: str  # "warning" | "error"
+    node: str
+    text: str
+
+
+def warnings(state: ClusterState, histories: dict[str, History]) -> list[Alert]:
+    out: list[Alert] = []
+    for m in state.members:
+        if m.state == "suspect":
+            out.append(Alert("warning", m.id, "suspect: not answering probes"))
+        elif m.state == "dead":
+            out.append(Alert("error", m.id, "dead: unreachable, its data is served by replicas"))
+    for node, p in sorted(state.pipelines.items()):
+        out.extend(pipeline_warnings(node, p, histories.get(node), state.replication_factor))
+    return out
+
+
+def pipeline_warnings(node: str, p: dict, h: History | None, rf: int | None) -> Iterable[Alert]:
+    lag = num(p, "ingest", "oldest_flushed_age_seconds")
+    if lag >= LAG_ERROR:
+        yield Alert("error", node, f"consumer lag {duration(lag)}: oldest flushed segment not consumed")
+    elif lag >= LAG_WARN and h is not None and h.lag_growing():
+        yield Alert("warning", node, f"consumer lag growing: oldest flushed segment {duration(lag)} old")
+    consumer = sub(p, "consumer")
+    failed = num(consumer, "replications_failed")
+    fresh = h.new_replication_failures() if h is not None else 0.0
+    if fresh > 0 or (failed > 0 and consumer.get("last_error")):
+        err = str(consumer.get("last_error") or "")
+        text = f"replication failing ({int(failed)} failures)"
+        yield Alert("error" if fresh > 0 else "warning", node, f"{text}: {err}" if err else text)
+    eff = num(consumer, "factor_effective", default=-1)
+    if rf and 0 < eff < rf:
+        yield Alert("warning", node, f"under-replicated: {int(eff)} of {rf} copies")
+    for w in consumer.get("warnings") or []:
+        yield Alert("warning", node, str(w))
+    q = sub(p, "store").get("quarantined")
+    if isinstance(q, list) and q:
+        yield Alert("warning", node, f"{len(q)} store segment(s) quarantined")
+    for where, used in disk_usage(p):
+        if used >= DISK_ERROR:
+            yield Alert("error", node, f"disk {where} {used:.0%} full")
+        elif used >= DISK_WARN:
+            yield Alert("warning", node, f"disk {where} filling: {used:.0%} used")
+
+
+def disk_usage(p: dict) -> list[tuple[str, float]]:
+    """(where, used fraction) for every disk figure the node reports, in any of the
+    shapes ``{"disk": {...}}``, ``{"store": {"disk": {...}}}`` with ``free_bytes``
+    and ``total_bytes`` (or ``used_ratio``)."""
+    out = []
+    for where, d in (("", sub(p, "disk")), ("ingest", sub(sub(p, "ingest"), "disk")),
+                     ("store", sub(sub(p, "store"), "disk"))):
+        if not d:
+            continue
+        if "used_ratio" in d:
+            out.append((where, num(d, "used_ratio")))
+            continue
+        total, free = num(d, "total_bytes"), num(d, "free_bytes", default=-1)
+        if total > 0 and free >= 0:
+            out.append((where, 1 - free / total))
+    return [(w.strip(), u) for w, u in out]
+
+
+# -- units ------------------------------------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 86400:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+
+
+def count(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def rate(n: float) -> str:
+    if n >= 100:
+        return f"{n:,.0f}"
+    return f"{n:.1f}"

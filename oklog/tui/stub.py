@@ -1,0 +1,167 @@
+"""A fixed, deterministic stand-in for a node: for snapshot tests, screenshots and demos.
+
+Every call to ``cluster_state`` advances a sample counter by one refresh (2 s of
+the stub's clock), so rates and sparklines fill in exactly the same way on every
+run. Queries and the tail return the same records every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from oklog.record import encode_ulid
+from oklog.tui.client import EndpointMissing, QueryRequest, RecordStream
+
+T0 = 1_795_464_000.0  # 2026-11-23T19:20:00Z
+STEP = 2.0
+
+LINES = [
+    ("api", "GET /v1/users/8812 200 12ms"),
+    ("api", "POST /v1/orders 201 48ms"),
+    ("worker", "job 5521 done: resized 3 images in 1.2s"),
+    ("api", "GET /v1/orders?limit=50 200 31ms"),
+    ("auth", "login ok user=ana ip=10.0.3.7"),
+    ("api", "GET /v1/users/1207 404 3ms"),
+    ("worker", "job 5522 failed: timeout after 30s (will retry)"),
+    ("auth", "login failed user=bob ip=10.0.9.12: bad password"),
+    ("api", "DELETE /v1/sessions/77 204 5ms"),
+    ("db", "slow query 812ms: SELECT * FROM orders WHERE status = 'open'"),
+]
+
+
+def records(n: int, start_ms: int, step_ms: int = 137) -> bytes:
+    out = []
+    for i in range(n):
+        topic, line = LINES[i % len(LINES)]
+        ulid = encode_ulid(start_ms + i * step_ms, 0x1234_5678_9ABC + i)
+        out.append(ulid + b" " + topic.encode() + b" " + line.encode() + b"\n")
+    return b"".join(out)
+
+
+def rate_at(k: int) -> float:
+    return 1200 + 500 * math.sin(k / 4) + 150 * math.sin(k / 1.7)
+
+
+class StubClient:
+    def __init__(self, node: str = "10.0.0.1:7650", *, tail_missing: bool = False) -> None:
+        self.node = node
+        self.k = 0
+        self.records_in = 4_100_000.0
+        self.tail_missing = tail_missing
+
+    def now(self) -> float:
+        return T0 + STEP * self.k
+
+    async def aclose(self) -> None:
+        return None
+
+    async def cluster_state(self) -> dict:
+        self.k += 1
+        now = self.now()
+        self.records_in += rate_at(self.k) * STEP
+        lag = 1.5 + (self.k % 3) * 0.4
+        me = self._member("ingest-1", "ingest", "10.0.0.1:7650", "alive", 3, now, 86_400 * 3 + 3_725)
+        return {
+            "self": "ingest-1",
+            "replication_factor": 2,
+            "members": [
+                me,
+                self._member("ingest-2", "ingest", "10.0.0.2:7650", "alive", 1, now - 0.8, 86_400 * 3 + 3_700)
+                | {"pipeline": self._ingest_pipeline(now, self.records_in * 0.8, 0.9)},
+                self._member("store-1", "store", "10.0.0.3:7650", "alive", 2, now - 0.4, 86_400 * 9 + 61)
+                | {"pipeline": self._store_pipeline(now, failed=0)},
+                self._member("store-2", "store", "10.0.0.4:7650", "suspect", 5, now - 7.2, 3_480)
+                | {"pipeline": self._store_pipeline(now, failed=3)},
+            ],
+            "pipeline": self._ingest_pipeline(now, self.records_in, lag),
+        }
+
+    @staticmethod
+    def _member(mid: str, role: str, addr: str, state: str, inc: int, heard: float, up: float) -> dict:
+        return {"id": mid, "role": role, "api_addr": addr, "state": state, "incarnation": inc,
+                "last_heard": heard, "uptime_seconds": up}
+
+    @staticmethod
+    def _ingest_pipeline(now: float, records_in: float, lag: float) -> dict:
+        return {
+            "time": now,
+            "ingest": {
+                "segments": {"active": 3, "flushed": 2, "pending": 1},
+                "bytes": {"active": 5_242_880, "flushed": 33_554_432, "pending": 16_777_216},
+                "oldest_flushed_age_seconds": lag,
+                "records_in": int(records_in),
+                "bytes_in": int(records_in * 112),
+                "flushes": 1_873, "commits": 1_870, "failures": 0, "pending_timeouts": 0,
+                "connections": 3, "connections_total": 41, "records_split": 0,
+            },
+        }
+
+    @staticmethod
+    def _store_pipeline(now: float, failed: int) -> dict:
+        return {
+            "time": now,
+            "store": {
+                "segments": 214, "bytes": 27_487_790_694, "segments_written": 3_112,
+                "bytes_written": 61_203_111_936, "replications_received": 1_556, "quarantined": [],
+            },
+            "consumer": {
+                "state": "gather", "batches": 1_556, "segments_consumed": 3_740,
+                "bytes_consumed": 30_601_555_968, "replications_ok": 1_553 - failed,
+                "replications_failed": failed, "commits_failed": 0,
+                "last_error": "store-2: timed out after 10s" if failed else "",
+                "factor_effective": 2, "warnings": [],
+            },
+            "compaction": {"runs": 97, "segments_merged": 388, "duplicates_dropped": 1_204},
+            "retention": {"trashed_segments": 12, "trash_bytes": 1_503_238_553, "purged_segments": 40},
+        }
+
+    @asynccontextmanager
+    async def query(self, request: QueryRequest, now: float | None = None
+                    ) -> AsyncIterator[RecordStream]:
+        body = records(40, int(T0 * 1000) - 600_000)
+        wanted = [r for r in body.splitlines(keepends=True) if request.q.encode() in r.split(b" ", 2)[2]]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(wanted), 8):
+                yield b"".join(wanted[i : i + 8])
+                await asyncio.sleep(0)
+
+        stats = {"nodes queried": "2", "segments queried": "14", "max data set size": "1879048192",
+                 "error count": "0", "duration": "0.004121s"}
+        yield RecordStream(200, stats, chunks())
+
+    @asynccontextmanager
+    async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:
+        if self.tail_missing:
+            raise EndpointMissing(404, "not found")
+        body = records(25, int(T0 * 1000) - 5_000, 200)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+            await asyncio.Event().wait()  # a live stream: nothing more, but not over
+            yield b""
+
+        yield RecordStream(200, {}, chunks())
+
+
+def stub_factory(**kw) -> StubClientFactory:
+    return StubClientFactory(**kw)
+
+
+class StubClientFactory:
+    """node → StubClient, remembering each so tests can look at them."""
+
+    def __init__(self, **kw) -> None:
+        self.kw = kw
+        self.clients: dict[str, StubClient] = {}
+
+    def __call__(self, node: str) -> StubClient:
+        c = self.clients.get(node) or StubClient(node, **self.kw)
+        self.clients[node] = c
+        return c
+
+    def clock(self) -> float:
+        return max((c.now() for c in self.clients.values()), default=T0)

@@ -1,0 +1,64 @@
+"""The help screen: every key binding, and what the views show."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# oklog tui
+
+Attached to **{node}**, refreshing every **{refresh}**.
+
+| key | where | does |
+| --- | --- | --- |
+| `1` `2` `3` `4` | anywhere (not in a text field) | Cluster, Pipeline, Query, Tail view |
+| `tab` / `shift+tab` | anywhere | move focus |
+| `r` | anywhere | refresh now |
+| `?` `f1` | anywhere | this help |
+| `q` `ctrl+q` | anywhere | quit |
+| `enter` / click, `a` | Cluster: member list | attach the TUI to that member |
+| `/` | Query, Tail | edit the query / filter |
+| `enter` | Query form | run the query (a new query cancels the running one) |
+| `esc` | Query | cancel the running query |
+| `ctrl+t` | Query, Tail | toggle regex |
+| `ctrl+s` | Query | save all results of the last query to a file |
+| `space` | Tail | pause / resume (records keep arriving into a buffer) |
+| `f` | Tail | follow on/off |
+| `c` | Tail | clear |
+
+**Cluster**: every member with role, address, gossip state (alive / suspect / dead),
+incarnation, last heard and uptime; the topology of ingest members feeding store members.
+
+**Pipeline**: per node, ingest segments by state with bytes and consumer lag (age of the
+oldest flushed segment), ingest rates (sparklines over the last five minutes), store,
+replication, compaction and retention figures. Warnings are highlighted on top.
+
+**Query**: `from`/`to` take durations ago (`5m`, `2h`), RFC 3339 times or ULIDs; `q` is a
+substring or (regex on) an RE2 expression matched against the producer's line. Results
+stream in as they arrive; only the last N are kept on screen, saving writes all of them.
+
+**Tail**: live records as they arrive anywhere in the cluster, filtered like a query.
+
+Mouse: click tabs, rows, buttons and checkboxes; scroll with the wheel.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1", "dismiss_help", "Close help"),
+    ]
+
+    def __init__(self, node: str, refresh: str) -> None:
+        super().__init__()
+        self.text = HELP.format(node=node, refresh=refresh)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Markdown(self.text)
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)
