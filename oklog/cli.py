@@ -181,6 +181,17 @@ def cmd_testsvc(argv: list[str]) -> int:
     return testsvc_main(ns.id, ns.rate, ns.size, ns.count)
 
 
+def cmd_tui(argv: list[str]) -> int:
+    p = _parser("oklog tui", "Live dashboard of a running cluster (attach to any node).")
+    _flag(p, "node", default="localhost:7650", help="any node's API address HOST:PORT")
+    _flag(p, "refresh", type=_duration, default=2.0, help="refresh interval (seconds or a duration)")
+    ns = p.parse_args(argv)
+    from oklog.tui.app import make_app
+
+    make_app(ns.node, ns.refresh).run()
+    return 0
+
+
 def cmd_role(role: str) -> Callable[[list[str]], int]:
     return lambda argv: cmd_run(argv, role, f"oklog {role}")
 
@@ -193,6 +204,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "forward": (cmd_forward, "forward stdin to ingest nodes"),
     "query": (cmd_query, "query the cluster"),
     "testsvc": (cmd_testsvc, "emit test records"),
+    "tui": (cmd_tui, "live dashboard of a running cluster"),
 }
 
 
