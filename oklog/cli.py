@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from oklog import config as C
-from oklog.http import parse_addr
+from oklog.addr import parse_addr
 
 
 def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
@@ -217,6 +217,9 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    from oklog.malloc import tune_malloc
+
+    tune_malloc()
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if args else 2

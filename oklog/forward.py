@@ -15,8 +15,8 @@ import socket
 import sys
 import time
 
+from oklog.addr import parse_addr
 from oklog.config import DEFAULT_FAST_PORT
-from oklog.http import parse_addr
 
 READ_SIZE = 1 << 20
 

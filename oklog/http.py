@@ -18,6 +18,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from oklog.addr import parse_addr  # noqa: F401  (re-exported)
+
 log = logging.getLogger("oklog.http")
 
 MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
@@ -153,32 +155,6 @@ async def _send_response(scope, send, resp: Response) -> None:
 
         await resp.stream(write)
     await send({"type": "http.response.body", "body": b""})
-
-
-def parse_addr(addr: str, default_port: int, default_host: str = "0.0.0.0") -> tuple[str, int]:
-    """Accept ``tcp://host:port``, ``host:port``, ``host`` and ``:port``."""
-    a = addr.strip()
-    for scheme in ("tcp://", "http://", "udp://"):
-        if a.startswith(scheme):
-            a = a[len(scheme) :]
-    a = a.rstrip("/")
-    if a.startswith("["):  # [v6]:port
-        host, _, rest = a[1:].partition("]")
-        port = rest.lstrip(":")
-    elif a.count(":") == 1:
-        host, _, port = a.partition(":")
-    else:
-        host, port = a, ""
-    host = host or default_host
-    if not port:
-        return host, default_port
-    try:
-        p = int(port)
-    except ValueError:
-        raise ValueError(f"bad port in address {addr!r}") from None
-    if not 0 <= p <= 65535:
-        raise ValueError(f"port out of range in address {addr!r}")
-    return host, p
 
 
 async def serve_http(

@@ -14,11 +14,18 @@ from datetime import UTC, datetime
 
 import httpx
 
+from oklog.addr import parse_addr
 from oklog.config import DEFAULT_API_PORT, parse_duration
-from oklog.http import parse_addr
-from oklog.query.format import formatter
 
 WRITE_SIZE = 1 << 20
+
+
+def format_name(ulid: bool, time_: bool, json_: bool) -> str:
+    if json_:
+        return "json"
+    if time_:
+        return "ulidtime" if ulid else "time"
+    return "ulid" if ulid else "lines"
 
 
 def resolve_time(text: str, now: float | None = None) -> str | None:
@@ -61,8 +68,8 @@ def print_stats(resp: httpx.Response, err) -> None:
 def query_main(ns, out=None, err=None) -> int:
     out_fd = out if out is not None else sys.stdout.fileno()
     err = err or sys.stderr
-    fmt = formatter(ns.ulid, ns.time, ns.json)
     params = build_params(ns)
+    params["format"] = format_name(ns.ulid, ns.time, ns.json)
     url = base_url(ns.store) + "/store/query"
     timeout = httpx.Timeout(ns.timeout or None, connect=10.0)
     try:
@@ -77,24 +84,9 @@ def query_main(ns, out=None, err=None) -> int:
                 if resp.status_code >= 400:
                     resp.read()
                     return _fail(resp, err)
-                rest = b""
-                pending: list[bytes] = []
-                size = 0
+                # The node formats (in parallel, off this process); we only copy.
                 for chunk in resp.iter_raw(WRITE_SIZE):
-                    cut = chunk.rfind(b"\n") + 1
-                    if cut == 0:
-                        rest += chunk
-                        continue
-                    whole = rest + chunk[:cut] if rest else chunk[:cut]
-                    rest = chunk[cut:]
-                    pending.append(fmt(whole))
-                    size += len(pending[-1])
-                    if size >= WRITE_SIZE:
-                        _write(out_fd, b"".join(pending))
-                        pending, size = [], 0
-                if rest:
-                    pending.append(fmt(rest + b"\n"))
-                _write(out_fd, b"".join(pending))
+                    _write(out_fd, chunk)
                 if ns.v:
                     print_stats(resp, err)
                 if resp.status_code == 206:

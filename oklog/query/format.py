@@ -20,13 +20,37 @@ for _i, _c in enumerate(ALPHABET):
     _DECODE[_c] = _i
 
 
-def _fields(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Record starts, line starts and record ends (index of each LF)."""
+def _starts_ends(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ends = np.flatnonzero(arr == _NL)
     starts = np.empty_like(ends)
     if len(ends):
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
+    return starts, ends
+
+
+def _common_header(arr: np.ndarray, starts: np.ndarray) -> int:
+    """Length of ``ULID SP TOPIC SP`` if every record has the first one's topic, else 0."""
+    if not len(starts):
+        return 0
+    first = arr[: min(len(arr), ULID_LEN + 1 + 200)].tobytes()
+    sp = first.find(b" ", ULID_LEN + 1)
+    if sp < 0:
+        return 0
+    topic = np.frombuffer(first[ULID_LEN + 1 : sp + 1], dtype=np.uint8)  # topic + SP
+    last = len(arr) - 1
+    for k, c in enumerate(topic):
+        if not np.all(arr[np.minimum(starts + ULID_LEN + 1 + k, last)] == c):
+            return 0
+    return sp + 1
+
+
+def _fields(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Record starts, line starts and record ends (index of each LF)."""
+    starts, ends = _starts_ends(arr)
+    h = _common_header(arr, starts)
+    if h:
+        return starts, starts + h, ends
     spaces = np.flatnonzero(arr == _SP)
     # The topic ends at the first space after ULID SP.
     idx = np.searchsorted(spaces, starts + ULID_LEN + 1)
@@ -44,11 +68,23 @@ def _keep(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bytes:
     return arr[mask].tobytes()
 
 
+def _drop(arr: np.ndarray, starts: np.ndarray, width: int) -> bytes:
+    """Remove ``width`` bytes at every start: the cheap case of a common header."""
+    mask = np.ones(len(arr), dtype=np.bool_)
+    for k in range(width):
+        mask[starts + k] = False
+    return arr[mask].tobytes()
+
+
 def lines_only(buf: bytes) -> bytes:
     """``LINE LF`` for every record: what ``oklog query`` prints by default."""
     if not buf:
         return b""
     arr = np.frombuffer(buf, dtype=np.uint8)
+    starts, ends = _starts_ends(arr)
+    h = _common_header(arr, starts)
+    if h:
+        return _drop(arr, starts, h)
     _, line_starts, ends = _fields(arr)
     return _keep(arr, line_starts, ends + 1)
 
@@ -127,11 +163,29 @@ def as_json(buf: bytes) -> bytes:
     return b"\n".join(out)
 
 
-def formatter(ulid: bool, time_: bool, json_: bool):
-    if json_:
-        return as_json
-    if time_:
-        return lambda b: with_time(b, ulid)
-    if ulid:
-        return ulid_and_line
-    return lines_only
+FORMATS = {
+    "raw": None,
+    "lines": lines_only,
+    "ulid": ulid_and_line,
+    "time": with_time,
+    "ulidtime": lambda b: with_time(b, ulid=True),
+    "json": as_json,
+}
+CHUNK = 1 << 20
+
+
+def apply_chunked(fmt, data: bytes, chunk: int = CHUNK) -> bytes:
+    """Format ``data`` a record-aligned chunk at a time (keeps buffers cache-sized)."""
+    if fmt is None or not data:
+        return data
+    if len(data) <= chunk:
+        return fmt(data)
+    out = []
+    i = 0
+    while i < len(data):
+        j = data.rfind(b"\n", i, i + chunk) + 1
+        if j <= i:
+            j = data.find(b"\n", i + chunk) + 1 or len(data)
+        out.append(fmt(data[i:j]))
+        i = j
+    return b"".join(out)

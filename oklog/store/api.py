@@ -14,6 +14,7 @@ import trio
 
 from oklog.http import HTTPError, Request, Response, Router, Write
 from oklog.query.engine import Matcher, QueryError
+from oklog.query.format import FORMATS
 from oklog.query.params import QueryParams, parse_params
 from oklog.store.log import SegmentError, StoreLog
 from oklog.store.query import execute, plan_query
@@ -50,18 +51,27 @@ def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
         raise HTTPError(400, str(e)) from None
 
 
+def parse_format(req: Request):
+    """``format=raw|lines|ulid|time|ulidtime|json`` (default raw: whole records)."""
+    name = req.arg("format", "raw") or "raw"
+    if name not in FORMATS:
+        raise HTTPError(400, f"format={name!r}: use one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
 async def local_query(
     store: StoreLog, limiter: trio.CapacityLimiter, req: Request
 ) -> Response:
     started = time.monotonic()
     params, matcher = parse_request(req)
+    fmt = parse_format(req)
     plan = await trio.to_thread.run_sync(plan_query, store, params)
     headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
     if req.method == "HEAD":
         return Response(200, headers=headers)
 
     async def stream(write: Write) -> None:
-        await execute(store, matcher, plan, _chunked(write), limiter)
+        await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
 
     return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 

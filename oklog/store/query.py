@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
+from oklog.query.format import apply_chunked
 from oklog.query.params import QueryParams
 from oklog.store.log import Segment, StoreLog, group_overlapping
 
@@ -80,8 +81,13 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
     return plan
 
 
-def run_unit(store: StoreLog, matcher: Matcher, unit: Unit) -> bytes:
-    """Scan one unit (in a worker thread); return its matching records in order."""
+def run_unit(store: StoreLog, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
+    """Scan one unit (in a worker thread); return its matching records in order,
+    formatted by ``fmt`` if given."""
+    return apply_chunked(fmt, _scan_unit(store, matcher, unit))
+
+
+def _scan_unit(store: StoreLog, matcher: Matcher, unit: Unit) -> bytes:
     outs = []
     for seg, lo, hi in unit.parts:
         try:
@@ -102,13 +108,14 @@ async def execute(
     emit: Callable[[bytes], Awaitable[None]],
     limiter: trio.CapacityLimiter,
     in_flight: int = IN_FLIGHT,
+    fmt=None,
 ) -> None:
     """Scan the plan's units in parallel; emit each unit's result in order."""
     async with trio.open_nursery() as nursery:
         pending: collections.deque = collections.deque()
 
         async def work(unit: Unit, tx: trio.MemorySendChannel) -> None:
-            data = await trio.to_thread.run_sync(run_unit, store, matcher, unit, limiter=limiter)
+            data = await trio.to_thread.run_sync(run_unit, store, matcher, unit, fmt, limiter=limiter)
             await tx.send(data)
 
         async def drain_one() -> None:
