@@ -1,0 +1,407 @@
+"""HTTP ingest for the logging ecosystem: NDJSON and the Loki push API.
+
+``httpingest_router`` adds two endpoints to the node's HTTP API:
+
+``POST /ingest/jsonline?topic=&message_field=&time_field=``
+    NDJSON, one record per line (``\\n`` or ``\\r\\n`` terminated; blank lines
+    are skipped). From a JSON object the record line is the value of
+    ``message_field`` (default ``message``; ``msg``, ``log`` and ``line`` are
+    tried next). A string value is taken as its UTF-8 text; any other JSON value
+    is written as compact JSON. An object with none of these fields is kept
+    whole: the line is the producer's JSON text exactly as sent. A top-level
+    JSON string is its text. A line that is not valid JSON (or not UTF-8) is
+    kept verbatim and counted (``invalid_json``). With ``time_field=ts`` the
+    value of that field is *not* used for stamping — ULIDs are always arrival
+    time, as on every ingest path — but it is kept: the line becomes
+    ``<time> <message>`` so the producer's time is not lost when only the
+    message is extracted. ``topic`` (default the node's default topic) must be a
+    valid topic, else 400. The answer is ``200`` with a JSON summary
+    ``{"records": n, "invalid_json": k, "segments": [...]}``.
+
+``POST /loki/api/v1/push?topic=LABEL``
+    The Loki push API in its JSON form (``Content-Type: application/json``;
+    the protobuf/snappy form gets 415)::
+
+        {"streams": [{"stream": {"job": "nginx", "host": "a"},
+                      "values": [["<unix ns>", "<line>"], ...]}]}
+
+    Design choices, since oklog records carry a topic but no labels:
+
+    * topic: the value of the label named by the ``topic`` query parameter
+      if given and present, else of label ``topic``, ``job`` or ``app`` (first
+      present). Characters outside ``[A-Za-z0-9_-]`` become ``_`` and leading
+      ``_``/``-`` are dropped; if nothing usable is left, ``default``.
+    * line: the stream's labels in logfmt form, sorted by name and wrapped in
+      braces, then a space, then the Loki line: ``{host=a,job=nginx} GET /``.
+      Values with spaces, ``,``, ``=``, quotes or braces are double-quoted with
+      backslash escapes, so the prefix parses back unambiguously. A stream
+      with no labels gets no prefix.
+    * the entry's nanosecond timestamp must be a decimal string (else 400) and
+      is then dropped: records are stamped with arrival-time ULIDs and kept in
+      the order sent. A third element (structured metadata) is ignored.
+    * the answer is ``204 No Content``, as Loki's.
+
+Common to both:
+
+* An LF inside a JSON string cannot be inside a record (LF ends a record), so
+  it is written as the two characters ``\\n``; every other byte is kept.
+* Lines longer than the node's max record size are split into several records
+  (counted in ``records_split``), like the TCP listeners do.
+* ``Content-Encoding: gzip`` is accepted; the body (decompressed) is bounded
+  by ``max_body`` (default 64 MiB, else 413).
+* Durability: a request's records go to fresh ingest segments of their own
+  (a new one each ``flush_size`` bytes), which are fsynced and flushed (renamed
+  ``.flushed``, directory synced) *before* the response: a 2xx means the
+  records are on disk and queued for the store tier. Parsing and writing run
+  in a worker thread. A failure while writing answers 503; records already
+  written by that request may still reach the store (at-least-once: a client
+  that retries may duplicate them, it never loses them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import trio
+
+from oklog.http import HTTPError, Request, Response, Router
+from oklog.ingest.listener import IngestSettings, split_long
+from oklog.ingest.log import ActiveSegment, IngestLog
+from oklog.logfmt import logfmt_pairs
+from oklog.record import MAX_TOPIC_LEN, RecordError, ULIDSource, stamp_lines, validate_topic
+
+log = logging.getLogger("oklog.ingest.http")
+
+MAX_BODY = 64 << 20
+MESSAGE_FIELDS = ("message", "msg", "log", "line")
+LOKI_TOPIC_LABELS = ("topic", "job", "app")
+CONCURRENT_WRITES = 4  # requests parsed and written at once; the rest wait
+
+_BAD_TOPIC_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass
+class HTTPIngestStats:
+    requests: int = 0
+    records: int = 0
+    bytes: int = 0
+    invalid_json: int = 0
+    records_split: int = 0
+    rejected: int = 0  # requests answered 4xx/5xx
+    segments: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Batch:
+    """Lines to stamp, grouped by topic in the order they were sent."""
+
+    groups: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
+    invalid_json: int = 0
+
+    def add(self, topic: bytes, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if self.groups and self.groups[-1][0] == topic:
+            self.groups[-1][1].extend(lines)
+        else:
+            self.groups.append((topic, lines))
+
+    @property
+    def records(self) -> int:
+        return sum(len(lines) for _, lines in self.groups)
+
+
+# -- parsing (pure) ---------------------------------------------------------------------
+
+
+def escape_lf(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass").replace(b"\n", b"\\n")
+
+
+def _as_line(value) -> bytes:
+    if isinstance(value, str):
+        return escape_lf(value)
+    # Compact JSON escapes control characters, so no LF can appear.
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def parse_jsonlines(
+    body: bytes, message_field: str = "message", time_field: str | None = None
+) -> tuple[list[bytes], int]:
+    """NDJSON body → (record lines, number of lines that were not valid JSON)."""
+    fields = (message_field,) + tuple(f for f in MESSAGE_FIELDS if f != message_field)
+    lines: list[bytes] = []
+    invalid = 0
+    for raw in body.split(b"\n"):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            invalid += 1
+            lines.append(raw)
+            continue
+        if isinstance(obj, str):
+            lines.append(escape_lf(obj))
+            continue
+        if not isinstance(obj, dict):
+            lines.append(raw)
+            continue
+        for name in fields:
+            if name in obj:
+                line = _as_line(obj[name])
+                break
+        else:
+            lines.append(raw)
+            continue
+        if time_field and time_field in obj:
+            line = _as_line(obj[time_field]) + b" " + line
+        lines.append(line)
+    return lines, invalid
+
+
+def sanitize_topic(value: str) -> bytes | None:
+    """A label value as a topic: invalid characters to ``_``; None if unusable."""
+    t = _BAD_TOPIC_CHARS.sub("_", value).lstrip("_-")[:MAX_TOPIC_LEN]
+    return t.encode() if t else None
+
+
+def loki_topic(labels: dict[str, str], label: str | None, default: bytes) -> bytes:
+    names = ((label,) if label else ()) + LOKI_TOPIC_LABELS
+    for name in names:
+        value = labels.get(name)
+        if isinstance(value, str):
+            topic = sanitize_topic(value)
+            if topic is not None:
+                return topic
+    return default
+
+
+def labels_prefix(labels: dict[str, str]) -> bytes:
+    if not labels:
+        return b""
+    return escape_lf("{" + logfmt_pairs(sorted(labels.items()), sep=",") + "} ")
+
+
+def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+    """A Loki JSON push body → lines grouped by topic; HTTPError(400) if malformed."""
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise HTTPError(400, f"push body is not JSON: {e}") from None
+    streams = doc.get("streams") if isinstance(doc, dict) else None
+    if not isinstance(streams, list):
+        raise HTTPError(400, 'push body must be {"streams": [...]}')
+    batch = Batch()
+    for i, stream in enumerate(streams):
+        if not isinstance(stream, dict):
+            raise HTTPError(400, f"streams[{i}] is not an object")
+        labels = stream.get("stream") or {}
+        values = stream.get("values") or []
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise HTTPError(400, f"streams[{i}].stream must map label names to strings")
+        if not isinstance(values, list):
+            raise HTTPError(400, f"streams[{i}].values must be a list")
+        prefix = labels_prefix(labels)
+        lines: list[bytes] = []
+        for j, entry in enumerate(values):
+            if (
+                not isinstance(entry, list)
+                or len(entry) < 2
+                or not isinstance(entry[0], str)
+                or not entry[0].isdigit()
+                or not isinstance(entry[1], str)
+            ):
+                raise HTTPError(
+                    400, f'streams[{i}].values[{j}] must be ["<unix epoch ns>", "<line>"]'
+                )
+            lines.append(prefix + escape_lf(entry[1]))
+        batch.add(loki_topic(labels, topic_label, default), lines)
+    return batch
+
+
+def decode_body(data: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (identity or gzip), never beyond ``limit`` bytes."""
+    enc = (encoding or "identity").strip().lower()
+    if enc in ("", "identity"):
+        return data
+    if enc not in ("gzip", "x-gzip"):
+        raise HTTPError(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = d.decompress(rest, limit + 1 - total)
+            total += len(chunk)
+            if total > limit or d.unconsumed_tail:
+                raise HTTPError(413, f"decompressed body exceeds the {limit}-byte limit")
+            if not d.eof:
+                raise HTTPError(400, "truncated gzip body")
+            out.append(chunk)
+            rest = d.unused_data  # concatenated gzip members
+    except zlib.error as e:
+        raise HTTPError(400, f"bad gzip body: {e}") from None
+    return b"".join(out)
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def write_batch(ilog: IngestLog, batch: Batch, settings: IngestSettings) -> tuple[list[str], int]:
+    """Stamp, write, fsync and flush ``batch`` into new segments (blocking).
+
+    Returns (flushed segment ids, records split). One ULID source for the whole
+    request keeps every segment in ULID order.
+    """
+    ulids = ULIDSource()
+    limit = settings.max_record_size
+    ids: list[str] = []
+    split = 0
+    seg: ActiveSegment | None = None
+    try:
+        for topic, lines in batch.groups:
+            if any(len(ln) > limit for ln in lines):
+                lines, n = split_long(lines, limit)
+                split += n
+            for chunk in _chunks(lines, settings.flush_size):
+                if seg is None:
+                    seg = ilog.new_segment()
+                data = stamp_lines(chunk, ulids.headers(len(chunk), topic))
+                seg.write(data, len(chunk))
+                if seg.size >= settings.flush_size:
+                    done, seg = seg, None
+                    if done.flush(sync=True):
+                        ids.append(done.id)
+        if seg is not None:
+            done, seg = seg, None
+            if done.flush(sync=True):
+                ids.append(done.id)
+        if ids:
+            ilog.fs.sync_dir(ilog.root)
+    finally:
+        if seg is not None:  # failed mid-write: hand over what is there
+            try:
+                seg.flush(sync=True)
+            except OSError:
+                log.exception("flushing segment %s after a failed write", seg.id)
+    return ids, split
+
+
+def _chunks(lines: list[bytes], size: int) -> Iterable[list[bytes]]:
+    """Runs of lines of about ``size`` bytes, so segments flush near flush_size."""
+    start, total = 0, 0
+    for i, ln in enumerate(lines):
+        total += len(ln) + 40
+        if total >= size:
+            yield lines[start : i + 1]
+            start, total = i + 1, 0
+    if start < len(lines):
+        yield lines[start:]
+
+
+# -- the router -------------------------------------------------------------------------
+
+
+def httpingest_router(
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: HTTPIngestStats | None = None,
+    *,
+    max_body: int = MAX_BODY,
+    limiter: trio.CapacityLimiter | None = None,
+) -> Router:
+    """``POST /ingest/jsonline`` and ``POST /loki/api/v1/push`` into ``ilog``."""
+    st = stats if stats is not None else HTTPIngestStats()
+    lim = limiter if limiter is not None else trio.CapacityLimiter(CONCURRENT_WRITES)
+
+    async def read_body(req: Request) -> bytes:
+        raw = await req.body(max_body)
+        enc = req.headers.get("content-encoding")
+        if enc and enc.strip().lower() not in ("identity", ""):
+            return await trio.to_thread.run_sync(decode_body, raw, enc, max_body, limiter=lim)
+        return raw
+
+    def default_topic(req: Request) -> bytes:
+        topic = req.arg("topic")
+        if topic is None:
+            return settings.topic
+        try:
+            return validate_topic(topic)
+        except RecordError as e:
+            raise HTTPError(400, str(e)) from None
+
+    async def commit(batch: Batch) -> list[str]:
+        try:
+            ids, split = await trio.to_thread.run_sync(
+                write_batch, ilog, batch, settings, limiter=lim
+            )
+        except OSError as e:
+            log.error("HTTP ingest write failed: %s", e)
+            raise HTTPError(503, f"could not write records: {e}") from None
+        st.records += batch.records + split
+        st.records_split += split
+        st.segments += len(ids)
+        return ids
+
+    async def jsonline(req: Request) -> Response:
+        st.requests += 1
+        try:
+            topic = default_topic(req)
+            body = await read_body(req)
+            st.bytes += len(body)
+            field_ = req.arg("message_field") or "message"
+            time_field = req.arg("time_field") or None
+            lines, invalid = await trio.to_thread.run_sync(
+                parse_jsonlines, body, field_, time_field, limiter=lim
+            )
+            st.invalid_json += invalid
+            if invalid:
+                log.info("jsonline: %d lines were not JSON, kept verbatim", invalid)
+            batch = Batch(invalid_json=invalid)
+            batch.add(topic, lines)
+            ids = await commit(batch)
+        except HTTPError:
+            st.rejected += 1
+            raise
+        return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
+
+    async def loki_push(req: Request) -> Response:
+        st.requests += 1
+        try:
+            ctype = req.headers.get("content-type", "application/json").split(";")[0].strip()
+            if ctype not in ("application/json", ""):
+                raise HTTPError(
+                    415,
+                    f"unsupported Content-Type {ctype!r}: oklog takes the Loki push API "
+                    "as JSON (application/json), not protobuf",
+                )
+            body = await read_body(req)
+            st.bytes += len(body)
+            batch = await trio.to_thread.run_sync(
+                parse_loki, body, req.arg("topic"), settings.topic, limiter=lim
+            )
+            await commit(batch)
+        except HTTPError:
+            st.rejected += 1
+            raise
+        return Response(204)
+
+    r = Router()
+    r.add("POST", "/ingest/jsonline", jsonline)
+    r.add("POST", "/loki/api/v1/push", loki_push)
+    return r
