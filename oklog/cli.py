@@ -71,6 +71,7 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "store.segment-replication-factor", type=int, default=None, help="copies of each record (default 1 alone, 2 in a cluster)")
     _flag(p, "store.segment-retain", type=_duration, default=C.DEFAULT_RETAIN, help="retention period")
     _flag(p, "store.segment-purge", type=_duration, default=C.DEFAULT_PURGE, help="purge trashed segments after")
+    _flag(p, "store.max-disk-usage", type=_size, default=0, help="trash oldest segments above this size (0: no cap)")
     _flag(p, "store.consume-batch-size", type=_size, default=C.DEFAULT_CONSUME_BATCH, help="bytes gathered per consume cycle")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -106,6 +107,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> C.NodeConfig:
         retain=ns.store_segment_retain,
         purge=ns.store_segment_purge,
         max_record_size=ns.ingest_max_record_size,
+        max_disk_usage=ns.store_max_disk_usage,
     )
 
 

@@ -55,6 +55,7 @@ class NodeConfig:
     retain: float = DEFAULT_RETAIN
     purge: float = DEFAULT_PURGE
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+    max_disk_usage: int = 0  # 0: no cap
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

@@ -34,6 +34,7 @@ from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.listener import IngestSettings, ListenerStats, serve_ingest
 from oklog.ingest.log import IngestLog
 from oklog.store.api import LocalStore, store_router
+from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
 from oklog.store.log import StoreLog
 
@@ -65,6 +66,7 @@ class Node:
         self.store_log: StoreLog | None = None
         self.listener_stats = ListenerStats()
         self.consumer: Consumer | None = None
+        self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
             self.ingest_log = IngestLog(self.fs, cfg.ingest_path, cfg.segment_pending_timeout)
             report = self.ingest_log.recover()
@@ -76,6 +78,14 @@ class Node:
                 )
         if cfg.is_store:
             self.store_log = StoreLog(self.fs, cfg.store_path)
+            self.maintenance = Maintenance(
+                self.store_log,
+                cfg.store_target_size,
+                cfg.retain,
+                cfg.purge,
+                trio.CapacityLimiter(1),
+                cfg.max_disk_usage,
+            )
             for q in self.store_log.quarantined:
                 log.warning("quarantined store segment %s", q)
 
@@ -116,6 +126,8 @@ class Node:
             pipeline["store"] = self.store_log.stats()
         if self.consumer is not None:
             pipeline["consumer"] = vars(self.consumer.stats).copy()
+        if self.maintenance is not None:
+            pipeline["compaction"] = vars(self.maintenance.stats).copy()
         return {
             "self": self.id,
             "members": [me],
@@ -163,6 +175,8 @@ class Node:
             if self.store_log is not None:
                 self.consumer = self._make_consumer()
                 nursery.start_soon(self.consumer.run)
+                assert self.maintenance is not None
+                nursery.start_soon(self.maintenance.run)
             log.info(
                 "oklog %s node %s: api %s, fast %s, durable %s",
                 cfg.role, self.id, _addr(self.bound.api), _addr(self.bound.fast),

@@ -315,17 +315,31 @@ def gallop(buf, key: bytes, lo: int, hi: int) -> int:
 
 
 def merge_runs(runs: list, out: list | None = None) -> list:
+    """Merged slices of ``runs`` as a list (see ``iter_merge``)."""
+    out = [] if out is None else out
+    out.extend(iter_merge(runs))
+    return out
+
+
+def iter_merge(runs: list, max_piece: int = 4 << 20):
     """Merge sorted record buffers into ULID order, dropping duplicate ULIDs.
 
     Works a block at a time: the run with the smallest head contributes every
     record below the next run's head in one slice, found by galloping search.
     Records stamped in one batch on one connection are consecutive ULIDs, so
     blocks are long and the Python work is per block, not per record. Returns
-    the list of slices (bytes or memoryviews) to join or write.
+    slices of at most ``max_piece`` bytes (each whole records) to join or write.
     """
     import heapq
 
-    out = [] if out is None else out
+    def pieces(run, p: int, stop: int):
+        while stop - p > max_piece:
+            cut = record_start_at_or_after(run, p + max_piece, stop)
+            yield run[p:cut]
+            p = cut
+        if stop > p:
+            yield run[p:stop]
+
     heap = []
     pos = [0] * len(runs)
     ends = [len(r) for r in runs]
@@ -337,7 +351,7 @@ def merge_runs(runs: list, out: list | None = None) -> list:
         key, i = heapq.heappop(heap)
         run, p, end = runs[i], pos[i], ends[i]
         if not heap:
-            out.append(run[p:end])
+            yield from pieces(run, p, end)
             break
         nxt, j = heap[0]
         if nxt == key:
@@ -348,13 +362,12 @@ def merge_runs(runs: list, out: list | None = None) -> list:
                 heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
             continue
         stop = gallop(run, nxt, p, end)
-        out.append(run[p:stop])
+        yield from pieces(run, p, stop)
         if stop < end and run[stop : stop + ULID_LEN] == nxt:
             stop = record_start_at_or_after(run, stop + 1, end)  # duplicate of nxt
         pos[i] = stop
         if stop < end:
             heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
-    return out
 
 
 def _common_records(a, p: int, a_end: int, b, q: int, b_end: int) -> int:

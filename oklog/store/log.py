@@ -79,7 +79,7 @@ class StoreLog:
     def _load(self) -> None:
         for name in self.fs.listdir(self.root):
             path = join(self.root, name)
-            if name.endswith(".tmp"):
+            if name.endswith(".tmp"):  # an interrupted atomic write or compaction
                 self.fs.remove(path)  # an interrupted atomic write
                 continue
             m = _NAME_RE.match(name)
@@ -123,6 +123,24 @@ class StoreLog:
             self.segments_written += 1
             self.bytes_written += len(data)
         return seg
+
+    def adopt(self, tmp_path: str, first: str, last: str, size: int) -> Segment:
+        """Rename a complete, synced temporary file into place as a segment."""
+        seg = Segment(first, last, size)
+        self.fs.rename(tmp_path, join(self.root, seg.name))
+        self.fs.sync_dir(self.root)
+        with self._lock:
+            self._segments[seg.name] = seg
+        return seg
+
+    def trash(self, seg: Segment, trash_dir: str, now_ms: int) -> None:
+        """Move a segment out of queries; the name carries when, for the purge."""
+        with self._lock:
+            self._segments.pop(seg.name, None)
+        try:
+            self.fs.rename(join(self.root, seg.name), join(trash_dir, f"{now_ms}-{seg.name}"))
+        except FileNotFoundError:
+            pass
 
     def remove(self, seg: Segment) -> None:
         with self._lock:

@@ -1,0 +1,258 @@
+"""Store maintenance: compaction and retention, continuous and bounded.
+
+Compaction, decided from segment names and sizes alone (``plan``, pure):
+
+* overlapping segments are merged by a streamed k-way merge (``iter_merge``:
+  block at a time, duplicates by ULID dropped) and split to the target size;
+* runs of small adjacent segments are concatenated up to the target size.
+
+Crash safety: outputs are written under temporary names, fsynced and renamed
+into place before any input is removed. A crash leaves the old files, or the old
+and the new (overlapping, so queries merge and deduplicate them, and the next
+pass compacts them again), never neither.
+
+Retention: segments whose newest record is older than ``retain`` move to
+``trash/``; trashed files are deleted ``purge`` seconds later. With a disk cap,
+the oldest segments are trashed first until the store fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import trio
+import trio.lowlevel
+
+from oklog.fs import File, join
+from oklog.query.engine import iter_merge, record_start_at_or_after
+from oklog.record import ULID_LEN, ms_floor
+from oklog.store.log import Segment, StoreLog, group_overlapping
+
+log = logging.getLogger("oklog.store.compact")
+
+INTERVAL = 2.0  # seconds between maintenance passes when there is nothing to do
+PIECE = 4 << 20  # bytes copied per write
+
+
+@dataclass
+class Job:
+    kind: str  # "merge" | "concat"
+    inputs: list[Segment]
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.inputs)
+
+
+@dataclass
+class CompactStats:
+    runs: int = 0
+    merges: int = 0
+    concats: int = 0
+    segments_in: int = 0
+    segments_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duplicates_dropped_bytes: int = 0
+    trashed: int = 0
+    purged: int = 0
+    trash_segments: int = 0
+    trash_bytes: int = 0
+    last_error: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def plan(segments: list[Segment], target: int, max_inputs: int = 16) -> list[Job]:
+    """Jobs that would leave the store non-overlapping and near the target size."""
+    jobs: list[Job] = []
+    small: list[Segment] = []
+
+    def close_small() -> None:
+        if len(small) > 1:
+            jobs.append(Job("concat", list(small)))
+        small.clear()
+
+    for group in group_overlapping(segments):
+        if len(group) > 1:
+            close_small()
+            # Bound each job's fan-in; overlapping leftovers are picked up next pass.
+            jobs.append(Job("merge", group[:max_inputs]))
+            continue
+        seg = group[0]
+        if seg.size >= target // 2:
+            close_small()
+            continue
+        if small and sum(s.size for s in small) + seg.size > target:
+            close_small()
+        small.append(seg)
+        if len(small) >= max_inputs:
+            close_small()
+    close_small()
+    return jobs
+
+
+class _Writer:
+    """Streams records into target-sized output segments."""
+
+    def __init__(self, store: StoreLog, target: int) -> None:
+        self.store = store
+        self.target = target
+        self.done: list[Segment] = []
+        self._f: File | None = None
+        self._tmp = ""
+        self._first = b""
+        self._last = b""
+        self._size = 0
+
+    def write(self, chunk) -> None:
+        if not chunk:
+            return
+        if self._f is None:
+            self._tmp = join(self.store.root, f".compact-{os.urandom(6).hex()}.tmp")
+            self._f = self.store.fs.create(self._tmp)
+            self._first = bytes(chunk[:ULID_LEN])
+            self._size = 0
+        self._f.write(bytes(chunk))
+        self._size += len(chunk)
+        last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
+        self._last = bytes(chunk[last_start : last_start + ULID_LEN])
+        if self._size >= self.target:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._f is None:
+            return
+        self._f.sync()
+        self._f.close()
+        self._f = None
+        self.done.append(
+            self.store.adopt(self._tmp, self._first.decode(), self._last.decode(), self._size)
+        )
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self.store.fs.remove(self._tmp)
+            self._f = None
+
+
+def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list[Segment]:
+    """Execute one job (blocking; run it in a worker thread)."""
+    writer = _Writer(store, target)
+    ctxs = [store.fs.map(store.path(s)) for s in job.inputs]
+    bufs = []
+    try:
+        for c in ctxs:
+            bufs.append(c.__enter__())
+        if job.kind == "merge":
+            for piece in iter_merge(bufs):
+                writer.write(piece)
+        else:
+            for b in bufs:
+                i = 0
+                while i < len(b):
+                    cut = record_start_at_or_after(b, min(i + PIECE, len(b)), len(b))
+                    writer.write(b[i:cut])
+                    i = cut
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        for c in ctxs:
+            c.__exit__(None, None, None)
+    out_names = {s.name for s in writer.done}
+    for s in job.inputs:
+        if s.name not in out_names:
+            store.remove(s)
+    stats.runs += 1
+    stats.merges += job.kind == "merge"
+    stats.concats += job.kind == "concat"
+    stats.segments_in += len(job.inputs)
+    stats.segments_out += len(writer.done)
+    stats.bytes_in += job.size
+    out_bytes = sum(s.size for s in writer.done)
+    stats.bytes_out += out_bytes
+    stats.duplicates_dropped_bytes += max(0, job.size - out_bytes)
+    return writer.done
+
+
+class Maintenance:
+    """The store's background loop: compaction, retention, purge."""
+
+    def __init__(
+        self,
+        store: StoreLog,
+        target_size: int,
+        retain: float,
+        purge: float,
+        limiter: trio.CapacityLimiter,
+        max_disk: int = 0,
+    ) -> None:
+        self.store = store
+        self.target = target_size
+        self.retain = retain
+        self.purge = purge
+        self.limiter = limiter
+        self.max_disk = max_disk
+        self.stats = CompactStats()
+        self.trash_dir = join(store.root, "trash")
+        store.fs.mkdirs(self.trash_dir)
+
+    async def run(self) -> None:
+        while True:
+            did = False
+            try:
+                did = await self.step()
+            except OSError as e:
+                self.stats.last_error = str(e)
+                log.warning("maintenance: %s", e)
+            if not did:
+                await trio.sleep(INTERVAL)
+            else:
+                await trio.lowlevel.checkpoint()
+
+    async def step(self) -> bool:
+        """One pass: retention, purge, then at most one compaction job."""
+        await trio.to_thread.run_sync(self.retention)
+        jobs = plan(self.store.segments(), self.target)
+        if not jobs:
+            return False
+        job = jobs[0]
+        await trio.to_thread.run_sync(run_job, self.store, job, self.target, self.stats, limiter=self.limiter)
+        return True
+
+    def retention(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        cutoff = ms_floor(int((now - self.retain) * 1000)).decode()
+        segs = self.store.segments()
+        expired = [s for s in segs if s.last < cutoff]
+        if self.max_disk:
+            total = sum(s.size for s in segs)
+            for s in sorted(segs, key=lambda s: s.last):
+                if total <= self.max_disk:
+                    break
+                if s not in expired:
+                    expired.append(s)
+                total -= s.size
+        for s in expired:
+            self.store.trash(s, self.trash_dir, int(now * 1000))
+            self.stats.trashed += 1
+        fs = self.store.fs
+        count = size = 0
+        for name in fs.listdir(self.trash_dir):
+            path = join(self.trash_dir, name)
+            stamp, _, _ = name.partition("-")
+            try:
+                if now - int(stamp) / 1000 > self.purge:
+                    fs.remove(path)
+                    self.stats.purged += 1
+                    continue
+                count += 1
+                size += fs.size(path)
+            except (FileNotFoundError, ValueError):
+                continue
+        self.stats.trash_segments, self.stats.trash_bytes = count, size

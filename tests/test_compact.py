@@ -1,0 +1,184 @@
+"""Compaction and retention on a real directory and in memory."""
+
+import random
+
+import pytest
+
+from oklog.fs import MemFS, RealFS, join
+from oklog.query.engine import merge_dedup
+from oklog.record import ULID_LEN, ULIDSource, encode_ulid, stamp_lines
+from oklog.store import compact as C
+from oklog.store.compact import CompactStats, Maintenance, plan, run_job
+from oklog.store.log import Segment, StoreLog, group_overlapping
+
+
+@pytest.fixture(params=["real", "mem"])
+def store(request, tmp_path):
+    if request.param == "real":
+        return StoreLog(RealFS(), str(tmp_path / "store"))
+    return StoreLog(MemFS(), "data/store")
+
+
+def make_segments(rnd, n_segs=6, per=300, dup_p=0.3):
+    """Overlapping sorted segments; some records appear in several."""
+    clock = iter(range(10_000, 10_000_000, 3)).__next__
+    src = ULIDSource(clock)
+    pool = []
+    for _ in range(n_segs * per // 50):
+        lines = [b"line %d %s" % (rnd.randrange(10**6), b"x" * rnd.randrange(80)) for _ in range(50)]
+        pool += stamp_lines(lines, src.headers(50)).splitlines(keepends=True)
+    segs = []
+    for _ in range(n_segs):
+        pick = sorted(rnd.sample(pool, per))
+        segs.append(b"".join(pick))
+    if dup_p:
+        segs.append(segs[0])  # a whole replicated copy
+    return segs
+
+
+def all_records(store):
+    out = []
+    for s in store.segments():
+        out += store.fs.read(store.path(s)).splitlines(keepends=True)
+    return out
+
+
+def check_invariants(store, want_set, target):
+    segs = store.segments()
+    assert all(len(g) == 1 for g in group_overlapping(segs)), "segments still overlap"
+    recs = all_records(store)
+    assert len(recs) == len(set(recs)), "duplicates remain"
+    assert set(recs) == want_set
+    for s in segs:
+        data = store.fs.read(store.path(s))
+        lines = data.splitlines()
+        assert lines == sorted(lines)
+        assert data[:ULID_LEN].decode() == s.first
+        assert lines[-1][:ULID_LEN].decode() == s.last
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compaction_converges(store, seed):
+    rnd = random.Random(seed)
+    bodies = make_segments(rnd)
+    want = set()
+    for b in bodies:
+        store.write(b)
+        want |= set(b.splitlines(keepends=True))
+    target = 20_000
+    stats = CompactStats()
+    for _ in range(100):
+        jobs = plan(store.segments(), target)
+        if not jobs:
+            break
+        run_job(store, jobs[0], target, stats)
+    else:
+        pytest.fail("compaction did not converge")
+    check_invariants(store, want, target)
+    assert stats.merges >= 1 and stats.duplicates_dropped_bytes > 0
+    # Split to target: no segment is much larger than the target.
+    assert max(s.size for s in store.segments()) < target + 4096
+
+
+def test_small_sequential_segments_are_concatenated(store):
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    for i in range(10):
+        store.write(stamp_lines([b"r%d" % i], src.headers(1)))
+    jobs = plan(store.segments(), 1 << 20)
+    assert [j.kind for j in jobs] == ["concat"]
+    run_job(store, jobs[0], 1 << 20, CompactStats())
+    assert len(store.segments()) == 1
+    assert plan(store.segments(), 1 << 20) == []
+
+
+@pytest.mark.parametrize("crash_at", ["after_first_output", "before_remove", "mid_remove"])
+def test_crash_at_each_step_loses_nothing(tmp_path, monkeypatch, crash_at):
+    fs = RealFS()
+    root = str(tmp_path / "store")
+    store = StoreLog(fs, root)
+    rnd = random.Random(1)
+    want = set()
+    for b in make_segments(rnd, n_segs=4, per=200):
+        store.write(b)
+        want |= set(b.splitlines(keepends=True))
+
+    class Crash(Exception):
+        pass
+
+    calls = {"adopt": 0, "remove": 0}
+    real_adopt, real_remove = StoreLog.adopt, StoreLog.remove
+
+    def adopt(self, *a):
+        seg = real_adopt(self, *a)
+        calls["adopt"] += 1
+        if crash_at == "after_first_output" and calls["adopt"] == 1:
+            raise Crash
+        return seg
+
+    def remove(self, seg):
+        calls["remove"] += 1
+        if crash_at == "before_remove" or (crash_at == "mid_remove" and calls["remove"] == 2):
+            raise Crash
+        real_remove(self, seg)
+
+    monkeypatch.setattr(StoreLog, "adopt", adopt)
+    monkeypatch.setattr(StoreLog, "remove", remove)
+    job = plan(store.segments(), 5_000)[0]
+    with pytest.raises(Crash):
+        run_job(store, job, 5_000, CompactStats())
+    monkeypatch.undo()
+    # "Restart": a new StoreLog over the same directory sees every record.
+    store2 = StoreLog(fs, root)
+    assert set(all_records(store2)) >= want
+    assert not [n for n in fs.listdir(root) if n.endswith(".tmp")]
+    # Queries deduplicate meanwhile; compaction then converges.
+    merged = merge_dedup([fs.read(store2.path(s)) for s in store2.segments()])
+    assert set(merged.splitlines(keepends=True)) == want
+    stats = CompactStats()
+    while jobs := plan(store2.segments(), 5_000):
+        run_job(store2, jobs[0], 5_000, stats)
+    check_invariants(store2, want, 5_000)
+
+
+def test_retention_and_purge(store):
+    import trio
+
+    now = 2_000_000.0  # seconds
+    day = 86400
+
+    def seg_at(seconds):
+        ms = int(seconds * 1000)
+        return encode_ulid(ms, 1) + b" default x\n"
+
+    old = store.write(seg_at(now - 8 * day))
+    edge = store.write(seg_at(now - 7 * day + 60))
+    new = store.write(seg_at(now - 10))
+    m = Maintenance(store, 1 << 20, retain=7 * day, purge=day, limiter=trio.CapacityLimiter(1))
+    m.retention(now)
+    assert store.segments() == sorted([edge, new])
+    trash = store.fs.listdir(m.trash_dir)
+    assert trash == [f"{int(now * 1000)}-{old.name}"]
+    m.retention(now + 30)
+    assert m.stats.purged == 0 and m.stats.trash_segments == 1
+    later = now + day + 1  # old is purged; edge has now expired and is trashed
+    m.retention(later)
+    assert m.stats.purged == 1
+    assert store.fs.listdir(m.trash_dir) == [f"{int(later * 1000)}-{edge.name}"]
+    assert store.segments() == [new]
+
+
+def test_disk_cap_trashes_oldest_first(store):
+    import trio
+
+    segs = [store.write(encode_ulid(1000 + i, 1) + b" default %d\n" % i) for i in range(5)]
+    m = Maintenance(store, 1 << 20, retain=10**12, purge=10**9, limiter=trio.CapacityLimiter(1))
+    m.max_disk = sum(s.size for s in segs[3:])
+    m.retention(2000.0)
+    assert store.segments() == segs[3:]
+
+
+def test_plan_bounds_fan_in():
+    segs = [Segment(encode_ulid(1, i).decode(), encode_ulid(5, i).decode(), 10) for i in range(40)]
+    jobs = plan(segs, 1000, max_inputs=16)
+    assert len(jobs) == 1 and len(jobs[0].inputs) == 16
+    assert C.PIECE > 0 and join("a", "b") == "a/b"
