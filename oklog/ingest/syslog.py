@@ -1,0 +1,325 @@
+"""Syslog ingest: RFC 5424 and RFC 3164 messages over TCP and UDP.
+
+``serve_syslog`` listens on one address with both protocols (TCP is bound first;
+with port 0 UDP then takes the same port number). Each message becomes one
+record, topic ``syslog`` unless told otherwise, line = the message exactly as
+received without its framing. Messages are not parsed: RFC 5424, RFC 3164 and
+anything else a device sends are all kept as they are.
+
+Framing (RFC 6587), decided per message on TCP:
+
+* octet counting, ``MSG-LEN SP MSG`` — a run of digits followed by a space at
+  the start of a frame is a length (``123 <34>1 2024-...``). A single trailing
+  LF inside the counted bytes is dropped (some senders count it).
+* otherwise non-transparent framing: the message runs up to the next LF
+  (a CR before it is kept, like every other byte). Empty messages are skipped.
+* UDP: one message per datagram; one trailing LF is dropped.
+
+An LF that remains inside a message (possible only with octet counting or UDP)
+cannot be inside a record, so it is written as the two characters ``\\n``, as
+the HTTP ingest does.
+
+Malformed input is counted (``SyslogStats``) and never stops the listener:
+
+* a length of zero or of more than 10 digits: ``malformed``; the rest of that
+  line is discarded and framing resumes after the next LF;
+* a message longer than the max record size: ``oversized``, discarded (an
+  octet-counted one is skipped by its length, so framing stays in step);
+* a connection that ends inside an octet-counted frame: ``malformed``; the
+  bytes that did arrive are kept as a record (as the TCP listeners keep a
+  partial last line).
+
+Writing is the fast port's: each TCP connection appends to its own active
+segment (``oklog.ingest.listener.Connection``) flushed by size or age; all UDP
+datagrams share one segment flushed by age or size. Nothing is synced before
+a segment flushes — syslog senders don't wait for acknowledgements anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import socket
+from dataclasses import asdict, dataclass
+
+import trio
+
+from oklog.ingest.listener import Connection, IngestSettings, ListenerStats
+from oklog.ingest.log import IngestLog
+from oklog.record import stamp_lines, validate_topic
+
+log = logging.getLogger("oklog.ingest.syslog")
+
+SYSLOG_TOPIC = b"syslog"
+READ_SIZE = 1 << 20
+MAX_LEN_DIGITS = 10
+UDP_MAX_DATAGRAM = 65536
+UDP_BATCH = 1024  # datagrams taken per wake-up before writing
+UDP_RCVBUF = 4 << 20
+BIND_ATTEMPTS = 20  # port 0: tries to find a number free for both TCP and UDP
+
+_DIGITS = frozenset(b"0123456789")
+
+
+@dataclass
+class SyslogStats:
+    connections: int = 0
+    connections_total: int = 0
+    messages_tcp: int = 0
+    messages_udp: int = 0
+    malformed: int = 0
+    oversized: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def clean_message(msg: bytes) -> bytes:
+    """Drop one trailing LF; escape any other LF as the two bytes ``\\n``."""
+    if msg.endswith(b"\n"):
+        msg = msg[:-1]
+    return msg.replace(b"\n", b"\\n") if b"\n" in msg else msg
+
+
+class SyslogFramer:
+    """RFC 6587 framing of one TCP stream, octet counting or LF, per message. Pure."""
+
+    def __init__(self, max_size: int, stats: SyslogStats | None = None) -> None:
+        self.max_size = max_size
+        self.stats = stats if stats is not None else SyslogStats()
+        self._buf = b""
+        self._skip = 0  # bytes of an oversized counted frame still to drop
+        self._to_lf = False  # dropping up to and including the next LF
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Messages completed by ``data`` (framing removed)."""
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        while pos < end:
+            if self._skip:
+                n = min(self._skip, end - pos)
+                pos += n
+                self._skip -= n
+                continue
+            if self._to_lf:
+                i = buf.find(b"\n", pos)
+                if i < 0:
+                    pos = end
+                    break
+                pos, self._to_lf = i + 1, False
+                continue
+            if buf[pos] in _DIGITS:
+                j = pos
+                while j < end and buf[j] in _DIGITS and j - pos <= MAX_LEN_DIGITS:
+                    j += 1
+                if j - pos > MAX_LEN_DIGITS:
+                    self._bad(f"length of more than {MAX_LEN_DIGITS} digits")
+                    self._to_lf = True
+                    pos = j
+                    continue
+                if j == end:
+                    break  # can't tell yet: wait for more
+                if buf[j] == 0x20:
+                    length = int(buf[pos:j])
+                    if length == 0:
+                        self._bad("zero length")
+                        self._to_lf = True
+                        pos = j + 1
+                        continue
+                    if length > self.max_size:
+                        self.stats.oversized += 1
+                        log.info("syslog: dropped a %d-byte message (limit %d)", length, self.max_size)
+                        self._skip = length
+                        pos = j + 1
+                        continue
+                    if end - (j + 1) < length:
+                        break  # the frame is not complete yet
+                    out.append(clean_message(buf[j + 1 : j + 1 + length]))
+                    pos = j + 1 + length
+                    continue
+            # Non-transparent framing: up to the next LF.
+            i = buf.find(b"\n", pos)
+            if i < 0:
+                if end - pos > self.max_size:
+                    self.stats.oversized += 1
+                    log.info("syslog: dropped a message longer than %d bytes", self.max_size)
+                    self._to_lf = True
+                    pos = end
+                break
+            if i - pos > self.max_size:
+                self.stats.oversized += 1
+                log.info("syslog: dropped a message longer than %d bytes", self.max_size)
+            elif i > pos:
+                out.append(buf[pos:i])
+            pos = i + 1
+        self._buf = buf[pos:]
+        return out
+
+    def finish(self) -> list[bytes]:
+        """At end of stream: what is left, as a last message (idempotent)."""
+        rest, self._buf = self._buf, b""
+        if not rest or self._skip or self._to_lf:
+            return []
+        j = 0
+        while j < len(rest) and rest[j] in _DIGITS:
+            j += 1
+        if 0 < j < len(rest) and rest[j] == 0x20:
+            self._bad("stream ended inside a counted frame")
+            rest = rest[j + 1 :]
+        return [clean_message(rest)] if rest else []
+
+    def _bad(self, why: str) -> None:
+        self.stats.malformed += 1
+        log.info("syslog: malformed frame (%s)", why)
+
+
+def datagram_message(data: bytes, max_size: int, stats: SyslogStats) -> bytes | None:
+    msg = clean_message(data)
+    if not msg:
+        return None
+    if len(msg) > max_size:
+        stats.oversized += 1
+        log.info("syslog: dropped a %d-byte datagram (limit %d)", len(msg), max_size)
+        return None
+    return msg
+
+
+# -- I/O --------------------------------------------------------------------------------
+
+
+async def _write(conn: Connection, msgs: list[bytes]) -> None:
+    if msgs:
+        headers = conn.ulids.headers(len(msgs), conn.settings.topic)
+        await conn.write(stamp_lines(msgs, headers), len(msgs))
+
+
+async def handle_syslog_tcp(
+    stream: trio.abc.Stream, ilog: IngestLog, settings: IngestSettings, stats: SyslogStats
+) -> None:
+    conn = Connection(ilog, settings, ListenerStats(), durable=False)
+    framer = SyslogFramer(settings.max_record_size, stats)
+    stats.connections += 1
+    stats.connections_total += 1
+    try:
+        while True:
+            with trio.move_on_at(conn.deadline) as timer:
+                data = await stream.receive_some(READ_SIZE)
+            if timer.cancelled_caught:
+                await conn.flush()
+                continue
+            if not data:
+                break
+            msgs = framer.feed(bytes(data))
+            stats.messages_tcp += len(msgs)
+            await _write(conn, msgs)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        pass
+    finally:
+        stats.connections -= 1
+        with trio.CancelScope(shield=True):
+            try:
+                msgs = framer.finish()
+                stats.messages_tcp += len(msgs)
+                await _write(conn, msgs)
+                await conn.flush()
+            except OSError:
+                log.exception("flushing a syslog connection's segment failed")
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, OSError):
+                pass
+
+
+async def serve_syslog_udp(
+    sock: socket.socket, ilog: IngestLog, settings: IngestSettings, stats: SyslogStats
+) -> None:
+    """Read datagrams from a bound non-blocking socket into one shared segment."""
+    conn = Connection(ilog, settings, ListenerStats(), durable=False)
+    limit = settings.max_record_size
+    try:
+        while True:
+            with trio.move_on_at(conn.deadline) as timer:
+                await trio.lowlevel.wait_readable(sock)
+            if timer.cancelled_caught:
+                await conn.flush()
+                continue
+            msgs: list[bytes] = []
+            for _ in range(UDP_BATCH):
+                try:
+                    data = sock.recv(UDP_MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError as e:  # e.g. ICMP errors surfacing; keep serving
+                    log.debug("syslog udp recv: %s", e)
+                    break
+                msg = datagram_message(data, limit, stats)
+                if msg is not None:
+                    msgs.append(msg)
+            stats.messages_udp += len(msgs)
+            await _write(conn, msgs)
+    finally:
+        with trio.CancelScope(shield=True):
+            try:
+                await conn.flush()
+            except OSError:
+                log.exception("flushing the syslog UDP segment failed")
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family, type_, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        except OSError:
+            pass
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _bind(host: str, port: int) -> tuple[list[trio.SocketListener], socket.socket, int]:
+    for attempt in range(BIND_ATTEMPTS):
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        try:
+            return listeners, _udp_socket(host, bound), bound
+        except OSError as e:
+            for ln in listeners:
+                await ln.aclose()
+            if port != 0 or e.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def serve_syslog(
+    host: str,
+    port: int,
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: SyslogStats,
+    *,
+    topic: bytes | str = SYSLOG_TOPIC,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
+    settings = dataclasses.replace(settings, topic=validate_topic(topic))
+    listeners, udp, bound = await _bind(host or "0.0.0.0", port)
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def handler(stream: trio.SocketStream) -> None:
+                await handle_syslog_tcp(stream, ilog, settings, stats)
+
+            nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats)
+            await nursery.start(trio.serve_listeners, handler, listeners)
+            task_status.started((host, bound))
+    finally:
+        udp.close()
