@@ -190,3 +190,15 @@ def test_merge_runs_randomized(seed):
         runs.append(b"".join(pick))
     want = b"".join(sorted(set(b"".join(runs).splitlines(keepends=True))))
     assert merge_dedup(runs) == want
+
+
+def test_matcher_is_safe_across_threads(corpus_records):
+    from concurrent.futures import ThreadPoolExecutor
+
+    records, _ = corpus_records
+    for q, regex in [(b"error", False), (b"Failed password for [a-z]+", True)]:
+        m = Matcher(Query(q, regex))
+        want = m.scan(records)
+        with ThreadPoolExecutor(4) as ex:
+            results = list(ex.map(lambda _: m.scan(records), range(16)))
+        assert all(r == want for r in results)

@@ -16,6 +16,7 @@ it reports are expanded to their boundaries.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import hyperscan
@@ -112,6 +113,7 @@ class Matcher:
         self._db: hyperscan.Database | None = None
         self.match_all = False
         self.match_none = False
+        self._local = threading.local()  # hyperscan scratch is per thread
         if not q:
             self.match_all = True
             return
@@ -135,12 +137,20 @@ class Matcher:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(expressions=[pattern], flags=[flags])
             self._db = db
+            self._scratch_proto = hyperscan.Scratch(db)
         except hyperscan.error:
             if not query.regex:
                 raise QueryError("query could not be compiled") from None
             self._db = None  # RE2 on every line
 
     # -- scanning -------------------------------------------------------------
+
+    def _hs_scan(self, data, on_match) -> None:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._scratch_proto.clone()
+        assert self._db is not None
+        self._db.scan(data, match_event_handler=on_match, scratch=scratch)
 
     def scan(self, buf, start: int = 0, end: int | None = None) -> Ranges:
         """Ranges [s, e) of whole matching records within buf[start:end].
@@ -189,8 +199,7 @@ class Matcher:
                 last_s, last_e = rs, re_
             return None
 
-        assert self._db is not None
-        self._db.scan(_view(buf, start, end), match_event_handler=on_match)
+        self._hs_scan(_view(buf, start, end), on_match)
         if last_e >= 0:
             append((last_s, last_e))
         return ranges
@@ -224,8 +233,7 @@ class Matcher:
                 last_s, last_e = rs, re_
             return None
 
-        assert self._db is not None
-        self._db.scan(_view(buf, start, end), match_event_handler=on_match)
+        self._hs_scan(_view(buf, start, end), on_match)
         if last_e >= 0:
             append((last_s, last_e))
         return ranges
