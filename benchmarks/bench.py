@@ -78,6 +78,33 @@ def count_lines(paths: list[str]) -> int:
     return n
 
 
+def store_lines(store: str, attempts: int = 5) -> int:
+    """Lines in the store's segment files, listed again if compaction removes one meanwhile."""
+    for i in range(attempts):
+        try:
+            return count_lines(segment_files(store))
+        except FileNotFoundError:
+            if i == attempts - 1:
+                raise
+            time.sleep(0.5)
+    return 0
+
+
+def wait_settled(store: str, timeout: float, quiet: float = 5.0) -> tuple[bool, float]:
+    """Wait until the store's segment files stop changing (compaction done) for ``quiet`` s."""
+    t0 = time.monotonic()
+    last = segment_files(store)
+    changed = t0
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.25)
+        now = segment_files(store)
+        if now != last:
+            last, changed = now, time.monotonic()
+        elif time.monotonic() - changed >= quiet:
+            return True, changed - t0
+    return False, time.monotonic() - t0
+
+
 # -- ingest -------------------------------------------------------------------------------
 
 
@@ -126,13 +153,18 @@ def wait_queryable(node: Node, from_: str, want: int, deadline: float) -> tuple[
             size = node.data_set_size(from_)
         except (OSError, RuntimeError):
             size = size
-        if size >= want:
+        if size == want:
             return True, size
         time.sleep(POLL)
     return False, size
 
 
 def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> dict:
+    """Send the data set, wait until the node reports exactly its size as queryable.
+
+    Equality, not ``>=``: while compaction renames its output into place before
+    removing its inputs, the store briefly reports records twice.
+    """
     from_ = rfc3339(node.started_at - 60)
     node.reset_peak()
     deadline = time.monotonic() + timeout
@@ -185,17 +217,23 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
         "errors": errors,
     }
     if not ok:
-        loud(f"{mode}: only {size} of {ds.store_bytes} store bytes queryable after {timeout:.0f}s")
-    elif size != ds.store_bytes:
-        loud(f"{mode}: store reports {size} bytes, expected exactly {ds.store_bytes} (duplicates?)")
-    stored = count_lines(segment_files(node.store_path))
+        loud(f"{mode}: store reports {size} bytes queryable after {timeout:.0f}s, "
+             f"expected exactly {ds.store_bytes}")
+    settled, settle_s = wait_settled(node.store_path, max(30.0, deadline - time.monotonic()))
+    res["compaction_settle_s"] = settle_s
+    res["compaction_settled"] = settled
+    if not settled:
+        loud(f"{mode}: store segment files still changing after {settle_s:.0f}s")
+    stored = store_lines(node.store_path)
     res["store_lines"] = stored
+    res["store_segments"] = len(segment_files(node.store_path))
     if stored != ds.nlines:
         loud(f"{mode}: store segment files hold {stored} lines, data set has {ds.nlines}")
     log(
         f"{mode}: {res['mb_per_s']:.1f} MiB/s, {res['records_per_s']:.0f} rec/s, "
         f"send {res['send_s']:.2f}s, last byte→queryable {res['drain_s']:.2f}s, "
-        f"peak RSS {res['peak_rss_mib']:.0f} MiB"
+        f"peak RSS {res['peak_rss_mib']:.0f} MiB; store settled {settle_s:.1f}s later, "
+        f"{res['store_segments']} segments"
     )
     return res
 
@@ -211,17 +249,24 @@ def sh(cmd: list[str], sink: str) -> str:
 PIPE_SINK = "| cat > /dev/null"
 
 
-def timed(cmdline: str, timeout: float, ok_codes=(0,)) -> float:
+def timed(make_cmd: Callable[[], str], timeout: float, ok_codes=(0,), attempts: int = 3) -> float:
+    """Wall time of one run; a reference that lost a file to compaction runs again."""
     env = dict(os.environ, LC_ALL="C")
-    t0 = time.perf_counter()
-    p = subprocess.run(
-        ["bash", "-c", cmdline], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, timeout=timeout,
-    )
-    dt = time.perf_counter() - t0
-    if p.returncode not in ok_codes:
-        raise RuntimeError(f"exit {p.returncode}: {cmdline}\n{p.stderr.decode(errors='replace')[-800:]}")
-    return dt
+    for i in range(attempts):
+        cmdline = make_cmd()
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            ["bash", "-c", cmdline], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, timeout=timeout,
+        )
+        dt = time.perf_counter() - t0
+        if p.returncode in ok_codes:
+            return dt
+        err = p.stderr.decode(errors="replace")
+        if "No such file" not in err or i == attempts - 1:
+            raise RuntimeError(f"exit {p.returncode}: {cmdline}\n{err[-800:]}")
+        log("a segment file vanished under the reference (compaction); running it again")
+    raise AssertionError("unreachable")
 
 
 def output_lines(cmd: list[str], timeout: float, ok_codes=(0,)) -> int:
@@ -280,13 +325,13 @@ class QueryBench:
         """Warm up once, then ``runs`` interleaved timings of oklog and the reference."""
         ok_t: list[float] = []
         ref_t: list[float] = []
-        timed(oklog(), self.timeout)
+        timed(oklog, self.timeout)
         if ref:
-            timed(ref(), self.timeout, ref_ok)
+            timed(ref, self.timeout, ref_ok)
         for _ in range(self.runs):
-            ok_t.append(timed(oklog(), self.timeout))
+            ok_t.append(timed(oklog, self.timeout))
             if ref:
-                ref_t.append(timed(ref(), self.timeout, ref_ok))
+                ref_t.append(timed(ref, self.timeout, ref_ok))
         res = {
             "query": name,
             "oklog_cmd": oklog(),
@@ -314,12 +359,15 @@ class QueryBench:
                 + (f", data set generation expects {expected}" if expected is not None else "")
             )
 
-    def grep_count(self, flag: str, pattern: str) -> int:
-        cmd = ["grep", "-h", "-c", flag, "--", pattern, *self.files()]
-        p = subprocess.run(cmd, env=dict(os.environ, LC_ALL="C"), capture_output=True, timeout=self.timeout)
-        if p.returncode not in (0, 1):
-            raise RuntimeError(p.stderr.decode(errors="replace"))
-        return sum(int(x) for x in p.stdout.split())
+    def grep_count(self, flag: str, pattern: str, attempts: int = 3) -> int:
+        for i in range(attempts):
+            cmd = ["grep", "-h", "-c", flag, "--", pattern, *self.files()]
+            p = subprocess.run(cmd, env=dict(os.environ, LC_ALL="C"), capture_output=True, timeout=self.timeout)
+            if p.returncode in (0, 1):
+                return sum(int(x) for x in p.stdout.split())
+            if i == attempts - 1 or b"No such file" not in p.stderr:
+                raise RuntimeError(p.stderr.decode(errors="replace"))
+        return 0
 
     def run(self, ten: str) -> list[dict]:
         """Every query kind; one that fails is recorded with its error, the rest still run.
@@ -360,7 +408,7 @@ class QueryBench:
         def match_all() -> dict:
             r = self.measure("match-all", ok(sink=PIPE_SINK), lambda: sh(["cat", *self.files()], PIPE_SINK),
                              "cat | cat")
-            self.check(r, self.oklog_cmd(), count_lines(self.files()), ds.nlines)
+            self.check(r, self.oklog_cmd(), store_lines(self.node.store_path), ds.nlines)
             return r
 
         def last_pct() -> dict:
@@ -430,13 +478,15 @@ def report(result: dict) -> None:
         f"{result['host']['cpus']} CPUs"
     )
     t = Table(title="Ingest (first byte → all records queryable)")
-    for col in ("mode", "MiB/s", "records/s", "send s", "last byte→queryable s", "total s", "peak RSS MiB", "ok"):
+    for col in ("mode", "MiB/s", "records/s", "send s", "last byte→queryable s", "total s", "peak RSS MiB",
+                "settle s", "ok"):
         t.add_column(col, justify="right" if col not in ("mode", "ok") else "left")
     for r in result["ingest"]:
         ok = r["complete"] and r["store_lines"] == d["lines"] and not r["errors"]
         t.add_row(
             r["mode"], f"{r['mb_per_s']:.1f}", f"{r['records_per_s']:,.0f}", f"{r['send_s']:.2f}",
             f"{r['drain_s']:.2f}", f"{r['total_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
+            f"{r['compaction_settle_s']:.1f}" if r["compaction_settled"] else "[red]no[/red]",
             "yes" if ok else "[red]NO[/red]",
         )
     con.print(t)
