@@ -1,0 +1,265 @@
+"""Prometheus metrics: ``GET /metrics`` in the text exposition format 0.0.4.
+
+The node's figures already exist in one place, the dict ``Node.state()`` returns
+for ``/cluster/state``; ``StateCollector`` turns that dict into metric families
+at scrape time, so nothing else in the node has to know about Prometheus. Keys
+that are missing (a store-only node has no ``pipeline.ingest``) just produce no
+samples. The one figure that is not a running total is query latency: the
+``oklog_query_duration_seconds`` histogram, which the store API observes (or
+``observe_queries`` wraps its handlers to do so).
+
+Names: everything starts with ``oklog_``; counters end in ``_total``; byte
+figures in ``_bytes``; durations in ``_seconds``. What is exported (``state``
+key → metric):
+
+* ``pipeline.ingest``: ``oklog_ingest_segments{state}``,
+  ``oklog_ingest_segment_bytes{state}``, ``oklog_ingest_oldest_flushed_age_seconds``,
+  ``oklog_ingest_records_total``, ``oklog_ingest_bytes_total``,
+  ``oklog_ingest_segments_flushed_total``, ``..._committed_total``,
+  ``..._failed_total``, ``oklog_ingest_pending_timeouts_total``,
+  ``oklog_ingest_open_connections``, ``oklog_ingest_connections_total``,
+  ``oklog_ingest_records_split_total``; and, when present,
+  ``pipeline.ingest.syslog`` (``oklog_syslog_*``) and ``pipeline.ingest.http``
+  (``oklog_http_ingest_*``).
+* ``pipeline.store``: ``oklog_store_segments``, ``oklog_store_bytes``,
+  ``oklog_store_segments_written_total``, ``oklog_store_bytes_written_total``,
+  ``oklog_store_replications_received_total``, ``oklog_store_quarantined_segments``.
+* ``pipeline.consumer``: ``oklog_consumer_batches_total``,
+  ``oklog_consumer_segments_consumed_total``, ``oklog_consumer_bytes_consumed_total``,
+  ``oklog_consumer_replications_total{result="ok|failed"}``,
+  ``oklog_consumer_commits_failed_total``.
+* ``members``: ``oklog_cluster_members{state}``; the node itself:
+  ``oklog_node_info{id,role}``, ``oklog_uptime_seconds``, ``oklog_replication_factor``.
+
+Plus the process collector's ``process_*`` figures (CPU, memory, open fds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from oklog.http import Request, Response, Router
+
+log = logging.getLogger("oklog.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+INGEST_STATES = ("active", "flushed", "pending")
+MEMBER_STATES = ("alive", "suspect", "dead")
+
+StateFn = Callable[[], dict]
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    return None
+
+
+class _Families:
+    """Collects families for one scrape, skipping figures that are absent."""
+
+    def __init__(self) -> None:
+        self.out: list[Metric] = []
+
+    def gauge(self, name: str, doc: str, value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            self.out.append(GaugeMetricFamily(name, doc, value=v))
+
+    def counter(self, name: str, doc: str, value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            self.out.append(CounterMetricFamily(name, doc, value=v))
+
+    def labelled(self, kind: str, name: str, doc: str, label: str, values: dict) -> None:
+        cls = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+        fam = cls(name, doc, labels=[label])
+        any_ = False
+        for key, value in values.items():
+            v = _num(value)
+            if v is not None:
+                fam.add_metric([str(key)], v)
+                any_ = True
+        if any_:
+            self.out.append(fam)
+
+
+class StateCollector(Collector):
+    """Reads ``state()`` (the ``/cluster/state`` dict) at each scrape."""
+
+    def __init__(self, state: StateFn) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        f = _Families()
+        try:
+            st = self.state()
+        except Exception:
+            log.exception("reading node state for /metrics failed")
+            f.gauge("oklog_state_error", "1 if the node state could not be read", 1)
+            return iter(f.out)
+        f.gauge("oklog_state_error", "1 if the node state could not be read", 0)
+        self._node(f, st)
+        self._ingest(f, _get(st, "pipeline", "ingest"))
+        self._store(f, _get(st, "pipeline", "store"))
+        self._consumer(f, _get(st, "pipeline", "consumer"))
+        return iter(f.out)
+
+    def _node(self, f: _Families, st: dict) -> None:
+        members = st.get("members") if isinstance(st, dict) else None
+        if isinstance(members, list):
+            counts = dict.fromkeys(MEMBER_STATES, 0)
+            for m in members:
+                s = _get(m, "state")
+                if isinstance(s, str):
+                    counts[s] = counts.get(s, 0) + 1
+            f.labelled("gauge", "oklog_cluster_members", "Cluster members by state, as this node sees them", "state", counts)
+            me = next((m for m in members if isinstance(m, dict) and m.get("id") == st.get("self")), None)
+            if me is not None:
+                info = GaugeMetricFamily("oklog_node_info", "This node's id and role", labels=["id", "role"])
+                info.add_metric([str(me.get("id", "")), str(me.get("role", ""))], 1)
+                f.out.append(info)
+                f.gauge("oklog_uptime_seconds", "Seconds since the node started", me.get("uptime_seconds"))
+        f.gauge("oklog_replication_factor", "Copies kept of each record", _get(st, "replication_factor"))
+
+    def _ingest(self, f: _Families, ing: Any) -> None:
+        if not isinstance(ing, dict):
+            return
+        segs, sizes = ing.get("segments"), ing.get("bytes")
+        if isinstance(segs, dict):
+            f.labelled("gauge", "oklog_ingest_segments", "Ingest segments by state", "state", segs)
+        if isinstance(sizes, dict):
+            f.labelled("gauge", "oklog_ingest_segment_bytes", "Bytes in ingest segments by state", "state", sizes)
+        f.gauge("oklog_ingest_oldest_flushed_age_seconds", "Age of the oldest segment waiting for the store tier", ing.get("oldest_flushed_age_seconds"))
+        f.counter("oklog_ingest_records", "Records written to ingest segments", ing.get("records_in"))
+        f.counter("oklog_ingest_bytes", "Bytes written to ingest segments", ing.get("bytes_in"))
+        f.counter("oklog_ingest_segments_flushed", "Ingest segments flushed", ing.get("flushes"))
+        f.counter("oklog_ingest_segments_committed", "Ingest segments committed by the store tier", ing.get("commits"))
+        f.counter("oklog_ingest_segments_failed", "Ingest segments the store tier failed", ing.get("failures"))
+        f.counter("oklog_ingest_pending_timeouts", "Pending ingest segments that timed out", ing.get("pending_timeouts"))
+        f.gauge("oklog_ingest_open_connections", "Open producer connections", ing.get("connections"))
+        f.counter("oklog_ingest_connections", "Producer connections accepted", ing.get("connections_total"))
+        f.counter("oklog_ingest_records_split", "Over-long records split", ing.get("records_split"))
+        sl = ing.get("syslog")
+        if isinstance(sl, dict):
+            f.labelled("counter", "oklog_syslog_messages", "Syslog messages received", "transport",
+                       {"tcp": sl.get("messages_tcp"), "udp": sl.get("messages_udp")})
+            f.counter("oklog_syslog_malformed", "Malformed syslog frames", sl.get("malformed"))
+            f.counter("oklog_syslog_oversized", "Syslog messages over the max record size, dropped", sl.get("oversized"))
+            f.gauge("oklog_syslog_open_connections", "Open syslog TCP connections", sl.get("connections"))
+            f.counter("oklog_syslog_connections", "Syslog TCP connections accepted", sl.get("connections_total"))
+        hi = ing.get("http")
+        if isinstance(hi, dict):
+            f.counter("oklog_http_ingest_requests", "HTTP ingest requests", hi.get("requests"))
+            f.counter("oklog_http_ingest_records", "Records taken by HTTP ingest", hi.get("records"))
+            f.counter("oklog_http_ingest_bytes", "Request body bytes taken by HTTP ingest", hi.get("bytes"))
+            f.counter("oklog_http_ingest_invalid_json", "NDJSON lines that were not JSON (kept verbatim)", hi.get("invalid_json"))
+            f.counter("oklog_http_ingest_rejected", "HTTP ingest requests refused", hi.get("rejected"))
+            f.counter("oklog_http_ingest_records_split", "Over-long HTTP ingest records split", hi.get("records_split"))
+
+    def _store(self, f: _Families, sto: Any) -> None:
+        if not isinstance(sto, dict):
+            return
+        f.gauge("oklog_store_segments", "Store segments", sto.get("segments"))
+        f.gauge("oklog_store_bytes", "Bytes in store segments", sto.get("bytes"))
+        f.counter("oklog_store_segments_written", "Store segments written", sto.get("segments_written"))
+        f.counter("oklog_store_bytes_written", "Bytes written to store segments", sto.get("bytes_written"))
+        f.counter("oklog_store_replications_received", "Replicated segments received", sto.get("replications_received"))
+        q = sto.get("quarantined")
+        if isinstance(q, list | tuple):
+            f.gauge("oklog_store_quarantined_segments", "Store segments set aside as unreadable", len(q))
+
+    def _consumer(self, f: _Families, con: Any) -> None:
+        if not isinstance(con, dict):
+            return
+        f.counter("oklog_consumer_batches", "Batches gathered by the store consumer", con.get("batches"))
+        f.counter("oklog_consumer_segments_consumed", "Ingest segments consumed", con.get("segments_consumed"))
+        f.counter("oklog_consumer_bytes_consumed", "Ingest bytes consumed", con.get("bytes_consumed"))
+        f.labelled("counter", "oklog_consumer_replications", "Replications of gathered batches", "result",
+                   {"ok": con.get("replications_ok"), "failed": con.get("replications_failed")})
+        f.counter("oklog_consumer_commits_failed", "Commits to ingest nodes that failed", con.get("commits_failed"))
+
+
+class Metrics:
+    """A node's metrics: its own registry (no global state), state and latency."""
+
+    def __init__(self, state: StateFn, *, process: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(StateCollector(state))
+        if process:
+            ProcessCollector(registry=self.registry)
+        self.query_duration = Histogram(
+            "oklog_query_duration_seconds",
+            "Time to answer a query, from request to the last byte of the result",
+            buckets=QUERY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_query(self, seconds: float) -> None:
+        self.query_duration.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_router(metrics: Metrics) -> Router:
+    """``GET /metrics`` (and HEAD) in the Prometheus text format."""
+
+    async def handle(req: Request) -> Response:
+        return Response(200, metrics.render(), content_type=CONTENT_TYPE)
+
+    r = Router()
+    r.add("GET", "/metrics", handle)
+    return r
+
+
+def observe_queries(router: Router, metrics: Metrics, paths: tuple[str, ...] = ("/store/query",)) -> None:
+    """Wrap ``paths``' handlers in ``router`` so each one's duration (until the
+    last byte of a streamed body) goes to ``oklog_query_duration_seconds``."""
+    for path in paths:
+        methods = router._routes.get(path, {})
+        for method, handler in list(methods.items()):
+            methods[method] = _timed(handler, metrics)
+
+
+def _timed(handler, metrics: Metrics):
+    async def wrapped(req: Request) -> Response:
+        started = time.monotonic()
+        try:
+            resp = await handler(req)
+        except Exception:
+            metrics.observe_query(time.monotonic() - started)
+            raise
+        if resp.stream is None:
+            metrics.observe_query(time.monotonic() - started)
+            return resp
+        inner = resp.stream
+
+        async def stream(write) -> None:
+            try:
+                await inner(write)
+            finally:
+                metrics.observe_query(time.monotonic() - started)
+
+        resp.stream = stream
+        return resp
+
+    return wrapped

@@ -1,0 +1,195 @@
+"""/metrics: names, values, tolerance of missing figures, and promtool's verdict."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from oklog.config import Addr, NodeConfig
+from oklog.http import Response, Router, serve_http
+from oklog.metrics import CONTENT_TYPE, Metrics, metrics_router, observe_queries
+
+TIMEOUT = 20
+
+FULL_STATE = {
+    "self": "n1",
+    "members": [
+        {"id": "n1", "role": "ingeststore", "state": "alive", "uptime_seconds": 12.5},
+        {"id": "n2", "role": "store", "state": "suspect"},
+        {"id": "n3", "role": "ingest", "state": "alive"},
+    ],
+    "pipeline": {
+        "time": 1.0,
+        "ingest": {
+            "segments": {"active": 2, "flushed": 3, "pending": 1},
+            "bytes": {"active": 100, "flushed": 300, "pending": 50},
+            "oldest_flushed_age_seconds": 1.25,
+            "records_in": 1000,
+            "bytes_in": 65536,
+            "flushes": 7,
+            "commits": 5,
+            "failures": 1,
+            "pending_timeouts": 2,
+            "connections": 4,
+            "connections_total": 9,
+            "records_split": 3,
+            "syslog": {
+                "connections": 1, "connections_total": 2, "messages_tcp": 10,
+                "messages_udp": 20, "malformed": 1, "oversized": 2,
+            },
+            "http": {
+                "requests": 3, "records": 30, "bytes": 999, "invalid_json": 1,
+                "records_split": 0, "rejected": 1, "segments": 3,
+            },
+        },
+        "store": {
+            "segments": 6, "bytes": 4096, "oldest": None, "newest": None,
+            "segments_written": 8, "bytes_written": 8192, "replications_received": 4,
+            "quarantined": ["a.seg"], "time": 1.0,
+        },
+        "consumer": {
+            "state": "gather", "batches": 11, "segments_consumed": 12, "bytes_consumed": 13,
+            "replications_ok": 14, "replications_failed": 15, "commits_failed": 16,
+            "last_error": "", "warnings": [],
+        },
+    },
+    "replication_factor": 2,
+}
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def promtool_check(text: bytes) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install -y prometheus)")
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=TIMEOUT)
+    assert p.returncode == 0, (p.stdout + p.stderr).decode()
+    assert not p.stdout.strip() and not p.stderr.strip(), (p.stdout + p.stderr).decode()
+
+
+def test_full_state_values():
+    m = Metrics(lambda: FULL_STATE)
+    m.observe_query(0.3)
+    s = samples(m.render().decode())
+    assert s[("oklog_ingest_segments", (("state", "flushed"),))] == 3
+    assert s[("oklog_ingest_segment_bytes", (("state", "pending"),))] == 50
+    assert s[("oklog_ingest_records_total", ())] == 1000
+    assert s[("oklog_ingest_bytes_total", ())] == 65536
+    assert s[("oklog_ingest_segments_flushed_total", ())] == 7
+    assert s[("oklog_ingest_segments_committed_total", ())] == 5
+    assert s[("oklog_ingest_segments_failed_total", ())] == 1
+    assert s[("oklog_ingest_pending_timeouts_total", ())] == 2
+    assert s[("oklog_ingest_open_connections", ())] == 4
+    assert s[("oklog_ingest_connections_total", ())] == 9
+    assert s[("oklog_ingest_records_split_total", ())] == 3
+    assert s[("oklog_ingest_oldest_flushed_age_seconds", ())] == 1.25
+    assert s[("oklog_syslog_messages_total", (("transport", "udp"),))] == 20
+    assert s[("oklog_syslog_malformed_total", ())] == 1
+    assert s[("oklog_http_ingest_invalid_json_total", ())] == 1
+    assert s[("oklog_store_segments", ())] == 6
+    assert s[("oklog_store_bytes_written_total", ())] == 8192
+    assert s[("oklog_store_quarantined_segments", ())] == 1
+    assert s[("oklog_consumer_replications_total", (("result", "failed"),))] == 15
+    assert s[("oklog_consumer_commits_failed_total", ())] == 16
+    assert s[("oklog_cluster_members", (("state", "alive"),))] == 2
+    assert s[("oklog_cluster_members", (("state", "suspect"),))] == 1
+    assert s[("oklog_cluster_members", (("state", "dead"),))] == 0
+    assert s[("oklog_node_info", (("id", "n1"), ("role", "ingeststore")))] == 1
+    assert s[("oklog_replication_factor", ())] == 2
+    assert s[("oklog_query_duration_seconds_count", ())] == 1
+    assert s[("oklog_query_duration_seconds_bucket", (("le", "0.5"),))] == 1
+    assert s[("oklog_query_duration_seconds_bucket", (("le", "0.25"),))] == 0
+    assert s[("oklog_state_error", ())] == 0
+    names = {name for name, _ in s}
+    assert all(n.startswith(("oklog_", "process_")) for n in names)
+
+
+def test_promtool_full_state():
+    m = Metrics(lambda: FULL_STATE)
+    m.observe_query(0.01)
+    promtool_check(m.render())
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"pipeline": {}},
+        {"pipeline": {"ingest": {"segments": {"active": 1}}, "store": {"segments": 1}}},
+        {"members": [{"state": "alive"}, {}, "junk"], "pipeline": {"ingest": None, "consumer": {"batches": "x"}}},
+    ],
+)
+def test_missing_keys_tolerated(state):
+    text = Metrics(lambda: state).render()
+    promtool_check(text)
+    assert b"oklog_query_duration_seconds_count 0.0" in text
+
+
+def test_state_failure_is_a_metric_not_a_500():
+    def broken():
+        raise RuntimeError("boom")
+
+    s = samples(Metrics(broken, process=False).render().decode())
+    assert s[("oklog_state_error", ())] == 1
+
+
+def test_real_node_state(tmp_path):
+    """The dict a real Node returns (no mocks of its shape)."""
+    from oklog.node import Node
+
+    lo = "127.0.0.1"
+    cfg = NodeConfig(
+        api=Addr(lo, 0), ingest_fast=Addr(lo, 0), ingest_durable=Addr(lo, 0),
+        ingest_bulk=Addr(lo, 0), cluster=Addr(lo, 0),
+        ingest_path=str(tmp_path / "ingest"), store_path=str(tmp_path / "store"),
+    )
+    node = Node(cfg)
+    text = Metrics(node.state).render()
+    promtool_check(text)
+    s = samples(text.decode())
+    assert s[("oklog_ingest_segments", (("state", "active"),))] == 0
+    assert s[("oklog_store_segments", ())] == 0
+    assert s[("oklog_cluster_members", (("state", "alive"),))] == 1
+
+
+@pytest.mark.trio
+async def test_metrics_endpoint_and_query_timing(nursery):
+    m = Metrics(lambda: FULL_STATE)
+    app = Router()
+    app.mount(metrics_router(m))
+
+    async def fake_query(req):
+        async def stream(write):
+            await trio.sleep(0.06)
+            await write(b"x\n")
+
+        return Response(200, stream=stream)
+
+    app.add("GET", "/store/query", fake_query)
+    observe_queries(app, m)
+    _, port = await nursery.start(serve_http, app, "127.0.0.1", 0)
+    with trio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            r = await c.get("/store/query")
+            assert r.content == b"x\n"
+            r = await c.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == CONTENT_TYPE
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    s = samples(r.text)
+    assert s[("oklog_query_duration_seconds_count", ())] == 1
+    assert s[("oklog_query_duration_seconds_bucket", (("le", "0.05"),))] == 0
+    assert s[("oklog_query_duration_seconds_bucket", (("le", "0.1"),))] == 1
+    promtool_check(r.content)
