@@ -193,3 +193,65 @@ async def test_metrics_endpoint_and_query_timing(nursery):
     assert s[("oklog_query_duration_seconds_bucket", (("le", "0.05"),))] == 0
     assert s[("oklog_query_duration_seconds_bucket", (("le", "0.1"),))] == 1
     promtool_check(r.content)
+
+
+# -- the node's own logs (oklog.logfmt): the other half of what operators scrape -------------
+
+
+def _log_line(fmt: str, msg: str, *args, exc: bool = False, **extra) -> str:
+    import io
+    import logging
+
+    from oklog.logfmt import configure_logging
+
+    buf = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(fmt, logging.DEBUG, stream=buf)
+        lg = logging.getLogger("oklog.node")
+        if exc:
+            try:
+                raise ValueError("bad thing")
+            except ValueError:
+                lg.exception(msg, *args, extra=extra)
+        else:
+            lg.warning(msg, *args, extra=extra)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    return buf.getvalue()
+
+
+def test_logfmt_formatter():
+    import re
+
+    line = _log_line("logfmt", 'segment %s "flushed"', "01ABC", peer="10.0.0.1:7651", n=3)
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert re.fullmatch(
+        r'ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=warn logger=oklog\.node '
+        r'msg="segment 01ABC \\"flushed\\"" peer=10\.0\.0\.1:7651 n=3\n',
+        line,
+    ), line
+    line = _log_line("logfmt", "failed", exc=True)
+    assert "level=error" in line and 'exc="Traceback' in line and "ValueError: bad thing" in line
+    assert line.count("\n") == 1  # the traceback's newlines are escaped
+
+
+def test_json_and_text_formatters():
+    import json
+
+    import pytest as _pytest
+
+    from oklog.logfmt import make_formatter
+
+    obj = json.loads(_log_line("json", "hello %d", 5, peer="x"))
+    assert obj["level"] == "warn" and obj["logger"] == "oklog.node"
+    assert obj["msg"] == "hello 5" and obj["peer"] == "x" and obj["ts"].endswith("Z")
+    assert "exc" in json.loads(_log_line("json", "oops", exc=True))
+    assert "WARNING oklog.node: plain" in _log_line("text", "plain")
+    with _pytest.raises(ValueError):
+        make_formatter("xml")
