@@ -29,7 +29,6 @@ from oklog.tui.model import ClusterState, History, duration, parse_state
 from oklog.tui.widgets.banner import UnreachableBanner
 from oklog.tui.widgets.cluster import ClusterView
 from oklog.tui.widgets.help import HelpScreen
-from oklog.tui.widgets.members import MembersTable
 from oklog.tui.widgets.pipeline import PipelineView
 from oklog.tui.widgets.query import QueryView
 from oklog.tui.widgets.statusbar import StatusBar
@@ -76,23 +75,30 @@ class OklogApp(App[None]):
         self._wake = asyncio.Event()
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(self.node, id="statusbar")
-        banner = UnreachableBanner(id="banner")
-        banner.display = False
-        yield banner
-        with TabbedContent(initial="cluster", id="views"):
+        # Kept as attributes: app.query_one() looks at the *current* screen, which
+        # is the help or save dialog while one is open.
+        self.statusbar = StatusBar(self.node, id="statusbar")
+        self.banner = UnreachableBanner(id="banner")
+        self.banner.display = False
+        self.cluster_view = ClusterView()
+        self.pipeline_view = PipelineView()
+        self.query_view = QueryView(self.max_lines)
+        self.tail_view = TailView(self.max_lines)
+        yield self.statusbar
+        yield self.banner
+        with TabbedContent(initial="cluster", id="views") as self.tabs:
             with TabPane("1 Cluster", id="cluster"):
-                yield ClusterView()
+                yield self.cluster_view
             with TabPane("2 Pipeline", id="pipeline"):
-                yield PipelineView()
+                yield self.pipeline_view
             with TabPane("3 Query", id="query"):
-                yield QueryView(self.max_lines)
+                yield self.query_view
             with TabPane("4 Tail", id="tail"):
-                yield TailView(self.max_lines)
+                yield self.tail_view
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(MembersTable).focus()
+        self.cluster_view.members.focus()
         self.set_interval(1.0, self._tick)
         self.poll()
 
@@ -135,23 +141,23 @@ class OklogApp(App[None]):
         for node in list(self.histories):
             if node not in st.pipelines:
                 del self.histories[node]
-        self.query_one(UnreachableBanner).clear_problem()
-        self.query_one(ClusterView).show(st, self.histories)
-        alerts = self.query_one(PipelineView).show(st, self.histories)
-        bar = self.query_one(StatusBar)
+        self.banner.clear_problem()
+        self.cluster_view.show(st, self.histories)
+        alerts = self.pipeline_view.show(st, self.histories)
+        bar = self.statusbar
         bar.state, bar.received, bar.alerts, bar.reachable = st, msg.received, alerts, True
         bar.show(self.clock())
 
     def on_node_unreachable(self, msg: NodeUnreachable) -> None:
         if msg.node != self.client.node:
             return
-        self.query_one(UnreachableBanner).show_problem(msg, self.refresh_interval, self.clock())
-        bar = self.query_one(StatusBar)
+        self.banner.show_problem(msg, self.refresh_interval, self.clock())
+        bar = self.statusbar
         bar.reachable = False
         bar.show(self.clock())
 
     def _tick(self) -> None:
-        self.query_one(StatusBar).show(self.clock())
+        self.statusbar.show(self.clock())
 
     # -- attaching ---------------------------------------------------------------------------
 
@@ -164,12 +170,12 @@ class OklogApp(App[None]):
         self.node = addr
         self.client = self.client_factory(addr)
         self.state, self.histories, self.failures, self.last_contact = None, {}, 0, None
-        bar = self.query_one(StatusBar)
+        bar = self.statusbar
         bar.node, bar.state, bar.received, bar.alerts, bar.reachable = addr, None, None, 0, None
         bar.show(self.clock())
-        self.query_one(UnreachableBanner).clear_problem()
-        self.query_one(PipelineView).reset()
-        tail = self.query_one(TailView)
+        self.banner.clear_problem()
+        self.pipeline_view.reset()
+        tail = self.tail_view
         if tail.started:
             tail.start()
         self.poll()
@@ -182,25 +188,24 @@ class OklogApp(App[None]):
     # -- actions -------------------------------------------------------------------------------
 
     def action_view(self, name: str) -> None:
-        self.query_one("#views", TabbedContent).active = name
+        self.tabs.active = name
         self._focus_view(name)
 
     def _focus_view(self, name: str) -> None:
         if name == "cluster":
-            self.query_one(MembersTable).focus()
+            self.cluster_view.members.focus()
         elif name == "query":
-            self.query_one("#q").focus()
+            self.query_view.query_one("#q").focus()
         elif name == "tail":
-            self.query_one("#tail-log").focus()
+            self.tail_view.log_widget.focus()
         else:
             self.set_focus(None)
 
     @on(TabbedContent.TabActivated)
     def tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "tail":
-            tail = self.query_one(TailView)
-            if not tail.started:
-                tail.start()
+            if not self.tail_view.started:
+                self.tail_view.start()
 
     def action_refresh(self) -> None:
         self._wake.set()

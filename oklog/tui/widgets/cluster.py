@@ -11,14 +11,17 @@ from oklog.tui.widgets.topology import Topology
 
 
 class ClusterView(Vertical):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.members = MembersTable(id="members")
+        self.members.border_title = "members  (enter/click: attach)"
+        self.topology = Topology(id="topology")
+        self.topology.border_title = "topology"
+
     def compose(self) -> ComposeResult:
-        members = MembersTable(id="members")
-        members.border_title = "members  (enter/click: attach)"
-        yield members
-        topo = Topology(id="topology")
-        topo.border_title = "topology"
-        yield topo
+        yield self.members
+        yield self.topology
 
     def show(self, state: ClusterState, histories: dict[str, History]) -> None:
-        self.query_one(MembersTable).show(state)
-        self.query_one(Topology).show(state, histories)
+        self.members.show(state)
+        self.topology.show(state, histories)

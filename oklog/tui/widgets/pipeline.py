@@ -11,14 +11,21 @@ from oklog.tui.widgets.node_pipeline import NodePipeline
 
 
 class PipelineView(Vertical):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.alerts = AlertList(id="alerts")
+        self.box = VerticalScroll(id="pipelines")
+
     def compose(self) -> ComposeResult:
-        yield AlertList(id="alerts")
-        yield VerticalScroll(id="pipelines")
+        yield self.alerts
+        yield self.box
 
     def show(self, state: ClusterState, histories: dict[str, History]) -> int:
         alerts = warnings(state, histories)
-        self.query_one(AlertList).show(alerts)
-        box = self.query_one("#pipelines", VerticalScroll)
+        self.alerts.show(alerts)
+        box = self.box
+        if not box.is_attached:
+            return len(alerts)
         cards = {c.node: c for c in box.query(NodePipeline)}
         members = {m.id: m for m in state.members}
         # Attached node first, then the others by name.
@@ -36,4 +43,5 @@ class PipelineView(Vertical):
         return len(alerts)
 
     def reset(self) -> None:
-        self.query_one("#pipelines", VerticalScroll).remove_children()
+        if self.box.is_attached:
+            self.box.remove_children()

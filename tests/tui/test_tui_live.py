@@ -1,0 +1,337 @@
+"""The TUI against real ``oklog run`` subprocesses, driven by Textual's pilot.
+
+Sync tests each run their own asyncio loop (``asyncio.run``), so no async test
+plugin is involved; every test has a pytest timeout and an inner deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from oklog.tui.app import OklogApp, make_app
+from oklog.tui.client import NodeClient
+from oklog.tui.widgets.banner import UnreachableBanner
+from oklog.tui.widgets.members import MembersTable
+from oklog.tui.widgets.node_pipeline import NodePipeline
+from oklog.tui.widgets.query import QueryView
+from oklog.tui.widgets.tail import TailView
+from oklog.tui.widgets.topology import Topology
+
+SIZE = (140, 44)
+BIG_RECORDS = 150_000  # ~25 MB: enough that a full query takes many chunks
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """``oklog run`` on free 127.0.0.1 ports; killed by PID at teardown."""
+
+    def __init__(self, root: Path, api_port: int | None = None) -> None:
+        self.root = root
+        self.ports = {k: free_port() for k in ("fast", "durable", "bulk", "cluster")}
+        self.ports["api"] = api_port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def api(self) -> str:
+        return f"127.0.0.1:{self.ports['api']}"
+
+    def start(self, timeout: float = 20.0) -> Node:
+        p = self.ports
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "oklog", "run",
+            "-api", f"127.0.0.1:{p['api']}",
+            "-ingest.fast", f"127.0.0.1:{p['fast']}",
+            "-ingest.durable", f"127.0.0.1:{p['durable']}",
+            "-ingest.bulk", f"127.0.0.1:{p['bulk']}",
+            "-cluster", f"127.0.0.1:{p['cluster']}",
+            "-ingest.path", str(self.root / "ingest"),
+            "-store.path", str(self.root / "store"),
+            "-ingest.segment-flush-age", "0.5s",
+            "-store.segment-target-age", "0.5s",
+        ]
+        log = open(self.root / "node.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.root / "node.log").read_text()[-2000:])
+            try:
+                if httpx.get(f"http://{self.api}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("node did not come up")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def send(self, data: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", self.ports["fast"]), timeout=10) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+
+    def state(self) -> dict:
+        return httpx.get(f"http://{self.api}/cluster/state", timeout=5).json()
+
+    def wait_stored(self, nbytes: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state()["pipeline"]["store"]["bytes"] >= nbytes:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"store did not reach {nbytes} bytes")
+
+
+@pytest.fixture(scope="module")
+def node():
+    root = Path(tempfile.mkdtemp(prefix="oklog-tui-"))
+    n = Node(root / "n0").start()
+    lines = b"".join(
+        b"big record %06d lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod "
+        b"tempor incididunt ut labore et dolore magna aliqua %s\n" % (i, b"needle" if i % 5000 == 0 else b"hay")
+        for i in range(BIG_RECORDS)
+    )
+    n.send(lines)
+    n.wait_stored(len(lines) + BIG_RECORDS * 35)  # + "ULID default " per record
+    try:
+        yield n
+    finally:
+        n.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(body: Callable[[], Awaitable[None]], timeout: float = 40.0) -> None:
+    asyncio.run(asyncio.wait_for(body(), timeout))
+
+
+async def until(pilot, pred: Callable[[], object], timeout: float = 15.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        await pilot.pause(step)
+    raise AssertionError(f"timed out waiting for {getattr(pred, '__name__', 'condition')}")
+
+
+def text_of(widget) -> str:
+    """The plain text a Static shows (Text or any Rich renderable)."""
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    if hasattr(content, "plain"):
+        return content.plain
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(content)
+    return console.export_text()
+
+
+@pytest.mark.timeout(60)
+def test_cluster_view_lists_member_with_role(node):
+    async def body() -> None:
+        app = make_app(node.api, 0.3)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.polls >= 1)
+            await pilot.pause()
+            table = app.query_one(MembersTable)
+            assert table.row_count == 1
+            row = [getattr(c, "plain", str(c)) for c in table.get_row_at(0)]
+            me = node.state()["self"]
+            assert row[0] == "▶" and row[1] == me and row[2] == "ingeststore"
+            assert row[3] == node.api and "alive" in row[4]
+            topo = text_of(app.query_one(Topology))
+            assert "ingest" in topo and "store" in topo and me in topo
+            assert "attached" in text_of(app.query_one("#statusbar"))
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
+def test_pipeline_figures_move_when_data_is_forwarded(node):
+    async def body() -> None:
+        app = make_app(node.api, 0.25)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: app.state is not None)
+            me = app.state.self_id
+            before = app.state.pipelines[me]["ingest"]["records_in"]
+            stored = app.state.pipelines[me]["store"]["bytes"]
+            node.send(b"".join(b"pipeline moves %d\n" % i for i in range(2000)))
+
+            def moved():
+                p = app.state.pipelines[me]
+                return p["ingest"]["records_in"] >= before + 2000 and p["store"]["bytes"] > stored
+
+            await until(pilot, moved)
+            h = app.histories[me]
+            assert max(h.record_rates()) > 0  # the rate derived from successive samples
+            await pilot.pause(0.1)
+            card = app.query_one(NodePipeline)
+            ingest = text_of(card.query_one(".ingest"))
+            assert f"{app.state.pipelines[me]['ingest']['records_in']:,}" in ingest
+            assert "active" in ingest and "flushed" in ingest and "pending" in ingest
+
+    run(body)
+
+
+class PacedClient(NodeClient):
+    """A real NodeClient whose query reads are paced like a slow link, so the
+    test can watch a response while it is still arriving."""
+
+    PACE = 0.01  # seconds per network chunk
+
+    @asynccontextmanager
+    async def query(self, request, now=None):
+        async with super().query(request, now) as stream:
+            inner = stream.chunks
+
+            async def paced():
+                assert inner is not None
+                async for chunk in inner:
+                    await asyncio.sleep(self.PACE)
+                    yield chunk
+
+            stream.chunks = paced()
+            yield stream
+
+
+@pytest.mark.timeout(60)
+def test_query_large_result_is_bounded_with_statistics(node):
+    async def body() -> None:
+        app = make_app(node.api, 5.0, max_lines=2_000)
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.query_one(QueryView)
+            await pilot.press("3", *"lorem ipsum", "enter")  # only the big records
+            await until(pilot, lambda: view.outcome, timeout=30)
+            assert view.outcome == "done", view.detail
+            assert view.records == BIG_RECORDS
+            # The first lines went on screen before the response had ended.
+            assert 0 < view.shown_while_running < BIG_RECORDS
+            assert view.results.line_count == 2_000  # bounded: the last N
+            assert "149999" in view.results.lines[-1]
+            assert view.results.lines[-1].startswith(("20", "19"))  # time, topic, line
+            status = view.status_text().plain
+            assert "showing the last 2,000 of 150,000" in status
+            assert "nodes 1" in status and "segments" in status  # X-Oklog-* statistics
+
+    run(body)
+
+
+@pytest.mark.timeout(90)
+def test_query_streams_incrementally_and_esc_cancels(node):
+    async def body() -> None:
+        app = make_app(node.api, 5.0, max_lines=2_000, client=lambda n: PacedClient(n))
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.query_one(QueryView)
+            await pilot.press("3", "enter")
+            # First results are on screen while the rest is still arriving.
+            await until(pilot, lambda: view.results.line_count > 0 and view.running)
+            first = view.records
+            await until(pilot, lambda: view.records > first and view.running)
+            assert "running" in view.status_text().plain
+            # Esc cancels it.
+            await pilot.press("escape")
+            await until(pilot, lambda: not view.running)
+            assert view.outcome == "cancelled" and 0 < view.records < BIG_RECORDS
+            assert "cancelled" in view.status_text().plain
+            # A new query cancels the running one (exclusive worker).
+            view.run_query(view.form())
+            await until(pilot, lambda: view.running and view.records > 0)
+            q = app.query_one("#q")
+            q.focus()
+            q.value = "needle"
+            await pilot.press("enter")
+            await until(pilot, lambda: not view.running and view.outcome, timeout=20)
+            assert view.outcome == "done", view.detail
+            assert view.records == BIG_RECORDS // 5000
+            assert view.results.line_count == BIG_RECORDS // 5000
+            assert all("needle" in ln for ln in view.results.lines)
+
+    run(body, timeout=80)
+
+
+@pytest.mark.timeout(60)
+def test_save_writes_all_records(node, tmp_path):
+    async def body() -> None:
+        app = make_app(node.api, 5.0, max_lines=5)
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.query_one(QueryView)
+            await pilot.press("3", *"needle", "enter")
+            await until(pilot, lambda: view.outcome == "done")
+            await pilot.press("ctrl+s")
+            await pilot.pause(0.1)
+            path = tmp_path / "saved.log"
+            box = app.screen.query_one("#save-path")
+            box.value = str(path)
+            await pilot.press("enter")
+            await until(pilot, lambda: path.exists() and path.read_bytes().count(b"\n") == 30)
+            lines = path.read_bytes().splitlines()
+            assert all(len(ln.split(b" ")[0]) == 26 and b"needle" in ln for ln in lines)
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
+def test_tail_view_streams_or_explains_missing_endpoint(node):
+    async def body() -> None:
+        app = make_app(node.api, 5.0)
+        async with app.run_test(size=SIZE) as pilot:
+            tail = app.query_one(TailView)
+            await pilot.press("4")
+            await until(pilot, lambda: tail.state in ("live", "missing"))
+            if tail.state == "missing":
+                status = tail.status_text().plain
+                assert "404" in status and "unavailable" in status
+                return
+            node.send(b"tail me please\n")
+            await until(pilot, lambda: any("tail me please" in ln for ln in tail.log_widget.lines))
+            await pilot.press("space")
+            assert tail.paused
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_banner_appears_and_clears_when_node_comes_up(tmp_path):
+    port = free_port()
+    late = Node(tmp_path / "late", api_port=port)
+
+    async def body() -> None:
+        app: OklogApp = make_app(f"127.0.0.1:{port}", 0.3)
+        async with app.run_test(size=SIZE) as pilot:
+            banner = app.query_one(UnreachableBanner)
+            await until(pilot, lambda: banner.display and app.failures >= 2)
+            text = text_of(banner)
+            assert "unreachable" in text and str(port) in text and "retrying" in text
+            await asyncio.to_thread(late.start)
+            await until(pilot, lambda: not banner.display and app.polls >= 1)
+            assert app.query_one(MembersTable).row_count == 1
+
+    try:
+        run(body)
+    finally:
+        late.kill()
