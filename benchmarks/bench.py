@@ -338,6 +338,7 @@ class QueryBench:
             "oklog_s": statistics.median(ok_t),
             "oklog_runs": ok_t,
             "reference": ref_desc,
+            "reference_cmd": ref() if ref else None,
             "reference_s": statistics.median(ref_t) if ref_t else None,
             "reference_runs": ref_t,
         }
@@ -517,6 +518,18 @@ def report(result: dict) -> None:
 # -- main ---------------------------------------------------------------------------------
 
 
+def git_state() -> dict:
+    """The commit measured (the working tree may hold uncommitted changes too)."""
+    def git(*args: str) -> str:
+        try:
+            p = subprocess.run(["git", *args], capture_output=True, timeout=10, check=False)
+            return p.stdout.decode().strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -569,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": {"cpus": os.cpu_count(), "platform": sys.platform},
+        "git": git_state(),
         "runs": ns.runs,
         "dataset": {
             "path": ds.path, "seed": ds.seed, "size": ds.size, "bytes": ds.nbytes, "lines": ds.nlines,
