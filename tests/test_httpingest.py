@@ -310,7 +310,16 @@ async def test_loki_push_rejections(env):
         assert r.status_code == 415
         r = await post(env, "/loki/api/v1/push", b'{"streams": [{"values": [["x", "y"]]}]}')
         assert r.status_code == 400
-    assert os.listdir(env.root) == []
+        r = await post(env, "/loki/api/v1/push", b"streams", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 400
+    assert os.listdir(env.root) == []  # a refused push writes nothing
+    with trio.fail_after(TIMEOUT):  # curl -d sends form-urlencoded: still read as JSON
+        r = await post(
+            env, "/loki/api/v1/push", b'{"streams": [{"stream": {}, "values": [["1", "f"]]}]}',
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 204
+    assert env.lines() == [b"f"]
 
 
 @pytest.mark.trio

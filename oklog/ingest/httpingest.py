@@ -19,8 +19,9 @@
     ``{"records": n, "invalid_json": k, "segments": [...]}``.
 
 ``POST /loki/api/v1/push?topic=LABEL``
-    The Loki push API in its JSON form (``Content-Type: application/json``;
-    the protobuf/snappy form gets 415)::
+    The Loki push API in its JSON form (any Content-Type but protobuf is read
+    as JSON; ``application/x-protobuf``, the snappy-compressed protobuf form
+    that Promtail and Alloy send, gets 415 — configure the client for JSON)::
 
         {"streams": [{"stream": {"job": "nginx", "host": "a"},
                       "values": [["<unix ns>", "<line>"], ...]}]}
@@ -80,6 +81,7 @@ log = logging.getLogger("oklog.ingest.http")
 MAX_BODY = 64 << 20
 MESSAGE_FIELDS = ("message", "msg", "log", "line")
 LOKI_TOPIC_LABELS = ("topic", "job", "app")
+PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 CONCURRENT_WRITES = 4  # requests parsed and written at once; the rest wait
 
 _BAD_TOPIC_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -383,8 +385,8 @@ def httpingest_router(
     async def loki_push(req: Request) -> Response:
         st.requests += 1
         try:
-            ctype = req.headers.get("content-type", "application/json").split(";")[0].strip()
-            if ctype not in ("application/json", ""):
+            ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype in PROTOBUF_TYPES:
                 raise HTTPError(
                     415,
                     f"unsupported Content-Type {ctype!r}: oklog takes the Loki push API "
