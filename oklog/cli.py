@@ -73,6 +73,15 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "store.segment-purge", type=_duration, default=C.DEFAULT_PURGE, help="purge trashed segments after")
     _flag(p, "store.max-disk-usage", type=_size, default=0, help="trash oldest segments above this size (0: no cap)")
     _flag(p, "store.consume-batch-size", type=_size, default=C.DEFAULT_CONSUME_BATCH, help="bytes gathered per consume cycle")
+    _flag(p, "cluster.advertise-addr", default="", help="host (or host:port) other members use to reach this node")
+    _flag(p, "cluster.probe-interval", type=_duration, default=0.5, help="gossip probe interval")
+    _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="suspect members are declared dead after this")
+    _flag(p, "ingest.max-connections", type=int, default=0, help="refuse producer connections above this (0: no limit)")
+    _flag(p, "ingest.drain-timeout", type=_duration, default=10.0, help="on SIGTERM, serve /ingest/* this long for the store tier to drain")
+    _flag(p, "query.member-timeout", type=_duration, default=15.0, help="per-member timeout of a fanned-out query")
+    _flag(p, "ingest.syslog", default="", help="syslog listen address, TCP and UDP (RFC 5424/3164; off by default)")
+    _flag(p, "ingest.syslog-topic", default="syslog", help="topic of syslog records")
+    _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -108,6 +117,16 @@ def build_node_config(ns: argparse.Namespace, role: str) -> C.NodeConfig:
         purge=ns.store_segment_purge,
         max_record_size=ns.ingest_max_record_size,
         max_disk_usage=ns.store_max_disk_usage,
+        max_connections=ns.ingest_max_connections,
+        drain_timeout=ns.ingest_drain_timeout,
+        member_timeout=ns.query_member_timeout,
+        ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
+        syslog_topic=ns.ingest_syslog_topic,
+        advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
+        gossip_timing={
+            "probe_interval": ns.cluster_probe_interval,
+            "suspicion_timeout": ns.cluster_suspicion_timeout,
+        },
     )
 
 
@@ -118,10 +137,10 @@ def cmd_run(argv: list[str], role: str | None = None, prog: str = "oklog run") -
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, ns.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from oklog.logfmt import configure_logging
+
+    configure_logging(ns.log_format, getattr(logging, ns.log_level.upper()))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     import trio
 
     from oklog.node import Node

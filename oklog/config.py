@@ -56,6 +56,14 @@ class NodeConfig:
     purge: float = DEFAULT_PURGE
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     max_disk_usage: int = 0  # 0: no cap
+    max_connections: int = 0  # 0: unlimited
+    drain_timeout: float = 10.0
+    member_timeout: float = 15.0
+    advertise_host: str = ""
+    node_id: str = ""
+    ingest_syslog: Addr | None = None
+    syslog_topic: str = "syslog"
+    gossip_timing: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

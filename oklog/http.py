@@ -26,6 +26,7 @@ MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
 MAX_HEADER_BYTES = 64 << 10
 
 Write = Callable[[bytes], Awaitable[None]]
+Start = Callable[[int, dict[str, str]], Awaitable[None]]
 
 
 class HTTPError(Exception):
@@ -42,6 +43,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     stream: Callable[[Write], Awaitable[None]] | None = None
     content_type: str = "text/plain; charset=utf-8"
+    # A deferred response decides its status and headers inside ``respond``:
+    # it calls ``start(status, headers)`` once, then ``write`` chunks.
+    respond: Callable[[Start, Write], Awaitable[None]] | None = None
 
     @classmethod
     def json(cls, obj, status: int = 200) -> Response:
@@ -137,7 +141,42 @@ class Router:
         await _send_response(scope, send, resp)
 
 
+async def _send_deferred(scope, send, resp: Response) -> None:
+    started = False
+    head_only = scope["method"] == "HEAD"
+
+    async def start(status: int, headers: dict[str, str]) -> None:
+        nonlocal started
+        if started:
+            raise RuntimeError("response already started")
+        started = True
+        hs = [(b"content-type", resp.content_type.encode())]
+        hs += [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": hs})
+
+    async def write(chunk: bytes) -> None:
+        if not started:
+            await start(resp.status, resp.headers)
+        if chunk and not head_only:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    assert resp.respond is not None
+    try:
+        await resp.respond(start, write)
+    except HTTPError as e:
+        if started:
+            raise
+        await _send_response(scope, send, Response(e.status, (e.message + "\n").encode()))
+        return
+    if not started:
+        await start(resp.status, resp.headers)
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _send_response(scope, send, resp: Response) -> None:
+    if resp.respond is not None:
+        await _send_deferred(scope, send, resp)
+        return
     headers = [(b"content-type", resp.content_type.encode())]
     headers += [(k.lower().encode(), str(v).encode()) for k, v in resp.headers.items()]
     head_only = scope["method"] == "HEAD"

@@ -248,6 +248,17 @@ def _timed(handler, metrics: Metrics):
         except Exception:
             metrics.observe_query(time.monotonic() - started)
             raise
+        if resp.respond is not None:
+            inner_respond = resp.respond
+
+            async def respond(start, write) -> None:
+                try:
+                    await inner_respond(start, write)
+                finally:
+                    metrics.observe_query(time.monotonic() - started)
+
+            resp.respond = respond
+            return resp
         if resp.stream is None:
             metrics.observe_query(time.monotonic() - started)
             return resp

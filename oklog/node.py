@@ -19,29 +19,37 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import trio
 
+from oklog.cluster.peers import RemoteIngest, RemoteStore
+from oklog.cluster.transport import Gossip, guess_host
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
 from oklog.http import Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
+from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
 from oklog.ingest.listener import IngestSettings, ListenerStats, serve_ingest
 from oklog.ingest.log import IngestLog
+from oklog.ingest.syslog import SyslogStats, serve_syslog
+from oklog.metrics import Metrics, metrics_router, observe_queries
 from oklog.store.api import LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
+from oklog.store.coordinator import Coordinator, StoreMember
 from oklog.store.log import StoreLog
 
 log = logging.getLogger("oklog.node")
 
 PENDING_SWEEP = 1.0
-DRAIN_TIMEOUT = 10.0
+META_INTERVAL = 5.0  # seconds between load-figure updates in gossip
 
 
 @dataclass
@@ -51,6 +59,7 @@ class Bound:
     api: tuple[str, int] | None = None
     fast: tuple[str, int] | None = None
     durable: tuple[str, int] | None = None
+    cluster: tuple[str, int] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -59,12 +68,23 @@ class Node:
         self.cfg = cfg
         self.fs = fs or RealFS()
         self.started = time.time()
-        self.id = cfg.extra.get("id") or f"{os.uname().nodename}-{os.getpid()}"
+        self.advertise_host = cfg.advertise_host or (
+            cfg.cluster.host if cfg.cluster.host not in ("", "0.0.0.0") else guess_host()
+        )
+        # Stable across restarts, unique per host and port: a restarted node
+        # rejoins as itself (with a higher incarnation).
+        self.id = cfg.node_id or f"{self.advertise_host}:{cfg.cluster.port}"
+        self.gossip: Gossip | None = None
+        self.http_client: httpx.AsyncClient | None = None
+        self.coordinator: Coordinator | None = None
         self.bound = Bound()
         self.scan_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
         self.ingest_log: IngestLog | None = None
         self.store_log: StoreLog | None = None
         self.listener_stats = ListenerStats()
+        self.http_ingest_stats = HTTPIngestStats()
+        self.syslog_stats = SyslogStats()
+        self.metrics = Metrics(self.state)
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -95,32 +115,101 @@ class Node:
         r = Router()
         if self.ingest_log is not None:
             r.mount(ingest_router(self.ingest_log))
+            r.mount(httpingest_router(self.ingest_log, self.ingest_settings(), self.http_ingest_stats))
         if self.store_log is not None:
-            r.mount(store_router(self.store_log, self.scan_limiter))
+            r.mount(store_router(self.store_log, self.scan_limiter, self._query))
+        r.mount(metrics_router(self.metrics))
+        observe_queries(r, self.metrics)
         r.add("GET", "/cluster/state", self._state)
         r.add("GET", "/store/_clusterstate", self._state)
         r.add("GET", "/health", self._health)
         return r
 
+    async def _query(self, req: Request) -> Response:
+        assert self.coordinator is not None
+        return await self.coordinator.handle(req)
+
+    def _addr(self, a: tuple[str, int] | None) -> str | None:
+        if a is None:
+            return None
+        host = a[0] if a[0] not in ("", "0.0.0.0") else self.advertise_host
+        return f"{host}:{a[1]}"
+
+    def meta(self) -> dict:
+        """What this node advertises in gossip: addresses and load figures."""
+        m: dict = {
+            "api_addr": self._addr(self.bound.api),
+            "fast_addr": self._addr(self.bound.fast),
+            "durable_addr": self._addr(self.bound.durable),
+            "started": self.started,
+        }
+        if self.ingest_log is not None:
+            m["connections"] = self.listener_stats.connections
+            m["records_in"] = self.ingest_log.records_in
+        if self.store_log is not None:
+            st = self.store_log.stats()
+            m["store_bytes"] = st["bytes"]
+            m["store_segments"] = st["segments"]
+        return m
+
+    def members(self) -> list[dict]:
+        if self.gossip is None or not self.gossip.members():
+            return [
+                {
+                    "id": self.id,
+                    "role": self.cfg.role,
+                    "api_addr": self._addr(self.bound.api),
+                    "state": "alive",
+                    "incarnation": 0,
+                    "last_heard": time.time(),
+                    "self": True,
+                    "meta": self.meta(),
+                }
+            ]
+        out = []
+        for m in self.gossip.members():
+            out.append(
+                {
+                    "id": m.id,
+                    "role": m.role,
+                    "gossip_addr": f"{m.addr[0]}:{m.addr[1]}",
+                    "api_addr": m.meta.get("api_addr"),
+                    "state": m.state,
+                    "incarnation": m.incarnation,
+                    "last_heard": time.time() if m.is_self else m.since,
+                    "self": m.is_self,
+                    "uptime_seconds": round(time.time() - m.meta["started"], 3)
+                    if "started" in m.meta
+                    else None,
+                    "meta": dict(m.meta),
+                }
+            )
+        return out
+
+    def _live(self, role: str) -> list[tuple[str, str | None]]:
+        """(id, api_addr or None for self) of alive members doing ``role`` work."""
+        if self.gossip is None or not self.gossip.members():
+            mine = role == "ingest" and self.cfg.is_ingest or role == "store" and self.cfg.is_store
+            return [(self.id, None)] if mine else []
+        out: list[tuple[str, str | None]] = []
+        for m in self.gossip.members_by_role(role):
+            if m.is_self:
+                out.append((m.id, None))
+            elif m.meta.get("api_addr"):
+                out.append((m.id, m.meta["api_addr"]))
+        return out
+
     def state(self) -> dict:
         cfg = self.cfg
-        me = {
-            "id": self.id,
-            "role": cfg.role,
-            "api_addr": _addr(self.bound.api),
-            "fast_addr": _addr(self.bound.fast),
-            "durable_addr": _addr(self.bound.durable),
-            "state": "alive",
-            "incarnation": 0,
-            "last_heard": time.time(),
-            "uptime_seconds": round(time.time() - self.started, 3),
-        }
         pipeline: dict = {"time": time.time()}
         if self.ingest_log is not None:
             pipeline["ingest"] = self.ingest_log.stats() | {
                 "connections": self.listener_stats.connections,
                 "connections_total": self.listener_stats.connections_total,
                 "records_split": self.listener_stats.records_split,
+                "connections_refused": self.listener_stats.connections_refused,
+                "syslog": self.syslog_stats.as_dict(),
+                "http": self.http_ingest_stats.as_dict(),
             }
         if self.store_log is not None:
             pipeline["store"] = self.store_log.stats()
@@ -128,9 +217,18 @@ class Node:
             pipeline["consumer"] = vars(self.consumer.stats).copy()
         if self.maintenance is not None:
             pipeline["compaction"] = vars(self.maintenance.stats).copy()
+        if self.coordinator is not None:
+            pipeline["queries"] = {
+                "total": self.coordinator.queries,
+                "partial": self.coordinator.partial,
+            }
+        if self.gossip is not None:
+            pipeline["gossip"] = vars(self.gossip.stats).copy()
         return {
             "self": self.id,
-            "members": [me],
+            "role": cfg.role,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "members": self.members(),
             "pipeline": pipeline,
             "replication_factor": cfg.replication_factor,
         }
@@ -146,58 +244,138 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            self.bound.api = await nursery.start(
-                serve_http, self.router(), cfg.api.host, cfg.api.port
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
+            self.http_client = client
+            self.coordinator = Coordinator(
+                self.store_log,
+                self.scan_limiter,
+                lambda: [StoreMember(i, a) for i, a in self._live("store")],
+                client,
+                cfg.member_timeout,
             )
-            ingest_scope = trio.CancelScope()
-            if self.ingest_log is not None:
-                settings = IngestSettings(
-                    cfg.segment_flush_size, cfg.segment_flush_age, cfg.max_record_size
+            async with trio.open_nursery() as nursery:
+                self.bound.api = await nursery.start(
+                    serve_http, self.router(), cfg.api.host, cfg.api.port
                 )
-                ilog = self.ingest_log
+                ingest_scope = trio.CancelScope()
+                if self.ingest_log is not None:
+                    await nursery.start(self._listeners, ingest_scope)
+                    nursery.start_soon(self._sweep_pending)
+                self.gossip = Gossip(
+                    self.id,
+                    cfg.role,
+                    bind=(cfg.cluster.host, cfg.cluster.port),
+                    advertise_host=self.advertise_host,
+                    seeds=cfg.peers,
+                    meta=self.meta(),
+                    **cfg.gossip_timing,
+                )
+                gossip_scope = trio.CancelScope()
 
-                async def listeners(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                    with ingest_scope:
-                        async with trio.open_nursery() as ln:
-                            self.bound.fast = await ln.start(
-                                serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
-                                ilog, settings, self.listener_stats,
-                            )
-                            self.bound.durable = await ln.start(
-                                _serve_durable, cfg.ingest_durable.host, cfg.ingest_durable.port,
-                                ilog, settings, self.listener_stats,
-                            )
-                            task_status.started()
+                async def run_gossip(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    assert self.gossip is not None
+                    with gossip_scope:
+                        await self.gossip.run(task_status=task_status)
 
-                await nursery.start(listeners)
-                nursery.start_soon(self._sweep_pending)
-            if self.store_log is not None:
-                self.consumer = self._make_consumer()
-                nursery.start_soon(self.consumer.run)
-                assert self.maintenance is not None
-                nursery.start_soon(self.maintenance.run)
-            log.info(
-                "oklog %s node %s: api %s, fast %s, durable %s",
-                cfg.role, self.id, _addr(self.bound.api), _addr(self.bound.fast),
-                _addr(self.bound.durable),
-            )
-            task_status.started(self.bound)
-            nursery.start_soon(self._watch_signals, shutdown)
-            await shutdown.wait()
-            # Graceful: stop taking data, flush (the connection handlers flush on
-            # cancel), let the store tier consume what is left, then stop.
-            ingest_scope.cancel()
-            await self._drain()
-            nursery.cancel_scope.cancel()
+                self.bound.cluster = await nursery.start(run_gossip)
+                nursery.start_soon(self._publish_meta)
+                if self.store_log is not None:
+                    self.consumer = self._make_consumer()
+                    nursery.start_soon(self.consumer.run)
+                    assert self.maintenance is not None
+                    nursery.start_soon(self.maintenance.run)
+                log.info(
+                    "oklog %s node %s: api %s, fast %s, durable %s, cluster %s, peers %s",
+                    cfg.role, self.id, self._addr(self.bound.api), self._addr(self.bound.fast),
+                    self._addr(self.bound.durable), self._addr(self.bound.cluster),
+                    ",".join(cfg.peers) or "none",
+                )
+                task_status.started(self.bound)
+                nursery.start_soon(self._watch_signals, shutdown)
+                await shutdown.wait()
+                # Graceful: stop taking data, flush (the connection handlers flush on
+                # cancel), keep serving /ingest/* until the store tier has consumed
+                # what is left or the drain timeout passes, then leave the cluster.
+                ingest_scope.cancel()
+                await self._drain()
+                with trio.move_on_after(2):
+                    await self.gossip.leave()
+                gossip_scope.cancel()
+                nursery.cancel_scope.cancel()
+
+    async def _listeners(self, scope: trio.CancelScope, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.cfg
+        assert self.ingest_log is not None
+        settings = self.ingest_settings()
+        ilog = self.ingest_log
+        with scope:
+            async with trio.open_nursery() as ln:
+                self.bound.fast = await ln.start(
+                    serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
+                    ilog, settings, self.listener_stats,
+                )
+                self.bound.durable = await ln.start(
+                    _serve_durable, cfg.ingest_durable.host, cfg.ingest_durable.port,
+                    ilog, settings, self.listener_stats,
+                )
+                if cfg.ingest_syslog is not None:
+                    self.bound.extra["syslog"] = await ln.start(
+                        functools.partial(
+                            serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
+                            ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(),
+                        )
+                    )
+                task_status.started()
+
+    def ingest_settings(self) -> IngestSettings:
+        c = self.cfg
+        return IngestSettings(
+            c.segment_flush_size, c.segment_flush_age, c.max_record_size,
+            max_connections=c.max_connections,
+        )
+
+    async def _publish_meta(self) -> None:
+        while True:
+            await trio.sleep(META_INTERVAL)
+            if self.gossip is not None:
+                self.gossip.set_meta(self.meta())
 
     def _make_consumer(self) -> Consumer:
-        assert self.store_log is not None
-        local_store = LocalStore(self.store_log)
-        sources = [LocalIngest(self.ingest_log)] if self.ingest_log is not None else []
+        assert self.store_log is not None and self.http_client is not None
+        client = self.http_client
+        local_store = LocalStore(self.store_log, self.id)
+        local_ingest = LocalIngest(self.ingest_log, self.id) if self.ingest_log is not None else None
+        sources: dict[str, RemoteIngest] = {}
+        targets: dict[str, RemoteStore] = {}
+
+        def ingest_sources() -> list:
+            out: list = []
+            for node_id, api in self._live("ingest"):
+                if api is None:
+                    if local_ingest is not None:
+                        out.append(local_ingest)
+                    continue
+                src = sources.get(api)
+                if src is None:
+                    src = sources[api] = RemoteIngest(client, api, node_id)
+                out.append(src)
+            return out
+
+        def store_targets() -> list:
+            out: list = []
+            for node_id, api in self._live("store"):
+                if api is None:
+                    out.append(local_store)
+                    continue
+                t = targets.get(api)
+                if t is None:
+                    t = targets[api] = RemoteStore(client, api, node_id)
+                out.append(t)
+            return out
+
         return Consumer(
-            sources=lambda: sources,
-            targets=lambda: [local_store],
+            sources=ingest_sources,
+            targets=store_targets,
             replication_factor=self.cfg.replication_factor,
             batch_size=min(self.cfg.consume_batch_size, self.cfg.store_target_size),
             batch_age=self.cfg.store_target_age,
@@ -205,9 +383,9 @@ class Node:
         )
 
     async def _drain(self) -> None:
-        if self.ingest_log is None or self.consumer is None:
+        if self.ingest_log is None:
             return
-        with trio.move_on_after(self.cfg.extra.get("drain_timeout", DRAIN_TIMEOUT)):
+        with trio.move_on_after(self.cfg.drain_timeout):
             while True:
                 st = self.ingest_log.stats()["segments"]
                 if not any(st.values()):
@@ -232,10 +410,3 @@ class Node:
 
 async def _serve_durable(host, port, ilog, settings, stats, task_status=trio.TASK_STATUS_IGNORED):
     await serve_ingest(host, port, ilog, settings, stats, durable=True, task_status=task_status)
-
-
-def _addr(a: tuple[str, int] | None) -> str | None:
-    if a is None:
-        return None
-    host = a[0] if a[0] not in ("", "0.0.0.0") else "127.0.0.1"
-    return f"{host}:{a[1]}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from dataclasses import dataclass
 
 import trio
@@ -32,6 +33,7 @@ THREAD_WRITE_MIN = 64 << 10  # writes at least this big go to a worker thread
 class ListenerStats:
     connections: int = 0
     connections_total: int = 0
+    connections_refused: int = 0
     records_split: int = 0
 
 
@@ -41,6 +43,7 @@ class IngestSettings:
     flush_age: float
     max_record_size: int
     topic: bytes = DEFAULT_TOPIC
+    max_connections: int = 0  # 0: unlimited
 
 
 def split_long(lines: list[bytes], limit: int) -> tuple[list[bytes], int]:
@@ -189,6 +192,14 @@ async def serve_ingest(
     task_status.started((host, bound[1]))
 
     async def handler(stream: trio.SocketStream) -> None:
+        if settings.max_connections and stats.connections >= settings.max_connections:
+            # Load shedding: refuse at once (RST) so the forwarder tries another member.
+            stats.connections_refused += 1
+            stream.socket.setsockopt(
+                trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            await _aclose_quietly(stream)
+            return
         await handle_connection(stream, log_, settings, stats, durable)
 
     await trio.serve_listeners(handler, listeners)
