@@ -161,10 +161,17 @@ def cmd_forward(argv: list[str]) -> int:
     p.add_argument("addrs", nargs="+", metavar="HOST[:PORT]", help="ingest node(s); port 7651 by default")
     _flag(p, "prefix", action="append", default=[], help="prefix each record (repeatable)")
     _flag(p, "backoff", type=_duration, default=1.0, help="max reconnect backoff")
+    _flag(p, "mode", default="fast", choices=["fast", "durable", "bulk"], help="ingest port to use (default fast)")
+    _flag(p, "topic", default="", help="topic of the records (bulk mode)")
+    _flag(p, "buffer", type=_size, default=64 << 20, help="bytes buffered while no node is reachable")
+    _flag(p, "policy", default="block", choices=["block", "drop"], help="when the buffer is full")
     ns = p.parse_args(argv)
     from oklog.forward import forward_main
 
-    return forward_main(ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff)
+    return forward_main(
+        ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff, mode=ns.mode,
+        topic=ns.topic, buffer=ns.buffer, policy=ns.policy,
+    )
 
 
 def query_parser() -> argparse.ArgumentParser:

@@ -1,24 +1,50 @@
-"""``oklog forward``: stdin to ingest nodes over the fast port.
+"""``oklog forward``: stdin to ingest nodes.
 
-Bytes pass through verbatim (``%`` included); only whole lines are sent, so a
-broken connection never leaves half a record on a node. Several addresses (or a
-name resolving to several hosts) are tried in random order with exponential
-backoff; the chunk being written when a connection broke is sent again on the
-next one, so no line is lost to a reconnect (it may arrive twice).
+A reader thread takes stdin a buffer at a time (whole lines only) into a bounded
+queue (``-buffer`` bytes; when full, ``-policy block`` stops reading stdin and
+``drop`` drops whole chunks, counted and reported); the sender drains it to one
+node at a time, chosen at random among the addresses given (a name resolving to
+several hosts counts as several), failing over with exponential backoff.
+
+Modes:
+
+* ``fast``    (port 7651) bytes pass through verbatim; the chunk being written when
+              a connection broke is sent again on the next one (it may arrive twice,
+              with different ULIDs).
+* ``durable`` (port 7652) the node fsyncs each batch and answers ``+N``; only what
+              was not acknowledged is sent again after a failure.
+* ``bulk``    (port 7653) the forwarder stamps ULIDs itself and sends whole
+              segments; each is acknowledged once replicated in the store tier. A
+              retried segment carries the same ULIDs, so queries drop the copies:
+              no line is lost or duplicated in results.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import random
+import select
 import socket
 import sys
+import threading
 import time
+from dataclasses import dataclass
 
 from oklog.addr import parse_addr
-from oklog.config import DEFAULT_FAST_PORT
+from oklog.config import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
+from oklog.record import DEFAULT_TOPIC, ULIDSource, stamp_lines, validate_topic
 
 READ_SIZE = 1 << 20
+PORTS = {"fast": DEFAULT_FAST_PORT, "durable": DEFAULT_DURABLE_PORT, "bulk": DEFAULT_BULK_PORT}
+DURABLE_WINDOW = 8 << 20  # unacknowledged bytes in flight
+BULK_SIZE = 1 << 20
+BULK_AGE = 1.0
+REFUSED_PROBE = 0.05  # seconds to watch a new connection for an immediate close
+
+
+def log(msg: str) -> None:
+    print(f"oklog forward: {msg}", file=sys.stderr, flush=True)
 
 
 def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT) -> list[tuple[str, int]]:
@@ -28,7 +54,7 @@ def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT) -> list[tup
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as e:
-            print(f"oklog forward: cannot resolve {host}: {e}", file=sys.stderr)
+            log(f"cannot resolve {host}: {e}")
             continue
         for info in infos:
             target = (str(info[4][0]), int(info[4][1]))
@@ -44,53 +70,98 @@ def add_prefix(chunk: bytes, prefix: bytes) -> bytes:
     return prefix + chunk[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
 
 
-class Forwarder:
-    def __init__(self, addrs: list[str], max_backoff: float = 1.0) -> None:
+class Connector:
+    """Connects to a random live address, with backoff and load-shedding detection."""
+
+    def __init__(self, addrs: list[str], mode: str, max_backoff: float) -> None:
         self.addrs = addrs
+        self.mode = mode
         self.max_backoff = max_backoff
-        self.sock: socket.socket | None = None
         self.reconnects = 0
 
-    def _connect(self) -> socket.socket:
+    def connect(self) -> socket.socket:
         backoff = 0.05
         while True:
-            targets = resolve(self.addrs)
+            targets = resolve(self.addrs, PORTS[self.mode])
             random.shuffle(targets)
             for host, port in targets:
                 try:
                     s = socket.create_connection((host, port), timeout=5)
-                    s.settimeout(None)
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return s
                 except OSError as e:
-                    print(f"oklog forward: {host}:{port}: {e}", file=sys.stderr)
+                    log(f"{host}:{port}: {e}")
+                    continue
+                # A node shedding load closes new connections at once.
+                r, _, _ = select.select([s], [], [], REFUSED_PROBE)
+                if r and self.mode != "durable":
+                    try:
+                        closed = s.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        closed = True
+                    if closed:
+                        log(f"{host}:{port} refused the connection (busy); trying another")
+                        s.close()
+                        continue
+                s.settimeout(None)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return s
             time.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
-    def send(self, data: bytes) -> None:
-        while True:
-            if self.sock is None:
-                self.sock = self._connect()
-            try:
-                self.sock.sendall(data)
-                return
-            except OSError as e:
-                print(f"oklog forward: connection lost ({e}); resending", file=sys.stderr)
-                self.reconnects += 1
-                self.close()
+
+@dataclass
+class Counters:
+    lines_in: int = 0
+    dropped_lines: int = 0
+    dropped_chunks: int = 0
+
+
+class LineQueue:
+    """Chunks of whole lines between the stdin reader and the sender, bounded in bytes."""
+
+    def __init__(self, limit: int, policy: str, counters: Counters) -> None:
+        self.limit = limit
+        self.policy = policy
+        self.counters = counters
+        self._q: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._cv = threading.Condition()
+        self.closed = False
+
+    def put(self, chunk: bytes) -> None:
+        with self._cv:
+            while self._size + len(chunk) > self.limit and self._q:
+                if self.policy == "drop":
+                    self.counters.dropped_chunks += 1
+                    self.counters.dropped_lines += chunk.count(b"\n")
+                    return
+                self._cv.wait()
+            self._q.append(chunk)
+            self._size += len(chunk)
+            self._cv.notify_all()
 
     def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            finally:
-                self.sock = None
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        """A chunk; b"" on timeout; None when closed and empty."""
+        with self._cv:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._q:
+                if self.closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return b""
+                self._cv.wait(remaining)
+            chunk = self._q.popleft()
+            self._size -= len(chunk)
+            self._cv.notify_all()
+            return chunk
 
 
-def forward_main(addrs: list[str], prefixes: list[str] | None = None, max_backoff: float = 1.0) -> int:
-    prefix = "".join(p + " " for p in (prefixes or [])).encode()
-    fwd = Forwarder(addrs, max_backoff)
-    fd = sys.stdin.fileno()
+def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters) -> None:
     partial = b""
     try:
         while True:
@@ -103,19 +174,207 @@ def forward_main(addrs: list[str], prefixes: list[str] | None = None, max_backof
                 partial = buf
                 continue
             partial = buf[cut:]
-            fwd.send(add_prefix(buf[:cut], prefix))
+            chunk = add_prefix(buf[:cut], prefix)
+            counters.lines_in += chunk.count(b"\n")
+            q.put(chunk)
         if partial:
-            fwd.send(add_prefix(partial + b"\n", prefix))
+            counters.lines_in += 1
+            q.put(add_prefix(partial + b"\n", prefix))
+    finally:
+        q.close()
+
+
+# -- senders --------------------------------------------------------------------------
+
+
+def send_fast(q: LineQueue, conn: Connector) -> None:
+    sock: socket.socket | None = None
+    try:
+        while (chunk := q.get()) is not None:
+            while True:
+                if sock is None:
+                    sock = conn.connect()
+                try:
+                    sock.sendall(chunk)
+                    break
+                except OSError as e:
+                    log(f"connection lost ({e}); resending the current chunk elsewhere")
+                    conn.reconnects += 1
+                    sock.close()
+                    sock = None
+    finally:
+        if sock is not None:
+            _finish(sock)
+
+
+def _finish(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    sock.close()
+
+
+class _Unacked:
+    """Records sent on the durable port and not yet acknowledged."""
+
+    def __init__(self) -> None:
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def ack(self, n: int) -> None:
+        while n and self.chunks:
+            head = self.chunks[0]
+            count = head.count(b"\n")
+            if count <= n:
+                self.chunks.popleft()
+                self.size -= len(head)
+                n -= count
+                continue
+            cut = 0
+            for _ in range(n):
+                cut = head.index(b"\n", cut) + 1
+            self.chunks[0] = head[cut:]
+            self.size -= cut
+            n = 0
+
+    def all(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def send_durable(q: LineQueue, conn: Connector) -> None:
+    unacked = _Unacked()
+    sock: socket.socket | None = None
+    acks = b""
+    eof = False
+    while True:
+        if sock is None:
+            sock = conn.connect()
+            if unacked.size:
+                try:
+                    sock.sendall(unacked.all())
+                except OSError:
+                    sock.close()
+                    sock = None
+                    continue
+        try:
+            if not eof and unacked.size < DURABLE_WINDOW:
+                chunk = q.get(timeout=0.05)
+                if chunk is None:
+                    eof = True
+                    sock.shutdown(socket.SHUT_WR)
+                elif chunk:
+                    unacked.add(chunk)
+                    sock.sendall(chunk)
+            if eof and not unacked.size:
+                sock.close()
+                return
+            r, _, _ = select.select([sock], [], [], 0 if not eof and unacked.size < DURABLE_WINDOW else 1.0)
+            if r:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("node closed the connection")
+                acks += data
+                *lines, acks = acks.split(b"\n")
+                for ln in lines:
+                    if ln.startswith(b"+"):
+                        unacked.ack(int(ln[1:]))
+        except (OSError, ValueError) as e:
+            log(f"durable connection lost ({e}); resending {unacked.size} unacknowledged bytes")
+            conn.reconnects += 1
+            sock.close()
+            sock = None
+            eof = False  # after reconnecting: resend what is unacknowledged, then shut down again
+
+
+def send_bulk(q: LineQueue, conn: Connector, topic: bytes, size: int = BULK_SIZE, age: float = BULK_AGE) -> None:
+    ulids = ULIDSource()
+    sock: socket.socket | None = None
+    pending: list[bytes] = []
+    pending_size = 0
+    started = time.monotonic()
+    done = False
+    while not done:
+        chunk = q.get(timeout=max(0.01, age - (time.monotonic() - started)) if pending else None)
+        if chunk is None:
+            done = True
+        elif chunk:
+            if not pending:
+                started = time.monotonic()
+            pending.append(chunk)
+            pending_size += len(chunk)
+        if not pending or (not done and pending_size < size and time.monotonic() - started < age):
+            continue
+        lines = b"".join(pending)[:-1].split(b"\n")
+        pending, pending_size = [], 0
+        body = stamp_lines(lines, ulids.headers(len(lines), topic))
+        frame = b"BULK %d\n" % len(body) + body
+        backoff = 0.05
+        while True:
+            if sock is None:
+                sock = conn.connect()
+            try:
+                sock.sendall(frame)
+                reply = _read_line(sock)
+                if reply.startswith(b"OK"):
+                    break
+                raise ConnectionError(reply.decode("utf-8", "replace"))
+            except OSError as e:
+                log(f"bulk segment not acknowledged ({e}); retrying")
+                conn.reconnects += 1
+                sock.close()
+                sock = None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, conn.max_backoff)
+    if sock is not None:
+        sock.close()
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        data = sock.recv(256)
+        if not data:
+            raise ConnectionError("node closed the connection")
+        buf += data
+    return buf.strip()
+
+
+def forward_main(
+    addrs: list[str],
+    prefixes: list[str] | None = None,
+    max_backoff: float = 1.0,
+    mode: str = "fast",
+    topic: str = "",
+    buffer: int = 64 << 20,
+    policy: str = "block",
+) -> int:
+    prefix = "".join(p + " " for p in (prefixes or [])).encode()
+    if topic and mode != "bulk":
+        log("-topic is carried by the bulk mode only; use -mode bulk")
+        return 2
+    topic_b = validate_topic(topic) if topic else DEFAULT_TOPIC
+    counters = Counters()
+    q = LineQueue(buffer, policy, counters)
+    reader = threading.Thread(target=read_stdin, args=(sys.stdin.fileno(), q, prefix, counters), daemon=True)
+    reader.start()
+    conn = Connector(addrs, mode, max_backoff)
+    try:
+        if mode == "fast":
+            send_fast(q, conn)
+        elif mode == "durable":
+            send_durable(q, conn)
+        else:
+            send_bulk(q, conn, topic_b)
     except KeyboardInterrupt:
         return 130
-    finally:
-        if fwd.sock is not None:
-            try:
-                fwd.sock.shutdown(socket.SHUT_WR)
-                fwd.sock.settimeout(5)
-                while fwd.sock.recv(65536):
-                    pass
-            except OSError:
-                pass
-            fwd.close()
+    if counters.dropped_lines:
+        log(f"dropped {counters.dropped_lines} lines in {counters.dropped_chunks} chunks (buffer full, -policy drop)")
     return 0

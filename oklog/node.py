@@ -35,6 +35,7 @@ from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
 from oklog.http import Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
+from oklog.ingest.bulk import BulkStats, serve_bulk
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
 from oklog.ingest.listener import IngestSettings, ListenerStats, serve_ingest
 from oklog.ingest.log import IngestLog
@@ -84,6 +85,7 @@ class Node:
         self.listener_stats = ListenerStats()
         self.http_ingest_stats = HTTPIngestStats()
         self.syslog_stats = SyslogStats()
+        self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
@@ -141,6 +143,7 @@ class Node:
             "api_addr": self._addr(self.bound.api),
             "fast_addr": self._addr(self.bound.fast),
             "durable_addr": self._addr(self.bound.durable),
+            "bulk_addr": self._addr(self.bound.extra.get("bulk")),
             "started": self.started,
         }
         if self.ingest_log is not None:
@@ -209,6 +212,7 @@ class Node:
                 "records_split": self.listener_stats.records_split,
                 "connections_refused": self.listener_stats.connections_refused,
                 "syslog": self.syslog_stats.as_dict(),
+                "bulk": vars(self.bulk_stats).copy(),
                 "http": self.http_ingest_stats.as_dict(),
             }
         if self.store_log is not None:
@@ -317,6 +321,11 @@ class Node:
                 self.bound.durable = await ln.start(
                     _serve_durable, cfg.ingest_durable.host, cfg.ingest_durable.port,
                     ilog, settings, self.listener_stats,
+                )
+                self.bound.extra["bulk"] = await ln.start(
+                    functools.partial(
+                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats
+                    )
                 )
                 if cfg.ingest_syslog is not None:
                     self.bound.extra["syslog"] = await ln.start(

@@ -79,6 +79,8 @@ class IngestLog:
         self.commits = 0
         self.failures = 0
         self.timeouts = 0
+        # seg_id -> callback run when the store tier commits it (bulk acks).
+        self.commit_waiters: dict = {}
         fs.mkdirs(root)
 
     # -- startup -------------------------------------------------------------
@@ -167,6 +169,17 @@ class IngestLog:
             self._pending_since.pop(seg_id, None)
             self._sizes.pop(seg_id, None)
             self.commits += 1
+            waiter = self.commit_waiters.pop(seg_id, None)
+        if waiter is not None:
+            waiter()
+
+    def add_flushed(self, data: bytes) -> str:
+        """Write a complete segment straight to .flushed (fsynced); return its id."""
+        seg = self.new_segment()
+        seg.write(data, data.count(b"\n"))
+        seg.flush(sync=True)
+        self.fs.sync_dir(self.root)
+        return seg.id
 
     def failed(self, seg_id: str) -> None:
         with self._lock:

@@ -1,0 +1,157 @@
+"""The bulk ingest port: whole segments in, acknowledged once replicated.
+
+Framing (one TCP connection may carry many frames, one at a time)::
+
+    client → node:  "BULK <n>\\n" then n bytes of records
+                    (``ULID SP TOPIC SP LINE LF``, sorted by ULID, stamped by the client)
+    node → client:  "OK <records>\\n"     once the records are committed by the store
+                                          tier, i.e. replicated N times and queryable
+                    "ERR <reason>\\n"     malformed frame, or not replicated in time
+
+Because the client stamps the ULIDs, a retried frame (to this node or another)
+carries the same ULIDs as the first attempt, and queries and compaction drop the
+copies: retries never duplicate a record in results.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from oklog.ingest.log import IngestLog
+from oklog.store.log import SegmentError, validate_records
+
+log = logging.getLogger("oklog.ingest.bulk")
+
+MAX_FRAME = 64 << 20
+HEADER_MAX = 64
+ACK_TIMEOUT = 60.0
+
+
+@dataclass
+class BulkStats:
+    frames: int = 0
+    records: int = 0
+    bytes: int = 0
+    acked: int = 0
+    errors: int = 0
+
+
+class _Reader:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def fill(self, n: int) -> bool:
+        while len(self.buf) < n:
+            data = await self.stream.receive_some(max(65536, n - len(self.buf)))
+            if not data:
+                return False
+            self.buf += data
+        return True
+
+    async def line(self) -> bytes | None:
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[: i + 1]
+                return out
+            if len(self.buf) > HEADER_MAX:
+                raise ValueError("frame header too long")
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.buf += data
+
+    def take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
+async def handle_bulk(stream: trio.abc.Stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float) -> None:
+    r = _Reader(stream)
+    async with stream:
+        while True:
+            try:
+                header = await r.line()
+            except ValueError as e:
+                await _reply(stream, f"ERR {e}")
+                return
+            if header is None:
+                return
+            parts = header.split()
+            if len(parts) != 2 or parts[0] != b"BULK" or not parts[1].isdigit():
+                stats.errors += 1
+                await _reply(stream, "ERR expected 'BULK <bytes>'")
+                return
+            n = int(parts[1])
+            if n > MAX_FRAME:
+                stats.errors += 1
+                await _reply(stream, f"ERR frame of {n} bytes exceeds {MAX_FRAME}")
+                return
+            if not await r.fill(n):
+                return
+            body = r.take(n)
+            try:
+                await trio.to_thread.run_sync(validate_records, body)
+            except SegmentError as e:
+                stats.errors += 1
+                await _reply(stream, f"ERR bad segment: {e}")
+                continue
+            done = trio.Event()
+            token = trio.lowlevel.current_trio_token()
+            seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body)
+            ilog.commit_waiters[seg_id] = lambda done=done, token=token: _set(done, token)
+            records = body.count(b"\n")
+            stats.frames += 1
+            stats.records += records
+            stats.bytes += n
+            with trio.move_on_after(ack_timeout):
+                await done.wait()
+            if done.is_set():
+                stats.acked += 1
+                await _reply(stream, f"OK {records}")
+            else:
+                ilog.commit_waiters.pop(seg_id, None)
+                stats.errors += 1
+                await _reply(stream, "ERR not replicated in time; retry")
+
+
+def _set(ev: trio.Event, token) -> None:
+    try:
+        trio.lowlevel.current_trio_token()
+        ev.set()
+    except RuntimeError:  # called from a worker thread
+        token.run_sync_soon(ev.set)
+
+
+async def _reply(stream: trio.abc.Stream, text: str) -> None:
+    try:
+        await stream.send_all(text.encode() + b"\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def serve_bulk(
+    host: str,
+    port: int,
+    ilog: IngestLog,
+    stats: BulkStats,
+    *,
+    ack_timeout: float = ACK_TIMEOUT,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
+    task_status.started((host, listeners[0].socket.getsockname()[1]))
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            await handle_bulk(stream, ilog, stats, ack_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.debug("bulk connection ended: %s", e)
+
+    await trio.serve_listeners(handler, listeners)
