@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from oklog.record import encode_ulid
-from oklog.tui.client import EndpointMissing, QueryRequest, RecordStream
+from oklog.tui.client import EndpointMissing, NodeUnreachable, QueryRequest, RecordStream
 
 T0 = 1_795_464_000.0  # 2026-11-23T19:20:00Z
 STEP = 2.0
@@ -51,6 +51,7 @@ class StubClient:
         self.k = 0
         self.records_in = 4_100_000.0
         self.tail_missing = tail_missing
+        self.down = False  # True: every cluster_state call fails like a dead node
 
     def now(self) -> float:
         return T0 + STEP * self.k
@@ -60,6 +61,8 @@ class StubClient:
 
     async def cluster_state(self) -> dict:
         self.k += 1
+        if self.down:
+            raise NodeUnreachable("ConnectError: [Errno 111] Connection refused")
         now = self.now()
         self.records_in += rate_at(self.k) * STEP
         lag = 1.5 + (self.k % 3) * 0.4

@@ -139,7 +139,7 @@ class QueryView(Vertical):
         self.pinned_to = request.to or datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
         self.records, self.stats, self.detail, self.outcome = 0, {}, "", ""
         self.shown_while_running = 0
-        self.running, self.started = True, time.monotonic()
+        self.running, self.started = True, self.oklog.clock()
         try:
             async with self.oklog.client.query(request, now) as stream:
                 self.stats = stream.stats
@@ -158,7 +158,7 @@ class QueryView(Vertical):
             self.outcome, self.detail = "error", str(e)
         finally:
             self.running = False
-            self.elapsed = time.monotonic() - self.started
+            self.elapsed = self.oklog.clock() - self.started
             log.flush()
             self.show_status()
             self.post_message(QueryFinished(self.outcome, self.records, self.detail))
@@ -194,7 +194,7 @@ class QueryView(Vertical):
         t = Text()
         if self.running:
             t.append("● running ", style="bold yellow")
-            el = time.monotonic() - self.started
+            el = self.oklog.clock() - self.started
         elif self.outcome:
             style = {"done": "bold green", "partial": "bold yellow", "cancelled": "bold yellow",
                      "error": "bold red"}[self.outcome]

@@ -9,7 +9,6 @@ buffered (the last ``max_lines``); resume shows them.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
@@ -46,7 +45,7 @@ class TailView(Vertical):
         self.state = "idle"  # idle, connecting, live, retrying, missing, error
         self.detail = ""
         self.records = 0
-        self._rate_mark = (time.monotonic(), 0)
+        self._rate_mark = (0.0, 0)
         self.rate = 0.0
 
     def compose(self) -> ComposeResult:
@@ -182,9 +181,11 @@ class TailView(Vertical):
     # -- status ----------------------------------------------------------------------------
 
     def status_text(self) -> Text:
-        now = time.monotonic()
+        now = self.oklog.clock()
         t0, n0 = self._rate_mark
-        if now - t0 >= 2.0:
+        if not t0:
+            self._rate_mark = (now, self.records)
+        elif now - t0 >= 2.0:
             self.rate = (self.records - n0) / (now - t0)
             self._rate_mark = (now, self.records)
         t = Text()

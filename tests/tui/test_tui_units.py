@@ -1,0 +1,171 @@
+"""The TUI's pure parts (records, times, state parsing, rates, warnings, topology)
+and the stub-driven interactions (attaching from the member list, tail 404)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from oklog.record import encode_ulid
+from oklog.tui.client import NodeClient, QueryRequest, base_url, parse_records, resolve_time
+from oklog.tui.model import History, disk_usage, human_bytes, parse_state, warnings
+from oklog.tui.screenshots import demo_app, prime
+from oklog.tui.widgets.result_log import compile_highlight, format_record
+from oklog.tui.widgets.tail import TailView
+from oklog.tui.widgets.topology import draw
+
+
+def test_parse_records_keeps_everything_and_takes_the_last_n():
+    u1, u2 = encode_ulid(1_700_000_000_000, 1), encode_ulid(1_700_000_000_001, 2)
+    buf = u1 + b" api hello world\n" + u2 + b" default caf\xc3\xa9 \xff\n" + b"garbage\n"
+    recs = parse_records(buf)
+    assert [(r.topic, r.line) for r in recs[:2]] == [("api", "hello world"), ("default", "café \ufffd")]
+    assert recs[0].time_text() == "2023-11-14 22:13:20.000"
+    assert recs[2].line == "garbage" and recs[2].ulid == ""
+    assert [r.line for r in parse_records(buf, last=1)] == ["garbage"]
+    assert parse_records(b"") == []
+
+
+def test_format_record_keeps_one_record_on_one_line():
+    assert "\n" not in format_record("t", "x", "a\rb\x0bc\u2028d") and len(format_record("t", "x", "a\rb").splitlines()) == 1
+
+
+def test_resolve_time_and_params():
+    assert resolve_time("") is None and resolve_time("now") is None
+    assert resolve_time("5m", now=1_700_000_300.0) == "2023-11-14T22:13:20.000+00:00"
+    assert resolve_time("2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
+    p = QueryRequest(q="x", regex=True, from_="1h", to="", topic=" api ").params(now=1_700_003_600.0)
+    assert p == {"q": "x", "regex": "true", "from": "2023-11-14T22:13:20.000+00:00", "topic": "api"}
+    assert base_url("localhost:7650") == "http://localhost:7650"
+    assert base_url("10.0.0.1") == "http://10.0.0.1:7650"
+    assert base_url("http://[::1]:9000/") == "http://[::1]:9000"
+
+
+def test_state_parsing_is_tolerant():
+    st = parse_state({})
+    assert st.members == () and st.pipelines == {}
+    st = parse_state({"self": "a", "members": [{"id": "b", "role": "store", "state": "SUSPECT"},
+                                               {"id": "a"}, "junk", {"incarnation": True}],
+                      "pipeline": {"ingest": {"records_in": "x"}}})
+    assert [m.id for m in st.members][0] == "a" and st.me is not None and st.me.role == "?"
+    b = next(m for m in st.members if m.id == "b")
+    assert b.state == "suspect" and b.incarnation is None and b.stores and not b.ingests
+    assert list(st.pipelines) == ["a"]
+
+
+def test_history_rates_and_restart():
+    h = History()
+    for t, n in ((0, 0), (2, 200), (4, 600), (6, 10)):  # 10: the node restarted
+        h.add({"time": t, "ingest": {"records_in": n, "bytes_in": n * 100}}, 0)
+    assert h.record_rates() == [100.0, 200.0, 0.0]
+    assert h.byte_rates()[:2] == [10_000.0, 20_000.0]
+    h.add({"time": 6, "ingest": {"records_in": 12}}, 0)  # same time: replaces
+    assert len(h.samples) == 4
+
+
+def test_warnings():
+    state = parse_state({
+        "self": "a", "replication_factor": 2,
+        "members": [{"id": "a", "state": "alive"}, {"id": "b", "state": "suspect"}, {"id": "c", "state": "dead"}],
+        "pipeline": {"ingest": {"oldest_flushed_age_seconds": 90},
+                     "consumer": {"replications_failed": 2, "last_error": "boom", "factor_effective": 1},
+                     "disk": {"total_bytes": 100, "free_bytes": 5}},
+    })
+    texts = [(w.level, w.text) for w in warnings(state, {})]
+    assert ("warning", "suspect: not answering probes") in texts
+    assert any(lv == "error" and "dead" in t for lv, t in texts)
+    assert any(lv == "error" and "consumer lag" in t for lv, t in texts)
+    assert any("replication failing (2 failures): boom" in t for _, t in texts)
+    assert any("under-replicated" in t for _, t in texts)
+    assert any(lv == "error" and "95% full" in t for lv, t in texts)
+    # Lag between the thresholds warns only while growing.
+    h = History()
+    for i, lag in enumerate((11, 12, 13, 14)):
+        h.add({"time": i, "ingest": {"oldest_flushed_age_seconds": lag}}, 0)
+    calm = parse_state({"self": "a", "members": [{"id": "a"}],
+                        "pipeline": {"ingest": {"oldest_flushed_age_seconds": 14}}})
+    assert [w.text for w in warnings(calm, {"a": h})] == ["consumer lag growing: oldest flushed segment 14s old"]
+    assert warnings(calm, {}) == []
+    assert disk_usage({"store": {"disk": {"used_ratio": 0.5}}}) == [("store", 0.5)]
+    assert human_bytes(999) == "999 B" and human_bytes(1_500_000) == "1.5 MB"
+
+
+def test_topology_draws_a_bus_from_ingest_to_store():
+    state = parse_state({"self": "i1", "members": [
+        {"id": "i1", "role": "ingest"}, {"id": "i2", "role": "ingest"},
+        {"id": "s1", "role": "store"}, {"id": "s2", "role": "store"}, {"id": "s3", "role": "store"},
+        {"id": "x", "role": "ingeststore"}]})
+    lines = draw(state).plain.splitlines()
+    assert "ingest" in lines[0] and "store" in lines[0]
+    body = lines[1:5]
+    # ingest: i1 i2 x; store: s1 s2 s3 x (an ingeststore member is on both sides)
+    assert "┬──▶" in body[0] and "┼──▶" in body[1] and "┼──▶" in body[2] and "└──▶" in body[3]
+    assert body[2].lstrip().startswith("● x") and body[3].rstrip().endswith("● x")
+    solo = draw(parse_state({"self": "n", "members": [{"id": "n", "role": "ingeststore"}]})).plain
+    assert "─────▶" in solo.replace(" ", "")
+
+
+def test_highlight_patterns():
+    assert compile_highlight("", False) is None
+    assert compile_highlight("a.b", False).search("a.b") and not compile_highlight("a.b", False).search("axb")
+    assert compile_highlight("a.b", True).search("axb")
+    assert compile_highlight("(", True) is None
+
+
+def test_node_client_errors_map_to_client_errors():
+    from oklog.tui.client import ApiError, EndpointMissing, NodeUnreachable
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/cluster/state":
+            return httpx.Response(500, text="boom")
+        if req.url.path == "/store/stream":
+            return httpx.Response(404, text="not found")
+        raise httpx.ConnectError("refused", request=req)
+
+    async def body() -> None:
+        c = NodeClient("x:1", transport=httpx.MockTransport(handler))
+        with pytest.raises(ApiError, match="500: boom"):
+            await c.cluster_state()
+        with pytest.raises(EndpointMissing):
+            async with c.tail("", False):
+                pass
+        with pytest.raises(NodeUnreachable, match="ConnectError"):
+            async with c.query(QueryRequest()):
+                pass
+        await c.aclose()
+
+    asyncio.run(asyncio.wait_for(body(), 10))
+
+
+@pytest.mark.timeout(30)
+def test_attach_to_another_member_from_the_list():
+    async def body() -> None:
+        app = demo_app()
+        async with app.run_test(size=(130, 40)) as pilot:
+            await prime(pilot, 3)
+            await pilot.press("down", "enter")  # ingest-2
+            await pilot.pause()
+            assert app.node == "10.0.0.2:7650" and app.client.node == "10.0.0.2:7650"
+            await prime(pilot, 1)
+            assert "10.0.0.2:7650" in app.statusbar.content.plain
+
+    asyncio.run(asyncio.wait_for(body(), 25))
+
+
+@pytest.mark.timeout(30)
+def test_tail_explains_a_missing_endpoint():
+    async def body() -> None:
+        app = demo_app(tail_missing=True)
+        async with app.run_test(size=(130, 40)) as pilot:
+            await pilot.press("4")
+            tail = app.query_one(TailView)
+            for _ in range(100):
+                if tail.state == "missing":
+                    break
+                await pilot.pause(0.02)
+            status = tail.status_text().plain
+            assert "unavailable" in status and "404" in status
+
+    asyncio.run(asyncio.wait_for(body(), 25))
