@@ -197,6 +197,21 @@ def cmd_query(argv: list[str]) -> int:
     return query_main(ns)
 
 
+def cmd_stream(argv: list[str]) -> int:
+    p = _parser("oklog stream", "Live tail of matching records from the whole cluster.")
+    _flag(p, "store", default="localhost:7650", help="any node's API address")
+    _flag(p, "q", default="", help="filter: substring, or regex with -regex")
+    _flag(p, "regex", type=_bool, nargs="?", const=True, default=False, help="q is a regular expression")
+    _flag(p, "topic", default="", help="only this topic")
+    _flag(p, "ulid", action="store_true", help="print each record's ULID")
+    _flag(p, "time", action="store_true", help="print each record's time")
+    _flag(p, "window", type=_duration, default=3.0, help="deduplication window")
+    ns = p.parse_args(argv)
+    from oklog.streamcli import stream_main
+
+    return stream_main(ns)
+
+
 def cmd_testsvc(argv: list[str]) -> int:
     p = _parser("oklog testsvc", "Emit records at a fixed rate on stdout.")
     _flag(p, "id", default="foo", help="service id in each record")
@@ -231,6 +246,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "store": (cmd_role("store"), "run a store node"),
     "forward": (cmd_forward, "forward stdin to ingest nodes"),
     "query": (cmd_query, "query the cluster"),
+    "stream": (cmd_stream, "live tail of the cluster"),
     "testsvc": (cmd_testsvc, "emit test records"),
     "tui": (cmd_tui, "live dashboard of a running cluster"),
 }

@@ -46,6 +46,7 @@ from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
 from oklog.store.coordinator import Coordinator, StoreMember
 from oklog.store.log import StoreLog
+from oklog.stream import Tap, cluster_stream_handler, ingest_stream_handler
 
 log = logging.getLogger("oklog.node")
 
@@ -87,10 +88,12 @@ class Node:
         self.syslog_stats = SyslogStats()
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
+        self.tap = Tap()
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
             self.ingest_log = IngestLog(self.fs, cfg.ingest_path, cfg.segment_pending_timeout)
+            self.ingest_log.tap = self.tap
             report = self.ingest_log.recover()
             if report.reactivated or report.torn_bytes:
                 log.info(
@@ -120,6 +123,17 @@ class Node:
             r.mount(httpingest_router(self.ingest_log, self.ingest_settings(), self.http_ingest_stats))
         if self.store_log is not None:
             r.mount(store_router(self.store_log, self.scan_limiter, self._query))
+        if self.ingest_log is not None:
+            r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
+        r.add(
+            "GET",
+            "/store/stream",
+            cluster_stream_handler(
+                lambda: self._live("ingest"),
+                self.tap if self.ingest_log is not None else None,
+                lambda: self.http_client,
+            ),
+        )
         r.mount(metrics_router(self.metrics))
         observe_queries(r, self.metrics)
         r.add("GET", "/cluster/state", self._state)
@@ -228,6 +242,7 @@ class Node:
             }
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
+        pipeline["streams"] = {"subscribers": self.tap.subscribers}
         return {
             "self": self.id,
             "role": cfg.role,

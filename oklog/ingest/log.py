@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oklog.fs import FS, File, join
@@ -50,6 +51,8 @@ class ActiveSegment:
         self._f.write(data)
         self.records += records
         self.log.note_written(len(data), records)
+        if self.log.tap is not None:
+            self.log.tap(data)
 
     def sync(self) -> None:
         self._f.sync()
@@ -81,6 +84,8 @@ class IngestLog:
         self.timeouts = 0
         # seg_id -> callback run when the store tier commits it (bulk acks).
         self.commit_waiters: dict = {}
+        # Live tail: called with every batch of records written (any thread).
+        self.tap: Callable[[bytes], None] | None = None
         fs.mkdirs(root)
 
     # -- startup -------------------------------------------------------------
