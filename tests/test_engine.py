@@ -200,5 +200,5 @@ def test_matcher_is_safe_across_threads(corpus_records):
         m = Matcher(Query(q, regex))
         want = m.scan(records)
         with ThreadPoolExecutor(4) as ex:
-            results = list(ex.map(lambda _: m.scan(records), range(16)))
+            results = list(ex.map(lambda _, m=m: m.scan(records), range(16)))
         assert all(r == want for r in results)
