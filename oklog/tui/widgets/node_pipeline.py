@@ -3,6 +3,7 @@ consumer/replication, compaction and retention figures."""
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -45,12 +46,24 @@ def _value(key: str, v: object) -> str:
     return str(v)
 
 
-def generic(table: Table, d: dict) -> None:
-    """Whatever simple figures a (newer) node reports under a section."""
+def generic(title: str, d: dict) -> Text:
+    """Whatever simple figures a node reports under a section, as one wrapped line:
+    the schema grows, and a new figure shows up here without a code change."""
+    t = Text()
+    t.append(title, style="bold")
+    if not d:
+        t.append("  –", style="dim")
+        return t
+    first = True
     for k, v in d.items():
-        if isinstance(v, dict | list) or k == "time":
+        if isinstance(v, dict | list) or k == "time" or v in ("", None):
             continue
-        table.add_row(k.replace("_", " "), _value(k, v), "")
+        t.append("  " if first else " · ", style="dim")
+        first = False
+        t.append(k.replace("_", " "), style="dim")
+        style = "red" if "error" in k else ""
+        t.append(f" {_value(k, v)}", style=style)
+    return t
 
 
 def ingest_table(p: dict) -> Table:
@@ -74,6 +87,15 @@ def ingest_table(p: dict) -> Table:
     return t
 
 
+def store_section(p: dict) -> Group:
+    st = sub(p, "store")
+    return Group(
+        store_table(p),
+        generic("compaction", sub(p, "compaction") or sub(st, "compaction")),
+        generic("retention", sub(p, "retention") or sub(st, "retention")),
+    )
+
+
 def store_table(p: dict) -> Table:
     st = sub(p, "store")
     t = _grid()
@@ -87,12 +109,6 @@ def store_table(p: dict) -> Table:
     q = st.get("quarantined")
     if isinstance(q, list) and q:
         t.add_row(Text("quarantined", style="yellow"), Text(str(len(q)), style="yellow"), "")
-    comp = sub(p, "compaction") or sub(st, "compaction")
-    t.add_row(Text("compaction", style="bold"), "" if comp else Text("–", style="dim"), "")
-    generic(t, comp)
-    ret = sub(p, "retention") or sub(st, "retention")
-    t.add_row(Text("retention / trash", style="bold"), "" if ret else Text("–", style="dim"), "")
-    generic(t, ret)
     return t
 
 
@@ -166,7 +182,7 @@ class NodePipeline(Vertical):
         self.border_title = f"{self.node} · {role}{addr}" + (" · attached" if member and member.is_self else "")
         has_store = bool(sub(p, "store") or sub(p, "compaction") or sub(p, "retention"))
         sections = ((".ingest", bool(sub(p, "ingest")), ingest_table(p)),
-                    (".store", has_store, store_table(p)),
+                    (".store", has_store, store_section(p)),
                     (".consumer", bool(sub(p, "consumer")), consumer_table(p, rf)))
         for sel, present, table in sections:
             w = self.query_one(sel, Static)
