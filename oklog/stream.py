@@ -212,7 +212,8 @@ def cluster_stream_handler(
         member_qs = req.scope.get("query_string", b"").decode("latin-1")
 
         async def stream(write: Write) -> None:
-            tx, rx = trio.open_memory_channel[bytes](64)
+            # One chunk in hand: a slow client makes the taps drop (counted), not grow.
+            tx, rx = trio.open_memory_channel[bytes](1)
             dedup = Dedup(window)
             followed: dict[str, trio.CancelScope] = {}
 

@@ -101,23 +101,27 @@ def test_slow_stream_client_is_bounded(node_factory):
 
     def rss_kb() -> int:
         for ln in open(f"/proc/{n.proc.pid}/status"):
-            if ln.startswith("VmRSS"):
+            if ln.startswith("RssAnon"):  # file pages of mapped segments are cache, not growth
                 return int(ln.split()[1])
         return 0
 
-    before = ingest_rate(40)
+    ingest_rate(20)  # warm up
+    # Control: the same ingest without a stream, so the node's own working set
+    # (read buffers, consumer batches, compaction) is already in the baseline.
+    before = ingest_rate(100)
     base_rss = rss_kb()
     # A client that asks for everything and never reads.
     stuck = socket.create_connection(("127.0.0.1", n.ports["api"]))
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.sendall(b"GET /store/stream HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(0.5)
-    during = ingest_rate(150)
+    during = ingest_rate(100)
     grown = rss_kb() - base_rss
     state = httpx.get(n.url + "/cluster/state").json()
     assert state["pipeline"]["streams"]["subscribers"] == 1
     stuck.close()
-    assert grown < 120_000, f"RSS grew {grown} kB with a stuck stream"
+    # The stream's queue is bounded at 4 MiB; allow for allocator noise.
+    assert grown < 48_000, f"RSS grew {grown} kB with a stuck stream"
     assert during > 0.3 * before, f"ingest {before:.0f} MB/s before, {during:.0f} MB/s during"
 
 
