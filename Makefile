@@ -29,5 +29,8 @@ test: lint unit
 bench: install
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
+chaos: install
+	$(BIN)/python tests/chaos/harness.py --duration 120 $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
