@@ -32,6 +32,7 @@ class FS(Protocol):
     def append(self, path: str) -> File: ...
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes: ...
     def map(self, path: str) -> AbstractContextManager: ...
+    def open_map(self, path: str): ...
     def write_atomic(self, path: str, data: bytes) -> None: ...
     def rename(self, old: str, new: str) -> None: ...
     def remove(self, path: str) -> None: ...
@@ -121,6 +122,14 @@ class RealFS:
                 except BufferError:
                     # A consumer still holds an export; the GC unmaps it later.
                     pass
+
+    def open_map(self, path: str):
+        """A read-only mapping that outlives the path: renames and unlinks of the
+        file don't affect it. Release it with ``close_map``."""
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def write_atomic(self, path: str, data: bytes) -> None:
         tmp = path + ".tmp"
@@ -238,6 +247,9 @@ class MemFS:
     def map(self, path: str) -> Iterator[bytes]:
         yield bytes(self._get(path))
 
+    def open_map(self, path: str) -> bytes:
+        return bytes(self._get(path))
+
     def write_atomic(self, path: str, data: bytes) -> None:
         self._need_parent(path)
         with self._lock:
@@ -258,3 +270,11 @@ class MemFS:
 
     def sync_dir(self, path: str) -> None:
         pass
+
+
+def close_map(buf) -> None:
+    if isinstance(buf, mmap.mmap):
+        try:
+            buf.close()
+        except BufferError:
+            pass  # still exported somewhere; the GC unmaps it later

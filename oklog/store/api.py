@@ -68,6 +68,7 @@ async def local_query(
     plan = await trio.to_thread.run_sync(plan_query, store, params)
     headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
     if req.method == "HEAD":
+        plan.close()
         return Response(200, headers=headers)
 
     async def stream(write: Write) -> None:

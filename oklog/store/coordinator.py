@@ -150,6 +150,7 @@ class Coordinator:
         a.rx = None if head else rx
         ready.set()
         if head:
+            plan.close()
             return
         async with tx:
             await execute(self.store, matcher, plan, tx.send, self.limiter)

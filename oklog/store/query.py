@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from oklog.fs import close_map
 from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
 from oklog.query.format import apply_chunked
 from oklog.query.params import QueryParams
@@ -32,70 +33,80 @@ class Unit:
 
 @dataclass
 class Plan:
+    """What a query will scan. It holds a mapping of every segment it selected,
+    so compaction may rename or remove the files meanwhile without the query
+    losing or misreading records; ``close`` releases them."""
+
     segments: int = 0
     bytes: int = 0
     units: list[Unit] = field(default_factory=list)
+    bufs: dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for buf in self.bufs.values():
+            close_map(buf)
+        self.bufs.clear()
 
 
-def _bounds(store: StoreLog, seg: Segment, params: QueryParams) -> tuple[int, int]:
-    with store.fs.map(store.path(seg)) as buf:
-        n = len(buf)
-        lo = 0 if seg.first >= params.lo.decode() else seek(buf, params.lo, 0, n)
-        hi = n if seg.last < params.hi_excl.decode("latin-1") else seek(buf, params.hi_excl, lo, n)
-        if hi <= lo:
-            return lo, lo
-        return lo, hi
+def _bounds(buf, seg: Segment, params: QueryParams) -> tuple[int, int]:
+    n = len(buf)
+    lo = 0 if seg.first >= params.lo.decode() else seek(buf, params.lo, 0, n)
+    hi = n if seg.last < params.hi_excl.decode("latin-1") else seek(buf, params.hi_excl, lo, n)
+    return (lo, hi) if hi > lo else (lo, lo)
 
 
-def _split(store: StoreLog, seg: Segment, lo: int, hi: int) -> list[Unit]:
-    if hi - lo <= UNIT_BYTES:
-        return [Unit([(seg, lo, hi)])]
+def _split(buf, seg: Segment, lo: int, hi: int) -> list[Unit]:
     units = []
-    with store.fs.map(store.path(seg)) as buf:
-        s = lo
-        while s < hi:
-            e = record_start_at_or_after(buf, min(s + UNIT_BYTES, hi), hi)
-            units.append(Unit([(seg, s, e)]))
-            s = e
+    s = lo
+    while s < hi:
+        e = record_start_at_or_after(buf, min(s + UNIT_BYTES, hi), hi)
+        units.append(Unit([(seg, s, e)]))
+        s = e
     return units
 
 
 def plan_query(store: StoreLog, params: QueryParams) -> Plan:
     """Segments and bytes the query would scan, and the units to scan them in."""
     plan = Plan()
-    for group in group_overlapping(store.overlapping(params.lo, params.hi_excl)):
-        parts = []
-        for seg in group:
-            try:
-                lo, hi = _bounds(store, seg, params)
-            except (FileNotFoundError, ValueError):
-                continue  # removed by compaction meanwhile, or unreadable
-            if hi > lo:
+    try:
+        for group in group_overlapping(store.overlapping(params.lo, params.hi_excl)):
+            parts = []
+            for seg in group:
+                try:
+                    buf = store.fs.open_map(store.path(seg))
+                except FileNotFoundError:
+                    continue  # removed by compaction since the listing; its records are in the outputs
+                lo, hi = _bounds(buf, seg, params)
+                if hi <= lo:
+                    close_map(buf)
+                    continue
+                plan.bufs[seg.name] = buf
                 parts.append((seg, lo, hi))
                 plan.segments += 1
                 plan.bytes += hi - lo
-        if len(parts) == 1:
-            plan.units.extend(_split(store, *parts[0]))
-        elif parts:
-            plan.units.append(Unit(parts))
+            if len(parts) == 1:
+                seg, lo, hi = parts[0]
+                plan.units.extend(_split(plan.bufs[seg.name], seg, lo, hi))
+            elif parts:
+                plan.units.append(Unit(parts))
+    except BaseException:
+        plan.close()
+        raise
     return plan
 
 
-def run_unit(store: StoreLog, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
+def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     """Scan one unit (in a worker thread); return its matching records in order,
     formatted by ``fmt`` if given."""
-    return apply_chunked(fmt, _scan_unit(store, matcher, unit))
+    return apply_chunked(fmt, _scan_unit(plan, matcher, unit))
 
 
-def _scan_unit(store: StoreLog, matcher: Matcher, unit: Unit) -> bytes:
+def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
     outs = []
     for seg, lo, hi in unit.parts:
-        try:
-            with store.fs.map(store.path(seg)) as buf:
-                ranges = matcher.scan(buf, lo, hi)
-                outs.append(b"".join(buf[s:e] for s, e in ranges))
-        except FileNotFoundError:
-            continue
+        buf = plan.bufs[seg.name]
+        ranges = matcher.scan(buf, lo, hi)
+        outs.append(b"".join(buf[s:e] for s, e in ranges))  # type: ignore[index]
     if len(outs) == 1:
         return outs[0]
     return merge_dedup(outs)
@@ -110,12 +121,20 @@ async def execute(
     in_flight: int = IN_FLIGHT,
     fmt=None,
 ) -> None:
-    """Scan the plan's units in parallel; emit each unit's result in order."""
+    """Scan the plan's units in parallel; emit each unit's result in order.
+    Releases the plan's mappings when done."""
+    try:
+        await _execute(matcher, plan, emit, limiter, in_flight, fmt)
+    finally:
+        plan.close()
+
+
+async def _execute(matcher, plan: Plan, emit, limiter, in_flight: int, fmt) -> None:
     async with trio.open_nursery() as nursery:
         pending: collections.deque = collections.deque()
 
         async def work(unit: Unit, tx: trio.MemorySendChannel) -> None:
-            data = await trio.to_thread.run_sync(run_unit, store, matcher, unit, fmt, limiter=limiter)
+            data = await trio.to_thread.run_sync(run_unit, plan, matcher, unit, fmt, limiter=limiter)
             await tx.send(data)
 
         async def drain_one() -> None:
