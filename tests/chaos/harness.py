@@ -127,6 +127,7 @@ class Config:
     seed: int = 1
     faults: list[str] | None = None  # fixed kinds in order (short form); None: random
     kinds: tuple[str, ...] = ("kill", "stop", "diskfull", "corrupt")
+    corrupt_modes: tuple[str, ...] = ("flip", "truncate")
     fault_gap: tuple[float, float] = (3.0, 8.0)
     durable_writers: int = 2
     bulk_writers: int = 2
@@ -160,6 +161,7 @@ class WriterResult:
     lost: int = 0  # acknowledged (or must-arrive) records not returned at all
     corrupted: int = 0  # copies returned with wrong bytes (a record with no intact copy is lost)
     duplicates: int = 0  # extra copies of one record in one answer
+    duplicates_in_corrupted: int = 0  # of which the record lies in a corrupted file's ULID range
     unacked_found: int = 0  # durable/bulk: sent, not acknowledged, yet stored
     under_replicated: int = 0  # acknowledged records held by fewer than 2 nodes
     note: str = ""
@@ -517,7 +519,7 @@ class Faults(threading.Thread):
             return
         victim = self.rnd.choice(segs)
         data = victim.read_bytes()
-        how = self.rnd.choice(["flip", "truncate"])
+        how = self.rnd.choice(list(self.h.cfg.corrupt_modes))
         if how == "flip":
             spots = sorted(self.rnd.randrange(len(data)) for _ in range(3))
             with open(victim, "r+b") as f:
@@ -736,6 +738,9 @@ class Harness:
                 out[key].append(rec.decode("utf-8", "backslashreplace")[:200])
         return out
 
+    def in_corrupted_range(self, ulid: str) -> bool:
+        return any(name[:26] <= ulid <= name[27:53] for _, name in self.corrupted_files)
+
     def check(self, writers: list[Writer]) -> dict:
         per_node = []
         results: dict[str, WriterResult] = {}
@@ -773,6 +778,9 @@ class Harness:
                 lost = sorted(s for s in must if intact[(w.wname, s)] == 0)
                 dup_keys = sorted(k for k, c in intact.items() if k[0] == w.wname and c > 1)
                 dups = sum(intact[k] - 1 for k in dup_keys)
+                dups_corrupt = sum(
+                    intact[k] - 1 for k in dup_keys if self.in_corrupted_range(raw[k][0][:26])
+                )
                 bad_copies = sum(c for k, c in bad.items() if k[0] == w.wname)
                 found_sent = sum(1 for s in w.sent if intact[(w.wname, s)])
                 found_must = sum(1 for s in must if intact[(w.wname, s)])
@@ -786,6 +794,7 @@ class Harness:
                     "corrupted_sample": [raw[k][:3] for k in sorted(k for k in bad if k[0] == w.wname)[:5]],
                     "duplicates": dups,
                     "duplicate_sample": [raw[k][:3] for k in dup_keys[:5]],
+                    "duplicates_in_corrupted": dups_corrupt,
                     "unacked_found": unacked_found,
                 }
                 # The table shows the worst node's answer.
@@ -794,6 +803,7 @@ class Harness:
                 res.lost = max(res.lost, len(lost) if w.mode != "fast" else len(w.sent) - found_sent)
                 res.corrupted = max(res.corrupted, bad_copies)
                 res.duplicates = max(res.duplicates, dups)
+                res.duplicates_in_corrupted = max(res.duplicates_in_corrupted, dups_corrupt)
                 res.unacked_found = unacked_found if first else min(res.unacked_found, unacked_found)
             per_node.append(node_rep)
         for w in writers:
@@ -946,6 +956,7 @@ def summarize(report: dict) -> dict:
         "lost": lost,
         "duplicates": dups,
         "corrupted": corrupted,
+        "duplicates_outside_corrupted": dups - sum(w["duplicates_in_corrupted"] for w in exact),
         "forward_durable_duplicates": sum(w["duplicates"] for w in ws if w["mode"] == "forward-durable"),
         "fast_sent": fast["sent"] if fast else 0,
         "fast_lost": fast["lost"] if fast else 0,
@@ -978,7 +989,8 @@ def table(report: dict) -> str:
         )
     out += [
         "",
-        f"acknowledged {s['acked']}, lost {s['lost']}, duplicates {s['duplicates']}, "
+        f"acknowledged {s['acked']}, lost {s['lost']}, duplicates {s['duplicates']} "
+        f"({s['duplicates'] - s['duplicates_outside_corrupted']} in corrupted files' ranges), "
         f"served corrupted {s['corrupted']}; fast: {s['fast_lost']} of {s['fast_sent']} lost "
         f"(unacknowledged mode); node crashes {s['crashes']}; query status per node {s['query_status']}; "
         f"settled {report.get('settled')} in {report.get('settle_seconds')}s; "
@@ -1000,6 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--faults", default="", help="fixed fault kinds in order, e.g. kill,stop,corrupt (default: random)")
     p.add_argument("--kinds", default="kill,stop,diskfull,corrupt", help="kinds the random schedule picks from")
+    p.add_argument("--corrupt-modes", default="flip,truncate", help="how a segment is corrupted: flip (3 bytes), truncate (mid-record)")
     p.add_argument("--workdir", default=None, help="node dirs and logs (default: a temp dir, removed on success)")
     p.add_argument("--keep", action="store_true", help="keep the workdir even on success")
     p.add_argument("--json", default=None, help="write the report here (default: <workdir>/chaos-report.json)")
@@ -1011,6 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=ns.seed,
         faults=[k for k in ns.faults.split(",") if k] or None,
         kinds=tuple(k for k in ns.kinds.split(",") if k),
+        corrupt_modes=tuple(k for k in ns.corrupt_modes.split(",") if k),
         workdir=ns.workdir,
         keep=ns.keep,
         json_path=ns.json,
