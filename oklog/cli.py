@@ -181,6 +181,7 @@ def query_parser() -> argparse.ArgumentParser:
     _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
     _flag(p, "q", default="", help="query: substring, or regex with -regex")
     _flag(p, "regex", type=_bool, nargs="?", const=True, default=False, help="q is a regular expression (RE2 syntax)")
+    _flag(p, "topic", default="", help="only records of this topic")
     _flag(p, "stats", action="store_true", help="print statistics only, scanning nothing")
     _flag(p, "ulid", action="store_true", help="print each record's ULID")
     _flag(p, "time", action="store_true", help="print each record's time")

@@ -47,6 +47,8 @@ def resolve_time(text: str, now: float | None = None) -> str | None:
 
 def build_params(ns) -> dict[str, str]:
     params: dict[str, str] = {"q": ns.q, "regex": "true" if ns.regex else "false"}
+    if getattr(ns, "topic", ""):
+        params["topic"] = ns.topic
     f = resolve_time(getattr(ns, "from"))
     if f:
         params["from"] = f

@@ -202,3 +202,22 @@ def test_matcher_is_safe_across_threads(corpus_records):
         with ThreadPoolExecutor(4) as ex:
             results = list(ex.map(lambda _, m=m: m.scan(records), range(16)))
         assert all(r == want for r in results)
+
+
+@pytest.mark.parametrize("q, regex", [(b"", False), (b"error", False), (b"^[0-9]+ ", True)])
+def test_topic_filter(corpus_records, q, regex, tmp_path):
+    records, lines = corpus_records
+    # Re-stamp: alternate topics per 50-line batch.
+    src = ULIDSource(iter(range(10**12, 10**13)).__next__)
+    chunks, by_topic = [], {b"alpha": [], b"beta-2": []}
+    for i in range(0, len(lines), 50):
+        t = b"alpha" if (i // 50) % 2 else b"beta-2"
+        batch = lines[i : i + 50]
+        by_topic[t] += batch
+        chunks.append(stamp_lines(batch, src.headers(len(batch), t)))
+    buf = b"".join(chunks)
+    for topic, tlines in by_topic.items():
+        m = Matcher(Query(q, regex, topic))
+        got = lines_only(b"".join(buf[a:b] for a, b in m.scan(buf))).split(b"\n")[:-1]
+        want = grep(tlines, q, regex, tmp_path) if q else tlines
+        assert got == want

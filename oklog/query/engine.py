@@ -95,6 +95,7 @@ def relax_anchors(pattern: bytes) -> bytes:
 class Query:
     q: bytes = b""
     regex: bool = False
+    topic: bytes | None = None  # only records of this topic
 
     @property
     def match_all(self) -> bool:
@@ -114,6 +115,7 @@ class Matcher:
         self.match_all = False
         self.match_none = False
         self._local = threading.local()  # hyperscan scratch is per thread
+        self._topic = TopicFilter(query.topic) if query.topic else None
         if not q:
             self.match_all = True
             return
@@ -163,12 +165,18 @@ class Matcher:
         if start >= end or self.match_none:
             return []
         if self.match_all:
+            if self._topic is not None:
+                return self._topic.records(buf, start, end)
             return [(start, end)]
         if self._db is None:
-            return self._scan_lines(buf, start, end)
-        if self._verify is None:
-            return self._scan_literal(buf, start, end)
-        return self._scan_prefiltered(buf, start, end)
+            ranges = self._scan_lines(buf, start, end)
+        elif self._verify is None:
+            ranges = self._scan_literal(buf, start, end)
+        else:
+            ranges = self._scan_prefiltered(buf, start, end)
+        if self._topic is not None:
+            return self._topic.filter(buf, ranges)
+        return ranges
 
     def _scan_literal(self, buf, start: int, end: int) -> Ranges:
         qlen = len(self.query.q)
@@ -253,6 +261,58 @@ class Matcher:
                     ranges.append((pos, re_))
             pos = re_
         return ranges
+
+
+class TopicFilter:
+    """Records of one topic: found by hyperscan on their header when the query
+    has no term, checked per matched record when it has one."""
+
+    def __init__(self, topic: bytes) -> None:
+        self.topic = topic
+        self.needle = b" " + topic + b" "
+        self.header = ULID_LEN + len(self.needle)
+        pattern = b"^[0-9A-HJKMNP-TV-Z]{26}" + b"".join(b"\\x%02x" % c for c in self.needle)
+        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._db.compile(expressions=[pattern], flags=[hyperscan.HS_FLAG_MULTILINE])
+        self._proto = hyperscan.Scratch(self._db)
+        self._local = threading.local()
+
+    def _is(self, buf, rs: int) -> bool:
+        return buf[rs + ULID_LEN : rs + self.header] == self.needle
+
+    def filter(self, buf, ranges: Ranges) -> Ranges:
+        out: Ranges = []
+        find = buf.find
+        for s, e in ranges:
+            p = s
+            while p < e:
+                nl = find(b"\n", p, e) + 1 or e
+                if self._is(buf, p):
+                    if out and out[-1][1] == p:
+                        out[-1] = (out[-1][0], nl)
+                    else:
+                        out.append((p, nl))
+                p = nl
+        return out
+
+    def records(self, buf, start: int, end: int) -> Ranges:
+        out: Ranges = []
+        find = buf.find
+        header = self.header
+
+        def on_match(_id, _from, to, _flags, _ctx):
+            rs = start + to - header
+            nl = find(b"\n", start + to, end) + 1 or end
+            if out and out[-1][1] == rs:
+                out[-1] = (out[-1][0], nl)
+            else:
+                out.append((rs, nl))
+
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._proto.clone()
+        self._db.scan(_view(buf, start, end), match_event_handler=on_match, scratch=scratch)
+        return out
 
 
 def _view(buf, start: int, end: int):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from oklog.query.engine import MAX_QUERY_LEN, Query, QueryError
-from oklog.record import RecordError, ms_floor, normalize_ulid
+from oklog.record import RecordError, ms_floor, normalize_ulid, validate_topic
 
 MIN_KEY = b"0" * 26
 MAX_KEY_EXCL = b"\x7f"  # above every ULID
@@ -96,4 +96,10 @@ def parse_params(args: dict[str, list[str]]) -> QueryParams:
     if lo >= hi:
         raise QueryError(f"from ({from_}) is after to ({to})")
     topic = one("topic")
-    return QueryParams(lo, hi, Query(q, regex), topic.encode() if topic else None)
+    topic_b = None
+    if topic:
+        try:
+            topic_b = validate_topic(topic)
+        except RecordError as e:
+            raise QueryError(str(e)) from None
+    return QueryParams(lo, hi, Query(q, regex, topic_b), topic_b)
