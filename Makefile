@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit bench chaos clean
+.PHONY: install deps run test lint unit bench chaos clean
 
 install: $(STAMP)
 
@@ -21,7 +21,16 @@ lint: install
 	$(BIN)/ruff check oklog tests benchmarks
 	$(BIN)/mypy oklog
 
-unit: install
+# Debian packages the ecosystem tests drive (tests skip when one is absent).
+deps:
+	@if command -v promtool rsyslogd logger curl >/dev/null 2>&1 && \
+	    (for b in promtool rsyslogd logger curl; do command -v $$b >/dev/null || exit 1; done); then :; else \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    prometheus rsyslog bsdutils curl) \
+	  || echo "warning: could not install prometheus rsyslog bsdutils curl; ecosystem tests will skip" >&2; \
+	fi
+
+unit: install deps
 	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
 test: lint unit
