@@ -213,6 +213,30 @@ def cmd_stream(argv: list[str]) -> int:
     return stream_main(ns)
 
 
+def cmd_repair(argv: list[str]) -> int:
+    p = _parser("oklog repair", "Restore the replication factor of every record in a time range.")
+    _flag(p, "store", default="localhost:7650", help="any store node's API address")
+    _flag(p, "from", default="168h", help="from: duration ago, RFC 3339 time or ULID")
+    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _flag(p, "step", type=_duration, default=600.0, help="time slice examined at once (halved when large)")
+    _flag(p, "quiet", action="store_true", help="no progress bar")
+    ns = p.parse_args(argv)
+    from oklog.repair import repair_main
+
+    return repair_main(ns)
+
+
+def cmd_rebalance(argv: list[str]) -> int:
+    p = _parser("oklog rebalance", "Move segments between store members until disk usage evens out.")
+    _flag(p, "store", default="localhost:7650", help="any store node's API address")
+    _flag(p, "ratio", type=float, default=1.5, help="stop when largest/smallest store is at most this")
+    _flag(p, "quiet", action="store_true", help="no progress bar")
+    ns = p.parse_args(argv)
+    from oklog.repair import rebalance_main
+
+    return rebalance_main(ns)
+
+
 def cmd_testsvc(argv: list[str]) -> int:
     p = _parser("oklog testsvc", "Emit records at a fixed rate on stdout.")
     _flag(p, "id", default="foo", help="service id in each record")
@@ -248,6 +272,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "forward": (cmd_forward, "forward stdin to ingest nodes"),
     "query": (cmd_query, "query the cluster"),
     "stream": (cmd_stream, "live tail of the cluster"),
+    "repair": (cmd_repair, "restore the replication factor of a time range"),
+    "rebalance": (cmd_rebalance, "even out store disk usage across members"),
     "testsvc": (cmd_testsvc, "emit test records"),
     "tui": (cmd_tui, "live dashboard of a running cluster"),
 }

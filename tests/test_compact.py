@@ -205,3 +205,19 @@ def test_query_planned_before_compaction_reads_consistently(tmp_path):
     qplan.close()
     recs = got.splitlines(keepends=True)
     assert len(recs) == len(set(recs)) and set(recs) == want
+
+
+def test_big_segment_is_split_and_a_huge_record_is_left_alone(store):
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    store.write(stamp_lines([b"r%04d" % i + b"z" * 100 for i in range(200)], src.headers(200)))
+    jobs = plan(store.segments(), 2_000)
+    assert [j.kind for j in jobs] == ["split"]
+    out = run_job(store, jobs[0], 2_000, CompactStats())
+    assert len(out) > 5 and all(s.size < 2_000 + 200 for s in out)
+    assert plan(store.segments(), 2_000) == [] or all(j.kind == "concat" for j in plan(store.segments(), 2_000))
+    big = store.write(stamp_lines([b"x" * 10_000], src.headers(1)))
+    jobs = [j for j in plan(store.segments(), 2_000) if big in j.inputs]
+    assert [j.kind for j in jobs] == ["split"]
+    out = run_job(store, jobs[0], 2_000, CompactStats())
+    assert len(out) == 1
+    assert not [j for j in plan(store.segments(), 2_000, unsplittable={out[0].name}) if out[0] in j.inputs]

@@ -101,6 +101,41 @@ def store_router(store: StoreLog, limiter: trio.CapacityLimiter, query_handler=N
         store.replications_received += 1
         return Response(200, f"{seg.name}\n".encode())
 
+    async def segments(req: Request) -> Response:
+        segs = store.segments()
+        return Response.json(
+            {
+                "segments": [{"name": x.name, "first": x.first, "last": x.last, "size": x.size} for x in segs],
+                "bytes": sum(x.size for x in segs),
+            }
+        )
+
+    def _named(req: Request):
+        name = req.arg("name") or ""
+        for seg in store.segments():
+            if seg.name == name:
+                return seg
+        raise HTTPError(404, f"no segment {name!r}")
+
+    async def segment(req: Request) -> Response:
+        seg = _named(req)
+        try:
+            data = await trio.to_thread.run_sync(store.fs.read, store.path(seg))
+        except FileNotFoundError:
+            raise HTTPError(404, f"segment {seg.name} was compacted away") from None
+        return Response(200, data, content_type="application/octet-stream")
+
+    async def delete_segment(req: Request) -> Response:
+        """Rebalancing: drop a segment whose records are safely elsewhere (to trash)."""
+        seg = _named(req)
+        trash = store.root + "/trash"
+        store.fs.mkdirs(trash)
+        store.trash(seg, trash, int(time.time() * 1000))
+        return Response(200, b"OK\n")
+
+    r.add("GET", "/store/segments", segments)
+    r.add("GET", "/store/segment", segment)
+    r.add("DELETE", "/store/segment", delete_segment)
     r.add("GET|HEAD", "/store/_query", _query)
     r.add("GET|HEAD", "/store/query", query_handler or _query)
     r.add("POST", "/store/replicate", replicate)

@@ -4,6 +4,7 @@ Compaction, decided from segment names and sizes alone (``plan``, pure):
 
 * overlapping segments are merged by a streamed k-way merge (``iter_merge``:
   block at a time, duplicates by ULID dropped) and split to the target size;
+* a segment over twice the target is split;
 * runs of small adjacent segments are concatenated up to the target size.
 
 Crash safety: outputs are written under temporary names, fsynced and renamed
@@ -52,6 +53,7 @@ class CompactStats:
     runs: int = 0
     merges: int = 0
     concats: int = 0
+    splits: int = 0
     segments_in: int = 0
     segments_out: int = 0
     bytes_in: int = 0
@@ -65,7 +67,9 @@ class CompactStats:
     errors: list[str] = field(default_factory=list)
 
 
-def plan(segments: list[Segment], target: int, max_inputs: int = 16) -> list[Job]:
+def plan(
+    segments: list[Segment], target: int, max_inputs: int = 16, unsplittable: frozenset | set = frozenset()
+) -> list[Job]:
     """Jobs that would leave the store non-overlapping and near the target size."""
     jobs: list[Job] = []
     small: list[Segment] = []
@@ -82,6 +86,10 @@ def plan(segments: list[Segment], target: int, max_inputs: int = 16) -> list[Job
             jobs.append(Job("merge", group[:max_inputs]))
             continue
         seg = group[0]
+        if seg.size > 2 * target and seg.name not in unsplittable:
+            close_small()
+            jobs.append(Job("split", [seg]))
+            continue
         if seg.size >= target // 2:
             close_small()
             continue
@@ -108,8 +116,20 @@ class _Writer:
         self._size = 0
 
     def write(self, chunk) -> None:
-        if not chunk:
-            return
+        """Append whole records, cutting a new output at the target size."""
+        while chunk:
+            room = self.target - self._size if self._f is not None else self.target
+            if len(chunk) <= room:
+                self._append(chunk)
+                chunk = b""
+            else:
+                cut = record_start_at_or_after(chunk, max(room, 1), len(chunk))
+                self._append(chunk[:cut])
+                chunk = chunk[cut:]
+            if self._size >= self.target or chunk:
+                self.finish()
+
+    def _append(self, chunk) -> None:
         if self._f is None:
             self._tmp = join(self.store.root, f".compact-{os.urandom(6).hex()}.tmp")
             self._f = self.store.fs.create(self._tmp)
@@ -119,8 +139,6 @@ class _Writer:
         self._size += len(chunk)
         last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
         self._last = bytes(chunk[last_start : last_start + ULID_LEN])
-        if self._size >= self.target:
-            self.finish()
 
     def finish(self) -> None:
         if self._f is None:
@@ -147,7 +165,7 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
     try:
         for c in ctxs:
             bufs.append(c.__enter__())
-        if job.kind == "merge":
+        if job.kind in ("merge", "split"):
             for piece in iter_merge(bufs):
                 writer.write(piece)
         else:
@@ -170,6 +188,7 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
             store.remove(s)
     stats.runs += 1
     stats.merges += job.kind == "merge"
+    stats.splits += job.kind == "split"
     stats.concats += job.kind == "concat"
     stats.segments_in += len(job.inputs)
     stats.segments_out += len(writer.done)
@@ -199,6 +218,7 @@ class Maintenance:
         self.limiter = limiter
         self.max_disk = max_disk
         self.stats = CompactStats()
+        self.unsplittable: set[str] = set()  # one record bigger than the target
         self.trash_dir = join(store.root, "trash")
         store.fs.mkdirs(self.trash_dir)
 
@@ -218,11 +238,13 @@ class Maintenance:
     async def step(self) -> bool:
         """One pass: retention, purge, then at most one compaction job."""
         await trio.to_thread.run_sync(self.retention)
-        jobs = plan(self.store.segments(), self.target)
+        jobs = plan(self.store.segments(), self.target, unsplittable=self.unsplittable)
         if not jobs:
             return False
         job = jobs[0]
-        await trio.to_thread.run_sync(run_job, self.store, job, self.target, self.stats, limiter=self.limiter)
+        out = await trio.to_thread.run_sync(run_job, self.store, job, self.target, self.stats, limiter=self.limiter)
+        if job.kind == "split" and len(out) == 1:
+            self.unsplittable.add(out[0].name)
         return True
 
     def retention(self, now: float | None = None) -> None:
