@@ -239,6 +239,8 @@ class Node:
             pipeline["queries"] = {
                 "total": self.coordinator.queries,
                 "partial": self.coordinator.partial,
+                "read_repairs": self.coordinator.read_repairs,
+                "read_repair_records": self.coordinator.read_repair_records,
             }
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
@@ -271,8 +273,10 @@ class Node:
                 lambda: [StoreMember(i, a) for i, a in self._live("store")],
                 client,
                 cfg.member_timeout,
+                cfg.replication_factor,
             )
             async with trio.open_nursery() as nursery:
+                self.coordinator.spawn = nursery.start_soon
                 self.bound.api = await nursery.start(
                     serve_http, self.router(), cfg.api.host, cfg.api.port
                 )

@@ -25,6 +25,7 @@ from oklog.store.query import execute, plan_query
 log = logging.getLogger("oklog.store.query")
 
 CHUNK = 1 << 20
+READ_REPAIR_MAX = 20_000  # results larger than this are not checked for read repair
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,18 @@ class StoreMember:
 class _Answer:
     member: StoreMember
     segments: int = 0
-    bytes: int = 0
+    size: int = 0
     error: str = ""
     rx: trio.MemoryReceiveChannel | None = None
+    seen: dict[bytes, bytes] | None = None  # ULID -> record, for read repair
+
+    def note(self, chunk: bytes) -> None:
+        if self.seen is None:
+            return
+        for rec in chunk.split(b"\n")[:-1]:
+            self.seen[rec[:26]] = rec
+        if len(self.seen) > READ_REPAIR_MAX:
+            self.seen = None
 
 
 def member_query_string(req: Request) -> str:
@@ -56,7 +66,13 @@ class Coordinator:
         members: Callable[[], list[StoreMember]],
         client: httpx.AsyncClient,
         member_timeout: float = 15.0,
+        factor: int = 1,
+        spawn=None,
     ) -> None:
+        self.factor = factor
+        self.spawn = spawn  # start a background task (read repair)
+        self.read_repairs = 0
+        self.read_repair_records = 0
         self.store = store
         self.limiter = limiter
         self.members = members
@@ -80,7 +96,7 @@ class Coordinator:
 
         async def respond(start: Start, write: Write) -> None:
             async with trio.open_nursery() as nursery:
-                answers = [_Answer(m) for m in members]
+                answers = [_Answer(m, seen={} if self.factor > 1 and not head else None) for m in members]
                 ready = []
                 for a in answers:
                     ev = trio.Event()
@@ -95,7 +111,7 @@ class Coordinator:
                 headers = stats_headers(
                     len(answers),
                     sum(a.segments for a in answers),
-                    sum(a.bytes for a in answers),
+                    sum(a.size for a in answers),
                     errors,
                     started,
                 )
@@ -122,8 +138,46 @@ class Coordinator:
                         await write(data[i : i + CHUNK])
 
                 await merge_streams(streams, emit, fmt_async)
+                if not errors:
+                    self._read_repair(answers)
 
         return Response(200, respond=respond)
+
+    def _read_repair(self, answers: list[_Answer]) -> None:
+        """Records this query saw on fewer than ``factor`` members get copied to
+        members that lack them, in the background."""
+        if self.spawn is None or any(a.seen is None for a in answers):
+            return
+        want = min(self.factor, len(answers))
+        todo: dict[int, list[bytes]] = {}
+        holders: dict[bytes, list[int]] = {}
+        for i, a in enumerate(answers):
+            for u in a.seen or {}:
+                holders.setdefault(u, []).append(i)
+        for u, hs in holders.items():
+            if len(hs) >= want:
+                continue
+            rec = answers[hs[0]].seen[u]  # type: ignore[index]
+            missing = [i for i in range(len(answers)) if i not in hs]
+            for i in missing[: want - len(hs)]:
+                todo.setdefault(i, []).append(rec + b"\n")
+        if not todo:
+            return
+        self.read_repairs += 1
+        self.read_repair_records += sum(len(v) for v in todo.values())
+        for i, recs in todo.items():
+            self.spawn(self._replicate_to, answers[i].member, b"".join(sorted(recs)))
+
+    async def _replicate_to(self, member: StoreMember, body: bytes) -> None:
+        try:
+            if member.api_addr is None:
+                assert self.store is not None
+                await trio.to_thread.run_sync(self.store.write, body, True)
+            else:
+                r = await self.client.post(f"http://{member.api_addr}/store/replicate", content=body)
+                r.raise_for_status()
+        except Exception as e:  # the next query or `oklog repair` tries again
+            log.warning("read repair to %s failed: %s", member.name, e)
 
     async def _member(self, a: _Answer, params, matcher, qs: str, head: bool, ready: trio.Event) -> None:
         tx, rx = trio.open_memory_channel(4)
@@ -146,14 +200,18 @@ class Coordinator:
     async def _local(self, a, params, matcher, head, ready, tx, rx) -> None:
         assert self.store is not None
         plan = await trio.to_thread.run_sync(plan_query, self.store, params)
-        a.segments, a.bytes = plan.segments, plan.bytes
+        a.segments, a.size = plan.segments, plan.bytes
         a.rx = None if head else rx
         ready.set()
         if head:
             plan.close()
             return
+        async def send(chunk: bytes) -> None:
+            a.note(chunk)
+            await tx.send(chunk)
+
         async with tx:
-            await execute(self.store, matcher, plan, tx.send, self.limiter)
+            await execute(self.store, matcher, plan, send, self.limiter)
 
     async def _remote(self, a, qs, head, ready, tx, rx) -> None:
         url = f"http://{a.member.api_addr}/store/_query?{qs}"
@@ -167,7 +225,7 @@ class Coordinator:
                 await resp.aread()
                 raise RuntimeError(f"{resp.status_code} {resp.text.strip()[:200]}")
             a.segments = int(resp.headers.get("X-Oklog-Segments-Queried", 0))
-            a.bytes = int(resp.headers.get("X-Oklog-Max-Data-Set-Size", 0))
+            a.size = int(resp.headers.get("X-Oklog-Max-Data-Set-Size", 0))
             a.rx = None if head else rx
             ready.set()
             if head:
@@ -179,7 +237,9 @@ class Coordinator:
                     if cut == 0:
                         rest += chunk
                         continue
-                    await tx.send(rest + chunk[:cut] if rest else chunk[:cut])
+                    whole = rest + chunk[:cut] if rest else chunk[:cut]
+                    a.note(whole)
+                    await tx.send(whole)
                     rest = chunk[cut:]
                 if rest:
                     raise RuntimeError(f"{a.member.name}: stream ended mid-record")

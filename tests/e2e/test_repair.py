@@ -83,3 +83,28 @@ def test_repair_after_wipe_then_rebalance(node_factory):
     sizes = [store_bytes(n) for n in nodes]
     assert max(sizes) <= 1.5 * min(sizes), f"sizes after rebalance: {sizes} ({r.stdout!r})"
     assert low_water and all(n == total and m >= 2 for n, m in low_water), low_water[:5]
+
+
+@pytest.mark.slow
+def test_read_repair_restores_a_lost_copy(node_factory):
+    nodes = []
+    for i in range(3):
+        n = node_factory(f"r{i}")
+        seed = [] if i == 0 else ["-peer", f"127.0.0.1:{nodes[0].ports['cluster']}"]
+        n.args = FAST + ["-store.segment-replication-factor", "2"] + seed
+        nodes.append(n.start())
+    wait_for(lambda: all(len(states(n)) == 3 for n in nodes), what="3 members")
+    nodes[0].send_fast(b"".join(b"rr %d\n" % i for i in range(200)))
+    wait_for(lambda: len(holders(nodes)) == 200 and min(holders(nodes).values()) >= 2, timeout=30, what="stored")
+    # Lose one node's copies (wipe while down), then a query notices and repairs.
+    victim = next(n for n in nodes if list((n.workdir / "store").glob("*.seg")))
+    victim.kill()
+    shutil.rmtree(victim.workdir / "store")
+    victim.start()
+    wait_for(lambda: all(all(s == "alive" for s, _ in states(n).values()) for n in nodes), what="alive")
+    assert min(holders(nodes).values()) == 1
+    other = next(n for n in nodes if n is not victim)
+    assert other.query(q="rr").content.count(b"\n") == 200
+    wait_for(lambda: min(holders(nodes).values()) >= 2, timeout=15, what="read repair")
+    st = httpx.get(other.url + "/cluster/state").json()["pipeline"]["queries"]
+    assert st["read_repairs"] >= 1 and st["read_repair_records"] >= 1
