@@ -225,6 +225,7 @@ class Node:
                 "connections_total": self.listener_stats.connections_total,
                 "records_split": self.listener_stats.records_split,
                 "connections_refused": self.listener_stats.connections_refused,
+                "write_errors": self.listener_stats.write_errors,
                 "syslog": self.syslog_stats.as_dict(),
                 "bulk": vars(self.bulk_stats).copy(),
                 "http": self.http_ingest_stats.as_dict(),

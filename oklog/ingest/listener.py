@@ -35,6 +35,7 @@ class ListenerStats:
     connections_total: int = 0
     connections_refused: int = 0
     records_split: int = 0
+    write_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,11 @@ async def handle_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         # The producer went away; a partial line is kept as it is on disk below.
         pass
+    except OSError as e:
+        # The disk failed (full, EIO, file too large): end this connection, not
+        # the node. Nothing unwritten was acknowledged; the producer reconnects.
+        stats.write_errors += 1
+        log.error("ingest write failed, closing the connection: %s", e)
     finally:
         stats.connections -= 1
         with trio.CancelScope(shield=True):

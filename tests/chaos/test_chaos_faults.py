@@ -37,13 +37,6 @@ def _seg_name(recs: list[bytes]) -> str:
     return f"{recs[0][:26].decode()}-{recs[-1][:26].decode()}.seg"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oklog bug: an OSError from a segment write (EFBIG here; ENOSPC/EIO alike) "
-    "escapes handle_connection (oklog/ingest/listener.py catches only Broken/Closed/"
-    "ConnectionError), so trio.serve_listeners' nursery fails and the whole node exits 1 "
-    "instead of refusing that producer",
-)
 def test_a_failing_disk_write_does_not_crash_the_node(tmp_path):
     n = harness.NodeProc(tmp_path / "n")
     n.start(timeout=30)
