@@ -221,3 +221,28 @@ def test_big_segment_is_split_and_a_huge_record_is_left_alone(store):
     out = run_job(store, jobs[0], 2_000, CompactStats())
     assert len(out) == 1
     assert not [j for j in plan(store.segments(), 2_000, unsplittable={out[0].name}) if out[0] in j.inputs]
+
+
+def test_check_and_salvage_damaged_segments(store):
+    from oklog.store.log import check_segment, salvage
+
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    good = stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50))
+    assert check_segment(good) is None
+    recs = good.splitlines(keepends=True)
+    flipped = bytearray(good)
+    flipped[good.index(recs[20]) + 11] = ord("Z")  # a damaged ULID sorts last
+    assert check_segment(bytes(flipped)) == "records out of order or duplicated"
+    kept, dropped = salvage(bytes(flipped))
+    assert dropped == 1 and kept == b"".join(recs[:20] + recs[21:])
+    torn = good[:-5]
+    assert check_segment(torn).startswith("truncated")
+    kept, dropped = salvage(torn)
+    assert kept == b"".join(recs[:49]) and dropped == 1
+    # Through the store: quarantined, reported, good records back as a segment.
+    seg = store.write(good)
+    store.fs.write_atomic(store.path(seg), torn)
+    store.validated.discard(seg.name)
+    assert store.scrub(seg) is False
+    assert store.stats()["quarantined"] and store.salvaged_records == 49
+    assert all_records(store) == recs[:49]

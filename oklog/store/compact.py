@@ -236,9 +236,15 @@ class Maintenance:
                 await trio.lowlevel.checkpoint()
 
     async def step(self) -> bool:
-        """One pass: retention, purge, then at most one compaction job."""
+        """One pass: scrub unvalidated segments, retention and purge, then at most
+        one compaction job (whose inputs are all validated)."""
+        for seg in self.store.unvalidated():
+            ok = await trio.to_thread.run_sync(self.store.scrub, seg, limiter=self.limiter)
+            if not ok:
+                log.warning("segment %s failed validation: quarantined, good records salvaged", seg.name)
         await trio.to_thread.run_sync(self.retention)
-        jobs = plan(self.store.segments(), self.target, unsplittable=self.unsplittable)
+        valid = [s for s in self.store.segments() if s.name in self.store.validated]
+        jobs = plan(valid, self.target, unsplittable=self.unsplittable)
         if not jobs:
             return False
         job = jobs[0]

@@ -57,6 +57,53 @@ def validate_records(data: bytes) -> tuple[bytes, bytes]:
     return first, last
 
 
+def check_segment(buf) -> str | None:
+    """Why a segment's bytes are not a valid segment, or None if they are:
+    framing of every record, and ULIDs strictly increasing."""
+    if len(buf) == 0:
+        return "empty"
+    if buf[len(buf) - 1] != 0x0A:
+        return "truncated (no LF at the end)"
+    if _RECORDS_RE.match(buf) is None:
+        return "malformed record"
+    import numpy as np
+
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 0x0A)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    keys = arr[starts[:, None] + np.arange(ULID_LEN)].copy().view(f"S{ULID_LEN}").ravel()
+    if len(keys) > 1 and not np.all(keys[1:] > keys[:-1]):
+        return "records out of order or duplicated"
+    return None
+
+
+_RECORD_RE = re.compile(rb"[0-9A-HJKMNP-TV-Z]{26} [A-Za-z0-9][A-Za-z0-9_-]* [^\n]*\Z")
+
+
+def salvage(data: bytes) -> tuple[bytes, int]:
+    """The well-formed records of a damaged segment, in order; and how many were
+    dropped (malformed, torn, or out of order: a corrupted ULID)."""
+    recs = [r for r in data.split(b"\n")[:-1] if _RECORD_RE.match(r)]  # a torn tail has no LF
+    dropped = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - len(recs)
+    keep = list(recs)
+    # Drop outliers that break the order (a damaged ULID), keeping the rest.
+    i = 0
+    while i < len(keep) - 1:
+        if keep[i][:ULID_LEN] < keep[i + 1][:ULID_LEN]:
+            i += 1
+            continue
+        if i > 0 and keep[i - 1][:ULID_LEN] < keep[i + 1][:ULID_LEN]:
+            del keep[i]
+            i -= 1
+        else:
+            del keep[i + 1]
+        dropped += 1
+    if not keep:
+        return b"", dropped
+    keep.append(b"")
+    return b"\n".join(keep), dropped
+
+
 def bounds(data: bytes) -> tuple[bytes, bytes]:
     last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
     return data[:ULID_LEN], data[last_start : last_start + ULID_LEN]
@@ -70,6 +117,9 @@ class StoreLog:
         self._lock = threading.Lock()
         self._segments: dict[str, Segment] = {}
         self.quarantined: list[str] = []
+        self.validated: set[str] = set()  # names checked (or written by us) since start
+        self.salvaged_records = 0
+        self.dropped_records = 0
         self.segments_written = 0
         self.bytes_written = 0
         self.replications_received = 0
@@ -90,6 +140,37 @@ class StoreLog:
                 self.quarantine(name, "empty or misnamed")
                 continue
             self._segments[name] = Segment(m.group(1), m.group(2), size)
+
+    def scrub(self, seg: Segment) -> bool:
+        """Validate one segment; a bad one goes to quarantine and its good records
+        come back as a new segment. True if it was valid."""
+        path = join(self.root, seg.name)
+        try:
+            buf = self.fs.open_map(path)
+        except FileNotFoundError:
+            return True
+        try:
+            reason = check_segment(buf)
+        finally:
+            from oklog.fs import close_map
+
+            close_map(buf)
+        if reason is None:
+            with self._lock:
+                self.validated.add(seg.name)
+            return True
+        data = self.fs.read(path)
+        good, dropped = salvage(data)
+        self.quarantine(seg.name, reason)
+        self.dropped_records += dropped
+        if good:
+            self.write(good, validate=False)
+            self.salvaged_records += good.count(b"\n")
+        return False
+
+    def unvalidated(self) -> list[Segment]:
+        with self._lock:
+            return [s for n, s in sorted(self._segments.items()) if n not in self.validated]
 
     def quarantine(self, name: str, reason: str) -> None:
         self.fs.mkdirs(self.quarantine_dir)
@@ -120,6 +201,7 @@ class StoreLog:
         seg = Segment(first, last, len(data))
         with self._lock:
             self._segments[name] = seg
+            self.validated.add(name)
             self.segments_written += 1
             self.bytes_written += len(data)
         return seg
@@ -131,6 +213,7 @@ class StoreLog:
         self.fs.sync_dir(self.root)
         with self._lock:
             self._segments[seg.name] = seg
+            self.validated.add(seg.name)
         return seg
 
     def trash(self, seg: Segment, trash_dir: str, now_ms: int) -> None:
@@ -173,6 +256,9 @@ class StoreLog:
             "bytes_written": self.bytes_written,
             "replications_received": self.replications_received,
             "quarantined": list(self.quarantined),
+            "unvalidated": len(segs) - len(self.validated & {x.name for x in segs}),
+            "salvaged_records": self.salvaged_records,
+            "dropped_records": self.dropped_records,
             "time": time.time(),
         }
 

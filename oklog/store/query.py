@@ -76,6 +76,9 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                     buf = store.fs.open_map(store.path(seg))
                 except FileNotFoundError:
                     continue  # removed by compaction since the listing; its records are in the outputs
+                if seg.name not in store.validated and (not len(buf) or buf[len(buf) - 1] != 0x0A):  # type: ignore[arg-type, index]
+                    close_map(buf)
+                    continue  # torn: the scrubber quarantines it and salvages the rest
                 lo, hi = _bounds(buf, seg, params)
                 if hi <= lo:
                     close_map(buf)

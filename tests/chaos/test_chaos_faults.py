@@ -1,8 +1,8 @@
 """Deterministic reproductions of what the chaos harness found (one node each).
 
-Each is marked ``xfail(strict=True)`` with the oklog bug it shows: when the bug is
-fixed the test passes, strict xfail turns that into a failure, and the mark
-should be removed.
+Each was first an ``xfail(strict=True)`` naming the bug it showed; the bugs are
+fixed (disk errors end a connection, not the node; damaged store segments are
+validated, quarantined and salvaged) and the tests now guard them.
 """
 
 from __future__ import annotations
@@ -60,14 +60,6 @@ def test_a_failing_disk_write_does_not_crash_the_node(tmp_path):
         n.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oklog bug: one out-of-order ULID (a flipped byte) in a store segment breaks "
-    "deduplication: merge_dedup/iter_merge and compaction assume sorted input and do not "
-    "validate, so every record after the bad one in the overlap is returned twice, and "
-    "compaction writes the duplicates into the merged segment for good (in the chaos run: "
-    "~15,000 duplicates out of 36,000 records after 3 flipped bytes)",
-)
 def test_a_flipped_ulid_byte_does_not_duplicate_results(tmp_path):
     recs = _records(200)
     a = bytearray(b"".join(recs[:120]))
@@ -88,13 +80,6 @@ def test_a_flipped_ulid_byte_does_not_duplicate_results(tmp_path):
         n.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oklog bug: a store segment truncated mid-record is neither detected nor "
-    "quarantined (StoreLog._load only checks the name and a zero size; queries and "
-    "compaction never validate), so its torn last record is served without its LF "
-    "and glued to the next record by compaction; pipeline.store.quarantined stays empty",
-)
 def test_a_truncated_segment_is_quarantined_not_served(tmp_path):
     recs = _records(100)
     store = tmp_path / "n" / "store"
