@@ -409,6 +409,10 @@ class Node:
             batch_size=min(self.cfg.consume_batch_size, self.cfg.store_target_size),
             batch_age=self.cfg.store_target_age,
             limiter=self.scan_limiter,
+            strict=bool(self.cfg.peers) and self.cfg.replication_factor > 1,
+            grace=3 * self.cfg.gossip_timing.get("probe_interval", 0.5) + 1.0
+            if self.cfg.replication_factor > 1
+            else 0.0,
         )
 
     async def _drain(self) -> None:

@@ -76,7 +76,14 @@ class Consumer:
         batch_size: int,
         batch_age: float,
         limiter: trio.CapacityLimiter | None = None,
+        strict: bool = False,
+        grace: float = 0.0,
     ) -> None:
+        # strict: never commit with fewer than `replication_factor` copies (wait
+        # instead). A node becomes strict once it has seen enough store members,
+        # or from the start when it was given peers: a lone node uses what it has.
+        self.strict = strict
+        self.grace = grace
         self.sources = sources
         self.targets = targets
         self.factor = replication_factor
@@ -86,6 +93,9 @@ class Consumer:
         self.stats = ConsumerStats()
 
     async def run(self) -> None:
+        # After a restart, give gossip a moment to find the other members
+        # before deciding how many copies can be made.
+        await trio.sleep(self.grace)
         while True:
             did = await self.cycle()
             if not did:
@@ -93,6 +103,19 @@ class Consumer:
 
     async def cycle(self) -> bool:
         """One gather → merge → replicate → commit|failed; False when idle."""
+        n_targets = len(self.targets())
+        if n_targets >= self.factor:
+            self.strict = self.strict or self.factor > 1
+        elif self.strict:
+            msg = (
+                f"waiting: replication factor {self.factor} but {n_targets} live store "
+                f"member(s); records stay in the ingest tier until enough are back"
+            )
+            if msg not in self.stats.warnings:
+                self.stats.warnings = [msg]
+                log.warning("%s", msg)
+            self.stats.state = "waiting"
+            return False
         self.stats.state = "gather"
         taken = await self._gather()
         if not taken:

@@ -67,9 +67,15 @@ def test_repair_after_wipe_then_rebalance(node_factory):
     stop = threading.Event()
 
     def watch():
+        # Nodes are asked one after another, so a segment moving between two of
+        # them can be missed by one snapshot; a record counts as under-replicated
+        # only if two snapshots in a row see it on fewer than 2 nodes.
+        prev: set[bytes] = set()
         while not stop.is_set():
             h = holders(nodes)
-            low_water.append((len(h), min(h.values()) if h else 0))
+            under = {u for u, c in h.items() if c < 2}
+            low_water.append((len(h), len(under & prev)))
+            prev = under
             time.sleep(0.2)
 
     t = threading.Thread(target=watch)
@@ -82,7 +88,7 @@ def test_repair_after_wipe_then_rebalance(node_factory):
     assert r.returncode == 0, r.stderr + r.stdout
     sizes = [store_bytes(n) for n in nodes]
     assert max(sizes) <= 1.5 * min(sizes), f"sizes after rebalance: {sizes} ({r.stdout!r})"
-    assert low_water and all(n == total and m >= 2 for n, m in low_water), low_water[:5]
+    assert low_water and all(n == total and both == 0 for n, both in low_water), low_water
 
 
 @pytest.mark.slow
