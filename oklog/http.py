@@ -23,7 +23,10 @@ from oklog.addr import parse_addr  # noqa: F401  (re-exported)
 log = logging.getLogger("oklog.http")
 
 MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
-MAX_HEADER_BYTES = 64 << 10
+MAX_HEADER_BYTES = 64 << 10  # the limit on a request's head, as promised
+# h11 checks its buffer only after each read (hypercorn reads 64 KiB at a time),
+# so the configured bound must be a read smaller to hold MAX_HEADER_BYTES.
+_H11_INCOMPLETE = MAX_HEADER_BYTES - (64 << 10) + 8 << 10
 
 Write = Callable[[bytes], Awaitable[None]]
 Start = Callable[[int, dict[str, str]], Awaitable[None]]
@@ -210,7 +213,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("oklog.http.hypercorn")
     config.keep_alive_timeout = 75
-    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
     config.graceful_timeout = 2
     config.read_timeout = 120
     trigger = shutdown.wait if shutdown is not None else None
