@@ -41,6 +41,8 @@ DURABLE_WINDOW = 8 << 20  # unacknowledged bytes in flight
 BULK_SIZE = 1 << 20
 BULK_AGE = 1.0
 REFUSED_PROBE = 0.05  # seconds to watch a new connection for an immediate close
+ACK_TIMEOUT = 10.0  # durable: no acknowledgement progress for this long → fail over
+BULK_REPLY_TIMEOUT = 30.0  # bulk: the node answers within its own 20 s ack timeout
 
 
 def log(msg: str) -> None:
@@ -254,9 +256,11 @@ def send_durable(q: LineQueue, conn: Connector) -> None:
     sock: socket.socket | None = None
     acks = b""
     eof = False
+    last_progress = time.monotonic()
     while True:
         if sock is None:
             sock = conn.connect()
+            last_progress = time.monotonic()
             if unacked.size:
                 try:
                     sock.sendall(unacked.all())
@@ -286,6 +290,9 @@ def send_durable(q: LineQueue, conn: Connector) -> None:
                 for ln in lines:
                     if ln.startswith(b"+"):
                         unacked.ack(int(ln[1:]))
+                        last_progress = time.monotonic()
+            elif unacked.size and time.monotonic() - last_progress > ACK_TIMEOUT:
+                raise TimeoutError(f"no acknowledgement for {ACK_TIMEOUT:.0f}s")
         except (OSError, ValueError) as e:
             log(f"durable connection lost ({e}); resending {unacked.size} unacknowledged bytes")
             conn.reconnects += 1
@@ -320,6 +327,7 @@ def send_bulk(q: LineQueue, conn: Connector, topic: bytes, size: int = BULK_SIZE
         while True:
             if sock is None:
                 sock = conn.connect()
+                sock.settimeout(BULK_REPLY_TIMEOUT)
             try:
                 sock.sendall(frame)
                 reply = _read_line(sock)

@@ -27,7 +27,7 @@ log = logging.getLogger("oklog.ingest.bulk")
 
 MAX_FRAME = 64 << 20
 HEADER_MAX = 64
-ACK_TIMEOUT = 60.0
+ACK_TIMEOUT = 20.0  # then ERR: the client retries (same ULIDs), maybe elsewhere
 
 
 @dataclass
