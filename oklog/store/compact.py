@@ -68,7 +68,7 @@ class CompactStats:
 
 
 def plan(
-    segments: list[Segment], target: int, max_inputs: int = 16, unsplittable: frozenset | set = frozenset()
+    segments: list[Segment], target: int, max_inputs: int = 8, unsplittable: frozenset | set = frozenset()
 ) -> list[Job]:
     """Jobs that would leave the store non-overlapping and near the target size."""
     jobs: list[Job] = []
@@ -96,7 +96,7 @@ def plan(
         if small and sum(s.size for s in small) + seg.size > target:
             close_small()
         small.append(seg)
-        if len(small) >= max_inputs:
+        if len(small) >= 64:  # concatenation streams input after input: fan-in is cheap
             close_small()
     close_small()
     return jobs

@@ -11,6 +11,7 @@ order as each unit finishes.
 from __future__ import annotations
 
 import collections
+import mmap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -104,12 +105,24 @@ def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     return apply_chunked(fmt, _scan_unit(plan, matcher, unit))
 
 
+def _release(buf, lo: int, hi: int) -> None:
+    """Drop a scanned range's pages from this process (they stay in the page
+    cache), so a big query does not inflate the node's resident memory."""
+    if isinstance(buf, mmap.mmap):
+        start = lo - lo % mmap.PAGESIZE
+        try:
+            buf.madvise(mmap.MADV_DONTNEED, start, hi - start)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
     outs = []
     for seg, lo, hi in unit.parts:
         buf = plan.bufs[seg.name]
         ranges = matcher.scan(buf, lo, hi)
         outs.append(b"".join(buf[s:e] for s, e in ranges))  # type: ignore[index]
+        _release(buf, lo, hi)
     if len(outs) == 1:
         return outs[0]
     return merge_dedup(outs)
