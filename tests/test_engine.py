@@ -54,6 +54,11 @@ REGEXES = [
     b"[^a-z]{30}",
     b"^Jun",
     b"default",
+    b"root|admin",
+    b"(INFO|WARN) [a-z]+",
+    b"[A-Z]{26}",  # looks like a ULID: hits in the header must not count
+    b"x.*y",
+    b"[0-9]+ [0-9]+ INFO",
 ]
 WINDOWS = [(0.0, 1.0), (0.25, 0.5), (0.9, 1.0), (0.0, 0.001)]
 
@@ -221,3 +226,13 @@ def test_topic_filter(corpus_records, q, regex, tmp_path):
         got = lines_only(b"".join(buf[a:b] for a, b in m.scan(buf))).split(b"\n")[:-1]
         want = grep(tlines, q, regex, tmp_path) if q else tlines
         assert got == want
+
+
+@pytest.mark.parametrize(
+    "pattern, trimmed",
+    [(rb"Failed for \w+", rb"Failed for \w"), (rb"ab*", b"a"), (rb"x.*", b"x"), (rb"a\+", rb"a\+"), (rb"(a)+", rb"(a)+")],
+)
+def test_trim_tail(pattern, trimmed):
+    from oklog.query.engine import _trim_tail
+
+    assert _trim_tail(pattern) == trimmed

@@ -16,6 +16,7 @@ it reports are expanded to their boundaries.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
@@ -91,6 +92,46 @@ def relax_anchors(pattern: bytes) -> bytes:
     return bytes(out)
 
 
+def _trim_tail(p: bytes) -> bytes:
+    """A pattern that matches a line iff ``p`` does, with fewer match ends (so
+    fewer prefilter callbacks): a trailing ``X+`` needs one X, ``X*``/``X?`` none.
+    (Hyperscan's start-of-match mode would avoid verification altogether, but it
+    crashed on patterns like ``(a|aa)+b``; a user's regex must never do that.)"""
+    atom = re.compile(rb"(\\[wdWDsSbB]|\[[^\]\\]*\]|[A-Za-z0-9 _.-])([+*?])\Z")
+    while True:
+        m = atom.search(p)
+        if m is None or p[: m.start()].endswith(b"\\") or len(p) - len(m.group(0)) < 1:
+            return p
+        head = p[: m.start()]
+        if head.endswith((b"(", b"|")):
+            return p
+        p = head + m.group(1) if m.group(2) == b"+" else head
+
+
+def _top_level_bar(p: bytes) -> bool:
+    """Whether ``|`` splits the whole pattern (trimming the tail is then unsafe)."""
+    depth, i, in_class = 0, 0, False
+    while i < len(p):
+        c = p[i : i + 1]
+        if c == b"\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != b"]"
+        elif c == b"[":
+            in_class = True
+            if p[i + 1 : i + 2] == b"]":
+                i += 1
+        elif c == b"(":
+            depth += 1
+        elif c == b")":
+            depth -= 1
+        elif c == b"|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
 @dataclass(frozen=True)
 class Query:
     q: bytes = b""
@@ -128,6 +169,8 @@ class Matcher:
                 self.match_all = True  # matches the empty line, hence every line
                 return
             pattern = relax_anchors(q)
+            if not _top_level_bar(pattern):
+                pattern = _trim_tail(pattern)  # fewer match ends, same candidate lines
             flags = hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
         else:
             if b"\n" in q:
