@@ -165,6 +165,14 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
     try:
         for c in ctxs:
             bufs.append(c.__enter__())
+        changed = [
+            seg for seg, b in zip(job.inputs, bufs, strict=True)
+            if len(b) != seg.size or not len(b) or b[len(b) - 1] != 0x0A
+        ]
+        if changed:
+            for seg in changed:
+                store.suspect(seg)  # the scrubber decides; nothing is merged meanwhile
+            return []
         if job.kind in ("merge", "split"):
             for piece in iter_merge(bufs):
                 writer.write(piece)

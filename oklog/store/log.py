@@ -118,6 +118,8 @@ class StoreLog:
         self._segments: dict[str, Segment] = {}
         self.quarantined: list[str] = []
         self.validated: set[str] = set()  # names checked (or written by us) since start
+        self._validated_at: dict[str, float] = {}
+        self.rescrub_after = 600.0  # seconds: re-check every segment now and then
         self.salvaged_records = 0
         self.dropped_records = 0
         self.segments_written = 0
@@ -158,6 +160,7 @@ class StoreLog:
         if reason is None:
             with self._lock:
                 self.validated.add(seg.name)
+                self._validated_at[seg.name] = time.monotonic()
             return True
         data = self.fs.read(path)
         good, dropped = salvage(data)
@@ -169,8 +172,21 @@ class StoreLog:
         return False
 
     def unvalidated(self) -> list[Segment]:
+        """Segments never checked, suspected, or not checked for a while."""
+        now = time.monotonic()
         with self._lock:
-            return [s for n, s in sorted(self._segments.items()) if n not in self.validated]
+            out = []
+            for n, s in sorted(self._segments.items()):
+                if n not in self.validated:
+                    out.append(s)
+                elif now - self._validated_at.setdefault(n, now) > self.rescrub_after:
+                    out.append(s)
+            return out
+
+    def suspect(self, seg: Segment) -> None:
+        """A reader saw something wrong (size changed, no final LF): re-check it."""
+        with self._lock:
+            self.validated.discard(seg.name)
 
     def quarantine(self, name: str, reason: str) -> None:
         self.fs.mkdirs(self.quarantine_dir)

@@ -77,9 +77,13 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                     buf = store.fs.open_map(store.path(seg))
                 except FileNotFoundError:
                     continue  # removed by compaction since the listing; its records are in the outputs
-                if seg.name not in store.validated and (not len(buf) or buf[len(buf) - 1] != 0x0A):  # type: ignore[arg-type, index]
+                n = len(buf)  # type: ignore[arg-type]
+                if n != seg.size or not n or buf[n - 1] != 0x0A:  # type: ignore[index]
+                    # Changed under us (truncated, torn): never serve it; the
+                    # scrubber quarantines it and salvages the good records.
                     close_map(buf)
-                    continue  # torn: the scrubber quarantines it and salvages the rest
+                    store.suspect(seg)
+                    continue
                 lo, hi = _bounds(buf, seg, params)
                 if hi <= lo:
                     close_map(buf)
