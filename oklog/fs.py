@@ -39,6 +39,7 @@ class FS(Protocol):
     def truncate(self, path: str, size: int) -> None: ...
     def sync_dir(self, path: str) -> None: ...
     def mtime(self, path: str) -> float: ...
+    def stamp(self, path: str) -> tuple[int, int]: ...
 
 
 def join(*parts: str) -> str:
@@ -88,6 +89,11 @@ class RealFS:
 
     def mtime(self, path: str) -> float:
         return os.stat(path).st_mtime
+
+    def stamp(self, path: str) -> tuple[int, int]:
+        """(size, modification time in ns): changes whenever the file is written."""
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
 
     def create(self, path: str) -> File:
         return _RealFile(path, "xb")
@@ -168,6 +174,7 @@ class _MemFile:
     def write(self, data: bytes) -> None:
         with self._fs._lock:
             self._fs._files[self._path] += data
+            self._fs._bump(self._path)
 
     def sync(self) -> None:
         pass
@@ -185,6 +192,8 @@ class MemFS:
 
     def __init__(self) -> None:
         self._files: dict[str, bytearray] = {}
+        self._versions: dict[str, int] = {}
+        self._clock = 0
         self._dirs: set[str] = {""}
         self._lock = threading.Lock()
 
@@ -217,6 +226,20 @@ class MemFS:
     def mtime(self, path: str) -> float:
         self._get(path)
         return 0.0
+
+    def _bump(self, path: str) -> None:
+        self._clock += 1
+        self._versions[path] = self._clock
+
+    def stamp(self, path: str) -> tuple[int, int]:
+        return len(self._get(path)), self._versions.get(path, 0)
+
+    def corrupt(self, path: str, offset: int, data: bytes) -> None:
+        """Overwrite bytes in place (for tests of damaged files)."""
+        with self._lock:
+            f = self._get(path)
+            f[offset : offset + len(data)] = data
+            self._bump(path)
 
     def _get(self, path: str) -> bytearray:
         try:
@@ -254,11 +277,13 @@ class MemFS:
         self._need_parent(path)
         with self._lock:
             self._files[path] = bytearray(data)
+            self._bump(path)
 
     def rename(self, old: str, new: str) -> None:
         with self._lock:
             self._files[new] = self._get(old)
             del self._files[old]
+            self._versions[new] = self._versions.pop(old, 0)
 
     def remove(self, path: str) -> None:
         with self._lock:
@@ -267,6 +292,7 @@ class MemFS:
     def truncate(self, path: str, size: int) -> None:
         with self._lock:
             del self._get(path)[size:]
+            self._bump(path)
 
     def sync_dir(self, path: str) -> None:
         pass

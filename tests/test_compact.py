@@ -239,10 +239,27 @@ def test_check_and_salvage_damaged_segments(store):
     assert check_segment(torn).startswith("truncated")
     kept, dropped = salvage(torn)
     assert kept == b"".join(recs[:49]) and dropped == 1
-    # Through the store: quarantined, reported, good records back as a segment.
+    # Damaged before this node loaded it (e.g. found at start-up): quarantined,
+    # reported, and the good records come back as a segment.
     seg = store.write(good)
     store.fs.write_atomic(store.path(seg), torn)
-    store.validated.discard(seg.name)
+    reloaded = StoreLog(store.fs, store.root)
+    assert reloaded.scrub(reloaded.segments()[0]) is False
+    assert reloaded.stats()["quarantined"] and reloaded.salvaged_records == 49
+    assert all_records(reloaded) == recs[:49]
+
+
+def test_segment_modified_while_running_is_never_served(store):
+    from oklog.query.params import parse_params
+    from oklog.store.query import plan_query
+
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    seg = store.write(stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50)))
+    data = store.fs.read(store.path(seg))
+    store.fs.write_atomic(store.path(seg), data.replace(b"rec 7", b"rXc 7"))  # a payload flip
+    plan = plan_query(store, parse_params({}))
+    assert plan.units == []  # not served
+    plan.close()
     assert store.scrub(seg) is False
-    assert store.stats()["quarantined"] and store.salvaged_records == 49
-    assert all_records(store) == recs[:49]
+    assert "modified on disk" in store.stats()["quarantined"][0]
+    assert store.segments() == []

@@ -167,7 +167,7 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
             bufs.append(c.__enter__())
         changed = [
             seg for seg, b in zip(job.inputs, bufs, strict=True)
-            if len(b) != seg.size or not len(b) or b[len(b) - 1] != 0x0A
+            if store.modified(seg) or len(b) != seg.size or not len(b) or b[len(b) - 1] != 0x0A
         ]
         if changed:
             for seg in changed:

@@ -120,6 +120,10 @@ class StoreLog:
         self.validated: set[str] = set()  # names checked (or written by us) since start
         self._validated_at: dict[str, float] = {}
         self.rescrub_after = 600.0  # seconds: re-check every segment now and then
+        # (size, mtime) of each segment as written: a file changed on disk after
+        # that is not trusted (quarantined whole; replicas and repair restore it).
+        self._stamps: dict[str, tuple[int, int]] = {}
+        self._modified: set[str] = set()
         self.salvaged_records = 0
         self.dropped_records = 0
         self.segments_written = 0
@@ -142,11 +146,18 @@ class StoreLog:
                 self.quarantine(name, "empty or misnamed")
                 continue
             self._segments[name] = Segment(m.group(1), m.group(2), size)
+            self._stamps[name] = self.fs.stamp(path)
 
     def scrub(self, seg: Segment) -> bool:
         """Validate one segment; a bad one goes to quarantine and its good records
         come back as a new segment. True if it was valid."""
         path = join(self.root, seg.name)
+        self.modified(seg)
+        if seg.name in self._modified:
+            # Changed in place after it was written: which bytes are still right
+            # can't be told (records carry no checksum), so none are trusted.
+            self.quarantine(seg.name, "modified on disk after it was written")
+            return False
         try:
             buf = self.fs.open_map(path)
         except FileNotFoundError:
@@ -188,6 +199,22 @@ class StoreLog:
         with self._lock:
             self.validated.discard(seg.name)
 
+    def modified(self, seg: Segment) -> bool:
+        """Whether the file changed on disk since this node wrote (or loaded) it;
+        such a file is marked for quarantine."""
+        path = join(self.root, seg.name)
+        try:
+            now = self.fs.stamp(path)
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            was = self._stamps.get(seg.name)
+            if was is None or was == now:
+                return False
+            self._modified.add(seg.name)
+            self.validated.discard(seg.name)
+        return True
+
     def quarantine(self, name: str, reason: str) -> None:
         self.fs.mkdirs(self.quarantine_dir)
         try:
@@ -196,6 +223,8 @@ class StoreLog:
             pass
         with self._lock:
             self._segments.pop(name, None)
+            self._stamps.pop(name, None)
+            self._modified.discard(name)
             self.quarantined.append(f"{name}: {reason}")
 
     # -- writing ----------------------------------------------------------------
@@ -215,9 +244,12 @@ class StoreLog:
             data = merge_dedup([old, data])
         self.fs.write_atomic(path, data)
         seg = Segment(first, last, len(data))
+        stamp = self.fs.stamp(path)
         with self._lock:
             self._segments[name] = seg
             self.validated.add(name)
+            self._stamps[name] = stamp
+            self._modified.discard(name)
             self.segments_written += 1
             self.bytes_written += len(data)
         return seg
@@ -227,9 +259,12 @@ class StoreLog:
         seg = Segment(first, last, size)
         self.fs.rename(tmp_path, join(self.root, seg.name))
         self.fs.sync_dir(self.root)
+        stamp = self.fs.stamp(join(self.root, seg.name))
         with self._lock:
             self._segments[seg.name] = seg
             self.validated.add(seg.name)
+            self._stamps[seg.name] = stamp
+            self._modified.discard(seg.name)
         return seg
 
     def trash(self, seg: Segment, trash_dir: str, now_ms: int) -> None:

@@ -73,6 +73,8 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
         for group in group_overlapping(store.overlapping(params.lo, params.hi_excl)):
             parts = []
             for seg in group:
+                if store.modified(seg):
+                    continue  # changed on disk: not trusted; quarantined by the scrubber
                 try:
                     buf = store.fs.open_map(store.path(seg))
                 except FileNotFoundError:

@@ -513,7 +513,15 @@ class Faults(threading.Thread):
     def do_corrupt(self, idx: int, rec: FaultRecord) -> None:
         node = self.h.nodes[idx]
         store = node.workdir / "store"
-        segs = sorted(p for p in store.glob("*.seg") if p.stat().st_size > 200)
+        # Damage at most one copy of any record: replication factor 2 promises to
+        # survive one bad replica, not two (a segment overlapping one already
+        # corrupted on another node is left alone).
+        others = [name for i, name in self.h.corrupted_files if i != idx]
+        segs = sorted(
+            p for p in store.glob("*.seg")
+            if p.stat().st_size > 200
+            and not any(p.name[:26] <= o[27:53] and o[:26] <= p.name[27:53] for o in others)
+        )
         if not segs:
             rec.detail = "no store segment to corrupt yet (skipped)"
             return
