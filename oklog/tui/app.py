@@ -7,7 +7,10 @@
     └──────────────────────────────────────────────────────────────────────┘
 
 All network I/O runs in workers: the poll loop here (exclusive group "poll"), the
-query and tail streams in their views. ``make_app`` builds the app for the CLI and
+query and tail streams in their views. Each poll asks the attached node for its
+state, then every other live member that the state gives no figures for (its own
+``GET /cluster/state``, concurrently, bounded by ``PEER_TIMEOUT``), so the
+Pipeline view has a card per node. ``make_app`` builds the app for the CLI and
 the tests alike; tests and screenshots inject a client factory and a clock.
 """
 
@@ -25,7 +28,15 @@ from textual.widgets import Footer, TabbedContent, TabPane
 
 from oklog.tui.client import DEFAULT_NODE, ApiError, Client, ClientError, NodeClient
 from oklog.tui.messages import AttachNode, NodeUnreachable, QueryFinished, StateUpdated
-from oklog.tui.model import ClusterState, History, duration, parse_state
+from oklog.tui.model import (
+    ClusterState,
+    History,
+    Member,
+    duration,
+    parse_state,
+    peers_to_fetch,
+    with_pipelines,
+)
 from oklog.tui.widgets.banner import UnreachableBanner
 from oklog.tui.widgets.cluster import ClusterView
 from oklog.tui.widgets.help import HelpScreen
@@ -36,6 +47,7 @@ from oklog.tui.widgets.tail import TailView
 
 DEFAULT_REFRESH = 2.0
 DEFAULT_MAX_LINES = 10_000
+PEER_TIMEOUT = 1.5  # at most this long for another member's figures, per poll
 VIEWS = ("cluster", "pipeline", "query", "tail")
 
 
@@ -72,6 +84,7 @@ class OklogApp(App[None]):
         self.failures = 0
         self.last_contact: float | None = None
         self.polls = 0  # answers received (for tests)
+        self.peers: dict[str, Client] = {}  # api address → client, for other members' figures
         self._wake = asyncio.Event()
 
     def compose(self) -> ComposeResult:
@@ -126,8 +139,45 @@ class OklogApp(App[None]):
             kind = "error" if isinstance(e, ApiError) else "unreachable"
             self.post_message(NodeUnreachable(client.node, str(e), self.failures, self.last_contact, kind))
             return
+        if client is not self.client:
+            return
+        state = with_pipelines(state, await self.fetch_peer_pipelines(state))
         if client is self.client:
             self.post_message(StateUpdated(client.node, state, self.clock()))
+
+    async def fetch_peer_pipelines(self, state: ClusterState) -> dict[str, dict]:
+        """Other members' own figures, each from its ``GET /cluster/state``: the
+        attached node's document only carries its own pipeline. A member that does
+        not answer in time (or answers as someone else) just has no card."""
+        want = peers_to_fetch(state)
+        for addr in set(self.peers) - {m.api_addr for m in state.members}:
+            await self._close(self.peers.pop(addr))
+        if not want:
+            return {}
+        timeout = max(0.5, min(PEER_TIMEOUT, self.refresh_interval * 2))
+
+        async def one(m: Member) -> tuple[str, dict] | None:
+            c = self.peers.get(m.api_addr)
+            if c is None:
+                c = self.peers[m.api_addr] = self.client_factory(m.api_addr)
+            try:
+                doc = await asyncio.wait_for(c.cluster_state(), timeout)
+            except (ClientError, TimeoutError):
+                return None
+            p = doc.get("pipeline")
+            if doc.get("self") not in (m.id, None) or not isinstance(p, dict):
+                return None
+            return m.id, p
+
+        got = await asyncio.gather(*(one(m) for m in want))
+        return dict(r for r in got if r is not None)
+
+    @staticmethod
+    async def _close(c: Client) -> None:
+        try:
+            await c.aclose()
+        except Exception:  # noqa: BLE001 - closing a client must not stop the TUI
+            pass
 
     def on_state_updated(self, msg: StateUpdated) -> None:
         if msg.node != self.client.node:
@@ -138,9 +188,10 @@ class OklogApp(App[None]):
         self.state = st = msg.state
         for node, p in st.pipelines.items():
             self.histories.setdefault(node, History()).add(p, msg.received)
+        members = {m.id for m in st.members}
         for node in list(self.histories):
-            if node not in st.pipelines:
-                del self.histories[node]
+            if node not in st.pipelines and node not in members:
+                del self.histories[node]  # a peer that missed one poll keeps its history
         self.banner.clear_problem()
         self.cluster_view.show(st, self.histories)
         alerts = self.pipeline_view.show(st, self.histories)
@@ -180,10 +231,7 @@ class OklogApp(App[None]):
             tail.start()
         self.poll()
         self.notify(f"attached to {addr}")
-        try:
-            await old.aclose()
-        except Exception:  # noqa: BLE001 - closing the old client must not stop the switch
-            pass
+        await self._close(old)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -218,10 +266,9 @@ class OklogApp(App[None]):
             self.notify(f"query failed: {msg.detail}", severity="error", timeout=8)
 
     async def on_unmount(self) -> None:
-        try:
-            await self.client.aclose()
-        except Exception:  # noqa: BLE001
-            pass
+        for c in [self.client, *self.peers.values()]:
+            await self._close(c)
+        self.peers.clear()
 
 
 def make_app(

@@ -1,9 +1,10 @@
 """What the TUI shows, computed from ``GET /cluster/state`` documents. Pure.
 
 The state document grows as the cluster grows features, so everything here is
-tolerant: a missing key is "unknown", never a crash. Pipeline figures may come
-from the top-level ``pipeline`` (the attached node's own) or from a member's
-``pipeline`` key (other nodes' figures carried by gossip).
+tolerant: a missing key is "unknown", never a crash. Pipeline figures come from
+the top-level ``pipeline`` (the attached node's own), a member's ``pipeline`` key
+if a node ever carries one, or ``with_pipelines`` (what the app fetched from the
+other members' own ``/cluster/state``).
 
 Rates are not in the document: ``History`` keeps successive samples per node and
 derives records/s and bytes/s from the deltas of ``records_in``/``bytes_in``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 HISTORY_SECONDS = 300.0  # sparklines cover the last five minutes
@@ -49,6 +50,7 @@ class Member:
     id: str
     role: str = "?"
     api_addr: str = ""
+    gossip_addr: str = ""
     state: str = "alive"
     incarnation: int | None = None
     last_heard: float | None = None
@@ -79,25 +81,38 @@ class ClusterState:
 
 
 def parse_state(doc: dict) -> ClusterState:
-    self_id = str(doc.get("self") or doc.get("id") or "")
+    """A ``/cluster/state`` document → ClusterState.
+
+    Members carry ``id`` (the gossip address), ``role``, ``gossip_addr``,
+    ``api_addr``, ``state``, ``incarnation``, ``last_heard`` (unix time),
+    ``self`` (bool), ``uptime_seconds`` and ``meta``; the top level names this
+    node (``self``) and carries its own ``pipeline``.
+    """
+    self_id = doc.get("self") or doc.get("id")
+    self_id = self_id if isinstance(self_id, str) else ""
     members = []
     pipelines: dict[str, dict] = {}
     raw_members = doc.get("members")
     for i, m in enumerate(raw_members if isinstance(raw_members, list) else []):
         if not isinstance(m, dict):
             continue
-        mid = str(m.get("id") or m.get("name") or m.get("api_addr") or f"member-{i}")
+        meta = sub(m, "meta")
+        mid = str(m.get("id") or m.get("name") or m.get("gossip_addr") or m.get("api_addr")
+                  or f"member-{i}")
+        if not self_id and m.get("self") is True:
+            self_id = mid
         inc = m.get("incarnation")
         members.append(
             Member(
                 id=mid,
-                role=str(m.get("role") or "?"),
-                api_addr=str(m.get("api_addr") or m.get("addr") or ""),
+                role=str(m.get("role") or meta.get("role") or "?"),
+                api_addr=str(m.get("api_addr") or meta.get("api_addr") or m.get("addr") or ""),
+                gossip_addr=str(m.get("gossip_addr") or ""),
                 state=str(m.get("state") or "alive").lower(),
                 incarnation=inc if isinstance(inc, int) and not isinstance(inc, bool) else None,
                 last_heard=_opt_num(m.get("last_heard")),
                 uptime=_opt_num(m.get("uptime_seconds", m.get("uptime"))),
-                is_self=mid == self_id,
+                is_self=m.get("self") is True or mid == self_id,
                 raw=m,
             )
         )
@@ -107,13 +122,31 @@ def parse_state(doc: dict) -> ClusterState:
         pipelines[self_id] = doc["pipeline"]
     members.sort(key=lambda m: (not m.is_self, m.id))
     rf = doc.get("replication_factor")
+    t = _opt_num(doc.get("time"))
     return ClusterState(
         self_id=self_id,
         members=tuple(members),
         pipelines=pipelines,
-        replication_factor=rf if isinstance(rf, int) else None,
-        time=_opt_num(sub(doc, "pipeline").get("time")),
+        replication_factor=rf if isinstance(rf, int) and not isinstance(rf, bool) else None,
+        time=t if t is not None else _opt_num(sub(doc, "pipeline").get("time")),
     )
+
+
+def peers_to_fetch(state: ClusterState) -> list[Member]:
+    """Members whose pipeline the state lacks and who may answer a direct
+    ``GET /cluster/state``: not this node, alive or suspect, with an API address."""
+    return [m for m in state.members
+            if not m.is_self and m.api_addr and m.state in ("alive", "suspect")
+            and m.id not in state.pipelines]
+
+
+def with_pipelines(state: ClusterState, extra: dict[str, dict]) -> ClusterState:
+    """The state plus pipelines fetched from other members (never overriding one
+    the state already carries)."""
+    if not extra:
+        return state
+    merged = {k: v for k, v in extra.items() if isinstance(v, dict)} | state.pipelines
+    return replace(state, pipelines=merged)
 
 
 def _opt_num(v: Any) -> float | None:
