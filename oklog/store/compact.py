@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import trio
 import trio.lowlevel
 
-from oklog.fs import File, join
+from oklog.fs import File, close_map, join
 from oklog.query.engine import iter_merge, record_start_at_or_after
 from oklog.record import ULID_LEN, ms_floor
-from oklog.store.log import Segment, StoreLog, group_overlapping
+from oklog.store.log import Segment, SegmentError, StoreLog, check_segment, group_overlapping
 
 log = logging.getLogger("oklog.store.compact")
 
@@ -146,6 +146,16 @@ class _Writer:
         self._f.sync()
         self._f.close()
         self._f = None
+        # An input changed under the merge (damaged on disk mid-job) shows here:
+        # never adopt an output that is not a valid, ordered segment.
+        buf = self.store.fs.open_map(self._tmp)
+        try:
+            reason = check_segment(buf)
+        finally:
+            close_map(buf)
+        if reason is not None:
+            self.store.fs.remove(self._tmp)
+            raise SegmentError(f"compaction output invalid ({reason}); inputs will be re-checked")
         self.done.append(
             self.store.adopt(self._tmp, self._first.decode(), self._last.decode(), self._size)
         )
@@ -184,6 +194,13 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
                     writer.write(b[i:cut])
                     i = cut
         writer.finish()
+    except SegmentError as e:
+        writer.abort()
+        for seg in job.inputs:
+            store.suspect(seg)
+        stats.last_error = str(e)
+        log.warning("%s", e)
+        return []
     except BaseException:
         writer.abort()
         raise
