@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from test_tui_live import SIZE, run, text_of, until
+from test_tui_live import SIZE, run, text_of, until, until_line
 
 from oklog.tui.app import make_app
 from oklog.tui.widgets.members import MembersTable
@@ -124,18 +124,3 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
 
     run(body, timeout=80)
 
-
-async def until_line(pilot, tail: TailView, send, prefix: bytes, timeout: float = 15.0) -> None:
-    """Send a fresh line every 2 s until one sent after the tail went live appears
-    (the very first may race the node's subscription)."""
-    deadline = time.monotonic() + timeout
-    sent: list[str] = []
-    while time.monotonic() < deadline:
-        line = b"%s %d %d" % (prefix, len(sent), time.monotonic_ns())
-        await asyncio.to_thread(send, line)
-        sent.append(line.decode())
-        for _ in range(100):
-            if any(s in ln for ln in tail.log_widget.lines for s in sent):
-                return
-            await pilot.pause(0.02)
-    raise AssertionError(f"none of {sent} appeared in the tail: {tail.status_text().plain}")

@@ -138,6 +138,23 @@ async def until(pilot, pred: Callable[[], object], timeout: float = 15.0, step: 
     raise AssertionError(f"timed out waiting for {getattr(pred, '__name__', 'condition')}")
 
 
+async def until_line(pilot, tail: TailView, send: Callable[[bytes], None], prefix: bytes,
+                     timeout: float = 20.0) -> None:
+    """Forward a fresh line (``send``) every 2 s until one sent after the tail went
+    live appears in it: the very first may race the node's subscription."""
+    deadline = time.monotonic() + timeout
+    sent: list[str] = []
+    while time.monotonic() < deadline:
+        line = b"%s %d %d" % (prefix, len(sent), time.monotonic_ns())
+        await asyncio.to_thread(send, line)
+        sent.append(line.decode())
+        for _ in range(100):
+            if any(s in ln for ln in tail.log_widget.lines for s in sent):
+                return
+            await pilot.pause(0.02)
+    raise AssertionError(f"none of {sent} appeared in the tail: {tail.status_text().plain}")
+
+
 def text_of(widget) -> str:
     """The plain text a Static shows (Text or any Rich renderable)."""
     content = widget.content
@@ -296,19 +313,25 @@ def test_save_writes_all_records(node, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_tail_view_streams_or_explains_missing_endpoint(node):
+def test_tail_view_shows_lines_forwarded_after_it_opened(node):
     async def body() -> None:
         app = make_app(node.api, 5.0)
         async with app.run_test(size=SIZE) as pilot:
             tail = app.query_one(TailView)
             await pilot.press("4")
-            await until(pilot, lambda: tail.state in ("live", "missing"))
-            if tail.state == "missing":
-                status = tail.status_text().plain
-                assert "404" in status and "unavailable" in status
-                return
-            node.send(b"tail me please\n")
-            await until(pilot, lambda: any("tail me please" in ln for ln in tail.log_widget.lines))
+            await until(pilot, lambda: tail.state not in ("idle", "connecting"))
+            assert tail.state == "live", tail.status_text().plain  # /store/stream exists: no 404
+            before = tail.log_widget.line_count
+            await until_line(pilot, tail, lambda line: node.send(line + b"\n"), b"tail me please")
+            # A batch forwarded now arrives whole and in order.
+            batch = [f"tail batch {i:03d} {time.monotonic_ns()}" for i in range(50)]
+            await asyncio.to_thread(node.send, "".join(b + "\n" for b in batch).encode())
+            await until(pilot, lambda: sum(any(b in ln for b in batch) for ln in tail.log_widget.lines) == 50)
+            got = [ln for ln in tail.log_widget.lines if "tail batch" in ln]
+            assert [g.split("tail batch ")[1][:3] for g in got] == [f"{i:03d}" for i in range(50)]
+            assert tail.log_widget.line_count > before
+            assert tail.records >= 51
+            assert "live" in tail.status_text().plain
             await pilot.press("space")
             assert tail.paused
 

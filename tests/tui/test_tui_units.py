@@ -9,9 +9,26 @@ import httpx
 import pytest
 
 from oklog.record import encode_ulid
-from oklog.tui.client import NodeClient, QueryRequest, base_url, parse_records, resolve_time
-from oklog.tui.model import History, disk_usage, human_bytes, parse_state, warnings
+from oklog.tui.app import make_app
+from oklog.tui.client import (
+    NodeClient,
+    NodeUnreachable,
+    QueryRequest,
+    base_url,
+    parse_records,
+    resolve_time,
+)
+from oklog.tui.model import (
+    History,
+    disk_usage,
+    human_bytes,
+    parse_state,
+    peers_to_fetch,
+    warnings,
+    with_pipelines,
+)
 from oklog.tui.screenshots import demo_app, prime
+from oklog.tui.widgets.node_pipeline import NodePipeline
 from oklog.tui.widgets.result_log import compile_highlight, format_record
 from oklog.tui.widgets.tail import TailView
 from oklog.tui.widgets.topology import draw
@@ -53,6 +70,99 @@ def test_state_parsing_is_tolerant():
     b = next(m for m in st.members if m.id == "b")
     assert b.state == "suspect" and b.incarnation is None and b.stores and not b.ingests
     assert list(st.pipelines) == ["a"]
+
+
+# What a gossip node's ``GET /cluster/state`` looks like (abridged).
+GOSSIP_DOC = {
+    "self": "127.0.0.1:9001", "role": "ingeststore", "uptime_seconds": 12.5, "replication_factor": 2,
+    "members": [
+        {"id": "127.0.0.1:9003", "role": "store", "gossip_addr": "127.0.0.1:9003",
+         "api_addr": "127.0.0.1:8003", "state": "dead", "incarnation": 2, "last_heard": 990.0,
+         "self": False, "uptime_seconds": 40.0, "meta": {"api_addr": "127.0.0.1:8003"}},
+        {"id": "127.0.0.1:9001", "role": "ingeststore", "gossip_addr": "127.0.0.1:9001",
+         "api_addr": "127.0.0.1:8001", "state": "alive", "incarnation": 0, "last_heard": 1000.0,
+         "self": True, "uptime_seconds": 12.5, "meta": {}},
+        {"id": "127.0.0.1:9002", "role": "ingest", "gossip_addr": "127.0.0.1:9002",
+         "api_addr": "127.0.0.1:8002", "state": "alive", "incarnation": 1, "last_heard": 999.5,
+         "self": False, "uptime_seconds": 11.0, "meta": {}},
+        {"id": "127.0.0.1:9004", "role": "store", "gossip_addr": "127.0.0.1:9004",
+         "api_addr": "", "state": "suspect", "incarnation": 0, "last_heard": 995.0,
+         "self": False, "uptime_seconds": 3.0, "meta": {"api_addr": "127.0.0.1:8004"}},
+    ],
+    "pipeline": {"time": 1000.0, "ingest": {"records_in": 7}},
+}
+
+
+def test_state_parsing_of_gossip_members():
+    st = parse_state(GOSSIP_DOC)
+    assert [m.id for m in st.members] == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004"]
+    me, ing, dead, sus = st.members
+    assert me.is_self and not any(m.is_self for m in (ing, dead, sus)) and st.me is me
+    assert (me.role, me.api_addr, me.gossip_addr, me.state, me.incarnation) == (
+        "ingeststore", "127.0.0.1:8001", "127.0.0.1:9001", "alive", 0)
+    assert (ing.role, ing.incarnation, ing.last_heard, ing.uptime) == ("ingest", 1, 999.5, 11.0)
+    assert dead.state == "dead" and sus.state == "suspect"
+    assert sus.api_addr == "127.0.0.1:8004"  # from meta when the member has none
+    assert st.time == 1000.0 and st.replication_factor == 2 and list(st.pipelines) == ["127.0.0.1:9001"]
+    # Only a live (or suspect) other member is asked for its own figures.
+    assert [m.id for m in peers_to_fetch(st)] == ["127.0.0.1:9002", "127.0.0.1:9004"]
+    merged = with_pipelines(st, {"127.0.0.1:9002": {"ingest": {}}, "127.0.0.1:9001": {"x": 1}})
+    assert merged.pipelines["127.0.0.1:9001"] == GOSSIP_DOC["pipeline"]  # never overridden
+    assert set(merged.pipelines) == {"127.0.0.1:9001", "127.0.0.1:9002"} and st.pipelines.keys() == {"127.0.0.1:9001"}
+    # Without a top-level "self", the member marked self is this node.
+    alt = parse_state({k: v for k, v in GOSSIP_DOC.items() if k != "self"})
+    assert alt.self_id == "127.0.0.1:9001" and alt.me is not None
+
+
+class FakeNode:
+    """A Client whose answers are set per API address."""
+
+    def __init__(self, node: str, answers: dict) -> None:
+        self.node, self.answers, self.closed = node, answers, False
+
+    async def cluster_state(self) -> dict:
+        a = self.answers[self.node]
+        if a == "hang":
+            await asyncio.sleep(60)
+        if a == "down":
+            raise NodeUnreachable("refused")
+        return a
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.timeout(30)
+def test_pipeline_cards_for_other_members_fetched_from_them():
+    answers = {
+        "127.0.0.1:8001": GOSSIP_DOC,
+        "127.0.0.1:8002": {"self": "127.0.0.1:9002", "pipeline": {"time": 1000.0, "ingest": {"records_in": 3}}},
+        "127.0.0.1:8004": "hang",  # suspect: times out, no card, no stall beyond the bound
+    }
+
+    async def body() -> None:
+        app = make_app("127.0.0.1:8001", 3600.0, client=lambda n: FakeNode(n, answers))
+        async with app.run_test(size=(130, 40)) as pilot:
+            for _ in range(300):
+                if app.polls:
+                    break
+                await pilot.pause(0.01)
+            assert app.state is not None
+            assert set(app.state.pipelines) == {"127.0.0.1:9001", "127.0.0.1:9002"}
+            assert set(app.peers) == {"127.0.0.1:8002", "127.0.0.1:8004"}
+            await pilot.press("2")
+            await pilot.pause(0.1)
+            assert [c.node for c in app.query(NodePipeline)] == ["127.0.0.1:9001", "127.0.0.1:9002"]
+            # A peer answering as someone else (its port reused) gets no card.
+            answers["127.0.0.1:8002"] = {"self": "127.0.0.1:7777", "pipeline": {}}
+            answers["127.0.0.1:8004"] = "down"
+            await app.fetch_once()
+            await pilot.pause(0.1)
+            assert set(app.state.pipelines) == {"127.0.0.1:9001"}
+            peers = dict(app.peers)
+        assert all(c.closed for c in peers.values())  # closed with the app
+
+    asyncio.run(asyncio.wait_for(body(), 25))
 
 
 def test_history_rates_and_restart():
