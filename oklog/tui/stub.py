@@ -41,6 +41,15 @@ def records(n: int, start_ms: int, step_ms: int = 137) -> bytes:
     return b"".join(out)
 
 
+# id, role, API address, state, incarnation, last heard (s ago), uptime (s)
+MEMBERS = [
+    ("ingest-1", "ingest", "10.0.0.1:7650", "alive", 3, 0.0, 86_400 * 3 + 3_725),
+    ("ingest-2", "ingest", "10.0.0.2:7650", "alive", 1, 0.8, 86_400 * 3 + 3_700),
+    ("store-1", "store", "10.0.0.3:7650", "alive", 2, 0.4, 86_400 * 9 + 61),
+    ("store-2", "store", "10.0.0.4:7650", "suspect", 5, 7.2, 3_480),
+]
+
+
 def rate_at(k: int) -> float:
     return 1200 + 500 * math.sin(k / 4) + 150 * math.sin(k / 1.7)
 
@@ -60,32 +69,35 @@ class StubClient:
         return None
 
     async def cluster_state(self) -> dict:
+        """The document a gossip node answers: every member, this node's own
+        pipeline only (the app fetches the others' from them, as from real nodes)."""
         self.k += 1
         if self.down:
             raise NodeUnreachable("ConnectError: [Errno 111] Connection refused")
         now = self.now()
         self.records_in += rate_at(self.k) * STEP
         lag = 1.5 + (self.k % 3) * 0.4
-        me = self._member("ingest-1", "ingest", "10.0.0.1:7650", "alive", 3, now, 86_400 * 3 + 3_725)
+        pipelines = {
+            "ingest-1": lambda: self._ingest_pipeline(now, self.records_in, lag),
+            "ingest-2": lambda: self._ingest_pipeline(now, self.records_in * 0.8, 0.9),
+            "store-1": lambda: self._store_pipeline(now, failed=0),
+            "store-2": lambda: self._store_pipeline(now, failed=3),
+        }
+        me = next((m[0] for m in MEMBERS if m[2] == self.node), MEMBERS[0][0])
         return {
-            "self": "ingest-1",
+            "self": me,
             "replication_factor": 2,
-            "members": [
-                me,
-                self._member("ingest-2", "ingest", "10.0.0.2:7650", "alive", 1, now - 0.8, 86_400 * 3 + 3_700)
-                | {"pipeline": self._ingest_pipeline(now, self.records_in * 0.8, 0.9)},
-                self._member("store-1", "store", "10.0.0.3:7650", "alive", 2, now - 0.4, 86_400 * 9 + 61)
-                | {"pipeline": self._store_pipeline(now, failed=0)},
-                self._member("store-2", "store", "10.0.0.4:7650", "suspect", 5, now - 7.2, 3_480)
-                | {"pipeline": self._store_pipeline(now, failed=3)},
-            ],
-            "pipeline": self._ingest_pipeline(now, self.records_in, lag),
+            "members": [self._member(*m, now, me) for m in MEMBERS],
+            "pipeline": pipelines[me](),
         }
 
     @staticmethod
-    def _member(mid: str, role: str, addr: str, state: str, inc: int, heard: float, up: float) -> dict:
-        return {"id": mid, "role": role, "api_addr": addr, "state": state, "incarnation": inc,
-                "last_heard": heard, "uptime_seconds": up}
+    def _member(mid: str, role: str, addr: str, state: str, inc: int, ago: float, up: float,
+                now: float, me: str) -> dict:
+        return {"id": mid, "role": role, "gossip_addr": addr.replace(":7650", ":7659"),
+                "api_addr": addr, "state": state, "incarnation": inc,
+                "last_heard": now - (0.0 if mid == me else ago), "self": mid == me,
+                "uptime_seconds": up, "meta": {"api_addr": addr}}
 
     @staticmethod
     def _ingest_pipeline(now: float, records_in: float, lag: float) -> dict:

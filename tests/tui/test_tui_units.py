@@ -260,6 +260,9 @@ def test_attach_to_another_member_from_the_list():
             assert app.node == "10.0.0.2:7650" and app.client.node == "10.0.0.2:7650"
             await prime(pilot, 1)
             assert "10.0.0.2:7650" in app.statusbar.content.plain
+            assert app.state is not None and app.state.self_id == "ingest-2"  # it answers as itself
+            assert app.state.me is not None and app.state.me.api_addr == "10.0.0.2:7650"
+            assert set(app.state.pipelines) == {"ingest-1", "ingest-2", "store-1", "store-2"}
 
     asyncio.run(asyncio.wait_for(body(), 25))
 
