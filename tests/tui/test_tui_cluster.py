@@ -113,7 +113,7 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
                         and app.state.self_id == ids[ing.api] and table.row_count == 3)
             await pilot.pause()
             assert cells(table, ids[ing.api])[0] == "▶" and cells(table, ids[seed.api])[0] == " "
-            assert "dead" in cells(table, ids[sto.api])[4]  # the new node has heard too
+            await until(pilot, lambda: "dead" in cells(table, ids[sto.api])[4])  # it has heard too
             assert ing.api in text_of(app.query_one("#statusbar"))
 
             # The tail on the ingest peer shows lines forwarded to it after it opened.
