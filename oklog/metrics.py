@@ -121,7 +121,31 @@ class StateCollector(Collector):
         self._ingest(f, _get(st, "pipeline", "ingest"))
         self._store(f, _get(st, "pipeline", "store"))
         self._consumer(f, _get(st, "pipeline", "consumer"))
+        self._maintenance(f, _get(st, "pipeline", "compaction"), _get(st, "pipeline", "queries"))
+        streams = _get(st, "pipeline", "streams")
+        if isinstance(streams, dict):
+            f.gauge("oklog_streams", "Live tail subscribers on this node", streams.get("subscribers"))
         return iter(f.out)
+
+    def _maintenance(self, f: _Families, comp: Any, queries: Any) -> None:
+        if isinstance(comp, dict):
+            f.labelled("counter", "oklog_compaction_jobs", "Compaction jobs by kind", "kind",
+                       {"merge": comp.get("merges"), "concat": comp.get("concats"), "split": comp.get("splits")})
+            f.counter("oklog_compaction_bytes_in", "Bytes read by compaction", comp.get("bytes_in"))
+            f.counter("oklog_compaction_bytes_out", "Bytes written by compaction", comp.get("bytes_out"))
+            f.counter("oklog_compaction_duplicate_bytes_dropped", "Duplicate record bytes dropped by compaction",
+                      comp.get("duplicates_dropped_bytes"))
+            f.counter("oklog_retention_trashed_segments", "Segments moved to trash by retention or the disk cap",
+                      comp.get("trashed"))
+            f.counter("oklog_retention_purged_segments", "Trashed segments deleted", comp.get("purged"))
+            f.gauge("oklog_trash_segments", "Segments in trash", comp.get("trash_segments"))
+            f.gauge("oklog_trash_bytes", "Bytes in trash", comp.get("trash_bytes"))
+        if isinstance(queries, dict):
+            f.counter("oklog_queries", "Cluster queries answered by this node", queries.get("total"))
+            f.counter("oklog_queries_partial", "Queries answered 206 (a member failed)", queries.get("partial"))
+            f.counter("oklog_read_repairs", "Queries that scheduled read repair", queries.get("read_repairs"))
+            f.counter("oklog_read_repair_records", "Record copies made by read repair",
+                      queries.get("read_repair_records"))
 
     def _node(self, f: _Families, st: dict) -> None:
         members = st.get("members") if isinstance(st, dict) else None

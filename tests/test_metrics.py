@@ -255,3 +255,28 @@ def test_json_and_text_formatters():
     assert "WARNING oklog.node: plain" in _log_line("text", "plain")
     with _pytest.raises(ValueError):
         make_formatter("xml")
+
+
+def test_maintenance_and_query_figures():
+    from oklog.metrics import Metrics
+
+    state = {
+        "pipeline": {
+            "compaction": {"merges": 3, "concats": 1, "splits": 2, "bytes_in": 10, "bytes_out": 8,
+                           "duplicates_dropped_bytes": 2, "trashed": 1, "purged": 0,
+                           "trash_segments": 1, "trash_bytes": 5},
+            "queries": {"total": 7, "partial": 1, "read_repairs": 2, "read_repair_records": 9},
+            "streams": {"subscribers": 4},
+        }
+    }
+    text = Metrics(lambda: state, process=False).render().decode()
+    for line in [
+        'oklog_compaction_jobs_total{kind="split"} 2.0',
+        "oklog_compaction_duplicate_bytes_dropped_total 2.0",
+        "oklog_read_repair_records_total 9.0",
+        "oklog_queries_partial_total 1.0",
+        "oklog_streams 4.0",
+        "oklog_trash_bytes 5.0",
+    ]:
+        assert line in text, line
+    promtool_check(text.encode())
