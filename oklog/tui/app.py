@@ -48,6 +48,7 @@ from oklog.tui.widgets.tail import TailView
 DEFAULT_REFRESH = 2.0
 DEFAULT_MAX_LINES = 10_000
 PEER_TIMEOUT = 1.5  # at most this long for another member's figures, per poll
+PEER_STALE = 5.0  # a member that missed a poll keeps its last figures this long (at least 3 polls)
 VIEWS = ("cluster", "pipeline", "query", "tail")
 
 
@@ -85,6 +86,7 @@ class OklogApp(App[None]):
         self.last_contact: float | None = None
         self.polls = 0  # answers received (for tests)
         self.peers: dict[str, Client] = {}  # api address → client, for other members' figures
+        self.peer_figures: dict[str, tuple[dict, float]] = {}  # member id → (pipeline, local time)
         self._wake = asyncio.Event()
 
     def compose(self) -> ComposeResult:
@@ -148,29 +150,44 @@ class OklogApp(App[None]):
     async def fetch_peer_pipelines(self, state: ClusterState) -> dict[str, dict]:
         """Other members' own figures, each from its ``GET /cluster/state``: the
         attached node's document only carries its own pipeline. A member that does
-        not answer in time (or answers as someone else) just has no card."""
+        not answer in time keeps its last figures for ``PEER_STALE``, then has no
+        card; one that answers as someone else has none at once."""
         want = peers_to_fetch(state)
         for addr in set(self.peers) - {m.api_addr for m in state.members}:
             await self._close(self.peers.pop(addr))
+        for mid in set(self.peer_figures) - {m.id for m in want}:
+            del self.peer_figures[mid]  # dead, left, gone, or now this node
         if not want:
             return {}
-        timeout = max(0.5, min(PEER_TIMEOUT, self.refresh_interval * 2))
 
         async def one(m: Member) -> tuple[str, dict] | None:
             c = self.peers.get(m.api_addr)
             if c is None:
                 c = self.peers[m.api_addr] = self.client_factory(m.api_addr)
             try:
-                doc = await asyncio.wait_for(c.cluster_state(), timeout)
+                doc = await asyncio.wait_for(c.cluster_state(), PEER_TIMEOUT)
             except (ClientError, TimeoutError):
                 return None
             p = doc.get("pipeline")
-            if doc.get("self") not in (m.id, None) or not isinstance(p, dict):
+            if doc.get("self") not in (m.id, None):
+                self.peer_figures.pop(m.id, None)  # its address is someone else's now
+                return None
+            if not isinstance(p, dict):
                 return None
             return m.id, p
 
-        got = await asyncio.gather(*(one(m) for m in want))
-        return dict(r for r in got if r is not None)
+        got = dict(r for r in await asyncio.gather(*(one(m) for m in want)) if r is not None)
+        now, stale = self.clock(), max(PEER_STALE, 3 * self.refresh_interval)
+        for mid, p in got.items():
+            self.peer_figures[mid] = (p, now)
+        for m in want:  # a slow answer (loaded box) does not make the card flicker
+            if m.id not in got and m.id in self.peer_figures:
+                p, t = self.peer_figures[m.id]
+                if now - t <= stale:
+                    got[m.id] = p
+                else:
+                    del self.peer_figures[m.id]
+        return got
 
     @staticmethod
     async def _close(c: Client) -> None:
@@ -221,6 +238,7 @@ class OklogApp(App[None]):
         self.node = addr
         self.client = self.client_factory(addr)
         self.state, self.histories, self.failures, self.last_contact = None, {}, 0, None
+        self.peer_figures = {}
         bar = self.statusbar
         bar.node, bar.state, bar.received, bar.alerts, bar.reachable = addr, None, None, 0, None
         bar.show(self.clock())

@@ -44,6 +44,10 @@ def start_cluster(node_factory, roles):
     raise TimeoutError("cluster did not form")
 
 
+def rows(table: MembersTable) -> list[list[str]]:
+    return [[getattr(c, "plain", str(c)) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
 def cells(table: MembersTable, member_id: str) -> list[str]:
     row = table.get_row_at(table.get_row_index(member_id))
     return [getattr(c, "plain", str(c)) for c in row]
@@ -58,7 +62,8 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
         app = make_app(seed.api, 0.3)
         async with app.run_test(size=SIZE) as pilot:
             table = app.query_one(MembersTable)
-            await until(pilot, lambda: table.row_count == 3)
+            await until(pilot, lambda: table.row_count == 3)  # then all alive (a loaded box may
+            await until(pilot, lambda: all("alive" in r[4] for r in rows(table)))  # suspect briefly)
             # All three members, their roles and API addresses; the attached one marked.
             for n, role in ((seed, "ingeststore"), (ing, "ingest"), (sto, "store")):
                 row = cells(table, ids[n.api])
@@ -78,8 +83,8 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
 
             # Pipeline view: one card per node, fetched from each member; attached first.
             await pilot.press("2")
-            await until(pilot, lambda: len(app.query(NodePipeline)) == 3)
-            await pilot.pause(0.1)
+            await until(pilot, lambda: len(cs := list(app.query(NodePipeline))) == 3
+                        and all(c.border_title for c in cs))
             cards = list(app.query(NodePipeline))
             titles = [str(c.border_title) for c in cards]
             assert titles[0].startswith(f"{ids[seed.api]} · ingeststore") and "attached" in titles[0]
@@ -102,7 +107,7 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
             sto.kill()
             await until(pilot, lambda: "dead" in cells(table, ids[sto.api])[4], timeout=SUSPICION + 8)
             assert time.monotonic() - t0 < SUSPICION + 8
-            assert all("alive" in cells(table, ids[n.api])[4] for n in (seed, ing))
+            await until(pilot, lambda: all("alive" in cells(table, ids[n.api])[4] for n in (seed, ing)))
             await until(pilot, lambda: ids[sto.api] not in {c.node for c in app.query(NodePipeline)})
 
             # Attach to the ingest peer from the list.

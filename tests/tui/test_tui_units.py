@@ -141,7 +141,8 @@ def test_pipeline_cards_for_other_members_fetched_from_them():
     }
 
     async def body() -> None:
-        app = make_app("127.0.0.1:8001", 3600.0, client=lambda n: FakeNode(n, answers))
+        now = [1000.0]
+        app = make_app("127.0.0.1:8001", 1.0, client=lambda n: FakeNode(n, answers), clock=lambda: now[0])
         async with app.run_test(size=(130, 40)) as pilot:
             for _ in range(300):
                 if app.polls:
@@ -153,9 +154,22 @@ def test_pipeline_cards_for_other_members_fetched_from_them():
             await pilot.press("2")
             await pilot.pause(0.1)
             assert [c.node for c in app.query(NodePipeline)] == ["127.0.0.1:9001", "127.0.0.1:9002"]
-            # A peer answering as someone else (its port reused) gets no card.
+            # A peer that misses a poll keeps its last figures a while (no flicker)...
+            answers["127.0.0.1:8002"] = answers["127.0.0.1:8004"] = "down"
+            now[0] += 4
+            await app.fetch_once()
+            await pilot.pause(0.05)
+            assert set(app.state.pipelines) == {"127.0.0.1:9001", "127.0.0.1:9002"}
+            now[0] += 4  # ...but not for long.
+            await app.fetch_once()
+            await pilot.pause(0.05)
+            assert set(app.state.pipelines) == {"127.0.0.1:9001"}
+            # A peer answering as someone else (its port reused) gets no card at once.
+            answers["127.0.0.1:8002"] = {"self": "127.0.0.1:9002", "pipeline": {"ingest": {}}}
+            await app.fetch_once()
+            await pilot.pause(0.05)
+            assert "127.0.0.1:9002" in app.state.pipelines
             answers["127.0.0.1:8002"] = {"self": "127.0.0.1:7777", "pipeline": {}}
-            answers["127.0.0.1:8004"] = "down"
             await app.fetch_once()
             await pilot.pause(0.1)
             assert set(app.state.pipelines) == {"127.0.0.1:9001"}
