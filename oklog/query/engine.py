@@ -432,7 +432,7 @@ def merge_runs(runs: list, out: list | None = None) -> list:
     return out
 
 
-def iter_merge(runs: list, max_piece: int = 4 << 20):
+def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
     """Merge sorted record buffers into ULID order, dropping duplicate ULIDs.
 
     Works a block at a time: the run with the smallest head contributes every
@@ -440,16 +440,21 @@ def iter_merge(runs: list, max_piece: int = 4 << 20):
     Records stamped in one batch on one connection are consecutive ULIDs, so
     blocks are long and the Python work is per block, not per record. Returns
     slices of at most ``max_piece`` bytes (each whole records) to join or write.
+    ``consumed(i, offset)``, if given, is told how far run ``i`` has been read.
     """
     import heapq
 
-    def pieces(run, p: int, stop: int):
+    def pieces(run, p: int, stop: int, i: int):
         while stop - p > max_piece:
             cut = record_start_at_or_after(run, p + max_piece, stop)
             yield run[p:cut]
             p = cut
+            if consumed is not None:
+                consumed(i, p)
         if stop > p:
             yield run[p:stop]
+        if consumed is not None:
+            consumed(i, stop)
 
     heap = []
     pos = [0] * len(runs)
@@ -462,7 +467,7 @@ def iter_merge(runs: list, max_piece: int = 4 << 20):
         key, i = heapq.heappop(heap)
         run, p, end = runs[i], pos[i], ends[i]
         if not heap:
-            yield from pieces(run, p, end)
+            yield from pieces(run, p, end, i)
             break
         nxt, j = heap[0]
         if nxt == key:
@@ -473,7 +478,7 @@ def iter_merge(runs: list, max_piece: int = 4 << 20):
                 heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
             continue
         stop = gallop(run, nxt, p, end)
-        yield from pieces(run, p, stop)
+        yield from pieces(run, p, stop, i)
         if stop < end and run[stop : stop + ULID_LEN] == nxt:
             stop = record_start_at_or_after(run, stop + 1, end)  # duplicate of nxt
         pos[i] = stop

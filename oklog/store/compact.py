@@ -20,6 +20,7 @@ the oldest segments are trashed first until the store fits.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import trio
 import trio.lowlevel
 
-from oklog.fs import File, close_map, join
+from oklog.fs import File, join
 from oklog.query.engine import iter_merge, record_start_at_or_after
 from oklog.record import ULID_LEN, ms_floor
 from oklog.store.log import Segment, SegmentError, StoreLog, check_segment, group_overlapping
@@ -36,6 +37,7 @@ log = logging.getLogger("oklog.store.compact")
 
 INTERVAL = 2.0  # seconds between maintenance passes when there is nothing to do
 PIECE = 4 << 20  # bytes copied per write
+RELEASE_STEP = 8 << 20  # release merged input pages every this many bytes
 
 
 @dataclass
@@ -110,6 +112,7 @@ class _Writer:
         self.target = target
         self.done: list[Segment] = []
         self._f: File | None = None
+        self._bad: str | None = None
         self._tmp = ""
         self._first = b""
         self._last = b""
@@ -130,6 +133,14 @@ class _Writer:
                 self.finish()
 
     def _append(self, chunk) -> None:
+        # An input changed under the merge (damaged on disk mid-job) shows here:
+        # every chunk is checked, and in order with the one before, so an output
+        # that is not a valid, ordered segment is never adopted.
+        reason = check_segment(chunk)
+        if reason is None and self._f is not None and bytes(chunk[:ULID_LEN]) <= self._last:
+            reason = "records out of order across pieces"
+        if reason is not None and self._bad is None:
+            self._bad = reason
         if self._f is None:
             self._tmp = join(self.store.root, f".compact-{os.urandom(6).hex()}.tmp")
             self._f = self.store.fs.create(self._tmp)
@@ -146,16 +157,9 @@ class _Writer:
         self._f.sync()
         self._f.close()
         self._f = None
-        # An input changed under the merge (damaged on disk mid-job) shows here:
-        # never adopt an output that is not a valid, ordered segment.
-        buf = self.store.fs.open_map(self._tmp)
-        try:
-            reason = check_segment(buf)
-        finally:
-            close_map(buf)
-        if reason is not None:
+        if self._bad is not None:
             self.store.fs.remove(self._tmp)
-            raise SegmentError(f"compaction output invalid ({reason}); inputs will be re-checked")
+            raise SegmentError(f"compaction output invalid ({self._bad}); inputs will be re-checked")
         self.done.append(
             self.store.adopt(self._tmp, self._first.decode(), self._last.decode(), self._size)
         )
@@ -184,15 +188,12 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
                 store.suspect(seg)  # the scrubber decides; nothing is merged meanwhile
             return []
         if job.kind in ("merge", "split"):
-            for piece in iter_merge(bufs):
+            for piece in iter_merge(bufs, consumed=lambda i, upto: _release(bufs[i], upto)):
                 writer.write(piece)
         else:
             for b in bufs:
-                i = 0
-                while i < len(b):
-                    cut = record_start_at_or_after(b, min(i + PIECE, len(b)), len(b))
-                    writer.write(b[i:cut])
-                    i = cut
+                for piece in iter_merge([b], consumed=lambda _i, upto, b=b: _release(b, upto)):
+                    writer.write(piece)
         writer.finish()
     except SegmentError as e:
         writer.abort()
@@ -222,6 +223,16 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
     stats.bytes_out += out_bytes
     stats.duplicates_dropped_bytes += max(0, job.size - out_bytes)
     return writer.done
+
+
+def _release(buf, upto: int) -> None:
+    """Drop what compaction has read of an input from this process's resident
+    memory (the pages stay in the page cache)."""
+    if isinstance(buf, mmap.mmap) and upto >= RELEASE_STEP:
+        try:
+            buf.madvise(mmap.MADV_DONTNEED, 0, upto - upto % mmap.PAGESIZE)
+        except (OSError, ValueError):
+            pass
 
 
 class Maintenance:
