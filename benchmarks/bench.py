@@ -36,6 +36,8 @@ SEND_CHUNK = 4 * MiB
 POLL = 0.1
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MODES = ("tcp1", "tcp8", "forward")
+# `oklog forward` measurements: mode name → forwarder -mode (and the port it uses)
+FORWARD_MODES = {"forward": "fast", "durable": "durable", "bulk": "bulk"}
 
 
 def log(msg: str) -> None:
@@ -170,10 +172,11 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     deadline = time.monotonic() + timeout
     errors: list[str] = []
     t0 = time.perf_counter()
-    if mode == "forward":
+    if mode in FORWARD_MODES:
+        port = node.ports[FORWARD_MODES[mode]]
         with open(ds.path, "rb") as stdin:
             fwd = subprocess.Popen(
-                [oklog, "forward", f"{node.fast[0]}:{node.fast[1]}"],
+                [oklog, "forward", "-mode", FORWARD_MODES[mode], f"{node.fast[0]}:{port}"],
                 stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             try:
@@ -204,7 +207,7 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     total = t_done - t0
     res = {
         "mode": mode,
-        "connections": 1 if mode == "forward" else int(mode[3:]),
+        "connections": 1 if mode in FORWARD_MODES else int(mode[3:]),
         "complete": ok,
         "send_s": t_sent - t0,
         "drain_s": t_done - t_sent,
@@ -540,7 +543,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", default="bench-data", help="data set and node directories (default bench-data/)")
     p.add_argument("--json", default=None, help="result JSON path (default WORKDIR/results.json)")
     p.add_argument("--modes", default=",".join(MODES),
-                   help="ingest measurements, comma separated from tcp1,tcp8,forward (or tcpN); "
+                   help="ingest measurements, comma separated from tcp1,tcp8,forward,durable,bulk (or tcpN); "
                         "the first one's node answers the queries (default tcp1,tcp8,forward)")
     p.add_argument("--no-queries", action="store_true", help="ingest measurements only")
     p.add_argument("--ingest-timeout", type=float, default=None,
@@ -558,7 +561,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(str(e))
     ns.mode_list = [m.strip() for m in ns.modes.split(",") if m.strip()]
     for m in ns.mode_list:
-        if m != "forward" and not (m.startswith("tcp") and m[3:].isdigit() and int(m[3:]) > 0):
+        if m not in FORWARD_MODES and not (m.startswith("tcp") and m[3:].isdigit() and int(m[3:]) > 0):
             p.error(f"unknown mode {m!r}")
     if not ns.mode_list:
         p.error("no ingest mode")
