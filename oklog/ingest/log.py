@@ -86,6 +86,8 @@ class IngestLog:
         self.commit_waiters: dict = {}
         # Live tail: called with every batch of records written (any thread).
         self.tap: Callable[[bytes], None] | None = None
+        # Called (from any thread) whenever a segment becomes flushed.
+        self.on_flushed: Callable[[], None] | None = None
         fs.mkdirs(root)
 
     # -- startup -------------------------------------------------------------
@@ -142,6 +144,8 @@ class IngestLog:
             self._state[seg.id] = FLUSHED
             self._sizes[seg.id] = size
             self.flushes += 1
+        if self.on_flushed is not None:
+            self.on_flushed()
         return True
 
     # -- the store tier's side: next / read / commit / failed ------------------

@@ -91,15 +91,30 @@ class Consumer:
         self.batch_age = batch_age
         self.limiter = limiter
         self.stats = ConsumerStats()
+        self._wake = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def wake(self) -> None:
+        """Something was flushed: run a cycle now rather than at the next poll.
+        Safe to call from any thread."""
+        if self._token is None:
+            return
+        try:
+            self._token.run_sync_soon(self._wake.set)
+        except trio.RunFinishedError:
+            pass
 
     async def run(self) -> None:
         # After a restart, give gossip a moment to find the other members
         # before deciding how many copies can be made.
+        self._token = trio.lowlevel.current_trio_token()
         await trio.sleep(self.grace)
         while True:
             did = await self.cycle()
             if not did:
-                await trio.sleep(IDLE_POLL)
+                with trio.move_on_after(IDLE_POLL):
+                    await self._wake.wait()
+                self._wake = trio.Event()
 
     async def cycle(self) -> bool:
         """One gather → merge → replicate → commit|failed; False when idle."""
