@@ -121,6 +121,16 @@ class Connection:
         if seg.size >= self.settings.flush_size:
             await self.flush()
 
+    async def receive(self, stream: trio.abc.ReceiveStream) -> bytes:
+        """The producer's next bytes (b"" at EOF); the active segment is flushed
+        meanwhile whenever it reaches its flush age."""
+        while True:
+            with trio.move_on_at(self.deadline) as timer:
+                data = await stream.receive_some(READ_SIZE)
+            if not timer.cancelled_caught:
+                return bytes(data)
+            await self.flush()
+
     async def flush(self) -> None:
         seg, self.segment = self.segment, None
         self.deadline = math.inf
@@ -139,15 +149,8 @@ async def handle_connection(
     stats.connections += 1
     stats.connections_total += 1
     try:
-        while True:
-            with trio.move_on_at(conn.deadline) as timer:
-                data = await stream.receive_some(READ_SIZE)
-            if timer.cancelled_caught:
-                await conn.flush()
-                continue
-            if not data:
-                break
-            records, n = conn.take(bytes(data))
+        while data := await conn.receive(stream):
+            records, n = conn.take(data)
             await conn.write(records, n)
             if durable and n:
                 await stream.send_all(b"+%d\n" % n)

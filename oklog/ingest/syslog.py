@@ -203,19 +203,14 @@ async def handle_syslog_tcp(
     stats.connections += 1
     stats.connections_total += 1
     try:
-        while True:
-            with trio.move_on_at(conn.deadline) as timer:
-                data = await stream.receive_some(READ_SIZE)
-            if timer.cancelled_caught:
-                await conn.flush()
-                continue
-            if not data:
-                break
-            msgs = framer.feed(bytes(data))
+        while data := await conn.receive(stream):
+            msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
             await _write(conn, msgs)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass
+    except OSError as e:  # the disk failed: end this connection, not the node
+        log.error("syslog write failed, closing the connection: %s", e)
     finally:
         stats.connections -= 1
         with trio.CancelScope(shield=True):
