@@ -108,6 +108,26 @@ def _trim_tail(p: bytes) -> bytes:
         p = head + m.group(1) if m.group(2) == b"+" else head
 
 
+# Constructs that could let a match cross a record's LF or differ between
+# hyperscan and RE2: patterns with any of them always get RE2 per candidate line.
+_MAY_CROSS_LF = re.compile(rb"\[\^|\\[sSDWnrCpPxQEzZ0-9]|\(\?[a-zA-Z]*[sU]")
+
+
+def max_width(pattern: bytes) -> int | None:
+    """The longest match of ``pattern`` in bytes when it is bounded and the
+    pattern cannot match across an LF; None otherwise. A hit that ends at
+    ``to`` with ``to - width`` inside the line is a match in the line: no RE2."""
+    if b"\n" in pattern or _MAY_CROSS_LF.search(pattern):
+        return None
+    try:
+        from re import _parser  # type: ignore[attr-defined]  # stdlib parser; RE2 syntax is close
+
+        width = _parser.parse(pattern.decode("latin-1")).getwidth()[1]
+    except Exception:
+        return None
+    return width if width < 1 << 16 else None
+
+
 def _top_level_bar(p: bytes) -> bool:
     """Whether ``|`` splits the whole pattern (trimming the tail is then unsafe)."""
     depth, i, in_class = 0, 0, False
@@ -157,6 +177,7 @@ class Matcher:
         self.match_none = False
         self._local = threading.local()  # hyperscan scratch is per thread
         self._topic = TopicFilter(query.topic) if query.topic else None
+        self._maxw: int | None = None
         if not q:
             self.match_all = True
             return
@@ -171,6 +192,7 @@ class Matcher:
             pattern = relax_anchors(q)
             if not _top_level_bar(pattern):
                 pattern = _trim_tail(pattern)  # fewer match ends, same candidate lines
+            self._maxw = max_width(pattern) if pattern == q or _trim_tail(q) == pattern else None
             flags = hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
         else:
             if b"\n" in q:
@@ -261,6 +283,7 @@ class Matcher:
         find = buf.find
         rfind = buf.rfind
         search = self._verify.search  # type: ignore[union-attr]
+        maxw = self._maxw if self._maxw is not None else 1 << 62
         done = start
         last_s = last_e = -1
 
@@ -274,7 +297,7 @@ class Matcher:
             re_ = find(b"\n", pos) + 1
             done = re_
             ls = find(b" ", rs + HEADER_MIN) + 1
-            if search(buf[ls : re_ - 1]) is None:
+            if to - maxw < ls and search(buf[ls : re_ - 1]) is None:
                 return None
             if rs == last_e:
                 last_e = re_
