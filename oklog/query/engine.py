@@ -244,37 +244,42 @@ class Matcher:
         return ranges
 
     def _scan_literal(self, buf, start: int, end: int) -> Ranges:
+        """The callback only records where hits end (so two scanning threads
+        hardly contend for the GIL); records are found from those offsets with
+        numpy when hits are many, with a few string searches when they are few."""
+        ends: list[int] = []
+        add = ends.append
+
+        def on_match(_id, _from, to, _flags, _ctx):
+            add(to)
+
+        self._hs_scan(_view(buf, start, end), on_match)
+        if not ends:
+            return []
+        if len(ends) < DENSE_HITS:
+            return self._records_of_hits(buf, start, [e + start for e in ends])
+        return _records_of_hits_np(buf, start, end, ends, len(self.query.q))
+
+    def _records_of_hits(self, buf, start: int, hit_ends: list[int]) -> Ranges:
         qlen = len(self.query.q)
         ranges: Ranges = []
-        append = ranges.append
         find = buf.find
         rfind = buf.rfind
         done = start  # records before this offset are decided
-        last_s = last_e = -1
-
-        def on_match(_id, _from, to, _flags, _ctx):
-            nonlocal done, last_s, last_e
-            to += start
+        for to in hit_ends:
             if to <= done:
-                return None
+                continue
             m_start = to - qlen
             rs = rfind(b"\n", start, m_start) + 1 or start
             sp = find(b" ", rs + HEADER_MIN)
             if m_start <= sp:
-                return None  # hit in the ULID/topic; the line may still match later
+                continue  # hit in the ULID/topic; the line may still match later
             re_ = find(b"\n", to - 1) + 1
             done = re_
-            if rs == last_e:
-                last_e = re_
+            if ranges and ranges[-1][1] == rs:
+                ranges[-1] = (ranges[-1][0], re_)
             else:
-                if last_e >= 0:
-                    append((last_s, last_e))
-                last_s, last_e = rs, re_
-            return None
-
-        self._hs_scan(_view(buf, start, end), on_match)
-        if last_e >= 0:
-            append((last_s, last_e))
+                ranges.append((rs, re_))
         return ranges
 
     def _scan_prefiltered(self, buf, start: int, end: int) -> Ranges:
@@ -379,6 +384,61 @@ class TopicFilter:
             scratch = self._local.scratch = self._proto.clone()
         self._db.scan(_view(buf, start, end), match_event_handler=on_match, scratch=scratch)
         return out
+
+
+DENSE_HITS = 512  # from this many hits in a buffer, find their records with numpy
+
+
+def _records_of_hits_np(buf, start: int, end: int, ends: list[int], qlen: int) -> Ranges:
+    """Records holding literal hits (hit end offsets relative to ``start``),
+    vectorized: LF positions by one pass, records by binary search, the
+    header test on the hit records only."""
+    import numpy as np
+
+    arr = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
+    nl = np.flatnonzero(arr == 0x0A)  # relative LF positions
+    m = np.asarray(ends, dtype=np.int64) - qlen  # relative hit starts
+    idx = np.unique(np.searchsorted(nl, m))  # records (by their LF) holding a hit
+    idx = idx[idx < len(nl)]
+    rec_start = np.where(idx > 0, nl[np.maximum(idx - 1, 0)] + 1, 0)
+    # Where each hit record's line starts: after ULID SP TOPIC SP.
+    line_start = _line_starts(arr, rec_start)
+    # A record counts if one of its hits starts in the line: for each record,
+    # the last hit start inside it (hits are sorted) decides.
+    # Hits are sorted: the rightmost hit of a record starts in its line if any does.
+    last_hit = np.searchsorted(m, nl[idx], side="right") - 1
+    ok = m[last_hit] >= line_start
+    if not np.all(ok):
+        idx, rec_start = idx[ok], rec_start[ok]
+    if not len(idx):
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    run_first = np.concatenate(([0], breaks))
+    run_last = np.concatenate((breaks - 1, [len(idx) - 1]))
+    starts = (rec_start[run_first] + start).tolist()
+    stops = (nl[idx[run_last]] + 1 + start).tolist()
+    return list(zip(starts, stops, strict=True))
+
+
+def _line_starts(arr, rec_start):
+    """Offsets where the lines of the records starting at ``rec_start`` begin."""
+    import numpy as np
+
+    first = arr[int(rec_start[0]) : int(rec_start[0]) + HEADER_MIN + MAX_TOPIC_BYTES + 1].tobytes()
+    sp = first.find(b" ", HEADER_MIN)
+    if sp > 0:
+        needle = np.frombuffer(first[HEADER_MIN : sp + 1], dtype=np.uint8)  # topic + SP
+        limit = len(arr) - 1
+        same = np.ones(len(rec_start), dtype=np.bool_)
+        for k, c in enumerate(needle):
+            same &= arr[np.minimum(rec_start + HEADER_MIN + k, limit)] == c
+        if np.all(same):
+            return rec_start + sp + 1
+    raw = arr.tobytes() if not isinstance(arr, bytes) else arr
+    return np.array([raw.find(b" ", int(r) + HEADER_MIN) + 1 for r in rec_start], dtype=np.int64)
+
+
+MAX_TOPIC_BYTES = 128
 
 
 def _view(buf, start: int, end: int):
