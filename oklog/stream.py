@@ -140,23 +140,29 @@ def marker(dropped: int, source: ULIDSource) -> bytes:
     return stamp_lines([line], source.headers(1, MARKER_TOPIC))
 
 
+async def follow_tap(tap: Tap, flt: StreamFilter, send) -> None:
+    """Send this node's matching records as they are written, with an in-band
+    marker whenever the subscriber's queue overflowed."""
+    sub = tap.subscribe()
+    markers = ULIDSource()
+    try:
+        while True:
+            chunks, dropped = await sub.get()
+            out = flt.apply(b"".join(chunks))
+            if dropped:
+                out += marker(dropped, markers)
+            if out:
+                await send(out)
+    finally:
+        tap.unsubscribe(sub)
+
+
 def ingest_stream_handler(tap: Tap):
     async def handler(req: Request) -> Response:
         flt = parse_filter(req)
 
         async def stream(write: Write) -> None:
-            sub = tap.subscribe()
-            markers = ULIDSource()
-            try:
-                while True:
-                    chunks, dropped = await sub.get()
-                    out = flt.apply(b"".join(chunks))
-                    if dropped:
-                        out += marker(dropped, markers)
-                    if out:
-                        await write(out)
-            finally:
-                tap.unsubscribe(sub)
+            await follow_tap(tap, flt, write)
 
         return Response(200, stream=stream)
 
@@ -219,19 +225,8 @@ def cluster_stream_handler(
 
             async def follow_local(scope: trio.CancelScope) -> None:
                 assert tap is not None
-                sub = tap.subscribe()
-                markers = ULIDSource()
-                try:
-                    with scope:
-                        while True:
-                            chunks, dropped = await sub.get()
-                            out = flt.apply(b"".join(chunks))
-                            if dropped:
-                                out += marker(dropped, markers)
-                            if out:
-                                await tx.send(out)
-                finally:
-                    tap.unsubscribe(sub)
+                with scope:
+                    await follow_tap(tap, flt, tx.send)
 
             async def follow_remote(name: str, api: str, scope: trio.CancelScope) -> None:
                 c = client()
