@@ -283,38 +283,40 @@ class Matcher:
         return ranges
 
     def _scan_prefiltered(self, buf, start: int, end: int) -> Ranges:
-        ranges: Ranges = []
-        append = ranges.append
-        find = buf.find
-        rfind = buf.rfind
-        search = self._verify.search  # type: ignore[union-attr]
-        maxw = self._maxw if self._maxw is not None else 1 << 62
-        done = start
-        last_s = last_e = -1
+        """Candidate lines from hyperscan, decided by RE2 unless the hit's
+        bounded width keeps it inside the line (then it is a match as is)."""
+        ends: list[int] = []
+        add = ends.append
 
         def on_match(_id, _from, to, _flags, _ctx):
-            nonlocal done, last_s, last_e
+            add(to)
+
+        self._hs_scan(_view(buf, start, end), on_match)
+        if not ends:
+            return []
+        search = self._verify.search  # type: ignore[union-attr]
+        if self._maxw is not None and len(ends) >= DENSE_HITS:
+            return _records_of_hits_np(buf, start, end, ends, self._maxw, search)
+        maxw = self._maxw if self._maxw is not None else 1 << 62
+        find = buf.find
+        rfind = buf.rfind
+        ranges: Ranges = []
+        done = start
+        for to in ends:
             to += start
             if to <= done:
-                return None
+                continue
             pos = max(to - 1, start)
             rs = rfind(b"\n", start, pos) + 1 or start
             re_ = find(b"\n", pos) + 1
             done = re_
             ls = find(b" ", rs + HEADER_MIN) + 1
             if to - maxw < ls and search(buf[ls : re_ - 1]) is None:
-                return None
-            if rs == last_e:
-                last_e = re_
+                continue
+            if ranges and ranges[-1][1] == rs:
+                ranges[-1] = (ranges[-1][0], re_)
             else:
-                if last_e >= 0:
-                    append((last_s, last_e))
-                last_s, last_e = rs, re_
-            return None
-
-        self._hs_scan(_view(buf, start, end), on_match)
-        if last_e >= 0:
-            append((last_s, last_e))
+                ranges.append((rs, re_))
         return ranges
 
     def _scan_lines(self, buf, start: int, end: int) -> Ranges:
@@ -389,26 +391,30 @@ class TopicFilter:
 DENSE_HITS = 512  # from this many hits in a buffer, find their records with numpy
 
 
-def _records_of_hits_np(buf, start: int, end: int, ends: list[int], qlen: int) -> Ranges:
-    """Records holding literal hits (hit end offsets relative to ``start``),
-    vectorized: LF positions by one pass, records by binary search, the
-    header test on the hit records only."""
+def _records_of_hits_np(buf, start: int, end: int, ends: list[int], back: int, verify=None) -> Ranges:
+    """Records holding hits (hit end offsets relative to ``start``; a hit starts
+    at most ``back`` bytes before its end), vectorized: LF positions by one
+    pass, records by binary search, the header test on the hit records only.
+    A record whose hits may start in the header is decided by ``verify`` on its
+    line, or rejected if there is none (literals: the start is exact)."""
     import numpy as np
 
     arr = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
     nl = np.flatnonzero(arr == 0x0A)  # relative LF positions
-    m = np.asarray(ends, dtype=np.int64) - qlen  # relative hit starts
-    idx = np.unique(np.searchsorted(nl, m))  # records (by their LF) holding a hit
+    e = np.asarray(ends, dtype=np.int64)  # sorted (hyperscan reports by end)
+    last_byte = np.maximum(e - 1, 0)
+    idx = np.unique(np.searchsorted(nl, last_byte))  # records (by their LF) holding a hit
     idx = idx[idx < len(nl)]
     rec_start = np.where(idx > 0, nl[np.maximum(idx - 1, 0)] + 1, 0)
-    # Where each hit record's line starts: after ULID SP TOPIC SP.
     line_start = _line_starts(arr, rec_start)
-    # A record counts if one of its hits starts in the line: for each record,
-    # the last hit start inside it (hits are sorted) decides.
-    # Hits are sorted: the rightmost hit of a record starts in its line if any does.
-    last_hit = np.searchsorted(m, nl[idx], side="right") - 1
-    ok = m[last_hit] >= line_start
+    # The record's rightmost hit starts in its line if any of its hits does.
+    last_hit = np.searchsorted(last_byte, nl[idx], side="right") - 1
+    ok = e[last_hit] - back >= line_start
     if not np.all(ok):
+        if verify is not None:
+            for k in np.flatnonzero(~ok).tolist():
+                ls, le = int(line_start[k]) + start, int(nl[idx[k]]) + start
+                ok[k] = verify(buf[ls:le]) is not None
         idx, rec_start = idx[ok], rec_start[ok]
     if not len(idx):
         return []
