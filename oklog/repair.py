@@ -169,47 +169,76 @@ def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=Tru
         s.sizes_before = {k: sum(x["size"] for x in v) for k, v in segs.items()}
         tried: set[tuple[str, str]] = set()
         bar = _bar(progress, max_moves, "rebalance")
-        for _ in range(max_moves):
+        for _ in range(SETTLE_ROUNDS):
+            segs = _rebalance_round(client, members, by_id, factor, ratio, max_moves, segs, tried, s, bar)
+            # Receivers compact what they got (dropping copies they already had),
+            # so sizes move after the moves: wait for them to settle and re-check.
+            segs = _settled_sizes(client, members)
             sizes = {k: sum(x["size"] for x in v) for k, v in segs.items()}
-            big = max(sizes, key=lambda k: sizes[k])
-            small = min(sizes, key=lambda k: sizes[k])
-            if sizes[big] <= ratio * max(sizes[small], 1):
+            if max(sizes.values()) <= ratio * max(min(sizes.values()), 1):
                 break
-            gap = sizes[big] - sizes[small]
-            candidates = [
-                x for x in sorted(segs[big], key=lambda x: -x["size"])
-                if x["size"] <= gap / 2 + 1 and (big, x["name"]) not in tried
-            ]
-            if not candidates:
-                break
-            seg = candidates[0]
-            tried.add((big, seg["name"]))
-            src, dst = by_id[big], by_id[small]
-            r = client.get(f"http://{src.api}/store/segment", params={"name": seg["name"]})
-            if r.status_code != 200:
-                s.skipped += 1
-                segs = _store_sizes(client, members)
-                continue
-            body = r.content
-            w = client.post(f"http://{dst.api}/store/replicate", content=body)
-            if w.status_code != 200:
-                s.errors.append(f"replicate to {dst.id}: {w.status_code} {w.text.strip()}")
-                break
-            need = {rec[:ULID_LEN] for rec in body.split(b"\n")[:-1]}
-            counts = _holders_excluding(client, members, src, seg)
-            if all(counts.get(u, 0) >= factor for u in need):
-                d = client.delete(f"http://{src.api}/store/segment", params={"name": seg["name"]})
-                if d.status_code == 200:
-                    s.moved_segments += 1
-                    s.moved_bytes += seg["size"]
-            else:
-                s.skipped += 1  # copied (harmless), but the source keeps its copy
-            segs = _store_sizes(client, members)
-            bar.advance()
         bar.close()
         segs = _store_sizes(client, members)
         s.sizes_after = {k: sum(x["size"] for x in v) for k, v in segs.items()}
     return s
+
+
+SETTLE_ROUNDS = 5
+
+
+def _settled_sizes(client, members, timeout: float = 15.0) -> dict[str, list[dict]]:
+    deadline = time.monotonic() + timeout
+    prev = _store_sizes(client, members)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _store_sizes(client, members)
+        if now == prev:
+            return now
+        prev = now
+    return prev
+
+
+def _rebalance_round(client, members, by_id, factor, ratio, max_moves, segs, tried, s, bar):
+    """Move segments from the largest store to the smallest until the ratio
+    holds or nothing movable is left; returns the last seen segment lists."""
+    for _ in range(max_moves):
+        sizes = {k: sum(x["size"] for x in v) for k, v in segs.items()}
+        big = max(sizes, key=lambda k: sizes[k])
+        small = min(sizes, key=lambda k: sizes[k])
+        if sizes[big] <= ratio * max(sizes[small], 1):
+            break
+        gap = sizes[big] - sizes[small]
+        candidates = [
+            x for x in sorted(segs[big], key=lambda x: -x["size"])
+            if x["size"] <= gap / 2 + 1 and (big, x["name"]) not in tried
+        ]
+        if not candidates:
+            break
+        seg = candidates[0]
+        tried.add((big, seg["name"]))
+        src, dst = by_id[big], by_id[small]
+        r = client.get(f"http://{src.api}/store/segment", params={"name": seg["name"]})
+        if r.status_code != 200:
+            s.skipped += 1
+            segs = _store_sizes(client, members)
+            continue
+        body = r.content
+        w = client.post(f"http://{dst.api}/store/replicate", content=body)
+        if w.status_code != 200:
+            s.errors.append(f"replicate to {dst.id}: {w.status_code} {w.text.strip()}")
+            break
+        need = {rec[:ULID_LEN] for rec in body.split(b"\n")[:-1]}
+        counts = _holders_excluding(client, members, src, seg)
+        if all(counts.get(u, 0) >= factor for u in need):
+            d = client.delete(f"http://{src.api}/store/segment", params={"name": seg["name"]})
+            if d.status_code == 200:
+                s.moved_segments += 1
+                s.moved_bytes += seg["size"]
+        else:
+            s.skipped += 1  # copied (harmless), but the source keeps its copy
+        segs = _store_sizes(client, members)
+        bar.advance()
+    return segs
 
 
 class _bar:

@@ -52,6 +52,7 @@ class NodeProc:
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    _retried: bool = False
 
     def __post_init__(self) -> None:
         if not self.ports:
@@ -89,7 +90,13 @@ class NodeProc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited: {self.log_path.read_text()[-2000:]}")
+                text = self.log_path.read_text()
+                if "Address already in use" in text.rsplit("oklog run", 1)[-1] and not self._retried:
+                    # Another test took a port between free_port() and the bind.
+                    self._retried = True
+                    self.ports = {k: free_port() for k in self.ports}
+                    return self.start(timeout)
+                raise RuntimeError(f"node exited: {text[-2000:]}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self

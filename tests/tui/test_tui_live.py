@@ -74,7 +74,14 @@ class Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError((self.root / "node.log").read_text()[-2000:])
+                text = (self.root / "node.log").read_text()
+                if "Address already in use" in text and not getattr(self, "_retried", False):
+                    # Another test took a port between free_port() and the bind.
+                    self._retried = True
+                    for k in ("fast", "durable", "bulk", "cluster"):
+                        self.ports[k] = free_port()
+                    return self.start(timeout)
+                raise RuntimeError(text[-2000:])
             try:
                 if httpx.get(f"http://{self.api}/health", timeout=1).status_code == 200:
                     return self
