@@ -243,10 +243,9 @@ class Matcher:
             return self._topic.filter(buf, ranges)
         return ranges
 
-    def _scan_literal(self, buf, start: int, end: int) -> Ranges:
-        """The callback only records where hits end (so two scanning threads
-        hardly contend for the GIL); records are found from those offsets with
-        numpy when hits are many, with a few string searches when they are few."""
+    def _hit_ends(self, buf, start: int, end: int) -> list[int]:
+        """Where hyperscan's hits end, relative to ``start``. The callback only
+        records offsets, so two scanning threads hardly contend for the GIL."""
         ends: list[int] = []
         add = ends.append
 
@@ -254,70 +253,26 @@ class Matcher:
             add(to)
 
         self._hs_scan(_view(buf, start, end), on_match)
-        if not ends:
-            return []
-        if len(ends) < DENSE_HITS:
-            return self._records_of_hits(buf, start, [e + start for e in ends])
-        return _records_of_hits_np(buf, start, end, ends, len(self.query.q))
+        return ends
 
-    def _records_of_hits(self, buf, start: int, hit_ends: list[int]) -> Ranges:
+    def _scan_literal(self, buf, start: int, end: int) -> Ranges:
+        """Records holding the literal, found from its hits with numpy when hits
+        are many, with a few string searches when they are few."""
+        ends = self._hit_ends(buf, start, end)
         qlen = len(self.query.q)
-        ranges: Ranges = []
-        find = buf.find
-        rfind = buf.rfind
-        done = start  # records before this offset are decided
-        for to in hit_ends:
-            if to <= done:
-                continue
-            m_start = to - qlen
-            rs = rfind(b"\n", start, m_start) + 1 or start
-            sp = find(b" ", rs + HEADER_MIN)
-            if m_start <= sp:
-                continue  # hit in the ULID/topic; the line may still match later
-            re_ = find(b"\n", to - 1) + 1
-            done = re_
-            if ranges and ranges[-1][1] == rs:
-                ranges[-1] = (ranges[-1][0], re_)
-            else:
-                ranges.append((rs, re_))
-        return ranges
+        if len(ends) >= DENSE_HITS:
+            return _records_of_hits_np(buf, start, end, ends, qlen)
+        return _records_of_hits(buf, start, ends, qlen)
 
     def _scan_prefiltered(self, buf, start: int, end: int) -> Ranges:
         """Candidate lines from hyperscan, decided by RE2 unless the hit's
         bounded width keeps it inside the line (then it is a match as is)."""
-        ends: list[int] = []
-        add = ends.append
-
-        def on_match(_id, _from, to, _flags, _ctx):
-            add(to)
-
-        self._hs_scan(_view(buf, start, end), on_match)
-        if not ends:
-            return []
+        ends = self._hit_ends(buf, start, end)
         search = self._verify.search  # type: ignore[union-attr]
         if self._maxw is not None and len(ends) >= DENSE_HITS:
             return _records_of_hits_np(buf, start, end, ends, self._maxw, search)
-        maxw = self._maxw if self._maxw is not None else 1 << 62
-        find = buf.find
-        rfind = buf.rfind
-        ranges: Ranges = []
-        done = start
-        for to in ends:
-            to += start
-            if to <= done:
-                continue
-            pos = max(to - 1, start)
-            rs = rfind(b"\n", start, pos) + 1 or start
-            re_ = find(b"\n", pos) + 1
-            done = re_
-            ls = find(b" ", rs + HEADER_MIN) + 1
-            if to - maxw < ls and search(buf[ls : re_ - 1]) is None:
-                continue
-            if ranges and ranges[-1][1] == rs:
-                ranges[-1] = (ranges[-1][0], re_)
-            else:
-                ranges.append((rs, re_))
-        return ranges
+        back = self._maxw if self._maxw is not None else 1 << 62
+        return _records_of_hits(buf, start, ends, back, search)
 
     def _scan_lines(self, buf, start: int, end: int) -> Ranges:
         search = self._verify.search  # type: ignore[union-attr]
@@ -389,6 +344,34 @@ class TopicFilter:
 
 
 DENSE_HITS = 512  # from this many hits in a buffer, find their records with numpy
+
+
+def _records_of_hits(buf, start: int, ends: list[int], back: int, verify=None) -> Ranges:
+    """``_records_of_hits_np`` for a few hits: string searches per hit."""
+    ranges: Ranges = []
+    find = buf.find
+    rfind = buf.rfind
+    done = start  # records before this offset are decided
+    for to in ends:
+        to += start
+        if to <= done:
+            continue
+        pos = max(to - 1, start)
+        rs = rfind(b"\n", start, pos) + 1 or start
+        re_ = find(b"\n", pos) + 1
+        ls = find(b" ", rs + HEADER_MIN) + 1
+        if to - back < ls:  # the hit may start in the ULID/topic
+            if verify is None:
+                continue  # a later hit in this record may still start in the line
+            done = re_
+            if verify(buf[ls : re_ - 1]) is None:
+                continue
+        done = re_
+        if ranges and ranges[-1][1] == rs:
+            ranges[-1] = (ranges[-1][0], re_)
+        else:
+            ranges.append((rs, re_))
+    return ranges
 
 
 def _records_of_hits_np(buf, start: int, end: int, ends: list[int], back: int, verify=None) -> Ranges:
