@@ -37,10 +37,41 @@ def sample_lines(n: int, seed: int = 7) -> list[bytes]:
     return [rnd.choice(lines) for _ in range(n)]
 
 
+# Ports for test nodes come from below the kernel's ephemeral range (32768-60999 by
+# default), one block per xdist worker, handed out in order.  Port 0 would give an
+# ephemeral port, which any outgoing connection of a parallel test may take before the
+# node binds it (CI saw a restarted node fail with EADDRINUSE that way).
+PORT_LOW, PORT_BLOCK = 10_000, 4_000
+_next_port: list[int] = []
+
+
+def _port_block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    idx = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return PORT_LOW + PORT_BLOCK * (idx % 5)
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP+UDP port on 127.0.0.1 no other test of this run will be handed."""
+    base = _port_block()
+    if not _next_port:
+        _next_port.append((os.getpid() * 7919) % PORT_BLOCK)
+    for _ in range(PORT_BLOCK):
+        off = _next_port[0]
+        _next_port[0] = (off + 1) % PORT_BLOCK
+        if _bindable(base + off):
+            return base + off
+    raise RuntimeError("no free port in this worker's block")
 
 
 @dataclass
@@ -97,13 +128,18 @@ class NodeProc:
                     self.ports = {k: free_port() for k in self.ports}
                     return self.start(timeout)
                 raise RuntimeError(f"node exited: {text[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self.answering():
+                return self
             time.sleep(0.1)
         raise TimeoutError(f"node did not come up: {self.log_path.read_text()[-2000:]}")
+
+    def answering(self) -> bool:
+        """This node (not another process on its API port) answers its API."""
+        try:
+            r = httpx.get(self.url + "/cluster/state", timeout=1)
+            return r.status_code == 200 and r.json().get("self") == f"127.0.0.1:{self.ports['cluster']}"
+        except (httpx.HTTPError, ValueError):
+            return False
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

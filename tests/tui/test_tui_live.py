@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 from rich.console import Console
 
 from oklog.tui.app import OklogApp, make_app
@@ -33,12 +34,6 @@ from oklog.tui.widgets.topology import Topology
 
 SIZE = (140, 44)
 BIG_RECORDS = 150_000  # ~25 MB: enough that a full query takes many chunks
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:
@@ -83,9 +78,10 @@ class Node:
                     return self.start(timeout)
                 raise RuntimeError(text[-2000:])
             try:
-                if httpx.get(f"http://{self.api}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
+                r = httpx.get(f"http://{self.api}/cluster/state", timeout=1)
+                if r.status_code == 200 and r.json().get("self") == f"127.0.0.1:{p['cluster']}":
+                    return self  # this node, not another process on the same port
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.05)
         raise TimeoutError("node did not come up")
