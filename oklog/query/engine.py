@@ -1,17 +1,21 @@
 """Matching records in whole buffers. Pure: works on bytes-like objects.
 
 A buffer holds records ``ULID SP TOPIC SP LINE LF`` sorted by ULID. A query
-matches the LINE only. The scan never loops over records in Python: hyperscan
-finds match end offsets in the whole buffer (several GB/s), and only the records
-it reports are expanded to their boundaries.
+matches the LINE only. The scan never loops over records in Python: the C
+helper ``oklog._fast`` (a SIMD substring search, then record boundaries and
+output formatting, without the GIL) or hyperscan works on the whole buffer, and
+Python sees only the result.
 
-* Substring queries compile the literal; a hit is kept when it starts inside
-  the line (not in the ULID or topic).
+* Substring queries: ``_fast.grep`` finds the literal; a hit counts when it
+  starts inside the line (not in the ULID or topic).
 * Regex queries use RE2 syntax (as the original system's Go regexp), byte
-  semantics, linear time. Hyperscan runs a relaxed form of the pattern over the
-  buffer as a prefilter whose hits are a superset of the matching lines; RE2 then
-  decides each candidate line. Patterns hyperscan cannot compile fall back to RE2
-  on every line (slower, still linear).
+  semantics, linear time. When every match must contain a literal (a run of
+  plain characters at the top level of the pattern, as GNU grep finds one),
+  ``_fast.grep`` finds the lines holding it and RE2 decides each of those.
+  Otherwise hyperscan runs a relaxed form of the pattern over the buffer as a
+  prefilter whose hits are a superset of the matching lines, and RE2 decides each
+  candidate line. Patterns hyperscan cannot compile fall back to RE2 on every
+  line (slower, still linear).
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ import threading
 from dataclasses import dataclass
 
 import hyperscan
+import numpy as np
 import re2
 
+import oklog._fast as _fast
 from oklog.record import ULID_LEN
 
 HEADER_MIN = ULID_LEN + 1  # ULID and its space; the topic follows
 MAX_QUERY_LEN = 4096
+# Output modes of scan_format (and of oklog._fast): whole records, LINE LF,
+# ULID SP LINE LF; candidates are int64 triples (record start, line start, end).
+MODE_RAW, MODE_LINES, MODE_ULID, MODE_CANDIDATES = 0, 1, 2, 3
 
 
 class QueryError(ValueError):
@@ -178,6 +187,7 @@ class Matcher:
         self._local = threading.local()  # hyperscan scratch is per thread
         self._topic = TopicFilter(query.topic) if query.topic else None
         self._maxw: int | None = None
+        self._lit: bytes | None = None  # found by _fast.grep (the query, or a regex's required literal)
         if not q:
             self.match_all = True
             return
@@ -189,6 +199,10 @@ class Matcher:
             if self._verify.search(b"") is not None:
                 self.match_all = True  # matches the empty line, hence every line
                 return
+            self._lit = required_literal(q)
+            if self._lit is not None:
+                self._found = _line_matcher(q)
+                return  # candidates by the literal, decided by RE2
             pattern = relax_anchors(q)
             if not _top_level_bar(pattern):
                 pattern = _trim_tail(pattern)  # fewer match ends, same candidate lines
@@ -198,16 +212,14 @@ class Matcher:
             if b"\n" in q:
                 self.match_none = True  # no line contains LF
                 return
-            pattern = b"".join(b"\\x%02x" % c for c in q)
-            flags = 0
+            self._lit = q
+            return
         try:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(expressions=[pattern], flags=[flags])
             self._db = db
             self._scratch_proto = hyperscan.Scratch(db)
         except hyperscan.error:
-            if not query.regex:
-                raise QueryError("query could not be compiled") from None
             self._db = None  # RE2 on every line
 
     # -- scanning -------------------------------------------------------------
@@ -233,15 +245,46 @@ class Matcher:
             if self._topic is not None:
                 return self._topic.records(buf, start, end)
             return [(start, end)]
-        if self._db is None:
+        if self._lit is not None:
+            cand, keep = self._candidates(buf, start, end)
+            ranges = _coalesce(cand, keep)
+        elif self._db is None:
             ranges = self._scan_lines(buf, start, end)
-        elif self._verify is None:
-            ranges = self._scan_literal(buf, start, end)
         else:
             ranges = self._scan_prefiltered(buf, start, end)
         if self._topic is not None:
             return self._topic.filter(buf, ranges)
         return ranges
+
+    def scan_format(self, buf, start: int, end: int, mode: int) -> bytes:
+        """The matching records of buf[start:end] as output bytes in ``mode``
+        (MODE_RAW, MODE_LINES or MODE_ULID), without building range lists
+        where the C helper can do it all."""
+        if start >= end or self.match_none:
+            return b""
+        if self._topic is None:
+            if self.match_all:
+                return _fast.format(buf, start, end, mode)
+            if self._lit is not None:
+                if self._verify is None:
+                    return _fast.grep(buf, start, end, self._lit, mode)
+                cand, keep = self._candidates(buf, start, end)
+                return _fast.pick(buf, cand, keep, mode) if keep else b""
+        out = b"".join(buf[s:e] for s, e in self.scan(buf, start, end))
+        return out if mode == MODE_RAW else _fast.format(out, 0, len(out), mode)
+
+    def _candidates(self, buf, start: int, end: int) -> tuple[bytes, bytes | None]:
+        """Records whose line holds the literal (int64 triples: record start,
+        line start, record end), and for a regex which of them RE2 accepts
+        (one byte each; None: all)."""
+        assert self._lit is not None
+        cand = _fast.grep(buf, start, end, self._lit, MODE_CANDIDATES)
+        if self._verify is None or not cand:
+            return cand, None
+        t = np.frombuffer(cand, dtype=np.int64)
+        found = self._found
+        keep = bytes([found(buf[ls : re_ - 1]) for ls, re_ in zip(t[1::3].tolist(), t[2::3].tolist(), strict=True)])
+        return cand, keep
 
     def _hit_ends(self, buf, start: int, end: int) -> list[int]:
         """Where hyperscan's hits end, relative to ``start``. The callback only
@@ -254,15 +297,6 @@ class Matcher:
 
         self._hs_scan(_view(buf, start, end), on_match)
         return ends
-
-    def _scan_literal(self, buf, start: int, end: int) -> Ranges:
-        """Records holding the literal, found from its hits with numpy when hits
-        are many, with a few string searches when they are few."""
-        ends = self._hit_ends(buf, start, end)
-        qlen = len(self.query.q)
-        if len(ends) >= DENSE_HITS:
-            return _records_of_hits_np(buf, start, end, ends, qlen)
-        return _records_of_hits(buf, start, ends, qlen)
 
     def _scan_prefiltered(self, buf, start: int, end: int) -> Ranges:
         """Candidate lines from hyperscan, decided by RE2 unless the hit's
@@ -344,6 +378,62 @@ class TopicFilter:
 
 
 DENSE_HITS = 512  # from this many hits in a buffer, find their records with numpy
+MIN_LITERAL = 3  # a regex's required literal shorter than this finds too many candidates
+
+
+def required_literal(pattern: bytes) -> bytes | None:
+    """The longest run of plain characters at the top level of ``pattern``
+    (so in every match), if at least MIN_LITERAL long; None otherwise or when
+    case folding is on. Python's parser reads RE2 syntax closely enough; what it
+    rejects simply gets no literal."""
+    try:
+        from re import _constants, _parser  # type: ignore[attr-defined]
+
+        parsed = _parser.parse(pattern.decode("latin-1"))
+    except Exception:
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    best, cur = b"", bytearray()
+    for op, av in parsed:
+        if op is _constants.LITERAL and av < 256 and av != 0x0A:
+            cur.append(av)
+            if len(cur) > len(best):
+                best = bytes(cur)
+        else:
+            cur.clear()
+    return best if len(best) >= MIN_LITERAL else None
+
+
+def _line_matcher(pattern: bytes):
+    """``f(line) -> bool``: whether RE2 finds ``pattern`` in the line. Calls the
+    binding's compiled RE2 directly, without submatches: about 1.3 us a line
+    where ``re2.search`` takes 6 (it builds a match object in Python)."""
+    opts = _re2_options()
+    opts.never_capture = True
+    compiled = re2.compile(pattern, opts)
+    raw = getattr(compiled, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if raw is None or anchor is None:  # another binding version: the public API
+        return lambda line: compiled.search(line) is not None
+    match = raw.Match
+    return lambda line: match(anchor, line, 0, len(line))[0][0] >= 0
+
+
+def _coalesce(cand: bytes, keep: bytes | None) -> Ranges:
+    """Ranges of the kept candidate records, adjacent ones joined."""
+    if not cand:
+        return []
+    t = np.frombuffer(cand, dtype=np.int64).reshape(-1, 3)
+    if keep is not None:
+        t = t[np.frombuffer(keep, dtype=np.bool_)]
+        if not len(t):
+            return []
+    rs, re_ = t[:, 0], t[:, 2]
+    breaks = np.flatnonzero(rs[1:] != re_[:-1]) + 1
+    starts = rs[np.concatenate(([0], breaks))].tolist()
+    stops = re_[np.concatenate((breaks - 1, [len(t) - 1]))].tolist()
+    return list(zip(starts, stops, strict=True))
 
 
 def _records_of_hits(buf, start: int, ends: list[int], back: int, verify=None) -> Ranges:

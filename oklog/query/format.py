@@ -12,7 +12,10 @@ import json
 
 import numpy as np
 
+import oklog._fast as _fast
 from oklog.record import ALPHABET, ULID_LEN
+
+MODE_RAW, MODE_LINES, MODE_ULID = 0, 1, 2  # as in oklog._fast and engine.scan_format
 
 _NL, _SP = 10, 32
 _DECODE = np.zeros(256, dtype=np.int64)
@@ -59,49 +62,14 @@ def _fields(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, line_starts, ends
 
 
-def _keep(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bytes:
-    """Concatenate arr[lo[i]:hi[i]] for all i (ranges ascending, disjoint)."""
-    delta = np.zeros(len(arr) + 1, dtype=np.int8)
-    delta[lo] += 1
-    delta[hi] -= 1
-    mask = np.cumsum(delta[:-1], dtype=np.int8).view(np.bool_)
-    return arr[mask].tobytes()
-
-
-def _drop(arr: np.ndarray, starts: np.ndarray, width: int) -> bytes:
-    """Remove ``width`` bytes at every start: the cheap case of a common header."""
-    mask = np.ones(len(arr), dtype=np.bool_)
-    for k in range(width):
-        mask[starts + k] = False
-    return arr[mask].tobytes()
-
-
 def lines_only(buf: bytes) -> bytes:
     """``LINE LF`` for every record: what ``oklog query`` prints by default."""
-    if not buf:
-        return b""
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    starts, ends = _starts_ends(arr)
-    h = _common_header(arr, starts)
-    if h:
-        return _drop(arr, starts, h)
-    _, line_starts, ends = _fields(arr)
-    return _keep(arr, line_starts, ends + 1)
+    return _fast.format(buf, 0, len(buf), MODE_LINES) if buf else b""
 
 
 def ulid_and_line(buf: bytes) -> bytes:
     """``ULID SP LINE LF``: drop only the topic."""
-    if not buf:
-        return b""
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    starts, line_starts, ends = _fields(arr)
-    lo = np.empty(2 * len(starts), dtype=np.int64)
-    hi = np.empty_like(lo)
-    lo[0::2], hi[0::2] = starts, starts + ULID_LEN + 1
-    lo[1::2], hi[1::2] = line_starts, ends + 1
-    # Drop empty ranges (cannot happen for well-formed records, but be safe).
-    ok = hi > lo
-    return _keep(arr, lo[ok], hi[ok])
+    return _fast.format(buf, 0, len(buf), MODE_ULID) if buf else b""
 
 
 def ulid_ms_array(arr: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -171,6 +139,8 @@ FORMATS = {
     "ulidtime": lambda b: with_time(b, ulid=True),
     "json": as_json,
 }
+# Formats the C helper produces straight from the scanned buffer.
+NATIVE_MODES = {None: MODE_RAW, lines_only: MODE_LINES, ulid_and_line: MODE_ULID}
 CHUNK = 1 << 20
 
 

@@ -19,7 +19,7 @@ import trio
 
 from oklog.fs import close_map
 from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
-from oklog.query.format import apply_chunked
+from oklog.query.format import MODE_RAW, NATIVE_MODES, apply_chunked
 from oklog.query.params import QueryParams
 from oklog.store.log import Segment, StoreLog, group_overlapping
 
@@ -107,7 +107,15 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
 
 def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     """Scan one unit (in a worker thread); return its matching records in order,
-    formatted by ``fmt`` if given."""
+    formatted by ``fmt`` if given. Raw records, lines and ULID+line come straight
+    out of the scan of a single segment range (no intermediate copy)."""
+    mode = NATIVE_MODES.get(fmt)
+    if mode is not None and len(unit.parts) == 1:
+        seg, lo, hi = unit.parts[0]
+        buf = plan.bufs[seg.name]
+        out = matcher.scan_format(buf, lo, hi, mode)
+        _release(buf, lo, hi)
+        return out
     return apply_chunked(fmt, _scan_unit(plan, matcher, unit))
 
 
@@ -126,8 +134,7 @@ def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
     outs = []
     for seg, lo, hi in unit.parts:
         buf = plan.bufs[seg.name]
-        ranges = matcher.scan(buf, lo, hi)
-        outs.append(b"".join(buf[s:e] for s, e in ranges))  # type: ignore[index]
+        outs.append(matcher.scan_format(buf, lo, hi, MODE_RAW))
         _release(buf, lo, hi)
     if len(outs) == 1:
         return outs[0]

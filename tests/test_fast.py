@@ -1,0 +1,149 @@
+"""oklog._fast (the C loops of the query path) against plain-Python references."""
+
+from __future__ import annotations
+
+import mmap
+import random
+
+import numpy as np
+import pytest
+import re2
+from conftest import sample_lines
+
+import oklog._fast as fast
+from oklog.query.engine import (
+    MODE_CANDIDATES,
+    MODE_LINES,
+    MODE_RAW,
+    MODE_ULID,
+    Matcher,
+    Query,
+    required_literal,
+)
+
+ULID = b"01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def rec(line: bytes, topic: bytes = b"t", ulid: bytes = ULID) -> bytes:
+    return ulid + b" " + topic + b" " + line + b"\n"
+
+
+def split(buf: bytes) -> list[tuple[int, int, int]]:
+    """(record start, line start, end) of every record, the slow way."""
+    out, pos = [], 0
+    while pos < len(buf):
+        end = buf.index(b"\n", pos) + 1
+        ls = buf.index(b" ", pos + 27) + 1
+        out.append((pos, ls, end))
+        pos = end
+    return out
+
+
+def shape(buf: bytes, rs: int, ls: int, e: int, mode: int) -> bytes:
+    return {MODE_RAW: buf[rs:e], MODE_LINES: buf[ls:e], MODE_ULID: buf[rs : rs + 27] + buf[ls:e]}[mode]
+
+
+def ref_grep(buf: bytes, needle: bytes, mode: int, start: int = 0, end: int | None = None) -> bytes:
+    end = len(buf) if end is None else end
+    return b"".join(
+        shape(buf, rs, ls, e, mode) for rs, ls, e in split(buf[:end]) if rs >= start and needle in buf[ls : e - 1]
+    )
+
+
+MODES = (MODE_RAW, MODE_LINES, MODE_ULID)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grep_edges(mode):
+    buf = b"".join(
+        [
+            rec(b"needle at start"),
+            rec(b"no match here", topic=b"needle"),  # only in the topic: not a match
+            rec(b"ends with needle"),
+            rec(b"needle twice needle"),
+            rec(b""),
+            rec(b"x"),
+            rec(b"needleneedle", topic=b"needle"),
+            rec(b"nee dle"),
+        ]
+    )
+    for needle in (b"needle", b"n", b"e", b"ee", b"needle twice needle", b"dle\x00"):
+        assert fast.grep(buf, 0, len(buf), needle, mode) == ref_grep(buf, needle, mode), needle
+
+
+def test_grep_hit_in_ulid_is_not_a_match():
+    buf = rec(b"line", ulid=b"0" * 26) + rec(b"0000", ulid=b"1" * 26)
+    assert fast.grep(buf, 0, len(buf), b"00", MODE_LINES) == b"0000\n"
+
+
+def test_grep_window_and_candidates():
+    lines = sample_lines(3000, seed=3)
+    buf = b"".join(rec(x) for x in lines)
+    recs = split(buf)
+    start, end = recs[100][0], recs[2000][2]
+    got = fast.grep(buf, start, end, b"a", MODE_CANDIDATES)
+    want = [t for t in recs[100:2001] if b"a" in buf[t[1] : t[2] - 1]]
+    assert np.frombuffer(got, dtype=np.int64).reshape(-1, 3).tolist() == [list(t) for t in want]
+    keep = bytes(random.Random(1).choice((0, 1)) for _ in want)
+    picked = fast.pick(buf, got, keep, MODE_LINES)
+    assert picked == b"".join(buf[ls:e] for (_, ls, e), k in zip(want, keep, strict=True) if k)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grep_and_format_on_corpus_and_mmap(tmp_path, mode):
+    lines = sample_lines(20000, seed=5)
+    topics = [b"a", b"svc", b"longer-topic"]
+    buf = b"".join(rec(x, topics[i % 3]) for i, x in enumerate(lines))
+    path = tmp_path / "seg"
+    path.write_bytes(buf)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        for needle in (b"error", b"blk_", b"ERROR", b"user", b"1", b"Failed password for"):
+            assert fast.grep(m, 0, len(m), needle, mode) == ref_grep(buf, needle, mode)
+        assert fast.format(m, 0, len(m), mode) == b"".join(shape(buf, *t, mode) for t in split(buf))
+
+
+def test_arguments_are_checked():
+    buf = rec(b"abc")
+    with pytest.raises(ValueError):
+        fast.grep(buf, 0, len(buf), b"", MODE_RAW)
+    with pytest.raises(ValueError):
+        fast.grep(buf, 0, len(buf), b"a\nb", MODE_RAW)
+    with pytest.raises(ValueError):
+        fast.format(buf, 5, 2, MODE_RAW)
+    with pytest.raises(ValueError):
+        fast.format(buf, 0, len(buf), 9)
+    with pytest.raises(ValueError):
+        fast.pick(buf, b"\x00" * 24, b"", MODE_RAW)  # keep length differs
+    bad = (0).to_bytes(8, "little") + (0).to_bytes(8, "little") + (10**6).to_bytes(8, "little")
+    with pytest.raises(ValueError):
+        fast.pick(buf, bad, b"\x01", MODE_RAW)
+    assert fast.format(buf, 0, 10**9, MODE_LINES) == b"abc\n"  # end clamps to the buffer
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        (rb"Failed password for (invalid user )?\w+", b"Failed password for "),
+        (rb"a|bcd", None),  # alternation at the top: no literal is required
+        (rb"(?i)error", None),  # case folding
+        (rb"ab*cdef", b"cdef"),
+        (rb"x\d+ yz", b" yz"),
+        (rb"\Qabc\E", None),  # RE2-only syntax: no literal rather than a wrong one
+        (rb"ab", None),  # too short to pay
+    ],
+)
+def test_required_literal(pattern, literal):
+    assert required_literal(pattern) == literal
+
+
+def test_regex_via_literal_equals_regex_everywhere():
+    lines = sample_lines(20000, seed=9)
+    buf = b"".join(rec(x) for x in lines)
+    for pattern in (rb"Failed password for (invalid user )?\w+", rb"user \w+ from \d", rb"PacketResponder \d+ for"):
+        m = Matcher(Query(q=pattern, regex=True))
+        assert m._lit is not None
+        r = re2.compile(pattern)
+        want = b"".join(buf[ls:e] for _, ls, e in split(buf) if r.search(buf[ls : e - 1]))
+        assert m.scan_format(buf, 0, len(buf), MODE_LINES) == want
+        want_raw = b"".join(buf[rs:e] for rs, ls, e in split(buf) if r.search(buf[ls : e - 1]))
+        assert b"".join(buf[s:e] for s, e in m.scan(buf, 0, len(buf))) == want_raw
