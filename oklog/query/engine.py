@@ -199,15 +199,18 @@ class Matcher:
             if self._verify.search(b"") is not None:
                 self.match_all = True  # matches the empty line, hence every line
                 return
-            self._lit = required_literal(q)
-            if self._lit is not None:
-                self._found = _line_matcher(q)
-                return  # candidates by the literal, decided by RE2
             pattern = relax_anchors(q)
             if not _top_level_bar(pattern):
                 pattern = _trim_tail(pattern)  # fewer match ends, same candidate lines
             self._maxw = max_width(pattern) if pattern == q or _trim_tail(q) == pattern else None
             flags = hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
+            self._lit = required_literal(q)
+            if self._lit is not None:
+                self._found = _line_matcher(q)
+                if self._maxw is None:
+                    return  # candidates by the literal, decided by RE2 one by one
+                # else hyperscan decides the candidate lines at once: a hit of
+                # bounded width that cannot cross LF is a match in its line
         else:
             if b"\n" in q:
                 self.match_none = True  # no line contains LF
@@ -282,6 +285,15 @@ class Matcher:
         if self._verify is None or not cand:
             return cand, None
         t = np.frombuffer(cand, dtype=np.int64)
+        if self._db is not None and self._maxw is not None:
+            n = len(t) // 3
+            lines = _fast.pick(buf, cand, b"\x01" * n, MODE_LINES)  # LINE LF of each candidate
+            ends = self._hit_ends(lines, 0, len(lines))
+            mask = np.zeros(n, dtype=np.uint8)
+            if ends:
+                nl = np.flatnonzero(np.frombuffer(lines, dtype=np.uint8) == 0x0A)
+                mask[np.searchsorted(nl, np.asarray(ends, dtype=np.int64) - 1)] = 1
+            return cand, mask.tobytes()
         found = self._found
         keep = bytes([found(buf[ls : re_ - 1]) for ls, re_ in zip(t[1::3].tolist(), t[2::3].tolist(), strict=True)])
         return cand, keep
