@@ -608,6 +608,13 @@ def main(argv: list[str] | None = None) -> int:
                 result["queries"] = qb.run(ten)
                 result["node_peak_rss_mib_queries"] = node.peak_rss_mib()
                 result["node_vmhwm_mib"] = node.hwm_mib()
+            # A benchmark run is also a soak test: nothing may have been quarantined.
+            status, _, body = node.request("GET", "/cluster/state")
+            quarantined = json.loads(body)["pipeline"]["store"]["quarantined"] if status == 200 else ["(no state)"]
+            result["ingest"][-1]["quarantined"] = quarantined
+            if quarantined:
+                loud(f"{mode}: the node quarantined segments: {quarantined}")
+                failed = True
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
             loud(f"{mode}: {e}")
             result.setdefault("errors", []).append(f"{mode}: {e}")
