@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_API_PORT = 7650
-DEFAULT_FAST_PORT = 7651
-DEFAULT_DURABLE_PORT = 7652
-DEFAULT_BULK_PORT = 7653
-DEFAULT_CLUSTER_PORT = 7659
-
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+from oklog.units import (  # noqa: F401  (re-exported: oklog.config is their historical home)
+    DEFAULT_API_PORT,
+    DEFAULT_BULK_PORT,
+    DEFAULT_CLUSTER_PORT,
+    DEFAULT_DURABLE_PORT,
+    DEFAULT_FAST_PORT,
+    GiB,
+    KiB,
+    MiB,
+    parse_duration,
+    parse_size,
+)
 
 DEFAULT_SEGMENT_FLUSH_SIZE = 16 * MiB
 DEFAULT_SEGMENT_FLUSH_AGE = 3.0
@@ -74,56 +79,3 @@ class NodeConfig:
     def is_store(self) -> bool:
         return self.role in ("store", "ingeststore")
 
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": KiB,
-    "kb": KiB,
-    "kib": KiB,
-    "m": MiB,
-    "mb": MiB,
-    "mib": MiB,
-    "g": GiB,
-    "gb": GiB,
-    "gib": GiB,
-}
-
-
-def parse_size(text: str) -> int:
-    """``16MB``, ``16MiB``, ``512k``, ``1048576`` → bytes (binary units)."""
-    t = text.strip().lower().replace("_", "")
-    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = t[len(num) :]
-    if unit not in _UNITS or not num:
-        raise ValueError(f"bad size {text!r} (examples: 16MiB, 512k, 1048576)")
-    value = float(num) * _UNITS[unit]
-    if value < 0:
-        raise ValueError(f"negative size {text!r}")
-    return int(value)
-
-
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Go-style durations: ``3s``, ``1m30s``, ``168h``, ``500ms``, ``2d``; a bare number is seconds."""
-    import re
-
-    t = text.strip()
-    if not t:
-        raise ValueError("empty duration")
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    total = 0.0
-    pos = 0
-    for m in re.finditer(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", t):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(t) or pos == 0:
-        raise ValueError(f"bad duration {text!r} (examples: 3s, 5m, 1h30m, 168h)")
-    return total
