@@ -11,6 +11,7 @@ commands that run a node.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from oklog import units as U
@@ -346,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader stopped (| head): no traceback, and nothing left to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 

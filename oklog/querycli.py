@@ -73,13 +73,13 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 
 def _quote_plus(text: str) -> str:
-    return "".join(
-        chr(b) if b in _SAFE else "+" if b == 0x20 else f"%{b:02X}" for b in text.encode("latin-1")
-    )
+    # The bytes the shell passed (os.fsencode undoes argv decoding): a term typed
+    # in a UTF-8 terminal is searched as the UTF-8 bytes the logs hold.
+    return "".join(chr(b) if b in _SAFE else "+" if b == 0x20 else f"%{b:02X}" for b in os.fsencode(text))
 
 
 def urlencode(params: dict[str, str]) -> str:
-    """``urllib.parse.urlencode(params, encoding="latin-1")`` without importing urllib."""
+    """``urllib.parse.urlencode`` of the argument bytes, without importing urllib."""
     return "&".join(f"{_quote_plus(k)}={_quote_plus(v)}" for k, v in params.items())
 
 
@@ -303,6 +303,8 @@ def query_main(ns, out=None, err=None) -> int:
         if resp.status == 206:
             print("oklog query: partial result (some nodes failed)", file=err)
             return 3
+    except BrokenPipeError:
+        raise  # the reader went away (| head): the CLI exits quietly
     except OSError as e:
         print(f"oklog query: {where}: {e!r}", file=err)
         return 1
