@@ -331,11 +331,13 @@ def test_urlencode_matches_urllib():
     cases = [
         {"q": "plain", "regex": "false"},
         {"q": "a b+c&d=e/f?g#h%i", "from": "2026-11-23T22:23:07.498Z"},
-        {"q": "é ÿ \x00\x7f~._-", "topic": "t"},
+        {"q": "é ÿ € \x00\x7f~._-", "topic": "t"},
         {"q": ""},
     ]
-    for params in cases:
-        assert urlencode(params) == std_urlencode(params, encoding="latin-1")
+    for params in cases:  # the argument's bytes: UTF-8 from a UTF-8 terminal
+        assert urlencode(params) == std_urlencode(params)
+    # bytes that are not UTF-8 reach Python as surrogate escapes; they go out as they came
+    assert urlencode({"q": b"\xe9t\xe9".decode("utf-8", "surrogateescape")}) == "q=%E9t%E9"
 
 
 # -- start-up ------------------------------------------------------------------------------
