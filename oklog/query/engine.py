@@ -448,7 +448,7 @@ def _coalesce(cand: bytes, keep: bytes | None) -> Ranges:
     return list(zip(starts, stops, strict=True))
 
 
-def _records_of_hits(buf, start: int, ends: list[int], back: int, verify=None) -> Ranges:
+def _records_of_hits(buf, start: int, ends: list[int], back: int, verify) -> Ranges:
     """``_records_of_hits_np`` for a few hits: string searches per hit."""
     ranges: Ranges = []
     find = buf.find
@@ -463,8 +463,6 @@ def _records_of_hits(buf, start: int, ends: list[int], back: int, verify=None) -
         re_ = find(b"\n", pos) + 1
         ls = find(b" ", rs + HEADER_MIN) + 1
         if to - back < ls:  # the hit may start in the ULID/topic
-            if verify is None:
-                continue  # a later hit in this record may still start in the line
             done = re_
             if verify(buf[ls : re_ - 1]) is None:
                 continue
@@ -482,8 +480,6 @@ def _records_of_hits_np(buf, start: int, end: int, ends: list[int], back: int, v
     pass, records by binary search, the header test on the hit records only.
     A record whose hits may start in the header is decided by ``verify`` on its
     line, or rejected if there is none (literals: the start is exact)."""
-    import numpy as np
-
     arr = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
     nl = np.flatnonzero(arr == 0x0A)  # relative LF positions
     e = np.asarray(ends, dtype=np.int64)  # sorted (hyperscan reports by end)
@@ -513,8 +509,6 @@ def _records_of_hits_np(buf, start: int, end: int, ends: list[int], back: int, v
 
 def _line_starts(arr, rec_start):
     """Offsets where the lines of the records starting at ``rec_start`` begin."""
-    import numpy as np
-
     first = arr[int(rec_start[0]) : int(rec_start[0]) + HEADER_MIN + MAX_TOPIC_BYTES + 1].tobytes()
     sp = first.find(b" ", HEADER_MIN)
     if sp > 0:
