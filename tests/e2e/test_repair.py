@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 from conftest import OKLOG, wait_for
-from test_cluster import FAST, settled, states
+from test_cluster import FAST, records_on_disk, settled, states
 
 SMALL_SEGMENTS = ["-store.segment-target-size", "16KiB"]
 
@@ -41,8 +41,10 @@ def test_repair_after_wipe_then_rebalance(node_factory):
     wait_for(lambda: settled(nodes) and len(holders(nodes)) == total, timeout=30, what="all stored")
     assert min(holders(nodes).values()) >= 2
 
-    # Wipe one node's store while it is down.
-    victim = nodes[1]
+    # Wipe one node's store while it is down. Replication targets are chosen at
+    # random, so a node may hold none of these records: wipe the one holding most.
+    victim = max(nodes, key=lambda n: len(records_on_disk(n)))
+    assert records_on_disk(victim)
     victim.kill()
     shutil.rmtree(victim.workdir / "store")
     victim.start()
