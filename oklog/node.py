@@ -122,7 +122,8 @@ class Node:
             r.mount(ingest_router(self.ingest_log))
             r.mount(httpingest_router(self.ingest_log, self.ingest_settings(), self.http_ingest_stats))
         if self.store_log is not None:
-            r.mount(store_router(self.store_log, self.scan_limiter, self._query))
+            pending = self.maintenance.pending if self.maintenance is not None else None
+            r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending))
         if self.ingest_log is not None:
             r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
         r.add(

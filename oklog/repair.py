@@ -165,7 +165,7 @@ def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=Tru
         if len(members) < 2:
             raise SystemExit("oklog rebalance: fewer than two live store members")
         by_id = {m.id: m for m in members}
-        segs = _store_sizes(client, members)
+        segs = _settled_sizes(client, members)  # e.g. a repair just before: let its copies compact
         s.sizes_before = {k: sum(x["size"] for x in v) for k, v in segs.items()}
         tried: set[tuple[str, str]] = set()
         bar = _bar(progress, max_moves, "rebalance")
@@ -186,16 +186,19 @@ def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=Tru
 SETTLE_ROUNDS = 5
 
 
-def _settled_sizes(client, members, timeout: float = 15.0) -> dict[str, list[dict]]:
+def _settled_sizes(client, members, timeout: float = 30.0) -> dict[str, list[dict]]:
+    """Segment lists once no member has maintenance work left (receivers compact
+    away copies they already had) and two readings a second apart agree."""
     deadline = time.monotonic() + timeout
-    prev = _store_sizes(client, members)
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = _store_sizes(client, members)
-        if now == prev:
+    prev = None
+    while True:
+        answers = {m.id: client.get(f"http://{m.api}/store/segments").json() for m in members}
+        now = {k: v["segments"] for k, v in answers.items()}
+        busy = any(v.get("compaction_pending") for v in answers.values())
+        if (now == prev and not busy) or time.monotonic() > deadline:
             return now
         prev = now
-    return prev
+        time.sleep(0.5 if busy else 1.0)
 
 
 def _rebalance_round(client, members, by_id, factor, ratio, max_moves, segs, tried, s, bar):

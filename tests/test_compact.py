@@ -3,6 +3,7 @@
 import random
 
 import pytest
+import trio
 
 from oklog.fs import MemFS, RealFS, join
 from oklog.query.engine import merge_dedup
@@ -91,6 +92,22 @@ def test_small_sequential_segments_are_concatenated(store):
     assert plan(store.segments(), 1 << 20) == []
 
 
+def test_pending_until_maintenance_has_nothing_left(store):
+    """/store/segments reports this; rebalance waits for it before reading sizes."""
+    m = Maintenance(store, 20_000, retain=10**12, purge=10**9, limiter=trio.CapacityLimiter(1))
+    assert not m.pending()
+    for b in make_segments(random.Random(7)):
+        store.write(b)
+    assert m.pending()
+    steps = 0
+    while m.pending():
+        assert trio.run(m.step), "pending but a pass found nothing to do"
+        steps += 1
+        assert steps < 100
+    assert not trio.run(m.step)
+    assert all(len(g) == 1 for g in group_overlapping(store.segments()))
+
+
 @pytest.mark.parametrize("crash_at", ["after_first_output", "before_remove", "mid_remove"])
 def test_crash_at_each_step_loses_nothing(tmp_path, monkeypatch, crash_at):
     fs = RealFS()
@@ -141,7 +158,6 @@ def test_crash_at_each_step_loses_nothing(tmp_path, monkeypatch, crash_at):
 
 
 def test_retention_and_purge(store):
-    import trio
 
     now = 2_000_000.0  # seconds
     day = 86400
@@ -168,7 +184,6 @@ def test_retention_and_purge(store):
 
 
 def test_disk_cap_trashes_oldest_first(store):
-    import trio
 
     segs = [store.write(encode_ulid(1000 + i, 1) + b" default %d\n" % i) for i in range(5)]
     m = Maintenance(store, 1 << 20, retain=10**12, purge=10**9, limiter=trio.CapacityLimiter(1))

@@ -86,7 +86,9 @@ def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
     return emit
 
 
-def store_router(store: StoreLog, limiter: trio.CapacityLimiter, query_handler=None) -> Router:
+def store_router(
+    store: StoreLog, limiter: trio.CapacityLimiter, query_handler=None, compaction_pending: Callable[[], bool] | None = None
+) -> Router:
     r = Router()
 
     async def _query(req: Request) -> Response:
@@ -107,6 +109,9 @@ def store_router(store: StoreLog, limiter: trio.CapacityLimiter, query_handler=N
             {
                 "segments": [{"name": x.name, "first": x.first, "last": x.last, "size": x.size} for x in segs],
                 "bytes": sum(x.size for x in segs),
+                # true while maintenance has segments to validate or compact, so
+                # sizes may still change (rebalance waits for false)
+                "compaction_pending": bool(compaction_pending and compaction_pending()),
             }
         )
 

@@ -289,6 +289,14 @@ class Maintenance:
             self.unsplittable.add(out[0].name)
         return True
 
+    def pending(self) -> bool:
+        """Whether a pass would find work: segments to validate or a compaction
+        job (sizes are not settled until this is false)."""
+        if self.store.unvalidated():
+            return True
+        valid = [s for s in self.store.segments() if s.name in self.store.validated]
+        return bool(plan(valid, self.target, unsplittable=self.unsplittable))
+
     def retention(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         cutoff = ms_floor(int((now - self.retain) * 1000)).decode()
