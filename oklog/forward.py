@@ -38,8 +38,9 @@ from oklog.record import DEFAULT_TOPIC, ULIDSource, stamp_lines, validate_topic
 READ_SIZE = 1 << 20
 PORTS = {"fast": DEFAULT_FAST_PORT, "durable": DEFAULT_DURABLE_PORT, "bulk": DEFAULT_BULK_PORT}
 DURABLE_WINDOW = 8 << 20  # unacknowledged bytes in flight
-BULK_SIZE = 1 << 20
+BULK_SIZE = 2 << 20
 BULK_AGE = 1.0
+BULK_WINDOW = 16 << 20  # bytes of bulk frames sent ahead of their replies
 REFUSED_PROBE = 0.05  # seconds to watch a new connection for an immediate close
 ACK_TIMEOUT = 10.0  # durable: no acknowledgement progress for this long → fail over
 BULK_REPLY_TIMEOUT = 30.0  # bulk: the node answers within its own 20 s ack timeout
@@ -301,9 +302,15 @@ def send_durable(q: LineQueue, conn: Connector) -> None:
             eof = False  # after reconnecting: resend what is unacknowledged, then shut down again
 
 
-def send_bulk(q: LineQueue, conn: Connector, topic: bytes, size: int = BULK_SIZE, age: float = BULK_AGE) -> None:
+def send_bulk(
+    q: LineQueue, conn: Connector, topic: bytes, size: int = BULK_SIZE, age: float = BULK_AGE, window: int = BULK_WINDOW
+) -> None:
+    """Frames are pipelined: up to ``window`` bytes of frames are sent before
+    their replies arrive (in order). On an error or a lost connection, every
+    frame not yet answered OK is resent on a new connection; they carry the
+    same ULIDs, so a frame that was committed after all is not duplicated."""
     ulids = ULIDSource()
-    sock: socket.socket | None = None
+    link = _BulkLink(conn)
     pending: list[bytes] = []
     pending_size = 0
     started = time.monotonic()
@@ -322,37 +329,98 @@ def send_bulk(q: LineQueue, conn: Connector, topic: bytes, size: int = BULK_SIZE
         lines = b"".join(pending)[:-1].split(b"\n")
         pending, pending_size = [], 0
         body = stamp_lines(lines, ulids.headers(len(lines), topic))
-        frame = b"BULK %d\n" % len(body) + body
-        backoff = 0.05
+        link.send(b"BULK %d\n" % len(body) + body)
+        while link.inflight_bytes > window:
+            link.wait_reply()
+    while link.inflight:
+        link.wait_reply()
+    link.close()
+
+
+class _BulkLink:
+    """One bulk connection with its unanswered frames, oldest first."""
+
+    def __init__(self, conn: Connector) -> None:
+        self.conn = conn
+        self.sock: socket.socket | None = None
+        self.inflight: collections.deque[bytes] = collections.deque()
+        self.inflight_bytes = 0
+        self.buf = b""
+        self.backoff = 0.05
+
+    def send(self, frame: bytes) -> None:
+        self.inflight.append(frame)
+        self.inflight_bytes += len(frame)
+        if self.sock is None:
+            self._reconnect()
+            return  # _reconnect sent every in-flight frame, this one included
+        try:
+            self.sock.sendall(frame)
+        except OSError as e:
+            self._failed(e)
+        self._take_ready_replies()
+
+    def wait_reply(self) -> None:
+        """Block until the oldest frame is answered OK (resending on failure)."""
         while True:
-            if sock is None:
-                sock = conn.connect()
-                sock.settimeout(BULK_REPLY_TIMEOUT)
             try:
-                sock.sendall(frame)
-                reply = _read_line(sock)
-                if reply.startswith(b"OK"):
-                    break
-                raise ConnectionError(reply.decode("utf-8", "replace"))
+                if self.sock is None:
+                    self._reconnect()
+                    continue
+                self._handle(self._line())
+                return
             except OSError as e:
-                log(f"bulk segment not acknowledged ({e}); retrying")
-                conn.reconnects += 1
-                sock.close()
-                sock = None
-                time.sleep(backoff)
-                backoff = min(backoff * 2, conn.max_backoff)
-    if sock is not None:
-        sock.close()
+                self._failed(e)
 
+    def _take_ready_replies(self) -> None:
+        while self.sock is not None and self.inflight:
+            r, _, _ = select.select([self.sock], [], [], 0)
+            if not r:
+                return
+            try:
+                self._handle(self._line())
+            except OSError as e:
+                self._failed(e)
 
-def _read_line(sock: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        data = sock.recv(256)
-        if not data:
-            raise ConnectionError("node closed the connection")
-        buf += data
-    return buf.strip()
+    def _handle(self, reply: bytes) -> None:
+        if not reply.startswith(b"OK"):
+            raise ConnectionError(reply.decode("utf-8", "replace"))
+        if not self.inflight:
+            raise ConnectionError("reply for no frame")
+        self.inflight_bytes -= len(self.inflight.popleft())
+        self.backoff = 0.05
+
+    def _line(self) -> bytes:
+        assert self.sock is not None
+        while b"\n" not in self.buf:
+            data = self.sock.recv(4096)
+            if not data:
+                raise ConnectionError("node closed the connection")
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.strip()
+
+    def _failed(self, e: Exception) -> None:
+        log(f"bulk segment not acknowledged ({e}); resending {len(self.inflight)} unanswered segments")
+        self.conn.reconnects += 1
+        self.close()
+        time.sleep(self.backoff)
+        self.backoff = min(self.backoff * 2, self.conn.max_backoff)
+
+    def _reconnect(self) -> None:
+        sock = self.conn.connect()
+        sock.settimeout(BULK_REPLY_TIMEOUT)
+        self.sock, self.buf = sock, b""
+        try:
+            for frame in self.inflight:
+                sock.sendall(frame)
+        except OSError as e:
+            self._failed(e)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def forward_main(

@@ -1,6 +1,7 @@
 """The bulk ingest port: whole segments in, acknowledged once replicated.
 
-Framing (one TCP connection may carry many frames, one at a time)::
+Framing (one TCP connection carries many frames; a client may send the next
+before the previous one is answered, and replies come in frame order)::
 
     client → node:  "BULK <n>\\n" then n bytes of records
                     (``ULID SP TOPIC SP LINE LF``, sorted by ULID, stamped by the client)
@@ -28,6 +29,7 @@ log = logging.getLogger("oklog.ingest.bulk")
 MAX_FRAME = 64 << 20
 HEADER_MAX = 64
 ACK_TIMEOUT = 20.0  # then ERR: the client retries (same ULIDs), maybe elsewhere
+PIPELINE = 16  # frames read ahead of their replies on one connection
 
 
 @dataclass
@@ -72,53 +74,85 @@ class _Reader:
         return out
 
 
+@dataclass
+class _Frame:
+    """One frame's place in the reply order: an ERR to send, or a commit to await."""
+
+    reply: str = ""
+    done: trio.Event | None = None
+    seg_id: str = ""
+    records: int = 0
+    deadline: float = 0.0
+    last: bool = False  # the reader stopped after this one: close once it is answered
+
+
 async def handle_bulk(stream: trio.abc.Stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float) -> None:
+    """Frames are pipelined: the reader keeps taking frames (up to PIPELINE
+    unanswered) while earlier ones wait for their commit; replies go out in
+    frame order."""
+    send, recv = trio.open_memory_channel[_Frame](PIPELINE)
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(_answer, stream, ilog, stats, recv)
+        async with send:
+            await _read_frames(stream, ilog, stats, ack_timeout, send)
+
+
+async def _read_frames(stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send) -> None:
     r = _Reader(stream)
-    async with stream:
-        while True:
-            try:
-                header = await r.line()
-            except ValueError as e:
-                await _reply(stream, f"ERR {e}")
+    token = trio.lowlevel.current_trio_token()
+    while True:
+        try:
+            header = await r.line()
+        except ValueError as e:
+            await send.send(_Frame(reply=f"ERR {e}", last=True))
+            return
+        if header is None:
+            return
+        parts = header.split()
+        if len(parts) != 2 or parts[0] != b"BULK" or not parts[1].isdigit():
+            stats.errors += 1
+            await send.send(_Frame(reply="ERR expected 'BULK <bytes>'", last=True))
+            return
+        n = int(parts[1])
+        if n > MAX_FRAME:
+            stats.errors += 1
+            await send.send(_Frame(reply=f"ERR frame of {n} bytes exceeds {MAX_FRAME}", last=True))
+            return
+        if not await r.fill(n):
+            return
+        body = r.take(n)
+        try:
+            await trio.to_thread.run_sync(validate_records, body)
+        except SegmentError as e:
+            stats.errors += 1
+            await send.send(_Frame(reply=f"ERR bad segment: {e}"))
+            continue
+        done = trio.Event()
+        seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body)
+        ilog.commit_waiters[seg_id] = lambda done=done: _set(done, token)
+        records = body.count(b"\n")
+        stats.frames += 1
+        stats.records += records
+        stats.bytes += n
+        await send.send(_Frame(done=done, seg_id=seg_id, records=records, deadline=trio.current_time() + ack_timeout))
+
+
+async def _answer(stream, ilog: IngestLog, stats: BulkStats, recv) -> None:
+    async with recv:
+        async for f in recv:
+            if f.done is not None:
+                with trio.move_on_at(f.deadline):
+                    await f.done.wait()
+                if f.done.is_set():
+                    stats.acked += 1
+                    f.reply = f"OK {f.records}"
+                else:
+                    ilog.commit_waiters.pop(f.seg_id, None)
+                    stats.errors += 1
+                    f.reply = "ERR not replicated in time; retry"
+            await _reply(stream, f.reply)
+            if f.last:
                 return
-            if header is None:
-                return
-            parts = header.split()
-            if len(parts) != 2 or parts[0] != b"BULK" or not parts[1].isdigit():
-                stats.errors += 1
-                await _reply(stream, "ERR expected 'BULK <bytes>'")
-                return
-            n = int(parts[1])
-            if n > MAX_FRAME:
-                stats.errors += 1
-                await _reply(stream, f"ERR frame of {n} bytes exceeds {MAX_FRAME}")
-                return
-            if not await r.fill(n):
-                return
-            body = r.take(n)
-            try:
-                await trio.to_thread.run_sync(validate_records, body)
-            except SegmentError as e:
-                stats.errors += 1
-                await _reply(stream, f"ERR bad segment: {e}")
-                continue
-            done = trio.Event()
-            token = trio.lowlevel.current_trio_token()
-            seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body)
-            ilog.commit_waiters[seg_id] = lambda done=done, token=token: _set(done, token)
-            records = body.count(b"\n")
-            stats.frames += 1
-            stats.records += records
-            stats.bytes += n
-            with trio.move_on_after(ack_timeout):
-                await done.wait()
-            if done.is_set():
-                stats.acked += 1
-                await _reply(stream, f"OK {records}")
-            else:
-                ilog.commit_waiters.pop(seg_id, None)
-                stats.errors += 1
-                await _reply(stream, "ERR not replicated in time; retry")
 
 
 def _set(ev: trio.Event, token) -> None:

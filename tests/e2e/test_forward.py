@@ -66,6 +66,31 @@ def test_bulk_ack_only_after_queryable(node_factory):
         assert s.makefile("rb").readline().startswith(b"ERR bad segment")
 
 
+def test_bulk_frames_are_pipelined_and_answered_in_order(node_factory):
+    n = node_factory(args=["-ingest.segment-flush-age", "0.2s"]).start()
+    from oklog.record import ULIDSource, stamp_lines
+
+    src = ULIDSource()
+    frames = []
+    for k in range(6):
+        body = stamp_lines([b"pipe %d" % (k * 1000 + i) for i in range(100 + k)], src.headers(100 + k))
+        frames.append(b"BULK %d\n" % len(body) + body)
+    bad = b"BULK 5\nnope\n"
+    with socket.create_connection(("127.0.0.1", n.ports["bulk"]), timeout=30) as s:
+        # All frames before any reply; a bad one in the middle is answered in its place.
+        s.sendall(b"".join(frames[:3]) + bad + b"".join(frames[3:]) + b"BULK x\n")
+        f = s.makefile("rb")
+        replies = [f.readline() for _ in range(8)]
+        assert f.readline() == b""  # closed after the malformed header's ERR
+    assert replies[:3] == [b"OK 100\n", b"OK 101\n", b"OK 102\n"]
+    assert replies[3].startswith(b"ERR bad segment")
+    assert replies[4:7] == [b"OK 103\n", b"OK 104\n", b"OK 105\n"]
+    assert replies[7].startswith(b"ERR expected")
+    # Every OK means queryable at that moment: all six frames are.
+    got = numbers(n.query(q="pipe ").content)
+    assert len(got) == sum(100 + k for k in range(6)) == len(set(got))
+
+
 def test_forwarder_failover_loses_no_line(node_factory):
     a = node_factory("a", ["-ingest.segment-flush-age", "0.3s"]).start()
     b = node_factory("b", ["-ingest.segment-flush-age", "0.3s"]).start()
