@@ -264,7 +264,8 @@ def cmd_repair(argv: list[str]) -> int:
     _flag(p, "store", default="localhost:7650", help="any store node's API address")
     _flag(p, "from", default="168h", help="from: duration ago, RFC 3339 time or ULID")
     _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
-    _flag(p, "step", type=_duration, default=600.0, help="time slice examined at once (halved when large)")
+    _flag(p, "step", type=_duration, default=0.0,
+          help="widest time slice examined at once (default: the whole range; halved while large)")
     _flag(p, "quiet", action="store_true", help="no progress bar")
     ns = p.parse_args(argv)
     from oklog.repair import repair_main

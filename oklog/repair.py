@@ -106,13 +106,17 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
         s.copies += len(recs)
 
 
-def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 10 * 60_000, progress=True) -> RepairSummary:
+def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True) -> RepairSummary:
+    """Slices start as the whole range (or ``step_ms`` wide when given) and are
+    halved while a member holds more than SLICE_BYTES in one: an empty or sparse
+    range costs a few HEAD requests, not one per fixed-width slice."""
     s = RepairSummary()
     with httpx.Client(timeout=TIMEOUT) as client:
         members, factor = cluster_view(client, node)
         if not members:
             raise SystemExit("oklog repair: no live store members")
-        slices = [(t, min(t + step_ms, to_ms)) for t in range(from_ms, to_ms, step_ms)]
+        step = step_ms if step_ms > 0 else max(to_ms - from_ms, 1)
+        slices = [(t, min(t + step, to_ms)) for t in range(from_ms, to_ms, step)]
         bar = _bar(progress, len(slices), "repair")
         while slices:
             lo, hi = slices.pop(0)
