@@ -111,13 +111,54 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError):
         fast.format(buf, 5, 2, MODE_RAW)
     with pytest.raises(ValueError):
-        fast.format(buf, 0, len(buf), 9)
+        fast.format(buf, 0, len(buf), 6)
     with pytest.raises(ValueError):
         fast.pick(buf, b"\x00" * 24, b"", MODE_RAW)  # keep length differs
     bad = (0).to_bytes(8, "little") + (0).to_bytes(8, "little") + (10**6).to_bytes(8, "little")
     with pytest.raises(ValueError):
         fast.pick(buf, bad, b"\x01", MODE_RAW)
     assert fast.format(buf, 0, 10**9, MODE_LINES) == b"abc\n"  # end clamps to the buffer
+
+
+def ref_time(ulid: bytes) -> bytes:
+    from datetime import UTC, datetime, timedelta
+
+    from oklog.record import ALPHABET
+
+    ms = 0
+    for c in ulid[:10]:
+        ms = (ms << 5) | max(ALPHABET.find(bytes([c])), 0)
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return t.strftime("%Y-%m-%dT%H:%M:%S").encode() + b".%03dZ " % (t.microsecond // 1000)
+
+
+def test_format_time_modes_against_datetime():
+    from oklog.record import encode_ulid
+
+    rnd = random.Random(5)
+    day = 86_400_000
+    stamps = [0, 1, 999, 1000, day - 1, 951_782_400_000, 951_868_800_000 - 1, 4_107_542_400_000]  # 2000-02-29, 2100-03-01
+    stamps += [rnd.randrange(253_402_300_800_000) for _ in range(3000)]  # up to year 9999
+    stamps += [stamps[-1]] * 3 + [stamps[-1] + 1]  # same second (the cached date) and the next ms
+    ulids = [encode_ulid(ms, rnd.getrandbits(80)) for ms in stamps]
+    buf = b"".join(rec(b"line %d" % i, b"topic%d" % (i % 3), u) for i, u in enumerate(ulids))
+    buf += b"01ARZ3NDEK short\n" + b"\n" + b"no newline at the end"  # malformed: ULID cut, empty, unterminated
+    want_t, want_ut = [], []
+    for rs, ls, e in split(buf[: buf.index(b"01ARZ3NDEK short")]):
+        want_t.append(ref_time(buf[rs:]) + buf[ls:e])
+        want_ut.append(buf[rs : rs + 27] + ref_time(buf[rs:]) + buf[ls:e])
+    got_t = fast.format(buf, 0, len(buf), 4)
+    got_ut = fast.format(buf, 0, len(buf), 5)
+    n = len(b"".join(want_t))
+    assert got_t[:n] == b"".join(want_t)
+    assert got_ut[: len(b"".join(want_ut))] == b"".join(want_ut)
+    tail = got_t[n:].split(b"\n")
+    assert len(tail) == 3 and tail[1].endswith(b"Z ") and tail[2].endswith(b"Z ")  # a time each, no crash
+    # 48-bit stamps reach year 10889: a five-digit year, nothing overrun.
+    top = rec(b"far", ulid=encode_ulid((1 << 48) - 1, 0))
+    assert fast.format(top, 0, len(top), 4) == b"10889-08-02T05:31:50.655Z far\n"
+    with pytest.raises(ValueError):
+        fast.grep(buf, 0, len(buf), b"line", 4)  # time modes are format()'s alone
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import oklog._fast as _fast
 from oklog.record import ALPHABET, ULID_LEN
 
 MODE_RAW, MODE_LINES, MODE_ULID = 0, 1, 2  # as in oklog._fast and engine.scan_format
+MODE_TIME, MODE_ULIDTIME = 4, 5  # oklog._fast.format only
 
 _NL, _SP = 10, 32
 _DECODE = np.zeros(256, dtype=np.int64)
@@ -79,32 +80,9 @@ def ulid_ms_array(arr: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return ms
 
 
-def _interleave(prefixes: list[bytes] | np.ndarray, arr: np.ndarray, lo, hi) -> bytes:
-    """prefix[i] + arr[lo[i]:hi[i]] for every i."""
-    pieces = arr.tobytes()
-    out = []
-    for p, a, b in zip(prefixes, lo.tolist(), hi.tolist(), strict=True):
-        out.append(p)
-        out.append(pieces[a:b])
-    return b"".join(out)
-
-
 def with_time(buf: bytes, ulid: bool = False) -> bytes:
     """``[ULID SP] TIME SP LINE LF`` with RFC 3339 UTC times to the millisecond."""
-    if not buf:
-        return b""
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    starts, line_starts, ends = _fields(arr)
-    ms = ulid_ms_array(arr, starts)
-    times = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms")
-    if ulid:
-        prefixes = [
-            buf[s : s + ULID_LEN + 1] + t.encode() + b"Z "
-            for s, t in zip(starts.tolist(), times.tolist(), strict=True)
-        ]
-    else:
-        prefixes = [t.encode() + b"Z " for t in times.tolist()]
-    return _interleave(prefixes, arr, line_starts, ends + 1)
+    return _fast.format(buf, 0, len(buf), MODE_ULIDTIME if ulid else MODE_TIME) if buf else b""
 
 
 def as_json(buf: bytes) -> bytes:
