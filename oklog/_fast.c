@@ -14,7 +14,9 @@
  * the buffer, for a caller that decides each line itself (regex verification).
  * format() alone also takes 4 TIME SP LINE LF and 5 ULID SP TIME SP LINE LF,
  * TIME being the ULID's millisecond stamp as RFC 3339 UTC
- * (2026-11-23T12:34:56.789Z).
+ * (2026-11-23T12:34:56.789Z), and 6 one JSON object per record, byte for
+ * byte what Python's json.dumps gives for {"ulid", "time", "topic", "line"}
+ * with the line decoded as UTF-8 (errors replaced) and the topic as latin-1.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memrchr */
@@ -32,7 +34,7 @@
 #define HEADER_MIN (ULID_LEN + 1)
 
 enum { MODE_RAW = 0, MODE_LINES = 1, MODE_ULID = 2, MODE_CANDIDATES = 3, MODE_MAX = 3 };
-enum { MODE_TIME = 4, MODE_ULIDTIME = 5, FORMAT_MODE_MAX = 5 };
+enum { MODE_TIME = 4, MODE_ULIDTIME = 5, MODE_JSON = 6, FORMAT_MODE_MAX = 6 };
 #define TIME_LEN 25 /* "YYYY-MM-DDTHH:MM:SS.mmmZ " for years 0..9999 */
 
 /* Where the line of the record [rs, re) begins: after the space that ends
@@ -136,6 +138,106 @@ static inline char *put_time(char *w, time_cache *c, const char *p, size_t n) {
     w[3] = 'Z';
     w[4] = ' ';
     return w + 5;
+}
+
+/* -- JSON strings -----------------------------------------------------------------
+ * As json.dumps with ensure_ascii: printable ASCII other than '"' and '\\' is
+ * copied (in runs), the rest escaped; code points above the BMP as surrogate
+ * pairs. UTF-8 is decoded as Python's "replace" handler does: one U+FFFD per
+ * maximal invalid subpart. */
+
+static unsigned char json_plain[256]; /* 1: copied as is */
+
+static void init_json(void) {
+    for (int c = 0x20; c < 0x7f; c++) json_plain[c] = 1;
+    json_plain['"'] = json_plain['\\'] = 0;
+}
+
+static const char hexdigits[] = "0123456789abcdef";
+
+static inline char *put_u(char *w, uint32_t v) {
+    w[0] = '\\', w[1] = 'u';
+    w[2] = hexdigits[(v >> 12) & 15], w[3] = hexdigits[(v >> 8) & 15];
+    w[4] = hexdigits[(v >> 4) & 15], w[5] = hexdigits[v & 15];
+    return w + 6;
+}
+
+static inline char *put_cp(char *w, uint32_t cp) {
+    switch (cp) {
+    case '"': *w++ = '\\', *w++ = '"'; return w;
+    case '\\': *w++ = '\\', *w++ = '\\'; return w;
+    case '\n': *w++ = '\\', *w++ = 'n'; return w;
+    case '\r': *w++ = '\\', *w++ = 'r'; return w;
+    case '\t': *w++ = '\\', *w++ = 't'; return w;
+    case '\b': *w++ = '\\', *w++ = 'b'; return w;
+    case '\f': *w++ = '\\', *w++ = 'f'; return w;
+    }
+    if (cp < 0x10000) return put_u(w, cp);
+    cp -= 0x10000;
+    w = put_u(w, 0xD800 | (cp >> 10));
+    return put_u(w, 0xDC00 | (cp & 0x3FF));
+}
+
+/* One code point from p[0..n); returns the bytes it took (U+FFFD for an invalid subpart). */
+static inline size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp) {
+    unsigned char b = p[0];
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF;
+    uint32_t c;
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+        need = 1, c = b & 0x1F;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        need = 2, c = b & 0x0F;
+        if (b == 0xE0) lo = 0xA0;
+        if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        need = 3, c = b & 0x07;
+        if (b == 0xF0) lo = 0x90;
+        if (b == 0xF4) hi = 0x8F;
+    } else {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    for (size_t i = 1; i <= need; i++) {
+        if (i >= n || p[i] < lo || p[i] > hi) {
+            *cp = 0xFFFD;
+            return i;
+        }
+        c = (c << 6) | (p[i] & 0x3F);
+        lo = 0x80, hi = 0xBF;
+    }
+    *cp = c;
+    return need + 1;
+}
+
+/* The JSON string body of p[0..n) (no quotes); utf8: decode, else latin-1. */
+static char *put_json(char *w, const char *s, size_t n, int utf8) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        const unsigned char *q = p;
+        while (q < end && json_plain[*q]) q++;
+        memcpy(w, p, (size_t)(q - p));
+        w += q - p;
+        p = q;
+        if (p == end) break;
+        uint32_t cp;
+        if (utf8) {
+            p += utf8_next(p, (size_t)(end - p), &cp);
+        } else {
+            cp = *p++;
+        }
+        w = put_cp(w, cp);
+    }
+    return w;
+}
+
+static char *put_lit(char *w, const char *lit) {
+    size_t n = strlen(lit);
+    memcpy(w, lit, n);
+    return w + n;
 }
 
 /* -- literal search --------------------------------------------------------------
@@ -331,11 +433,13 @@ static PyObject *fast_format(PyObject *self, PyObject *args) {
     if (get_region(obj, start, end, &r) < 0) return NULL;
     Py_ssize_t size = room(&r);
     if (mode >= MODE_TIME) {
-        /* each record grows by at most ULID SP + TIME; count them first */
+        /* each record grows by at most ULID SP + TIME (JSON: the keys and
+         * quotes, and six bytes per input byte escaped); count them first */
         Py_ssize_t records = 1;
         const char *p = (const char *)r.view.buf + r.start, *e = (const char *)r.view.buf + r.end;
         while ((p = memchr(p, '\n', (size_t)(e - p))) != NULL) records++, p++;
         size += records * (HEADER_MIN + TIME_LEN + 8);
+        if (mode == MODE_JSON) size = 6 * (r.end - r.start) + records * 128;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (!out) {
@@ -349,6 +453,24 @@ static PyObject *fast_format(PyObject *self, PyObject *args) {
     if (mode == MODE_RAW) {
         memcpy(w, base + pos, hi - pos);
         w += hi - pos;
+    } else if (mode == MODE_JSON) {
+        time_cache c = {.sec = -1};
+        while (pos < hi) {
+            const char *e = memchr(base + pos, '\n', hi - pos);
+            size_t re = e ? (size_t)(e - base) : hi, ls = line_start(base, pos, re);
+            size_t ue = pos + ULID_LEN < re ? pos + ULID_LEN : re;
+            size_t ts = pos + HEADER_MIN < re ? pos + HEADER_MIN : re, te = ls > ts ? ls - 1 : ts;
+            w = put_lit(w, "{\"ulid\": \"");
+            w = put_json(w, base + pos, ue - pos, 0);
+            w = put_lit(w, "\", \"time\": \"");
+            w = put_time(w, &c, base + pos, re - pos) - 1; /* drop the SP */
+            w = put_lit(w, "\", \"topic\": \"");
+            w = put_json(w, base + ts, te - ts, 0);
+            w = put_lit(w, "\", \"line\": \"");
+            w = put_json(w, base + ls, re - ls, 1);
+            w = put_lit(w, "\"}\n");
+            pos = e ? re + 1 : hi;
+        }
     } else if (mode >= MODE_TIME) {
         time_cache c = {.sec = -1};
         while (pos < hi) {
@@ -433,7 +555,7 @@ static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode) -> bytes: records in buf[start:end] whose line holds needle"},
     {"format", fast_format, METH_VARARGS,
-     "format(buf, start, end, mode) -> bytes: every record of buf[start:end] (modes 0-2, 4 time, 5 ulid+time)"},
+     "format(buf, start, end, mode) -> bytes: every record of buf[start:end] (modes 0-2, 4 time, 5 ulid+time, 6 json)"},
     {"pick", fast_pick, METH_VARARGS,
      "pick(buf, candidates, keep, mode) -> bytes: the candidate records whose keep byte is set"},
     {NULL, NULL, 0, NULL},
@@ -444,6 +566,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "oklog._fast", NULL, 
 PyMODINIT_FUNC PyInit__fast(void) {
     init_rank();
     init_ulid_value();
+    init_json();
 #ifdef OKLOG_X86
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2");

@@ -2,5 +2,5 @@
 is anything with the buffer protocol: bytes, mmap, memoryview."""
 
 def grep(buf: object, start: int, end: int, needle: bytes, mode: int, /) -> bytes: ...
-def format(buf: object, start: int, end: int, mode: int, /) -> bytes: ...  # modes 0-2, 4 time, 5 ulid+time
+def format(buf: object, start: int, end: int, mode: int, /) -> bytes: ...  # modes 0-2, 4 time, 5 ulid+time, 6 json
 def pick(buf: object, candidates: bytes, keep: bytes, mode: int, /) -> bytes: ...

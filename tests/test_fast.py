@@ -111,7 +111,7 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError):
         fast.format(buf, 5, 2, MODE_RAW)
     with pytest.raises(ValueError):
-        fast.format(buf, 0, len(buf), 6)
+        fast.format(buf, 0, len(buf), 7)
     with pytest.raises(ValueError):
         fast.pick(buf, b"\x00" * 24, b"", MODE_RAW)  # keep length differs
     bad = (0).to_bytes(8, "little") + (0).to_bytes(8, "little") + (10**6).to_bytes(8, "little")
@@ -159,6 +159,42 @@ def test_format_time_modes_against_datetime():
     assert fast.format(top, 0, len(top), 4) == b"10889-08-02T05:31:50.655Z far\n"
     with pytest.raises(ValueError):
         fast.grep(buf, 0, len(buf), b"line", 4)  # time modes are format()'s alone
+
+
+def ref_json(record: bytes) -> bytes:
+    import json
+
+    rs, ls, e = split(record)[0]
+    obj = {
+        "ulid": record[:26].decode(),
+        "time": ref_time(record)[:-1].decode(),
+        "topic": record[27 : ls - 1].decode("latin-1"),
+        "line": record[ls : e - 1].decode("utf-8", "replace"),
+    }
+    return json.dumps(obj).encode() + b"\n"
+
+
+def test_format_json_is_json_dumps_byte_for_byte():
+    from oklog.record import encode_ulid
+
+    rnd = random.Random(9)
+    tricky = [
+        b"", b"plain", b'quote " and \\ backslash', b"\t\r\x08\x0c\x00\x01\x1f\x7f", "caf\u00e9 \u20ac \U0001f600".encode(),
+        b"\xff", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed\xa0\x80", b"\xe0\x80\x80", b"\xf4\x90\x80\x80",
+        b"\xc0\xaf", b"\xf0\x80\x80\x80", b"ok \xe2\x82 then \xe2\x82\xac", b"\x80\xbf",
+    ]
+    lines = tricky + [bytes(rnd.randrange(256) for _ in range(rnd.randrange(40))).replace(b"\n", b"") for _ in range(3000)]
+    lines += [bytes(rnd.choice(b"ab\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"\\") for _ in range(20)) for _ in range(2000)]
+    recs = [
+        rec(ln, b"topic-%d" % (i % 4) if i % 7 else b"t\xe9", encode_ulid(rnd.randrange(1 << 45), rnd.getrandbits(80)))
+        for i, ln in enumerate(lines)
+    ]
+    buf = b"".join(recs)
+    assert fast.format(buf, 0, len(buf), 6) == b"".join(ref_json(r) for r in recs)
+    # Malformed records and a missing final LF: no crash, one object per record.
+    odd = b"01ARZ3NDEK short\n" + b"\n" + rec(b"last")[:-1]
+    out = fast.format(odd, 0, len(odd), 6).split(b"\n")
+    assert len(out) == 4 and out[-1] == b"" and out[2].endswith(b'"line": "last"}')
 
 
 @pytest.mark.parametrize(
