@@ -121,6 +121,8 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "query.member-timeout", type=_duration, default=15.0, help="per-member timeout of a fanned-out query")
     _flag(p, "ingest.syslog", default="", help="syslog listen address, TCP and UDP (RFC 5424/3164; off by default)")
     _flag(p, "ingest.syslog-topic", default="syslog", help="topic of syslog records")
+    _flag(p, "ingest.topic", default="default",
+          help="topic of records on the fast, durable and HTTP ingest ports (a connection or request may name its own)")
     _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -138,6 +140,13 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         factor = 2 if ns.peer else 1
     if factor < 1:
         raise SystemExit("oklog: -store.segment-replication-factor must be at least 1")
+    from oklog.record import RecordError, validate_topic
+
+    for flag, value in (("ingest.topic", ns.ingest_topic), ("ingest.syslog-topic", ns.ingest_syslog_topic)):
+        try:
+            validate_topic(value)
+        except RecordError as e:
+            raise SystemExit(f"oklog: -{flag}: {e}") from None
     return C.NodeConfig(
         role=role,
         api=addr(ns.api, C.DEFAULT_API_PORT),
@@ -164,6 +173,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         member_timeout=ns.query_member_timeout,
         ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
         syslog_topic=ns.ingest_syslog_topic,
+        ingest_topic=ns.ingest_topic,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         gossip_timing={
             "probe_interval": ns.cluster_probe_interval,
@@ -208,7 +218,7 @@ def cmd_forward(argv: list[str]) -> int:
     _flag(p, "prefix", action="append", default=[], help="prefix each record (repeatable)")
     _flag(p, "backoff", type=_duration, default=1.0, help="max reconnect backoff")
     _flag(p, "mode", default="fast", choices=["fast", "durable", "bulk"], help="ingest port to use (default fast)")
-    _flag(p, "topic", default="", help="topic of the records (bulk mode)")
+    _flag(p, "topic", default="", help="topic of the records (default: the node's -ingest.topic; bulk: default)")
     _flag(p, "buffer", type=_size, default=64 << 20, help="bytes buffered while no node is reachable")
     _flag(p, "policy", default="block", choices=["block", "drop"], help="when the buffer is full")
     ns = p.parse_args(argv)

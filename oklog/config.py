@@ -68,6 +68,7 @@ class NodeConfig:
     node_id: str = ""
     ingest_syslog: Addr | None = None
     syslog_topic: str = "syslog"
+    ingest_topic: str = "default"
     gossip_timing: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 

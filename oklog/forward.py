@@ -17,6 +17,9 @@ Modes:
               segments; each is acknowledged once replicated in the store tier. A
               retried segment carries the same ULIDs, so queries drop the copies:
               no line is lost or duplicated in results.
+
+``-topic`` names the records' topic: bulk frames carry it in every record; a
+fast or durable connection opens with a topic line (see oklog.ingest.listener).
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from dataclasses import dataclass
 
 from oklog.addr import parse_addr
 from oklog.config import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
-from oklog.record import DEFAULT_TOPIC, ULIDSource, stamp_lines, validate_topic
+from oklog.record import (
+    DEFAULT_TOPIC,
+    TOPIC_PREAMBLE,
+    RecordError,
+    ULIDSource,
+    stamp_lines,
+    validate_topic,
+)
 
 READ_SIZE = 1 << 20
 PORTS = {"fast": DEFAULT_FAST_PORT, "durable": DEFAULT_DURABLE_PORT, "bulk": DEFAULT_BULK_PORT}
@@ -76,11 +86,13 @@ def add_prefix(chunk: bytes, prefix: bytes) -> bytes:
 class Connector:
     """Connects to a random live address, with backoff and load-shedding detection."""
 
-    def __init__(self, addrs: list[str], mode: str, max_backoff: float) -> None:
+    def __init__(self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"") -> None:
         self.addrs = addrs
         self.mode = mode
         self.max_backoff = max_backoff
         self.reconnects = 0
+        # fast and durable connections name their topic first (bulk records carry it)
+        self.preamble = TOPIC_PREAMBLE + topic + b"\n" if topic and mode != "bulk" else b""
 
     def connect(self) -> socket.socket:
         backoff = 0.05
@@ -106,6 +118,13 @@ class Connector:
                         continue
                 s.settimeout(None)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.preamble:
+                    try:
+                        s.sendall(self.preamble)
+                    except OSError as e:
+                        log(f"{host}:{port}: {e}")
+                        s.close()
+                        continue
                 return s
             time.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
@@ -433,22 +452,23 @@ def forward_main(
     policy: str = "block",
 ) -> int:
     prefix = "".join(p + " " for p in (prefixes or [])).encode()
-    if topic and mode != "bulk":
-        log("-topic is carried by the bulk mode only; use -mode bulk")
+    try:
+        topic_b = validate_topic(topic) if topic else b""
+    except RecordError as e:
+        log(str(e))
         return 2
-    topic_b = validate_topic(topic) if topic else DEFAULT_TOPIC
     counters = Counters()
     q = LineQueue(buffer, policy, counters)
     reader = threading.Thread(target=read_stdin, args=(sys.stdin.fileno(), q, prefix, counters), daemon=True)
     reader.start()
-    conn = Connector(addrs, mode, max_backoff)
+    conn = Connector(addrs, mode, max_backoff, topic_b)
     try:
         if mode == "fast":
             send_fast(q, conn)
         elif mode == "durable":
             send_durable(q, conn)
         else:
-            send_bulk(q, conn, topic_b)
+            send_bulk(q, conn, topic_b or DEFAULT_TOPIC)
     except KeyboardInterrupt:
         return 130
     if counters.dropped_lines:

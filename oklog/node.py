@@ -227,6 +227,7 @@ class Node:
                 "records_split": self.listener_stats.records_split,
                 "connections_refused": self.listener_stats.connections_refused,
                 "write_errors": self.listener_stats.write_errors,
+                "bad_topic_lines": self.listener_stats.bad_topic_lines,
                 "syslog": self.syslog_stats.as_dict(),
                 "bulk": vars(self.bulk_stats).copy(),
                 "http": self.http_ingest_stats.as_dict(),
@@ -361,7 +362,7 @@ class Node:
         c = self.cfg
         return IngestSettings(
             c.segment_flush_size, c.segment_flush_age, c.max_record_size,
-            max_connections=c.max_connections,
+            topic=c.ingest_topic.encode(), max_connections=c.max_connections,
         )
 
     async def _publish_meta(self) -> None:

@@ -17,6 +17,8 @@ ULID_LEN = 26
 DEFAULT_TOPIC = b"default"
 TOPIC_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 MAX_TOPIC_LEN = 128
+# Opens a fast or durable ingest connection that names its topic: + NAME LF.
+TOPIC_PREAMBLE = b"\x01oklog-topic "
 
 _DECODE = {c: i for i, c in enumerate(ALPHABET)}
 # Crockford aliases accepted on input.

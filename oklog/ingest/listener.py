@@ -9,6 +9,11 @@ reaches the flush size or age.
 * durable: every batch is fsynced before more is read from the connection; the
            node then answers ``+N\\n`` (records made durable by that batch) so a
            client can know what was accepted. Clients that don't care ignore it.
+
+Records take the listener's topic (``-ingest.topic``, default ``default``),
+unless the connection opens with a topic line: the bytes ``\\x01oklog-topic
+NAME\\n`` before the first record (``oklog forward -topic`` sends it). The
+leading SOH byte keeps it apart from any text a producer writes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from dataclasses import dataclass
 import trio
 
 from oklog.ingest.log import ActiveSegment, IngestLog
-from oklog.record import DEFAULT_TOPIC, ULIDSource, stamp_lines
+from oklog.record import (
+    DEFAULT_TOPIC,
+    MAX_TOPIC_LEN,
+    TOPIC_PREAMBLE,
+    RecordError,
+    ULIDSource,
+    stamp_lines,
+    validate_topic,
+)
 
 log = logging.getLogger("oklog.ingest")
 
@@ -36,6 +49,7 @@ class ListenerStats:
     connections_refused: int = 0
     records_split: int = 0
     write_errors: int = 0
+    bad_topic_lines: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,11 +87,41 @@ class Connection:
         self.segment: ActiveSegment | None = None
         self.deadline = math.inf
         self.partial = b""
+        self.topic = settings.topic
+        self.opening = True  # a topic line may still come
+
+    def _topic_line(self, buf: bytes, final: bool) -> bytes | None:
+        """Take a topic line off the start of the connection: the bytes after
+        it, or None while they cannot tell yet. RecordError for a bad one."""
+        head = buf[: len(TOPIC_PREAMBLE)]
+        if not TOPIC_PREAMBLE.startswith(head):
+            self.opening = False
+            return buf
+        if len(buf) < len(TOPIC_PREAMBLE):
+            if final:
+                self.opening = False
+                return buf
+            return None
+        end = buf.find(b"\n", 0, len(TOPIC_PREAMBLE) + MAX_TOPIC_LEN + 1)
+        if end < 0:
+            if final or len(buf) > len(TOPIC_PREAMBLE) + MAX_TOPIC_LEN:
+                raise RecordError("topic line without an end")
+            return None
+        self.topic = validate_topic(buf[len(TOPIC_PREAMBLE) : end])
+        self.opening = False
+        return buf[end + 1 :]
 
     def take(self, data: bytes, final: bool = False) -> tuple[bytes, int]:
         """Turn received bytes into stamped records; keep the partial line."""
         limit = self.settings.max_record_size
         buf = self.partial + data if self.partial else data
+        if self.opening:
+            self.partial = b""
+            rest = self._topic_line(buf, final)
+            if rest is None:
+                self.partial = buf
+                return b"", 0
+            buf = rest
         cut = buf.rfind(b"\n")
         if final:
             if not buf:
@@ -93,7 +137,7 @@ class Connection:
             pieces = len(body) // limit
             self.stats.records_split += pieces
             lines = [body[i : i + limit] for i in range(0, len(body), limit)]
-            headers = self.ulids.headers(len(lines), self.settings.topic)
+            headers = self.ulids.headers(len(lines), self.topic)
             return stamp_lines(lines, headers), len(lines)
         else:
             body, self.partial = buf[:cut], buf[cut + 1 :]
@@ -102,7 +146,7 @@ class Connection:
             lines, splits = split_long(lines, limit)
             self.stats.records_split += splits
             log.info("split %d over-long records (limit %d bytes)", splits, limit)
-        headers = self.ulids.headers(len(lines), self.settings.topic)
+        headers = self.ulids.headers(len(lines), self.topic)
         return stamp_lines(lines, headers), len(lines)
 
     async def write(self, records: bytes, n: int) -> None:
@@ -161,6 +205,10 @@ async def handle_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         # The producer went away; a partial line is kept as it is on disk below.
         pass
+    except RecordError as e:  # a bad topic line: nothing of this connection was taken
+        stats.bad_topic_lines += 1
+        log.warning("ingest connection closed: %s", e)
+        conn.partial = b""
     except OSError as e:
         # The disk failed (full, EIO, file too large): end this connection, not
         # the node. Nothing unwritten was acknowledged; the producer reconnects.

@@ -149,6 +149,25 @@ def test_forwarder_fast_and_durable_modes_and_drop_policy(node_factory):
     assert b"Connection refused" in err
 
 
+def test_topics_in_every_mode_and_the_listener_default(node_factory):
+    n = node_factory(args=["-ingest.segment-flush-age", "0.2s", "-ingest.topic", "edge"]).start()
+    for mode in ("fast", "durable", "bulk"):
+        data = b"".join(b"tp-%s %d\n" % (mode.encode(), i) for i in range(500))
+        cmd = OKLOG + ["forward", "-mode", mode, "-topic", f"app-{mode}", f"127.0.0.1:{n.ports[mode]}"]
+        assert subprocess.run(cmd, input=data, timeout=60).returncode == 0
+    assert subprocess.run(OKLOG + ["forward", f"127.0.0.1:{n.ports['fast']}"], input=b"tp-none 0\n", timeout=60).returncode == 0
+    want = {"app-fast": b"tp-fast", "app-durable": b"tp-durable", "app-bulk": b"tp-bulk", "edge": b"tp-none"}
+    for topic, prefix in want.items():
+        count = 1 if topic == "edge" else 500
+        body = wait_for(lambda t=topic, c=count: (b := n.query(topic=t).content).count(b"\n") >= c and b, timeout=20)
+        recs = body.split(b"\n")[:-1]
+        assert len(recs) == count
+        assert {r.split(b" ")[1] for r in recs} == {topic.encode()}
+        assert {r.split(b" ")[2] for r in recs} == {prefix}, topic
+    r = subprocess.run(OKLOG + ["forward", "-topic", "no good", "127.0.0.1:1"], input=b"", capture_output=True, timeout=30)
+    assert r.returncode == 2 and b"invalid topic" in r.stderr
+
+
 def test_load_shedding_moves_forwarders(node_factory):
     busy = node_factory("busy", ["-ingest.max-connections", "1"]).start()
     free = node_factory("free").start()
