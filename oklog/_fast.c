@@ -551,6 +551,106 @@ done:
     return out;
 }
 
+/* split_topics(buf, max_topics) -> None | [(topic, bytes), ...]
+ * None when every record has the first one's topic (or the buffer is empty);
+ * otherwise the records of each topic, in their order, topics in order of
+ * first appearance; an empty list when there are more than max_topics of
+ * them (the caller keeps such a buffer whole). Records are ULID SP TOPIC SP LINE LF,
+ * already validated. */
+static PyObject *fast_split_topics(PyObject *self, PyObject *args) {
+    PyObject *obj, *out = NULL;
+    int max_topics;
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "Oi", &obj, &max_topics)) return NULL;
+    if (max_topics < 1 || max_topics > 4096) {
+        PyErr_SetString(PyExc_ValueError, "max_topics must be 1..4096");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE) < 0) return NULL;
+    const char *base = buf.buf;
+    size_t n = (size_t)buf.len;
+    const char **tp = PyMem_Malloc(sizeof(char *) * (size_t)max_topics);
+    size_t *tl = PyMem_Malloc(sizeof(size_t) * (size_t)max_topics);
+    size_t *sizes = PyMem_Calloc((size_t)max_topics, sizeof(size_t));
+    char **w = PyMem_Calloc((size_t)max_topics, sizeof(char *));
+    PyObject **parts = PyMem_Calloc((size_t)max_topics, sizeof(PyObject *));
+    int ntop = 0, overflow = 0;
+    if (!tp || !tl || !sizes || !w || !parts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Pass 1: the topics and their byte counts (the topic of the record
+     * before is tried first: records come in runs). */
+    for (int pass = 0; pass < 2 && !overflow; pass++) {
+        int cur = -1;
+        size_t pos = 0;
+        Py_BEGIN_ALLOW_THREADS
+        while (pos < n) {
+            const char *e = memchr(base + pos, '\n', n - pos);
+            size_t re = e ? (size_t)(e - base) + 1 : n;
+            size_t ts = pos + HEADER_MIN < re ? pos + HEADER_MIN : re;
+            const char *sp = memchr(base + ts, ' ', re - ts);
+            size_t te = sp ? (size_t)(sp - base) : ts, len = te - ts;
+            if (!(cur >= 0 && tl[cur] == len && memcmp(tp[cur], base + ts, len) == 0)) {
+                cur = -1;
+                for (int i = 0; i < ntop; i++)
+                    if (tl[i] == len && memcmp(tp[i], base + ts, len) == 0) {
+                        cur = i;
+                        break;
+                    }
+                if (cur < 0) {
+                    if (pass == 1 || ntop == max_topics) {
+                        overflow = 1;
+                        break;
+                    }
+                    tp[ntop] = base + ts, tl[ntop] = len, cur = ntop++;
+                }
+            }
+            if (pass == 0) {
+                sizes[cur] += re - pos;
+            } else {
+                memcpy(w[cur], base + pos, re - pos);
+                w[cur] += re - pos;
+            }
+            pos = re;
+        }
+        Py_END_ALLOW_THREADS
+        if (pass == 0 && !overflow) {
+            if (ntop <= 1) break;
+            for (int i = 0; i < ntop; i++) {
+                parts[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizes[i]);
+                if (!parts[i]) goto done;
+                w[i] = PyBytes_AS_STRING(parts[i]);
+            }
+        }
+    }
+    if (overflow || ntop <= 1) {
+        out = overflow ? PyList_New(0) : Py_NewRef(Py_None);
+        goto done;
+    }
+    out = PyList_New(ntop);
+    if (!out) goto done;
+    for (int i = 0; i < ntop; i++) {
+        PyObject *t = Py_BuildValue("(y#N)", tp[i], (Py_ssize_t)tl[i], parts[i]);
+        parts[i] = NULL;
+        if (!t) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+done:
+    if (parts)
+        for (int i = 0; i < max_topics; i++) Py_XDECREF(parts[i]);
+    PyMem_Free(parts);
+    PyMem_Free(w);
+    PyMem_Free(sizes);
+    PyMem_Free(tl);
+    PyMem_Free(tp);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode) -> bytes: records in buf[start:end] whose line holds needle"},
@@ -558,6 +658,8 @@ static PyMethodDef methods[] = {
      "format(buf, start, end, mode) -> bytes: every record of buf[start:end] (modes 0-2, 4 time, 5 ulid+time, 6 json)"},
     {"pick", fast_pick, METH_VARARGS,
      "pick(buf, candidates, keep, mode) -> bytes: the candidate records whose keep byte is set"},
+    {"split_topics", fast_split_topics, METH_VARARGS,
+     "split_topics(buf, max_topics) -> None (one topic) | [] (too many) | [(topic, bytes)]: the records of each topic"},
     {NULL, NULL, 0, NULL},
 };
 

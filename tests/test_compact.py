@@ -166,9 +166,9 @@ def test_retention_and_purge(store):
         ms = int(seconds * 1000)
         return encode_ulid(ms, 1) + b" default x\n"
 
-    old = store.write(seg_at(now - 8 * day))
-    edge = store.write(seg_at(now - 7 * day + 60))
-    new = store.write(seg_at(now - 10))
+    (old,) = store.write(seg_at(now - 8 * day))
+    (edge,) = store.write(seg_at(now - 7 * day + 60))
+    (new,) = store.write(seg_at(now - 10))
     m = Maintenance(store, 1 << 20, retain=7 * day, purge=day, limiter=trio.CapacityLimiter(1))
     m.retention(now)
     assert store.segments() == sorted([edge, new])
@@ -185,7 +185,7 @@ def test_retention_and_purge(store):
 
 def test_disk_cap_trashes_oldest_first(store):
 
-    segs = [store.write(encode_ulid(1000 + i, 1) + b" default %d\n" % i) for i in range(5)]
+    segs = [store.write(encode_ulid(1000 + i, 1) + b" default %d\n" % i)[0] for i in range(5)]
     m = Maintenance(store, 1 << 20, retain=10**12, purge=10**9, limiter=trio.CapacityLimiter(1))
     m.max_disk = sum(s.size for s in segs[3:])
     m.retention(2000.0)
@@ -230,7 +230,7 @@ def test_big_segment_is_split_and_a_huge_record_is_left_alone(store):
     out = run_job(store, jobs[0], 2_000, CompactStats())
     assert len(out) > 5 and all(s.size < 2_000 + 200 for s in out)
     assert plan(store.segments(), 2_000) == [] or all(j.kind == "concat" for j in plan(store.segments(), 2_000))
-    big = store.write(stamp_lines([b"x" * 10_000], src.headers(1)))
+    (big,) = store.write(stamp_lines([b"x" * 10_000], src.headers(1)))
     jobs = [j for j in plan(store.segments(), 2_000) if big in j.inputs]
     assert [j.kind for j in jobs] == ["split"]
     out = run_job(store, jobs[0], 2_000, CompactStats())
@@ -256,7 +256,7 @@ def test_check_and_salvage_damaged_segments(store):
     assert kept == b"".join(recs[:49]) and dropped == 1
     # Damaged before this node loaded it (e.g. found at start-up): quarantined,
     # reported, and the good records come back as a segment.
-    seg = store.write(good)
+    (seg,) = store.write(good)
     store.fs.write_atomic(store.path(seg), torn)
     reloaded = StoreLog(store.fs, store.root)
     assert reloaded.scrub(reloaded.segments()[0]) is False
@@ -269,7 +269,7 @@ def test_segment_modified_while_running_is_never_served(store):
     from oklog.store.query import plan_query
 
     src = ULIDSource(iter(range(1, 10**6)).__next__)
-    seg = store.write(stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50)))
+    (seg,) = store.write(stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50)))
     data = store.fs.read(store.path(seg))
     store.fs.write_atomic(store.path(seg), data.replace(b"rec 7", b"rXc 7"))  # a payload flip
     plan = plan_query(store, parse_params({}))
@@ -278,3 +278,99 @@ def test_segment_modified_while_running_is_never_served(store):
     assert store.scrub(seg) is False
     assert "modified on disk" in store.stats()["quarantined"][0]
     assert store.segments() == []
+
+
+# -- topics kept apart -------------------------------------------------------------
+
+
+def topic_body(rnd, src, topics, n=400):
+    lines = [b"line %d %s" % (rnd.randrange(10**6), b"x" * rnd.randrange(60)) for _ in range(n)]
+    return b"".join(
+        stamp_lines([ln], src.headers(1, rnd.choice(topics))) for ln in lines
+    )
+
+
+def test_write_keeps_topics_apart(store):
+    rnd = random.Random(3)
+    src = ULIDSource(iter(range(10_000, 10**9, 7)).__next__)
+    body = topic_body(rnd, src, [b"web", b"db", b"default"])
+    segs = store.write(body)
+    assert sorted(s.topic for s in segs) == ["db", "default", "web"]
+    for s in segs:
+        assert s.name.endswith(f".{s.topic}.seg")
+        data = store.fs.read(store.path(s))
+        assert {r.split(b" ")[1] for r in data.splitlines()} == {s.topic.encode()}
+        assert data.splitlines() == sorted(data.splitlines())
+    assert sorted(all_records(store)) == sorted(body.splitlines(keepends=True))
+    assert store.write(body) == segs  # idempotent
+    # Names survive a restart.
+    again = StoreLog(store.fs, store.root)
+    assert again.segments() == store.segments()
+    # One topic: one segment named by it. Too many topics, or one that is not a
+    # valid topic name: one segment of any topics.
+    (one,) = store.write(topic_body(rnd, src, [b"solo"], 10))
+    assert one.topic == "solo"
+    from oklog.store.log import MAX_TOPIC_SPLIT
+
+    many = [b"t%d" % i for i in range(MAX_TOPIC_SPLIT + 1)]
+    lines = [b"m %d" % i for i in range(len(many))]
+    mixed = b"".join(stamp_lines([ln], src.headers(1, t)) for ln, t in zip(lines, many, strict=True))
+    (m,) = store.write(mixed)
+    assert m.topic == "" and m.name.count(".") == 1
+    weird = encode_ulid(10**9, 1) + b" ../x line\n"
+    (w,) = store.write(weird)
+    assert w.topic == "" and "/" not in w.name
+
+
+def test_compaction_never_mixes_topics_and_a_topic_query_reads_only_its_segments(store):
+    from oklog.query.engine import Matcher
+    from oklog.query.params import parse_params
+    from oklog.store.query import plan_query, run_unit
+
+    rnd = random.Random(4)
+    src = ULIDSource(iter(range(10_000, 10**9, 3)).__next__)
+    want = set()
+    pool = topic_body(rnd, src, [b"web", b"db", b"cron"], 1500).splitlines(keepends=True)
+    # Bodies drawn from one time span (like batches replicated from several
+    # consumers): every topic's segments overlap; one body arrives twice.
+    bodies = [b"".join(sorted(rnd.sample(pool, 400))) for _ in range(5)]
+    bodies.append(bodies[1])
+    for b in bodies:
+        store.write(b)
+        want |= set(b.splitlines(keepends=True))
+    stats = CompactStats()
+    for _ in range(200):
+        jobs = plan(store.segments(), 8_000)
+        if not jobs:
+            break
+        run_job(store, jobs[0], 8_000, stats)
+    else:
+        pytest.fail("compaction did not converge")
+    assert stats.merges >= 1
+    recs = all_records(store)
+    assert len(recs) == len(set(recs)) and set(recs) == want
+    by_topic: dict[str, list] = {}
+    for s in store.segments():
+        data = store.fs.read(store.path(s))
+        assert {r.split(b" ")[1] for r in data.splitlines()} == {s.topic.encode()}
+        by_topic.setdefault(s.topic, []).append(s)
+    for segs in by_topic.values():
+        assert all(len(g) == 1 for g in group_overlapping(segs)), "segments of one topic still overlap"
+    # A topic query plans (and would scan) that topic's bytes only.
+    for topic, segs in by_topic.items():
+        qp = plan_query(store, parse_params({"topic": [topic]}))
+        try:
+            assert qp.segments == len(segs) and qp.bytes == sum(s.size for s in segs)
+            out = b"".join(run_unit(qp, Matcher(qp_query(topic)), u) for u in qp.units)
+        finally:
+            qp.close()
+        assert sorted(out.splitlines(keepends=True)) == sorted(r for r in want if r.split(b" ")[1] == topic.encode())
+    full = plan_query(store, parse_params({}))
+    full.close()
+    assert full.bytes == sum(s.size for s in store.segments())
+
+
+def qp_query(topic: str):
+    from oklog.query.engine import Query
+
+    return Query(b"", False, topic.encode())

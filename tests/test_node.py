@@ -137,7 +137,7 @@ async def test_ingest_api_and_replicate(node):
     good = b"01M850G147DFNDAZDTJHZTZ1MJ t a\n01M850G147DFNDAZDTJHZTZ1MK t b\n"
     r = await c.post("/store/replicate", content=good)
     assert r.status_code == 200
-    assert r.text.strip() == "01M850G147DFNDAZDTJHZTZ1MJ-01M850G147DFNDAZDTJHZTZ1MK.seg"
+    assert r.text.strip() == "01M850G147DFNDAZDTJHZTZ1MJ-01M850G147DFNDAZDTJHZTZ1MK.t.seg"  # named by its topic
     # Idempotent: replicating the same segment twice keeps one copy of each record.
     assert (await c.post("/store/replicate", content=good)).status_code == 200
     q = await c.get("/store/query")

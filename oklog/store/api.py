@@ -97,11 +97,11 @@ def store_router(
     async def replicate(req: Request) -> Response:
         body = await req.body()
         try:
-            seg = await trio.to_thread.run_sync(store.write, body, True)
+            segs = await trio.to_thread.run_sync(store.write, body, True)
         except SegmentError as e:
             raise HTTPError(400, f"bad segment: {e}") from None
         store.replications_received += 1
-        return Response(200, f"{seg.name}\n".encode())
+        return Response(200, "".join(f"{seg.name}\n" for seg in segs).encode())
 
     async def segments(req: Request) -> Response:
         segs = store.segments()

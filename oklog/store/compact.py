@@ -42,8 +42,9 @@ RELEASE_STEP = 8 << 20  # release merged input pages every this many bytes
 
 @dataclass
 class Job:
-    kind: str  # "merge" | "concat"
+    kind: str  # "merge" | "concat" | "split"
     inputs: list[Segment]
+    topic: str = ""  # of every input and output ("": any topics)
 
     @property
     def size(self) -> int:
@@ -72,7 +73,21 @@ class CompactStats:
 def plan(
     segments: list[Segment], target: int, max_inputs: int = 8, unsplittable: frozenset | set = frozenset()
 ) -> list[Job]:
-    """Jobs that would leave the store non-overlapping and near the target size."""
+    """Jobs that would leave the store non-overlapping and near the target size,
+    topic by topic: segments of different topics are never merged (a segment
+    of any topics, "", is a class of its own)."""
+    by_topic: dict[str, list[Segment]] = {}
+    for seg in segments:
+        by_topic.setdefault(seg.topic, []).append(seg)
+    jobs: list[Job] = []
+    for topic, segs in sorted(by_topic.items()):
+        for job in _plan_one(segs, target, max_inputs, unsplittable):
+            job.topic = topic
+            jobs.append(job)
+    return jobs
+
+
+def _plan_one(segments: list[Segment], target: int, max_inputs: int, unsplittable) -> list[Job]:
     jobs: list[Job] = []
     small: list[Segment] = []
 
@@ -107,9 +122,10 @@ def plan(
 class _Writer:
     """Streams records into target-sized output segments."""
 
-    def __init__(self, store: StoreLog, target: int) -> None:
+    def __init__(self, store: StoreLog, target: int, topic: str = "") -> None:
         self.store = store
         self.target = target
+        self.topic = topic
         self.done: list[Segment] = []
         self._f: File | None = None
         self._bad: str | None = None
@@ -161,7 +177,7 @@ class _Writer:
             self.store.fs.remove(self._tmp)
             raise SegmentError(f"compaction output invalid ({self._bad}); inputs will be re-checked")
         self.done.append(
-            self.store.adopt(self._tmp, self._first.decode(), self._last.decode(), self._size)
+            self.store.adopt(self._tmp, self._first.decode(), self._last.decode(), self._size, self.topic)
         )
 
     def abort(self) -> None:
@@ -173,7 +189,7 @@ class _Writer:
 
 def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list[Segment]:
     """Execute one job (blocking; run it in a worker thread)."""
-    writer = _Writer(store, target)
+    writer = _Writer(store, target, job.topic)
     ctxs = [store.fs.map(store.path(s)) for s in job.inputs]
     bufs = []
     try:

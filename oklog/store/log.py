@@ -2,7 +2,10 @@
 
 A store segment is a file of records sorted by ULID, named ``FIRST-LAST.seg`` by
 the first and last ULID it holds, so a time range selects files with two string
-comparisons. Files are written whole and atomically (temporary name, fsync,
+comparisons. Topics are kept apart: a body holding several topics is written as
+one segment per topic, ``FIRST-LAST.TOPIC.seg``, so a query for one topic never
+reads the others' bytes (``FIRST-LAST.seg`` holds any topics: files from before,
+or a body of more than MAX_TOPIC_SPLIT topics). Files are written whole and atomically (temporary name, fsync,
 rename): a crash leaves either the old set of files or the new one. Corrupt files
 are moved to ``quarantine/`` and reported, never fatal.
 """
@@ -14,12 +17,17 @@ import threading
 import time
 from dataclasses import dataclass
 
+import oklog._fast as _fast
 from oklog.fs import FS, join
 from oklog.query.engine import merge_dedup
 from oklog.record import ULID_LEN
 
 SEGMENT_SUFFIX = ".seg"
-_NAME_RE = re.compile(r"([0-9A-HJKMNP-TV-Z]{26})-([0-9A-HJKMNP-TV-Z]{26})\.seg\Z")
+_NAME_RE = re.compile(
+    r"([0-9A-HJKMNP-TV-Z]{26})-([0-9A-HJKMNP-TV-Z]{26})(?:\.([A-Za-z0-9][A-Za-z0-9_-]{0,127}))?\.seg\Z"
+)
+_TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
+MAX_TOPIC_SPLIT = 64  # more topics than this in one body: kept as one mixed segment
 class SegmentError(ValueError):
     pass
 
@@ -29,10 +37,21 @@ class Segment:
     first: str
     last: str
     size: int
+    topic: str = ""  # "": records of any topic
 
     @property
     def name(self) -> str:
-        return f"{self.first}-{self.last}{SEGMENT_SUFFIX}"
+        return segment_name(self.first, self.last, self.topic)
+
+
+def segment_name(first: str, last: str, topic: str = "") -> str:
+    return f"{first}-{last}.{topic}{SEGMENT_SUFFIX}" if topic else f"{first}-{last}{SEGMENT_SUFFIX}"
+
+
+def topic_of(data: bytes) -> str:
+    """The topic of a body's first record."""
+    sp = data.find(b" ", ULID_LEN + 1)
+    return data[ULID_LEN + 1 : sp].decode("latin-1") if sp > 0 else ""
 
 
 def validate_records(data: bytes) -> tuple[bytes, bytes]:
@@ -164,7 +183,7 @@ class StoreLog:
             if size == 0 or m.group(1) > m.group(2):
                 self.quarantine(name, "empty or misnamed")
                 continue
-            self._segments[name] = Segment(m.group(1), m.group(2), size)
+            self._segments[name] = Segment(m.group(1), m.group(2), size, m.group(3) or "")
             self._stamps[name] = self.fs.stamp(path)
 
     def scrub(self, seg: Segment) -> bool:
@@ -197,7 +216,7 @@ class StoreLog:
         self.quarantine(seg.name, reason)
         self.dropped_records += dropped
         if good:
-            self.write(good, validate=False)
+            self.write(good, validate=False, topic=seg.topic or None)
             self.salvaged_records += good.count(b"\n")
         return False
 
@@ -248,11 +267,26 @@ class StoreLog:
 
     # -- writing ----------------------------------------------------------------
 
-    def write(self, data: bytes, validate: bool = True) -> Segment:
-        """Store one sorted segment body atomically; idempotent for equal bodies."""
-        first_b, last_b = validate_records(data) if validate else bounds(data)
+    def write(self, data: bytes, validate: bool = True, topic: str | None = None) -> list[Segment]:
+        """Store a sorted body atomically, one segment per topic; idempotent for
+        equal bodies. ``topic``: the caller knows every record has it."""
+        if validate:
+            validate_records(data)
+        if topic is not None:
+            return [self._write_one(data, topic)]
+        parts = _fast.split_topics(data, MAX_TOPIC_SPLIT)
+        if parts is None:  # one topic
+            return [self._write_one(data, topic_of(data))]
+        if not parts:  # too many to keep apart
+            return [self._write_one(data, "")]
+        return [self._write_one(part, t.decode("latin-1")) for t, part in parts]
+
+    def _write_one(self, data: bytes, topic: str) -> Segment:
+        if topic and not _TOPIC_NAME_RE.match(topic):
+            topic = ""  # not a topic oklog would accept: keep it out of file names
+        first_b, last_b = bounds(data)
         first, last = first_b.decode(), last_b.decode()
-        name = f"{first}-{last}{SEGMENT_SUFFIX}"
+        name = segment_name(first, last, topic)
         path = join(self.root, name)
         with self._lock:
             existing = self._segments.get(name)
@@ -262,7 +296,7 @@ class StoreLog:
                 return existing
             data = merge_dedup([old, data])
         self.fs.write_atomic(path, data)
-        seg = Segment(first, last, len(data))
+        seg = Segment(first, last, len(data), topic)
         stamp = self.fs.stamp(path)
         with self._lock:
             self._segments[name] = seg
@@ -273,9 +307,9 @@ class StoreLog:
             self.bytes_written += len(data)
         return seg
 
-    def adopt(self, tmp_path: str, first: str, last: str, size: int) -> Segment:
+    def adopt(self, tmp_path: str, first: str, last: str, size: int, topic: str = "") -> Segment:
         """Rename a complete, synced temporary file into place as a segment."""
-        seg = Segment(first, last, size)
+        seg = Segment(first, last, size, topic)
         self.fs.rename(tmp_path, join(self.root, seg.name))
         self.fs.sync_dir(self.root)
         stamp = self.fs.stamp(join(self.root, seg.name))

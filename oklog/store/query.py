@@ -70,7 +70,11 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
     """Segments and bytes the query would scan, and the units to scan them in."""
     plan = Plan()
     try:
-        for group in group_overlapping(store.overlapping(params.lo, params.hi_excl)):
+        segs = store.overlapping(params.lo, params.hi_excl)
+        if params.topic:  # other topics' segments are not even opened
+            want = params.topic.decode("latin-1")
+            segs = [s for s in segs if not s.topic or s.topic == want]
+        for group in group_overlapping(segs):
             parts = []
             for seg in group:
                 if store.modified(seg):
