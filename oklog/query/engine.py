@@ -20,6 +20,7 @@ Python sees only the result.
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from dataclasses import dataclass
@@ -224,6 +225,16 @@ class Matcher:
             self._scratch_proto = hyperscan.Scratch(db)
         except hyperscan.error:
             self._db = None  # RE2 on every line
+
+    def without_topic(self, topic: str) -> Matcher:
+        """This matcher for bytes known to hold only records of ``topic``
+        (a segment named by it): the topic filter is dropped when it is that
+        topic, and the compiled pattern is shared."""
+        if self._topic is None or self._topic.topic.decode("latin-1") != topic:
+            return self
+        m = copy.copy(self)
+        m._topic = None
+        return m
 
     # -- scanning -------------------------------------------------------------
 

@@ -113,6 +113,9 @@ def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     """Scan one unit (in a worker thread); return its matching records in order,
     formatted by ``fmt`` if given. Raw records, lines and ULID+line come straight
     out of the scan of a single segment range (no intermediate copy)."""
+    topics = {seg.topic for seg, _, _ in unit.parts}
+    if len(topics) == 1:
+        matcher = matcher.without_topic(topics.pop())  # a segment of that topic only: no filter
     mode = NATIVE_MODES.get(fmt)
     if mode is not None and len(unit.parts) == 1:
         seg, lo, hi = unit.parts[0]

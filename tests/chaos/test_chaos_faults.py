@@ -65,7 +65,12 @@ def test_a_flipped_ulid_byte_does_not_duplicate_results(tmp_path):
     a = bytearray(b"".join(recs[:120]))
     b = b"".join(recs[80:])  # records 80..119 are in both, as replicas are
     pos = a.find(recs[100][:26])
-    a[pos + 11] = ord("Z")  # record 100 of segment a now sorts after everything
+    # Record 100 of segment a now sorts after everything: the first character of
+    # its random part becomes Z (if it is Z already, the nearest one before it
+    # that is not; the time part's first never is).
+    k = next(pos + i for i in range(10, -1, -1) if a[pos + i] != ord("Z"))
+    a[k] = ord("Z")
+    assert bytes(a[pos : pos + 26]) > recs[-1][:26]
     store = tmp_path / "n" / "store"
     store.mkdir(parents=True)
     (store / _seg_name(recs[:120])).write_bytes(bytes(a))
