@@ -1,6 +1,7 @@
 """Compaction and retention on a real directory and in memory."""
 
 import random
+import zlib
 
 import pytest
 import trio
@@ -268,6 +269,42 @@ def test_check_and_salvage_damaged_segments(store):
     assert all_records(reloaded) == recs[:49]
 
 
+def test_payload_flipped_at_rest_is_caught_by_the_checksum(store):
+    """A byte of a line changed while the node was down: every record still
+    parses, only the CRC-32 in the file's name tells. Quarantined, not served."""
+    from oklog.query.params import parse_params
+    from oklog.store.query import plan_query
+
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    (seg,) = store.write(stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50)))
+    (other,) = store.write(stamp_lines([b"other %d" % i for i in range(5)], src.headers(5, b"t2")))
+    data = store.fs.read(store.path(seg))
+    store.fs.write_atomic(store.path(seg), data.replace(b"rec 7\n", b"rXc 7\n"))
+    reloaded = StoreLog(store.fs, store.root)  # a restart: sizes and stamps look fine
+    assert {s.name for s in reloaded.unvalidated()} == {seg.name, other.name}
+    assert reloaded.scrub(seg) is False and reloaded.scrub(other) is True
+    assert "checksum mismatch" in reloaded.stats()["quarantined"][0]
+    assert reloaded.segments() == [other] and reloaded.salvaged_records == 0
+    assert store.fs.exists(join(reloaded.quarantine_dir, seg.name))  # kept for an operator
+    plan = plan_query(reloaded, parse_params({}))
+    try:
+        assert plan.segments == 1
+    finally:
+        plan.close()
+    # Compaction outputs carry their checksum too.
+    for i in range(3):
+        reloaded.write(stamp_lines([b"c%d" % i], src.headers(1, b"t2")))
+    while jobs := plan_compact(reloaded):
+        run_job(reloaded, jobs[0], 1 << 20, CompactStats())
+    (merged,) = [s for s in reloaded.segments() if s.topic == "t2"]
+    assert merged.crc == f"{zlib.crc32(reloaded.fs.read(reloaded.path(merged))):08x}"
+    assert reloaded.scrub(merged) is True
+
+
+def plan_compact(store):
+    return plan(store.segments(), 1 << 20)
+
+
 def test_segment_modified_while_running_is_never_served(store):
     from oklog.query.params import parse_params
     from oklog.store.query import plan_query
@@ -301,7 +338,7 @@ def test_write_keeps_topics_apart(store):
     segs = store.write(body)
     assert sorted(s.topic for s in segs) == ["db", "default", "web"]
     for s in segs:
-        assert s.name.endswith(f".{s.topic}.seg")
+        assert s.name.endswith(f".{s.topic}~{zlib.crc32(store.fs.read(store.path(s))):08x}.seg")
         data = store.fs.read(store.path(s))
         assert {r.split(b" ")[1] for r in data.splitlines()} == {s.topic.encode()}
         assert data.splitlines() == sorted(data.splitlines())
@@ -320,7 +357,7 @@ def test_write_keeps_topics_apart(store):
     lines = [b"m %d" % i for i in range(len(many))]
     mixed = b"".join(stamp_lines([ln], src.headers(1, t)) for ln, t in zip(lines, many, strict=True))
     (m,) = store.write(mixed)
-    assert m.topic == "" and m.name.count(".") == 1
+    assert m.topic == "" and m.name.count(".") == 1 and "~" in m.name
     weird = encode_ulid(10**9, 1) + b" ../x line\n"
     (w,) = store.write(weird)
     assert w.topic == "" and "/" not in w.name

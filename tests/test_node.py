@@ -1,5 +1,7 @@
 """A whole node in-process on real sockets (127.0.0.1, port 0) and real files."""
 
+import zlib
+
 import httpx
 import pytest
 import trio
@@ -137,7 +139,8 @@ async def test_ingest_api_and_replicate(node):
     good = b"01M850G147DFNDAZDTJHZTZ1MJ t a\n01M850G147DFNDAZDTJHZTZ1MK t b\n"
     r = await c.post("/store/replicate", content=good)
     assert r.status_code == 200
-    assert r.text.strip() == "01M850G147DFNDAZDTJHZTZ1MJ-01M850G147DFNDAZDTJHZTZ1MK.t.seg"  # named by its topic
+    # named by its bounds, its topic and the CRC-32 of its bytes
+    assert r.text.strip() == f"01M850G147DFNDAZDTJHZTZ1MJ-01M850G147DFNDAZDTJHZTZ1MK.t~{zlib.crc32(good):08x}.seg"
     # Idempotent: replicating the same segment twice keeps one copy of each record.
     assert (await c.post("/store/replicate", content=good)).status_code == 200
     q = await c.get("/store/query")

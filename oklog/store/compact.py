@@ -23,6 +23,7 @@ import logging
 import mmap
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import trio
@@ -31,7 +32,14 @@ import trio.lowlevel
 from oklog.fs import File, join
 from oklog.query.engine import iter_merge, record_start_at_or_after
 from oklog.record import ULID_LEN, ms_floor
-from oklog.store.log import Segment, SegmentError, StoreLog, check_segment, group_overlapping
+from oklog.store.log import (
+    Segment,
+    SegmentError,
+    StoreLog,
+    check_segment,
+    crc_hex,
+    group_overlapping,
+)
 
 log = logging.getLogger("oklog.store.compact")
 
@@ -133,6 +141,7 @@ class _Writer:
         self._first = b""
         self._last = b""
         self._size = 0
+        self._crc = 0
 
     def write(self, chunk) -> None:
         """Append whole records, cutting a new output at the target size."""
@@ -162,8 +171,10 @@ class _Writer:
             self._f = self.store.fs.create(self._tmp)
             self._first = bytes(chunk[:ULID_LEN])
             self._size = 0
+            self._crc = 0
         self._f.write(bytes(chunk))
         self._size += len(chunk)
+        self._crc = zlib.crc32(chunk, self._crc)
         last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
         self._last = bytes(chunk[last_start : last_start + ULID_LEN])
 
@@ -177,7 +188,9 @@ class _Writer:
             self.store.fs.remove(self._tmp)
             raise SegmentError(f"compaction output invalid ({self._bad}); inputs will be re-checked")
         self.done.append(
-            self.store.adopt(self._tmp, self._first.decode(), self._last.decode(), self._size, self.topic)
+            self.store.adopt(
+                self._tmp, self._first.decode(), self._last.decode(), self._size, self.topic, crc_hex(self._crc)
+            )
         )
 
     def abort(self) -> None:

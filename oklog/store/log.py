@@ -5,7 +5,9 @@ the first and last ULID it holds, so a time range selects files with two string
 comparisons. Topics are kept apart: a body holding several topics is written as
 one segment per topic, ``FIRST-LAST.TOPIC.seg``, so a query for one topic never
 reads the others' bytes (``FIRST-LAST.seg`` holds any topics: files from before,
-or a body of more than MAX_TOPIC_SPLIT topics). Files are written whole and atomically (temporary name, fsync,
+or a body of more than MAX_TOPIC_SPLIT topics). The name ends with the CRC-32 of
+the bytes as written (``~1a2b3c4d.seg``): the scrubber checks it, so bytes
+changed at rest are caught even where the records still parse. Files are written whole and atomically (temporary name, fsync,
 rename): a crash leaves either the old set of files or the new one. Corrupt files
 are moved to ``quarantine/`` and reported, never fatal.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 
 import oklog._fast as _fast
@@ -24,7 +27,7 @@ from oklog.record import ULID_LEN
 
 SEGMENT_SUFFIX = ".seg"
 _NAME_RE = re.compile(
-    r"([0-9A-HJKMNP-TV-Z]{26})-([0-9A-HJKMNP-TV-Z]{26})(?:\.([A-Za-z0-9][A-Za-z0-9_-]{0,127}))?\.seg\Z"
+    r"([0-9A-HJKMNP-TV-Z]{26})-([0-9A-HJKMNP-TV-Z]{26})(?:\.([A-Za-z0-9][A-Za-z0-9_-]{0,127}))?(?:~([0-9a-f]{8}))?\.seg\Z"
 )
 _TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 MAX_TOPIC_SPLIT = 64  # more topics than this in one body: kept as one mixed segment
@@ -38,14 +41,19 @@ class Segment:
     last: str
     size: int
     topic: str = ""  # "": records of any topic
+    crc: str = ""  # CRC-32 of the file's bytes as written (8 hex digits); "": unknown
 
     @property
     def name(self) -> str:
-        return segment_name(self.first, self.last, self.topic)
+        return segment_name(self.first, self.last, self.topic, self.crc)
 
 
-def segment_name(first: str, last: str, topic: str = "") -> str:
-    return f"{first}-{last}.{topic}{SEGMENT_SUFFIX}" if topic else f"{first}-{last}{SEGMENT_SUFFIX}"
+def segment_name(first: str, last: str, topic: str = "", crc: str = "") -> str:
+    return f"{first}-{last}{'.' + topic if topic else ''}{'~' + crc if crc else ''}{SEGMENT_SUFFIX}"
+
+
+def crc_hex(crc: int) -> str:
+    return f"{crc & 0xFFFFFFFF:08x}"
 
 
 def topic_of(data: bytes) -> str:
@@ -183,7 +191,7 @@ class StoreLog:
             if size == 0 or m.group(1) > m.group(2):
                 self.quarantine(name, "empty or misnamed")
                 continue
-            self._segments[name] = Segment(m.group(1), m.group(2), size, m.group(3) or "")
+            self._segments[name] = Segment(m.group(1), m.group(2), size, m.group(3) or "", m.group(4) or "")
             self._stamps[name] = self.fs.stamp(path)
 
     def scrub(self, seg: Segment) -> bool:
@@ -201,11 +209,19 @@ class StoreLog:
         except FileNotFoundError:
             return True
         try:
+            crc = crc_hex(zlib.crc32(buf)) if seg.crc else ""  # type: ignore[arg-type]
             reason = check_segment(buf)
         finally:
             from oklog.fs import close_map
 
             close_map(buf)
+        if crc != seg.crc and reason is None:
+            # Bytes changed at rest (the name carries the CRC-32 they were
+            # written with) and every record still parses: which one is wrong
+            # can't be told, so none is served. The file stays in quarantine/
+            # and the replicas (read repair, oklog repair) restore its records.
+            self.quarantine(seg.name, f"checksum mismatch (crc32 {crc}, written {seg.crc})")
+            return False
         if reason is None:
             with self._lock:
                 self.validated.add(seg.name)
@@ -286,17 +302,22 @@ class StoreLog:
             topic = ""  # not a topic oklog would accept: keep it out of file names
         first_b, last_b = bounds(data)
         first, last = first_b.decode(), last_b.decode()
-        name = segment_name(first, last, topic)
+        crc = crc_hex(zlib.crc32(data))
+        name = segment_name(first, last, topic, crc)
         path = join(self.root, name)
         with self._lock:
             existing = self._segments.get(name)
+        if existing is not None and self.fs.read(path) == data:
+            return existing  # the same body again (a retried replication)
+        # (Another body with the same bounds and CRC-32 is written beside it
+        # under the merged bytes' name; queries and compaction drop copies.)
         if existing is not None:
-            old = self.fs.read(path)
-            if old == data:
-                return existing
-            data = merge_dedup([old, data])
+            data = merge_dedup([self.fs.read(path), data])
+            crc = crc_hex(zlib.crc32(data))
+            name = segment_name(first, last, topic, crc)
+            path = join(self.root, name)
         self.fs.write_atomic(path, data)
-        seg = Segment(first, last, len(data), topic)
+        seg = Segment(first, last, len(data), topic, crc)
         stamp = self.fs.stamp(path)
         with self._lock:
             self._segments[name] = seg
@@ -307,9 +328,9 @@ class StoreLog:
             self.bytes_written += len(data)
         return seg
 
-    def adopt(self, tmp_path: str, first: str, last: str, size: int, topic: str = "") -> Segment:
+    def adopt(self, tmp_path: str, first: str, last: str, size: int, topic: str = "", crc: str = "") -> Segment:
         """Rename a complete, synced temporary file into place as a segment."""
-        seg = Segment(first, last, size, topic)
+        seg = Segment(first, last, size, topic, crc)
         self.fs.rename(tmp_path, join(self.root, seg.name))
         self.fs.sync_dir(self.root)
         stamp = self.fs.stamp(join(self.root, seg.name))
