@@ -211,33 +211,52 @@ def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters) -> None
 
 def send_fast(q: LineQueue, conn: Connector) -> None:
     sock: socket.socket | None = None
+    last = b""
     try:
         while (chunk := q.get()) is not None:
-            while True:
-                if sock is None:
-                    sock = conn.connect()
-                try:
-                    sock.sendall(chunk)
-                    break
-                except OSError as e:
-                    log(f"connection lost ({e}); resending the current chunk elsewhere")
-                    conn.reconnects += 1
-                    sock.close()
-                    sock = None
+            sock = _send_chunk(sock, conn, chunk)
+            last = chunk
+        # End of input: the node closes its side once it has written everything.
+        # A reset instead means it dropped the connection (shedding load,
+        # crashing): the last chunk goes elsewhere, as after any broken send.
+        while sock is not None and last and not _finish(sock):
+            log("connection reset at the end; resending the last chunk elsewhere")
+            conn.reconnects += 1
+            sock = _send_chunk(None, conn, last)
+        sock = None
     finally:
         if sock is not None:
             _finish(sock)
 
 
-def _finish(sock: socket.socket) -> None:
+def _send_chunk(sock: socket.socket | None, conn: Connector, chunk: bytes) -> socket.socket:
+    while True:
+        if sock is None:
+            sock = conn.connect()
+        try:
+            sock.sendall(chunk)
+            return sock
+        except OSError as e:
+            log(f"connection lost ({e}); resending the current chunk elsewhere")
+            conn.reconnects += 1
+            sock.close()
+            sock = None
+
+
+def _finish(sock: socket.socket) -> bool:
+    """Half-close and wait for the node to close: False if it reset instead."""
     try:
         sock.shutdown(socket.SHUT_WR)
         sock.settimeout(10)
         while sock.recv(65536):
             pass
+    except TimeoutError:
+        pass  # still writing after 10 s: it has the bytes
     except OSError:
-        pass
+        sock.close()
+        return False
     sock.close()
+    return True
 
 
 class _Unacked:

@@ -117,7 +117,7 @@ def test_backtracking_regexes_are_fast_and_correct(node, q):
     r = node.query(q=q, regex="true")
     took = time.monotonic() - t
     assert r.status_code in (200, 400), r.text[:200]
-    assert took < 5, f"{q!r} took {took:.1f}s"
+    assert took < 10, f"{q!r} took {took:.1f}s"  # backtracking would take minutes; 10 s allows a loaded box
     if r.status_code == 200:
         import re2 as re  # the verifier must not backtrack either
 
@@ -280,8 +280,8 @@ def test_slowloris_and_half_open_api_connections(node):
             i += 1
             # While they dribble, others are served promptly.
             t = time.monotonic()
-            assert httpx.get(node.url + "/health", timeout=5).status_code == 200
-            assert time.monotonic() - t < 2
+            assert httpx.get(node.url + "/health", timeout=10).status_code == 200
+            assert time.monotonic() - t < 5  # not held up behind the dribblers (their reads never finish)
             time.sleep(0.1)
         assert node.query(q="seed line").status_code == 200
     finally:

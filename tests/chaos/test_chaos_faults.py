@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from conftest import wait_for  # noqa: E402
 
 from oklog.record import ULIDSource, stamp_lines  # noqa: E402
 
@@ -99,7 +100,9 @@ def test_a_truncated_segment_is_quarantined_not_served(tmp_path):
         body = n.query(q="rec").content
         bad = [r for r in body.split(b"\n") if r and not RECORD.match(r)]
         assert not bad, bad[:3]
-        st = httpx.get(n.url + "/cluster/state", timeout=5).json()
-        assert st["pipeline"]["store"]["quarantined"], "truncated segment not reported"
+        wait_for(
+            lambda: httpx.get(n.url + "/cluster/state", timeout=5).json()["pipeline"]["store"]["quarantined"],
+            timeout=15, what="the truncated segment reported as quarantined",
+        )
     finally:
         n.kill()

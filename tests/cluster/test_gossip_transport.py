@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import trio
+from conftest import free_port
 
 from oklog.cluster.swim import ALIVE, DEAD, LEFT, SUSPECT
 from oklog.cluster.transport import Gossip, parse_peer
@@ -23,9 +24,9 @@ FAST = dict(
 LIMIT = 15  # absolute per-test timeout, seconds
 
 
-def make(i: int, role: str = "ingeststore", seeds=(), **kw) -> Gossip:
+def make(i: int, role: str = "ingeststore", seeds=(), port: int = 0, **kw) -> Gossip:
     params = {**FAST, **kw}
-    return Gossip(f"n{i}", role, bind=("127.0.0.1", 0), seeds=seeds, rng=random.Random(i), **params)
+    return Gossip(f"n{i}", role, bind=("127.0.0.1", port), seeds=seeds, rng=random.Random(i), **params)
 
 
 async def wait_for(cond: Callable[[], bool], poll: float = 0.01) -> None:
@@ -134,7 +135,9 @@ async def test_restart_with_same_id_and_port_rejoins():
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             nodes = await start_cluster(nursery, 2)
-            first = make(2, seeds=[nodes[0].address])
+            # A port from this worker's block, not the kernel's ephemeral pool:
+            # any socket could take a released ephemeral port before the restart.
+            first = make(2, seeds=[nodes[0].address], port=free_port())
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as inner:
                     port = (await inner.start(first.run))[1]

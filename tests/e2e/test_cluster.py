@@ -48,11 +48,20 @@ def settled(nodes) -> bool:
 
 
 def records_on_disk(node: NodeProc) -> dict[bytes, int]:
-    seen: dict[bytes, int] = {}
-    for p in (node.workdir / "store").glob("*.seg"):
-        for rec in p.read_bytes().split(b"\n")[:-1]:
-            seen[rec[:26]] = 1
-    return seen
+    """ULIDs in the node's segment files, once its compaction has nothing left
+    to do (a job in flight renames and removes files under the listing)."""
+    wait_for(lambda: not httpx.get(node.url + "/store/segments", timeout=5).json()["compaction_pending"],
+             timeout=30, what="compaction idle")
+    for _ in range(5):
+        seen: dict[bytes, int] = {}
+        try:
+            for p in (node.workdir / "store").glob("*.seg"):
+                for rec in p.read_bytes().split(b"\n")[:-1]:
+                    seen[rec[:26]] = 1
+            return seen
+        except FileNotFoundError:
+            time.sleep(0.2)  # compacted away between listing and reading: look again
+    raise AssertionError("segment files kept changing")
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
                 row = cells(table, ids[n.api])
                 assert row[1:5] == [ids[n.api], role, n.api, "● alive"], row
                 assert row[0] == ("▶" if n is seed else " ")
-                assert row[5] == "0"  # incarnation
+                assert row[5].isdigit()  # incarnation (a brief suspicion refuted raises it)
             assert app.state is not None and app.state.self_id == ids[seed.api]
             # The topology: ingest members on the left feed store members on the right.
             topo = text_of(app.query_one(Topology)).splitlines()
