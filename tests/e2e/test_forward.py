@@ -198,3 +198,38 @@ def test_load_shedding_moves_forwarders(node_factory):
     hog.close()
     body = wait_for(lambda: (b := free.query(q="shed").content).count(b"\n") >= k and b, timeout=20)
     assert sorted(numbers(body)) == list(range(k))  # every line, refused ones included, on free
+
+
+def test_fast_mode_resends_the_last_chunk_when_reset_at_the_end():
+    """A node that drops a connection after the forwarder's data went out (as one
+    shedding load late does): the forwarder sees the reset when it closes and
+    sends the last chunk again, on a new connection."""
+    import struct
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(20)
+    got: list[bytes] = []
+
+    def serve():
+        c, _ = srv.accept()  # the first: read a little, then reset
+        c.recv(10)
+        time.sleep(0.3)  # past the forwarder's immediate-refusal probe
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        c, _ = srv.accept()  # the second: take everything, close cleanly
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+        got.append(data)
+        c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    port = srv.getsockname()[1]
+    r = subprocess.run(OKLOG + ["forward", f"127.0.0.1:{port}"], input=b"only line\n", capture_output=True, timeout=30)
+    t.join(20)
+    srv.close()
+    assert r.returncode == 0, r.stderr
+    assert got == [b"only line\n"], r.stderr
+    assert b"resending the last chunk" in r.stderr
