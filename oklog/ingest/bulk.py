@@ -128,7 +128,13 @@ async def _read_frames(stream, ilog: IngestLog, stats: BulkStats, ack_timeout: f
             await send.send(_Frame(reply=f"ERR bad segment: {e}"))
             continue
         done = trio.Event()
-        seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body)
+        try:
+            seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body)
+        except OSError as e:  # disk full or failing: this frame is not taken; the client retries
+            stats.errors += 1
+            log.error("bulk frame not written: %s", e)
+            await send.send(_Frame(reply=f"ERR write failed: {e.strerror or e}; retry", last=True))
+            return
         ilog.commit_waiters[seg_id] = lambda done=done: _set(done, token)
         records = body.count(b"\n")
         stats.frames += 1
@@ -183,9 +189,13 @@ async def serve_bulk(
     task_status.started((host, listeners[0].socket.getsockname()[1]))
 
     async def handler(stream: trio.SocketStream) -> None:
+        # Whatever ends one connection (its reader and answerer run in a nursery,
+        # so errors arrive as groups) must not end the listener and the node.
         try:
             await handle_bulk(stream, ilog, stats, ack_timeout)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            log.debug("bulk connection ended: %s", e)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
+            log.debug("bulk connection ended: %s", eg.exceptions[0])
+        except* Exception as eg:
+            log.error("bulk connection failed", exc_info=eg)
 
     await trio.serve_listeners(handler, listeners)

@@ -51,6 +51,14 @@ def test_a_failing_disk_write_does_not_crash_the_node(tmp_path):
                 s.recv(16)
             except OSError:
                 pass
+        # A bulk frame cannot be written either: the client hears ERR and may
+        # retry elsewhere (this ended the node once: the error left the
+        # connection's nursery as a group the handler did not catch).
+        body = b"".join(_records(3))
+        with socket.create_connection(("127.0.0.1", n.ports["bulk"]), timeout=5) as s:
+            s.sendall(b"BULK %d\n" % len(body) + body)
+            s.settimeout(10)
+            assert s.makefile("rb").readline().startswith(b"ERR write failed")
         time.sleep(1)
         alive = n.proc.poll() is None
         if alive:
