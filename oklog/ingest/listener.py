@@ -257,6 +257,9 @@ async def serve_ingest(
             )
             await _aclose_quietly(stream)
             return
-        await handle_connection(stream, log_, settings, stats, durable)
+        try:
+            await handle_connection(stream, log_, settings, stats, durable)
+        except Exception:  # a bug in one connection must not end the listener (and the node)
+            log.exception("ingest connection failed")
 
     await trio.serve_listeners(handler, listeners)

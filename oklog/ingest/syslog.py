@@ -311,7 +311,10 @@ async def serve_syslog(
         async with trio.open_nursery() as nursery:
 
             async def handler(stream: trio.SocketStream) -> None:
-                await handle_syslog_tcp(stream, ilog, settings, stats)
+                try:
+                    await handle_syslog_tcp(stream, ilog, settings, stats)
+                except Exception:  # one connection's failure must not end the listener
+                    log.exception("syslog connection failed")
 
             nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats)
             await nursery.start(trio.serve_listeners, handler, listeners)
