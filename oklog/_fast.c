@@ -573,9 +573,10 @@ static PyObject *fast_split_topics(PyObject *self, PyObject *args) {
     size_t *tl = PyMem_Malloc(sizeof(size_t) * (size_t)max_topics);
     size_t *sizes = PyMem_Calloc((size_t)max_topics, sizeof(size_t));
     char **w = PyMem_Calloc((size_t)max_topics, sizeof(char *));
+    char **wend = PyMem_Calloc((size_t)max_topics, sizeof(char *));
     PyObject **parts = PyMem_Calloc((size_t)max_topics, sizeof(PyObject *));
-    int ntop = 0, overflow = 0;
-    if (!tp || !tl || !sizes || !w || !parts) {
+    int ntop = 0, overflow = 0, changed = 0;
+    if (!tp || !tl || !sizes || !w || !wend || !parts) {
         PyErr_NoMemory();
         goto done;
     }
@@ -599,7 +600,11 @@ static PyObject *fast_split_topics(PyObject *self, PyObject *args) {
                         break;
                     }
                 if (cur < 0) {
-                    if (pass == 1 || ntop == max_topics) {
+                    if (pass == 1) { /* a topic pass 0 did not see: the buffer changed */
+                        changed = 1;
+                        break;
+                    }
+                    if (ntop == max_topics) {
                         overflow = 1;
                         break;
                     }
@@ -609,6 +614,10 @@ static PyObject *fast_split_topics(PyObject *self, PyObject *args) {
             if (pass == 0) {
                 sizes[cur] += re - pos;
             } else {
+                if ((size_t)(wend[cur] - w[cur]) < re - pos) { /* the buffer changed since pass 0 */
+                    changed = 1;
+                    break;
+                }
                 memcpy(w[cur], base + pos, re - pos);
                 w[cur] += re - pos;
             }
@@ -621,8 +630,13 @@ static PyObject *fast_split_topics(PyObject *self, PyObject *args) {
                 parts[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizes[i]);
                 if (!parts[i]) goto done;
                 w[i] = PyBytes_AS_STRING(parts[i]);
+                wend[i] = w[i] + sizes[i];
             }
         }
+    }
+    if (changed) {
+        PyErr_SetString(PyExc_ValueError, "buffer changed while being split");
+        goto done;
     }
     if (overflow || ntop <= 1) {
         out = overflow ? PyList_New(0) : Py_NewRef(Py_None);
@@ -643,6 +657,7 @@ done:
     if (parts)
         for (int i = 0; i < max_topics; i++) Py_XDECREF(parts[i]);
     PyMem_Free(parts);
+    PyMem_Free(wend);
     PyMem_Free(w);
     PyMem_Free(sizes);
     PyMem_Free(tl);

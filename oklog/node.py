@@ -103,6 +103,7 @@ class Node:
                 )
         if cfg.is_store:
             self.store_log = StoreLog(self.fs, cfg.store_path)
+            self.store_log.sole_copy = cfg.replication_factor == 1
             self.maintenance = Maintenance(
                 self.store_log,
                 cfg.store_target_size,

@@ -224,3 +224,26 @@ def test_regex_via_literal_equals_regex_everywhere():
         assert m.scan_format(buf, 0, len(buf), MODE_LINES) == want
         want_raw = b"".join(buf[rs:e] for rs, ls, e in split(buf) if r.search(buf[ls : e - 1]))
         assert b"".join(buf[s:e] for s, e in m.scan(buf, 0, len(buf))) == want_raw
+
+
+def test_split_topics_against_python():
+    rnd = random.Random(11)
+    for n_topics in (1, 2, 5, 64, 65):
+        topics = [b"t%d" % i for i in range(n_topics)]
+        recs = [rec(b"line %d" % i, rnd.choice(topics)) for i in range(3000)]
+        if n_topics > 1:
+            recs[0], recs[1] = rec(b"first", topics[0]), rec(b"second", topics[1])
+        buf = b"".join(recs)
+        groups: dict[bytes, list[bytes]] = {}
+        for r in recs:
+            groups.setdefault(r.split(b" ")[1], []).append(r)
+        got = fast.split_topics(buf, 64)
+        if len(groups) == 1:
+            assert got is None
+        elif len(groups) > 64:
+            assert got == []  # too many to keep apart
+        else:
+            assert got == [(t, b"".join(rs)) for t, rs in groups.items()]  # in order of first appearance
+    assert fast.split_topics(b"", 4) is None
+    with pytest.raises(ValueError):
+        fast.split_topics(b"", 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
 
 import pytest
 import trio
@@ -69,7 +71,7 @@ def test_bad_topic_line_is_refused(data):
 
 
 @pytest.mark.trio
-async def test_listener_topics_on_real_sockets(tmp_path):
+async def test_listener_topics_on_real_sockets(tmp_path, caplog):
     ilog = IngestLog(RealFS(), str(tmp_path))
     stats = ListenerStats()
     settings = IngestSettings(flush_size=1 << 20, flush_age=0.05, max_record_size=1 << 20, topic=b"node-topic")
@@ -84,7 +86,15 @@ async def test_listener_topics_on_real_sockets(tmp_path):
                     if fragment:
                         await trio.sleep(0.001)
 
+        async def send_and_reset(data: bytes) -> None:
+            s = await trio.open_tcp_stream("127.0.0.1", port)
+            await s.send_all(data)
+            await trio.sleep(0.1)
+            s.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await s.aclose()
+
         with trio.fail_after(20):
+            await send_and_reset(TOPIC_PREAMBLE + b"fo")  # gone inside its topic line: no record, no error
             await send(TOPIC_PREAMBLE + b"api\nfrom api\n", fragment=True)
             await send(b"no topic line\n")
             await send(TOPIC_PREAMBLE + b"no good\nnever stored\n")
@@ -97,3 +107,4 @@ async def test_listener_topics_on_real_sockets(tmp_path):
         recs += [split_record(r)[1:] for r in data.split(b"\n")[:-1]]
     assert sorted(recs) == [(b"api", b"from api"), (b"node-topic", b"no topic line")]
     assert stats.bad_topic_lines == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -219,7 +219,10 @@ async def handle_connection(
         with trio.CancelScope(shield=True):
             try:
                 if conn.partial:
-                    records, n = conn.take(b"", final=True)
+                    try:
+                        records, n = conn.take(b"", final=True)
+                    except RecordError:  # it ended inside its topic line: no record
+                        records, n = b"", 0
                     await conn.write(records, n)
                 await conn.flush()
             except OSError:

@@ -321,9 +321,10 @@ class Maintenance:
     def pending(self) -> bool:
         """Whether a pass would find work: segments to validate or a compaction
         job (sizes are not settled until this is false)."""
-        if self.store.unvalidated():
+        segs = self.store.segments()
+        valid = [s for s in segs if s.name in self.store.validated]
+        if len(valid) < len(segs):  # never checked, or suspect (not the periodic re-checks)
             return True
-        valid = [s for s in self.store.segments() if s.name in self.store.validated]
         return bool(plan(valid, self.target, unsplittable=self.unsplittable))
 
     def retention(self, now: float | None = None) -> None:

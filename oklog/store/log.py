@@ -175,6 +175,8 @@ class StoreLog:
         self.segments_written = 0
         self.bytes_written = 0
         self.replications_received = 0
+        # Replication factor 1: no other node can restore a damaged segment.
+        self.sole_copy = False
         fs.mkdirs(root)
         self._load()
 
@@ -218,9 +220,19 @@ class StoreLog:
         if crc != seg.crc and reason is None:
             # Bytes changed at rest (the name carries the CRC-32 they were
             # written with) and every record still parses: which one is wrong
-            # can't be told, so none is served. The file stays in quarantine/
-            # and the replicas (read repair, oklog repair) restore its records.
-            self.quarantine(seg.name, f"checksum mismatch (crc32 {crc}, written {seg.crc})")
+            # can't be told. With replicas none is served (a damaged copy could
+            # win deduplication against a good one); the file stays in
+            # quarantine/ and read repair or oklog repair restore its records.
+            # As the only copy (replication factor 1) the records come back,
+            # damaged one included, and the report says so.
+            why = f"checksum mismatch (crc32 {crc}, written {seg.crc})"
+            if not self.sole_copy:
+                self.quarantine(seg.name, why)
+                return False
+            data = self.fs.read(path)
+            self.quarantine(seg.name, why + "; records kept: this node holds the only copy")
+            self.write(data, validate=False)
+            self.salvaged_records += data.count(b"\n")
             return False
         if reason is None:
             with self._lock:
@@ -232,7 +244,7 @@ class StoreLog:
         self.quarantine(seg.name, reason)
         self.dropped_records += dropped
         if good:
-            self.write(good, validate=False, topic=seg.topic or None)
+            self.write(good, validate=False)  # topics as the records say (a damaged one may differ)
             self.salvaged_records += good.count(b"\n")
         return False
 

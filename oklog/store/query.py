@@ -21,6 +21,7 @@ from oklog.fs import close_map
 from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
 from oklog.query.format import MODE_RAW, NATIVE_MODES, apply_chunked
 from oklog.query.params import QueryParams
+from oklog.record import ULID_LEN
 from oklog.store.log import Segment, StoreLog, group_overlapping
 
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
@@ -102,7 +103,7 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                 seg, lo, hi = parts[0]
                 plan.units.extend(_split(plan.bufs[seg.name], seg, lo, hi))
             elif parts:
-                plan.units.append(Unit(parts))
+                plan.units.extend(_split_group(plan.bufs, parts))
     except BaseException:
         plan.close()
         raise
@@ -135,6 +136,34 @@ def _release(buf, lo: int, hi: int) -> None:
             buf.madvise(mmap.MADV_DONTNEED, start, hi - start)
         except (OSError, ValueError, AttributeError):
             pass
+
+
+def _split_group(bufs: dict, parts: list[tuple[Segment, int, int]]) -> list[Unit]:
+    """Units for segments that overlap in time (topics kept in their own
+    segments over one span, or copies not compacted yet): cut at the ULIDs found
+    every UNIT_BYTES of every part, so no unit holds more than UNIT_BYTES of any
+    part, units stay in ULID order, and copies of a record (one ULID) always
+    fall in the same unit, where they are merged."""
+    keys: set[bytes] = set()
+    for seg, lo, hi in parts:
+        buf = bufs[seg.name]
+        s = record_start_at_or_after(buf, lo + UNIT_BYTES, hi)
+        while s < hi:
+            keys.add(bytes(buf[s : s + ULID_LEN]))
+            s = record_start_at_or_after(buf, s + UNIT_BYTES, hi)
+    units = []
+    pos = {seg.name: lo for seg, lo, _ in parts}
+    for key in [*sorted(keys), None]:
+        unit = []
+        for seg, _, hi in parts:
+            start = pos[seg.name]
+            end = hi if key is None else seek(bufs[seg.name], key, start, hi)
+            if end > start:
+                unit.append((seg, start, end))
+            pos[seg.name] = end
+        if unit:
+            units.append(Unit(unit))
+    return units
 
 
 def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
