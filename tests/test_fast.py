@@ -247,3 +247,30 @@ def test_split_topics_against_python():
     assert fast.split_topics(b"", 4) is None
     with pytest.raises(ValueError):
         fast.split_topics(b"", 0)
+
+
+def test_merge_against_the_python_merge():
+    from oklog.query.engine import merge_runs
+    from oklog.record import encode_ulid
+
+    rnd = random.Random(12)
+    for trial in range(60):
+        pool = sorted({encode_ulid(rnd.randrange(1 << 20), rnd.getrandbits(8)) for _ in range(rnd.randrange(1, 400))})
+        recs = {u: rec(b"line %d" % i, rnd.choice([b"a", b"bb"]), u) for i, u in enumerate(pool)}
+        runs = []
+        for _ in range(rnd.randrange(1, 6)):  # overlapping samples: many ULIDs in several runs
+            runs.append(b"".join(recs[u] for u in sorted(rnd.sample(pool, rnd.randrange(len(pool) + 1)))))
+        if trial % 7 == 0:
+            runs.append(b"")
+        want = b"".join(merge_runs([r for r in runs if r]))
+        assert fast.merge(runs, MODE_RAW) == want
+        assert fast.merge(runs, MODE_LINES) == fast.format(want, 0, len(want), MODE_LINES)
+        assert fast.merge(runs, MODE_ULID) == fast.format(want, 0, len(want), MODE_ULID)
+    assert fast.merge([], MODE_RAW) == b""
+    # A last record without LF, and memoryviews and mmaps as input.
+    a, b = rec(b"x", ulid=encode_ulid(1, 1)), rec(b"y", ulid=encode_ulid(2, 1))[:-1]
+    assert fast.merge([memoryview(b), a], MODE_LINES) == b"x\ny"
+    with pytest.raises(ValueError):
+        fast.merge([a], MODE_CANDIDATES)
+    with pytest.raises(TypeError):
+        fast.merge([a, 5], MODE_RAW)

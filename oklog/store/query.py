@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+import oklog._fast as _fast
 from oklog.fs import close_map
 from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
 from oklog.query.format import MODE_RAW, NATIVE_MODES, apply_chunked
@@ -124,6 +125,8 @@ def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
         out = matcher.scan_format(buf, lo, hi, mode)
         _release(buf, lo, hi)
         return out
+    if mode is not None:  # merged and cut to the output in one pass
+        return _fast.merge(_scan_parts(plan, matcher, unit), mode)
     return apply_chunked(fmt, _scan_unit(plan, matcher, unit))
 
 
@@ -166,15 +169,18 @@ def _split_group(bufs: dict, parts: list[tuple[Segment, int, int]]) -> list[Unit
     return units
 
 
-def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
+def _scan_parts(plan: Plan, matcher: Matcher, unit: Unit) -> list[bytes]:
     outs = []
     for seg, lo, hi in unit.parts:
         buf = plan.bufs[seg.name]
         outs.append(matcher.scan_format(buf, lo, hi, MODE_RAW))
         _release(buf, lo, hi)
-    if len(outs) == 1:
-        return outs[0]
-    return merge_dedup(outs)
+    return outs
+
+
+def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
+    outs = _scan_parts(plan, matcher, unit)
+    return outs[0] if len(outs) == 1 else merge_dedup(outs)
 
 
 async def execute(
