@@ -42,8 +42,23 @@ class Plan:
 
     segments: int = 0
     bytes: int = 0
-    units: list[Unit] = field(default_factory=list)
     bufs: dict[str, object] = field(default_factory=dict)
+    # Byte ranges by group of overlapping segments; cut into units only when
+    # the plan runs, so statistics (HEAD, -stats) touch no data pages.
+    groups: list[list[tuple[Segment, int, int]]] = field(default_factory=list)
+    _units: list[Unit] | None = None
+
+    @property
+    def units(self) -> list[Unit]:
+        if self._units is None:
+            self._units = []
+            for parts in self.groups:
+                if len(parts) == 1:
+                    seg, lo, hi = parts[0]
+                    self._units.extend(_split(self.bufs[seg.name], seg, lo, hi))
+                else:
+                    self._units.extend(_split_group(self.bufs, parts))
+        return self._units
 
     def close(self) -> None:
         for buf in self.bufs.values():
@@ -100,11 +115,8 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                 parts.append((seg, lo, hi))
                 plan.segments += 1
                 plan.bytes += hi - lo
-            if len(parts) == 1:
-                seg, lo, hi = parts[0]
-                plan.units.extend(_split(plan.bufs[seg.name], seg, lo, hi))
-            elif parts:
-                plan.units.extend(_split_group(plan.bufs, parts))
+            if parts:
+                plan.groups.append(parts)
     except BaseException:
         plan.close()
         raise
@@ -195,6 +207,7 @@ async def execute(
     """Scan the plan's units in parallel; emit each unit's result in order.
     Releases the plan's mappings when done."""
     try:
+        await trio.to_thread.run_sync(lambda: plan.units, limiter=limiter)  # seeks touch pages: off the loop
         await _execute(matcher, plan, emit, limiter, in_flight, fmt)
     finally:
         plan.close()
