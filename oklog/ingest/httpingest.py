@@ -19,9 +19,10 @@
     ``{"records": n, "invalid_json": k, "segments": [...]}``.
 
 ``POST /loki/api/v1/push?topic=LABEL``
-    The Loki push API in its JSON form (any Content-Type but protobuf is read
-    as JSON; ``application/x-protobuf``, the snappy-compressed protobuf form
-    that Promtail and Alloy send, gets 415 — configure the client for JSON)::
+    The Loki push API, in both its forms: JSON (any Content-Type but
+    protobuf), and ``application/x-protobuf``, a snappy-compressed (block
+    format) ``logproto.PushRequest``, what Promtail, Alloy and Vector send by
+    default. The JSON form::
 
         {"streams": [{"stream": {"job": "nginx", "host": "a"},
                       "values": [["<unix ns>", "<line>"], ...]}]}
@@ -235,6 +236,115 @@ def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
     return batch
 
 
+# -- Loki protobuf ------------------------------------------------------------------
+# logproto.PushRequest { repeated StreamAdapter streams = 1; }
+# StreamAdapter { string labels = 1; repeated EntryAdapter entries = 2; uint64 hash = 3; }
+# EntryAdapter { Timestamp timestamp = 1; string line = 2; repeated LabelPair structuredMetadata = 3; }
+# Read by hand (four messages, two fields each used): unknown fields are skipped.
+
+_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\Z)', re.S)
+_LABEL_ESC = re.compile(r"\\(.)", re.S)
+
+
+def snappy_block(data: bytes, limit: int) -> bytes:
+    """Undo Snappy block compression, refusing a body that says it would
+    decompress beyond ``limit`` (its first varint is the decompressed length)."""
+    import cramjam
+
+    try:
+        size, _ = _varint(memoryview(data), 0)
+    except ValueError:
+        raise HTTPError(400, "bad snappy body: no length") from None
+    if size > limit:
+        raise HTTPError(413, f"decompressed body exceeds the {limit}-byte limit")
+    try:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    except cramjam.DecompressionError as e:
+        raise HTTPError(400, f"bad snappy body: {e}") from None
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(10):
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+    raise ValueError("varint too long")
+
+
+def _pb_fields(buf: memoryview):
+    """(field number, value) of a protobuf message: an int for varints, a
+    memoryview for length-delimited fields, None for fixed-width ones."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        value: int | memoryview | None = None
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            if i + size > n:
+                raise ValueError("truncated field")
+            value, i = buf[i : i + size], i + size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+            if i > n:
+                raise ValueError("truncated field")
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield key >> 3, value
+
+
+def parse_label_set(text: str) -> dict[str, str]:
+    """``{job="nginx", host="a"}`` (Prometheus label set syntax) → dict."""
+    text = text.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"labels {text[:80]!r} are not {{name=\"value\", ...}}")
+    body, labels, pos = text[1:-1], {}, 0
+    while pos < len(body) and body[pos:].strip():
+        m = _LABEL.match(body, pos)
+        if m is None:
+            raise ValueError(f"labels {text[:80]!r} are not {{name=\"value\", ...}}")
+        labels[m.group(1)] = _LABEL_ESC.sub(lambda e: {"n": "\n", "t": "\t"}.get(e.group(1), e.group(1)), m.group(2))
+        pos = m.end()
+    return labels
+
+
+def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+    """A decompressed Loki protobuf push body → lines grouped by topic, as the
+    JSON form; HTTPError(400) if malformed."""
+    batch = Batch()
+    try:
+        for i, (field, stream) in enumerate(_pb_fields(memoryview(body))):
+            if field != 1 or not isinstance(stream, memoryview):
+                continue
+            labels_text, lines = "{}", []
+            for f, value in _pb_fields(stream):
+                if f == 1 and isinstance(value, memoryview):
+                    labels_text = bytes(value).decode("utf-8")
+                elif f == 2 and isinstance(value, memoryview):
+                    line = b""
+                    for ef, ev in _pb_fields(value):
+                        if ef == 2 and isinstance(ev, memoryview):
+                            line = bytes(ev).replace(b"\n", b"\\n")
+                    lines.append(line)
+            try:
+                labels = parse_label_set(labels_text)
+            except ValueError as e:
+                raise HTTPError(400, f"streams[{i}]: {e}") from None
+            prefix = labels_prefix(labels)
+            batch.add(loki_topic(labels, topic_label, default), [prefix + ln for ln in lines])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"bad protobuf push body: {e}") from None
+    return batch
+
+
 def decode_body(data: bytes, encoding: str | None, limit: int) -> bytes:
     """Undo ``Content-Encoding`` (identity or gzip), never beyond ``limit`` bytes."""
     enc = (encoding or "identity").strip().lower()
@@ -382,21 +492,23 @@ def httpingest_router(
             raise
         return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
 
+    def _loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+        return parse_loki_protobuf(snappy_block(body, max_body), topic_label, default)
+
     async def loki_push(req: Request) -> Response:
         st.requests += 1
         try:
             ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype in PROTOBUF_TYPES:
-                raise HTTPError(
-                    415,
-                    f"unsupported Content-Type {ctype!r}: oklog takes the Loki push API "
-                    "as JSON (application/json), not protobuf",
-                )
             body = await read_body(req)
             st.bytes += len(body)
-            batch = await trio.to_thread.run_sync(
-                parse_loki, body, req.arg("topic"), settings.topic, limiter=lim
-            )
+            if ctype in PROTOBUF_TYPES:
+                batch = await trio.to_thread.run_sync(
+                    _loki_protobuf, body, req.arg("topic"), settings.topic, limiter=lim
+                )
+            else:
+                batch = await trio.to_thread.run_sync(
+                    parse_loki, body, req.arg("topic"), settings.topic, limiter=lim
+                )
             await commit(batch)
         except HTTPError:
             st.rejected += 1
