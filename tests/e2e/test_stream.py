@@ -121,8 +121,10 @@ def test_slow_stream_client_is_bounded(node_factory):
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.sendall(b"GET /store/stream HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_for(lambda: subscribers(n) >= 1, what="the stuck stream subscribed")
-    during = max(ingest_rate(100), ingest_rate(100))  # best of two: the machine is shared
+    during = ingest_rate(100)  # the same ingest as the control, so RSS compares like with like
     grown = rss_kb() - base_rss
+    if during <= 0.3 * before:
+        during = max(during, ingest_rate(100))  # once more: the machine is shared
     state = httpx.get(n.url + "/cluster/state").json()
     assert state["pipeline"]["streams"]["subscribers"] == 1
     stuck.close()
