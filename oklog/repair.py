@@ -146,8 +146,13 @@ class RebalanceSummary:
     errors: list[str] = field(default_factory=list)
 
 
+def _segment_answers(client, members: list[Member]) -> dict[str, dict]:
+    """Every member's ``/store/segments`` answer, by member id."""
+    return {m.id: client.get(f"http://{m.api}/store/segments").json() for m in members}
+
+
 def _store_sizes(client, members: list[Member]) -> dict[str, list[dict]]:
-    return {m.id: client.get(f"http://{m.api}/store/segments").json()["segments"] for m in members}
+    return {k: v["segments"] for k, v in _segment_answers(client, members).items()}
 
 
 def _holders_excluding(client, members, source: Member, seg: dict) -> dict[bytes, int]:
@@ -196,7 +201,7 @@ def _settled_sizes(client, members, timeout: float = 30.0) -> dict[str, list[dic
     deadline = time.monotonic() + timeout
     prev = None
     while True:
-        answers = {m.id: client.get(f"http://{m.api}/store/segments").json() for m in members}
+        answers = _segment_answers(client, members)
         now = {k: v["segments"] for k, v in answers.items()}
         busy = any(v.get("compaction_pending") for v in answers.values())
         if (now == prev and not busy) or time.monotonic() > deadline:

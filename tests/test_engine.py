@@ -174,7 +174,7 @@ def test_param_bounds():
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_merge_runs_randomized(seed):
+def test_merge_dedup_randomized(seed):
     import random
 
     rnd = random.Random(seed)

@@ -604,13 +604,6 @@ def gallop(buf, key: bytes, lo: int, hi: int) -> int:
         step *= 4
 
 
-def merge_runs(runs: list, out: list | None = None) -> list:
-    """Merged slices of ``runs`` as a list (see ``iter_merge``)."""
-    out = [] if out is None else out
-    out.extend(iter_merge(runs))
-    return out
-
-
 def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
     """Merge sorted record buffers into ULID order, dropping duplicate ULIDs.
 

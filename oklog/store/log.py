@@ -295,13 +295,11 @@ class StoreLog:
 
     # -- writing ----------------------------------------------------------------
 
-    def write(self, data: bytes, validate: bool = True, topic: str | None = None) -> list[Segment]:
+    def write(self, data: bytes, validate: bool = True) -> list[Segment]:
         """Store a sorted body atomically, one segment per topic; idempotent for
-        equal bodies. ``topic``: the caller knows every record has it."""
+        equal bodies."""
         if validate:
             validate_records(data)
-        if topic is not None:
-            return [self._write_one(data, topic)]
         parts = _fast.split_topics(data, MAX_TOPIC_SPLIT)
         if parts is None:  # one topic
             return [self._write_one(data, topic_of(data))]
@@ -319,12 +317,14 @@ class StoreLog:
         path = join(self.root, name)
         with self._lock:
             existing = self._segments.get(name)
-        if existing is not None and self.fs.read(path) == data:
-            return existing  # the same body again (a retried replication)
-        # (Another body with the same bounds and CRC-32 is written beside it
-        # under the merged bytes' name; queries and compaction drop copies.)
         if existing is not None:
-            data = merge_dedup([self.fs.read(path), data])
+            old = self.fs.read(path)
+            if old == data:
+                return existing  # the same body again (a retried replication)
+            # Another body with the same bounds and CRC-32: the merged bytes are
+            # written beside it under their own name; queries and compaction
+            # drop the copies.
+            data = merge_dedup([old, data])
             crc = crc_hex(zlib.crc32(data))
             name = segment_name(first, last, topic, crc)
             path = join(self.root, name)
