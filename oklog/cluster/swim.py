@@ -35,8 +35,23 @@ refinements HashiCorp memberlist made popular):
 
 Precedence of rumours about one member (``supersedes``): a higher incarnation
 always wins; at equal incarnation ``left`` > ``dead`` > ``suspect`` > ``alive``.
-Member ``meta`` (API addresses, load figures) changes bump the owner's
-incarnation, so the newest meta wins by the same rule.
+The incarnation changes only when the member refutes, leaves or restarts.
+Member ``meta`` (API addresses, load figures) has its own counter,
+``meta_version``, raised by the owner on every change: at equal incarnation and
+state the higher meta version replaces the meta (and nothing else).
+
+Bounds that keep refutation possible. Incarnations on the wire are at most
+``MAX_INCARNATION``; a rumour heard second-hand is accepted only up to
+``HEARSAY_MAX``, far below it. Above that, only a member's own word about
+itself counts (the message's sender is the member and the datagram comes from
+the member's gossip address). So a forged rumour ("left", or "alive" at other
+addresses) at the highest acceptable incarnation is still refuted by the member
+announcing ``HEARSAY_MAX + 1`` itself. A receiver that hears a sender claim a
+newer incarnation than the one it holds without the matching update asks that
+sender for its state, so such a refutation reaches every member first-hand.
+
+``last_heard`` (per member) is the time of the last message whose sender was
+that member, as opposed to ``since``, the time of its last state change.
 """
 
 from __future__ import annotations
@@ -57,6 +72,11 @@ LEFT: State = "left"
 STATES: tuple[State, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
 ROLES = ("ingest", "store", "ingeststore")
 
+# Exact in every JSON reader; far beyond any real count of refutations.
+MAX_INCARNATION = 2**53
+# Second-hand rumours above this are refused: leaves room to refute any we accept.
+HEARSAY_MAX = 2**52
+
 # At equal incarnation, the state further right wins.
 _RANK: dict[str, int] = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
 
@@ -74,6 +94,7 @@ class Update:
     state: State
     incarnation: int
     meta: Mapping[str, Any] = field(default_factory=dict)
+    meta_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,9 @@ class MemberInfo:
     """One row of a node's membership view.
 
     ``since`` is the time (on the caller's clock) of the last state change as
-    seen by this node; ``is_self`` marks the local node.
+    seen by this node; ``last_heard`` the time of the last message this node got
+    from that member (``None``: never directly, only through others; for the
+    local node, the current time); ``is_self`` marks the local node.
     """
 
     id: str
@@ -92,6 +115,8 @@ class MemberInfo:
     meta: Mapping[str, Any]
     since: float
     is_self: bool = False
+    last_heard: float | None = None
+    meta_version: int = 0
 
     @property
     def is_alive(self) -> bool:
@@ -205,6 +230,8 @@ class SwimStats:
     refutations: int = 0
     joins_sent: int = 0
     syncs_sent: int = 0
+    refused_updates: int = 0  # second-hand rumours above HEARSAY_MAX
+    unrefutable: int = 0  # rumours about us too high to refute (only forged ones get there)
 
 
 def supersedes(new_state: State, new_inc: int, cur_state: State, cur_inc: int) -> bool:
@@ -226,11 +253,21 @@ class _Member:
     incarnation: int
     meta: dict[str, Any]
     since: float
+    meta_version: int = 0
+    last_heard: float | None = None
 
     def update(self) -> Update:
-        return Update(self.id, self.role, self.addr, self.state, self.incarnation, dict(self.meta))
+        return Update(
+            self.id,
+            self.role,
+            self.addr,
+            self.state,
+            self.incarnation,
+            dict(self.meta),
+            self.meta_version,
+        )
 
-    def info(self, is_self: bool = False) -> MemberInfo:
+    def info(self, is_self: bool = False, now: float | None = None) -> MemberInfo:
         return MemberInfo(
             self.id,
             self.role,
@@ -240,6 +277,8 @@ class _Member:
             dict(self.meta),
             self.since,
             is_self,
+            now if is_self else self.last_heard,
+            self.meta_version,
         )
 
 
@@ -296,6 +335,8 @@ class Swim:
         self._probe_order: list[str] = []
         self._relays: dict[int, _Relay] = {}
         self._corrected: dict[str, float] = {}
+        self._reasserted: dict[Address, float] = {}
+        self._now = 0.0
         self._seq = 0
         self._seeds: list[Address] = []
         self._joined = False
@@ -322,7 +363,7 @@ class Swim:
     def members(self) -> list[MemberInfo]:
         """The view: every known member including this node, sorted by id."""
         rows = [m.info() for m in self._members.values()]
-        rows.append(self._me.info(is_self=True))
+        rows.append(self._me.info(is_self=True, now=self._now))
         return sorted(rows, key=lambda r: r.id)
 
     def take_events(self) -> list[MemberEvent]:
@@ -331,11 +372,12 @@ class Swim:
         return events
 
     def set_meta(self, meta: Mapping[str, Any]) -> None:
-        """Replace this node's meta; the change disseminates with a new incarnation."""
+        """Replace this node's meta; the change disseminates with a new meta version
+        (the incarnation stays: it means refutation, not "something changed")."""
         if self.left or dict(meta) == self._me.meta:
             return
         self._me.meta = dict(meta)
-        self._me.incarnation += 1
+        self._me.meta_version += 1
         self._enqueue(self._me.update())
 
     def join(self, now: float, seeds: Iterable[Address]) -> Outgoing:
@@ -398,6 +440,8 @@ class Swim:
             s for s, t in self._corrected.items() if now - t >= self.config.probe_interval
         ]:
             del self._corrected[sender]
+        for a in [a for a, t in self._reasserted.items() if now - t >= self.config.probe_interval]:
+            del self._reasserted[a]
         out += self._step_sync(now)
         return out
 
@@ -407,11 +451,22 @@ class Swim:
         if msg.sender == self.id:
             return []
         full = isinstance(msg, (Join, Sync))
+        stale_about_me = False
         for u in msg.updates:
-            self._apply(u, now, full=full)
+            if u.id == self.id:
+                stale_about_me |= self._about_me(u)
+            else:
+                self._apply(u, now, full=full, first_hand=u.id == msg.sender and src == u.addr)
+        sender = self._members.get(msg.sender)
+        if sender is not None:
+            sender.last_heard = now
         if self.left:
             return []
         out = self._correct(now, src, msg)
+        if stale_about_me and now - self._reasserted.get(src, -math.inf) >= self.config.probe_interval:
+            # Someone still believes an older, wrong story about us: tell it first-hand.
+            self._reasserted[src] = now
+            out.append((src, Broadcast(self.id, self._me.incarnation, (self._me.update(),))))
         if isinstance(msg, Ping):
             if msg.target == self.id:
                 out.append((src, self._ack(msg.seq, msg.sender)))
@@ -437,6 +492,7 @@ class Swim:
     # ----------------------------------------------------------------- timers
 
     def _start(self, now: float) -> None:
+        self._now = max(self._now, now)
         if not self._started:
             self._started = True
             self._me.since = now
@@ -533,9 +589,9 @@ class Swim:
 
     # ----------------------------------------------------------------- merging
 
-    def _apply(self, u: Update, now: float, *, full: bool) -> None:
-        if u.id == self.id:
-            self._about_me(u)
+    def _apply(self, u: Update, now: float, *, full: bool, first_hand: bool = False) -> None:
+        if u.incarnation > HEARSAY_MAX and not first_hand:
+            self.stats.refused_updates += 1
             return
         cur = self._members.get(u.id)
         if cur is None:
@@ -543,7 +599,9 @@ class Swim:
             # state sync may introduce dead members so the view shows them.
             if u.state != ALIVE and not full:
                 return
-            m = _Member(u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now)
+            m = _Member(
+                u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now, u.meta_version
+            )
             self._members[u.id] = m
             self._events.append(MemberEvent(u.id, None, u.state))
             if u.state in (ALIVE, SUSPECT):
@@ -551,33 +609,46 @@ class Swim:
             self._enqueue(m.update())
             return
         if not supersedes(u.state, u.incarnation, cur.state, cur.incarnation):
+            if (
+                u.incarnation == cur.incarnation
+                and u.state == cur.state
+                and u.meta_version > cur.meta_version
+            ):
+                cur.meta, cur.meta_version = dict(u.meta), u.meta_version
+                self._enqueue(cur.update())
             return
         old = cur.state
         cur.role, cur.addr, cur.meta = u.role, u.addr, dict(u.meta)
-        cur.incarnation = u.incarnation
+        cur.incarnation, cur.meta_version = u.incarnation, u.meta_version
         if u.state != old:
             cur.state = u.state
             cur.since = now
             self._events.append(MemberEvent(u.id, old, u.state))
         self._enqueue(cur.update())
 
-    def _about_me(self, u: Update) -> None:
+    def _about_me(self, u: Update) -> bool:
+        """Refute what is wrong about us. True if the rumour was an older, wrong
+        story (the sender should hear our current state again)."""
         me = self._me
-        if me.state == LEFT or u.incarnation < me.incarnation:
-            return
-        if (
-            u.state == ALIVE
-            and u.incarnation == me.incarnation
-            and u.addr == me.addr
-            and u.role == me.role
-            and dict(u.meta) == me.meta
-        ):
-            return
-        # Suspected, declared dead/left, or an old life of ours (restart with the
-        # same id): refute with a higher incarnation.
+        if me.state == LEFT:
+            return False
+        same = u.state == ALIVE and u.addr == me.addr and u.role == me.role
+        if u.incarnation < me.incarnation:
+            return not same
+        if u.incarnation == me.incarnation and same:
+            if u.meta_version < me.meta_version:
+                return True
+            if u.meta_version == me.meta_version and dict(u.meta) == me.meta:
+                return False
+        # Suspected, declared dead/left, given other addresses or meta, or an old
+        # life of ours (restart with the same id): refute with a higher incarnation.
+        if u.incarnation >= MAX_INCARNATION:
+            self.stats.unrefutable += 1
+            return False
         me.incarnation = u.incarnation + 1
         self.stats.refutations += 1
         self._enqueue(me.update())
+        return False
 
     def _set_state(self, m: _Member, state: State, now: float) -> None:
         self._events.append(MemberEvent(m.id, m.state, state))
@@ -586,9 +657,12 @@ class Swim:
         self._enqueue(m.update())
 
     def _correct(self, now: float, src: Address, msg: Message) -> Outgoing:
-        """Tell a sender we hold as not alive (or do not know) about it, once in a while."""
+        """Tell a sender we hold as not alive (or do not know) about it, once in a
+        while; ask a sender that claims a newer incarnation than we hold for its
+        state (its refutation may have reached us only second-hand, and been refused)."""
         m = self._members.get(msg.sender)
-        if m is not None and (m.state == ALIVE or m.incarnation < msg.incarnation):
+        newer = m is not None and m.incarnation < msg.incarnation
+        if m is not None and m.state == ALIVE and not newer:
             return []
         if m is None and isinstance(msg, (Join, Sync)):
             return []
@@ -596,8 +670,9 @@ class Swim:
         if last is not None and now - last < self.config.probe_interval:
             return []
         self._corrected[msg.sender] = now
-        if m is None:
-            # A stranger talks to us (we forgot it while it was paused): ask for its state.
+        if m is None or newer:
+            # A stranger talks to us (we forgot it while it was paused), or a member
+            # whose latest word we missed: ask for its state.
             self.stats.joins_sent += 1
             return [(src, Join(self.id, self._me.incarnation, (self._me.update(),)))]
         return [(src, Broadcast(self.id, self._me.incarnation, (m.update(),)))]

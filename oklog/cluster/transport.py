@@ -6,7 +6,10 @@
 
 ``Gossip.run`` binds (port 0 allowed), reports the advertised address through
 ``task_status.started`` and runs until cancelled or until ``leave()`` finishes.
-Malformed datagrams are counted in ``stats`` and ignored. State changes are
+Malformed datagrams are counted in ``stats`` and ignored; so are single bad
+update rows inside an otherwise valid datagram (``bad_updates``). An unexpected
+error while handling a datagram or a timer is logged, counted (``errors``) and
+the loops carry on: nothing a peer sends ends the node. State changes are
 logged at INFO on the ``oklog.cluster`` logger.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 
 import trio
 
-from oklog.cluster.codec import CodecError, decode, encode
+from oklog.cluster.codec import CodecError, decode_lenient, encode
 from oklog.cluster.swim import (
     ALIVE,
     SUSPECT,
@@ -51,6 +54,11 @@ class GossipStats:
     send_errors: int = 0
     recv_errors: int = 0
     send_dropped: int = 0
+    bad_updates: int = 0  # update rows refused at decode (types, ranges, meta)
+    refused_updates: int = 0  # second-hand rumours above the incarnation cap
+    refutations: int = 0
+    errors: int = 0  # unexpected errors while handling a datagram or a timer
+    last_error: str = ""
 
 
 def parse_peer(text: str, default_port: int = DEFAULT_GOSSIP_PORT) -> tuple[str, int]:
@@ -155,7 +163,14 @@ class Gossip:
         if self._swim is None:
             return []
         off = self._clock_offset
-        return [replace(m, since=m.since + off) for m in self._swim.members()]
+        return [
+            replace(
+                m,
+                since=m.since + off,
+                last_heard=None if m.last_heard is None else m.last_heard + off,
+            )
+            for m in self._swim.members()
+        ]
 
     def members_by_role(self, role: str, *, include_suspect: bool = False) -> list[MemberInfo]:
         """Alive (optionally also suspect) members doing ``role`` work, self included."""
@@ -217,6 +232,8 @@ class Gossip:
         for addr, msg in out:
             self._send(addr, msg)
         if self._swim is not None:
+            self.stats.refused_updates = self._swim.stats.refused_updates
+            self.stats.refutations = self._swim.stats.refutations
             for ev in self._swim.take_events():
                 log.info("member %s: %s → %s", ev.id, ev.old or "unknown", ev.new or "forgotten")
 
@@ -251,12 +268,23 @@ class Gossip:
                 continue
             self.stats.datagrams_in += 1
             try:
-                msg = decode(data)
+                msg, dropped = decode_lenient(data)
             except CodecError as e:
                 self.stats.malformed += 1
                 log.debug("malformed gossip datagram from %s: %s", src, e)
                 continue
-            self._emit(self._swim.receive(trio.current_time(), (src[0], src[1]), msg))
+            if dropped:
+                self.stats.bad_updates += len(dropped)
+                log.debug("gossip from %s: %d update(s) dropped: %s", src, len(dropped), dropped[0])
+            try:
+                self._emit(self._swim.receive(trio.current_time(), (src[0], src[1]), msg))
+            except Exception as e:
+                self._failed(f"handling gossip from {src[0]}:{src[1]}", e)
+
+    def _failed(self, what: str, e: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{what}: {type(e).__name__}: {e}"[:500]
+        log.exception("%s failed; carrying on", what)
 
     async def _timer_loop(self) -> None:
         swim = self._swim
@@ -264,7 +292,10 @@ class Gossip:
         while True:
             now = trio.current_time()
             await trio.sleep_until(min(swim.next_deadline(), now + self.config.probe_interval))
-            self._emit(swim.step(trio.current_time()))
+            try:
+                self._emit(swim.step(trio.current_time()))
+            except Exception as e:
+                self._failed("gossip timers", e)
 
     async def _join_seeds(self) -> None:
         """Resolve seed names (retrying failures) and join each as it resolves."""

@@ -23,8 +23,8 @@ from oklog.cluster.swim import (
 UPS = (
     Update("a", "ingest", ("10.0.0.1", 7659), ALIVE, 3, {"api_addr": "10.0.0.1:7650", "load": 1.5}),
     Update("b", "store", ("10.0.0.2", 7659), SUSPECT, 0, {}),
-    Update("c", "ingeststore", ("10.0.0.3", 1), DEAD, 7, {"nested": {"x": [1, 2]}}),
-    Update("ü-node", "store", ("::1", 65535), LEFT, 2**40, {"ünïcode": "✓"}),
+    Update("c", "ingeststore", ("10.0.0.3", 1), DEAD, 7, {"flag": True, "none": None}, 12),
+    Update("ü-node", "store", ("::1", 65535), LEFT, 2**40, {"text": "ünïcode ✓"}),
 )
 
 
@@ -46,7 +46,7 @@ def test_round_trip(msg: Message):
 
 def test_encode_drops_trailing_updates_to_fit():
     big = tuple(
-        Update(f"m{i}", "store", ("10.0.0.1", 7659), ALIVE, i, {"pad": "x" * 1000})
+        Update(f"m{i}", "store", ("10.0.0.1", 7659), ALIVE, i, {f"p{k}": "x" * 250 for k in range(4)})
         for i in range(200)
     )
     data = encode(Sync("a", 0, big))
