@@ -30,6 +30,14 @@ key → metric):
   ``oklog_consumer_commits_failed_total``.
 * ``members``: ``oklog_cluster_members{state}``; the node itself:
   ``oklog_node_info{id,role}``, ``oklog_uptime_seconds``, ``oklog_replication_factor``.
+* ``pipeline.gossip``: ``oklog_gossip_datagrams_total{direction}``,
+  ``oklog_gossip_malformed_datagrams_total``, ``oklog_gossip_bad_updates_total``
+  (update rows refused at decode), ``oklog_gossip_refused_updates_total`` (rumours
+  above the incarnation cap), ``oklog_gossip_refutations_total``.
+* ``pipeline.errors``: ``oklog_component_errors_total{component}``, errors caught
+  at a long-running component's boundary (consumer, coordinator, stream, gossip,
+  state); ``oklog_state_error`` counts the sections of this scrape that could not
+  be rendered (each is logged; the others are still exported).
 
 Plus the process collector's ``process_*`` figures (CPU, memory, open fds).
 """
@@ -110,22 +118,52 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = _Families()
+        doc = "Sections of the node state that could not be rendered in this scrape"
         try:
             st = self.state()
         except Exception:
             log.exception("reading node state for /metrics failed")
-            f.gauge("oklog_state_error", "1 if the node state could not be read", 1)
+            f.gauge("oklog_state_error", doc, 1)
             return iter(f.out)
-        f.gauge("oklog_state_error", "1 if the node state could not be read", 0)
-        self._node(f, st)
-        self._ingest(f, _get(st, "pipeline", "ingest"))
-        self._store(f, _get(st, "pipeline", "store"))
-        self._consumer(f, _get(st, "pipeline", "consumer"))
-        self._maintenance(f, _get(st, "pipeline", "compaction"), _get(st, "pipeline", "queries"))
-        streams = _get(st, "pipeline", "streams")
+        sections = [
+            lambda: self._node(f, st),
+            lambda: self._ingest(f, _get(st, "pipeline", "ingest")),
+            lambda: self._store(f, _get(st, "pipeline", "store")),
+            lambda: self._consumer(f, _get(st, "pipeline", "consumer")),
+            lambda: self._maintenance(f, _get(st, "pipeline", "compaction"), _get(st, "pipeline", "queries")),
+            lambda: self._gossip(f, _get(st, "pipeline", "gossip"), _get(st, "pipeline", "errors")),
+            lambda: self._streams(f, _get(st, "pipeline", "streams")),
+        ]
+        failed = 0
+        for section in sections:
+            kept = len(f.out)
+            try:
+                section()
+            except Exception:
+                del f.out[kept:]  # no half-rendered section
+                failed += 1
+                log.exception("rendering a /metrics section failed; the others are exported")
+        f.gauge("oklog_state_error", doc, failed)
+        return iter(f.out)
+
+    def _streams(self, f: _Families, streams: Any) -> None:
         if isinstance(streams, dict):
             f.gauge("oklog_streams", "Live tail subscribers on this node", streams.get("subscribers"))
-        return iter(f.out)
+
+    def _gossip(self, f: _Families, gos: Any, errors: Any) -> None:
+        if isinstance(gos, dict):
+            f.labelled("counter", "oklog_gossip_datagrams", "Gossip datagrams", "direction",
+                       {"in": gos.get("datagrams_in"), "out": gos.get("datagrams_out")})
+            f.counter("oklog_gossip_malformed_datagrams", "Gossip datagrams refused at decode", gos.get("malformed"))
+            f.counter("oklog_gossip_bad_updates", "Gossip update rows refused at decode (types, ranges, meta)",
+                      gos.get("bad_updates"))
+            f.counter("oklog_gossip_refused_updates", "Second-hand gossip rumours above the incarnation cap",
+                      gos.get("refused_updates"))
+            f.counter("oklog_gossip_refutations", "Rumours about this node it refuted", gos.get("refutations"))
+        if isinstance(errors, dict):
+            f.labelled("counter", "oklog_component_errors",
+                       "Unexpected errors caught at a component's boundary (logged; the component carried on)",
+                       "component", errors)
 
     def _maintenance(self, f: _Families, comp: Any, queries: Any) -> None:
         if isinstance(comp, dict):

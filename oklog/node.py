@@ -31,6 +31,7 @@ import trio
 
 from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
+from oklog.cluster.view import member_row
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
 from oklog.http import Request, Response, Router, serve_http
@@ -89,6 +90,9 @@ class Node:
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
         self.tap = Tap()
+        # Errors caught at component boundaries (each logged where caught).
+        self.stream_errors = 0
+        self.render_errors = 0
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -134,6 +138,7 @@ class Node:
                 lambda: self._live("ingest"),
                 self.tap if self.ingest_log is not None else None,
                 lambda: self.http_client,
+                on_error=self._stream_error,
             ),
         )
         r.mount(metrics_router(self.metrics))
@@ -142,6 +147,9 @@ class Node:
         r.add("GET", "/store/_clusterstate", self._state)
         r.add("GET", "/health", self._health)
         return r
+
+    def _stream_error(self) -> None:
+        self.stream_errors += 1
 
     async def _query(self, req: Request) -> Response:
         assert self.coordinator is not None
@@ -186,23 +194,14 @@ class Node:
                 }
             ]
         out = []
+        now = time.time()
         for m in self.gossip.members():
-            out.append(
-                {
-                    "id": m.id,
-                    "role": m.role,
-                    "gossip_addr": f"{m.addr[0]}:{m.addr[1]}",
-                    "api_addr": m.meta.get("api_addr"),
-                    "state": m.state,
-                    "incarnation": m.incarnation,
-                    "last_heard": time.time() if m.is_self else m.since,
-                    "self": m.is_self,
-                    "uptime_seconds": round(time.time() - m.meta["started"], 3)
-                    if "started" in m.meta
-                    else None,
-                    "meta": dict(m.meta),
-                }
-            )
+            try:
+                out.append(member_row(m, now))
+            except Exception:
+                self.render_errors += 1
+                log.exception("rendering member %r failed; shown without details", m.id)
+                out.append({"id": str(m.id), "state": str(m.state), "self": m.is_self, "error": "unreadable"})
         return out
 
     def _live(self, role: str) -> list[tuple[str, str | None]]:
@@ -214,7 +213,7 @@ class Node:
         for m in self.gossip.members_by_role(role):
             if m.is_self:
                 out.append((m.id, None))
-            elif m.meta.get("api_addr"):
+            elif isinstance(m.meta.get("api_addr"), str):
                 out.append((m.id, m.meta["api_addr"]))
         return out
 
@@ -249,6 +248,13 @@ class Node:
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
         pipeline["streams"] = {"subscribers": self.tap.subscribers}
+        pipeline["errors"] = {
+            "consumer": self.consumer.stats.cycle_errors if self.consumer is not None else 0,
+            "coordinator": self.coordinator.errors if self.coordinator is not None else 0,
+            "stream": self.stream_errors,
+            "gossip": self.gossip.stats.errors if self.gossip is not None else 0,
+            "state": self.render_errors,
+        }
         return {
             "self": self.id,
             "role": cfg.role,

@@ -200,8 +200,11 @@ def cluster_stream_handler(
     members: Callable[[], list[tuple[str, str | None]]],
     tap: Tap | None,
     client: Callable[[], httpx.AsyncClient | None],
+    on_error: Callable[[], None] | None = None,
 ):
-    """``/store/stream``: follow every live ingest member's tap."""
+    """``/store/stream``: follow every live ingest member's tap. An error reading
+    the membership is logged and counted (``on_error``); the stream keeps the
+    members it follows and tries again at the next check."""
 
     async def handler(req: Request) -> Response:
         flt = parse_filter(req)
@@ -252,7 +255,14 @@ def cluster_stream_handler(
 
             async def membership(nursery: trio.Nursery) -> None:
                 while True:
-                    live = {name: api for name, api in members()}
+                    try:
+                        live = {name: api for name, api in members()}
+                    except Exception:
+                        log.exception("stream: reading the membership failed; carrying on")
+                        if on_error is not None:
+                            on_error()
+                        await trio.sleep(FOLLOW_INTERVAL)
+                        continue
                     for name in list(followed):
                         if name not in live:
                             followed.pop(name).cancel()

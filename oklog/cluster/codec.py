@@ -271,6 +271,14 @@ def _meta(v: Any) -> tuple[dict[str, Any], int]:
     return out, version
 
 
+def check_meta(meta: Any) -> None:
+    """Raise ``ValueError`` saying why other members would refuse this meta."""
+    try:
+        _meta(dict(meta))
+    except CodecError as e:
+        raise ValueError(f"gossip meta refused by the codec: {e}") from None
+
+
 def _update(row: Any) -> Update:
     if not isinstance(row, list) or len(row) != 7:
         raise CodecError("bad update")

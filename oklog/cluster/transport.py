@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from oklog.cluster.codec import CodecError, decode_lenient, encode
+from oklog.cluster.codec import CodecError, check_meta, decode_lenient, encode, valid_id
 from oklog.cluster.swim import (
     ALIVE,
     SUSPECT,
@@ -132,6 +132,11 @@ class Gossip:
         leave_timeout: float = 0.5,
         rng: random.Random | None = None,
     ) -> None:
+        if not valid_id(node_id):
+            raise ValueError(
+                f"node id {node_id!r}: use 1-256 printable characters without spaces"
+            )
+        check_meta(meta or {})
         self.id = node_id
         self.role = role
         self.config = SwimConfig(
@@ -178,7 +183,14 @@ class Gossip:
         return [m for m in self.members() if m.state in states and m.serves(role)]
 
     def set_meta(self, meta: Mapping[str, Any]) -> None:
-        """Replace this node's advertised meta (API addresses, load figures)."""
+        """Replace this node's advertised meta (API addresses, load figures).
+
+        Meta the other members would refuse is not advertised (logged)."""
+        try:
+            check_meta(meta)
+        except ValueError as e:
+            log.warning("meta not advertised: %s", e)
+            return
         self._meta = dict(meta)
         if self._swim is not None:
             self._swim.set_meta(meta)

@@ -54,6 +54,7 @@ class ConsumerStats:
     replications_ok: int = 0
     replications_failed: int = 0
     commits_failed: int = 0
+    cycle_errors: int = 0  # unexpected errors caught at the cycle boundary
     last_error: str = ""
     last_batch_time: float = 0.0
     factor_effective: int = 0
@@ -110,7 +111,16 @@ class Consumer:
         self._token = trio.lowlevel.current_trio_token()
         await trio.sleep(self.grace)
         while True:
-            did = await self.cycle()
+            try:
+                did = await self.cycle()
+            except Exception as e:
+                # Whatever went wrong (bad membership data, a bug), the segments taken
+                # time out back to flushed on their ingest nodes; the next cycle retries.
+                self.stats.cycle_errors += 1
+                self.stats.state = "idle"
+                self.stats.last_error = f"cycle failed: {type(e).__name__}: {e}"[:500]
+                log.exception("consumer cycle failed; carrying on")
+                did = False
             if not did:
                 with trio.move_on_after(IDLE_POLL):
                     await self._wake.wait()

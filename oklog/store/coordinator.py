@@ -80,9 +80,15 @@ class Coordinator:
         self.member_timeout = member_timeout
         self.queries = 0
         self.partial = 0
+        self.errors = 0  # unexpected errors caught at the query boundary
 
     async def handle(self, req: Request) -> Response:
-        members = self.members()
+        try:
+            members = self.members()
+        except Exception as e:
+            self.errors += 1
+            log.exception("query: reading the store membership failed")
+            raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
         self.queries += 1
         if self.store is not None and [m.api_addr for m in members] == [None]:
             return await local_query(self.store, self.limiter, req)  # alone: no merge needed
