@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install deps run test lint unit bench chaos clean
+.PHONY: install deps run test lint unit bench chaos fuzz-gossip clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: install
 
 chaos: install
 	$(BIN)/python tests/chaos/harness.py --duration 120 $(CHAOS_ARGS)
+
+# The gossip fuzzer at the issue's full count (make test runs 10,000).
+fuzz-gossip: install
+	OKLOG_GOSSIP_FUZZ=100000 $(BIN)/pytest -q -s tests/chaos/test_gossip_fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info oklog/*.so

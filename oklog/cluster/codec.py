@@ -16,8 +16,11 @@ here, so every rule is one a component relies on):
 
 - ids (sender, target, member): 1-256 printable characters, no whitespace (they
   end up in logs, HTTP headers and the TUI);
-- hosts: an IP address or a DNS name (letters, digits, ``-``, ``_``, dots);
-  ports 1-65535;
+- gossip addresses (members', ping-req targets): an IP address and a port
+  1-65535. No DNS names: a node sends to these addresses as it hears them, and
+  a name would make every send wait for a resolver the sender chose;
+- addresses in meta (``api_addr`` ...): ``host:port`` where host is an IP (v6 in
+  brackets) or a DNS name (letters, digits, ``-``, ``_``, dots);
 - incarnations and sequence numbers: integers in 0..``MAX_INCARNATION``
   (2^53, exact in every JSON reader). ``swim`` accepts second-hand rumours only
   up to ``swim.HEARSAY_MAX``, well below, so a member can always refute;
@@ -176,8 +179,18 @@ def _host(v: Any) -> str:
     return v
 
 
+def _ip(v: Any) -> str:
+    if not isinstance(v, str) or not v or len(v) > 45:
+        raise CodecError("bad host")
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise CodecError("bad host (gossip addresses are IP addresses)") from None
+    return v
+
+
 def _addr(host: Any, port: Any) -> Address:
-    return (_host(host), _int(port, "port", 1, 65535))
+    return (_ip(host), _int(port, "port", 1, 65535))
 
 
 def _hostport(v: Any) -> str | None:

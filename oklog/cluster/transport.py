@@ -206,7 +206,8 @@ class Gossip:
             await sock.bind(self._bind)
             host, port = sock.getsockname()[:2]
             if self._advertise_host:
-                host = self._advertise_host
+                # Peers take only IP addresses in gossip (see codec): resolve once here.
+                host = (await _resolve(self._advertise_host, port))[0]
             elif host in ("0.0.0.0", ""):
                 host = guess_host()
             self.address = (host, port)

@@ -95,6 +95,7 @@ BAD_ROWS = {
     "state": row(state="zombie"),
     "host empty": row(host=""),
     "host junk": row(host="a/b"),
+    "host a name": row(host="node-2.example"),
     "host not str": row(host=["127.0.0.1"]),
     "port 0": row(port=0),
     "port str": row(port="7659"),
