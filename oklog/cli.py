@@ -116,6 +116,8 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "cluster.advertise-addr", default="", help="host (or host:port) other members use to reach this node")
     _flag(p, "cluster.probe-interval", type=_duration, default=0.5, help="gossip probe interval")
     _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="suspect members are declared dead after this")
+    _flag(p, "cluster.key", default="", metavar="FILE",
+          help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
     _flag(p, "ingest.max-connections", type=int, default=0, help="refuse producer connections above this (0: no limit)")
     _flag(p, "ingest.drain-timeout", type=_duration, default=10.0, help="on SIGTERM, serve /ingest/* this long for the store tier to drain")
     _flag(p, "query.member-timeout", type=_duration, default=15.0, help="per-member timeout of a fanned-out query")
@@ -141,6 +143,14 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
     if factor < 1:
         raise SystemExit("oklog: -store.segment-replication-factor must be at least 1")
     from oklog.record import RecordError, validate_topic
+
+    if ns.cluster_key:
+        from oklog.cluster.keyring import KeyFileError, Keyring
+
+        try:
+            Keyring.load(ns.cluster_key)
+        except KeyFileError as e:
+            raise SystemExit(f"oklog: -cluster.key: {e}") from None
 
     for flag, value in (("ingest.topic", ns.ingest_topic), ("ingest.syslog-topic", ns.ingest_syslog_topic)):
         try:
@@ -175,6 +185,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
+        cluster_key=ns.cluster_key,
         gossip_timing={
             "probe_interval": ns.cluster_probe_interval,
             "suspicion_timeout": ns.cluster_suspicion_timeout,
@@ -317,6 +328,27 @@ def cmd_tui(argv: list[str]) -> int:
     return 0
 
 
+def cmd_keygen(argv: list[str]) -> int:
+    p = _parser("oklog keygen", "Write a new cluster key (give every node the file with -cluster.key).")
+    _flag(p, "o", default="", metavar="FILE", help="write a new key file (mode 0600; never overwrites); "
+          "without it the key line goes to stdout, to add to an existing file when rotating")
+    ns = p.parse_args(argv)
+    from oklog.cluster.keyring import new_key
+
+    line = new_key() + "\n"
+    if not ns.o:
+        sys.stdout.write(line)
+        return 0
+    try:
+        fd = os.open(ns.o, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        print(f"oklog keygen: {ns.o}: {e.strerror}", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w") as f:
+        f.write("# oklog cluster key ring: the first key sends, every key receives\n" + line)
+    return 0
+
+
 def cmd_role(role: str) -> Callable[[list[str]], int]:
     return lambda argv: cmd_run(argv, role, f"oklog {role}")
 
@@ -333,6 +365,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "rebalance": (cmd_rebalance, "even out store disk usage across members"),
     "testsvc": (cmd_testsvc, "emit test records"),
     "tui": (cmd_tui, "live dashboard of a running cluster"),
+    "keygen": (cmd_keygen, "write a cluster key file (-cluster.key)"),
 }
 
 

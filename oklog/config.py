@@ -66,6 +66,7 @@ class NodeConfig:
     member_timeout: float = 15.0
     advertise_host: str = ""
     node_id: str = ""
+    cluster_key: str = ""  # key file: gossip sealed with AES-GCM (oklog.cluster.keyring)
     ingest_syslog: Addr | None = None
     syslog_topic: str = "syslog"
     ingest_topic: str = "default"

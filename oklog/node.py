@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
+from oklog.cluster.keyring import Keyring
 from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.cluster.view import member_row
@@ -301,6 +302,7 @@ class Node:
                     advertise_host=self.advertise_host,
                     seeds=cfg.peers,
                     meta=self.meta(),
+                    keyring=Keyring.load(cfg.cluster_key) if cfg.cluster_key else None,
                     **cfg.gossip_timing,
                 )
                 gossip_scope = trio.CancelScope()

@@ -4,6 +4,12 @@
                                                        ├──▶ send channel ──send loop──▶ datagrams
     timer loop (Swim.next_deadline) ──▶ Swim.step ─────┘
 
+With a ``Keyring`` (the cluster key) every datagram is sealed with AES-GCM on
+the way out and must open with a key of the ring on the way in; anything else
+is counted (``unauthenticated``) and dropped before decoding, so a process
+without the key can neither join nor be heard. The key file is re-read when it
+changes (key rotation without restarts).
+
 ``Gossip.run`` binds (port 0 allowed), reports the advertised address through
 ``task_status.started`` and runs until cancelled or until ``leave()`` finishes.
 Malformed datagrams are counted in ``stats`` and ignored; so are single bad
@@ -26,7 +32,15 @@ from typing import Any
 
 import trio
 
-from oklog.cluster.codec import CodecError, check_meta, decode_lenient, encode, valid_id
+from oklog.cluster.codec import (
+    MAX_DATAGRAM,
+    CodecError,
+    check_meta,
+    decode_lenient,
+    encode,
+    valid_id,
+)
+from oklog.cluster.keyring import OVERHEAD, RELOAD_INTERVAL, KeyFileError, Keyring, SealError
 from oklog.cluster.swim import (
     ALIVE,
     SUSPECT,
@@ -58,6 +72,7 @@ class GossipStats:
     refused_updates: int = 0  # second-hand rumours above the incarnation cap
     refutations: int = 0
     errors: int = 0  # unexpected errors while handling a datagram or a timer
+    unauthenticated: int = 0  # datagrams no key of the cluster key ring opens
     last_error: str = ""
 
 
@@ -131,6 +146,7 @@ class Gossip:
         join_retry: float = 1.0,
         leave_timeout: float = 0.5,
         rng: random.Random | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         if not valid_id(node_id):
             raise ValueError(
@@ -156,6 +172,8 @@ class Gossip:
         self._meta: dict[str, Any] = dict(meta or {})
         self._leave_timeout = leave_timeout
         self._rng = rng
+        self.keyring = keyring
+        self._limit = MAX_DATAGRAM - OVERHEAD if keyring is not None else MAX_DATAGRAM
         self._swim: Swim | None = None
         self._clock_offset = 0.0
         self._send_q, self._send_rx = trio.open_memory_channel[tuple[Address, bytes]](SEND_QUEUE)
@@ -226,6 +244,8 @@ class Gossip:
                 nursery.start_soon(self._recv_loop, sock)
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._join_seeds)
+                if self.keyring is not None:
+                    nursery.start_soon(self._reload_keys, self.keyring)
                 log.info("gossip %s listening on %s:%d", self.id, host, port)
                 task_status.started(self.address)
 
@@ -252,7 +272,9 @@ class Gossip:
 
     def _send(self, addr: Address, msg: Message) -> None:
         try:
-            data = encode(msg)
+            data = encode(msg, self._limit)
+            if self.keyring is not None:
+                data = self.keyring.seal(data)
         except CodecError as e:
             log.warning("gossip message to %s not sent: %s", addr, e)
             return
@@ -280,6 +302,13 @@ class Gossip:
                 log.debug("gossip receive error: %s", e)
                 continue
             self.stats.datagrams_in += 1
+            if self.keyring is not None:
+                try:
+                    data = self.keyring.open(data)
+                except SealError as e:
+                    self.stats.unauthenticated += 1
+                    log.debug("gossip datagram from %s refused: %s", src, e)
+                    continue
             try:
                 msg, dropped = decode_lenient(data)
             except CodecError as e:
@@ -309,6 +338,19 @@ class Gossip:
                 self._emit(swim.step(trio.current_time()))
             except Exception as e:
                 self._failed("gossip timers", e)
+
+    async def _reload_keys(self, ring: Keyring) -> None:
+        reported = ""
+        while True:
+            await trio.sleep(RELOAD_INTERVAL)
+            try:
+                if ring.reload():
+                    log.info("cluster key file %s reloaded: %d key(s)", ring.path, len(ring.keys))
+                reported = ""
+            except KeyFileError as e:
+                if str(e) != reported:  # once per distinct problem, not every interval
+                    reported = str(e)
+                    log.error("%s; keeping the keys loaded before", e)
 
     async def _join_seeds(self) -> None:
         """Resolve seed names (retrying failures) and join each as it resolves."""
