@@ -33,7 +33,8 @@ key → metric):
 * ``pipeline.gossip``: ``oklog_gossip_datagrams_total{direction}``,
   ``oklog_gossip_malformed_datagrams_total``, ``oklog_gossip_bad_updates_total``
   (update rows refused at decode), ``oklog_gossip_refused_updates_total`` (rumours
-  above the incarnation cap), ``oklog_gossip_refutations_total``.
+  above the incarnation cap), ``oklog_gossip_refutations_total``,
+  ``oklog_gossip_unauthenticated_total`` (datagrams the cluster key did not open).
 * ``pipeline.errors``: ``oklog_component_errors_total{component}``, errors caught
   at a long-running component's boundary (consumer, coordinator, stream, gossip,
   state); ``oklog_state_error`` counts the sections of this scrape that could not
@@ -160,6 +161,8 @@ class StateCollector(Collector):
             f.counter("oklog_gossip_refused_updates", "Second-hand gossip rumours above the incarnation cap",
                       gos.get("refused_updates"))
             f.counter("oklog_gossip_refutations", "Rumours about this node it refuted", gos.get("refutations"))
+            f.counter("oklog_gossip_unauthenticated", "Gossip datagrams no key of the cluster key opened",
+                      gos.get("unauthenticated"))
         if isinstance(errors, dict):
             f.labelled("counter", "oklog_component_errors",
                        "Unexpected errors caught at a component's boundary (logged; the component carried on)",

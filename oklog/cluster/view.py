@@ -25,7 +25,7 @@ from oklog.cluster.swim import DEAD, LEFT, MemberInfo
 
 def _started(meta: Any) -> float | None:
     v = meta.get("started") if isinstance(meta, dict) else None
-    if type(v) in (int, float) and math.isfinite(v):
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
         return float(v)
     return None
 
