@@ -123,6 +123,13 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "ingest.syslog-topic", default="syslog", help="topic of syslog records")
     _flag(p, "ingest.topic", default="default",
           help="topic of records on the fast, durable and HTTP ingest ports (a connection or request may name its own)")
+    _flag(p, "ingest.fluent", default="", help="Fluent forward protocol listen address, TCP (usually :24224; off by default)")
+    _flag(p, "ingest.event-time-past", type=_duration, default=3600.0,
+          help="push protocols' event times up to this far back become the record's time (older: arrival time)")
+    _flag(p, "ingest.event-time-future", type=_duration, default=300.0,
+          help="event times up to this far ahead become the record's time")
+    _flag(p, "ingest.otlp-topic-attributes", default="service.name",
+          help="OTLP resource attributes whose first present value is the topic (comma-separated)")
     _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -174,6 +181,10 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,
+        ingest_fluent=addr(ns.ingest_fluent, 24224) if ns.ingest_fluent else None,
+        event_time_past=ns.ingest_event_time_past,
+        event_time_future=ns.ingest_event_time_future,
+        otlp_topic_attributes=tuple(a.strip() for a in ns.ingest_otlp_topic_attributes.split(",") if a.strip()),
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         gossip_timing={
             "probe_interval": ns.cluster_probe_interval,

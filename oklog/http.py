@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -105,14 +106,28 @@ Handler = Callable[[Request], Awaitable[Response]]
 class Router:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
+        # Paths with a variable part (``/<index>/_bulk``), tried after exact paths.
+        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
             self._routes.setdefault(path, {})[m] = handler
 
+    def add_pattern(self, methods: str, pattern: str, handler: Handler) -> None:
+        self._patterns.append((re.compile(pattern), dict.fromkeys(methods.split("|"), handler)))
+
     def mount(self, other: Router) -> None:
         for path, methods in other._routes.items():
             self._routes.setdefault(path, {}).update(methods)
+        self._patterns += other._patterns
+
+    def _lookup(self, path: str) -> dict[str, Handler] | None:
+        methods = self._routes.get(path)
+        if methods is None:
+            for pattern, pmethods in self._patterns:
+                if pattern.fullmatch(path):
+                    return pmethods
+        return methods
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -127,7 +142,7 @@ class Router:
             return
         try:
             req = Request(scope, receive)
-            methods = self._routes.get(req.path)
+            methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
             handler = methods.get(req.method)
