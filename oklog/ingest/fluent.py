@@ -23,9 +23,11 @@ A connection carries msgpack arrays, in any of the protocol's four modes::
 
 Everything a connection has sent when the node reads it (up to the messages
 complete in that read) is written as one batch: one fsync per read, not per
-message. Bounds: one message may be at most ``max_message`` bytes (declared
-lengths beyond it are refused as they are read, and a gzip body may not
-decompress beyond it); msgpack nesting is bounded by the decoder. Malformed
+message. Bounds: one message may be at most ``max_message`` bytes (the
+connection is closed once more than that is buffered, and a gzip body may not
+decompress beyond it); a begun message must get its next bytes within
+``partial_timeout`` (a peer declaring a huge length and going quiet holds
+nothing for long); msgpack nesting is bounded by the decoder. Malformed
 msgpack ends that connection (the stream cannot be resynchronized); a
 well-formed message of the wrong shape is skipped, counted and not acked. No
 shared-key handshake (``HELO``/``PING``): run it on a trusted network.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from dataclasses import dataclass
 
@@ -56,6 +59,7 @@ from oklog.ingest.log import IngestLog
 log = logging.getLogger("oklog.ingest.fluent")
 
 READ_SIZE = 1 << 16
+PARTIAL_TIMEOUT = 30.0  # seconds a begun message may wait for its next bytes
 MAX_DEPTH = 32  # nesting converted into JSON; deeper values are written as text
 MESSAGE_FIELDS = (b"log", b"message")
 
@@ -230,7 +234,9 @@ class FluentConnection:
         window: EventWindow,
         max_message: int,
         limiter: trio.CapacityLimiter,
+        partial_timeout: float = PARTIAL_TIMEOUT,
     ) -> None:
+        self.partial_timeout = partial_timeout
         self.stream = stream
         self.ilog = ilog
         self.settings = settings
@@ -239,6 +245,7 @@ class FluentConnection:
         self.max_message = max_message
         self.limiter = limiter
         self.unpacker = _unpacker(max_message)
+        self.boundary = 0  # stream offset where the last complete message ended
 
     def _take(self, data: bytes | bytearray) -> tuple[Batch, list[bytes], str | None]:
         """Feed received bytes; the complete messages' batch, their chunk ids, and
@@ -248,6 +255,7 @@ class FluentConnection:
         try:
             self.unpacker.feed(data)
             for msg in self.unpacker:
+                self.boundary = self.unpacker.tell()
                 self.stats.messages += 1
                 try:
                     topic, lines, times, chunk = parse_message(msg, self.settings.topic, self.max_message)
@@ -265,10 +273,20 @@ class FluentConnection:
         return batch, chunks, None
 
     async def run(self) -> None:
+        fed = 0
         while True:
-            data = await self.stream.receive_some(READ_SIZE)
+            # A message begun must finish in time: a peer declaring a huge length
+            # and going quiet would otherwise hold its buffer forever.
+            partial = fed > self.boundary
+            with trio.move_on_after(self.partial_timeout if partial else math.inf) as waited:
+                data = await self.stream.receive_some(READ_SIZE)
+            if waited.cancelled_caught:
+                self.stats.bad_streams += 1
+                log.warning("fluent: closing connection: a message unfinished after %ss", self.partial_timeout)
+                return
             if not data:
                 return
+            fed += len(data)
             batch, chunks, broken = await trio.to_thread.run_sync(self._take, data, limiter=self.limiter)
             if batch.records:
                 try:
@@ -281,12 +299,20 @@ class FluentConnection:
                     return
                 self.stats.records += batch.records
             for c in chunks:
-                await self.stream.send_all(msgpack.packb({"ack": c}))
+                await self.stream.send_all(msgpack.packb({"ack": _as_str(c)}))
                 self.stats.acks += 1
             if broken is not None:
                 self.stats.bad_streams += 1
                 log.warning("fluent: closing connection: %s", broken)
                 return
+
+
+def _as_str(chunk: bytes) -> str | bytes:
+    """Chunk ids are base64 text, and shippers compare the ack as a string."""
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return chunk
 
 
 async def serve_fluent(
@@ -298,6 +324,7 @@ async def serve_fluent(
     *,
     window: EventWindow | None = None,
     max_message: int = MAX_BODY,
+    partial_timeout: float = PARTIAL_TIMEOUT,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -310,7 +337,9 @@ async def serve_fluent(
         stats.connections_total += 1
         try:
             async with stream:
-                await FluentConnection(stream, ilog, settings, stats, win, max_message, limiter).run()
+                await FluentConnection(
+                    stream, ilog, settings, stats, win, max_message, limiter, partial_timeout
+                ).run()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.debug("fluent connection ended: %s", e)
         except Exception:
