@@ -17,6 +17,8 @@ is about to delete, nor put records in the future. Pure: no I/O.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,23 +47,45 @@ def rfc3339_ns(t_ns: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
 
 
-class Stamper:
-    """ULIDs for one request: event-time or arrival milliseconds, each ms with
-    its own random run so records of one millisecond keep the order sent."""
+class Sequencer:
+    """Random parts of ULIDs per millisecond, shared by every request of the
+    node: within one millisecond each ULID is the previous one plus one, so
+    records stamped with the same event time keep the order they arrived in,
+    across requests and connections too. A fresh millisecond starts at a random
+    value with its top bit clear (no overflow). Remembers the last ``size``
+    milliseconds used; one forgotten and seen again starts a new random run."""
 
-    def __init__(self, window: EventWindow, now: int | None = None) -> None:
+    def __init__(self, size: int = 1 << 16) -> None:
+        self.size = size
+        self._next: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def reserve(self, ms: int, n: int = 1) -> int:
+        with self._lock:
+            rand = self._next.pop(ms, None)
+            if rand is None:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1
+                if len(self._next) >= self.size:
+                    self._next.popitem(last=False)
+            self._next[ms] = rand + n
+            return rand
+
+
+SEQUENCER = Sequencer()
+
+
+class Stamper:
+    """ULIDs for one batch: event-time or arrival milliseconds."""
+
+    def __init__(self, window: EventWindow, now: int | None = None, seq: Sequencer = SEQUENCER) -> None:
         self.now = now_ms() if now is None else now
         self.lo, self.hi = window.bounds_ms(self.now)
-        self._next: dict[int, int] = {}
+        self.seq = seq
         self.event_stamped = 0  # records whose ULID is their event time
         self.outside = 0  # records with an event time outside the window
 
     def ulid(self, ms: int) -> bytes:
-        rand = self._next.get(ms)
-        if rand is None:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1
-        self._next[ms] = rand + 1
-        return encode_ulid(ms, rand)
+        return encode_ulid(ms, self.seq.reserve(ms))
 
     def place(self, t_ns: int | None, line: bytes, time_in_line: bool) -> tuple[int, bytes]:
         """(ULID milliseconds, line) of a record with event time ``t_ns``."""
