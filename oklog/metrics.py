@@ -31,6 +31,10 @@ key → metric):
 * ``members``: ``oklog_cluster_members{state}``; the node itself:
   ``oklog_node_info{id,role}``, ``oklog_uptime_seconds``, ``oklog_replication_factor``.
 
+And ``oklog_http_requests_total{route,code}``: every HTTP request by route
+(the registered path or pattern; ``(unknown)`` for paths nothing serves) and
+the status answered.
+
 Plus the process collector's ``process_*`` figures (CPU, memory, open fds).
 """
 
@@ -41,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -237,8 +241,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.http_requests = Counter(
+            "oklog_http_requests",
+            "HTTP requests by route (the path, its pattern, or (unknown)) and status answered",
+            ["route", "code"],
+            registry=self.registry,
+        )
+
     def observe_query(self, seconds: float) -> None:
         self.query_duration.observe(seconds)
+
+    def count_request(self, route: str, status: int) -> None:
+        """``Router.on_response``: routes are a fixed set, so labels stay bounded."""
+        self.http_requests.labels(route, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -146,6 +146,7 @@ class Node:
             ),
         )
         r.mount(metrics_router(self.metrics))
+        r.on_response = self.metrics.count_request
         observe_queries(r, self.metrics)
         r.add("GET", "/cluster/state", self._state)
         r.add("GET", "/store/_clusterstate", self._state)
