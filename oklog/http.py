@@ -104,6 +104,14 @@ Handler = Callable[[Request], Awaitable[Response]]
 UNKNOWN_ROUTE = "(unknown)"  # the route label of every path no handler serves
 
 
+@dataclass
+class _Seen:
+    """What a request came to, for ``Router.on_response``."""
+
+    route: str = UNKNOWN_ROUTE
+    status: int = 0
+
+
 class Router:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
@@ -145,11 +153,11 @@ class Router:
                     return
         if scope["type"] != "http":
             return
-        seen = {"route": UNKNOWN_ROUTE, "status": 0}
+        seen = _Seen()
 
         async def counted(msg: dict) -> None:
             if msg["type"] == "http.response.start":
-                seen["status"] = msg["status"]
+                seen.status = msg["status"]
             await send(msg)
 
         try:
@@ -160,12 +168,12 @@ class Router:
             log.debug("%s %s: client gone while answering: %s", scope["method"], scope["path"], e)
         finally:
             if self.on_response is not None:
-                self.on_response(seen["route"], seen["status"])
+                self.on_response(seen.route, seen.status)
 
-    async def _serve(self, scope, receive, send, seen: dict) -> None:
+    async def _serve(self, scope, receive, send, seen: _Seen) -> None:
         try:
             req = Request(scope, receive)
-            seen["route"], methods = self._lookup(req.path)
+            seen.route, methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
             handler = methods.get(req.method)
@@ -179,7 +187,7 @@ class Router:
         except Exception:
             log.exception("handler failed for %s", scope.get("path"))
             resp = Response(500, b"internal error\n")
-        seen["status"] = resp.status  # a deferred answer may still start with another
+        seen.status = resp.status  # a deferred answer may still start with another
         await _send_response(scope, send, resp)
 
 
