@@ -73,6 +73,7 @@ class NodeConfig:
     event_time_past: float = 3600.0  # push protocols' event times this far back stamp the ULID
     event_time_future: float = 300.0  # ... and this far ahead
     otlp_topic_attributes: tuple[str, ...] = ("service.name",)
+    loki_topic_labels: tuple[str, ...] = ("topic", "job", "app", "application", "service_name")
     gossip_timing: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 

@@ -129,6 +129,7 @@ class Node:
                     self.ingest_log, self.ingest_settings(), self.http_ingest_stats,
                     window=self.event_window(),
                     otlp_topic_attributes=self.cfg.otlp_topic_attributes,
+                    loki_topic_labels=self.cfg.loki_topic_labels,
                 )
             )
         if self.store_log is not None:

@@ -250,3 +250,21 @@ async def test_bad_requests_are_refused_and_bounded(env):
         assert os.listdir(env.root) == []  # nothing written by a refused request
         r = await post(env, "/v1/logs", request([{"body": "still serving"}]))
         assert r.status_code == 200
+
+
+@pytest.mark.trio
+async def test_attribute_expansion_is_bounded(env):
+    """Many empty records under a big resource attribute would multiply the body."""
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    req = pb.ExportLogsServiceRequest(resource_logs=[logs_pb2.ResourceLogs(
+        resource=resource_pb2.Resource(attributes=[kv("blob", "b" * 20_000)]),
+        scope_logs=[logs_pb2.ScopeLogs(log_records=[logs_pb2.LogRecord() for _ in range(40_000)])],
+    )])
+    body = req.SerializeToString()
+    assert len(body) < 200_000  # would be 800 MB of records
+    with trio.fail_after(TIMEOUT):
+        r = await post(env, "/v1/logs", body)
+    assert r.status_code == 413
+    assert os.listdir(env.root) == []

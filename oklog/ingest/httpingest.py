@@ -30,8 +30,9 @@
     Design choices, since oklog records carry a topic but no labels:
 
     * topic: the value of the label named by the ``topic`` query parameter
-      if given and present, else of label ``topic``, ``job`` or ``app`` (first
-      present). Characters outside ``[A-Za-z0-9_-]`` become ``_`` and leading
+      if given and present, else of the first present of the configured
+      labels (``-ingest.loki-topic-labels``, default ``topic``, ``job``,
+      ``app``, ``application``, ``service_name``). Characters outside ``[A-Za-z0-9_-]`` become ``_`` and leading
       ``_``/``-`` are dropped; if nothing usable is left, ``default``.
     * line: the stream's labels in logfmt form, sorted by name and wrapped in
       braces, then a space, then the Loki line: ``{host=a,job=nginx} GET /``.
@@ -83,7 +84,7 @@ log = logging.getLogger("oklog.ingest.http")
 
 MAX_BODY = 64 << 20
 MESSAGE_FIELDS = ("message", "msg", "log", "line")
-LOKI_TOPIC_LABELS = ("topic", "job", "app")
+LOKI_TOPIC_LABELS = ("topic", "job", "app", "application", "service_name")
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 CONCURRENT_WRITES = 4  # requests parsed and written at once; the rest wait
 
@@ -202,7 +203,8 @@ def parse_event_time(value) -> int | None:
         scale = 1e9 if a < 1e11 else 1e6 if a < 1e14 else 1e3 if a < 1e17 else 1
         if isinstance(value, int):
             return value * int(scale)
-        return int(round(value * scale))
+        whole = int(value)  # apart, so float rounding stays in the fraction
+        return whole * int(scale) + round((value - whole) * scale)
     return None
 
 
@@ -321,8 +323,10 @@ def sanitize_topic(value: str) -> bytes | None:
     return t.encode() if t else None
 
 
-def loki_topic(labels: dict[str, str], label: str | None, default: bytes) -> bytes:
-    names = ((label,) if label else ()) + LOKI_TOPIC_LABELS
+def loki_topic(
+    labels: dict[str, str], label: str | None, default: bytes, names_: tuple[str, ...] = LOKI_TOPIC_LABELS
+) -> bytes:
+    names = ((label,) if label else ()) + names_
     for name in names:
         value = labels.get(name)
         if isinstance(value, str):
@@ -338,7 +342,9 @@ def labels_prefix(labels: dict[str, str]) -> bytes:
     return escape_lf("{" + logfmt_pairs(sorted(labels.items()), sep=",") + "} ")
 
 
-def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+def parse_loki(
+    body: bytes, topic_label: str | None, default: bytes, *, topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS
+) -> Batch:
     """A Loki JSON push body → lines grouped by topic; HTTPError(400) if malformed."""
     try:
         doc = json.loads(body)
@@ -376,7 +382,7 @@ def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
                 )
             lines.append(prefix + escape_lf(entry[1]))
             times.append(int(entry[0]))
-        batch.add(loki_topic(labels, topic_label, default), lines, times)
+        batch.add(loki_topic(labels, topic_label, default, topic_labels), lines, times)
     return batch
 
 
@@ -471,7 +477,9 @@ def parse_label_set(text: str) -> dict[str, str]:
     return labels
 
 
-def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+def parse_loki_protobuf(
+    body: bytes, topic_label: str | None, default: bytes, *, topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS
+) -> Batch:
     """A decompressed Loki protobuf push body → lines grouped by topic, as the
     JSON form; HTTPError(400) if malformed."""
     batch = Batch()
@@ -498,7 +506,8 @@ def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) ->
             except ValueError as e:
                 raise HTTPError(400, f"streams[{i}]: {e}") from None
             prefix = labels_prefix(labels)
-            batch.add(loki_topic(labels, topic_label, default), [prefix + ln for ln in lines], times)
+            topic = loki_topic(labels, topic_label, default, topic_labels)
+            batch.add(topic, [prefix + ln for ln in lines], times)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"bad protobuf push body: {e}") from None
     return batch
@@ -729,6 +738,7 @@ def httpingest_router(
     limiter: trio.CapacityLimiter | None = None,
     window: EventWindow | None = None,
     otlp_topic_attributes: tuple[str, ...] | None = None,
+    loki_topic_labels: tuple[str, ...] | None = None,
 ) -> Router:
     """The push endpoints into ``ilog``: NDJSON (``/ingest/jsonline`` and its
     VictoriaLogs form ``/insert/jsonline``), the Loki push, OTLP/HTTP logs and
@@ -739,6 +749,7 @@ def httpingest_router(
     st = stats if stats is not None else HTTPIngestStats()
     lim = limiter if limiter is not None else trio.CapacityLimiter(CONCURRENT_WRITES)
     w = PushWriter(ilog, settings, st, max_body, lim, window or EventWindow())
+    loki_labels = loki_topic_labels or LOKI_TOPIC_LABELS
 
     async def jsonline(req: Request) -> Response:
         st.requests += 1
@@ -781,14 +792,19 @@ def httpingest_router(
         )
 
     def _loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        return parse_loki_protobuf(snappy_block(body, max_body), topic_label, default)
+        return parse_loki_protobuf(
+            snappy_block(body, max_body), topic_label, default, topic_labels=loki_labels
+        )
+
+    def _loki_json(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+        return parse_loki(body, topic_label, default, topic_labels=loki_labels)
 
     async def loki_push(req: Request) -> Response:
         st.requests += 1
         try:
             ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
             body = await w.read_body(req)
-            parse = _loki_protobuf if ctype in PROTOBUF_TYPES else parse_loki
+            parse = _loki_protobuf if ctype in PROTOBUF_TYPES else _loki_json
             batch = await w.run(parse, body, req.arg("topic"), settings.topic)
             await w.commit(batch)
         except HTTPError:

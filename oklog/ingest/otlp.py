@@ -23,7 +23,9 @@ Answers follow the OTLP/HTTP spec: 200 with an ``ExportLogsServiceResponse``
 in the request's encoding (empty on full success; ``partial_success`` with
 the count and reason of rejected records, here records whose values nest
 deeper than ``MAX_DEPTH``); 400 (malformed, not retried by exporters), 413,
-415 and 503 (retried) with a ``google.rpc.Status`` body.
+415 and 503 (retried) with a ``google.rpc.Status`` body. A request whose
+records would take more than ``MAX_EXPANSION`` times its body (resource
+attributes repeat on every record) is refused whole with 413.
 
 The protobuf reader is hand-written (seven messages, the fields above);
 unknown fields are skipped, truncation and bad wire types are errors, nesting
@@ -52,6 +54,7 @@ log = logging.getLogger("oklog.ingest.otlp")
 
 DEFAULT_TOPIC_ATTRIBUTES = ("service.name",)
 MAX_DEPTH = 32  # nesting of AnyValue arrays/maps in one record
+MAX_EXPANSION = 8  # bytes of records per byte of (decoded) request body
 JSON_TYPES = ("application/json",)
 
 SEVERITY_NAMES = {
@@ -419,10 +422,14 @@ def record_line(resource: dict, scope: str, r: Record) -> bytes:
     )
 
 
-def to_batch(parsed, names: tuple[str, ...], default: bytes) -> tuple[Batch, int, str]:
-    """Parsed resource logs → (batch, records rejected, the first rejection's reason)."""
+def to_batch(
+    parsed, names: tuple[str, ...], default: bytes, max_bytes: int = 1 << 62
+) -> tuple[Batch, int, str]:
+    """Parsed resource logs → (batch, records rejected, the first rejection's
+    reason); HTTPError(413) once the records would pass ``max_bytes``."""
     batch = Batch()
     rejected, reason = 0, ""
+    total = 0
     for resource, scopes in parsed:
         topic = otlp_topic(resource, names, default)
         for scope, records in scopes:
@@ -433,18 +440,28 @@ def to_batch(parsed, names: tuple[str, ...], default: bytes) -> tuple[Batch, int
                     rejected += 1
                     reason = reason or str(r)
                     continue
-                lines.append(record_line(resource, scope, r))
+                line = record_line(resource, scope, r)
+                total += len(line) + 40
+                if total > max_bytes:
+                    raise HTTPError(
+                        413,
+                        f"the request would become more than {max_bytes} bytes of records "
+                        "(attributes repeat on every record); send smaller batches",
+                    )
+                lines.append(line)
                 times.append(r.time)
             batch.add(topic, lines, times)
     return batch, rejected, reason
 
 
-def parse_otlp(body: bytes, protobuf: bool, names: tuple[str, ...], default: bytes):
+def parse_otlp(body: bytes, protobuf: bool, names: tuple[str, ...], default: bytes, cap: int):
+    """A request body → ``to_batch``'s answer. Records may take at most
+    ``MAX_EXPANSION`` times the body (64 KiB at least), never more than ``cap``."""
     try:
         parsed = parse_pb_request(body) if protobuf else parse_json_request(body)
     except (ValueError, UnicodeDecodeError, OverflowError, TypeError) as e:
         raise HTTPError(400, f"bad OTLP logs request: {e}") from None
-    return to_batch(parsed, names, default)
+    return to_batch(parsed, names, default, min(MAX_EXPANSION * max(len(body), 64 << 10), cap))
 
 
 # -- answers -----------------------------------------------------------------------------
@@ -509,7 +526,7 @@ def otlp_router(w: PushWriter, topic_attributes: tuple[str, ...]) -> Router:
                 )
             body = await w.read_body(req)
             batch, rejected, reason = await w.run(
-                parse_otlp, body, protobuf, topic_attributes, w.default_topic(req)
+                parse_otlp, body, protobuf, topic_attributes, w.default_topic(req), 2 * w.max_body
             )
             if batch.records:
                 await w.commit(batch)
