@@ -171,3 +171,13 @@ async def test_bad_input_is_bounded_and_the_listener_keeps_serving(fluent):
             assert await read_msg(stream) == {"ack": "s"}
     assert [ln for _, _, ln in flushed(root)] == [b"1970-01-01T00:00:01.000000000Z after bad",
                                                    b"1970-01-01T00:00:01.000000000Z still serving"]
+
+
+def test_truncated_packed_entries_are_refused():
+    from oklog.ingest.fluent import BadMessage
+
+    whole = packed([[1, {"log": "a"}], [2, {"log": "b"}]])
+    for cut in (whole[:-1], whole[:3], b"\x92\x01"):
+        raw = msgpack.unpackb(msgpack.packb(["t", cut, {"chunk": "c"}], use_bin_type=True), raw=True)
+        with pytest.raises(BadMessage):
+            parse_message(raw, b"d", LIMIT)

@@ -126,7 +126,10 @@ def parse_bulk(body: bytes, path_index: str | None, default: bytes) -> tuple[Bat
             items.append(Item(op, index, 400, "document_parsing_exception",
                               "source must be a JSON object"))
             continue
-        line, t = source_line(raw, doc)
+        try:
+            line, t = source_line(raw, doc)
+        except RecursionError:  # nested too deeply to write its fields back
+            line, t = raw, None
         batch.add(topic, [line], [t])
         items.append(Item(op, index or topic.decode()))
     return batch, items

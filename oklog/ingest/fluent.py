@@ -203,14 +203,17 @@ def parse_message(msg, default: bytes, limit: int) -> tuple[bytes, list[bytes], 
             elif comp not in (None, b"text", "text"):
                 raise BadMessage(f"unknown compression {comp!r}")
         up = _unpacker(max(limit, 1))
+        end = 0  # where the last complete entry ended (tell() counts a partial one too)
         try:
             up.feed(data)
-            _entries(up, lines, times)
+            for entry in up:
+                _entries((entry,), lines, times)
+                end = up.tell()
         except BadMessage:
             raise
         except Exception as e:  # msgpack's errors: ExtraData, FormatError, StackError, ValueError...
             raise BadMessage(f"packed entries are not msgpack: {e}") from None
-        if up.tell() != len(data):
+        if end != len(data):
             raise BadMessage("packed entries end inside an entry")
     else:
         raise BadMessage("the second element must be a time, an entry array or packed entries")

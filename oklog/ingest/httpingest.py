@@ -290,31 +290,41 @@ def parse_vlogs(
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
             batch.invalid_json += 1
             batch.add(default, [raw], [None])
             continue
         if not isinstance(obj, dict):
             batch.add(default, [escape_lf(obj) if isinstance(obj, str) else raw], [None])
             continue
-        t = parse_event_time(obj.pop(time_field)) if time_field in obj else None
-        topic = default
-        for name in stream_fields:
-            v = obj.get(name)
-            if isinstance(v, str | int) and not isinstance(v, bool):
-                tp = sanitize_topic(str(v))
-                if tp is not None:
-                    topic = tp
-                    break
-        for name in names:
-            if name in obj:
-                line = _as_line(obj.pop(name))
-                break
-        else:
-            batch.add(topic, [raw], [t])
+        try:
+            topic, line, t = _vlogs_record(raw, obj, names, time_field, stream_fields, default)
+        except RecursionError:  # a value too deep to write back as JSON: the line as sent
+            batch.invalid_json += 1
+            batch.add(default, [raw], [None])
             continue
-        batch.add(topic, [fields_prefix(obj) + line], [t])
+        batch.add(topic, [line], [t])
     return batch
+
+
+def _vlogs_record(raw: bytes, obj: dict, names, time_field: str, stream_fields, default: bytes):
+    """One VictoriaLogs object → (topic, line, event time)."""
+    t = parse_event_time(obj.pop(time_field)) if time_field in obj else None
+    topic = default
+    for name in stream_fields:
+        v = obj.get(name)
+        if isinstance(v, str | int) and not isinstance(v, bool):
+            tp = sanitize_topic(str(v))
+            if tp is not None:
+                topic = tp
+                break
+    for name in names:
+        if name in obj:
+            line = _as_line(obj.pop(name))
+            break
+    else:
+        return topic, raw, t
+    return topic, fields_prefix(obj) + line, t
 
 
 def sanitize_topic(value: str) -> bytes | None:
