@@ -20,7 +20,7 @@ key → metric):
   ``oklog_ingest_open_connections``, ``oklog_ingest_connections_total``,
   ``oklog_ingest_records_split_total``; and, when present,
   ``pipeline.ingest.syslog`` (``oklog_syslog_*``) and ``pipeline.ingest.http``
-  (``oklog_http_ingest_*``).
+  (``oklog_http_ingest_*``), ``pipeline.ingest.fluent`` (``oklog_fluent_*``).
 * ``pipeline.store``: ``oklog_store_segments``, ``oklog_store_bytes``,
   ``oklog_store_segments_written_total``, ``oklog_store_bytes_written_total``,
   ``oklog_store_replications_received_total``, ``oklog_store_quarantined_segments``.
@@ -208,6 +208,14 @@ class StateCollector(Collector):
             f.counter("oklog_http_ingest_invalid_json", "NDJSON lines that were not JSON (kept verbatim)", hi.get("invalid_json"))
             f.counter("oklog_http_ingest_rejected", "HTTP ingest requests refused", hi.get("rejected"))
             f.counter("oklog_http_ingest_records_split", "Over-long HTTP ingest records split", hi.get("records_split"))
+        fl = ing.get("fluent")
+        if isinstance(fl, dict):
+            f.counter("oklog_fluent_messages", "Fluent forward messages received", fl.get("messages"))
+            f.counter("oklog_fluent_records", "Records written from the Fluent forward port", fl.get("records"))
+            f.counter("oklog_fluent_acks", "Fluent chunks acknowledged", fl.get("acks"))
+            f.counter("oklog_fluent_bad_messages", "Fluent messages of the wrong shape, skipped", fl.get("bad_messages"))
+            f.counter("oklog_fluent_bad_streams", "Fluent connections closed for malformed or oversized input", fl.get("bad_streams"))
+            f.gauge("oklog_fluent_open_connections", "Open Fluent forward connections", fl.get("connections"))
 
     def _store(self, f: _Families, sto: Any) -> None:
         if not isinstance(sto, dict):
