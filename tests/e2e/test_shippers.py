@@ -251,6 +251,8 @@ def test_fluent_logger(node):
     when = datetime.fromtimestamp(old, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     assert recs[10][2] == f"{when}.000000000Z {m} old"
     assert all(abs(ms_of(u) / 1000 - before) < 30 for u, _, _ in recs)
+    metrics = httpx.get(node.url + "/metrics", timeout=10).text
+    assert "oklog_fluent_records_total" in metrics and "oklog_fluent_acks_total" in metrics
 
 
 def test_fluent_ack_survives_kill(tmp_path):
