@@ -56,15 +56,21 @@ def test_rfc3339_ns():
 
 def test_window_decides_ulid_or_line():
     st = Stamper(EventWindow(past=3600, future=300), now=NOW_MS)
-    inside = (NOW_MS - 3_599_000) * 10**6
-    assert st.place(inside, b"x", False) == (NOW_MS - 3_599_000, b"x")
-    assert st.place((NOW_MS + 299_000) * 10**6, b"x", False) == (NOW_MS + 299_000, b"x")
     too_old = (NOW_MS - 3_601_000) * 10**6
-    ms, line = st.place(too_old, b"x", False)
-    assert ms == NOW_MS and line == rfc3339_ns(too_old).encode() + b" x"
-    assert st.place(too_old, b"t x", True) == (NOW_MS, b"t x")  # the line shows its time already
-    assert st.place(None, b"x", False) == (NOW_MS, b"x")
-    assert (st.event_stamped, st.outside) == (2, 2)
+    times = [(NOW_MS - 3_599_000) * 10**6, (NOW_MS + 299_000) * 10**6, too_old, None, (NOW_MS + 301_000) * 10**6]
+    recs, split = st.stamp_group(b"t", [b"a", b"b", b"c", b"d", b"e"], times, False, 100)
+    got = [(ulid_ms(u), ln) for u, _, ln in map(split_record, recs)]
+    assert got == [
+        (NOW_MS - 3_599_000, b"a"),
+        (NOW_MS + 299_000, b"b"),
+        (NOW_MS, rfc3339_ns(too_old).encode() + b" c"),
+        (NOW_MS, b"d"),
+        (NOW_MS, rfc3339_ns((NOW_MS + 301_000) * 10**6).encode() + b" e"),
+    ]
+    assert (st.event_stamped, st.outside, split) == (2, 2, 0)
+    # lines that show their time already are not given it twice
+    recs, _ = st.stamp_group(b"t", [b"t c"], [too_old], True, 100)
+    assert split_record(recs[0])[2] == b"t c"
 
 
 def test_sequencer_keeps_arrival_order_within_a_millisecond():

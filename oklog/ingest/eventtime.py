@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from oklog.record import encode_ulid, now_ms
+from oklog.record import ULID_LEN, make_headers, now_ms
 
 DEFAULT_PAST = 3600.0
 DEFAULT_FUTURE = 300.0
@@ -84,18 +84,58 @@ class Stamper:
         self.event_stamped = 0  # records whose ULID is their event time
         self.outside = 0  # records with an event time outside the window
 
-    def ulid(self, ms: int) -> bytes:
-        return encode_ulid(ms, self.seq.reserve(ms))
-
-    def place(self, t_ns: int | None, line: bytes, time_in_line: bool) -> tuple[int, bytes]:
-        """(ULID milliseconds, line) of a record with event time ``t_ns``."""
-        if t_ns is None:
-            return self.now, line
-        ms = t_ns // 1_000_000
-        if self.lo <= ms <= self.hi:
-            self.event_stamped += 1
-            return ms, line
-        self.outside += 1
-        if time_in_line:
-            return self.now, line
-        return self.now, rfc3339_ns(t_ns).encode() + b" " + line
+    def stamp_group(
+        self,
+        topic: bytes,
+        lines: list[bytes],
+        times: list[int | None] | None,
+        time_in_line: bool,
+        limit: int,
+        firsts: list[bytes] | None = None,
+    ) -> tuple[list[bytes], int]:
+        """Records (``ULID SP TOPIC SP LINE``, no LF) of one topic's lines, in the
+        order sent, and the number of splits of lines over ``limit``. Runs of one
+        millisecond are stamped at once. ``firsts`` receives each line's (first)
+        ULID."""
+        n = len(lines)
+        if times is None:
+            ms_list = [self.now] * n
+        else:
+            lo, hi, now = self.lo, self.hi, self.now
+            ms_list = [now if t is None else t // 1_000_000 for t in times]
+            outside = [i for i, ms in enumerate(ms_list) if not lo <= ms <= hi]
+            inside = sum(1 for t in times if t is not None) - len(outside)
+            self.event_stamped += inside
+            if outside:
+                self.outside += len(outside)
+                lines = list(lines)
+                for i in outside:
+                    ms_list[i] = now
+                    if not time_in_line:
+                        lines[i] = rfc3339_ns(times[i]).encode() + b" " + lines[i]  # type: ignore[arg-type]
+        split = 0
+        if any(len(ln) > limit for ln in lines):
+            pieces_ms: list[int] = []
+            pieces: list[bytes] = []
+            starts: list[int] = []
+            for ms, ln in zip(ms_list, lines, strict=True):
+                starts.append(len(pieces))
+                cut = [ln[j : j + limit] for j in range(0, len(ln), limit)] or [b""]
+                split += len(cut) - 1
+                pieces += cut
+                pieces_ms += [ms] * len(cut)
+            lines, ms_list = pieces, pieces_ms
+        else:
+            starts = list(range(n)) if firsts is not None else []
+        heads: list[bytes] = []
+        i, total = 0, len(lines)
+        while i < total:
+            ms = ms_list[i]
+            j = i + 1
+            while j < total and ms_list[j] == ms:
+                j += 1
+            heads += make_headers(ms, self.seq.reserve(ms, j - i), j - i, topic)
+            i = j
+        if firsts is not None:
+            firsts += [heads[k][:ULID_LEN] for k in starts]
+        return [h + ln for h, ln in zip(heads, lines, strict=True)], split

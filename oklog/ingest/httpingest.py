@@ -562,19 +562,9 @@ def stamp_batch(
     records: list[bytes] = []
     split = 0
     for (topic, lines), times in zip(batch.groups, batch.times, strict=True):
-        tail = b" " + topic + b" "
-        for i, line in enumerate(lines):
-            ms, line = st.place(times[i] if times else None, line, batch.time_in_line)
-            first = st.ulid(ms)
-            if ulids_out is not None:
-                ulids_out.append(first)
-            if len(line) <= limit:
-                records.append(first + tail + line)
-                continue
-            pieces = [line[j : j + limit] for j in range(0, len(line), limit)]
-            split += len(pieces) - 1
-            records.append(first + tail + pieces[0])
-            records += [st.ulid(ms) + tail + p for p in pieces[1:]]
+        recs, n = st.stamp_group(topic, lines, times, batch.time_in_line, limit, ulids_out)
+        records += recs
+        split += n
     if st.event_stamped:
         records.sort()  # ULIDs are unique, so byte order is ULID order
     return records, split
