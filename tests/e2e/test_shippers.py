@@ -283,6 +283,23 @@ def test_fluent_ack_survives_kill(tmp_path):
         n.start()
         recs = exactly(n, m, 100)
         assert [ln for _, _, ln in recs] == [f"{m} {i}" for i in range(100)]
+        # Killed before the ack could be read: the shipper sends the chunk again
+        # (to the restarted node); everything is there, at most twice.
+        m2 = marker("noack")
+        packet = msgpack.packb(
+            ["unacked", [[t // 10**9, {"log": f"{m2} {i}"}] for i in range(100)], {"chunk": "Y2h1bmsy"}]
+        )
+        with socket.create_connection(("127.0.0.1", n.ports["fluent"]), timeout=10) as s:
+            s.sendall(packet)
+            n.kill()
+        n.start()
+        with socket.create_connection(("127.0.0.1", n.ports["fluent"]), timeout=10) as s:
+            s.sendall(packet)
+            assert msgpack.unpackb(s.recv(100)) == {"ack": "Y2h1bmsy"}
+        wait_for(lambda: len(query(n, m2)) >= 100, timeout=TIMEOUT, what="resent chunk")
+        time.sleep(1.0)
+        lines = [ln for _, _, ln in query(n, m2)]
+        assert len(lines) in (100, 200) and set(lines) == {f"{m2} {i}" for i in range(100)}
     finally:
         n.kill()
 
