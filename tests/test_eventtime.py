@@ -127,3 +127,13 @@ def test_parse_vlogs():
     batch = parse_vlogs(body, ["message"], "timestamp", [], b"default")
     assert batch.groups[0][1][1] == b"{stream=billing} fallback field"
     assert batch.times[0][1] == 1_764_000_000 * S + S // 4
+
+
+def test_fields_prefix_matches_labels_prefix():
+    from oklog.ingest.httpingest import fields_prefix, labels_prefix
+
+    fields = {"b": "x y", "a": 1, "c": {"n": [1, "q\"uote"]}, "d": None, "e": True, "k=ey": "v\nw", "f": ""}
+    as_text = {"b": "x y", "a": "1", "c": '{"n":[1,"q\\"uote"]}', "d": "null", "e": "true", "k=ey": "v\nw", "f": ""}
+    assert fields_prefix(fields) == labels_prefix(as_text)
+    assert fields_prefix(fields) == fields_prefix(dict(reversed(list(fields.items()))))  # cached pairs too
+    assert fields_prefix({}) == b""

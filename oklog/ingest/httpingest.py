@@ -63,6 +63,7 @@ Common to both:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -176,26 +177,38 @@ def parse_event_time(value) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
-        v = value.strip()
-        m = _RFC3339.match(v)
-        if m is None:
-            try:
-                value = float(v) if any(c in v for c in ".eE") else int(v)
-            except ValueError:
-                return None
-        else:
-            base, frac, zone = m.groups()
-            try:
-                dt = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T"))
-                if zone and zone not in "Zz":
-                    zone = zone if ":" in zone else zone[:3] + ":" + zone[3:]
-                    dt = dt.replace(tzinfo=datetime.fromisoformat("2000-01-01T00:00:00" + zone).tzinfo)
-                else:
-                    dt = dt.replace(tzinfo=UTC)
-            except ValueError:
-                return None
-            ns = int((frac or "0").ljust(9, "0"))
-            return int(dt.timestamp()) * 1_000_000_000 + ns
+        return _time_text(value)
+    return _time_number(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _time_text(value: str) -> int | None:
+    """``parse_event_time`` of text: shippers repeat a timestamp over many records."""
+    v = value.strip()
+    m = _RFC3339.match(v)
+    if m is None:
+        try:
+            return _time_number(float(v) if any(c in v for c in ".eE") else int(v))
+        except ValueError:
+            return None
+    else:
+        base, frac, zone = m.groups()
+        try:
+            dt = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T"))
+            if zone and zone not in "Zz":
+                zone = zone if ":" in zone else zone[:3] + ":" + zone[3:]
+                dt = dt.replace(tzinfo=datetime.fromisoformat("2000-01-01T00:00:00" + zone).tzinfo)
+            else:
+                dt = dt.replace(tzinfo=UTC)
+        except ValueError:
+            return None
+        ns = int((frac or "0").ljust(9, "0"))
+        return int(dt.timestamp()) * 1_000_000_000 + ns
+
+
+def _time_number(value) -> int | None:
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int | float):
         if value != value or value in (float("inf"), float("-inf")):
             return None
@@ -263,9 +276,19 @@ def field_value(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+@functools.lru_cache(maxsize=8192)
+def _pair(key: str, value: str) -> str:
+    """One ``k=v`` of a prefix; the same pairs recur on record after record."""
+    return logfmt_pairs(((key, value),))
+
+
 def fields_prefix(fields: dict) -> bytes:
-    """Structured fields in the Loki labels' prefix form, ``{k=v,...} ``."""
-    return labels_prefix({str(k): field_value(v) for k, v in fields.items()})
+    """Structured fields in the Loki labels' prefix form, ``{k=v,...} ``
+    (what ``labels_prefix`` writes for the same pairs)."""
+    if not fields:
+        return b""
+    pairs = sorted((str(k), field_value(v)) for k, v in fields.items())
+    return escape_lf("{" + ",".join([_pair(k, v) for k, v in pairs]) + "} ")
 
 
 def parse_vlogs(
