@@ -11,10 +11,9 @@
     whole: the line is the producer's JSON text exactly as sent. A top-level
     JSON string is its text. A line that is not valid JSON (or not UTF-8) is
     kept verbatim and counted (``invalid_json``). With ``time_field=ts`` the
-    value of that field is *not* used for stamping — ULIDs are always arrival
-    time, as on every ingest path — but it is kept: the line becomes
-    ``<time> <message>`` so the producer's time is not lost when only the
-    message is extracted. ``topic`` (default the node's default topic) must be a
+    line becomes ``<time> <message>`` so the producer's time is not lost when
+    only the message is extracted, and that time (RFC 3339 or epoch
+    s/ms/us/ns) is the record's event time (``oklog.ingest.eventtime``). ``topic`` (default the node's default topic) must be a
     valid topic, else 400. The answer is ``200`` with a JSON summary
     ``{"records": n, "invalid_json": k, "segments": [...]}``.
 
@@ -39,12 +38,18 @@
       Values with spaces, ``,``, ``=``, quotes or braces are double-quoted with
       backslash escapes, so the prefix parses back unambiguously. A stream
       with no labels gets no prefix.
-    * the entry's nanosecond timestamp must be a decimal string (else 400) and
-      is then dropped: records are stamped with arrival-time ULIDs and kept in
-      the order sent. A third element (structured metadata) is ignored.
+    * the entry's nanosecond timestamp must be a decimal string (else 400); it
+      is the record's event time (``oklog.ingest.eventtime``: the ULID's time
+      within a window around now, else arrival time with the time in front of
+      the line). A third element (structured metadata) is ignored.
     * the answer is ``204 No Content``, as Loki's.
 
-Common to both:
+``POST /insert/jsonline?_msg_field=&_time_field=&_stream_fields=``
+    VictoriaLogs JSON lines (``parse_vlogs``). OTLP/HTTP logs and the
+    Elasticsearch bulk API are in ``oklog.ingest.otlp`` and
+    ``oklog.ingest.esbulk``; their routes are mounted here.
+
+Common to all:
 
 * An LF inside a JSON string cannot be inside a record (LF ends a record), so
   it is written as the two characters ``\\n``; every other byte is kept.
