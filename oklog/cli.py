@@ -125,9 +125,22 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "ingest.syslog-topic", default="syslog", help="topic of syslog records")
     _flag(p, "ingest.topic", default="default",
           help="topic of records on the fast, durable and HTTP ingest ports (a connection or request may name its own)")
+    _flag(p, "ingest.fluent", default="", help="Fluent forward protocol listen address, TCP (usually :24224; off by default)")
+    _flag(p, "ingest.event-time-past", type=_duration, default=3600.0,
+          help="push protocols' event times up to this far back become the record's time (older: arrival time)")
+    _flag(p, "ingest.event-time-future", type=_duration, default=300.0,
+          help="event times up to this far ahead become the record's time")
+    _flag(p, "ingest.otlp-topic-attributes", default="service.name",
+          help="OTLP resource attributes whose first present value is the topic (comma-separated)")
+    _flag(p, "ingest.loki-topic-labels", default="topic,job,app,application,service_name",
+          help="Loki push labels whose first present value is the topic (comma-separated)")
     _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
@@ -157,6 +170,11 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
             validate_topic(value)
         except RecordError as e:
             raise SystemExit(f"oklog: -{flag}: {e}") from None
+    if not 0 <= ns.ingest_event_time_future <= 300:
+        # The store refuses replicated ULIDs more than 5 minutes ahead of its clock.
+        raise SystemExit("oklog: -ingest.event-time-future must be between 0s and 5m")
+    if not 0 <= ns.ingest_event_time_past < ns.store_segment_retain:
+        raise SystemExit("oklog: -ingest.event-time-past must be at least 0s and less than -store.segment-retain")
     return C.NodeConfig(
         role=role,
         api=addr(ns.api, C.DEFAULT_API_PORT),
@@ -184,6 +202,11 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,
+        ingest_fluent=addr(ns.ingest_fluent, 24224) if ns.ingest_fluent else None,
+        event_time_past=ns.ingest_event_time_past,
+        event_time_future=ns.ingest_event_time_future,
+        otlp_topic_attributes=_names(ns.ingest_otlp_topic_attributes),
+        loki_topic_labels=_names(ns.ingest_loki_topic_labels),
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         cluster_key=ns.cluster_key,
         gossip_timing={

@@ -70,6 +70,11 @@ class NodeConfig:
     ingest_syslog: Addr | None = None
     syslog_topic: str = "syslog"
     ingest_topic: str = "default"
+    ingest_fluent: Addr | None = None  # Fluent forward protocol listener (off by default)
+    event_time_past: float = 3600.0  # push protocols' event times this far back stamp the ULID
+    event_time_future: float = 300.0  # ... and this far ahead
+    otlp_topic_attributes: tuple[str, ...] = ("service.name",)
+    loki_topic_labels: tuple[str, ...] = ("topic", "job", "app", "application", "service_name")
     gossip_timing: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 

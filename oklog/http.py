@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -100,19 +101,46 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+UNKNOWN_ROUTE = "(unknown)"  # the route label of every path no handler serves
+
+
+@dataclass
+class _Seen:
+    """What a request came to, for ``Router.on_response``."""
+
+    route: str = UNKNOWN_ROUTE
+    status: int = 0
 
 
 class Router:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
+        # Paths with a variable part (``/<index>/_bulk``), tried after exact paths.
+        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        # Called with (route, status) after every request, answered or not.
+        self.on_response: Callable[[str, int], None] | None = None
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
             self._routes.setdefault(path, {})[m] = handler
 
+    def add_pattern(self, methods: str, pattern: str, handler: Handler) -> None:
+        self._patterns.append((re.compile(pattern), dict.fromkeys(methods.split("|"), handler)))
+
     def mount(self, other: Router) -> None:
         for path, methods in other._routes.items():
             self._routes.setdefault(path, {}).update(methods)
+        self._patterns += other._patterns
+
+    def _lookup(self, path: str) -> tuple[str, dict[str, Handler] | None]:
+        """(route name for metrics, handlers by method); unknown paths share one name."""
+        methods = self._routes.get(path)
+        if methods is not None:
+            return path, methods
+        for pattern, pmethods in self._patterns:
+            if pattern.fullmatch(path):
+                return pattern.pattern, pmethods
+        return UNKNOWN_ROUTE, None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -125,9 +153,27 @@ class Router:
                     return
         if scope["type"] != "http":
             return
+        seen = _Seen()
+
+        async def counted(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                seen.status = msg["status"]
+            await send(msg)
+
+        try:
+            await self._serve(scope, receive, counted, seen)
+        except (trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            # The client went away mid-request: hypercorn shuts the socket down
+            # from its reader, unlocked, while the answer is being sent.
+            log.debug("%s %s: client gone while answering: %s", scope["method"], scope["path"], e)
+        finally:
+            if self.on_response is not None:
+                self.on_response(seen.route, seen.status)
+
+    async def _serve(self, scope, receive, send, seen: _Seen) -> None:
         try:
             req = Request(scope, receive)
-            methods = self._routes.get(req.path)
+            seen.route, methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
             handler = methods.get(req.method)
@@ -141,6 +187,7 @@ class Router:
         except Exception:
             log.exception("handler failed for %s", scope.get("path"))
             resp = Response(500, b"internal error\n")
+        seen.status = resp.status  # a deferred answer may still start with another
         await _send_response(scope, send, resp)
 
 

@@ -20,7 +20,7 @@ key → metric):
   ``oklog_ingest_open_connections``, ``oklog_ingest_connections_total``,
   ``oklog_ingest_records_split_total``; and, when present,
   ``pipeline.ingest.syslog`` (``oklog_syslog_*``) and ``pipeline.ingest.http``
-  (``oklog_http_ingest_*``).
+  (``oklog_http_ingest_*``), ``pipeline.ingest.fluent`` (``oklog_fluent_*``).
 * ``pipeline.store``: ``oklog_store_segments``, ``oklog_store_bytes``,
   ``oklog_store_segments_written_total``, ``oklog_store_bytes_written_total``,
   ``oklog_store_replications_received_total``, ``oklog_store_quarantined_segments``.
@@ -40,6 +40,10 @@ key → metric):
   state); ``oklog_state_error`` counts the sections of this scrape that could not
   be rendered (each is logged; the others are still exported).
 
+And ``oklog_http_requests_total{route,code}``: every HTTP request by route
+(the registered path or pattern; ``(unknown)`` for paths nothing serves) and
+the status answered.
+
 Plus the process collector's ``process_*`` figures (CPU, memory, open fds).
 """
 
@@ -50,7 +54,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -239,6 +249,14 @@ class StateCollector(Collector):
             f.counter("oklog_http_ingest_invalid_json", "NDJSON lines that were not JSON (kept verbatim)", hi.get("invalid_json"))
             f.counter("oklog_http_ingest_rejected", "HTTP ingest requests refused", hi.get("rejected"))
             f.counter("oklog_http_ingest_records_split", "Over-long HTTP ingest records split", hi.get("records_split"))
+        fl = ing.get("fluent")
+        if isinstance(fl, dict):
+            f.counter("oklog_fluent_messages", "Fluent forward messages received", fl.get("messages"))
+            f.counter("oklog_fluent_records", "Records written from the Fluent forward port", fl.get("records"))
+            f.counter("oklog_fluent_acks", "Fluent chunks acknowledged", fl.get("acks"))
+            f.counter("oklog_fluent_bad_messages", "Fluent messages of the wrong shape, skipped", fl.get("bad_messages"))
+            f.counter("oklog_fluent_bad_streams", "Fluent connections closed for malformed or oversized input", fl.get("bad_streams"))
+            f.gauge("oklog_fluent_open_connections", "Open Fluent forward connections", fl.get("connections"))
 
     def _store(self, f: _Families, sto: Any) -> None:
         if not isinstance(sto, dict):
@@ -278,8 +296,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.http_requests = Counter(
+            "oklog_http_requests",
+            "HTTP requests by route (the path, its pattern, or (unknown)) and status answered",
+            ["route", "code"],
+            registry=self.registry,
+        )
+
     def observe_query(self, seconds: float) -> None:
         self.query_duration.observe(seconds)
+
+    def count_request(self, route: str, status: int) -> None:
+        """``Router.on_response``: routes are a fixed set, so labels stay bounded."""
+        self.http_requests.labels(route, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

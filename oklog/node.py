@@ -38,6 +38,8 @@ from oklog.fs import FS, RealFS
 from oklog.http import Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
+from oklog.ingest.eventtime import EventWindow
+from oklog.ingest.fluent import FluentStats, serve_fluent
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
 from oklog.ingest.listener import IngestSettings, ListenerStats, serve_ingest
 from oklog.ingest.log import IngestLog
@@ -89,6 +91,7 @@ class Node:
         self.http_ingest_stats = HTTPIngestStats()
         self.syslog_stats = SyslogStats()
         self.bulk_stats = BulkStats()
+        self.fluent_stats = FluentStats()
         self.metrics = Metrics(self.state)
         self.tap = Tap()
         # Errors caught at component boundaries (each logged where caught).
@@ -126,7 +129,14 @@ class Node:
         r = Router()
         if self.ingest_log is not None:
             r.mount(ingest_router(self.ingest_log))
-            r.mount(httpingest_router(self.ingest_log, self.ingest_settings(), self.http_ingest_stats))
+            r.mount(
+                httpingest_router(
+                    self.ingest_log, self.ingest_settings(), self.http_ingest_stats,
+                    window=self.event_window(),
+                    otlp_topic_attributes=self.cfg.otlp_topic_attributes,
+                    loki_topic_labels=self.cfg.loki_topic_labels,
+                )
+            )
         if self.store_log is not None:
             pending = self.maintenance.pending if self.maintenance is not None else None
             r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending))
@@ -143,6 +153,7 @@ class Node:
             ),
         )
         r.mount(metrics_router(self.metrics))
+        r.on_response = self.metrics.count_request
         observe_queries(r, self.metrics)
         r.add("GET", "/cluster/state", self._state)
         r.add("GET", "/store/_clusterstate", self._state)
@@ -232,6 +243,7 @@ class Node:
                 "syslog": self.syslog_stats.as_dict(),
                 "bulk": vars(self.bulk_stats).copy(),
                 "http": self.http_ingest_stats.as_dict(),
+                "fluent": self.fluent_stats.as_dict(),
             }
         if self.store_log is not None:
             pipeline["store"] = self.store_log.stats()
@@ -365,7 +377,17 @@ class Node:
                             ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(),
                         )
                     )
+                if cfg.ingest_fluent is not None:
+                    self.bound.extra["fluent"] = await ln.start(
+                        functools.partial(
+                            serve_fluent, cfg.ingest_fluent.host, cfg.ingest_fluent.port,
+                            ilog, settings, self.fluent_stats, window=self.event_window(),
+                        )
+                    )
                 task_status.started()
+
+    def event_window(self) -> EventWindow:
+        return EventWindow(self.cfg.event_time_past, self.cfg.event_time_future)
 
     def ingest_settings(self) -> IngestSettings:
         c = self.cfg

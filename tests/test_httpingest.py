@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from oklog.ingest.httpingest import (
 )
 from oklog.ingest.listener import IngestSettings
 from oklog.ingest.log import IngestLog
-from oklog.record import ULID_LEN, split_record
+from oklog.record import ULID_LEN, split_record, ulid_ms
 
 TIMEOUT = 20
 
@@ -270,13 +271,14 @@ async def test_jsonline_gzip(env):
 
 @pytest.mark.trio
 async def test_loki_push_json_and_gzip(env):
+    t0 = time.time_ns() - 600 * 10**9  # ten minutes old: inside the event-time window
     push = {
         "streams": [
             {
                 "stream": {"job": "nginx", "host": "web 1"},
-                "values": [["1700000000000000000", "GET / 200"], ["1700000000000000001", "a\nb"]],
+                "values": [[str(t0), "GET / 200"], [str(t0 + 1), "a\nb"]],
             },
-            {"stream": {"app": "pay/api"}, "values": [["1700000000000000002", "paid"]]},
+            {"stream": {"app": "pay/api"}, "values": [[str(t0 + 2), "paid"]]},
         ]
     }
     with trio.fail_after(TIMEOUT):
@@ -300,10 +302,11 @@ async def test_loki_push_json_and_gzip(env):
         (b"web_1", b'{host="web 1",job=nginx} a\\nb'),
         (b"pay_api", b"{app=pay/api} paid"),
     ]
+    assert {ulid_ms(u) for u, _, _ in recs} == {t0 // 10**6}  # stamped at the event time
     assert len([n for n in os.listdir(env.root) if n.endswith(".flushed")]) == 2
 
 
-def loki_push_request(streams: list[tuple[str, list[str]]]) -> bytes:
+def loki_push_request(streams: list[tuple[str, list[str]]], base: int | None = None) -> bytes:
     """A logproto.PushRequest encoded by Google's protobuf library from the
     schema Loki publishes (pkg/push/push.proto), built at run time."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
@@ -346,7 +349,7 @@ def loki_push_request(streams: list[tuple[str, list[str]]]) -> bytes:
         st = req.streams.add(labels=labels, hash=12345)
         for k, line in enumerate(lines):
             e = st.entries.add(line=line)
-            e.timestamp.seconds, e.timestamp.nanos = 1_700_000_000 + k, 5
+            e.timestamp.seconds, e.timestamp.nanos = (base or int(time.time()) - 60) + k, 5
             e.structuredMetadata.add(name="trace_id", value="abc")
     return req.SerializeToString()
 
@@ -356,22 +359,24 @@ async def test_loki_push_protobuf_and_snappy(env):
     """What Promtail, Alloy and Vector send by default."""
     import cramjam
 
+    base = int(time.time()) - 60
     body = loki_push_request([
         ('{job="nginx", host="web 1"}', ["GET / 200", "a\nb"]),
         ('{app="pay/api", quote="say \\"hi\\""}', ["paid"]),
         ("{}", ["bare"]),
-    ])
+    ], base)
     with trio.fail_after(TIMEOUT):
         r = await post(
             env, "/loki/api/v1/push", bytes(cramjam.snappy.compress_raw(body)),
             headers={"Content-Type": "application/x-protobuf"},
         )
         assert r.status_code == 204, r.text
-    assert [(t, ln) for _, t, ln in env.records()] == [
-        (b"nginx", b'{host="web 1",job=nginx} GET / 200'),
-        (b"nginx", b'{host="web 1",job=nginx} a\\nb'),
-        (b"pay_api", b'{app=pay/api,quote="say \\"hi\\""} paid'),
-        (b"default", b"bare"),
+    # Each entry at its event time (second base + k of its stream), so sorted by it.
+    assert [(ulid_ms(u), t, ln) for u, t, ln in env.records()] == [
+        (base * 1000, b"nginx", b'{host="web 1",job=nginx} GET / 200'),
+        (base * 1000, b"pay_api", b'{app=pay/api,quote="say \\"hi\\""} paid'),
+        (base * 1000, b"default", b"bare"),
+        (base * 1000 + 1000, b"nginx", b'{host="web 1",job=nginx} a\\nb'),
     ]
     with trio.fail_after(TIMEOUT):
         for bad, status in [
@@ -398,7 +403,8 @@ async def test_loki_push_rejections(env):
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert r.status_code == 204
-    assert env.lines() == [b"f"]
+    # An event time outside the window: arrival time, the event time kept in the line.
+    assert env.lines() == [b"1970-01-01T00:00:00.000000001Z f"]
 
 
 @pytest.mark.trio

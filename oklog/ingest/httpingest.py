@@ -11,10 +11,9 @@
     whole: the line is the producer's JSON text exactly as sent. A top-level
     JSON string is its text. A line that is not valid JSON (or not UTF-8) is
     kept verbatim and counted (``invalid_json``). With ``time_field=ts`` the
-    value of that field is *not* used for stamping — ULIDs are always arrival
-    time, as on every ingest path — but it is kept: the line becomes
-    ``<time> <message>`` so the producer's time is not lost when only the
-    message is extracted. ``topic`` (default the node's default topic) must be a
+    line becomes ``<time> <message>`` so the producer's time is not lost when
+    only the message is extracted, and that time (RFC 3339 or epoch
+    s/ms/us/ns) is the record's event time (``oklog.ingest.eventtime``). ``topic`` (default the node's default topic) must be a
     valid topic, else 400. The answer is ``200`` with a JSON summary
     ``{"records": n, "invalid_json": k, "segments": [...]}``.
 
@@ -30,20 +29,27 @@
     Design choices, since oklog records carry a topic but no labels:
 
     * topic: the value of the label named by the ``topic`` query parameter
-      if given and present, else of label ``topic``, ``job`` or ``app`` (first
-      present). Characters outside ``[A-Za-z0-9_-]`` become ``_`` and leading
+      if given and present, else of the first present of the configured
+      labels (``-ingest.loki-topic-labels``, default ``topic``, ``job``,
+      ``app``, ``application``, ``service_name``). Characters outside ``[A-Za-z0-9_-]`` become ``_`` and leading
       ``_``/``-`` are dropped; if nothing usable is left, ``default``.
     * line: the stream's labels in logfmt form, sorted by name and wrapped in
       braces, then a space, then the Loki line: ``{host=a,job=nginx} GET /``.
       Values with spaces, ``,``, ``=``, quotes or braces are double-quoted with
       backslash escapes, so the prefix parses back unambiguously. A stream
       with no labels gets no prefix.
-    * the entry's nanosecond timestamp must be a decimal string (else 400) and
-      is then dropped: records are stamped with arrival-time ULIDs and kept in
-      the order sent. A third element (structured metadata) is ignored.
+    * the entry's nanosecond timestamp must be a decimal string (else 400); it
+      is the record's event time (``oklog.ingest.eventtime``: the ULID's time
+      within a window around now, else arrival time with the time in front of
+      the line). A third element (structured metadata) is ignored.
     * the answer is ``204 No Content``, as Loki's.
 
-Common to both:
+``POST /insert/jsonline?_msg_field=&_time_field=&_stream_fields=``
+    VictoriaLogs JSON lines (``parse_vlogs``). OTLP/HTTP logs and the
+    Elasticsearch bulk API are in ``oklog.ingest.otlp`` and
+    ``oklog.ingest.esbulk``; their routes are mounted here.
+
+Common to all:
 
 * An LF inside a JSON string cannot be inside a record (LF ends a record), so
   it is written as the two characters ``\\n``; every other byte is kept.
@@ -62,16 +68,19 @@ Common to both:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 import trio
 
 from oklog.http import HTTPError, Request, Response, Router
+from oklog.ingest.eventtime import EventWindow, Stamper
 from oklog.ingest.listener import IngestSettings, split_long
 from oklog.ingest.log import ActiveSegment, IngestLog
 from oklog.logfmt import logfmt_pairs
@@ -81,7 +90,7 @@ log = logging.getLogger("oklog.ingest.http")
 
 MAX_BODY = 64 << 20
 MESSAGE_FIELDS = ("message", "msg", "log", "line")
-LOKI_TOPIC_LABELS = ("topic", "job", "app")
+LOKI_TOPIC_LABELS = ("topic", "job", "app", "application", "service_name")
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 CONCURRENT_WRITES = 4  # requests parsed and written at once; the rest wait
 
@@ -104,18 +113,39 @@ class HTTPIngestStats:
 
 @dataclass
 class Batch:
-    """Lines to stamp, grouped by topic in the order they were sent."""
+    """Lines to stamp, grouped by topic in the order they were sent.
+
+    ``times`` runs parallel to ``groups``: each group's event times in unix
+    nanoseconds (None where a line has none), or None for a group without any.
+    ``time_in_line``: the lines already show their event time, so one outside
+    the event-time window is not written in front of the line again.
+    """
 
     groups: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
     invalid_json: int = 0
+    times: list[list[int | None] | None] = field(default_factory=list)
+    time_in_line: bool = False
 
-    def add(self, topic: bytes, lines: list[bytes]) -> None:
+    def add(self, topic: bytes, lines: list[bytes], times: list[int | None] | None = None) -> None:
         if not lines:
             return
+        if times is not None and len(times) != len(lines):
+            raise ValueError("times and lines differ in length")
         if self.groups and self.groups[-1][0] == topic:
-            self.groups[-1][1].extend(lines)
+            g_lines = self.groups[-1][1]
+            prev = self.times[-1]
+            if prev is not None or times is not None:
+                if prev is None:
+                    prev = self.times[-1] = [None] * len(g_lines)
+                prev.extend(times if times is not None else [None] * len(lines))
+            g_lines.extend(lines)
         else:
             self.groups.append((topic, lines))
+            self.times.append(list(times) if times is not None else None)
+
+    @property
+    def has_times(self) -> bool:
+        return any(t is not None for t in self.times)
 
     @property
     def records(self) -> int:
@@ -137,12 +167,76 @@ def _as_line(value) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+_RFC3339 = re.compile(
+    r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?([Zz]|[+-]\d\d:?\d\d)?\Z"
+)
+
+
+def parse_event_time(value) -> int | None:
+    """An event time as unix nanoseconds, or None if it is not one.
+
+    RFC 3339 text (up to nanoseconds; no zone means UTC), or a number of
+    seconds, milliseconds, microseconds or nanoseconds since the epoch, told
+    apart by magnitude (as VictoriaLogs and Vector do); numeric text counts as
+    a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return _time_text(value)
+    return _time_number(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _time_text(value: str) -> int | None:
+    """``parse_event_time`` of text: shippers repeat a timestamp over many records."""
+    v = value.strip()
+    m = _RFC3339.match(v)
+    if m is None:
+        try:
+            return _time_number(float(v) if any(c in v for c in ".eE") else int(v))
+        except ValueError:
+            return None
+    else:
+        base, frac, zone = m.groups()
+        try:
+            dt = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T"))
+            if zone and zone not in "Zz":
+                zone = zone if ":" in zone else zone[:3] + ":" + zone[3:]
+                dt = dt.replace(tzinfo=datetime.fromisoformat("2000-01-01T00:00:00" + zone).tzinfo)
+            else:
+                dt = dt.replace(tzinfo=UTC)
+        except ValueError:
+            return None
+        ns = int((frac or "0").ljust(9, "0"))
+        return int(dt.timestamp()) * 1_000_000_000 + ns
+
+
+def _time_number(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        a = abs(value)
+        scale = 1e9 if a < 1e11 else 1e6 if a < 1e14 else 1e3 if a < 1e17 else 1
+        if isinstance(value, int):
+            return value * int(scale)
+        whole = int(value)  # apart, so float rounding stays in the fraction
+        return whole * int(scale) + round((value - whole) * scale)
+    return None
+
+
 def parse_jsonlines(
-    body: bytes, message_field: str = "message", time_field: str | None = None
+    body: bytes,
+    message_field: str = "message",
+    time_field: str | None = None,
+    times_out: list[int | None] | None = None,
 ) -> tuple[list[bytes], int]:
-    """NDJSON body → (record lines, number of lines that were not valid JSON)."""
+    """NDJSON body → (record lines, number of lines that were not valid JSON).
+    ``times_out`` receives each line's event time (``time_field``) or None."""
     fields = (message_field,) + tuple(f for f in MESSAGE_FIELDS if f != message_field)
     lines: list[bytes] = []
+    times: list[int | None] = times_out if times_out is not None else []
     invalid = 0
     for raw in body.split(b"\n"):
         if raw.endswith(b"\r"):
@@ -154,7 +248,12 @@ def parse_jsonlines(
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             invalid += 1
             lines.append(raw)
+            times.append(None)
             continue
+        t = None
+        if isinstance(obj, dict) and time_field and time_field in obj:
+            t = parse_event_time(obj[time_field])
+        times.append(t)
         if isinstance(obj, str):
             lines.append(escape_lf(obj))
             continue
@@ -174,14 +273,98 @@ def parse_jsonlines(
     return lines, invalid
 
 
+def field_value(value) -> str:
+    """A structured field's value as prefix text: strings as they are, other
+    scalars as JSON would write them, lists and objects as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@functools.lru_cache(maxsize=8192)
+def _pair(key: str, value: str) -> str:
+    """One ``k=v`` of a prefix; the same pairs recur on record after record."""
+    return logfmt_pairs(((key, value),))
+
+
+def fields_prefix(fields: dict) -> bytes:
+    """Structured fields in the Loki labels' prefix form, ``{k=v,...} ``
+    (what ``labels_prefix`` writes for the same pairs)."""
+    if not fields:
+        return b""
+    pairs = sorted((str(k), field_value(v)) for k, v in fields.items())
+    return escape_lf("{" + ",".join([_pair(k, v) for k, v in pairs]) + "} ")
+
+
+def parse_vlogs(
+    body: bytes,
+    msg_fields: list[str],
+    time_field: str,
+    stream_fields: list[str],
+    default: bytes,
+) -> Batch:
+    """VictoriaLogs JSON lines → lines grouped by topic, with event times.
+
+    The first of ``msg_fields`` present (then ``message``, ``msg``, ``log``,
+    ``line``) is the line, the first of ``stream_fields`` with a usable value
+    the topic; every other field but the time goes into the ``{k=v,...} ``
+    prefix. A line that is not a JSON object is kept verbatim."""
+    names = tuple(msg_fields) + tuple(f for f in MESSAGE_FIELDS if f not in msg_fields)
+    batch = Batch()
+    for raw in body.split(b"\n"):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+            batch.invalid_json += 1
+            batch.add(default, [raw], [None])
+            continue
+        if not isinstance(obj, dict):
+            batch.add(default, [escape_lf(obj) if isinstance(obj, str) else raw], [None])
+            continue
+        try:
+            topic, line, t = _vlogs_record(raw, obj, names, time_field, stream_fields, default)
+        except RecursionError:  # a value too deep to write back as JSON: the line as sent
+            batch.invalid_json += 1
+            batch.add(default, [raw], [None])
+            continue
+        batch.add(topic, [line], [t])
+    return batch
+
+
+def _vlogs_record(raw: bytes, obj: dict, names, time_field: str, stream_fields, default: bytes):
+    """One VictoriaLogs object → (topic, line, event time)."""
+    t = parse_event_time(obj.pop(time_field)) if time_field in obj else None
+    topic = default
+    for name in stream_fields:
+        v = obj.get(name)
+        if isinstance(v, str | int) and not isinstance(v, bool):
+            tp = sanitize_topic(str(v))
+            if tp is not None:
+                topic = tp
+                break
+    for name in names:
+        if name in obj:
+            line = _as_line(obj.pop(name))
+            break
+    else:
+        return topic, raw, t
+    return topic, fields_prefix(obj) + line, t
+
+
 def sanitize_topic(value: str) -> bytes | None:
     """A label value as a topic: invalid characters to ``_``; None if unusable."""
     t = _BAD_TOPIC_CHARS.sub("_", value).lstrip("_-")[:MAX_TOPIC_LEN]
     return t.encode() if t else None
 
 
-def loki_topic(labels: dict[str, str], label: str | None, default: bytes) -> bytes:
-    names = ((label,) if label else ()) + LOKI_TOPIC_LABELS
+def loki_topic(
+    labels: dict[str, str], label: str | None, default: bytes, names_: tuple[str, ...] = LOKI_TOPIC_LABELS
+) -> bytes:
+    names = ((label,) if label else ()) + names_
     for name in names:
         value = labels.get(name)
         if isinstance(value, str):
@@ -197,7 +380,9 @@ def labels_prefix(labels: dict[str, str]) -> bytes:
     return escape_lf("{" + logfmt_pairs(sorted(labels.items()), sep=",") + "} ")
 
 
-def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+def parse_loki(
+    body: bytes, topic_label: str | None, default: bytes, *, topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS
+) -> Batch:
     """A Loki JSON push body → lines grouped by topic; HTTPError(400) if malformed."""
     try:
         doc = json.loads(body)
@@ -220,19 +405,22 @@ def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
             raise HTTPError(400, f"streams[{i}].values must be a list")
         prefix = labels_prefix(labels)
         lines: list[bytes] = []
+        times: list[int | None] = []
         for j, entry in enumerate(values):
             if (
                 not isinstance(entry, list)
                 or len(entry) < 2
                 or not isinstance(entry[0], str)
                 or not entry[0].isdigit()
+                or len(entry[0]) > 19
                 or not isinstance(entry[1], str)
             ):
                 raise HTTPError(
                     400, f'streams[{i}].values[{j}] must be ["<unix epoch ns>", "<line>"]'
                 )
             lines.append(prefix + escape_lf(entry[1]))
-        batch.add(loki_topic(labels, topic_label, default), lines)
+            times.append(int(entry[0]))
+        batch.add(loki_topic(labels, topic_label, default, topic_labels), lines, times)
     return batch
 
 
@@ -301,6 +489,17 @@ def _pb_fields(buf: memoryview):
         yield key >> 3, value
 
 
+def _pb_timestamp(buf: memoryview) -> int:
+    """google.protobuf.Timestamp {int64 seconds = 1; int32 nanos = 2} → unix ns."""
+    sec = nanos = 0
+    for f, v in _pb_fields(buf):
+        if f == 1 and isinstance(v, int):
+            sec = v - (1 << 64) if v >= 1 << 63 else v
+        elif f == 2 and isinstance(v, int):
+            nanos = v & 0xFFFFFFFF
+    return sec * 1_000_000_000 + nanos
+
+
 def parse_label_set(text: str) -> dict[str, str]:
     """``{job="nginx", host="a"}`` (Prometheus label set syntax) → dict."""
     text = text.strip()
@@ -316,7 +515,9 @@ def parse_label_set(text: str) -> dict[str, str]:
     return labels
 
 
-def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+def parse_loki_protobuf(
+    body: bytes, topic_label: str | None, default: bytes, *, topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS
+) -> Batch:
     """A decompressed Loki protobuf push body → lines grouped by topic, as the
     JSON form; HTTPError(400) if malformed."""
     batch = Batch()
@@ -325,21 +526,26 @@ def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) ->
             if field != 1 or not isinstance(stream, memoryview):
                 continue
             labels_text, lines = "{}", []
+            times: list[int | None] = []
             for f, value in _pb_fields(stream):
                 if f == 1 and isinstance(value, memoryview):
                     labels_text = bytes(value).decode("utf-8")
                 elif f == 2 and isinstance(value, memoryview):
-                    line = b""
+                    line, t = b"", None
                     for ef, ev in _pb_fields(value):
                         if ef == 2 and isinstance(ev, memoryview):
                             line = bytes(ev).replace(b"\n", b"\\n")
+                        elif ef == 1 and isinstance(ev, memoryview):
+                            t = _pb_timestamp(ev)
                     lines.append(line)
+                    times.append(t)
             try:
                 labels = parse_label_set(labels_text)
             except ValueError as e:
                 raise HTTPError(400, f"streams[{i}]: {e}") from None
             prefix = labels_prefix(labels)
-            batch.add(loki_topic(labels, topic_label, default), [prefix + ln for ln in lines])
+            topic = loki_topic(labels, topic_label, default, topic_labels)
+            batch.add(topic, [prefix + ln for ln in lines], times)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"bad protobuf push body: {e}") from None
     return batch
@@ -374,12 +580,72 @@ def decode_body(data: bytes, encoding: str | None, limit: int) -> bytes:
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_batch(ilog: IngestLog, batch: Batch, settings: IngestSettings) -> tuple[list[str], int]:
+def stamp_batch(
+    batch: Batch, window: EventWindow, limit: int, ulids_out: list[bytes] | None = None
+) -> tuple[list[bytes], int]:
+    """Records (``ULID SP TOPIC SP LINE``, no LF) of ``batch`` sorted by ULID, each
+    at its event time where that lies in ``window``; and the number of splits.
+    ``ulids_out`` receives the (first) ULID of each line in the order sent."""
+    st = Stamper(window)
+    records: list[bytes] = []
+    split = 0
+    for (topic, lines), times in zip(batch.groups, batch.times, strict=True):
+        recs, n = st.stamp_group(topic, lines, times, batch.time_in_line, limit, ulids_out)
+        records += recs
+        split += n
+    if st.event_stamped:
+        records.sort()  # ULIDs are unique, so byte order is ULID order
+    return records, split
+
+
+def write_records(ilog: IngestLog, records: list[bytes], flush_size: int) -> list[str]:
+    """Write sorted records (no LF) into new segments, fsynced and flushed (blocking)."""
+    ids: list[str] = []
+    seg: ActiveSegment | None = None
+    try:
+        for chunk in _chunks(records, flush_size):
+            if seg is None:
+                seg = ilog.new_segment()
+            chunk.append(b"")
+            seg.write(b"\n".join(chunk), len(chunk) - 1)
+            if seg.size >= flush_size:
+                done, seg = seg, None
+                if done.flush(sync=True):
+                    ids.append(done.id)
+        if seg is not None:
+            done, seg = seg, None
+            if done.flush(sync=True):
+                ids.append(done.id)
+        if ids:
+            ilog.fs.sync_dir(ilog.root)
+    finally:
+        if seg is not None:  # failed mid-write: hand over what is there
+            try:
+                seg.flush(sync=True)
+            except OSError:
+                log.exception("flushing segment %s after a failed write", seg.id)
+    return ids
+
+
+def write_batch(
+    ilog: IngestLog,
+    batch: Batch,
+    settings: IngestSettings,
+    window: EventWindow | None = None,
+    ulids_out: list[bytes] | None = None,
+) -> tuple[list[str], int]:
     """Stamp, write, fsync and flush ``batch`` into new segments (blocking).
 
-    Returns (flushed segment ids, records split). One ULID source for the whole
-    request keeps every segment in ULID order.
+    Returns (flushed segment ids, records split). Lines with event times (or
+    when the caller wants each line's ULID) go through ``stamp_batch``; the
+    rest take arrival-time ULIDs from one source, which keeps every segment of
+    the request in ULID order.
     """
+    if batch.has_times or ulids_out is not None:
+        records, split = stamp_batch(
+            batch, window or EventWindow(), settings.max_record_size, ulids_out
+        )
+        return write_records(ilog, records, settings.flush_size), split
     ulids = ULIDSource()
     limit = settings.max_record_size
     ids: list[str] = []
@@ -429,6 +695,68 @@ def _chunks(lines: list[bytes], size: int) -> Iterable[list[bytes]]:
 # -- the router -------------------------------------------------------------------------
 
 
+class PushWriter:
+    """What every push endpoint shares: bounded body reading, parsing off the
+    event loop, and the durable write of a ``Batch`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        ilog: IngestLog,
+        settings: IngestSettings,
+        stats: HTTPIngestStats,
+        max_body: int,
+        limiter: trio.CapacityLimiter,
+        window: EventWindow,
+    ) -> None:
+        self.ilog = ilog
+        self.settings = settings
+        self.stats = stats
+        self.max_body = max_body
+        self.limiter = limiter
+        self.window = window
+
+    async def read_body(self, req: Request) -> bytes:
+        raw = await req.body(self.max_body)
+        enc = req.headers.get("content-encoding")
+        if enc and enc.strip().lower() not in ("identity", ""):
+            raw = await self.run(decode_body, raw, enc, self.max_body)
+        self.stats.bytes += len(raw)
+        return raw
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in a worker thread, at most CONCURRENT_WRITES at once."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def default_topic(self, req: Request) -> bytes:
+        topic = req.arg("topic")
+        if topic is None:
+            return self.settings.topic
+        try:
+            return validate_topic(topic)
+        except RecordError as e:
+            raise HTTPError(400, str(e)) from None
+
+    async def commit(self, batch: Batch, ulids_out: list[bytes] | None = None) -> list[str]:
+        try:
+            ids, split = await self.run(
+                write_batch, self.ilog, batch, self.settings, self.window, ulids_out
+            )
+        except OSError as e:
+            log.error("HTTP ingest write failed: %s", e)
+            raise HTTPError(503, f"could not write records: {e}") from None
+        st = self.stats
+        st.records += batch.records + split
+        st.records_split += split
+        st.segments += len(ids)
+        return ids
+
+
+def _names(text: str | None, default: list[str]) -> list[str]:
+    if text is None:
+        return default
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def httpingest_router(
     ilog: IngestLog,
     settings: IngestSettings,
@@ -436,80 +764,77 @@ def httpingest_router(
     *,
     max_body: int = MAX_BODY,
     limiter: trio.CapacityLimiter | None = None,
+    window: EventWindow | None = None,
+    otlp_topic_attributes: tuple[str, ...] | None = None,
+    loki_topic_labels: tuple[str, ...] | None = None,
 ) -> Router:
-    """``POST /ingest/jsonline`` and ``POST /loki/api/v1/push`` into ``ilog``."""
+    """The push endpoints into ``ilog``: NDJSON (``/ingest/jsonline`` and its
+    VictoriaLogs form ``/insert/jsonline``), the Loki push, OTLP/HTTP logs and
+    the Elasticsearch bulk API."""
+    from oklog.ingest.esbulk import esbulk_router
+    from oklog.ingest.otlp import DEFAULT_TOPIC_ATTRIBUTES, otlp_router
+
     st = stats if stats is not None else HTTPIngestStats()
     lim = limiter if limiter is not None else trio.CapacityLimiter(CONCURRENT_WRITES)
-
-    async def read_body(req: Request) -> bytes:
-        raw = await req.body(max_body)
-        enc = req.headers.get("content-encoding")
-        if enc and enc.strip().lower() not in ("identity", ""):
-            return await trio.to_thread.run_sync(decode_body, raw, enc, max_body, limiter=lim)
-        return raw
-
-    def default_topic(req: Request) -> bytes:
-        topic = req.arg("topic")
-        if topic is None:
-            return settings.topic
-        try:
-            return validate_topic(topic)
-        except RecordError as e:
-            raise HTTPError(400, str(e)) from None
-
-    async def commit(batch: Batch) -> list[str]:
-        try:
-            ids, split = await trio.to_thread.run_sync(
-                write_batch, ilog, batch, settings, limiter=lim
-            )
-        except OSError as e:
-            log.error("HTTP ingest write failed: %s", e)
-            raise HTTPError(503, f"could not write records: {e}") from None
-        st.records += batch.records + split
-        st.records_split += split
-        st.segments += len(ids)
-        return ids
+    w = PushWriter(ilog, settings, st, max_body, lim, window or EventWindow())
+    loki_labels = loki_topic_labels or LOKI_TOPIC_LABELS
 
     async def jsonline(req: Request) -> Response:
         st.requests += 1
         try:
-            topic = default_topic(req)
-            body = await read_body(req)
-            st.bytes += len(body)
+            topic = w.default_topic(req)
+            body = await w.read_body(req)
             field_ = req.arg("message_field") or "message"
             time_field = req.arg("time_field") or None
-            lines, invalid = await trio.to_thread.run_sync(
-                parse_jsonlines, body, field_, time_field, limiter=lim
-            )
+            times: list[int | None] = []
+            lines, invalid = await w.run(parse_jsonlines, body, field_, time_field, times)
             st.invalid_json += invalid
             if invalid:
                 log.info("jsonline: %d lines were not JSON, kept verbatim", invalid)
-            batch = Batch(invalid_json=invalid)
-            batch.add(topic, lines)
-            ids = await commit(batch)
+            batch = Batch(invalid_json=invalid, time_in_line=True)
+            batch.add(topic, lines, times if time_field else None)
+            ids = await w.commit(batch)
         except HTTPError:
             st.rejected += 1
             raise
         return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
 
+    async def vlogs_jsonline(req: Request) -> Response:
+        st.requests += 1
+        try:
+            topic = w.default_topic(req)
+            body = await w.read_body(req)
+            msg_fields = _names(req.arg("_msg_field") or req.headers.get("vl-msg-field"), ["_msg"])
+            time_field = req.arg("_time_field") or req.headers.get("vl-time-field") or "_time"
+            stream_fields = _names(
+                req.arg("_stream_fields") or req.headers.get("vl-stream-fields"), []
+            )
+            batch = await w.run(parse_vlogs, body, msg_fields, time_field, stream_fields, topic)
+            st.invalid_json += batch.invalid_json
+            ids = await w.commit(batch)
+        except HTTPError:
+            st.rejected += 1
+            raise
+        return Response.json(
+            {"records": batch.records, "invalid_json": batch.invalid_json, "segments": ids}
+        )
+
     def _loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        return parse_loki_protobuf(snappy_block(body, max_body), topic_label, default)
+        return parse_loki_protobuf(
+            snappy_block(body, max_body), topic_label, default, topic_labels=loki_labels
+        )
+
+    def _loki_json(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+        return parse_loki(body, topic_label, default, topic_labels=loki_labels)
 
     async def loki_push(req: Request) -> Response:
         st.requests += 1
         try:
             ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await read_body(req)
-            st.bytes += len(body)
-            if ctype in PROTOBUF_TYPES:
-                batch = await trio.to_thread.run_sync(
-                    _loki_protobuf, body, req.arg("topic"), settings.topic, limiter=lim
-                )
-            else:
-                batch = await trio.to_thread.run_sync(
-                    parse_loki, body, req.arg("topic"), settings.topic, limiter=lim
-                )
-            await commit(batch)
+            body = await w.read_body(req)
+            parse = _loki_protobuf if ctype in PROTOBUF_TYPES else _loki_json
+            batch = await w.run(parse, body, req.arg("topic"), settings.topic)
+            await w.commit(batch)
         except HTTPError:
             st.rejected += 1
             raise
@@ -517,5 +842,8 @@ def httpingest_router(
 
     r = Router()
     r.add("POST", "/ingest/jsonline", jsonline)
+    r.add("POST", "/insert/jsonline", vlogs_jsonline)
     r.add("POST", "/loki/api/v1/push", loki_push)
+    r.mount(otlp_router(w, otlp_topic_attributes or DEFAULT_TOPIC_ATTRIBUTES))
+    r.mount(esbulk_router(w))
     return r
