@@ -33,6 +33,7 @@ from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
+from oklog.health import Health
 from oklog.http import Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
@@ -51,6 +52,7 @@ from oklog.stream import Tap, cluster_stream_handler, ingest_stream_handler
 log = logging.getLogger("oklog.node")
 
 PENDING_SWEEP = 1.0
+HEALTH_EVERY = 1.0  # seconds between samples of the ingest counters for stall detection
 META_INTERVAL = 5.0  # seconds between load-figure updates in gossip
 
 
@@ -89,6 +91,7 @@ class Node:
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
         self.tap = Tap()
+        self.health = Health()
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -249,6 +252,14 @@ class Node:
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
         pipeline["streams"] = {"subscribers": self.tap.subscribers}
+        now = time.monotonic()
+        if self.ingest_log is not None:
+            self._observe_ingest(now)
+            idle = self.health.ingest.idle_for(now)
+            pipeline["ingest"]["idle_seconds"] = None if idle is None else round(idle, 3)
+        pipeline["recent"] = self.health.figures(now)
+        consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
+        pipeline["warnings"] = [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
         return {
             "self": self.id,
             "role": cfg.role,
@@ -288,6 +299,7 @@ class Node:
                 if self.ingest_log is not None:
                     await nursery.start(self._listeners, ingest_scope)
                     nursery.start_soon(self._sweep_pending)
+                    nursery.start_soon(self._watch_ingest)
                 self.gossip = Gossip(
                     self.id,
                     cfg.role,
@@ -308,6 +320,7 @@ class Node:
                 nursery.start_soon(self._publish_meta)
                 if self.store_log is not None:
                     self.consumer = self._make_consumer()
+                    self.consumer.on_event = self._consumer_event
                     nursery.start_soon(self.consumer.run)
                     assert self.maintenance is not None
                     nursery.start_soon(self.maintenance.run)
@@ -366,11 +379,23 @@ class Node:
             topic=c.ingest_topic.encode(), max_connections=c.max_connections,
         )
 
+    def _observe_ingest(self, now: float) -> None:
+        assert self.ingest_log is not None
+        self.health.ingest.observe(now, self.ingest_log.records_in, self.listener_stats.connections)
+
+    async def _watch_ingest(self) -> None:
+        while True:
+            self._observe_ingest(time.monotonic())
+            await trio.sleep(HEALTH_EVERY)
+
     async def _publish_meta(self) -> None:
         while True:
             await trio.sleep(META_INTERVAL)
             if self.gossip is not None:
                 self.gossip.set_meta(self.meta())
+
+    def _consumer_event(self, kind: str, subject: str, ok: bool, text: str) -> None:
+        self.health.report(time.monotonic(), kind, subject, ok, text)
 
     def _make_consumer(self) -> Consumer:
         assert self.store_log is not None and self.http_client is not None

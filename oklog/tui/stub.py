@@ -80,7 +80,7 @@ class StubClient:
         pipelines = {
             "ingest-1": lambda: self._ingest_pipeline(now, self.records_in, lag),
             "ingest-2": lambda: self._ingest_pipeline(now, self.records_in * 0.8, 0.9),
-            "store-1": lambda: self._store_pipeline(now, failed=0),
+            "store-1": lambda: self._store_pipeline(now, failed=0, failing="store-2"),
             "store-2": lambda: self._store_pipeline(now, failed=3),
         }
         me = next((m[0] for m in MEMBERS if m[2] == self.node), MEMBERS[0][0])
@@ -115,9 +115,16 @@ class StubClient:
         }
 
     @staticmethod
-    def _store_pipeline(now: float, failed: int) -> dict:
+    def _store_pipeline(now: float, failed: int, failing: str = "") -> dict:
+        warnings = [{
+            "level": "error", "kind": "replicate", "subject": failing,
+            "text": f"replication to store member {failing} failing (3 failures in the last 1m, "
+                    "last 4s ago): timed out after 10s",
+        }] if failing else []
         return {
             "time": now,
+            "warnings": warnings,
+            "recent": {"window_seconds": 60.0, "failures": {"replicate": 3 if failing else 0}},
             "store": {
                 "segments": 214, "bytes": 27_487_790_694, "segments_written": 3_112,
                 "bytes_written": 61_203_111_936, "replications_received": 1_556, "quarantined": [],

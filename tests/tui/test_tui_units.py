@@ -192,8 +192,14 @@ def test_history_rates_and_restart():
 def test_warnings():
     state = parse_state({
         "self": "a", "replication_factor": 2,
-        "members": [{"id": "a", "state": "alive"}, {"id": "b", "state": "suspect"}, {"id": "c", "state": "dead"}],
+        "members": [{"id": "a", "state": "alive", "role": "ingeststore"},
+                    {"id": "b", "state": "suspect", "role": "store"},
+                    {"id": "c", "state": "dead", "role": "ingeststore"}],
         "pipeline": {"ingest": {"oldest_flushed_age_seconds": 90},
+                     "warnings": [{"level": "error", "kind": "replicate", "subject": "b",
+                                   "text": "replication to store member b failing (2 failures ...)"},
+                                  {"level": "warning", "kind": "gather", "subject": "c",
+                                   "text": "cannot read from ingest member c"}],
                      "consumer": {"replications_failed": 2, "last_error": "boom", "factor_effective": 1},
                      "disk": {"total_bytes": 100, "free_bytes": 5}},
     })
@@ -201,8 +207,10 @@ def test_warnings():
     assert ("warning", "suspect: not answering probes") in texts
     assert any(lv == "error" and "dead" in t for lv, t in texts)
     assert any(lv == "error" and "consumer lag" in t for lv, t in texts)
-    assert any("replication failing (2 failures): boom" in t for _, t in texts)
-    assert any("under-replicated" in t for _, t in texts)
+    # The node's own warnings, as it words them; no counter since start ("boom").
+    assert ("error", "replication to store member b failing (2 failures ...)") in texts
+    assert ("warning", "cannot read from ingest member c") in texts
+    assert not any("boom" in t or "replication failing" in t for _, t in texts)
     assert any(lv == "error" and "95% full" in t for lv, t in texts)
     # Lag between the thresholds warns only while growing.
     h = History()
@@ -214,6 +222,45 @@ def test_warnings():
     assert warnings(calm, {}) == []
     assert disk_usage({"store": {"disk": {"used_ratio": 0.5}}}) == [("store", 0.5)]
     assert human_bytes(999) == "999 B" and human_bytes(1_500_000) == "1.5 MB"
+
+
+def test_warnings_of_a_node_without_its_own_describe_only_what_this_tui_saw():
+    """An older node (no ``warnings`` in its state): failures counted since it started
+    are history; only failures between this TUI's samples of the last minute warn,
+    and a gather error is not called a replication failure."""
+    doc = {"self": "a", "members": [{"id": "a"}],
+           "pipeline": {"consumer": {"replications_failed": 7, "last_error": "gather from i1: refused"}}}
+    h = History()
+    h.add({"time": 0, "consumer": {"replications_failed": 7}}, 0)
+    h.add({"time": 2, "consumer": {"replications_failed": 7}}, 0)
+    assert warnings(parse_state(doc), {"a": h}) == []
+    h.add({"time": 4, "consumer": {"replications_failed": 9}}, 0)
+    [alert] = warnings(parse_state(doc), {"a": h})
+    assert alert.text == "replication failing: 2 failures in the last 1m00s"  # not "gather ..."
+    h.add({"time": 4 + 61, "consumer": {"replications_failed": 9}}, 0)
+    assert warnings(parse_state(doc), {"a": h}) == []  # a minute without failures: cleared
+
+
+def test_what_a_dead_member_means_for_its_data_is_computed():
+    def alert_for(rf, states, roles=None):
+        roles = roles or ["store"] * len(states)
+        members = [{"id": f"m{i}", "state": s, "role": r} for i, (s, r) in enumerate(zip(states, roles, strict=True))]
+        st = parse_state({"self": "m0", "replication_factor": rf, "members": members})
+        return [w.text for w in warnings(st, {}) if w.node == "m1"][0]
+
+    one_down = alert_for(2, ["alive", "dead", "alive"])
+    assert "other copies on live members" in one_down and "rf 2, 1 of 3 store members down" in one_down
+    two_down = alert_for(2, ["alive", "dead", "dead"])
+    assert "missing from queries" in two_down and "2 of 3 store members down" in two_down
+    assert "other copies" not in two_down
+    suspect_too = alert_for(2, ["alive", "dead", "suspect"])
+    assert "missing from queries" in suspect_too
+    left = alert_for(2, ["alive", "dead", "left", "alive"])  # left handed its data off
+    assert "1 of 3 store members down" in left
+    assert "until it returns" in alert_for(1, ["alive", "dead"])
+    assert "unknown" in alert_for(None, ["alive", "dead"])
+    ingest = alert_for(2, ["alive", "dead", "alive"], ["store", "ingest", "store"])
+    assert "wait on its disk" in ingest and "copies" not in ingest
 
 
 def test_topology_draws_a_bus_from_ingest_to_store():
