@@ -64,6 +64,25 @@ class Member:
         return self.role in INGEST_ROLES
 
     @property
+    def down(self) -> bool:
+        return self.state in ("dead", "left")
+
+    @property
+    def started(self) -> float | None:
+        return _opt_num(sub(self.raw, "meta").get("started"))
+
+    @property
+    def shown_uptime(self) -> float | None:
+        """How long it has been up: for a dead or departed member, up to the last
+        time it was heard from (a stopped process does not keep counting, whatever
+        the node computed from its start time)."""
+        started = self.started
+        if not self.down or started is None or self.last_heard is None:
+            return self.uptime
+        stopped = max(0.0, self.last_heard - started)
+        return stopped if self.uptime is None else min(self.uptime, stopped)
+
+    @property
     def stores(self) -> bool:
         return self.role in STORE_ROLES
 
@@ -79,6 +98,15 @@ class ClusterState:
     @property
     def me(self) -> Member | None:
         return next((m for m in self.members if m.is_self), None)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(alive, total, left): members that left gracefully are not in the total."""
+        total = [m for m in self.members if m.state != "left"]
+        return sum(m.state == "alive" for m in total), len(total), len(self.members) - len(total)
+
+    def counts_text(self) -> str:
+        alive, total, left = self.counts()
+        return f"{alive}/{total} members alive" + (f", {left} left" if left else "")
 
 
 def parse_state(doc: dict) -> ClusterState:

@@ -28,6 +28,7 @@ from oklog.tui.model import (
     with_pipelines,
 )
 from oklog.tui.screenshots import demo_app, prime
+from oklog.tui.widgets.members import MembersTable
 from oklog.tui.widgets.node_pipeline import NodePipeline
 from oklog.tui.widgets.result_log import compile_highlight, format_record
 from oklog.tui.widgets.tail import TailView
@@ -341,5 +342,30 @@ def test_tail_explains_a_missing_endpoint():
                 await pilot.pause(0.02)
             status = tail.status_text().plain
             assert "unavailable" in status and "404" in status
+
+    asyncio.run(asyncio.wait_for(body(), 25))
+
+
+def test_members_header_counts_alive_of_total_and_a_dead_members_uptime_stops():
+    st = parse_state({"self": "a", "pipeline": {"time": 10_000.0}, "members": [
+        {"id": "a", "state": "alive", "uptime_seconds": 5000, "meta": {"started": 5000.0}},
+        {"id": "b", "state": "dead", "last_heard": 7000.0, "uptime_seconds": 5000,
+         "meta": {"started": 5000.0}},
+        {"id": "c", "state": "suspect"},
+        {"id": "d", "state": "left"}]})
+    assert st.counts() == (1, 3, 1) and st.counts_text() == "1/3 members alive, 1 left"
+    a, b, _c, _d = st.members
+    assert a.shown_uptime == 5000 and b.shown_uptime == 2000  # stopped when last heard from
+    row = [c.plain for c in MembersTable.cells(b, st)]
+    assert row[6] == "50m00s ago" and row[7] == "33m20s"
+
+
+def test_status_bar_says_alive_of_total():
+    async def body() -> None:
+        app = demo_app()
+        async with app.run_test(size=(130, 40)) as pilot:
+            await prime(pilot, 2)
+            assert "3/4 members alive" in app.statusbar.content.plain
+            assert "3/4 members alive" in str(app.cluster_view.members.border_title)
 
     asyncio.run(asyncio.wait_for(body(), 25))

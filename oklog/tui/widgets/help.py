@@ -30,8 +30,15 @@ Attached to **{node}**, refreshing every **{refresh}**.
 | `f` | Tail | follow on/off |
 | `c` | Tail | clear |
 
-**Cluster**: every member with role, address, gossip state (alive / suspect / dead),
-incarnation, last heard and uptime; the topology of ingest members feeding store members.
+**Cluster**: every member with role, address, gossip state (alive / suspect / dead / left),
+and the topology of ingest members feeding store members. The title counts members alive
+of all members (those that left gracefully are not counted).
+
+- **inc**: the member's incarnation. A member raises it to refute a suspicion about
+  itself (or when it restarts), so a climbing number means it was suspected and answered.
+- **last heard**: time since the attached node last heard from that member.
+- **uptime**: since the member started; for a dead member it stops at the last time it
+  was heard from (dim).
 
 **Pipeline**: per node, ingest segments by state with bytes and consumer lag (age of the
 oldest flushed segment), ingest rates (sparklines over the last five minutes), store,
