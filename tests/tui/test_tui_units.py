@@ -366,6 +366,6 @@ def test_status_bar_says_alive_of_total():
         async with app.run_test(size=(130, 40)) as pilot:
             await prime(pilot, 2)
             assert "3/4 members alive" in app.statusbar.content.plain
-            assert "3/4 members alive" in str(app.cluster_view.members.border_title)
+            assert "members: 3/4 alive" in str(app.cluster_view.members.border_title)
 
     asyncio.run(asyncio.wait_for(body(), 25))

@@ -11,7 +11,8 @@ from textual.widgets import Markdown
 HELP = """\
 # oklog tui
 
-Attached to **{node}**, refreshing every **{refresh}**.
+Attached to **{node}**, refreshing every **{refresh}**. If the attached node stops
+answering, the TUI attaches to a member that was alive and says so.
 
 | key | where | does |
 | --- | --- | --- |
@@ -25,6 +26,8 @@ Attached to **{node}**, refreshing every **{refresh}**.
 | `enter` | Query form | run the query (a new query cancels the running one) |
 | `esc` | Query | cancel the running query |
 | `ctrl+t` | Query, Tail | toggle regex |
+| `[` `]` | Query | earlier / later page of the result |
+| `{{` `}}` | Query | first / last page (the last page follows a running query) |
 | `ctrl+s` | Query | save all results of the last query to a file |
 | `space` | Tail | pause / resume (records keep arriving into a buffer) |
 | `f` | Tail | follow on/off |
@@ -46,9 +49,15 @@ replication, compaction and retention figures. Warnings are highlighted on top.
 
 **Query**: `from`/`to` take durations ago (`5m`, `2h`), RFC 3339 times or ULIDs; `q` is a
 substring or (regex on) an RE2 expression matched against the producer's line. Results
-stream in as they arrive; only the last N are kept on screen, saving writes all of them.
+stream in as they arrive and are kept whole (in a temporary file); the screen shows one
+page at a time. Save writes every record, as on screen or (raw) as the node sent them.
 
-**Tail**: live records as they arrive anywhere in the cluster, filtered like a query.
+**Tail**: live records as they arrive anywhere in the cluster, filtered like a query. A new
+filter starts afresh; records the node dropped because the view fell behind are counted in
+the status line.
+
+Control characters in records are shown, never obeyed: `^[` is ESC, `^M` a carriage
+return, `<U+202E>` a bidi override (dim).
 
 Mouse: click tabs, rows, buttons and checkboxes; scroll with the wheel.
 """
