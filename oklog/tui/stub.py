@@ -61,8 +61,9 @@ def rate_at(k: int) -> float:
 
 class StubClient:
     def __init__(self, node: str = "10.0.0.1:7650", *, tail_missing: bool = False,
-                 query_records: int = 40) -> None:
+                 query_records: int = 40, query_errors: str = "") -> None:
         self.node = node
+        self.query_errors = query_errors  # non-empty: queries answer 206 with this X-Oklog-Errors
         self.query_records = query_records
         self.tail_filters: list[tuple[str, bool]] = []
         self.k = 0
@@ -162,7 +163,9 @@ class StubClient:
 
         stats = {"nodes queried": "2", "segments queried": "14", "max data set size": "1879048192",
                  "error count": "0", "duration": "0.004121s"}
-        yield RecordStream(200, stats, chunks())
+        if self.query_errors:
+            stats = stats | {"error count": "1", "errors": self.query_errors}
+        yield RecordStream(206 if self.query_errors else 200, stats, chunks())
 
     @asynccontextmanager
     async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:

@@ -43,8 +43,8 @@ def test_attached_node_dying_switches_to_a_live_member_with_a_notice():
             assert app.node == "10.0.0.1:7650"  # one missed poll is not a death
             await app.fetch_once()
             await until(pilot, lambda: app.node == "10.0.0.2:7650")
-            assert any("10.0.0.1:7650 stopped answering: attached to 10.0.0.2:7650" in n
-                       for n in notices(app)), notices(app)
+            await until(pilot, lambda: any(
+                "10.0.0.1:7650 stopped answering: attached to 10.0.0.2:7650" in n for n in notices(app)))
             await prime(pilot, 1)
             assert app.state is not None and app.state.self_id == "ingest-2"
             assert not app.banner.display and "10.0.0.2:7650" in app.statusbar.content.plain
@@ -201,5 +201,27 @@ def test_control_characters_are_shown_not_obeyed():
             assert "^[[32mOK" in text and not any(ord(c) in ESCAPES for c in text)
             dim = [seg for seg in strip if seg.text in ("^[", "^M", "<U+202E>")]
             assert dim and all(seg.style is not None and seg.style.dim for seg in dim)
+
+    run(body)
+
+
+@pytest.mark.timeout(40)
+def test_a_partial_result_says_so_above_the_results():
+    why = "1 of 2 store members down: store-2 (connection refused)"
+
+    async def body() -> None:
+        app = demo_app(query_errors=why)
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.query_one(QueryView)
+            await pilot.press("3", *"GET", "enter")
+            await until(pilot, lambda: view.outcome)
+            assert view.outcome == "partial"
+            first = view.status_text().plain.splitlines()[0]
+            assert first == f"⚠ results may be incomplete: {why}"
+            await pilot.press("slash", "ctrl+a")  # a later complete answer clears it
+            app.client.query_errors = ""  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await until(pilot, lambda: view.outcome == "done")
+            assert "incomplete" not in view.status_text().plain
 
     run(body)

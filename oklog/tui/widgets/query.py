@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 STATUS_EVERY = 0.1
 
 
+def incomplete_note(partial: bool, stats: dict[str, str]) -> str:
+    """What the node said about missing records (206, ``X-Oklog-Errors``), or ""."""
+    errors = stats.get("errors", "").strip()
+    if errors:
+        return f"results may be incomplete: {errors}"
+    if partial:
+        return "results may be incomplete: the node answered 206 (partial content)"
+    return ""
+
+
 def regex_label(on: bool) -> str:
     return "regex: on" if on else "regex: off"
 
@@ -64,6 +74,7 @@ class QueryView(Vertical):
         self.elapsed = 0.0
         self.shown_while_running = 0  # records on screen before the response ended
         self.spool: ResultSpool | None = None
+        self.incomplete = ""  # why the result may be missing records, from the node
         self.page_start: int | None = None  # first record on screen; None: following the end
 
     def compose(self) -> ComposeResult:
@@ -220,11 +231,13 @@ class QueryView(Vertical):
         now = self.oklog.clock()
         self.request = request
         self.records, self.stats, self.detail, self.outcome = 0, {}, "", ""
+        self.incomplete = ""
         self.shown_while_running = 0
         self.running, self.started = True, self.oklog.clock()
         try:
             async with self.oklog.client.query(request, now) as stream:
                 self.stats = stream.stats
+                self.incomplete = incomplete_note(stream.partial, stream.stats)
                 async for buf in stream.buffers():
                     n = buf.count(b"\n")
                     self.records += n
@@ -284,13 +297,15 @@ class QueryView(Vertical):
 
     def status_text(self) -> Text:
         t = Text()
+        if self.incomplete and (self.running or self.outcome):
+            t.append(f"⚠ {self.incomplete}\n", style="bold yellow")
         if self.running:
             t.append("● running ", style="bold yellow")
             el = self.oklog.clock() - self.started
         elif self.outcome:
             style = {"done": "bold green", "partial": "bold yellow", "cancelled": "bold yellow",
                      "error": "bold red"}[self.outcome]
-            label = {"done": "✔ done", "partial": "◐ partial result (some nodes failed)",
+            label = {"done": "✔ done", "partial": "◐ partial result",
                      "cancelled": "■ cancelled", "error": "✖ error"}[self.outcome]
             t.append(label + " ", style=style)
             el = self.elapsed
