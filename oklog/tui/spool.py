@@ -63,25 +63,55 @@ class ResultSpool:
 
     def buffers(self, size: int | None = None) -> Iterator[bytes]:
         """The first ``size`` bytes kept (all, by default) as stored, in blocks of
-        whole records."""
-        rest = b""
-        pos, end = 0, self.size if size is None else size
-        while pos < end:
-            chunk = _pread_all(self.fd, min(READ_BLOCK, end - pos), pos)
-            if not chunk:
-                break
-            pos += len(chunk)
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                rest += chunk
-                continue
-            yield rest + chunk[:cut]
-            rest = chunk[cut:]
-        if rest:
-            yield rest
+        whole records. Reads through a descriptor of its own, taken now, so the
+        result stays readable to the end even if the spool is closed meanwhile
+        (a new query)."""
+        return _Reader(os.dup(self.fd), self.size if size is None else size)
 
     def close(self) -> None:
         self.file.close()
+
+
+class _Reader:
+    """Blocks of whole records from a descriptor it owns (closed at the end)."""
+
+    def __init__(self, fd: int, end: int) -> None:
+        self.fd, self.end = fd, end
+        self.it = self._blocks()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.it)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _blocks(self) -> Iterator[bytes]:
+        rest = b""
+        pos = 0
+        try:
+            while pos < self.end:
+                chunk = _pread_all(self.fd, min(READ_BLOCK, self.end - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:
+                    rest += chunk
+                    continue
+                yield rest + chunk[:cut]
+                rest = chunk[cut:]
+            if rest:
+                yield rest
+        finally:
+            self.close()
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

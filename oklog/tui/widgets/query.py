@@ -272,12 +272,13 @@ class QueryView(Vertical):
     async def save_results(self, choice: SaveRequest, spool: ResultSpool) -> None:
         """Exactly the records the dialog named (those kept when it opened), in the
         format it named; the spool stays readable while a query appends to it."""
-        path, raw, size, want = choice.path, choice.raw, choice.size, choice.records
+        path, raw, want = choice.path, choice.raw, choice.records
+        blocks = spool.buffers(choice.size)  # now: a new query may close the spool
 
         def write() -> int:
             n = 0
             with open(path, "wb") as f:
-                for buf in spool.buffers(size):
+                for buf in blocks:
                     f.write(buf if raw else format_buffer(buf).encode("utf-8"))
                     n += buf.count(b"\n")
             return n
