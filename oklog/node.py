@@ -52,7 +52,6 @@ from oklog.stream import Tap, cluster_stream_handler, ingest_stream_handler
 log = logging.getLogger("oklog.node")
 
 PENDING_SWEEP = 1.0
-HEALTH_EVERY = 1.0  # seconds between samples of the ingest counters for stall detection
 META_INTERVAL = 5.0  # seconds between load-figure updates in gossip
 
 
@@ -72,6 +71,7 @@ class Node:
         self.cfg = cfg
         self.fs = fs or RealFS()
         self.started = time.time()
+        self.health = Health()  # recent failures and ingest stalls: the state's warnings
         self.advertise_host = cfg.advertise_host or (
             cfg.cluster.host if cfg.cluster.host not in ("", "0.0.0.0") else guess_host()
         )
@@ -91,7 +91,6 @@ class Node:
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
         self.tap = Tap()
-        self.health = Health()
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -224,6 +223,7 @@ class Node:
     def state(self) -> dict:
         cfg = self.cfg
         pipeline: dict = {"time": time.time()}
+        self._health_into(pipeline)
         if self.ingest_log is not None:
             pipeline["ingest"] = self.ingest_log.stats() | {
                 "connections": self.listener_stats.connections,
@@ -252,14 +252,6 @@ class Node:
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
         pipeline["streams"] = {"subscribers": self.tap.subscribers}
-        now = time.monotonic()
-        if self.ingest_log is not None:
-            self._observe_ingest(now)
-            idle = self.health.ingest.idle_for(now)
-            pipeline["ingest"]["idle_seconds"] = None if idle is None else round(idle, 3)
-        pipeline["recent"] = self.health.figures(now)
-        consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
-        pipeline["warnings"] = [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
         return {
             "self": self.id,
             "role": cfg.role,
@@ -274,6 +266,25 @@ class Node:
 
     async def _health(self, req: Request) -> Response:
         return Response(200, b"ok\n")
+
+    def _health_into(self, pipeline: dict) -> None:
+        """``warnings`` (each naming its cause, current only) and ``recent`` (failures
+        over the last minute and five minutes, how long ingest has been idle)."""
+        now = time.monotonic()
+        self._observe_ingest(now)
+        recent = self.health.figures(now)
+        idle = self.health.ingest.idle_for(now) if self.ingest_log is not None else None
+        recent["ingest_idle_seconds"] = None if idle is None else round(idle, 3)
+        pipeline["recent"] = recent
+        consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
+        pipeline["warnings"] = [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
+
+    def _observe_ingest(self, now: float) -> None:
+        if self.ingest_log is not None:
+            self.health.ingest.observe(now, self.ingest_log.records_in, self.listener_stats.connections)
+
+    def _consumer_event(self, kind: str, subject: str, ok: bool, text: str) -> None:
+        self.health.report(time.monotonic(), kind, subject, ok, text)
 
     # -- running --------------------------------------------------------------------
 
@@ -299,7 +310,6 @@ class Node:
                 if self.ingest_log is not None:
                     await nursery.start(self._listeners, ingest_scope)
                     nursery.start_soon(self._sweep_pending)
-                    nursery.start_soon(self._watch_ingest)
                 self.gossip = Gossip(
                     self.id,
                     cfg.role,
@@ -379,23 +389,11 @@ class Node:
             topic=c.ingest_topic.encode(), max_connections=c.max_connections,
         )
 
-    def _observe_ingest(self, now: float) -> None:
-        assert self.ingest_log is not None
-        self.health.ingest.observe(now, self.ingest_log.records_in, self.listener_stats.connections)
-
-    async def _watch_ingest(self) -> None:
-        while True:
-            self._observe_ingest(time.monotonic())
-            await trio.sleep(HEALTH_EVERY)
-
     async def _publish_meta(self) -> None:
         while True:
             await trio.sleep(META_INTERVAL)
             if self.gossip is not None:
                 self.gossip.set_meta(self.meta())
-
-    def _consumer_event(self, kind: str, subject: str, ok: bool, text: str) -> None:
-        self.health.report(time.monotonic(), kind, subject, ok, text)
 
     def _make_consumer(self) -> Consumer:
         assert self.store_log is not None and self.http_client is not None
@@ -457,6 +455,7 @@ class Node:
         assert self.ingest_log is not None
         while True:
             await trio.sleep(PENDING_SWEEP)
+            self._observe_ingest(time.monotonic())  # once a second: when writes stopped
             n = self.ingest_log.expire_pending()
             if n:
                 log.warning("%d pending segments timed out; back to flushed", n)
