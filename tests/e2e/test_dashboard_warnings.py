@@ -13,7 +13,10 @@ from conftest import wait_for
 from oklog.health import RECENT
 from oklog.tui.model import parse_state, warnings
 
-FAST = ["-ingest.segment-flush-age", "0.3s", "-cluster.suspicion-timeout", "2s"]
+# Probes every 3 s: a killed member stays "alive" to the others for a few seconds,
+# long enough that the consumer (polling every 0.25 s) surely tries to read from it.
+FAST = ["-ingest.segment-flush-age", "0.3s", "-cluster.suspicion-timeout", "2s",
+        "-cluster.probe-interval", "3s"]
 
 
 def state(node) -> dict:
@@ -36,17 +39,26 @@ def test_warning_names_a_dead_ingest_member_and_clears_when_it_is_back(node_fact
     a, b, _c = nodes
     b_id = f"127.0.0.1:{b.ports['cluster']}"
     wait_for(lambda: len(state(a)["members"]) == 3, 20, what="cluster formed")
+    # The consumer starts after a grace of 3 probe intervals + 1 s (gossip settling).
+    wait_for(lambda: state(a)["uptime_seconds"] > 3 * 3 + 2, 30, what="a's consumer running")
     b.send_fast(b"".join(b"before %d\n" % i for i in range(100)))
     wait_for(lambda: node_warnings(a) == [], 20, what="no warnings on a settled cluster")
 
     b.kill()
-    found = wait_for(lambda: [w for w in node_warnings(a) if w["subject"] == b_id], 20,
-                     what="a warning about the dead ingest member")
-    assert {w["kind"] for w in found} == {"gather"}, found
-    assert all("cannot read from ingest member" in w["text"] for w in found)
-    assert not any("replication" in w["text"] for w in node_warnings(a))
-    wait_for(lambda: {m["id"]: m["state"] for m in state(a)["members"]}[b_id] == "dead", 20,
-             what="b dead")
+    seen: list[dict] = []
+
+    def b_dead() -> bool:
+        st = state(a)
+        seen.extend(st["pipeline"]["warnings"])
+        return {m["id"]: m["state"] for m in st["members"]}[b_id] == "dead"
+
+    wait_for(b_dead, 30, interval=0.05, what="b dead")
+    about_b = [w for w in seen if w["subject"] == b_id]
+    assert about_b, seen  # it was tried while still thought alive, and that failed
+    assert {w["kind"] for w in about_b} == {"gather"}, about_b
+    assert all("cannot read from ingest member" in w["text"] for w in about_b)
+    assert not any("replication" in w["text"] for w in seen), seen
+    assert [w["kind"] for w in node_warnings(a)] == ["gather"]  # current: b was not heard since
     dash = [al.text for al in warnings(parse_state(state(a)), {}) if al.node == b_id]
     assert any(t.startswith("dead:") and "wait on its disk" in t for t in dash), dash
     assert not any("copies" in t for t in dash)  # an ingest-only member holds no store data
