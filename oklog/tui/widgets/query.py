@@ -20,6 +20,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Button, Checkbox, Input, Static
 
 from oklog.tui.client import ClientError, QueryRequest
@@ -75,6 +76,7 @@ class QueryView(Vertical):
         self.shown_while_running = 0  # records on screen before the response ended
         self.spool: ResultSpool | None = None
         self.incomplete = ""  # why the result may be missing records, from the node
+        self.generation = 0  # of the latest query
         self.page_start: int | None = None  # first record on screen; None: following the end
 
     def compose(self) -> ComposeResult:
@@ -220,6 +222,10 @@ class QueryView(Vertical):
 
     @work(exclusive=True, group="query")
     async def run_query(self, request: QueryRequest) -> None:
+        # The query this replaced may still be unwinding (exclusive workers cancel,
+        # they do not wait): only the latest query writes the view's state.
+        self.generation += 1
+        gen = self.generation
         log = self.results
         log.reset()
         log.auto_scroll = True
@@ -249,17 +255,20 @@ class QueryView(Vertical):
                     await asyncio.sleep(0)  # let the UI breathe between chunks
                 self.outcome = "partial" if stream.partial else "done"
         except asyncio.CancelledError:
-            self.outcome = "cancelled"
+            if gen == self.generation:
+                self.outcome = "cancelled"
             raise
         except ClientError as e:
-            self.outcome, self.detail = "error", str(e)
+            if gen == self.generation:
+                self.outcome, self.detail = "error", str(e)
         finally:
-            self.running = False
-            self.elapsed = self.oklog.clock() - self.started
-            if self.page_start is None:
-                log.flush()
-            self.show_status()
-            self.post_message(QueryFinished(self.outcome, self.records, self.detail))
+            if gen == self.generation:
+                self.running = False
+                self.elapsed = self.oklog.clock() - self.started
+                if self.page_start is None:
+                    log.flush()
+                self.show_status()
+                self.post_message(QueryFinished(self.outcome, self.records, self.detail))
 
     _last_flush = 0.0
 
@@ -342,4 +351,8 @@ class QueryView(Vertical):
         return t
 
     def show_status(self) -> None:
-        self.query_one("#query-status", Static).update(self.status_text())
+        try:
+            status = self.query_one("#query-status", Static)
+        except NoMatches:  # a worker finishing while the app shuts down
+            return
+        status.update(self.status_text())

@@ -20,6 +20,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Button, Checkbox, Input, Static
 
 from oklog.tui.client import ApiError, ClientError, EndpointMissing
@@ -244,4 +245,8 @@ class TailView(Vertical):
         return t
 
     def show_status(self) -> None:
-        self.query_one("#tail-status", Static).update(self.status_text())
+        try:
+            status = self.query_one("#tail-status", Static)
+        except NoMatches:  # a worker finishing while the app shuts down
+            return
+        status.update(self.status_text())
