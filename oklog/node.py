@@ -35,6 +35,7 @@ from oklog.cluster.transport import Gossip, guess_host
 from oklog.cluster.view import member_row
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
+from oklog.health import Health
 from oklog.http import Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
@@ -74,6 +75,7 @@ class Node:
         self.cfg = cfg
         self.fs = fs or RealFS()
         self.started = time.time()
+        self.health = Health()  # recent failures and ingest stalls: the state's warnings
         self.advertise_host = cfg.advertise_host or (
             cfg.cluster.host if cfg.cluster.host not in ("", "0.0.0.0") else guess_host()
         )
@@ -232,6 +234,7 @@ class Node:
     def state(self) -> dict:
         cfg = self.cfg
         pipeline: dict = {"time": time.time()}
+        self._health_into(pipeline)
         if self.ingest_log is not None:
             pipeline["ingest"] = self.ingest_log.stats() | {
                 "connections": self.listener_stats.connections,
@@ -283,6 +286,25 @@ class Node:
     async def _health(self, req: Request) -> Response:
         return Response(200, b"ok\n")
 
+    def _health_into(self, pipeline: dict) -> None:
+        """``warnings`` (each naming its cause, current only) and ``recent`` (failures
+        over the last minute and five minutes, how long ingest has been idle)."""
+        now = time.monotonic()
+        self._observe_ingest(now)
+        recent = self.health.figures(now)
+        idle = self.health.ingest.idle_for(now) if self.ingest_log is not None else None
+        recent["ingest_idle_seconds"] = None if idle is None else round(idle, 3)
+        pipeline["recent"] = recent
+        consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
+        pipeline["warnings"] = [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
+
+    def _observe_ingest(self, now: float) -> None:
+        if self.ingest_log is not None:
+            self.health.ingest.observe(now, self.ingest_log.records_in, self.listener_stats.connections)
+
+    def _consumer_event(self, kind: str, subject: str, ok: bool, text: str) -> None:
+        self.health.report(time.monotonic(), kind, subject, ok, text)
+
     # -- running --------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -328,6 +350,7 @@ class Node:
                 nursery.start_soon(self._publish_meta)
                 if self.store_log is not None:
                     self.consumer = self._make_consumer()
+                    self.consumer.on_event = self._consumer_event
                     nursery.start_soon(self.consumer.run)
                     assert self.maintenance is not None
                     nursery.start_soon(self.maintenance.run)
@@ -462,6 +485,7 @@ class Node:
         assert self.ingest_log is not None
         while True:
             await trio.sleep(PENDING_SWEEP)
+            self._observe_ingest(time.monotonic())  # once a second: when writes stopped
             n = self.ingest_log.expire_pending()
             if n:
                 log.warning("%d pending segments timed out; back to flushed", n)

@@ -94,6 +94,9 @@ class Consumer:
         self.stats = ConsumerStats()
         self._wake = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+        # Each outcome as it happens: (kind, member, ok, error text); the node's
+        # health keeps a window of them, so its warnings describe the present.
+        self.on_event: Callable[[str, str, bool, str], None] = lambda *_: None
 
     def wake(self) -> None:
         """Something was flushed: run a cycle now rather than at the next poll.
@@ -131,6 +134,7 @@ class Consumer:
         n_targets = len(self.targets())
         if n_targets >= self.factor:
             self.strict = self.strict or self.factor > 1
+            self.stats.warnings = []  # enough store members again, with or without data
         elif self.strict:
             msg = (
                 f"waiting: replication factor {self.factor} but {n_targets} live store "
@@ -162,6 +166,9 @@ class Consumer:
                 self.stats.commits_failed += 1
                 self.stats.last_error = f"{'commit' if ok else 'failed'} {t.seg_id} on {t.source.name}: {e}"
                 log.warning("%s", self.stats.last_error)
+                self.on_event("commit", t.source.name, False, _why(e))
+            else:
+                self.on_event("commit", t.source.name, True, "")
         if ok:
             self.stats.batches += 1
             self.stats.segments_consumed += len(taken)
@@ -184,6 +191,7 @@ class Consumer:
                 seg_id = await src.next()
                 if seg_id is None:
                     exhausted.add(src.name)
+                    self.on_event("gather", src.name, True, "")
                     continue
                 try:
                     data = await src.read(seg_id)
@@ -194,7 +202,9 @@ class Consumer:
                 exhausted.add(src.name)
                 self.stats.last_error = f"gather from {src.name}: {e}"
                 log.warning("%s", self.stats.last_error)
+                self.on_event("gather", src.name, False, _why(e))
                 continue
+            self.on_event("gather", src.name, True, "")
             taken.append(_Taken(src, seg_id, data))
             total += len(data)
         return taken
@@ -216,7 +226,9 @@ class Consumer:
         if want == 0:
             self.stats.last_error = "no store members to replicate to"
             self.stats.replications_failed += 1
+            self.on_event("replicate", "", False, self.stats.last_error)
             return False
+        self.on_event("replicate", "", True, "")  # there are store members to replicate to
         self.stats.factor_effective = want
         chosen = random.sample(targets, want)
         failures: list[str] = []
@@ -226,6 +238,9 @@ class Consumer:
                 await t.replicate(data)
             except Exception as e:
                 failures.append(f"{t.name}: {e}")
+                self.on_event("replicate", t.name, False, _why(e))
+            else:
+                self.on_event("replicate", t.name, True, "")
 
         async with trio.open_nursery() as nursery:
             for t in chosen:
@@ -237,6 +252,10 @@ class Consumer:
             return False
         self.stats.replications_ok += 1
         return True
+
+
+def _why(e: Exception) -> str:
+    return str(e).strip() or type(e).__name__
 
 
 async def _quiet(aw) -> None:

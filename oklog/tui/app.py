@@ -7,7 +7,9 @@
     └──────────────────────────────────────────────────────────────────────┘
 
 All network I/O runs in workers: the poll loop here (exclusive group "poll"), the
-query and tail streams in their views. Each poll asks the attached node for its
+query and tail streams in their views. When the attached node stops answering
+(``SWITCH_AFTER`` polls in a row), the app asks the members that were alive in
+its last state, and attaches to the first that answers, with a notice. Each poll asks the attached node for its
 state, then every other live member that the state gives no figures for (its own
 ``GET /cluster/state``, concurrently, bounded by ``PEER_TIMEOUT``), so the
 Pipeline view has a card per node. ``make_app`` builds the app for the CLI and
@@ -49,6 +51,7 @@ DEFAULT_REFRESH = 2.0
 DEFAULT_MAX_LINES = 10_000
 PEER_TIMEOUT = 1.5  # at most this long for another member's figures, per poll
 PEER_STALE = 5.0  # a member that missed a poll keeps its last figures this long (at least 3 polls)
+SWITCH_AFTER = 2  # failed polls of the attached node before switching to a live member
 VIEWS = ("cluster", "pipeline", "query", "tail")
 
 
@@ -72,8 +75,11 @@ class OklogApp(App[None]):
         client_factory: Callable[[str], Client],
         clock: Callable[[], float] = time.time,
         max_lines: int = DEFAULT_MAX_LINES,
+        auto_switch: bool = True,
     ) -> None:
         super().__init__()
+        self.auto_switch = auto_switch
+        self.switching = False
         self.node = node
         self.refresh_interval = max(0.05, refresh)
         self.client_factory = client_factory
@@ -223,6 +229,33 @@ class OklogApp(App[None]):
         bar = self.statusbar
         bar.reachable = False
         bar.show(self.clock())
+        if (self.auto_switch and msg.kind == "unreachable" and msg.failures >= SWITCH_AFTER
+                and not self.switching and switch_candidates(self.state)):
+            self.switching = True
+            self.switch_to_live(msg.node, switch_candidates(self.state))
+
+    @work(exclusive=True, group="switch")
+    async def switch_to_live(self, dead: str, candidates: list[str]) -> None:
+        """Attach to the first of ``candidates`` that answers as a member; the
+        attached node keeps being polled meanwhile, and if none answers the TUI
+        stays where it is (the banner says so) and tries again later."""
+        try:
+            for addr in candidates:
+                c = self.client_factory(addr)
+                try:
+                    doc = await asyncio.wait_for(c.cluster_state(), PEER_TIMEOUT)
+                    ok = isinstance(doc.get("self"), str)
+                except (ClientError, TimeoutError):
+                    ok = False
+                if c is not self.client and c not in self.peers.values():
+                    await self._close(c)
+                if self.client.node != dead:
+                    return  # attached elsewhere meanwhile, or the node is back
+                if ok:
+                    await self.attach_to(addr, notice=f"{dead} stopped answering: attached to {addr}")
+                    return
+        finally:
+            self.switching = False
 
     def _tick(self) -> None:
         self.statusbar.show(self.clock())
@@ -233,7 +266,7 @@ class OklogApp(App[None]):
     async def attach(self, msg: AttachNode) -> None:
         await self.attach_to(msg.addr)
 
-    async def attach_to(self, addr: str) -> None:
+    async def attach_to(self, addr: str, notice: str | None = None) -> None:
         old = self.client
         self.node = addr
         self.client = self.client_factory(addr)
@@ -248,7 +281,10 @@ class OklogApp(App[None]):
         if tail.started:
             tail.start()
         self.poll()
-        self.notify(f"attached to {addr}")
+        if notice:
+            self.notify(notice, title="switched node", severity="warning", timeout=15, markup=False)
+        else:
+            self.notify(f"attached to {addr}", markup=False)
         await self._close(old)
 
     # -- actions -------------------------------------------------------------------------------
@@ -281,12 +317,22 @@ class OklogApp(App[None]):
 
     def on_query_finished(self, msg: QueryFinished) -> None:
         if msg.outcome == "error":
-            self.notify(f"query failed: {msg.detail}", severity="error", timeout=8)
+            self.notify(f"query failed: {msg.detail}", severity="error", timeout=8, markup=False)
 
     async def on_unmount(self) -> None:
         for c in [self.client, *self.peers.values()]:
             await self._close(c)
         self.peers.clear()
+
+
+def switch_candidates(state: ClusterState | None) -> list[str]:
+    """API addresses of the members to try when the attached node stops answering:
+    those alive in its last state (then suspect ones), never itself."""
+    if state is None:
+        return []
+    rank = {"alive": 0, "suspect": 1}
+    live = [m for m in state.members if not m.is_self and m.api_addr and m.state in rank]
+    return [m.api_addr for m in sorted(live, key=lambda m: (rank[m.state], m.id))]
 
 
 def make_app(

@@ -22,6 +22,7 @@ LAG_WARN = 10.0  # oldest flushed segment older than this (seconds) and growing:
 LAG_ERROR = 60.0  # older than this: error, growing or not
 DISK_WARN = 0.80  # fraction of the disk used
 DISK_ERROR = 0.90
+RECENT = 60.0  # a node without warnings of its own: failures seen in this window warn
 
 STATES = ("alive", "suspect", "dead", "left")
 INGEST_ROLES = ("ingest", "ingeststore")
@@ -63,6 +64,25 @@ class Member:
         return self.role in INGEST_ROLES
 
     @property
+    def down(self) -> bool:
+        return self.state in ("dead", "left")
+
+    @property
+    def started(self) -> float | None:
+        return _opt_num(sub(self.raw, "meta").get("started"))
+
+    @property
+    def shown_uptime(self) -> float | None:
+        """How long it has been up: for a dead or departed member, up to the last
+        time it was heard from (a stopped process does not keep counting, whatever
+        the node computed from its start time)."""
+        started = self.started
+        if not self.down or started is None or self.last_heard is None:
+            return self.uptime
+        stopped = max(0.0, self.last_heard - started)
+        return stopped if self.uptime is None else min(self.uptime, stopped)
+
+    @property
     def stores(self) -> bool:
         return self.role in STORE_ROLES
 
@@ -78,6 +98,15 @@ class ClusterState:
     @property
     def me(self) -> Member | None:
         return next((m for m in self.members if m.is_self), None)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(alive, total, left): members that left gracefully are not in the total."""
+        total = [m for m in self.members if m.state != "left"]
+        return sum(m.state == "alive" for m in total), len(total), len(self.members) - len(total)
+
+    def counts_text(self) -> str:
+        alive, total, left = self.counts()
+        return f"{alive}/{total} members alive" + (f", {left} left" if left else "")
 
 
 def parse_state(doc: dict) -> ClusterState:
@@ -213,10 +242,18 @@ class History:
         lags = [s.lag for s in list(self.samples)[-window - 1 :]]
         return len(lags) > window and all(b > a for a, b in zip(lags, lags[1:], strict=False))
 
-    def new_replication_failures(self) -> float:
+    def replication_failures_within(self, seconds: float) -> float:
+        """Replication failures between the samples of the last ``seconds`` (a
+        restart, which resets the counter, counts nothing)."""
         if len(self.samples) < 2:
             return 0.0
-        return max(0.0, self.samples[-1].replications_failed - self.samples[-2].replications_failed)
+        last = self.samples[-1]
+        total, prev = 0.0, None
+        for s in self.samples:
+            if prev is not None and s.time >= last.time - seconds:
+                total += max(0.0, s.replications_failed - prev.replications_failed)
+            prev = s
+        return total
 
 
 # -- warnings ---------------------------------------------------------------------------
@@ -235,10 +272,35 @@ def warnings(state: ClusterState, histories: dict[str, History]) -> list[Alert]:
         if m.state == "suspect":
             out.append(Alert("warning", m.id, "suspect: not answering probes"))
         elif m.state == "dead":
-            out.append(Alert("error", m.id, "dead: unreachable, its data is served by replicas"))
+            out.append(Alert("error", m.id, "dead: not answering; " + data_of_down_member(state, m)))
     for node, p in sorted(state.pipelines.items()):
         out.extend(pipeline_warnings(node, p, histories.get(node), state.replication_factor))
     return out
+
+
+def data_of_down_member(state: ClusterState, m: Member) -> str:
+    """What a down member means for its data, from the replication factor and how
+    many store members are down (dead or suspect; a member that left handed its
+    data off and does not count)."""
+    parts = []
+    if m.stores:
+        stores = [x for x in state.members if x.stores and x.state != "left"]
+        down = [x for x in stores if x.state in ("dead", "suspect")]
+        rf = state.replication_factor
+        figures = f"rf {rf}, {len(down)} of {len(stores)} store members down" if rf else \
+            f"replication factor unknown, {len(down)} of {len(stores)} store members down"
+        if not rf:
+            parts.append(f"records it holds may be missing from queries ({figures})")
+        elif rf <= 1:
+            parts.append(f"records it holds are missing from queries until it returns ({figures})")
+        elif len(down) < rf:
+            parts.append(f"records it holds have other copies on live members ({figures})")
+        else:
+            parts.append(f"records whose {rf} copies are all on down members are missing from "
+                         f"queries ({figures})")
+    if m.ingests:
+        parts.append("records it took in but the store tier had not yet consumed wait on its disk")
+    return "; ".join(parts) or "it holds no data"
 
 
 def pipeline_warnings(node: str, p: dict, h: History | None, rf: int | None) -> Iterable[Alert]:
@@ -247,18 +309,17 @@ def pipeline_warnings(node: str, p: dict, h: History | None, rf: int | None) -> 
         yield Alert("error", node, f"consumer lag {duration(lag)}: oldest flushed segment not consumed")
     elif lag >= LAG_WARN and h is not None and h.lag_growing():
         yield Alert("warning", node, f"consumer lag growing: oldest flushed segment {duration(lag)} old")
-    consumer = sub(p, "consumer")
-    failed = num(consumer, "replications_failed")
-    fresh = h.new_replication_failures() if h is not None else 0.0
-    if fresh > 0 or (failed > 0 and consumer.get("last_error")):
-        err = str(consumer.get("last_error") or "")
-        text = f"replication failing ({int(failed)} failures)"
-        yield Alert("error" if fresh > 0 else "warning", node, f"{text}: {err}" if err else text)
-    eff = num(consumer, "factor_effective", default=-1)
-    if rf and 0 < eff < rf:
-        yield Alert("warning", node, f"under-replicated: {int(eff)} of {rf} copies")
-    for w in consumer.get("warnings") or []:
-        yield Alert("warning", node, str(w))
+    node_warnings = p.get("warnings")
+    if isinstance(node_warnings, list):
+        # The node's own: each from a window of recent events, naming its cause.
+        for w in node_warnings:
+            if isinstance(w, dict) and w.get("text"):
+                level = w.get("level") if w.get("level") in ("warning", "error") else "warning"
+                yield Alert(str(level), node, str(w["text"]))
+            elif isinstance(w, str) and w:
+                yield Alert("warning", node, w)
+    else:
+        yield from _counter_warnings(node, sub(p, "consumer"), h)
     q = sub(p, "store").get("quarantined")
     if isinstance(q, list) and q:
         yield Alert("warning", node, f"{len(q)} store segment(s) quarantined")
@@ -267,6 +328,20 @@ def pipeline_warnings(node: str, p: dict, h: History | None, rf: int | None) -> 
             yield Alert("error", node, f"disk {where} {used:.0%} full")
         elif used >= DISK_WARN:
             yield Alert("warning", node, f"disk {where} filling: {used:.0%} used")
+
+
+def _counter_warnings(node: str, consumer: dict, h: History | None) -> Iterable[Alert]:
+    """For a node whose state carries no warnings of its own: only failures this TUI
+    saw happen (between its samples in the last ``RECENT`` seconds), never the
+    counter since the node started; the node's last error is shown only when it
+    is about replication."""
+    fresh = h.replication_failures_within(RECENT) if h is not None else 0.0
+    if fresh > 0:
+        err = str(consumer.get("last_error") or "")
+        text = f"replication failing: {int(fresh)} failure{'s' if fresh != 1 else ''} in the last {duration(RECENT)}"
+        yield Alert("error", node, f"{text}: {err}" if err.startswith(("replicate", "no store")) else text)
+    for w in consumer.get("warnings") or []:
+        yield Alert("warning", node, str(w))
 
 
 def disk_usage(p: dict) -> list[tuple[str, float]]:

@@ -23,10 +23,10 @@ SAMPLES = 60  # two minutes of history at the stub's 2 s step
 NODE = "10.0.0.1:7650"
 
 
-def demo_app(**kw) -> OklogApp:
+def demo_app(max_lines: int = 10_000, **kw) -> OklogApp:
     """The app on a stub cluster; refresh never fires on its own (scenes poll)."""
     factory = StubClientFactory(**kw)
-    return make_app(NODE, 3600.0, client=factory, clock=factory.clock, max_lines=10_000)
+    return make_app(NODE, 3600.0, client=factory, clock=factory.clock, max_lines=max_lines)
 
 
 async def prime(pilot: Pilot, samples: int = SAMPLES) -> None:
@@ -64,11 +64,19 @@ async def query(pilot: Pilot) -> None:
     await pilot.pause(0.15)
 
 
+async def save(pilot: Pilot) -> None:
+    await query(pilot)
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: pilot.app.screen.query("#save-path"))
+    pilot.app.screen.query_one("#save-path").cursor_blink = False  # type: ignore[attr-defined]
+    await pilot.pause(0.1)
+
+
 async def tail(pilot: Pilot) -> None:
     await prime(pilot)
     await pilot.press("4")
     view = pilot.app.query_one("TailView")
-    await until(pilot, lambda: view.log_widget.line_count >= 25)  # type: ignore[attr-defined]
+    await until(pilot, lambda: view.log_widget.line_count >= 27)  # type: ignore[attr-defined]
     await pilot.pause(0.15)
 
 
@@ -81,6 +89,7 @@ async def help_screen(pilot: Pilot) -> None:
 async def unreachable(pilot: Pilot) -> None:
     app = pilot.app
     assert isinstance(app, OklogApp)
+    app.auto_switch = False  # this scene shows the banner; switching has its own test
     await prime(pilot)
     app.client.down = True  # type: ignore[attr-defined]
     for _ in range(3):
@@ -92,6 +101,7 @@ SCENES: dict[str, Callable[[Pilot], Awaitable[None]]] = {
     "cluster": cluster,
     "pipeline": pipeline,
     "query": query,
+    "save": save,
     "tail": tail,
     "help": help_screen,
     "unreachable": unreachable,

@@ -41,6 +41,11 @@ def records(n: int, start_ms: int, step_ms: int = 137) -> bytes:
     return b"".join(out)
 
 
+def query_body(n: int) -> bytes:
+    """What every stub query scans: ``n`` records over the ten minutes before T0."""
+    return records(n, int(T0 * 1000) - 600_000, max(1, min(137, 600_000 // max(1, n))))
+
+
 # id, role, API address, state, incarnation, last heard (s ago), uptime (s)
 MEMBERS = [
     ("ingest-1", "ingest", "10.0.0.1:7650", "alive", 3, 0.0, 86_400 * 3 + 3_725),
@@ -55,8 +60,12 @@ def rate_at(k: int) -> float:
 
 
 class StubClient:
-    def __init__(self, node: str = "10.0.0.1:7650", *, tail_missing: bool = False) -> None:
+    def __init__(self, node: str = "10.0.0.1:7650", *, tail_missing: bool = False,
+                 query_records: int = 40, query_errors: str = "") -> None:
         self.node = node
+        self.query_errors = query_errors  # non-empty: queries answer 206 with this X-Oklog-Errors
+        self.query_records = query_records
+        self.tail_filters: list[tuple[str, bool]] = []
         self.k = 0
         self.records_in = 4_100_000.0
         self.tail_missing = tail_missing
@@ -80,7 +89,7 @@ class StubClient:
         pipelines = {
             "ingest-1": lambda: self._ingest_pipeline(now, self.records_in, lag),
             "ingest-2": lambda: self._ingest_pipeline(now, self.records_in * 0.8, 0.9),
-            "store-1": lambda: self._store_pipeline(now, failed=0),
+            "store-1": lambda: self._store_pipeline(now, failed=0, failing="store-2"),
             "store-2": lambda: self._store_pipeline(now, failed=3),
         }
         me = next((m[0] for m in MEMBERS if m[2] == self.node), MEMBERS[0][0])
@@ -115,9 +124,16 @@ class StubClient:
         }
 
     @staticmethod
-    def _store_pipeline(now: float, failed: int) -> dict:
+    def _store_pipeline(now: float, failed: int, failing: str = "") -> dict:
+        warnings = [{
+            "level": "error", "kind": "replicate", "subject": failing,
+            "text": f"replication to store member {failing} failing (3 failures in the last 1m, "
+                    "last 4s ago): timed out after 10s",
+        }] if failing else []
         return {
             "time": now,
+            "warnings": warnings,
+            "recent": {"window_seconds": 60.0, "failures": {"replicate": 3 if failing else 0}},
             "store": {
                 "segments": 214, "bytes": 27_487_790_694, "segments_written": 3_112,
                 "bytes_written": 61_203_111_936, "replications_received": 1_556, "quarantined": [],
@@ -136,23 +152,34 @@ class StubClient:
     @asynccontextmanager
     async def query(self, request: QueryRequest, now: float | None = None
                     ) -> AsyncIterator[RecordStream]:
-        body = records(40, int(T0 * 1000) - 600_000)
+        body = query_body(self.query_records)
         wanted = [r for r in body.splitlines(keepends=True) if request.q.encode() in r.split(b" ", 2)[2]]
+        step = 8 if len(wanted) < 1000 else 997  # buffers that do not line up with pages
 
         async def chunks() -> AsyncIterator[bytes]:
-            for i in range(0, len(wanted), 8):
-                yield b"".join(wanted[i : i + 8])
+            for i in range(0, len(wanted), step):
+                yield b"".join(wanted[i : i + step])
                 await asyncio.sleep(0)
 
         stats = {"nodes queried": "2", "segments queried": "14", "max data set size": "1879048192",
                  "error count": "0", "duration": "0.004121s"}
-        yield RecordStream(200, stats, chunks())
+        if self.query_errors:
+            stats = stats | {"error count": "1", "errors": self.query_errors}
+        yield RecordStream(206 if self.query_errors else 200, stats, chunks())
 
     @asynccontextmanager
     async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:
         if self.tail_missing:
             raise EndpointMissing(404, "not found")
-        body = records(25, int(T0 * 1000) - 5_000, 200)
+        self.tail_filters.append((q, regex))
+        t = int(T0 * 1000)
+        lines = [r for r in records(25, t - 5_000, 200).splitlines(keepends=True)
+                 if q.encode() in r.split(b" ", 2)[2]]
+        # A line with terminal escapes and a bidi override, then the node's notice
+        # that it dropped records for this stream.
+        lines.append(encode_ulid(t, 1) + b" worker build \x1b[32mOK\x1b[0m\r \xe2\x80\xaetxt.exe\n")
+        lines.append(encode_ulid(t, 2) + b" oklog oklog: stream dropped 120 records (client too slow)\n")
+        body = b"".join(lines)
 
         async def chunks() -> AsyncIterator[bytes]:
             yield body

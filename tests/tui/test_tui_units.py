@@ -28,6 +28,7 @@ from oklog.tui.model import (
     with_pipelines,
 )
 from oklog.tui.screenshots import demo_app, prime
+from oklog.tui.widgets.members import MembersTable
 from oklog.tui.widgets.node_pipeline import NodePipeline
 from oklog.tui.widgets.result_log import compile_highlight, format_record
 from oklog.tui.widgets.tail import TailView
@@ -148,6 +149,9 @@ def test_pipeline_cards_for_other_members_fetched_from_them():
                 if app.polls:
                     break
                 await pilot.pause(0.01)
+            # From here the test drives every fetch: a background poll still waiting on
+            # the hanging peer could otherwise land after the figures checked below.
+            app.workers.cancel_group(app, "poll")
             assert app.state is not None
             assert set(app.state.pipelines) == {"127.0.0.1:9001", "127.0.0.1:9002"}
             assert set(app.peers) == {"127.0.0.1:8002", "127.0.0.1:8004"}
@@ -192,8 +196,14 @@ def test_history_rates_and_restart():
 def test_warnings():
     state = parse_state({
         "self": "a", "replication_factor": 2,
-        "members": [{"id": "a", "state": "alive"}, {"id": "b", "state": "suspect"}, {"id": "c", "state": "dead"}],
+        "members": [{"id": "a", "state": "alive", "role": "ingeststore"},
+                    {"id": "b", "state": "suspect", "role": "store"},
+                    {"id": "c", "state": "dead", "role": "ingeststore"}],
         "pipeline": {"ingest": {"oldest_flushed_age_seconds": 90},
+                     "warnings": [{"level": "error", "kind": "replicate", "subject": "b",
+                                   "text": "replication to store member b failing (2 failures ...)"},
+                                  {"level": "warning", "kind": "gather", "subject": "c",
+                                   "text": "cannot read from ingest member c"}],
                      "consumer": {"replications_failed": 2, "last_error": "boom", "factor_effective": 1},
                      "disk": {"total_bytes": 100, "free_bytes": 5}},
     })
@@ -201,8 +211,10 @@ def test_warnings():
     assert ("warning", "suspect: not answering probes") in texts
     assert any(lv == "error" and "dead" in t for lv, t in texts)
     assert any(lv == "error" and "consumer lag" in t for lv, t in texts)
-    assert any("replication failing (2 failures): boom" in t for _, t in texts)
-    assert any("under-replicated" in t for _, t in texts)
+    # The node's own warnings, as it words them; no counter since start ("boom").
+    assert ("error", "replication to store member b failing (2 failures ...)") in texts
+    assert ("warning", "cannot read from ingest member c") in texts
+    assert not any("boom" in t or "replication failing" in t for _, t in texts)
     assert any(lv == "error" and "95% full" in t for lv, t in texts)
     # Lag between the thresholds warns only while growing.
     h = History()
@@ -214,6 +226,45 @@ def test_warnings():
     assert warnings(calm, {}) == []
     assert disk_usage({"store": {"disk": {"used_ratio": 0.5}}}) == [("store", 0.5)]
     assert human_bytes(999) == "999 B" and human_bytes(1_500_000) == "1.5 MB"
+
+
+def test_warnings_of_a_node_without_its_own_describe_only_what_this_tui_saw():
+    """An older node (no ``warnings`` in its state): failures counted since it started
+    are history; only failures between this TUI's samples of the last minute warn,
+    and a gather error is not called a replication failure."""
+    doc = {"self": "a", "members": [{"id": "a"}],
+           "pipeline": {"consumer": {"replications_failed": 7, "last_error": "gather from i1: refused"}}}
+    h = History()
+    h.add({"time": 0, "consumer": {"replications_failed": 7}}, 0)
+    h.add({"time": 2, "consumer": {"replications_failed": 7}}, 0)
+    assert warnings(parse_state(doc), {"a": h}) == []
+    h.add({"time": 4, "consumer": {"replications_failed": 9}}, 0)
+    [alert] = warnings(parse_state(doc), {"a": h})
+    assert alert.text == "replication failing: 2 failures in the last 1m00s"  # not "gather ..."
+    h.add({"time": 4 + 61, "consumer": {"replications_failed": 9}}, 0)
+    assert warnings(parse_state(doc), {"a": h}) == []  # a minute without failures: cleared
+
+
+def test_what_a_dead_member_means_for_its_data_is_computed():
+    def alert_for(rf, states, roles=None):
+        roles = roles or ["store"] * len(states)
+        members = [{"id": f"m{i}", "state": s, "role": r} for i, (s, r) in enumerate(zip(states, roles, strict=True))]
+        st = parse_state({"self": "m0", "replication_factor": rf, "members": members})
+        return [w.text for w in warnings(st, {}) if w.node == "m1"][0]
+
+    one_down = alert_for(2, ["alive", "dead", "alive"])
+    assert "other copies on live members" in one_down and "rf 2, 1 of 3 store members down" in one_down
+    two_down = alert_for(2, ["alive", "dead", "dead"])
+    assert "missing from queries" in two_down and "2 of 3 store members down" in two_down
+    assert "other copies" not in two_down
+    suspect_too = alert_for(2, ["alive", "dead", "suspect"])
+    assert "missing from queries" in suspect_too
+    left = alert_for(2, ["alive", "dead", "left", "alive"])  # left handed its data off
+    assert "1 of 3 store members down" in left
+    assert "until it returns" in alert_for(1, ["alive", "dead"])
+    assert "unknown" in alert_for(None, ["alive", "dead"])
+    ingest = alert_for(2, ["alive", "dead", "alive"], ["store", "ingest", "store"])
+    assert "wait on its disk" in ingest and "copies" not in ingest
 
 
 def test_topology_draws_a_bus_from_ingest_to_store():
@@ -294,5 +345,30 @@ def test_tail_explains_a_missing_endpoint():
                 await pilot.pause(0.02)
             status = tail.status_text().plain
             assert "unavailable" in status and "404" in status
+
+    asyncio.run(asyncio.wait_for(body(), 25))
+
+
+def test_members_header_counts_alive_of_total_and_a_dead_members_uptime_stops():
+    st = parse_state({"self": "a", "pipeline": {"time": 10_000.0}, "members": [
+        {"id": "a", "state": "alive", "uptime_seconds": 5000, "meta": {"started": 5000.0}},
+        {"id": "b", "state": "dead", "last_heard": 7000.0, "uptime_seconds": 5000,
+         "meta": {"started": 5000.0}},
+        {"id": "c", "state": "suspect"},
+        {"id": "d", "state": "left"}]})
+    assert st.counts() == (1, 3, 1) and st.counts_text() == "1/3 members alive, 1 left"
+    a, b, _c, _d = st.members
+    assert a.shown_uptime == 5000 and b.shown_uptime == 2000  # stopped when last heard from
+    row = [c.plain for c in MembersTable.cells(b, st)]
+    assert row[6] == "50m00s ago" and row[7] == "33m20s"
+
+
+def test_status_bar_says_alive_of_total():
+    async def body() -> None:
+        app = demo_app()
+        async with app.run_test(size=(130, 40)) as pilot:
+            await prime(pilot, 2)
+            assert "3/4 members alive" in app.statusbar.content.plain
+            assert "members: 3/4 alive" in str(app.cluster_view.members.border_title)
 
     asyncio.run(asyncio.wait_for(body(), 25))

@@ -14,7 +14,7 @@ class ClusterView(Vertical):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.members = MembersTable(id="members")
-        self.members.border_title = "members  (enter/click: attach)"
+        self.members.border_title = "members  (enter/click: attach · ? explains the columns)"
         self.topology = Topology(id="topology")
         self.topology.border_title = "topology"
 

@@ -11,7 +11,8 @@ from textual.widgets import Markdown
 HELP = """\
 # oklog tui
 
-Attached to **{node}**, refreshing every **{refresh}**.
+Attached to **{node}**, refreshing every **{refresh}**. If the attached node stops
+answering, the TUI attaches to a member that was alive and says so.
 
 | key | where | does |
 | --- | --- | --- |
@@ -25,13 +26,22 @@ Attached to **{node}**, refreshing every **{refresh}**.
 | `enter` | Query form | run the query (a new query cancels the running one) |
 | `esc` | Query | cancel the running query |
 | `ctrl+t` | Query, Tail | toggle regex |
+| `[` `]` | Query | earlier / later page of the result |
+| `{{` `}}` | Query | first / last page (the last page follows a running query) |
 | `ctrl+s` | Query | save all results of the last query to a file |
 | `space` | Tail | pause / resume (records keep arriving into a buffer) |
 | `f` | Tail | follow on/off |
 | `c` | Tail | clear |
 
-**Cluster**: every member with role, address, gossip state (alive / suspect / dead),
-incarnation, last heard and uptime; the topology of ingest members feeding store members.
+**Cluster**: every member with role, address, gossip state (alive / suspect / dead / left),
+and the topology of ingest members feeding store members. The title counts members alive
+of all members (those that left gracefully are not counted).
+
+- **inc**: the member's incarnation. A member raises it to refute a suspicion about
+  itself (or when it restarts), so a climbing number means it was suspected and answered.
+- **last heard**: time since the attached node last heard from that member.
+- **uptime**: since the member started; for a dead member it stops at the last time it
+  was heard from (dim).
 
 **Pipeline**: per node, ingest segments by state with bytes and consumer lag (age of the
 oldest flushed segment), ingest rates (sparklines over the last five minutes), store,
@@ -39,9 +49,15 @@ replication, compaction and retention figures. Warnings are highlighted on top.
 
 **Query**: `from`/`to` take durations ago (`5m`, `2h`), RFC 3339 times or ULIDs; `q` is a
 substring or (regex on) an RE2 expression matched against the producer's line. Results
-stream in as they arrive; only the last N are kept on screen, saving writes all of them.
+stream in as they arrive and are kept whole (in a temporary file); the screen shows one
+page at a time. Save writes every record, as on screen or (raw) as the node sent them.
 
-**Tail**: live records as they arrive anywhere in the cluster, filtered like a query.
+**Tail**: live records as they arrive anywhere in the cluster, filtered like a query. A new
+filter starts afresh; records the node dropped because the view fell behind are counted in
+the status line.
+
+Control characters in records are shown, never obeyed: `^[` is ESC, `^M` a carriage
+return, `<U+202E>` a bidi override (dim).
 
 Mouse: click tabs, rows, buttons and checkboxes; scroll with the wheel.
 """

@@ -11,6 +11,12 @@ from oklog.tui.model import ClusterState, Member, duration
 
 STATE_STYLE = {"alive": "bold green", "suspect": "bold yellow", "dead": "bold red", "left": "dim"}
 COLUMNS = ("", "member", "role", "api address", "state", "inc", "last heard", "uptime")
+TITLE = "members: {counts}  (enter/click: attach · ? explains the columns)"
+
+
+def counts_title(state: ClusterState) -> str:
+    alive, total, left = state.counts()
+    return f"{alive}/{total} alive" + (f", {left} left" if left else "")
 
 
 def state_text(state: str) -> Text:
@@ -34,6 +40,7 @@ class MembersTable(DataTable):
         if self.row_count and self.cursor_row < self.row_count:
             keep = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
         self.clear()
+        self.border_title = TITLE.format(counts=counts_title(state))
         self.members = {m.id: m for m in state.members}
         for m in state.members:
             self.add_row(*self.cells(m, state), key=m.id)
@@ -56,7 +63,7 @@ class MembersTable(DataTable):
             state_text(m.state),
             Text("–" if m.incarnation is None else str(m.incarnation), justify="right"),
             heard,
-            Text(duration(m.uptime), justify="right"),
+            Text(duration(m.shown_uptime), justify="right", style="dim" if m.down else ""),
         ]
 
     def selected_member(self) -> Member | None:
@@ -70,10 +77,10 @@ class MembersTable(DataTable):
         if m is None:
             return
         if not m.api_addr:
-            self.notify(f"{m.id} advertises no API address", severity="warning")
+            self.notify(f"{m.id} advertises no API address", severity="warning", markup=False)
             return
         if m.is_self:
-            self.notify(f"already attached to {m.id}")
+            self.notify(f"already attached to {m.id}", markup=False)
             return
         self.post_message(AttachNode(m.api_addr))
 

@@ -22,6 +22,7 @@ from oklog.tui.model import (
     rate,
     sub,
 )
+from oklog.tui.widgets.result_log import escape
 
 SEGMENT_STATES = ("active", "flushed", "pending")
 
@@ -123,18 +124,30 @@ def consumer_table(p: dict, rf: int | None) -> Table:
     t.add_row("batches", count(num(c, "batches")), "")
     t.add_row("consumed", count(num(c, "segments_consumed")), human_bytes(num(c, "bytes_consumed")))
     t.add_row("replications ok", Text(count(num(c, "replications_ok")), style="green"), "")
+    recent = sub(sub(p, "recent"), "failures")
+    now_failing = sum(num(recent, k) for k in ("replicate", "gather", "commit")) if recent else None
     failed = num(c, "replications_failed")
-    t.add_row("replications failed", Text(count(failed), style="bold red" if failed else ""), "")
     cf = num(c, "commits_failed")
-    t.add_row("commits failed", Text(count(cf), style="red" if cf else ""), "")
+    if now_failing is None:  # a node without recent figures: totals only, as totals
+        t.add_row("replications failed", Text(count(failed), style="red" if failed else ""), "since start")
+        t.add_row("commits failed", Text(count(cf), style="red" if cf else ""), "since start")
+    else:
+        w = num(sub(p, "recent"), "window_seconds", default=60)
+        window = f"{w / 60:g}m" if w >= 60 and w % 60 == 0 else duration(w)
+        for kind, label in (("replicate", "replicate"), ("gather", "gather"), ("commit", "commit")):
+            n = num(recent, kind)
+            t.add_row(f"{label} failures", Text(count(n), style="bold red" if n else ""), f"last {window}")
+        t.add_row("replications failed", count(failed), "since start")
     eff = num(c, "factor_effective", default=-1)
     if eff >= 0:
         want = f"of {rf}" if rf else ""
-        t.add_row("copies", Text(count(eff), style="yellow" if rf and eff < rf else ""), want)
+        t.add_row("copies", Text(count(eff), style="yellow" if rf and eff < rf else ""),
+                  f"{want}, last batch".lstrip(", "))
     err = c.get("last_error")
     if err:
-        t.add_row(Text("last error", style="red"), "", "")
-        t.add_row(Text(str(err)[:60], style="red"), "", "")
+        style = "red" if now_failing is None or now_failing else "dim"  # dim: an old error
+        t.add_row(Text("last error", style=style), "", "")
+        t.add_row(Text(escape(str(err))[:60], style=style), "", "")
     return t
 
 

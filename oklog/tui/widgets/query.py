@@ -1,8 +1,11 @@
 """The query view: q, regex, from/to, topic; results stream in as they arrive.
 
 The query runs in an exclusive worker, so a new query cancels the one before it,
-and Esc cancels it outright. Results go to a bounded ``ResultLog``; the status
-line carries the running count and the node's ``X-Oklog-*`` statistics.
+and Esc cancels it outright. Every record of the result goes to a ``ResultSpool``
+(a temporary file); the screen shows one page of ``max_lines`` records in a
+``ResultLog``, the last page while the result arrives, and ``[`` ``]`` ``{`` ``}``
+move through all of it. The status line carries the running count, the page and
+the node's ``X-Oklog-*`` statistics. Save writes the whole result from the spool.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Button, Checkbox, Input, Static
 
 from oklog.tui.client import ClientError, QueryRequest
 from oklog.tui.messages import QueryFinished
 from oklog.tui.model import count, duration, human_bytes
-from oklog.tui.widgets.result_log import ResultLog
-from oklog.tui.widgets.save_dialog import SaveDialog
+from oklog.tui.spool import ResultSpool
+from oklog.tui.widgets.result_log import ResultLog, format_buffer
+from oklog.tui.widgets.save_dialog import SaveDialog, SaveRequest
 
 if TYPE_CHECKING:
     from oklog.tui.app import OklogApp
@@ -31,11 +36,29 @@ if TYPE_CHECKING:
 STATUS_EVERY = 0.1
 
 
+def incomplete_note(partial: bool, stats: dict[str, str]) -> str:
+    """What the node said about missing records (206, ``X-Oklog-Errors``), or ""."""
+    errors = stats.get("errors", "").strip()
+    if errors:
+        return f"results may be incomplete: {errors}"
+    if partial:
+        return "results may be incomplete: the node answered 206 (partial content)"
+    return ""
+
+
+def regex_label(on: bool) -> str:
+    return "regex: on" if on else "regex: off"
+
+
 class QueryView(Vertical):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel query"),
         Binding("ctrl+s", "save", "Save results"),
         Binding("ctrl+t", "toggle_regex", "Regex"),
+        Binding("left_square_bracket", "page(-1)", "Earlier", key_display="["),
+        Binding("right_square_bracket", "page(1)", "Later", key_display="]"),
+        Binding("left_curly_bracket", "page_to('first')", "First page", show=False),
+        Binding("right_curly_bracket", "page_to('last')", "Last page", show=False),
         Binding("/", "focus_query", "Edit query", show=False),
     ]
 
@@ -48,15 +71,18 @@ class QueryView(Vertical):
         self.detail = ""
         self.stats: dict[str, str] = {}
         self.request: QueryRequest | None = None
-        self.pinned_to: str | None = None  # "to" of the running query, fixed for saving
         self.started = 0.0
         self.elapsed = 0.0
         self.shown_while_running = 0  # records on screen before the response ended
+        self.spool: ResultSpool | None = None
+        self.incomplete = ""  # why the result may be missing records, from the node
+        self.generation = 0  # of the latest query
+        self.page_start: int | None = None  # first record on screen; None: following the end
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="query-form"):
             yield Input(placeholder="query: substring (ctrl+t: regex) — Enter runs", id="q")
-            yield Checkbox("regex", id="regex", compact=True)
+            yield Checkbox(regex_label(False), id="regex", compact=True)
             yield Input("1h", placeholder="from", id="from", tooltip="from: 5m, 2h (ago), RFC 3339 or ULID")
             yield Input(placeholder="to (now)", id="to", tooltip="to: now, 5m (ago), RFC 3339 or ULID")
             yield Input(placeholder="topic", id="topic", tooltip="only records of this topic")
@@ -68,6 +94,10 @@ class QueryView(Vertical):
     def on_mount(self) -> None:
         self.set_interval(STATUS_EVERY, self.show_status)
         self.show_status()
+
+    def on_unmount(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
     @property
     def oklog(self) -> OklogApp:
@@ -107,6 +137,57 @@ class QueryView(Vertical):
         box = self.query_one("#regex", Checkbox)
         box.value = not box.value
 
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        if event.checkbox.id == "regex":
+            event.checkbox.label = regex_label(event.value)
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def shown_range(self) -> tuple[int, int]:
+        """(first, end) record numbers on screen."""
+        kept = self.spool.kept if self.spool is not None else self.records
+        if self.page_start is None:
+            return max(0, kept - self.max_lines), kept
+        return self.page_start, min(kept, self.page_start + self.max_lines)
+
+    def action_page(self, step: int) -> None:
+        start, _ = self.shown_range()
+        self.show_page(start + step * self.max_lines)
+
+    def action_page_to(self, where: str) -> None:
+        self.show_page(0 if where == "first" else None)
+
+    def show_page(self, start: int | None) -> None:
+        """Put records ``start``.. on screen (None or past the end: the last page,
+        following new records while the query runs)."""
+        spool = self.spool
+        if spool is None:
+            return
+        if start is not None and start + self.max_lines >= spool.kept:
+            start = None
+        if start is not None:
+            start = max(0, start)
+        if start == self.page_start and start is not None:
+            return
+        was = self.page_start
+        self.page_start = start
+        log = self.results
+        log.reset()
+        log.auto_scroll = start is None
+        first, end = self.shown_range()
+        lines = spool.read(first, end)
+        if lines:
+            log.add(b"\n".join(lines) + b"\n", len(lines))
+            log.flush()
+        if start is not None and (was is None or start < was):
+            log.scroll_end(animate=False)  # going back: continue upward from the bottom
+        else:
+            log.scroll_home(animate=False)
+        if start is None:
+            log.scroll_end(animate=False)
+        self.show_status()
+
     def action_cancel(self) -> None:
         """Esc: cancel the running query; with none running, leave the form field."""
         if self.running:
@@ -115,53 +196,79 @@ class QueryView(Vertical):
             self.results.focus()
 
     def action_save(self) -> None:
-        if self.request is None:
+        spool = self.spool
+        if self.request is None or spool is None:
             self.notify("run a query first", severity="warning")
             return
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        note = (f"All {count(self.records)} records of the last query (re-read from the node), "
-                "as stored: ULID TOPIC LINE.")
-        self.app.push_screen(SaveDialog(f"oklog-query-{stamp}.log", note), self._save_to)
+        stamp = datetime.fromtimestamp(self.oklog.clock(), tz=UTC).strftime("%Y%m%d-%H%M%S")
+        which = ""
+        if self.running:
+            which = "received so far (the query is still running)"
+        elif self.outcome == "cancelled":
+            which = "received before the query was cancelled"
+        elif self.outcome == "partial":
+            which = "of this partial result"
+        if spool.truncated:
+            which = (which + "; " if which else "") + \
+                f"the first {count(spool.kept)} of {count(spool.records)} (the rest was not kept)"
+        self.app.push_screen(SaveDialog(f"oklog-query-{stamp}.log", spool.kept, spool.size, which),
+                             self._save_to)
 
-    def _save_to(self, path: str | None) -> None:
-        if path and self.request is not None:
-            self.save_results(path, self.request, self.pinned_to)
+    def _save_to(self, choice: SaveRequest | None) -> None:
+        if choice is not None and self.spool is not None:
+            self.save_results(choice, self.spool)
 
     # -- workers -------------------------------------------------------------------------
 
     @work(exclusive=True, group="query")
     async def run_query(self, request: QueryRequest) -> None:
+        # The query this replaced may still be unwinding (exclusive workers cancel,
+        # they do not wait): only the latest query writes the view's state.
+        self.generation += 1
+        gen = self.generation
         log = self.results
         log.reset()
+        log.auto_scroll = True
         log.set_query(request.q, request.regex)
+        if self.spool is not None:
+            self.spool.close()
+        self.spool = spool = ResultSpool()
+        self.page_start = None
         now = self.oklog.clock()
         self.request = request
-        self.pinned_to = request.to or datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
         self.records, self.stats, self.detail, self.outcome = 0, {}, "", ""
+        self.incomplete = ""
         self.shown_while_running = 0
         self.running, self.started = True, self.oklog.clock()
         try:
             async with self.oklog.client.query(request, now) as stream:
                 self.stats = stream.stats
+                self.incomplete = incomplete_note(stream.partial, stream.stats)
                 async for buf in stream.buffers():
                     n = buf.count(b"\n")
                     self.records += n
-                    log.add(buf, n)
-                    if log.written == 0 or time.monotonic() - self._last_flush > 0.1:
-                        self._flush()
+                    spool.add(buf, n)
+                    if self.page_start is None:
+                        log.add(buf, n)
+                        if log.written == 0 or time.monotonic() - self._last_flush > 0.1:
+                            self._flush()
                     await asyncio.sleep(0)  # let the UI breathe between chunks
                 self.outcome = "partial" if stream.partial else "done"
         except asyncio.CancelledError:
-            self.outcome = "cancelled"
+            if gen == self.generation:
+                self.outcome = "cancelled"
             raise
         except ClientError as e:
-            self.outcome, self.detail = "error", str(e)
+            if gen == self.generation:
+                self.outcome, self.detail = "error", str(e)
         finally:
-            self.running = False
-            self.elapsed = self.oklog.clock() - self.started
-            log.flush()
-            self.show_status()
-            self.post_message(QueryFinished(self.outcome, self.records, self.detail))
+            if gen == self.generation:
+                self.running = False
+                self.elapsed = self.oklog.clock() - self.started
+                if self.page_start is None:
+                    log.flush()
+                self.show_status()
+                self.post_message(QueryFinished(self.outcome, self.records, self.detail))
 
     _last_flush = 0.0
 
@@ -171,34 +278,44 @@ class QueryView(Vertical):
         self._last_flush = time.monotonic()
 
     @work(group="save")
-    async def save_results(self, path: str, request: QueryRequest, pinned_to: str | None) -> None:
-        req = QueryRequest(request.q, request.regex, request.from_, pinned_to or request.to, request.topic)
-        n = 0
+    async def save_results(self, choice: SaveRequest, spool: ResultSpool) -> None:
+        """Exactly the records the dialog named (those kept when it opened), in the
+        format it named; the spool stays readable while a query appends to it."""
+        path, raw, want = choice.path, choice.raw, choice.records
+        blocks = spool.buffers(choice.size)  # now: a new query may close the spool
+
+        def write() -> int:
+            n = 0
+            with open(path, "wb") as f:
+                for buf in blocks:
+                    f.write(buf if raw else format_buffer(buf).encode("utf-8"))
+                    n += buf.count(b"\n")
+            return n
+
         try:
-            f = await asyncio.to_thread(open, path, "wb")
-            try:
-                async with self.oklog.client.query(req) as stream:
-                    async for buf in stream.buffers():
-                        await asyncio.to_thread(f.write, buf)
-                        n += buf.count(b"\n")
-            finally:
-                await asyncio.to_thread(f.close)
-        except (OSError, ClientError) as e:
-            self.notify(f"saving to {path} failed: {e}", severity="error", timeout=8)
+            n = await asyncio.to_thread(write)
+        except OSError as e:
+            self.notify(f"saving to {path} failed: {e}", severity="error", timeout=8, markup=False)
             return
-        self.notify(f"saved {count(n)} records to {path}")
+        if n != want:  # cannot happen unless the spool was closed under us
+            self.notify(f"saved {count(n)} of {count(want)} records to {path}", severity="error",
+                        timeout=8, markup=False)
+            return
+        self.notify(f"saved {count(n)} records to {path}", markup=False)
 
     # -- status ----------------------------------------------------------------------------
 
     def status_text(self) -> Text:
         t = Text()
+        if self.incomplete and (self.running or self.outcome):
+            t.append(f"⚠ {self.incomplete}\n", style="bold yellow")
         if self.running:
             t.append("● running ", style="bold yellow")
             el = self.oklog.clock() - self.started
         elif self.outcome:
             style = {"done": "bold green", "partial": "bold yellow", "cancelled": "bold yellow",
                      "error": "bold red"}[self.outcome]
-            label = {"done": "✔ done", "partial": "◐ partial result (some nodes failed)",
+            label = {"done": "✔ done", "partial": "◐ partial result",
                      "cancelled": "■ cancelled", "error": "✖ error"}[self.outcome]
             t.append(label + " ", style=style)
             el = self.elapsed
@@ -222,11 +339,20 @@ class QueryView(Vertical):
                     pass
             t.append("  ·  " + " · ".join(parts), style="dim")
         if self.records > self.max_lines:
-            t.append(f"  ·  showing the last {count(self.max_lines)} of {count(self.records)}"
-                     " (ctrl+s saves all)", style="bold cyan")
+            first, end = self.shown_range()
+            t.append(f"  ·  showing records {count(first + 1)}–{count(end)} of {count(self.records)}"
+                     "  ([ ] earlier/later page, { } first/last, ctrl+s saves all)", style="bold cyan")
+        if self.spool is not None and self.spool.truncated:
+            t.append(f"\nonly the first {count(self.spool.kept)} records "
+                     f"({human_bytes(self.spool.size)}) are kept for paging and saving: narrow the query",
+                     style="bold yellow")
         if self.detail:
             t.append(f"\n{self.detail}", style="red")
         return t
 
     def show_status(self) -> None:
-        self.query_one("#query-status", Static).update(self.status_text())
+        try:
+            status = self.query_one("#query-status", Static)
+        except NoMatches:  # a worker finishing while the app shuts down
+            return
+        status.update(self.status_text())

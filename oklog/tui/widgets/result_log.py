@@ -55,6 +55,8 @@ class RecordHighlighter(Highlighter):
         if topic_end < 0:
             return
         text.stylize("cyan", TIME_WIDTH + 1, topic_end)
+        for m in ESCAPED.finditer(plain, TIME_WIDTH + 1):
+            text.stylize("dim", m.start(), m.end())
         if self.pattern is None:
             return
         start = topic_end + 1
@@ -68,12 +70,36 @@ class RecordHighlighter(Highlighter):
                     text.stylize("bold black on yellow", start + m.start(), start + m.end())
 
 
-# Characters str.splitlines() would break a record at: one record stays one line.
-_BREAKS = str.maketrans({c: "\ufffd" for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+def _escapes() -> dict[int, str]:
+    """Characters that would act on the terminal or reorder the line, and what shows
+    instead: C0 controls and DEL in caret notation as ``less`` and ``cat -v`` do
+    (``^[`` for ESC, ``^M`` for CR), C1 controls, bidi overrides and isolates, and
+    line separators as ``<U+202E>``. A tab stays a tab."""
+    table = {c: "^" + chr(c + 0x40) for c in range(0x20) if c != 0x09}
+    table[0x7F] = "^?"
+    for c in [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+              *range(0x2066, 0x206A), 0x2028, 0x2029]:
+        table[c] = f"<U+{c:04X}>"
+    return table
+
+
+ESCAPES = _escapes()
+ESCAPED = re.compile(r"\^[@-_?]|<U\+[0-9A-F]{4}>")  # what the highlighter dims
+
+
+def escape(text: str) -> str:
+    return text.translate(ESCAPES)
 
 
 def format_record(time_text: str, topic: str, line: str) -> str:
-    return f"{time_text} {topic} {line.translate(_BREAKS)}"
+    """One record as the views show it (and Save writes it): one line, nothing in it
+    that a terminal or Rich would act on."""
+    return f"{time_text} {escape(topic)} {escape(line)}"
+
+
+def format_buffer(buf: bytes) -> str:
+    """Whole records → their on-screen lines, each ending in LF."""
+    return "".join(format_record(r.time_text(), r.topic, r.line) + "\n" for r in parse_records(buf))
 
 
 class ResultLog(Log):
@@ -85,6 +111,7 @@ class ResultLog(Log):
         self._pending_records = 0
         self.paused = False
         self.written = 0  # records written since the last clear
+        self.discarded = 0  # records that arrived while paused and fell out of the buffer
 
     def on_mount(self) -> None:
         self.set_interval(FLUSH_EVERY, self.flush)
@@ -108,7 +135,10 @@ class ResultLog(Log):
         self._pending_records += n
         # Keep only what could still be shown: at least the last ``limit`` records.
         while self._pending and self._pending_records - self._pending[0][1] >= self.limit:
-            self._pending_records -= self._pending.popleft()[1]
+            dropped = self._pending.popleft()[1]
+            self._pending_records -= dropped
+            if self.paused:
+                self.discarded += dropped  # never shown (unpaused, the log's own bound applies)
 
     def flush(self) -> int:
         """Write what is pending (unless paused); returns the records written."""
@@ -126,5 +156,6 @@ class ResultLog(Log):
         self._pending.clear()
         self._pending_records = 0
         self.written = 0
+        self.discarded = 0
         self.clear()
         self.refresh()

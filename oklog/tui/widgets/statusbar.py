@@ -9,7 +9,7 @@ from oklog.tui.model import ClusterState, duration
 
 
 class StatusBar(Static):
-    """``oklog ▸ attached vm-1 @ 127.0.0.1:7650 · 3 members · rf 2 · 2 warnings · 0.4s ago``"""
+    """``oklog ▸ attached vm-1 @ 127.0.0.1:7650 · 2/3 members alive · rf 2 · 2 warnings · 0.4s ago``"""
 
     def __init__(self, node: str, **kw) -> None:
         super().__init__(**kw)
@@ -34,8 +34,9 @@ class StatusBar(Static):
         else:
             t.append(self.node, style="bold")
         if st is not None:
-            n = len(st.members)
-            t.append(f"  ·  {n} member{'s' if n != 1 else ''}")
+            alive, total, _ = st.counts()
+            t.append("  ·  ")
+            t.append(st.counts_text(), style="" if alive == total else "bold red")
             if st.replication_factor:
                 t.append(f"  ·  rf {st.replication_factor}")
         if self.alerts:

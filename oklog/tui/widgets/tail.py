@@ -3,12 +3,16 @@
 The stream (``GET /store/stream``) is opened when the view is first shown and
 reconnects by itself with backoff; a node without the endpoint (404) gets a clear
 message instead of a retry loop. While paused, records keep arriving and are
-buffered (the last ``max_lines``); resume shows them.
+buffered (the last ``max_lines``); resume shows them. A new filter starts a new
+view: the lines and counts of the old one are cleared. Records the node could
+not deliver (its in-band ``oklog: stream dropped N records`` notices) and those
+that fell out of the pause buffer are counted in the status line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
@@ -16,16 +20,28 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Button, Checkbox, Input, Static
 
 from oklog.tui.client import ApiError, ClientError, EndpointMissing
 from oklog.tui.model import count, rate
+from oklog.tui.widgets.query import regex_label
 from oklog.tui.widgets.result_log import ResultLog
 
 if TYPE_CHECKING:
     from oklog.tui.app import OklogApp
 
 RETRY_MIN, RETRY_MAX = 0.5, 10.0
+RATE_EVERY = 2.0  # seconds between rate figures
+# The node's notice of records it dropped for this stream (topic "oklog").
+DROP_NOTICE = re.compile(rb"^[0-9A-Za-z]{26} oklog [^\n]*?dropped (\d+) records?", re.M)
+
+
+def dropped_in(buf: bytes) -> int:
+    """Records the node reports dropped in a buffer of the stream (0 if none)."""
+    if b" oklog " not in buf:
+        return 0
+    return sum(int(m.group(1)) for m in DROP_NOTICE.finditer(buf))
 
 
 class TailView(Vertical):
@@ -45,13 +61,15 @@ class TailView(Vertical):
         self.state = "idle"  # idle, connecting, live, retrying, missing, error
         self.detail = ""
         self.records = 0
+        self.dropped = 0  # reported by the node for this stream
         self._rate_mark = (0.0, 0)
         self.rate = 0.0
+        self.filter: tuple[str, bool] | None = None  # of the stream being shown
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="tail-form"):
             yield Input(placeholder="filter: substring (ctrl+t: regex) — Enter applies", id="tail-q")
-            yield Checkbox("regex", id="tail-regex", compact=True)
+            yield Checkbox(regex_label(False), id="tail-regex", compact=True)
             yield Button("Pause", id="pause", compact=True)
             yield Checkbox("follow", True, id="follow", compact=True)
             yield Button("Clear", id="clear", compact=True)
@@ -79,6 +97,9 @@ class TailView(Vertical):
         self.started = True
         q = self.query_one("#tail-q", Input).value
         regex = self.query_one("#tail-regex", Checkbox).value
+        if self.filter is not None and self.filter != (q, regex):
+            self.action_clear()  # lines of the old filter would read as matches of the new
+        self.filter = (q, regex)
         self.log_widget.set_query(q, regex)
         self.run_tail(q, regex)
 
@@ -101,8 +122,10 @@ class TailView(Vertical):
         event.stop()
         if event.checkbox.id == "follow":
             self.set_follow(event.value)
-        elif event.checkbox.id == "tail-regex" and self.started:
-            self.start()
+        elif event.checkbox.id == "tail-regex":
+            event.checkbox.label = regex_label(event.value)
+            if self.started:
+                self.start()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -138,7 +161,8 @@ class TailView(Vertical):
 
     def action_clear(self) -> None:
         self.log_widget.reset()
-        self.records = 0
+        self.records = self.dropped = 0
+        self._rate_mark, self.rate = (0.0, 0), 0.0
         self.show_status()
 
     # -- worker --------------------------------------------------------------------------
@@ -157,6 +181,7 @@ class TailView(Vertical):
                     async for buf in stream.buffers():
                         n = buf.count(b"\n")
                         self.records += n
+                        self.dropped += dropped_in(buf)
                         self.log_widget.add(buf, n)
                 self.detail = "stream ended"
             except EndpointMissing:
@@ -183,10 +208,10 @@ class TailView(Vertical):
     def status_text(self) -> Text:
         now = self.oklog.clock()
         t0, n0 = self._rate_mark
-        if not t0:
+        if not t0 or now < t0 or self.records < n0:  # first figure, clock step, cleared
             self._rate_mark = (now, self.records)
-        elif now - t0 >= 2.0:
-            self.rate = (self.records - n0) / (now - t0)
+        elif now - t0 >= RATE_EVERY:
+            self.rate = max(0.0, (self.records - n0) / (now - t0))
             self._rate_mark = (now, self.records)
         t = Text()
         label, style = {
@@ -200,6 +225,15 @@ class TailView(Vertical):
         t.append(label, style=style)
         t.append(f"  {count(self.records)} records · {rate(self.rate)}/s")
         log = self.log_widget
+        lost = self.dropped + log.discarded
+        if lost:
+            t.append("  ·  ")
+            parts = []
+            if self.dropped:
+                parts.append(f"{count(self.dropped)} dropped by the node (this view fell behind)")
+            if log.discarded:
+                parts.append(f"{count(log.discarded)} not shown (pause buffer full)")
+            t.append("⚠ " + ", ".join(parts), style="bold yellow")
         if log.paused:
             t.append(f"  ·  ⏸ paused, {count(log.pending)} new records buffered", style="bold cyan")
         if not log.auto_scroll:
@@ -211,4 +245,8 @@ class TailView(Vertical):
         return t
 
     def show_status(self) -> None:
-        self.query_one("#tail-status", Static).update(self.status_text())
+        try:
+            status = self.query_one("#tail-status", Static)
+        except NoMatches:  # a worker finishing while the app shuts down
+            return
+        status.update(self.status_text())
