@@ -221,12 +221,17 @@ def cmd_forward(argv: list[str]) -> int:
     _flag(p, "topic", default="", help="topic of the records (default: the node's -ingest.topic; bulk: default)")
     _flag(p, "buffer", type=_size, default=64 << 20, help="bytes buffered while no node is reachable")
     _flag(p, "policy", default="block", choices=["block", "drop"], help="when the buffer is full")
+    _flag(p, "write-timeout", type=_duration, default=10.0,
+          help="fail over when a node accepts no data (durable: acknowledges nothing) for this long")
+    _flag(p, "give-up", type=_duration, default=60.0,
+          help="once the input has ended, exit 1 if nothing is delivered for this long")
     ns = p.parse_args(argv)
     from oklog.forward import forward_main
 
     return forward_main(
         ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff, mode=ns.mode,
         topic=ns.topic, buffer=ns.buffer, policy=ns.policy,
+        write_timeout=ns.write_timeout, give_up=ns.give_up,
     )
 
 

@@ -70,7 +70,8 @@ def describe_error(e: BaseException) -> str:
         if isinstance(x, socket.gaierror):
             return f"cannot resolve the host name ({x.strerror or 'unknown host'})"
         if isinstance(x, TimeoutError | socket.timeout):
-            return "timed out"
+            own = str(x) if x.errno is None else ""  # a message of ours says what timed out
+            return own or "timed out"
         if isinstance(x, OSError) and x.errno is not None:
             text = _ERRNO_TEXT.get(x.errno) or (x.strerror or "").lower() or f"error {x.errno}"
             return text + (f": {x.filename}" if x.filename else "")
