@@ -5,7 +5,6 @@ import socket
 import subprocess
 import time
 
-import httpx
 import pytest
 from conftest import OKLOG, wait_for
 
@@ -17,8 +16,9 @@ def numbers(body: bytes, word: bytes) -> set[int]:
 AFTER = 100_000
 
 
-def connections(n) -> int:
-    return httpx.get(n.url + "/cluster/state", timeout=5).json()["pipeline"]["ingest"]["connections"]
+def holding_all(a, b, count: int):
+    """The node in use: the one holding (so having acknowledged) the whole first batch."""
+    return next((x for x in (a, b) if len(numbers(x.query(q="before").content, b"before")) == count), None)
 
 
 @pytest.mark.slow
@@ -35,9 +35,8 @@ def test_durable_forwarder_leaves_a_stopped_node_and_loses_nothing_acknowledged(
         fwd.stdin.write(b"".join(b"before %d\n" % i for i in range(2000)))
         fwd.stdin.flush()
         # The node in use holds the first batch (queryable, so acknowledged).
-        used = wait_for(lambda: next((x for x in (a, b) if connections(x) == 1), None), what="a connection")
+        used = wait_for(lambda: holding_all(a, b, 2000), what="first batch on one node")
         other = b if used is a else a
-        wait_for(lambda: len(numbers(used.query(q="before").content, b"before")) == 2000, what="first batch")
         used.signal(signal.SIGSTOP)
         stopped = used
         # More than the socket buffers of a process that does not read hold: a
@@ -109,3 +108,43 @@ def test_gives_up_when_the_only_node_accepts_connections_but_reads_nothing():
     assert r.returncode == 1, err
     assert f"{len(data)} bytes" in err and "not delivered" in err, err  # none was acknowledged
     assert "no acknowledgement for 1.0s" in err or "accepted no data for 1.0s" in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fast", "bulk"])
+def test_fast_and_bulk_forwarders_leave_a_stopped_node(node_factory, mode):
+    """Fast and bulk too: the forwarder moves on instead of blocking for good.
+    (Fast mode promises no more: bytes in the stopped node's buffers arrive
+    only if it resumes. Bulk resends every unanswered frame.)"""
+    a = node_factory("a", ["-ingest.segment-flush-age", "0.3s"]).start()
+    b = node_factory("b", ["-ingest.segment-flush-age", "0.3s"]).start()
+    addrs = [f"127.0.0.1:{x.ports[mode]}" for x in (a, b)]
+    fwd = subprocess.Popen(
+        OKLOG + ["forward", "-mode", mode, "-write-timeout", "2s", "-backoff", "0.3s", *addrs],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    stopped = None
+    try:
+        fwd.stdin.write(b"".join(b"before %d\n" % i for i in range(2000)))
+        fwd.stdin.flush()
+        used = wait_for(lambda: holding_all(a, b, 2000), what="first batch on one node")
+        other = b if used is a else a
+        used.signal(signal.SIGSTOP)
+        stopped = used
+        pad = b"p" * 100
+        fwd.stdin.write(b"".join(b"after %s %d\n" % (pad, i) for i in range(AFTER)))
+        fwd.stdin.close()
+        assert fwd.wait(90) == 0, fwd.stderr.read().decode()
+        err = fwd.stderr.read().decode()
+        assert "lost (" in err or "failed (" in err, err
+        wait_for(lambda: numbers(other.query(q="after").content, b"after"), timeout=30, what="records on the other node")
+        if mode == "bulk":  # nothing answered by the stopped node: all on the other
+            got = wait_for(lambda: (g := numbers(other.query(q="after").content, b"after")) and len(g) == AFTER and g,
+                           timeout=30, what="every frame on the other node")
+            assert got == set(range(AFTER))
+    finally:
+        if stopped is not None:
+            stopped.signal(signal.SIGCONT)
+        if fwd.poll() is None:
+            fwd.kill()
+            fwd.wait(10)
