@@ -73,15 +73,22 @@ def log(msg: str) -> None:
     print(f"oklog forward: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT) -> list[tuple[str, int]]:
+def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT, said: dict | None = None) -> list[tuple[str, int]]:
+    """Every address a name resolves to; a name that does not resolve is
+    logged (once per cause when ``said`` remembers what was logged)."""
     out: list[tuple[str, int]] = []
+    said = {} if said is None else said
     for a in addrs:
         host, port = parse_addr(a, default_port, default_host="localhost")
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            log(f"cannot resolve {host}: {describe_error(e)}")
+        except (socket.gaierror, UnicodeError) as e:
+            what = f"cannot resolve {host} ({e.strerror if isinstance(e, socket.gaierror) else 'not a host name'})"
+            if said.get(a) != what:
+                said[a] = what
+                log(what + " (retrying)")
             continue
+        said.pop(a, None)
         for info in infos:
             target = (str(info[4][0]), int(info[4][1]))
             if target not in out:
@@ -144,6 +151,7 @@ class Connector:
         self.current: tuple[str, int] | None = None
         self._failed_at: dict[tuple[str, int], float] = {}
         self._said: dict[tuple[str, int], str] = {}  # last failure logged per address
+        self._unresolved: dict[str, str] = {}  # last resolution failure logged per name
         # fast and durable connections name their topic first (bulk records carry it)
         self.preamble = TOPIC_PREAMBLE + topic + b"\n" if topic and mode != "bulk" else b""
 
@@ -179,7 +187,7 @@ class Connector:
         backoff = 0.05
         while True:
             self.check_give_up()
-            for host, port in self._order(resolve(self.addrs, PORTS[self.mode])):
+            for host, port in self._order(resolve(self.addrs, PORTS[self.mode], self._unresolved)):
                 try:
                     s = socket.create_connection((host, port), timeout=5)
                 except OSError as e:
@@ -436,6 +444,9 @@ def _send_durable(q: LineQueue, conn: Connector, unacked: _Unacked) -> None:
                 *lines, acks = acks.split(b"\n")
                 for ln in lines:
                     if ln.startswith(b"+"):
+                        if not ln[1:].strip().isdigit():
+                            text = ln[:80].decode("utf-8", "replace")
+                            raise ConnectionError(f'unexpected reply from the node: "{text}"')
                         unacked.ack(int(ln[1:]))
                         last_ack = time.monotonic()
                         conn.progress()
@@ -606,6 +617,12 @@ def forward_main(
     except RecordError as e:
         log(str(e))
         return 2
+    for a in addrs:
+        try:
+            parse_addr(a, PORTS[mode])
+        except ValueError as e:
+            log(str(e))
+            return 2
     counters = Counters()
     q = LineQueue(buffer, policy, counters)
     conn = Connector(addrs, mode, max_backoff, topic_b, write_timeout, give_up)
@@ -630,8 +647,9 @@ def forward_main(
         while (chunk := q.get(timeout=0)) is not None and chunk:
             g.add(chunk)
         note = " (fast mode: bytes sent before may be lost too)" if mode == "fast" else ""
-        log(f"giving up: {g}; {g.pending} bytes ({format_size(g.pending)}, {g.pending_lines} lines) "
-            f"not delivered{note}")
+        size = f" ({format_size(g.pending)})" if g.pending >= 1024 else ""
+        lines = f"{g.pending_lines} line{'s' if g.pending_lines != 1 else ''}"
+        log(f"giving up: {g}; {g.pending} bytes{size}, {lines}, not delivered{note}")
         return 1
     if counters.dropped_lines:
         log(f"dropped {counters.dropped_lines} lines in {counters.dropped_chunks} chunks (buffer full, -policy drop)")

@@ -54,11 +54,16 @@ class Member:
 
 
 def cluster_view(client: httpx.Client, node: str) -> tuple[list[Member], int]:
-    host, port = parse_addr(node, DEFAULT_API_PORT, default_host="localhost")
+    try:
+        host, port = parse_addr(node, DEFAULT_API_PORT, default_host="localhost")
+    except ValueError as e:
+        raise ToolError(f"-store: {e}") from None
     try:
         r = client.get(f"http://{host}:{port}/cluster/state")
         r.raise_for_status()
         st = r.json()
+    except httpx.InvalidURL:
+        raise ToolError(f"-store: {node!r} is not an address (HOST:PORT)") from None
     except httpx.HTTPError as e:
         raise ToolError(f"cannot read the cluster state from {host}:{port}: {describe_error(e)}") from None
     except ValueError:
