@@ -325,6 +325,7 @@ class RebalanceSummary:
     copied_records: int = 0
     copied_bytes: int = 0  # record bytes written to the targets
     dropped_extra: int = 0  # records dropped from a source that held one copy too many
+    to_move: int = 0  # estimate of the bytes that must leave over-full members (moved included)
     skips: list[Skip] = field(default_factory=list)
     stopped: str = ""  # why the last round ended before the ratio held ("" if it holds)
     sizes_before: dict[str, int] = field(default_factory=dict)
@@ -387,12 +388,12 @@ def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=Tru
         bar.note("waiting for members to finish compaction")
         segs = _settled_sizes(client, members)  # e.g. a repair just before: let its copies compact
         s.sizes_before = _totals(segs)
-        total = _excess(s.sizes_before)
+        s.to_move = _excess(s.sizes_before)
         tried: set[tuple[str, str]] = set()
         used = 0
         for _ in range(SETTLE_ROUNDS):
             segs, attempts = _rebalance_round(
-                client, members, by_id, factor, ratio, max_moves - used, segs, tried, s, bar, total
+                client, members, by_id, factor, ratio, max_moves - used, segs, tried, s, bar
             )
             used += attempts
             if not attempts or s.errors or used >= max_moves:
@@ -401,21 +402,19 @@ def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=Tru
             # let them settle and look again.
             bar.note("waiting for members to finish compaction")
             segs = _settled_sizes(client, members)
-            total = max(total, s.moved_bytes + _excess(_totals(segs)))
+            s.to_move = max(s.to_move, s.moved_bytes + _excess(_totals(segs)))
         sizes = _totals(segs)
         if max(sizes.values()) > ratio * max(min(sizes.values()), 1) and not s.stopped:
             s.stopped = f"sizes still uneven after {SETTLE_ROUNDS} rounds"
-        bar.update(1.0 if not s.stopped else bar.fraction, _detail(s, total), force=True)
+        bar.update(1.0 if not s.stopped else bar.fraction, _detail(s, final=True), force=True)
         bar.close()
         s.sizes_after = _totals(_store_sizes(client, members))
     return s
 
 
-def _detail(s: RebalanceSummary, total: int) -> str:
-    return (
-        f"{format_size(s.moved_bytes)} of {format_size(max(total, s.moved_bytes))} moved, "
-        f"{s.moved_segments} segments, {s.skipped} skipped"
-    )
+def _detail(s: RebalanceSummary, final: bool = False) -> str:
+    of = "" if final else f" of about {format_size(max(s.to_move, s.moved_bytes))}"
+    return f"{format_size(s.moved_bytes)}{of} moved, {s.moved_segments} segments, {s.skipped} skipped"
 
 
 def _settled_sizes(client, members, timeout: float = 30.0) -> dict[str, list[dict]]:
@@ -442,7 +441,7 @@ def _candidates(segs: list[dict], gap: int, member: str, tried: set[tuple[str, s
     return half + rest
 
 
-def _rebalance_round(client, members, by_id, factor, ratio, budget, segs, tried, s, bar, total):
+def _rebalance_round(client, members, by_id, factor, ratio, budget, segs, tried, s, bar):
     """Move segments off the largest store until the ratio holds, nothing
     movable is left or the budget of attempts is spent; returns the last seen
     segment lists and the number of attempts made."""
@@ -472,7 +471,11 @@ def _rebalance_round(client, members, by_id, factor, ratio, budget, segs, tried,
         if s.errors:
             break
         segs = _store_sizes(client, members)
-        bar.update(s.moved_bytes / max(total, s.moved_bytes, 1), _detail(s, total))
+        # Re-estimate from the sizes now: what is left plus what moved (receivers
+        # may not have compacted yet; the bar never goes back, so a high guess
+        # only slows it).
+        s.to_move = max(s.to_move, s.moved_bytes + _excess(_totals(segs)))
+        bar.update(s.moved_bytes / max(s.to_move, 1), _detail(s))
     else:
         s.stopped = f"tried {budget} segments"
     return segs, attempts
