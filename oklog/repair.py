@@ -53,7 +53,14 @@ class Member:
     api: str
 
 
-def cluster_view(client: httpx.Client, node: str) -> tuple[list[Member], int]:
+@dataclass
+class View:
+    members: list[Member]  # live store members
+    factor: int
+    absent: list[str]  # store members not alive, with their state
+
+
+def cluster_view(client: httpx.Client, node: str) -> View:
     try:
         host, port = parse_addr(node, DEFAULT_API_PORT, default_host="localhost")
     except ValueError as e:
@@ -68,12 +75,13 @@ def cluster_view(client: httpx.Client, node: str) -> tuple[list[Member], int]:
         raise ToolError(f"cannot read the cluster state from {host}:{port}: {describe_error(e)}") from None
     except ValueError:
         raise ToolError(f"{host}:{port} did not answer with a cluster state (is it an oklog node?)") from None
-    members = [
-        Member(m["id"], m["api_addr"])
-        for m in st["members"]
-        if m.get("state") == "alive" and m.get("role") in ("store", "ingeststore") and m.get("api_addr")
-    ]
-    return members, int(st.get("replication_factor", 1))
+    stores = [m for m in st["members"] if m.get("role") in ("store", "ingeststore")]
+    return View(
+        [Member(m["id"], m["api_addr"]) for m in stores if m.get("state") == "alive" and m.get("api_addr")],
+        int(st.get("replication_factor", 1)),
+        # a member that left handed its data off: it holds nothing that counts
+        [f"{m['id']} ({m.get('state', 'unknown')})" for m in stores if m.get("state") not in ("alive", "left")],
+    )
 
 
 def _iso(ms: int) -> str:
@@ -166,8 +174,10 @@ class RepairSummary:
     slices: int = 0
     records: int = 0
     under_replicated: int = 0
+    short_of_members: int = 0  # below the factor, but every live member holds a copy
     copies: int = 0
     copied_bytes: int = 0
+    absent: list[str] = field(default_factory=list)  # store members not alive
     errors: list[str] = field(default_factory=list)
 
 
@@ -199,6 +209,7 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
     todo: dict[int, list[bytes]] = {}
     for u, hs in holders.items():
         if len(set(hs)) >= want:
+            s.short_of_members += len(set(hs)) < factor
             continue
         s.under_replicated += 1
         missing = [i for i in range(len(members)) if i not in hs]
@@ -222,7 +233,9 @@ def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True)
     the sum of the shares done."""
     s = RepairSummary()
     with httpx.Client(timeout=TIMEOUT) as client:
-        members, factor = cluster_view(client, node)
+        view = cluster_view(client, node)
+        members, factor = view.members, view.factor
+        s.absent = view.absent
         if not members:
             raise ToolError("no live store members")
         step = step_ms if step_ms > 0 else max(to_ms - from_ms, 1)
@@ -330,6 +343,7 @@ class RebalanceSummary:
     stopped: str = ""  # why the last round ended before the ratio held ("" if it holds)
     sizes_before: dict[str, int] = field(default_factory=dict)
     sizes_after: dict[str, int] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)  # store members not alive
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -380,7 +394,9 @@ SETTLE_ROUNDS = 5
 def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True) -> RebalanceSummary:
     s = RebalanceSummary()
     with httpx.Client(timeout=TIMEOUT) as client:
-        members, factor = cluster_view(client, node)
+        view = cluster_view(client, node)
+        members, factor = view.members, view.factor
+        s.absent = view.absent
         if len(members) < 2:
             raise ToolError(f"fewer than two live store members ({len(members)}): nothing to balance between")
         by_id = {m.id: m for m in members}
@@ -576,6 +592,12 @@ def repair_main(ns) -> int:
         f"{s.copies} copies made ({format_size(s.copied_bytes)}), {len(s.errors)} errors, "
         f"{format_duration(time.monotonic() - t0)}"
     )
+    if s.short_of_members:
+        print(f"  {s.short_of_members} records stay below the replication factor: every live store member "
+              "holds one already")
+    if s.absent:
+        print(f"  not alive: {', '.join(s.absent)}. Records only they held were copied again, so once they "
+              "are back those records are held more than replication-factor times.")
     for err in s.errors[:20]:
         print(f"oklog repair: error: {err}", file=sys.stderr)
     if len(s.errors) > 20:
@@ -606,6 +628,9 @@ def rebalance_main(ns) -> int:
         print(f"  skipped {sk.segment} on {sk.member}: {sk.reason}")
     if s.stopped:
         print(f"  stopped before the ratio {ns.ratio:g} held: {s.stopped}")
+    if s.absent:
+        print(f"  not alive: {', '.join(s.absent)}. Copies they hold were not counted: records moved "
+              "may be held more than replication-factor times once they are back.")
     for err in s.errors[:20]:
         print(f"oklog rebalance: error: {err}", file=sys.stderr)
     return 1 if s.errors else 0
