@@ -103,6 +103,13 @@ def test_rebalance_leaves_every_record_exactly_rf_times(node_factory):
     sizes = [httpx.get(n.url + "/store/segments", timeout=10).json()["bytes"] for n in nodes]
     assert max(sizes) > 1.5 * min(sizes), sizes  # there is something to move
 
+    # repair finds nothing to do here and says so, with progress ending at 100%.
+    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-from", "1h"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"{total} records examined, 0 under-replicated, 0 copies made (0 B)" in r.stdout.decode(), r.stdout
+    pcts = [int(ln.split("%")[0].rsplit(" ", 1)[-1]) for ln in r.stderr.decode().splitlines() if "%" in ln]
+    assert pcts and pcts == sorted(pcts) and pcts[-1] == 100, r.stderr
+
     r = subprocess.run(OKLOG + ["rebalance", "-store", nodes[0].api], capture_output=True, timeout=240)
     out, err = r.stdout.decode(), r.stderr.decode()
     assert r.returncode == 0, out + err
