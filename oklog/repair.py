@@ -28,6 +28,7 @@ import io
 import random
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -298,7 +299,7 @@ class MovePlan:
 
 def plan_move(
     records: list[bytes], src: str, holders: dict[str, set[bytes]], factor: int,
-    sizes: dict[str, int], seg_size: int, stored_ratio: float = 1.0,
+    sizes: Mapping[str, float], seg_size: int, stored_ratio: float = 1.0,
 ) -> MovePlan:
     """Pure. ``holders``: the ULIDs each other member holds in the segment's
     range; ``stored_ratio``: bytes on disk per record byte (compressed stores),
@@ -369,7 +370,7 @@ def _totals(segs: dict[str, list[dict]]) -> dict[str, int]:
     return {k: sum(x["size"] for x in v) for k, v in segs.items()}
 
 
-def _excess(sizes: dict[str, int]) -> int:
+def _excess(sizes: Mapping[str, float]) -> int:
     """Bytes that must leave over-full members for every member to hold the mean."""
     mean = sum(sizes.values()) / max(len(sizes), 1)
     return int(sum(max(0.0, v - mean) for v in sizes.values()))
@@ -408,7 +409,7 @@ def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=Tru
         tried: set[tuple[str, str]] = set()
         used = 0
         for _ in range(SETTLE_ROUNDS):
-            segs, attempts = _rebalance_round(
+            attempts = _rebalance_round(
                 client, members, by_id, factor, ratio, max_moves - used, segs, tried, s, bar
             )
             used += attempts
@@ -459,75 +460,87 @@ def _candidates(segs: list[dict], gap: int, member: str, tried: set[tuple[str, s
 
 def _rebalance_round(client, members, by_id, factor, ratio, budget, segs, tried, s, bar):
     """Move segments off the largest store until the ratio holds, nothing
-    movable is left or the budget of attempts is spent; returns the last seen
-    segment lists and the number of attempts made."""
+    movable is left or the budget of attempts is spent; returns the number of
+    attempts made.
+
+    Sizes are those of the last settled reading, carried forward by each move's
+    plan: a receiver's reported size jumps when it writes what it got (a store
+    may write it uncompressed and compress it later), so reading sizes between
+    moves would steer the next move by a passing state."""
     attempts = 0
+    sizes: dict[str, float] = {k: float(v) for k, v in _totals(segs).items()}
+    lists = {k: list(v) for k, v in segs.items()}
     while attempts < budget:
-        sizes = _totals(segs)
         big = max(sizes, key=lambda k: sizes[k])
         small = min(sizes, key=lambda k: sizes[k])
         if sizes[big] <= ratio * max(sizes[small], 1):
             s.stopped = ""
             break
-        cands = _candidates(segs[big], sizes[big] - sizes[small], big, tried)
+        gap = int(sizes[big] - sizes[small])
+        cands = _candidates(lists[big], gap, big, tried)
         if not cands:
             s.stopped = (
                 f"{big} ({format_size(sizes[big])}) holds no untried segment smaller than the "
-                f"{format_size(sizes[big] - sizes[small])} it is ahead of {small}"
+                f"{format_size(gap)} it is ahead of {small}"
             )
             break
         seg = cands[0]
         tried.add((big, seg["name"]))
         attempts += 1
         try:
-            _move_segment(client, members, by_id[big], seg, factor, sizes, s)
+            after = _move_segment(client, members, by_id[big], seg, factor, sizes, s)
         except httpx.HTTPError as e:
             s.errors.append(f"moving {seg['name']} off {big}: {describe_error(e)}")
             break
         if s.errors:
             break
-        segs = _store_sizes(client, members)
-        # Re-estimate from the sizes now: what is left plus what moved (receivers
-        # may not have compacted yet; the bar never goes back, so a high guess
-        # only slows it).
-        s.to_move = max(s.to_move, s.moved_bytes + _excess(_totals(segs)))
+        if after is not None:
+            sizes = after
+            lists[big] = [x for x in lists[big] if x["name"] != seg["name"]]
+        # What is left plus what moved; the bar never goes back, so a high
+        # guess only slows it.
+        s.to_move = max(s.to_move, s.moved_bytes + _excess(sizes))
         bar.update(s.moved_bytes / max(s.to_move, 1), _detail(s))
     else:
         s.stopped = f"tried {budget} segments"
-    return segs, attempts
+    return attempts
 
 
-def _move_segment(client, members, src: Member, seg: dict, factor: int, sizes: dict[str, int], s: RebalanceSummary) -> None:
+def _move_segment(
+    client, members, src: Member, seg: dict, factor: int, sizes: dict[str, float], s: RebalanceSummary
+) -> dict[str, float] | None:
+    """Move one segment's records; the members' projected sizes if it moved,
+    None if it was skipped (the reason recorded)."""
     name = seg["name"]
     r = client.get(f"http://{src.api}/store/segment", params={"name": name})
     if r.status_code == 404:
         s.skips.append(Skip(src.id, name, "gone from the source before it could be read (compacted meanwhile)"))
-        return
+        return None
     r.raise_for_status()
     body = segment_records(r.content)
     records = [rec + b"\n" for rec in body.split(b"\n")[:-1]]
     if not records:
         s.skips.append(Skip(src.id, name, "holds no records"))
-        return
+        return None
     holders = _holders(client, members, src, seg)
     plan = plan_move(records, src.id, holders, factor, sizes, seg["size"], seg["size"] / max(len(body), 1))
     if plan.unplaceable:
         s.skips.append(Skip(src.id, name, f"{plan.unplaceable} of its records would fall below "
                             f"{factor} copies and every other member holds them already"))
-        return
+        return None
     grow = {m: plan.sizes_after[m] for m in plan.copies}
     if grow and max(grow.values()) >= sizes[src.id]:
         m = max(grow, key=lambda k: grow[k])
         s.skips.append(Skip(src.id, name, f"moving it would leave {m} at {format_size(grow[m])}, "
                             f"no less than {src.id} holds now ({format_size(sizes[src.id])})"))
-        return
+        return None
     copied = 0
     for m, recs in plan.copies.items():
         data = b"".join(recs)
         w = client.post(f"http://{_api(members, m)}/store/replicate", content=data)
         if w.status_code != 200:
             s.errors.append(f"copying {len(recs)} records of {name} to {m} failed: HTTP {w.status_code} {w.text.strip()}")
-            return
+            return None
         s.copied_records += len(recs)
         s.copied_bytes += len(data)
         copied += len(recs)
@@ -538,16 +551,17 @@ def _move_segment(client, members, src: Member, seg: dict, factor: int, sizes: d
     if short:
         s.skips.append(Skip(src.id, name, f"after copying, {short} records were held fewer than {factor} "
                             f"times elsewhere; the source keeps the segment ({copied} records now have an extra copy)"))
-        return
+        return None
     d = client.delete(f"http://{src.api}/store/segment", params={"name": name})
     if d.status_code == 404:
         s.skips.append(Skip(src.id, name, f"compacted on the source while moving; its {copied} copied records "
                             "now have an extra copy there (oklog rebalance again moves them)"))
-        return
+        return None
     d.raise_for_status()
     s.moved_segments += 1
     s.moved_bytes += seg["size"]
     s.dropped_extra += plan.over_replicated
+    return plan.sizes_after
 
 
 def _api(members: list[Member], member_id: str) -> str:
