@@ -40,6 +40,8 @@ from oklog.query.engine import merge_dedup
 from oklog.record import ULID_LEN
 
 SLICE_BYTES = 64 << 20  # per member, per slice
+POST_BYTES = 16 << 20  # records per /store/replicate request (a node bounds request bodies)
+BUSY_WAIT = 60.0  # seconds to keep retrying a member that answers 503 (busy)
 TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -196,6 +198,32 @@ def _records(client: httpx.Client, m: Member, lo: int, hi: int) -> bytes:
     return r.content
 
 
+def post_records(client: httpx.Client, api: str, data: bytes) -> str | None:
+    """POST sorted records to ``/store/replicate`` in pieces of at most
+    POST_BYTES (whole records); a 503 (the node's budget for bodies in flight
+    is spent) is retried after its Retry-After for up to BUSY_WAIT seconds.
+    None on success, else what went wrong, in words."""
+    pos = 0
+    while pos < len(data):
+        end = len(data) if len(data) - pos <= POST_BYTES else data.rfind(b"\n", pos, pos + POST_BYTES) + 1
+        if end <= pos:  # one record longer than a piece
+            end = data.index(b"\n", pos) + 1
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            r = client.post(f"http://{api}/store/replicate", content=data[pos:end])
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            try:
+                wait = float(r.headers.get("Retry-After", "1"))
+            except ValueError:
+                wait = 1.0
+            time.sleep(min(max(wait, 0.1), 10.0))
+        if r.status_code != 200:
+            return f"HTTP {r.status_code} {r.reason_phrase}: {r.text.strip()[:200]}"
+        pos = end
+    return None
+
+
 def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s: RepairSummary) -> None:
     holders: dict[bytes, list[int]] = {}
     records: dict[bytes, bytes] = {}
@@ -218,9 +246,9 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
             todo.setdefault(i, []).append(records[u] + b"\n")
     for i, recs in todo.items():
         body = merge_dedup([b"".join(sorted(recs))])
-        r = client.post(f"http://{members[i].api}/store/replicate", content=body)
-        if r.status_code != 200:
-            s.errors.append(f"copying {len(recs)} records to {members[i].id} failed: HTTP {r.status_code} {r.text.strip()}")
+        failed = post_records(client, members[i].api, body)
+        if failed:
+            s.errors.append(f"copying {len(recs)} records to {members[i].id} failed: {failed}")
             continue
         s.copies += len(recs)
         s.copied_bytes += len(body)
@@ -537,9 +565,9 @@ def _move_segment(
     copied = 0
     for m, recs in plan.copies.items():
         data = b"".join(recs)
-        w = client.post(f"http://{_api(members, m)}/store/replicate", content=data)
-        if w.status_code != 200:
-            s.errors.append(f"copying {len(recs)} records of {name} to {m} failed: HTTP {w.status_code} {w.text.strip()}")
+        failed = post_records(client, _api(members, m), data)
+        if failed:
+            s.errors.append(f"copying {len(recs)} records of {name} to {m} failed: {failed}")
             return None
         s.copied_records += len(recs)
         s.copied_bytes += len(data)
@@ -555,7 +583,7 @@ def _move_segment(
     d = client.delete(f"http://{src.api}/store/segment", params={"name": name})
     if d.status_code == 404:
         s.skips.append(Skip(src.id, name, f"compacted on the source while moving; its {copied} copied records "
-                            "now have an extra copy there (oklog rebalance again moves them)"))
+                            "are now held one time too many (until their segment there moves or expires)"))
         return None
     d.raise_for_status()
     s.moved_segments += 1

@@ -74,3 +74,49 @@ def test_human_text():
             raise RuntimeError("[Errno 104] Connection reset by peer") from e
     except RuntimeError as wrapped:
         assert describe_error(wrapped) == "connection reset by the other side"
+
+
+def test_post_records_sends_whole_records_in_pieces_and_waits_out_busy(monkeypatch):
+    """Against a real HTTP server on 127.0.0.1: the first request is refused
+    as busy (503, Retry-After), then every piece is taken."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    import oklog.repair as R
+
+    bodies: list[bytes] = []
+    answers = [503]
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            code = answers.pop(0) if answers else 200
+            if code == 200:
+                bodies.append(body)
+            self.send_response(code)
+            if code == 503:
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        monkeypatch.setattr(R, "POST_BYTES", 100)
+        data = b"".join(rec(i) for i in range(10))  # about 40 bytes each
+        with httpx.Client(timeout=10) as client:
+            assert R.post_records(client, f"127.0.0.1:{srv.server_address[1]}", data) is None
+            assert b"".join(bodies) == data
+            assert len(bodies) > 1 and all(b.endswith(b"\n") and len(b) <= 100 for b in bodies)
+            answers[:] = [400]
+            err = R.post_records(client, f"127.0.0.1:{srv.server_address[1]}", data)
+            assert err is not None and err.startswith("HTTP 400 Bad Request")
+    finally:
+        srv.shutdown()
+        srv.server_close()
