@@ -25,9 +25,32 @@ if TYPE_CHECKING:
 
 
 def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
-    """Register ``-name`` and ``--name`` for one option."""
+    """Register ``-name`` and ``--name`` for one option; its help shows the
+    default (as the flag would take it: 16MiB, 3s) unless it names one itself."""
     dest = kw.pop("dest", name.replace(".", "_").replace("-", "_"))
+    shown = _shown_default(kw.get("default"), kw.get("type"))
+    text = kw.get("help") or ""
+    if shown and "default" not in text:
+        kw["help"] = f"{text} (default: {shown})".strip().replace("%", "%%")
     p.add_argument(f"-{name}", f"--{name}", dest=dest, **kw)
+
+
+def _shown_default(value, kind) -> str:
+    """A default as one would type it; "" for none worth showing."""
+    if value is None or value is False or value == "" or value == []:
+        return ""
+    if kind is _size and isinstance(value, int):
+        for unit, n in (("GiB", U.GiB), ("MiB", U.MiB), ("KiB", U.KiB)):
+            if value and value % n == 0:
+                return f"{value // n}{unit}"
+        return str(value)
+    if kind is _duration:
+        v = float(value)
+        for unit, n in (("h", 3600), ("m", 60), ("s", 1)):
+            if v >= n and v % n == 0:
+                return f"{int(v // n)}{unit}"
+        return f"{round(v * 1000)}ms" if v else "0s"
+    return str(value)
 
 
 def _bool(text: str) -> bool:
@@ -237,10 +260,48 @@ def cmd_run(argv: list[str], role: str | None = None, prog: str = "oklog run") -
 
     try:
         trio.run(Node(cfg).run)
-    except OSError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+    except (OSError, BaseExceptionGroup) as e:
+        err = _first_os_error(e)
+        if err is None:
+            raise
+        print(f"{prog}: {_start_failure(cfg, err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_os_error(e: BaseException) -> OSError | None:
+    if isinstance(e, OSError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for x in e.exceptions:
+            found = _first_os_error(x)
+            if found is not None:
+                return found
+    return None
+
+
+def _start_failure(cfg: NodeConfig, err: OSError) -> str:
+    """What stopped the node, in one line: a listen address that cannot be
+    bound names its flag (the socket error itself does not say which)."""
+    import socket
+
+    from oklog.human import describe_error
+
+    listens = [("api", cfg.api, False), ("ingest.fast", cfg.ingest_fast, False),
+               ("ingest.durable", cfg.ingest_durable, False), ("ingest.bulk", cfg.ingest_bulk, False),
+               ("cluster", cfg.cluster, True)]
+    if cfg.ingest_syslog is not None:
+        listens.append(("ingest.syslog", cfg.ingest_syslog, True))
+    for flag, addr, udp_too in listens:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp_too else (socket.SOCK_STREAM,):
+            try:
+                infos = socket.getaddrinfo(addr.host, addr.port, type=kind)
+                with socket.socket(infos[0][0], kind) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind(infos[0][4])
+            except OSError as probe:
+                return f"cannot listen on -{flag} {addr.host}:{addr.port}: {describe_error(probe)}"
+    return f"cannot start: {describe_error(err)}"
 
 
 # -- clients ----------------------------------------------------------------------------
@@ -255,12 +316,17 @@ def cmd_forward(argv: list[str]) -> int:
     _flag(p, "topic", default="", help="topic of the records (default: the node's -ingest.topic; bulk: default)")
     _flag(p, "buffer", type=_size, default=64 << 20, help="bytes buffered while no node is reachable")
     _flag(p, "policy", default="block", choices=["block", "drop"], help="when the buffer is full")
+    _flag(p, "write-timeout", type=_duration, default=10.0,
+          help="fail over when a node accepts no data (durable: acknowledges nothing) for this long")
+    _flag(p, "give-up", type=_duration, default=60.0,
+          help="once the input has ended, exit 1 if nothing is delivered for this long")
     ns = p.parse_args(argv)
     from oklog.forward import forward_main
 
     return forward_main(
         ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff, mode=ns.mode,
         topic=ns.topic, buffer=ns.buffer, policy=ns.policy,
+        write_timeout=ns.write_timeout, give_up=ns.give_up,
     )
 
 

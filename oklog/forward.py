@@ -18,6 +18,16 @@ Modes:
               retried segment carries the same ULIDs, so queries drop the copies:
               no line is lost or duplicated in results.
 
+A node that stops reading (SIGSTOP, a hung process) is left after
+``-write-timeout``: a write that makes no progress for that long, or (durable)
+no acknowledgement for that long while records wait for one, counts as a lost
+connection, and the address is tried last for a while. Bulk waits for a reply
+at least BULK_REPLY_TIMEOUT (the node acknowledges after replication).
+
+Once the input has ended, a forwarder that delivers nothing for ``-give-up``
+(no node reachable, or none accepting) stops, prints how many bytes were not
+delivered and exits 1.
+
 ``-topic`` names the records' topic: bulk frames carry it in every record; a
 fast or durable connection opens with a topic line (see oklog.ingest.listener).
 """
@@ -36,6 +46,7 @@ from dataclasses import dataclass
 
 from oklog.addr import parse_addr
 from oklog.config import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
+from oklog.human import describe_error, format_duration, format_size
 from oklog.record import (
     DEFAULT_TOPIC,
     TOPIC_PREAMBLE,
@@ -52,23 +63,32 @@ BULK_SIZE = 2 << 20
 BULK_AGE = 1.0
 BULK_WINDOW = 16 << 20  # bytes of bulk frames sent ahead of their replies
 REFUSED_PROBE = 0.05  # seconds to watch a new connection for an immediate close
-ACK_TIMEOUT = 10.0  # durable: no acknowledgement progress for this long → fail over
+WRITE_TIMEOUT = 10.0  # default -write-timeout: no write (or durable ack) progress → fail over
+GIVE_UP = 60.0  # default -give-up: input ended and nothing delivered for this long → exit 1
 BULK_REPLY_TIMEOUT = 30.0  # bulk: the node answers within its own 20 s ack timeout
+AVOID = 30.0  # seconds an address that failed is tried after the others
 
 
 def log(msg: str) -> None:
     print(f"oklog forward: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT) -> list[tuple[str, int]]:
+def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT, said: dict | None = None) -> list[tuple[str, int]]:
+    """Every address a name resolves to; a name that does not resolve is
+    logged (once per cause when ``said`` remembers what was logged)."""
     out: list[tuple[str, int]] = []
+    said = {} if said is None else said
     for a in addrs:
         host, port = parse_addr(a, default_port, default_host="localhost")
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            log(f"cannot resolve {host}: {e}")
+        except (socket.gaierror, UnicodeError) as e:
+            what = f"cannot resolve {host} ({e.strerror if isinstance(e, socket.gaierror) else 'not a host name'})"
+            if said.get(a) != what:
+                said[a] = what
+                log(what + " (retrying)")
             continue
+        said.pop(a, None)
         for info in infos:
             target = (str(info[4][0]), int(info[4][1]))
             if target not in out:
@@ -83,27 +103,95 @@ def add_prefix(chunk: bytes, prefix: bytes) -> bytes:
     return prefix + chunk[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
 
 
-class Connector:
-    """Connects to a random live address, with backoff and load-shedding detection."""
+class GiveUp(Exception):
+    """Input ended and nothing was delivered for the give-up time; ``pending``
+    are the bytes the sender still held (the queue's are added by the caller)."""
 
-    def __init__(self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"") -> None:
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"no node accepted data for {format_duration(waited)} after the input ended")
+        self.pending = 0
+        self.pending_lines = 0
+
+    def add(self, data: bytes) -> None:
+        self.pending += len(data)
+        self.pending_lines += data.count(b"\n")
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """``sendall`` that fails when the node accepts no byte for ``timeout``
+    seconds (a stopped or hung node's buffers fill and stay full)."""
+    view = memoryview(data)
+    while view:
+        _, w, _ = select.select([], [sock], [], timeout)
+        if not w:
+            raise TimeoutError(f"the node accepted no data for {format_duration(timeout)}")
+        try:
+            n = sock.send(view, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            continue
+        view = view[n:]
+
+
+class Connector:
+    """Connects to a random live address, with backoff and load-shedding
+    detection; addresses that failed lately are tried after the others."""
+
+    def __init__(
+        self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"",
+        write_timeout: float = WRITE_TIMEOUT, give_up: float = GIVE_UP,
+    ) -> None:
         self.addrs = addrs
         self.mode = mode
         self.max_backoff = max_backoff
+        self.write_timeout = write_timeout
+        self.give_up = give_up
         self.reconnects = 0
+        self.input_ended: float | None = None  # set by the reader at end of input
+        self.last_progress = time.monotonic()
+        self.current: tuple[str, int] | None = None
+        self._failed_at: dict[tuple[str, int], float] = {}
+        self._said: dict[tuple[str, int], str] = {}  # last failure logged per address
+        self._unresolved: dict[str, str] = {}  # last resolution failure logged per name
         # fast and durable connections name their topic first (bulk records carry it)
         self.preamble = TOPIC_PREAMBLE + topic + b"\n" if topic and mode != "bulk" else b""
+
+    def progress(self) -> None:
+        """A node accepted data (fast), acknowledged records (durable, bulk)."""
+        self.last_progress = time.monotonic()
+
+    def failed(self) -> None:
+        """The current connection broke or hung: try its address last for a while."""
+        if self.current is not None:
+            self._failed_at[self.current] = time.monotonic()
+        self.reconnects += 1
+
+    def check_give_up(self) -> None:
+        if self.input_ended is None:
+            return
+        waited = time.monotonic() - max(self.last_progress, self.input_ended)
+        if waited > self.give_up:
+            raise GiveUp(self.give_up)
+
+    def _order(self, targets: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        random.shuffle(targets)
+        now = time.monotonic()
+        return sorted(targets, key=lambda t: now - self._failed_at.get(t, -AVOID) < AVOID)
+
+    def _say(self, target: tuple[str, int], what: str) -> None:
+        """Log a failure to reach an address once, not at every retry."""
+        if self._said.get(target) != what:
+            self._said[target] = what
+            log(f"{target[0]}:{target[1]}: {what} (retrying)")
 
     def connect(self) -> socket.socket:
         backoff = 0.05
         while True:
-            targets = resolve(self.addrs, PORTS[self.mode])
-            random.shuffle(targets)
-            for host, port in targets:
+            self.check_give_up()
+            for host, port in self._order(resolve(self.addrs, PORTS[self.mode], self._unresolved)):
                 try:
                     s = socket.create_connection((host, port), timeout=5)
                 except OSError as e:
-                    log(f"{host}:{port}: {e}")
+                    self._say((host, port), describe_error(e))
                     continue
                 # A node shedding load closes new connections at once.
                 r, _, _ = select.select([s], [], [], REFUSED_PROBE)
@@ -113,18 +201,21 @@ class Connector:
                     except OSError:
                         closed = True
                     if closed:
-                        log(f"{host}:{port} refused the connection (busy); trying another")
+                        self._say((host, port), "refused the connection (busy); trying another")
                         s.close()
                         continue
                 s.settimeout(None)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.preamble:
                     try:
-                        s.sendall(self.preamble)
+                        send_all(s, self.preamble, self.write_timeout)
                     except OSError as e:
-                        log(f"{host}:{port}: {e}")
+                        self._say((host, port), describe_error(e))
                         s.close()
                         continue
+                self.current = (host, port)
+                if self._said.pop((host, port), None) is not None:
+                    log(f"{host}:{port}: connected")
                 return s
             time.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
@@ -183,7 +274,7 @@ class LineQueue:
             return chunk
 
 
-def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters) -> None:
+def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters, on_end=None) -> None:
     partial = b""
     try:
         while True:
@@ -203,6 +294,8 @@ def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters) -> None
             counters.lines_in += 1
             q.put(add_prefix(partial + b"\n", prefix))
     finally:
+        if on_end is not None:
+            on_end()
         q.close()
 
 
@@ -212,6 +305,7 @@ def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters) -> None
 def send_fast(q: LineQueue, conn: Connector) -> None:
     sock: socket.socket | None = None
     last = b""
+    chunk: bytes | None = b""
     try:
         while (chunk := q.get()) is not None:
             sock = _send_chunk(sock, conn, chunk)
@@ -219,14 +313,18 @@ def send_fast(q: LineQueue, conn: Connector) -> None:
         # End of input: the node closes its side once it has written everything.
         # A reset instead means it dropped the connection (shedding load,
         # crashing): the last chunk goes elsewhere, as after any broken send.
-        while sock is not None and last and not _finish(sock):
+        while sock is not None and last and not _finish(sock, conn.write_timeout):
             log("connection reset at the end; resending the last chunk elsewhere")
-            conn.reconnects += 1
+            conn.failed()
+            chunk = last
             sock = _send_chunk(None, conn, last)
         sock = None
+    except GiveUp as g:
+        g.add(chunk or b"")
+        raise
     finally:
         if sock is not None:
-            _finish(sock)
+            _finish(sock, conn.write_timeout)
 
 
 def _send_chunk(sock: socket.socket | None, conn: Connector, chunk: bytes) -> socket.socket:
@@ -234,24 +332,29 @@ def _send_chunk(sock: socket.socket | None, conn: Connector, chunk: bytes) -> so
         if sock is None:
             sock = conn.connect()
         try:
-            sock.sendall(chunk)
+            send_all(sock, chunk, conn.write_timeout)
+            conn.progress()
             return sock
         except OSError as e:
-            log(f"connection lost ({e}); resending the current chunk elsewhere")
-            conn.reconnects += 1
+            log(f"connection to {_peer(conn)} lost ({describe_error(e)}); resending the current chunk elsewhere")
+            conn.failed()
             sock.close()
             sock = None
 
 
-def _finish(sock: socket.socket) -> bool:
+def _peer(conn: Connector) -> str:
+    return f"{conn.current[0]}:{conn.current[1]}" if conn.current else "the node"
+
+
+def _finish(sock: socket.socket, timeout: float = WRITE_TIMEOUT) -> bool:
     """Half-close and wait for the node to close: False if it reset instead."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(10)
+        sock.settimeout(timeout)
         while sock.recv(65536):
             pass
     except TimeoutError:
-        pass  # still writing after 10 s: it has the bytes
+        pass  # still writing after the timeout: it has the bytes
     except OSError:
         sock.close()
         return False
@@ -292,18 +395,29 @@ class _Unacked:
 
 def send_durable(q: LineQueue, conn: Connector) -> None:
     unacked = _Unacked()
+    try:
+        _send_durable(q, conn, unacked)
+    except GiveUp as g:
+        g.add(unacked.all())
+        raise
+
+
+def _send_durable(q: LineQueue, conn: Connector, unacked: _Unacked) -> None:
     sock: socket.socket | None = None
     acks = b""
     eof = False
-    last_progress = time.monotonic()
+    last_ack = time.monotonic()
     while True:
         if sock is None:
             sock = conn.connect()
-            last_progress = time.monotonic()
+            acks = b""
+            last_ack = time.monotonic()
             if unacked.size:
                 try:
-                    sock.sendall(unacked.all())
-                except OSError:
+                    send_all(sock, unacked.all(), conn.write_timeout)
+                except OSError as e:
+                    log(f"durable connection to {_peer(conn)} lost ({describe_error(e)}); trying another node")
+                    conn.failed()
                     sock.close()
                     sock = None
                     continue
@@ -314,27 +428,36 @@ def send_durable(q: LineQueue, conn: Connector) -> None:
                     eof = True
                     sock.shutdown(socket.SHUT_WR)
                 elif chunk:
+                    if not unacked.size:
+                        last_ack = time.monotonic()  # the wait for an ack starts now
                     unacked.add(chunk)
-                    sock.sendall(chunk)
+                    send_all(sock, chunk, conn.write_timeout)
             if eof and not unacked.size:
                 sock.close()
                 return
-            r, _, _ = select.select([sock], [], [], 0 if not eof and unacked.size < DURABLE_WINDOW else 1.0)
+            r, _, _ = select.select([sock], [], [], 0 if not eof and unacked.size < DURABLE_WINDOW else 0.2)
             if r:
                 data = sock.recv(65536)
                 if not data:
-                    raise ConnectionError("node closed the connection")
+                    raise ConnectionError("the node closed the connection")
                 acks += data
                 *lines, acks = acks.split(b"\n")
                 for ln in lines:
                     if ln.startswith(b"+"):
+                        if not ln[1:].strip().isdigit():
+                            text = ln[:80].decode("utf-8", "replace")
+                            raise ConnectionError(f'unexpected reply from the node: "{text}"')
                         unacked.ack(int(ln[1:]))
-                        last_progress = time.monotonic()
-            elif unacked.size and time.monotonic() - last_progress > ACK_TIMEOUT:
-                raise TimeoutError(f"no acknowledgement for {ACK_TIMEOUT:.0f}s")
+                        last_ack = time.monotonic()
+                        conn.progress()
+            elif unacked.size and time.monotonic() - last_ack > conn.write_timeout:
+                raise TimeoutError(f"no acknowledgement for {format_duration(conn.write_timeout)}")
         except (OSError, ValueError) as e:
-            log(f"durable connection lost ({e}); resending {unacked.size} unacknowledged bytes")
-            conn.reconnects += 1
+            log(
+                f"durable connection to {_peer(conn)} lost ({describe_error(e)}); "
+                f"resending {format_size(unacked.size)} not acknowledged"
+            )
+            conn.failed()
             sock.close()
             sock = None
             eof = False  # after reconnecting: resend what is unacknowledged, then shut down again
@@ -353,26 +476,35 @@ def send_bulk(
     pending_size = 0
     started = time.monotonic()
     done = False
-    while not done:
-        chunk = q.get(timeout=max(0.01, age - (time.monotonic() - started)) if pending else None)
-        if chunk is None:
-            done = True
-        elif chunk:
-            if not pending:
-                started = time.monotonic()
-            pending.append(chunk)
-            pending_size += len(chunk)
-        if not pending or (not done and pending_size < size and time.monotonic() - started < age):
-            continue
-        lines = b"".join(pending)[:-1].split(b"\n")
-        pending, pending_size = [], 0
-        body = stamp_lines(lines, ulids.headers(len(lines), topic))
-        link.send(b"BULK %d\n" % len(body) + body)
-        while link.inflight_bytes > window:
+    try:
+        while not done:
+            chunk = q.get(timeout=max(0.01, age - (time.monotonic() - started)) if pending else None)
+            if chunk is None:
+                done = True
+            elif chunk:
+                if not pending:
+                    started = time.monotonic()
+                pending.append(chunk)
+                pending_size += len(chunk)
+            if not pending or (not done and pending_size < size and time.monotonic() - started < age):
+                continue
+            raw = b"".join(pending)
+            lines = raw[:-1].split(b"\n")
+            pending, pending_size = [], 0
+            body = stamp_lines(lines, ulids.headers(len(lines), topic))
+            link.send(b"BULK %d\n" % len(body) + body, len(raw), len(lines))
+            while link.inflight_bytes > window:
+                link.wait_reply()
+        while link.inflight:
             link.wait_reply()
-    while link.inflight:
-        link.wait_reply()
-    link.close()
+    except GiveUp as g:
+        for data in pending:
+            g.add(data)
+        g.pending += sum(n for n, _ in link.inputs)
+        g.pending_lines += sum(k for _, k in link.inputs)
+        raise
+    finally:
+        link.close()
 
 
 class _BulkLink:
@@ -382,18 +514,20 @@ class _BulkLink:
         self.conn = conn
         self.sock: socket.socket | None = None
         self.inflight: collections.deque[bytes] = collections.deque()
+        self.inputs: collections.deque[tuple[int, int]] = collections.deque()  # input bytes, lines per frame
         self.inflight_bytes = 0
         self.buf = b""
         self.backoff = 0.05
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, input_bytes: int = 0, lines: int = 0) -> None:
         self.inflight.append(frame)
+        self.inputs.append((input_bytes, lines))
         self.inflight_bytes += len(frame)
         if self.sock is None:
             self._reconnect()
             return  # _reconnect sent every in-flight frame, this one included
         try:
-            self.sock.sendall(frame)
+            send_all(self.sock, frame, self.conn.write_timeout)
         except OSError as e:
             self._failed(e)
         self._take_ready_replies()
@@ -422,36 +556,41 @@ class _BulkLink:
 
     def _handle(self, reply: bytes) -> None:
         if not reply.startswith(b"OK"):
-            raise ConnectionError(reply.decode("utf-8", "replace"))
+            raise ConnectionError("the node answered " + reply.decode("utf-8", "replace"))
         if not self.inflight:
-            raise ConnectionError("reply for no frame")
+            raise ConnectionError("the node answered a frame never sent")
         self.inflight_bytes -= len(self.inflight.popleft())
+        self.inputs.popleft()
         self.backoff = 0.05
+        self.conn.progress()
 
     def _line(self) -> bytes:
         assert self.sock is not None
         while b"\n" not in self.buf:
             data = self.sock.recv(4096)
             if not data:
-                raise ConnectionError("node closed the connection")
+                raise ConnectionError("the node closed the connection")
             self.buf += data
         line, _, self.buf = self.buf.partition(b"\n")
         return line.strip()
 
     def _failed(self, e: Exception) -> None:
-        log(f"bulk segment not acknowledged ({e}); resending {len(self.inflight)} unanswered segments")
-        self.conn.reconnects += 1
+        log(
+            f"bulk connection to {_peer(self.conn)} failed ({describe_error(e)}); "
+            f"resending {len(self.inflight)} unanswered segments"
+        )
+        self.conn.failed()
         self.close()
         time.sleep(self.backoff)
         self.backoff = min(self.backoff * 2, self.conn.max_backoff)
 
     def _reconnect(self) -> None:
         sock = self.conn.connect()
-        sock.settimeout(BULK_REPLY_TIMEOUT)
+        sock.settimeout(max(BULK_REPLY_TIMEOUT, self.conn.write_timeout))
         self.sock, self.buf = sock, b""
         try:
             for frame in self.inflight:
-                sock.sendall(frame)
+                send_all(sock, frame, self.conn.write_timeout)
         except OSError as e:
             self._failed(e)
 
@@ -469,6 +608,8 @@ def forward_main(
     topic: str = "",
     buffer: int = 64 << 20,
     policy: str = "block",
+    write_timeout: float = WRITE_TIMEOUT,
+    give_up: float = GIVE_UP,
 ) -> int:
     prefix = "".join(p + " " for p in (prefixes or [])).encode()
     try:
@@ -476,11 +617,23 @@ def forward_main(
     except RecordError as e:
         log(str(e))
         return 2
+    for a in addrs:
+        try:
+            parse_addr(a, PORTS[mode])
+        except ValueError as e:
+            log(str(e))
+            return 2
     counters = Counters()
     q = LineQueue(buffer, policy, counters)
-    reader = threading.Thread(target=read_stdin, args=(sys.stdin.fileno(), q, prefix, counters), daemon=True)
+    conn = Connector(addrs, mode, max_backoff, topic_b, write_timeout, give_up)
+
+    def ended() -> None:
+        conn.input_ended = time.monotonic()
+
+    reader = threading.Thread(
+        target=read_stdin, args=(sys.stdin.fileno(), q, prefix, counters, ended), daemon=True
+    )
     reader.start()
-    conn = Connector(addrs, mode, max_backoff, topic_b)
     try:
         if mode == "fast":
             send_fast(q, conn)
@@ -490,6 +643,14 @@ def forward_main(
             send_bulk(q, conn, topic_b or DEFAULT_TOPIC)
     except KeyboardInterrupt:
         return 130
+    except GiveUp as g:
+        while (chunk := q.get(timeout=0)) is not None and chunk:
+            g.add(chunk)
+        note = " (fast mode: bytes sent before may be lost too)" if mode == "fast" else ""
+        size = f" ({format_size(g.pending)})" if g.pending >= 1024 else ""
+        lines = f"{g.pending_lines} line{'s' if g.pending_lines != 1 else ''}"
+        log(f"giving up: {g}; {g.pending} bytes{size}, {lines}, not delivered{note}")
+        return 1
     if counters.dropped_lines:
         log(f"dropped {counters.dropped_lines} lines in {counters.dropped_chunks} chunks (buffer full, -policy drop)")
     return 0
