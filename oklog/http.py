@@ -23,6 +23,8 @@ from oklog.addr import parse_addr  # noqa: F401  (re-exported)
 log = logging.getLogger("oklog.http")
 
 MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
+BODIES_IN_FLIGHT = 256 << 20  # request bodies held at once across the node
+RETRY_AFTER = "1"  # seconds, when the body budget is spent
 MAX_HEADER_BYTES = 64 << 10  # the limit on a request's head, as promised
 # h11 checks its buffer only after each read (hypercorn reads 64 KiB at a time),
 # so the configured bound must be a read smaller to hold MAX_HEADER_BYTES.
@@ -33,10 +35,39 @@ Start = Callable[[int, dict[str, str]], Awaitable[None]]
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        return Response(self.status, (self.message + "\n").encode(), headers=dict(self.headers))
+
+
+class BodyBudget:
+    """Bytes of request bodies (and what they decode to) held at once across
+    the node. A request that would go beyond it is answered 503 with
+    Retry-After, and what it held is given back, so stalled or huge bodies
+    cost at most the budget however many arrive."""
+
+    def __init__(self, capacity: int = BODIES_IN_FLIGHT) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.refused = 0
+
+    def take(self, n: int, what: str = "request bodies") -> None:
+        if self.used + n > self.capacity:
+            self.refused += 1
+            raise HTTPError(
+                503,
+                f"busy: {what} in flight would exceed the node's {self.capacity}-byte budget; retry",
+                {"Retry-After": RETRY_AFTER},
+            )
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 @dataclass
@@ -56,9 +87,11 @@ class Response:
 
 
 class Request:
-    def __init__(self, scope: dict, receive) -> None:
+    def __init__(self, scope: dict, receive, budget: BodyBudget | None = None) -> None:
         self.scope = scope
         self._receive = receive
+        self.budget = budget if budget is not None else BodyBudget()
+        self.held = 0  # bytes charged to the budget, given back when the request ends
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         raw = scope.get("query_string", b"").decode("latin-1")
@@ -76,14 +109,30 @@ class Request:
     def has(self, name: str) -> bool:
         return name in self.query
 
+    def reserve(self, n: int, what: str = "request bodies") -> None:
+        """Charge ``n`` more bytes (e.g. a decoded body) to the node's budget
+        until this request ends; HTTPError(503) if there is no room."""
+        self.budget.take(n, what)
+        self.held += n
+
+    def release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
+
     async def body(self, limit: int = MAX_BODY) -> bytes:
         declared = self.headers.get("content-length")
         if declared is not None:
             try:
-                if int(declared) > limit:
-                    raise HTTPError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+                size = int(declared)
             except ValueError:
                 raise HTTPError(400, "bad Content-Length") from None
+            if size > limit:
+                raise HTTPError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+            if size > self.budget.capacity:
+                raise HTTPError(413, f"body of {declared} bytes exceeds the node's {self.budget.capacity}-byte budget")
+            if self.budget.used + size > self.budget.capacity:
+                self.reserve(size)  # refused before a byte is read: it cannot fit now
+        # Charged as it arrives: a stalled body holds what it sent, not what it declared.
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -94,6 +143,8 @@ class Request:
             total += len(chunk)
             if total > limit:
                 raise HTTPError(413, f"body exceeds the {limit}-byte limit")
+            if chunk:
+                self.reserve(len(chunk))
             chunks.append(chunk)
             if not msg.get("more_body"):
                 return b"".join(chunks)
@@ -103,8 +154,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, budget: BodyBudget | None = None) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
+        self.budget = budget if budget is not None else BodyBudget()
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
@@ -125,8 +177,9 @@ class Router:
                     return
         if scope["type"] != "http":
             return
+        req: Request | None = None
         try:
-            req = Request(scope, receive)
+            req = Request(scope, receive, self.budget)
             methods = self._routes.get(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
@@ -137,11 +190,15 @@ class Router:
                 raise HTTPError(405, f"{req.method} not allowed on {req.path}")
             resp = await handler(req)
         except HTTPError as e:
-            resp = Response(e.status, (e.message + "\n").encode())
+            resp = e.response()
         except Exception:
             log.exception("handler failed for %s", scope.get("path"))
             resp = Response(500, b"internal error\n")
-        await _send_response(scope, send, resp)
+        try:
+            await _send_response(scope, send, resp)
+        finally:
+            if req is not None:
+                req.release()
 
 
 async def _send_deferred(scope, send, resp: Response) -> None:
@@ -169,7 +226,7 @@ async def _send_deferred(scope, send, resp: Response) -> None:
     except HTTPError as e:
         if started:
             raise
-        await _send_response(scope, send, Response(e.status, (e.message + "\n").encode()))
+        await _send_response(scope, send, e.response())
         return
     if not started:
         await start(resp.status, resp.headers)

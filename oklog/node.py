@@ -33,7 +33,7 @@ from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
-from oklog.http import Request, Response, Router, serve_http
+from oklog.http import BodyBudget, Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
@@ -89,6 +89,7 @@ class Node:
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
         self.tap = Tap()
+        self.body_budget = BodyBudget(cfg.max_bodies_in_flight)
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -118,7 +119,7 @@ class Node:
     # -- wiring -------------------------------------------------------------------
 
     def router(self) -> Router:
-        r = Router()
+        r = Router(self.body_budget)
         if self.ingest_log is not None:
             r.mount(ingest_router(self.ingest_log))
             r.mount(httpingest_router(self.ingest_log, self.ingest_settings(), self.http_ingest_stats))
@@ -249,6 +250,11 @@ class Node:
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
         pipeline["streams"] = {"subscribers": self.tap.subscribers}
+        pipeline["http"] = {
+            "bodies_in_flight_bytes": self.body_budget.used,
+            "bodies_budget_bytes": self.body_budget.capacity,
+            "bodies_refused": self.body_budget.refused,
+        }
         return {
             "self": self.id,
             "role": cfg.role,

@@ -51,6 +51,17 @@ Common to both:
   (counted in ``records_split``), like the TCP listeners do.
 * ``Content-Encoding: gzip`` is accepted; the body (decompressed) is bounded
   by ``max_body`` (default 64 MiB, else 413).
+* Bounds, checked while parsing and before records are built (413 with the
+  reason): at most ``max_records`` records per request (default 1,000,000;
+  for NDJSON every LF counts, blank lines included) and at most
+  ``max_expansion`` (8) bytes of records per byte of decoded body (bodies
+  under 64 KiB count as 64 KiB), never more than twice ``max_body``: tiny
+  entries under a long label set cannot become gigabytes. Bodies, raw and
+  decoded, are charged to the node's body budget (``oklog.http.BodyBudget``,
+  503 with Retry-After when spent).
+* A JSON line nested deeper than the parser's recursion limit (about 1,000
+  levels) is that line's error: kept verbatim and counted in
+  ``invalid_json``, like any other line that is not JSON.
 * Durability: a request's records go to fresh ingest segments of their own
   (a new one each ``flush_size`` bytes), which are fsynced and flushed (renamed
   ``.flushed``, directory synced) *before* the response: a 2xx means the
@@ -80,6 +91,10 @@ from oklog.record import MAX_TOPIC_LEN, RecordError, ULIDSource, stamp_lines, va
 log = logging.getLogger("oklog.ingest.http")
 
 MAX_BODY = 64 << 20
+MAX_RECORDS = 1_000_000  # records one push request may become
+MAX_EXPANSION = 8  # record bytes per (decoded) body byte, bodies of at least EXPANSION_FLOOR
+EXPANSION_FLOOR = 64 << 10
+RECORD_OVERHEAD = 29  # ULID, two spaces and the LF around a record's topic and line
 MESSAGE_FIELDS = ("message", "msg", "log", "line")
 LOKI_TOPIC_LABELS = ("topic", "job", "app")
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
@@ -122,6 +137,36 @@ class Batch:
         return sum(len(lines) for _, lines in self.groups)
 
 
+class Limits:
+    """What one push request may become: at most ``max_records`` records and
+    ``max_bytes`` bytes of records. Charged while parsing, before the records
+    are built, so a request over either is refused (413) having cost little."""
+
+    def __init__(
+        self, body_len: int, max_records: int = MAX_RECORDS, expansion: int = MAX_EXPANSION, cap: int = 2 * MAX_BODY
+    ) -> None:
+        self.max_records = max_records
+        self.body_len = body_len
+        self.max_bytes = min(expansion * max(body_len, EXPANSION_FLOOR), cap)
+        self.expansion = expansion
+        self.records = 0
+        self.bytes = 0
+
+    def charge(self, records: int, nbytes: int) -> None:
+        self.records += records
+        self.bytes += nbytes
+        if self.records > self.max_records:
+            raise HTTPError(
+                413, f"push holds more than {self.max_records} records (the per-request limit); split it"
+            )
+        if self.bytes > self.max_bytes:
+            raise HTTPError(
+                413,
+                f"push of {self.body_len} bytes would become more than {self.max_bytes} bytes of records "
+                f"(limit {self.expansion}x the body); split it or send fewer, longer entries",
+            )
+
+
 # -- parsing (pure) ---------------------------------------------------------------------
 
 
@@ -138,9 +183,19 @@ def _as_line(value) -> bytes:
 
 
 def parse_jsonlines(
-    body: bytes, message_field: str = "message", time_field: str | None = None
+    body: bytes,
+    message_field: str = "message",
+    time_field: str | None = None,
+    limits: Limits | None = None,
+    topic_len: int = 7,
 ) -> tuple[list[bytes], int]:
-    """NDJSON body → (record lines, number of lines that were not valid JSON)."""
+    """NDJSON body → (record lines, number of lines that were not valid JSON).
+
+    ``limits`` is checked against the body's line count and an upper bound of
+    the bytes its records can take, before any line is parsed."""
+    if limits is not None:
+        n = body.count(b"\n") + 1
+        limits.charge(n, len(body) + n * (RECORD_OVERHEAD + topic_len))
     fields = (message_field,) + tuple(f for f in MESSAGE_FIELDS if f != message_field)
     lines: list[bytes] = []
     invalid = 0
@@ -151,7 +206,7 @@ def parse_jsonlines(
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
             invalid += 1
             lines.append(raw)
             continue
@@ -197,12 +252,16 @@ def labels_prefix(labels: dict[str, str]) -> bytes:
     return escape_lf("{" + logfmt_pairs(sorted(labels.items()), sep=",") + "} ")
 
 
-def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-    """A Loki JSON push body → lines grouped by topic; HTTPError(400) if malformed."""
+def parse_loki(body: bytes, topic_label: str | None, default: bytes, limits: Limits | None = None) -> Batch:
+    """A Loki JSON push body → lines grouped by topic; HTTPError(400) if
+    malformed, 413 if it would become more than ``limits`` allow."""
+    lim = limits if limits is not None else Limits(len(body))
     try:
         doc = json.loads(body)
     except ValueError as e:
         raise HTTPError(400, f"push body is not JSON: {e}") from None
+    except RecursionError:
+        raise HTTPError(400, "push body is nested too deeply") from None
     streams = doc.get("streams") if isinstance(doc, dict) else None
     if not isinstance(streams, list):
         raise HTTPError(400, 'push body must be {"streams": [...]}')
@@ -219,6 +278,8 @@ def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
         if not isinstance(values, list):
             raise HTTPError(400, f"streams[{i}].values must be a list")
         prefix = labels_prefix(labels)
+        topic = loki_topic(labels, topic_label, default)
+        lim.charge(len(values), len(values) * (len(prefix) + RECORD_OVERHEAD + len(topic)))
         lines: list[bytes] = []
         for j, entry in enumerate(values):
             if (
@@ -231,8 +292,10 @@ def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
                 raise HTTPError(
                     400, f'streams[{i}].values[{j}] must be ["<unix epoch ns>", "<line>"]'
                 )
-            lines.append(prefix + escape_lf(entry[1]))
-        batch.add(loki_topic(labels, topic_label, default), lines)
+            line = escape_lf(entry[1])
+            lim.charge(0, len(line))
+            lines.append(prefix + line)
+        batch.add(topic, lines)
     return batch
 
 
@@ -244,6 +307,15 @@ def parse_loki(body: bytes, topic_label: str | None, default: bytes) -> Batch:
 
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\Z)', re.S)
 _LABEL_ESC = re.compile(r"\\(.)", re.S)
+
+
+def snappy_size(data: bytes) -> int:
+    """The decompressed length a snappy block declares (0 if unreadable: the
+    decoder then refuses it)."""
+    try:
+        return _varint(memoryview(data), 0)[0]
+    except ValueError:
+        return 0
 
 
 def snappy_block(data: bytes, limit: int) -> bytes:
@@ -316,9 +388,12 @@ def parse_label_set(text: str) -> dict[str, str]:
     return labels
 
 
-def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
+def parse_loki_protobuf(
+    body: bytes, topic_label: str | None, default: bytes, limits: Limits | None = None
+) -> Batch:
     """A decompressed Loki protobuf push body → lines grouped by topic, as the
-    JSON form; HTTPError(400) if malformed."""
+    JSON form; HTTPError(400) if malformed, 413 beyond ``limits``."""
+    lim = limits if limits is not None else Limits(len(body))
     batch = Batch()
     try:
         for i, (field, stream) in enumerate(_pb_fields(memoryview(body))):
@@ -333,13 +408,16 @@ def parse_loki_protobuf(body: bytes, topic_label: str | None, default: bytes) ->
                     for ef, ev in _pb_fields(value):
                         if ef == 2 and isinstance(ev, memoryview):
                             line = bytes(ev).replace(b"\n", b"\\n")
+                    lim.charge(1, len(line) + RECORD_OVERHEAD)
                     lines.append(line)
             try:
                 labels = parse_label_set(labels_text)
             except ValueError as e:
                 raise HTTPError(400, f"streams[{i}]: {e}") from None
             prefix = labels_prefix(labels)
-            batch.add(loki_topic(labels, topic_label, default), [prefix + ln for ln in lines])
+            topic = loki_topic(labels, topic_label, default)
+            lim.charge(0, len(lines) * (len(prefix) + len(topic)))
+            batch.add(topic, [prefix + ln for ln in lines])
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"bad protobuf push body: {e}") from None
     return batch
@@ -436,16 +514,23 @@ def httpingest_router(
     *,
     max_body: int = MAX_BODY,
     limiter: trio.CapacityLimiter | None = None,
+    max_records: int = MAX_RECORDS,
+    max_expansion: int = MAX_EXPANSION,
 ) -> Router:
     """``POST /ingest/jsonline`` and ``POST /loki/api/v1/push`` into ``ilog``."""
     st = stats if stats is not None else HTTPIngestStats()
     lim = limiter if limiter is not None else trio.CapacityLimiter(CONCURRENT_WRITES)
 
+    def limits(body: bytes) -> Limits:
+        return Limits(len(body), max_records, max_expansion, 2 * max_body)
+
     async def read_body(req: Request) -> bytes:
         raw = await req.body(max_body)
         enc = req.headers.get("content-encoding")
         if enc and enc.strip().lower() not in ("identity", ""):
-            return await trio.to_thread.run_sync(decode_body, raw, enc, max_body, limiter=lim)
+            body = await trio.to_thread.run_sync(decode_body, raw, enc, max_body, limiter=lim)
+            req.reserve(len(body), "decoded request bodies")
+            return body
         return raw
 
     def default_topic(req: Request) -> bytes:
@@ -479,7 +564,7 @@ def httpingest_router(
             field_ = req.arg("message_field") or "message"
             time_field = req.arg("time_field") or None
             lines, invalid = await trio.to_thread.run_sync(
-                parse_jsonlines, body, field_, time_field, limiter=lim
+                parse_jsonlines, body, field_, time_field, limits(body), len(topic), limiter=lim
             )
             st.invalid_json += invalid
             if invalid:
@@ -493,7 +578,8 @@ def httpingest_router(
         return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
 
     def _loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        return parse_loki_protobuf(snappy_block(body, max_body), topic_label, default)
+        data = snappy_block(body, max_body)
+        return parse_loki_protobuf(data, topic_label, default, limits(data))
 
     async def loki_push(req: Request) -> Response:
         st.requests += 1
@@ -502,12 +588,13 @@ def httpingest_router(
             body = await read_body(req)
             st.bytes += len(body)
             if ctype in PROTOBUF_TYPES:
+                req.reserve(min(snappy_size(body), max_body), "decoded request bodies")
                 batch = await trio.to_thread.run_sync(
                     _loki_protobuf, body, req.arg("topic"), settings.topic, limiter=lim
                 )
             else:
                 batch = await trio.to_thread.run_sync(
-                    parse_loki, body, req.arg("topic"), settings.topic, limiter=lim
+                    parse_loki, body, req.arg("topic"), settings.topic, limits(body), limiter=lim
                 )
             await commit(batch)
         except HTTPError:

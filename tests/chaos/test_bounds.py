@@ -1,0 +1,176 @@
+"""Bounds on what arrives from the network (issue 15), against real nodes on
+127.0.0.1: push requests that would expand, bodies held in flight, deep JSON,
+idle and excess connections, syslog framing, client ULIDs, immutable records."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _state(n) -> dict:
+    return httpx.get(n.url + "/cluster/state", timeout=10).json()
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture
+def node(node_factory):
+    return node_factory("n0", ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s"]).start()
+
+
+# -- push requests that would expand -----------------------------------------------------
+
+
+def _pb_tiny_entries(n: int, labels: bytes = b'{job="x"}') -> bytes:
+    """A logproto.PushRequest of one stream with ``n`` 5-byte entries (line "x", no timestamp)."""
+    entry = b"\x12\x03\x12\x01x"  # StreamAdapter.entries = EntryAdapter{line: "x"}
+    stream = b"\x0a" + _uvarint(len(labels)) + labels + entry * n
+    return b"\x0a" + _uvarint(len(stream)) + stream
+
+
+def _uvarint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def test_loki_protobuf_of_tiny_entries_is_413_before_expanding(node):
+    import cramjam
+
+    # 13M entries of 5 bytes: 65 MB decompressed, a few MB on the wire.
+    body = bytes(cramjam.snappy.compress_raw(_pb_tiny_entries(13_000_000)))
+    base = _peak_rss_kib(node.proc.pid)
+    r = httpx.post(
+        node.url + "/loki/api/v1/push", content=body,
+        headers={"Content-Type": "application/x-protobuf"}, timeout=60,
+    )
+    assert r.status_code == 413, r.text
+    assert "records" in r.text
+    # Before the bound this request became 13M records and 1.6 GB.
+    assert _peak_rss_kib(node.proc.pid) - base < 400 * 1024
+    st = _state(node)["pipeline"]["ingest"]["http"]
+    assert st["records"] == 0 and st["rejected"] == 1
+
+
+def test_loki_long_labels_on_tiny_entries_is_413(node):
+    import cramjam
+
+    labels = b'{job="x", pad="' + b"p" * 8000 + b'"}'
+    body = bytes(cramjam.snappy.compress_raw(_pb_tiny_entries(20_000, labels)))
+    r = httpx.post(
+        node.url + "/loki/api/v1/push", content=body,
+        headers={"Content-Type": "application/x-protobuf"}, timeout=60,
+    )
+    assert r.status_code == 413, r.text
+    assert "bytes of records" in r.text
+    streams = [{"stream": {"job": "x", "pad": "p" * 8000}, "values": [["1", "x"]] * 20_000}]
+    r = httpx.post(node.url + "/loki/api/v1/push", json={"streams": streams}, timeout=60)
+    assert r.status_code == 413, r.text
+    # The same entries under a short label set are taken.
+    streams[0]["stream"] = {"job": "x"}
+    r = httpx.post(node.url + "/loki/api/v1/push", json={"streams": streams}, timeout=60)
+    assert r.status_code == 204, r.text
+
+
+def test_jsonline_of_empty_objects_is_413(node):
+    body = b"{}\n" * (20 << 20)  # 60 MiB, 21M lines
+    base = _peak_rss_kib(node.proc.pid)
+    r = httpx.post(node.url + "/ingest/jsonline", content=body, timeout=60)
+    assert r.status_code == 413, r.text
+    assert _peak_rss_kib(node.proc.pid) - base < 400 * 1024
+    assert _state(node)["pipeline"]["ingest"]["http"]["records"] == 0
+
+
+def test_deep_json_line_is_that_lines_error(node):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    body = b'{"message": "before"}\n' + deep + b'\n{"message": "after"}\n'
+    r = httpx.post(node.url + "/ingest/jsonline", content=body, params={"topic": "deep"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["records"] == 3 and r.json()["invalid_json"] == 1
+    wait_for(lambda: b"after" in node.query(q="after").content, 15, what="valid lines stored")
+    assert b"before" in node.query(q="before").content
+    # A Loki JSON body nested that deep is a 400, not a 500.
+    r = httpx.post(node.url + "/loki/api/v1/push", content=deep, timeout=30)
+    assert r.status_code == 400, r.text
+
+
+# -- bodies in flight ------------------------------------------------------------------------
+
+
+def _stalled_post(port: int, path: str, declared: int, send: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode())
+    s.sendall(b"0" * send)
+    return s
+
+
+def test_stalled_replicate_bodies_are_bounded_by_the_budget(node_factory):
+    n = node_factory("n0", ["-api.max-bodies-in-flight", "8MiB"]).start()
+    port = n.ports["api"]
+    socks = []
+    try:
+        # Two stalled bodies that fit hold what they sent ...
+        for _ in range(2):
+            socks.append(_stalled_post(port, "/store/replicate", 5 << 20, 3 << 20))
+        wait_for(lambda: _state(n)["pipeline"]["http"]["bodies_in_flight_bytes"] >= 6 << 20, 20,
+                 what="bodies charged")
+        # ... and the next that cannot fit is refused at once, before its body is read.
+        s = _stalled_post(port, "/store/replicate", 5 << 20, 0)
+        socks.append(s)
+        reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+        assert b"retry-after: 1" in reply.lower()
+        # So does jsonline, which shares the budget.
+        r = httpx.post(n.url + "/ingest/jsonline", content=b'{"message": "x"}\n' * 200_000, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert httpx.get(n.url + "/health", timeout=10).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: _state(n)["pipeline"]["http"]["bodies_in_flight_bytes"] == 0, 20, what="budget given back")
+    r = httpx.post(n.url + "/ingest/jsonline", content=b'{"message": "x"}\n' * 200_000, timeout=30)
+    assert r.status_code == 200, r.text
+    assert _state(n)["pipeline"]["http"]["bodies_refused"] >= 2
+
+
+def test_a_body_larger_than_the_budget_is_413(node_factory):
+    n = node_factory("n0", ["-api.max-bodies-in-flight", "1MiB"]).start()
+    r = httpx.post(n.url + "/ingest/jsonline", content=b'{"message": "x"}\n' * 100_000, timeout=30)
+    assert r.status_code == 413, r.text
+    assert json.dumps(_state(n)["pipeline"]["http"])  # reported
+
+
+def _wait_closed(s: socket.socket, timeout: float) -> bool:
+    s.settimeout(timeout)
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return True
+    except (TimeoutError, socket.timeout):
+        return False
+    except OSError:
+        return True
+
+
