@@ -262,14 +262,19 @@ async def serve_http(
     port: int,
     *,
     shutdown: trio.Event | None = None,
+    idle_timeout: float = 30.0,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app``; reports the bound (host, port) through task_status."""
+    """Serve ``app``; reports the bound (host, port) through task_status.
+
+    ``idle_timeout``: a connection is closed when it has sent no complete
+    request head this long (hypercorn's keep-alive timer also runs while a
+    head arrives), so slow-header clients hold a descriptor that long at most."""
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("oklog.http.hypercorn")
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = idle_timeout
     config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
     config.graceful_timeout = 2
     config.read_timeout = 120

@@ -37,7 +37,14 @@ from oklog.http import BodyBudget, Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
-from oklog.ingest.listener import IngestSettings, ListenerStats, serve_ingest
+from oklog.ingest.listener import (
+    ConnectionGate,
+    IngestSettings,
+    ListenerStats,
+    ingest_connection_budget,
+    raise_nofile,
+    serve_ingest,
+)
 from oklog.ingest.log import IngestLog
 from oklog.ingest.syslog import SyslogStats, serve_syslog
 from oklog.metrics import Metrics, metrics_router, observe_queries
@@ -90,6 +97,9 @@ class Node:
         self.metrics = Metrics(self.state)
         self.tap = Tap()
         self.body_budget = BodyBudget(cfg.max_bodies_in_flight)
+        # Open files: as many as allowed, a share kept free for the API.
+        self.nofile = raise_nofile()
+        self.gate = ConnectionGate(cfg.max_connections, ingest_connection_budget(self.nofile))
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -230,6 +240,8 @@ class Node:
                 "connections_refused": self.listener_stats.connections_refused,
                 "write_errors": self.listener_stats.write_errors,
                 "bad_topic_lines": self.listener_stats.bad_topic_lines,
+                "idle_closed": self.listener_stats.idle_closed,
+                "gate": self.gate.as_dict() | {"nofile": self.nofile},
                 "syslog": self.syslog_stats.as_dict(),
                 "bulk": vars(self.bulk_stats).copy(),
                 "http": self.http_ingest_stats.as_dict(),
@@ -288,7 +300,9 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self.coordinator.spawn = nursery.start_soon
                 self.bound.api = await nursery.start(
-                    serve_http, self.router(), cfg.api.host, cfg.api.port
+                    functools.partial(
+                        serve_http, self.router(), cfg.api.host, cfg.api.port, idle_timeout=cfg.api_idle_timeout
+                    )
                 )
                 ingest_scope = trio.CancelScope()
                 if self.ingest_log is not None:
@@ -344,23 +358,28 @@ class Node:
         with scope:
             async with trio.open_nursery() as ln:
                 self.bound.fast = await ln.start(
-                    serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
-                    ilog, settings, self.listener_stats,
+                    functools.partial(
+                        serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
+                        ilog, settings, self.listener_stats, gate=self.gate,
+                    )
                 )
                 self.bound.durable = await ln.start(
-                    _serve_durable, cfg.ingest_durable.host, cfg.ingest_durable.port,
-                    ilog, settings, self.listener_stats,
+                    functools.partial(
+                        serve_ingest, cfg.ingest_durable.host, cfg.ingest_durable.port,
+                        ilog, settings, self.listener_stats, durable=True, gate=self.gate,
+                    )
                 )
                 self.bound.extra["bulk"] = await ln.start(
                     functools.partial(
-                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats
+                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats,
+                        idle_timeout=cfg.ingest_idle_timeout, gate=self.gate,
                     )
                 )
                 if cfg.ingest_syslog is not None:
                     self.bound.extra["syslog"] = await ln.start(
                         functools.partial(
                             serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
-                            ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(),
+                            ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(), gate=self.gate,
                         )
                     )
                 task_status.started()
@@ -370,6 +389,7 @@ class Node:
         return IngestSettings(
             c.segment_flush_size, c.segment_flush_age, c.max_record_size,
             topic=c.ingest_topic.encode(), max_connections=c.max_connections,
+            idle_timeout=c.ingest_idle_timeout,
         )
 
     async def _publish_meta(self) -> None:
@@ -449,6 +469,3 @@ class Node:
                 shutdown.set()
                 return
 
-
-async def _serve_durable(host, port, ilog, settings, stats, task_status=trio.TASK_STATUS_IGNORED):
-    await serve_ingest(host, port, ilog, settings, stats, durable=True, task_status=task_status)

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from oklog.ingest.listener import Connection, IngestSettings, ListenerStats
+from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
 from oklog.ingest.log import IngestLog
 from oklog.record import stamp_lines, validate_topic
 
@@ -82,6 +82,7 @@ class SyslogStats:
     messages_udp: int = 0
     malformed: int = 0
     oversized: int = 0
+    idle_closed: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -233,6 +234,7 @@ async def handle_syslog_tcp(
         log.error("syslog write failed, closing the connection: %s", e)
     finally:
         stats.connections -= 1
+        stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
             try:
                 msgs = framer.finish()
@@ -322,19 +324,26 @@ async def serve_syslog(
     stats: SyslogStats,
     *,
     topic: bytes | str = SYSLOG_TOPIC,
+    gate: ConnectionGate | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
     settings = dataclasses.replace(settings, topic=validate_topic(topic))
     listeners, udp, bound = await _bind(host or "0.0.0.0", port)
+    tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
     try:
         async with trio.open_nursery() as nursery:
 
             async def handler(stream: trio.SocketStream) -> None:
+                if not tcp_gate.admit():
+                    refuse(stream)
+                    return
                 try:
                     await handle_syslog_tcp(stream, ilog, settings, stats)
                 except Exception:  # one connection's failure must not end the listener
                     log.exception("syslog connection failed")
+                finally:
+                    tcp_gate.release()
 
             nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats)
             await nursery.start(trio.serve_listeners, handler, listeners)

@@ -161,16 +161,130 @@ def test_a_body_larger_than_the_budget_is_413(node_factory):
     assert json.dumps(_state(n)["pipeline"]["http"])  # reported
 
 
-def _wait_closed(s: socket.socket, timeout: float) -> bool:
+# -- connections -----------------------------------------------------------------------------
+
+
+def _closed_by_peer(s: socket.socket, timeout: float) -> bool:
+    """True once the node closes (or resets) the connection, False if it stays open."""
     s.settimeout(timeout)
     try:
         while True:
-            data = s.recv(65536)
-            if not data:
+            if not s.recv(65536):
                 return True
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except OSError:
         return True
 
 
+def _refused(port: int) -> bool:
+    try:
+        s = _connect(port)
+    except ConnectionResetError:
+        return True
+    with s:
+        return _closed_by_peer(s, 10)
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def test_idle_connections_time_out_on_every_tcp_listener(node_factory):
+    from conftest import free_port
+
+    syslog = free_port()
+    n = node_factory("n0", [
+        "-ingest.idle-timeout", "1s", "-ingest.syslog", f"127.0.0.1:{syslog}",
+        "-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s",
+    ]).start()
+    ports = [n.ports["fast"], n.ports["durable"], n.ports["bulk"], syslog]
+    socks = [_connect(p) for p in ports]
+    try:
+        socks[0].sendall(b"idle partial line")
+        for s, p in zip(socks, ports, strict=True):
+            assert _closed_by_peer(s, 20), f"port {p} kept an idle connection"
+    finally:
+        for s in socks:
+            s.close()
+    ing = _state(n)["pipeline"]["ingest"]
+    assert ing["idle_closed"] == 2 and ing["bulk"]["idle_closed"] == 1 and ing["syslog"]["idle_closed"] == 1
+    assert ing["gate"]["open"] == 0
+    # The partial line of the closed connection was kept, as on any close.
+    wait_for(lambda: b"idle partial line" in n.query(q="idle partial").content, 15, what="partial line")
+
+
+def test_max_connections_covers_every_tcp_listener(node_factory):
+    from conftest import free_port
+
+    syslog = free_port()
+    n = node_factory("n0", ["-ingest.max-connections", "4", "-ingest.syslog", f"127.0.0.1:{syslog}"]).start()
+    held = [_connect(n.ports["fast"]), _connect(n.ports["durable"]), _connect(n.ports["bulk"]), _connect(syslog)]
+    try:
+        wait_for(lambda: _state(n)["pipeline"]["ingest"]["gate"]["open"] == 4, 20, what="4 connections open")
+        for port in (n.ports["bulk"], syslog, n.ports["fast"]):
+            assert _refused(port), f"port {port} took a fifth connection"
+        assert _state(n)["pipeline"]["ingest"]["gate"]["refused"] == 3
+        # A closed one frees its slot: a bulk frame is taken again.
+        held.pop(0).close()
+        wait_for(lambda: _state(n)["pipeline"]["ingest"]["gate"]["open"] == 3, 20, what="slot freed")
+        with _connect(n.ports["bulk"]) as s:
+            from oklog.record import ULIDSource, stamp_lines
+
+            body = stamp_lines([b"bulk after a freed slot"], ULIDSource().headers(1, b"default"))
+            s.sendall(b"BULK %d\n" % len(body) + body)
+            s.settimeout(30)
+            assert s.recv(100).startswith(b"OK 1")
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_fd_limit_is_raised_and_ingest_floods_leave_health_answering(node_factory):
+    n = node_factory("n0", ["-ingest.idle-timeout", "60s"])
+    inner = n.command
+    n.command = lambda: ["prlimit", "--nofile=400:400", "--"] + inner()  # type: ignore[method-assign]
+    n.start()
+    gate = _state(n)["pipeline"]["ingest"]["gate"]
+    assert gate["nofile"] == 400 and 0 < gate["fd_budget"] < 400 // 2
+    socks = []
+    try:
+        for _ in range(450):  # more than the process has descriptors
+            try:
+                socks.append(_connect(n.ports["fast"]))
+            except ConnectionResetError:
+                pass
+        for _ in range(3):
+            assert httpx.get(n.url + "/health", timeout=5).status_code == 200
+            r = httpx.post(n.url + "/ingest/jsonline", content=b'{"message": "during the flood"}\n', timeout=10)
+            assert r.status_code == 200, r.text
+        assert _state(n)["pipeline"]["ingest"]["gate"]["refused_fds"] > 0
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: b"during the flood" in n.query(q="during the flood").content, 20, what="jsonline records")
+
+
+def test_fd_soft_limit_is_raised_to_the_hard_limit(node_factory):
+    n = node_factory("n0")
+    inner = n.command
+    n.command = lambda: ["prlimit", "--nofile=300:3000", "--"] + inner()  # type: ignore[method-assign]
+    n.start()
+    assert _state(n)["pipeline"]["ingest"]["gate"]["nofile"] == 3000
+    with open(f"/proc/{n.proc.pid}/limits") as f:
+        line = next(ln for ln in f if ln.startswith("Max open files"))
+    assert line.split()[3:5] == ["3000", "3000"]
+
+
+def test_slow_header_api_clients_are_closed(node_factory):
+    n = node_factory("n0", ["-api.idle-timeout", "1s"]).start()
+    socks = [_connect(n.ports["api"]) for _ in range(20)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        for s in socks:
+            assert _closed_by_peer(s, 15), "a slow-header client kept its connection"
+    finally:
+        for s in socks:
+            s.close()
+    assert httpx.get(n.url + "/health", timeout=5).status_code == 200
