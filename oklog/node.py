@@ -48,7 +48,7 @@ from oklog.ingest.listener import (
 from oklog.ingest.log import IngestLog
 from oklog.ingest.syslog import SyslogStats, serve_syslog
 from oklog.metrics import Metrics, metrics_router, observe_queries
-from oklog.store.api import LocalStore, store_router
+from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
 from oklog.store.coordinator import Coordinator, StoreMember
@@ -102,6 +102,7 @@ class Node:
         self.gate = ConnectionGate(cfg.max_connections, ingest_connection_budget(self.nofile))
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
+        self.immutable: Immutable | None = None
         if cfg.is_ingest:
             self.ingest_log = IngestLog(self.fs, cfg.ingest_path, cfg.segment_pending_timeout)
             self.ingest_log.tap = self.tap
@@ -115,6 +116,7 @@ class Node:
         if cfg.is_store:
             self.store_log = StoreLog(self.fs, cfg.store_path)
             self.store_log.sole_copy = cfg.replication_factor == 1
+            self.immutable = Immutable(self.store_log, cfg.retain)
             self.maintenance = Maintenance(
                 self.store_log,
                 cfg.store_target_size,
@@ -135,7 +137,7 @@ class Node:
             r.mount(httpingest_router(self.ingest_log, self.ingest_settings(), self.http_ingest_stats))
         if self.store_log is not None:
             pending = self.maintenance.pending if self.maintenance is not None else None
-            r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending))
+            r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending, self.immutable))
         if self.ingest_log is not None:
             r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
         r.add(
@@ -247,7 +249,7 @@ class Node:
                 "http": self.http_ingest_stats.as_dict(),
             }
         if self.store_log is not None:
-            pipeline["store"] = self.store_log.stats()
+            pipeline["store"] = self.store_log.stats() | (self.immutable.as_dict() if self.immutable else {})
         if self.consumer is not None:
             pipeline["consumer"] = vars(self.consumer.stats).copy()
         if self.maintenance is not None:
@@ -372,7 +374,7 @@ class Node:
                 self.bound.extra["bulk"] = await ln.start(
                     functools.partial(
                         serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats,
-                        idle_timeout=cfg.ingest_idle_timeout, gate=self.gate,
+                        idle_timeout=cfg.ingest_idle_timeout, gate=self.gate, retain=cfg.retain,
                     )
                 )
                 if cfg.ingest_syslog is not None:
@@ -401,7 +403,7 @@ class Node:
     def _make_consumer(self) -> Consumer:
         assert self.store_log is not None and self.http_client is not None
         client = self.http_client
-        local_store = LocalStore(self.store_log, self.id)
+        local_store = LocalStore(self.store_log, self.id, self.immutable)
         local_ingest = LocalIngest(self.ingest_log, self.id) if self.ingest_log is not None else None
         sources: dict[str, RemoteIngest] = {}
         targets: dict[str, RemoteStore] = {}

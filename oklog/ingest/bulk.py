@@ -7,11 +7,18 @@ before the previous one is answered, and replies come in frame order)::
                     (``ULID SP TOPIC SP LINE LF``, sorted by ULID, stamped by the client)
     node → client:  "OK <records>\\n"     once the records are committed by the store
                                           tier, i.e. replicated N times and queryable
-                    "ERR <reason>\\n"     malformed frame, or not replicated in time
+                    "ERR <reason>\\n"     malformed frame, ULIDs outside the window,
+                                          or not replicated in time
 
 Because the client stamps the ULIDs, a retried frame (to this node or another)
-carries the same ULIDs as the first attempt, and queries and compaction drop the
-copies: retries never duplicate a record in results.
+carries the same ULIDs as the first attempt, and the store drops the copies:
+retries never duplicate a record in results. A record is immutable once stored:
+a later frame with a stored ULID and other text is acknowledged, but the stored
+text is kept and the conflict counted (``record_conflicts``). A frame with a
+ULID more than 5 minutes ahead of the node's clock, or older than retention
+(``-store.segment-retain``), is refused (``ERR refused: ...``): client ULIDs
+cannot place records where retention or disk-usage eviction would treat them
+out of turn. Connections silent for ``-ingest.idle-timeout`` are closed.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import trio
 
 from oklog.ingest.listener import ConnectionGate, refuse
 from oklog.ingest.log import IngestLog
+from oklog.store.api import ulid_window_error
 from oklog.store.log import SegmentError, validate_records
 
 log = logging.getLogger("oklog.ingest.bulk")
@@ -101,7 +109,12 @@ class _Frame:
 
 
 async def handle_bulk(
-    stream: trio.abc.Stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, idle_timeout: float = 0.0
+    stream: trio.abc.Stream,
+    ilog: IngestLog,
+    stats: BulkStats,
+    ack_timeout: float,
+    idle_timeout: float = 0.0,
+    retain: float | None = None,
 ) -> None:
     """Frames are pipelined: the reader keeps taking frames (up to PIPELINE
     unanswered) while earlier ones wait for their commit; replies go out in
@@ -110,20 +123,23 @@ async def handle_bulk(
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(_answer, stream, ilog, stats, recv)
         async with send:
-            await _read_frames(stream, ilog, stats, ack_timeout, send, idle_timeout)
+            await _read_frames(stream, ilog, stats, ack_timeout, send, idle_timeout, retain)
 
 
 async def _read_frames(
-    stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, idle_timeout: float = 0.0
+    stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, idle_timeout: float = 0.0,
+    retain: float | None = None,
 ) -> None:
     r = _Reader(stream, idle_timeout)
     try:
-        await _read_loop(r, ilog, stats, ack_timeout, send)
+        await _read_loop(r, ilog, stats, ack_timeout, send, retain)
     finally:
         stats.idle_closed += r.idle_closed
 
 
-async def _read_loop(r: _Reader, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send) -> None:
+async def _read_loop(
+    r: _Reader, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, retain: float | None
+) -> None:
     token = trio.lowlevel.current_trio_token()
     while True:
         try:
@@ -151,6 +167,12 @@ async def _read_loop(r: _Reader, ilog: IngestLog, stats: BulkStats, ack_timeout:
         except SegmentError as e:
             stats.errors += 1
             await send.send(_Frame(reply=f"ERR bad segment: {e}"))
+            continue
+        why = ulid_window_error(body, retain=retain)
+        if why is not None:
+            stats.errors += 1
+            stats.refused_ulids += 1
+            await send.send(_Frame(reply=f"ERR refused: {why}"))
             continue
         done = trio.Event()
         try:
@@ -210,6 +232,7 @@ async def serve_bulk(
     ack_timeout: float = ACK_TIMEOUT,
     idle_timeout: float = 0.0,
     gate: ConnectionGate | None = None,
+    retain: float | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -223,7 +246,7 @@ async def serve_bulk(
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
-            await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout)
+            await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
             log.debug("bulk connection ended: %s", eg.exceptions[0])
         except* Exception as eg:

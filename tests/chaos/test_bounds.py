@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -288,3 +287,93 @@ def test_slow_header_api_clients_are_closed(node_factory):
         for s in socks:
             s.close()
     assert httpx.get(n.url + "/health", timeout=5).status_code == 200
+
+
+# -- client ULIDs and immutable records ------------------------------------------------------
+
+
+def _rec(ms: int, rand: int, text: bytes, topic: bytes = b"default") -> bytes:
+    from oklog.record import encode_ulid
+
+    return encode_ulid(ms, rand) + b" " + topic + b" " + text + b"\n"
+
+
+def _hour_ago() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+
+
+def _replicate(n, body: bytes) -> httpx.Response:
+    return httpx.post(n.url + "/store/replicate", content=body, timeout=30)
+
+
+def _bulk(n, body: bytes) -> bytes:
+    with _connect(n.ports["bulk"]) as s:
+        s.sendall(b"BULK %d\n" % len(body) + body)
+        s.settimeout(30)
+        return s.recv(1000)
+
+
+def _metric(n, name: str) -> float:
+    for line in httpx.get(n.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_replicated_record_keeps_its_text_through_compaction(node):
+    now = int(time.time() * 1000)
+    r1, r2, r3 = (now, 1), (now, 2), (now, 3)
+    assert _replicate(node, _rec(*r1, b"original text") + _rec(*r3, b"third")).status_code == 200
+    r = _replicate(node, _rec(*r1, b"forged text") + _rec(*r2, b"second"))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-oklog-conflicts"] == "1"
+    # The same record again is a retry, not a conflict.
+    r = _replicate(node, _rec(*r3, b"third"))
+    assert r.status_code == 200 and r.headers["x-oklog-held"] == "1" and r.headers["x-oklog-conflicts"] == "0"
+
+    def compacted() -> bool:
+        st = httpx.get(node.url + "/store/segments", timeout=10).json()
+        return len(st["segments"]) == 1 and not st["compaction_pending"]
+
+    wait_for(compacted, 60, what="compaction into one segment")
+    body = node.query(**{"from": _hour_ago()}).content
+    assert body.count(b"\n") == 3
+    assert b"original text" in body and b"forged text" not in body
+    assert _state(node)["pipeline"]["store"]["record_conflicts"] == 1
+    assert _metric(node, "oklog_store_record_conflicts") == 1
+
+
+def test_bulk_records_are_immutable_once_stored(node):
+    from oklog.record import ULIDSource
+
+    ulid = ULIDSource().headers(1, b"default")[0][:26]
+    assert _bulk(node, ulid + b" default bulk original\n").startswith(b"OK 1")
+    assert _bulk(node, ulid + b" default bulk forged\n").startswith(b"OK 1")
+    wait_for(lambda: _state(node)["pipeline"]["store"]["record_conflicts"] == 1, 30, what="conflict counted")
+    body = node.query(q="bulk").content
+    assert b"bulk original" in body and b"forged" not in body
+
+
+def test_ulids_outside_the_window_are_refused(node):
+    from oklog.record import encode_ulid
+
+    future = encode_ulid(int(time.time() * 1000) + 3600_000, 1)  # an hour ahead
+    far_future = b"7ZZZZZZZZZZZZZZZZZZZZZZZZZ"  # year 10889
+    past = encode_ulid(1000, 1)  # 1970
+    for ulid in (future, far_future):
+        body = ulid + b" default from the future\n"
+        r = _replicate(node, body)
+        assert r.status_code == 400 and "future" in r.text, r.text
+        assert _bulk(node, body).startswith(b"ERR refused")
+    r = _bulk(node, past + b" default from 1970\n")
+    assert r.startswith(b"ERR refused") and b"retention" in r
+    # Replicated records older than retention are dropped (retention would remove them).
+    now = int(time.time() * 1000)
+    r = _replicate(node, past + b" default from 1970\n" + _rec(now, 9, b"from now"))
+    assert r.status_code == 200 and r.headers["x-oklog-expired"] == "1", r.text
+    wait_for(lambda: b"from now" in node.query(**{"from": _hour_ago()}).content, 15, what="current record stored")
+    assert httpx.get(node.url + "/store/segments", timeout=10).json()["segments"][0]["first"] >= encode_ulid(now - 60_000, 0).decode()
+    st = _state(node)["pipeline"]
+    assert st["store"]["refused_future"] == 2 and st["ingest"]["bulk"]["refused_ulids"] == 3
+    # Nothing from outside the window reached the store, so nothing can steer eviction.
+    assert all(s["last"] < future.decode() for s in httpx.get(node.url + "/store/segments", timeout=10).json()["segments"])
