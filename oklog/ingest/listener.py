@@ -45,6 +45,7 @@ THREAD_WRITE_MIN = 64 << 10  # writes at least this big go to a worker thread
 
 FDS_PER_CONNECTION = 2  # its socket and its active segment
 FD_HEADROOM_MIN = 256  # descriptors kept for the API, segment files and peers
+MAX_BUFFERED = 64 << 20  # partial lines and frames held across all ingest connections
 
 
 @dataclass
@@ -85,12 +86,25 @@ class ConnectionGate:
     open at once. A connection counts from accept to close; idle ones are
     closed by the listeners' idle timeout, so they cannot hold a slot for good."""
 
-    def __init__(self, max_connections: int = 0, fd_budget: int = 0) -> None:
+    def __init__(self, max_connections: int = 0, fd_budget: int = 0, max_buffered: int = MAX_BUFFERED) -> None:
         self.max_connections = max_connections
         self.fd_budget = fd_budget
+        self.max_buffered = max_buffered
         self.open = 0
         self.refused = 0
         self.refused_fds = 0
+        self.buffered = 0  # bytes of incomplete lines/frames held by open connections
+        self.shed = 0  # connections closed because their partial data went over max_buffered
+
+    def hold(self, was: int, now: int) -> bool:
+        """A connection's partial data went from ``was`` to ``now`` bytes; False
+        when that takes the total over the budget (the connection is then closed,
+        its partial data kept as a record as on any close)."""
+        self.buffered += now - was
+        if self.max_buffered and now > was and self.buffered > self.max_buffered:
+            self.shed += 1
+            return False
+        return True
 
     def admit(self) -> bool:
         if self.max_connections and self.open >= self.max_connections:
@@ -113,6 +127,8 @@ class ConnectionGate:
             "fd_budget": self.fd_budget,
             "refused": self.refused,
             "refused_fds": self.refused_fds,
+            "buffered_bytes": self.buffered,
+            "shed": self.shed,
         }
 
 
@@ -269,16 +285,24 @@ async def handle_connection(
     settings: IngestSettings,
     stats: ListenerStats,
     durable: bool = False,
+    gate: ConnectionGate | None = None,
 ) -> None:
     conn = Connection(log_, settings, stats, durable)
     stats.connections += 1
     stats.connections_total += 1
+    held = 0
     try:
         while data := await conn.receive(stream):
             records, n = conn.take(data)
             await conn.write(records, n)
             if durable and n:
                 await stream.send_all(b"+%d\n" % n)
+            if gate is not None:
+                ok = gate.hold(held, len(conn.partial))
+                held = len(conn.partial)
+                if not ok:
+                    log.warning("ingest connection closed: partial lines over %d bytes held node-wide", gate.max_buffered)
+                    break
         records, n = conn.take(b"", final=True)
         await conn.write(records, n)
         if durable and n:
@@ -296,6 +320,8 @@ async def handle_connection(
         stats.write_errors += 1
         log.error("ingest write failed, closing the connection: %s", e)
     finally:
+        if gate is not None:
+            gate.hold(held, 0)
         stats.connections -= 1
         stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
@@ -341,7 +367,7 @@ async def serve_ingest(
             refuse(stream)
             return
         try:
-            await handle_connection(stream, log_, settings, stats, durable)
+            await handle_connection(stream, log_, settings, stats, durable, gate)
         except Exception:  # a bug in one connection must not end the listener (and the node)
             log.exception("ingest connection failed")
         finally:

@@ -178,6 +178,11 @@ class SyslogFramer:
         self._buf = buf[pos:]
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a message not complete yet."""
+        return len(self._buf)
+
     def finish(self) -> list[bytes]:
         """At end of stream: what is left, as a last message (idempotent)."""
         rest, self._buf = self._buf, b""
@@ -217,22 +222,35 @@ async def _write(conn: Connection, msgs: list[bytes]) -> None:
 
 
 async def handle_syslog_tcp(
-    stream: trio.abc.Stream, ilog: IngestLog, settings: IngestSettings, stats: SyslogStats
+    stream: trio.abc.Stream,
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: SyslogStats,
+    gate: ConnectionGate | None = None,
 ) -> None:
     conn = Connection(ilog, settings, ListenerStats(), durable=False)
     framer = SyslogFramer(settings.max_record_size, stats)
     stats.connections += 1
     stats.connections_total += 1
+    held = 0
     try:
         while data := await conn.receive(stream):
             msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
             await _write(conn, msgs)
+            if gate is not None:
+                ok = gate.hold(held, framer.buffered)
+                held = framer.buffered
+                if not ok:
+                    log.warning("syslog connection closed: partial frames over %d bytes held node-wide", gate.max_buffered)
+                    break
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass
     except OSError as e:  # the disk failed: end this connection, not the node
         log.error("syslog write failed, closing the connection: %s", e)
     finally:
+        if gate is not None:
+            gate.hold(held, 0)
         stats.connections -= 1
         stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
@@ -339,7 +357,7 @@ async def serve_syslog(
                     refuse(stream)
                     return
                 try:
-                    await handle_syslog_tcp(stream, ilog, settings, stats)
+                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate)
                 except Exception:  # one connection's failure must not end the listener
                     log.exception("syslog connection failed")
                 finally:

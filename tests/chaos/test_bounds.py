@@ -377,3 +377,34 @@ def test_ulids_outside_the_window_are_refused(node):
     assert st["store"]["refused_future"] == 2 and st["ingest"]["bulk"]["refused_ulids"] == 3
     # Nothing from outside the window reached the store, so nothing can steer eviction.
     assert all(s["last"] < future.decode() for s in httpx.get(node.url + "/store/segments", timeout=10).json()["segments"])
+
+
+def test_stalled_partial_lines_and_frames_are_bounded_node_wide(node_factory):
+    from conftest import free_port
+
+    syslog = free_port()
+    n = node_factory("n0", ["-ingest.syslog", f"127.0.0.1:{syslog}", "-ingest.segment-flush-age", "0.3s",
+                            "-store.segment-target-age", "0.3s"]).start()
+    chunk = b"s" * (900 << 10)
+    socks = []
+    try:
+        for i in range(90):  # 90 x 900 KiB = 79 MiB of incomplete data, over the 64 MiB budget
+            if i % 2:
+                s = _connect(syslog)
+                s.sendall(b"1000000 <13>stalled frame " + chunk)
+            else:
+                s = _connect(n.ports["fast"])
+                s.sendall(b"stalled line " + chunk)
+            socks.append(s)
+        wait_for(lambda: _state(n)["pipeline"]["ingest"]["gate"]["shed"] > 0, 30, what="connections shed")
+        gate = _state(n)["pipeline"]["ingest"]["gate"]
+        assert gate["buffered_bytes"] <= (64 << 20) + (1 << 20)
+        with _connect(syslog) as s:
+            s.sendall(b"<13>syslog still served\n")
+        n.send_fast(b"fast still served\n")
+        wait_for(lambda: b"still served" in n.query(q="still served").content
+                 and n.query(q="still served").content.count(b"\n") == 2, 20, what="new records")
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: _state(n)["pipeline"]["ingest"]["gate"]["buffered_bytes"] == 0, 20, what="buffers released")
