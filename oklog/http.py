@@ -157,6 +157,7 @@ class Router:
     def __init__(self, budget: BodyBudget | None = None) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
         self.budget = budget if budget is not None else BodyBudget()
+        self.connections: APIConnections | None = None  # set when served with a connection cap
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
@@ -177,6 +178,17 @@ class Router:
                     return
         if scope["type"] != "http":
             return
+        conns = self.connections
+        if conns is None:
+            await self._http(scope, receive, send)
+            return
+        conns.request(scope.get("client"), +1)
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            conns.request(scope.get("client"), -1)
+
+    async def _http(self, scope, receive, send) -> None:
         req: Request | None = None
         try:
             req = Request(scope, receive, self.budget)
@@ -256,6 +268,50 @@ async def _send_response(scope, send, resp: Response) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+class APIConnections:
+    """The API's open connections, at most ``cap`` (0: no cap). At the cap a new
+    connection takes the place of the oldest one with no request in progress —
+    a client still sending its request head, or an idle keep-alive one — so a
+    flood of slow-header clients cannot lock ``/health`` out; with every
+    connection busy in a request it is refused."""
+
+    def __init__(self, cap: int = 0) -> None:
+        self.cap = cap
+        self._conns: dict[tuple, trio.CancelScope] = {}
+        self._active: dict[tuple, int] = {}
+        self.evicted = 0
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def request(self, client, delta: int) -> None:
+        """A request on connection ``client`` (the scope's peer address) began (+1) or ended (-1)."""
+        key = tuple(client) if client else None
+        if key in self._conns:
+            self._active[key] = self._active.get(key, 0) + delta
+
+    def admit(self, key: tuple, scope: trio.CancelScope) -> bool:
+        if self.cap and len(self._conns) >= self.cap:
+            victim = next((k for k in self._conns if not self._active.get(k)), None)
+            if victim is None:
+                self.refused += 1
+                return False
+            self._conns.pop(victim).cancel()
+            self._active.pop(victim, None)
+            self.evicted += 1
+        self._conns[key] = scope
+        return True
+
+    def gone(self, key: tuple, scope: trio.CancelScope) -> None:
+        if self._conns.get(key) is scope:
+            del self._conns[key]
+            self._active.pop(key, None)
+
+    def as_dict(self) -> dict:
+        return {"open": len(self._conns), "cap": self.cap, "evicted": self.evicted, "refused": self.refused}
+
+
 async def serve_http(
     app: Router,
     host: str,
@@ -263,13 +319,16 @@ async def serve_http(
     *,
     shutdown: trio.Event | None = None,
     idle_timeout: float = 30.0,
+    connections: APIConnections | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app``; reports the bound (host, port) through task_status.
 
     ``idle_timeout``: a connection is closed when it has sent no complete
     request head this long (hypercorn's keep-alive timer also runs while a
-    head arrives), so slow-header clients hold a descriptor that long at most."""
+    head arrives), so slow-header clients hold a descriptor that long at most.
+    ``connections``: accept connections here, within its cap, and hand each
+    to hypercorn's connection handler (hypercorn itself has no cap)."""
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -278,6 +337,9 @@ async def serve_http(
     config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
     config.graceful_timeout = 2
     config.read_timeout = 120
+    if connections is not None:
+        await _serve_capped(app, config, host, port, connections, shutdown, task_status)
+        return
     trigger = shutdown.wait if shutdown is not None else None
 
     async def _serve(task_status=trio.TASK_STATUS_IGNORED):
@@ -287,3 +349,61 @@ async def serve_http(
         binds = await nursery.start(_serve)
         bound = binds[0].rsplit(":", 1)
         task_status.started((host, int(bound[1])))
+
+
+async def _serve_capped(
+    app: Router,
+    config: Config,
+    host: str,
+    port: int,
+    conns: APIConnections,
+    shutdown: trio.Event | None,
+    task_status,
+) -> None:
+    # hypercorn's own per-connection server (the one its serve() runs), under
+    # an accept loop of ours; hypercorn is pinned, as these names are internal.
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import wrap_app
+
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    app.connections = conns
+    listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
+    for ln in listeners:
+        ln.socket.listen(config.backlog)
+    task_status.started((host, listeners[0].socket.getsockname()[1]))
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            key = tuple(stream.socket.getpeername()[:2])
+        except OSError:
+            await stream.aclose()
+            return
+        scope = trio.CancelScope()
+        if not conns.admit(key, scope):
+            await stream.aclose()
+            return
+        try:
+            with scope:
+                await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+        finally:
+            conns.gone(key, scope)
+            if scope.cancelled_caught:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await stream.aclose()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+
+    async with trio.open_nursery() as nursery:
+        if shutdown is not None:
+
+            async def stop() -> None:
+                await shutdown.wait()
+                await context.terminated.set()
+                nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+            nursery.start_soon(stop)
+        await trio.serve_listeners(handler, listeners, handler_nursery=nursery)

@@ -33,7 +33,7 @@ from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
-from oklog.http import BodyBudget, Request, Response, Router, serve_http
+from oklog.http import APIConnections, BodyBudget, Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
@@ -41,6 +41,7 @@ from oklog.ingest.listener import (
     ConnectionGate,
     IngestSettings,
     ListenerStats,
+    api_connection_budget,
     ingest_connection_budget,
     raise_nofile,
     serve_ingest,
@@ -100,6 +101,7 @@ class Node:
         # Open files: as many as allowed, a share kept free for the API.
         self.nofile = raise_nofile()
         self.gate = ConnectionGate(cfg.max_connections, ingest_connection_budget(self.nofile))
+        self.api_connections = APIConnections(api_connection_budget(self.nofile))
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         self.immutable: Immutable | None = None
@@ -268,6 +270,7 @@ class Node:
             "bodies_in_flight_bytes": self.body_budget.used,
             "bodies_budget_bytes": self.body_budget.capacity,
             "bodies_refused": self.body_budget.refused,
+            "connections": self.api_connections.as_dict(),
         }
         return {
             "self": self.id,
@@ -303,7 +306,8 @@ class Node:
                 self.coordinator.spawn = nursery.start_soon
                 self.bound.api = await nursery.start(
                     functools.partial(
-                        serve_http, self.router(), cfg.api.host, cfg.api.port, idle_timeout=cfg.api_idle_timeout
+                        serve_http, self.router(), cfg.api.host, cfg.api.port,
+                        idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
                     )
                 )
                 ingest_scope = trio.CancelScope()

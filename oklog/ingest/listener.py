@@ -80,6 +80,13 @@ def ingest_connection_budget(nofile: int) -> int:
     return max(1, (nofile - headroom) // FDS_PER_CONNECTION)
 
 
+def api_connection_budget(nofile: int) -> int:
+    """API connections within the headroom ``ingest_connection_budget`` leaves,
+    less what segment files, peers and outgoing calls need."""
+    headroom = max(FD_HEADROOM_MIN, nofile // 4)
+    return max(16, headroom - 96)
+
+
 class ConnectionGate:
     """Admission for every TCP ingest connection (fast, durable, bulk, syslog):
     at most ``max_connections`` (0: no flag limit) and at most ``fd_budget``

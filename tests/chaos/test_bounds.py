@@ -408,3 +408,29 @@ def test_stalled_partial_lines_and_frames_are_bounded_node_wide(node_factory):
         for s in socks:
             s.close()
     wait_for(lambda: _state(n)["pipeline"]["ingest"]["gate"]["buffered_bytes"] == 0, 20, what="buffers released")
+
+
+def test_slow_header_flood_leaves_health_answering(node_factory):
+    n = node_factory("n0")  # the default 30 s API idle timeout: the flood outlives it
+    inner = n.command
+    n.command = lambda: ["prlimit", "--nofile=400:400", "--"] + inner()  # type: ignore[method-assign]
+    n.start()
+    socks = []
+    try:
+        for _ in range(600):  # more than the process has descriptors
+            try:
+                s = _connect(n.ports["api"])
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                socks.append(s)
+            except OSError:
+                pass
+        for _ in range(3):
+            assert httpx.get(n.url + "/health", timeout=5).status_code == 200
+        conns = _state(n)["pipeline"]["http"]["connections"]
+        assert conns["evicted"] > 0 and conns["open"] <= conns["cap"] + 1
+        # Requests in progress are never the ones evicted: a big body still arrives whole.
+        r = httpx.post(n.url + "/ingest/jsonline", content=b'{"message": "amid slow clients"}\n' * 10_000, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        for s in socks:
+            s.close()
