@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -37,6 +38,8 @@ log = logging.getLogger("oklog.store.api")
 
 STREAM_CHUNK = 1 << 20
 FUTURE_SKEW = 300.0  # seconds a client ULID may be ahead of this node's clock
+KEY_SLICES = 8  # a segment's ULIDs are read in this many slices of its time span
+KEY_CACHE_BYTES = 64 << 20  # ULID hashes of recently checked segments (8 bytes a record)
 _LOOK_AGAIN = 5  # overlapping segments read again when compaction replaced one meanwhile
 
 
@@ -53,16 +56,48 @@ def ulid_window_error(body: bytes, skew: float = FUTURE_SKEW, retain: float | No
     return None
 
 
-def _keys(buf: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ULIDs as S26, record starts, record ends incl. LF) of a record buffer."""
+_LF_STEP = 8 << 20  # bytes scanned for LFs at a time (the scan's temporary is that size)
+HASH_STEP = 1 << 18
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _offsets(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends incl. LF) of the records of a buffer."""
     arr = np.frombuffer(buf, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 0x0A) + 1
+    parts = [np.flatnonzero(arr[i : i + _LF_STEP] == 0x0A) + (i + 1) for i in range(0, len(arr), _LF_STEP)]
+    ends = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
     starts = np.empty_like(ends)
     if len(ends):
         starts[0] = 0
         starts[1:] = ends[:-1]
-    keys = np.ascontiguousarray(arr[starts[:, None] + np.arange(ULID_LEN)]).view(f"S{ULID_LEN}").ravel()
-    return keys, starts, ends
+    return starts, ends
+
+
+def _hashes(buf: bytes, starts: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each record's ULID (not ordered; equal ULIDs, equal
+    hashes): its 26 bytes as four 64-bit words, mixed. 40 bytes of memory per
+    record while it runs, in slices of HASH_STEP records."""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    window = np.lib.stride_tricks.sliding_window_view(arr, ULID_LEN) if len(arr) >= ULID_LEN else None
+    out = np.empty(len(starts), dtype=np.uint64)
+    for i in range(0, len(starts), HASH_STEP):
+        assert window is not None
+        sl = starts[i : i + HASH_STEP]
+        padded = np.zeros((len(sl), 32), dtype=np.uint8)
+        padded[:, :ULID_LEN] = window[sl]
+        w = padded.view(np.uint64)
+        out[i : i + HASH_STEP] = (w[:, 0] * _MIX) ^ (w[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)) ^ (
+            w[:, 2] * np.uint64(0x165667B19E3779F9)
+        ) ^ w[:, 3]
+    return out
+
+
+def _ulids(buf: bytes, starts: np.ndarray) -> np.ndarray:
+    """The ULIDs of the records starting at ``starts``, as S26."""
+    if not len(starts):
+        return np.zeros(0, dtype=f"S{ULID_LEN}")
+    rows = np.lib.stride_tricks.sliding_window_view(np.frombuffer(buf, dtype=np.uint8), ULID_LEN)[starts]
+    return np.ascontiguousarray(rows).view(f"S{ULID_LEN}").ravel()
 
 
 def _successor(ulid: bytes) -> bytes:
@@ -77,6 +112,9 @@ class Immutable:
         self.store = store
         self.retain = retain
         self._lock = threading.Lock()  # check and write as one step
+        self._key_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._key_bytes = 0
+        self._sorted: np.ndarray | None = None  # the last body's sorted hashes
         self.conflicts = 0
         self.duplicates_dropped = 0
         self.expired_dropped = 0
@@ -108,50 +146,103 @@ class Immutable:
         """Store a sorted, valid body's records the store does not hold yet.
         Returns (segments written, records already held, conflicts)."""
         with self._lock:
+            self._sorted = None
             kept, same, conflicts = self._drop_held(body)
             segs = self.store.write(kept, False) if kept else []
+            if len(segs) == 1 and kept is body and self._sorted is not None:
+                self._remember(segs[0].name, self._sorted)  # saves reading it back for the next body
         self.duplicates_dropped += same
         self.conflicts += conflicts
         return segs, same, conflicts
 
-    def _held(self, lo: bytes, hi_excl: bytes) -> bytes:
-        for _ in range(_LOOK_AGAIN):
-            try:
-                return b"".join(self.store.read_range(seg, lo, hi_excl) for seg in self.store.overlapping(lo, hi_excl))
-            except FileNotFoundError:
-                continue  # compacted away under us: its records are in the new segment
-        raise OSError("store segments kept changing while checking for held records")
+    def _segment_hashes(self, seg: Segment) -> np.ndarray:
+        """The sorted ULID hashes of a segment, kept for the segments checked
+        most recently: consecutive bodies overlap the same recent segments,
+        which are then read once, not once per body. A name carries its bytes'
+        CRC, so what is kept under a name stays right."""
+        hashes = self._key_cache.get(seg.name)
+        if hashes is not None:
+            self._key_cache.move_to_end(seg.name)
+            return hashes
+        # Read in slices of time, so a big segment is never copied whole.
+        first, last = ulid_ms(seg.first.encode()), ulid_ms(seg.last.encode()) + 1
+        step = max(1, -(-(last - first) // KEY_SLICES))
+        parts = []
+        for ms in range(first, last, step):
+            hi = ms_floor(ms + step) if ms + step < last else b"~"
+            data = self.store.read_range(seg, ms_floor(ms), hi)
+            parts.append(_hashes(data, _offsets(data)[0]))
+        hashes = np.sort(np.concatenate(parts))
+        self._remember(seg.name, hashes)
+        return hashes
+
+    def _remember(self, name: str, hashes: np.ndarray) -> None:
+        if name in self._key_cache:
+            return
+        self._key_cache[name] = hashes
+        self._key_bytes += hashes.nbytes
+        while self._key_bytes > KEY_CACHE_BYTES and len(self._key_cache) > 1:
+            _, old = self._key_cache.popitem(last=False)
+            self._key_bytes -= old.nbytes
 
     def _drop_held(self, body: bytes) -> tuple[bytes, int, int]:
         if not body:
             return body, 0, 0
         last_start = body.rfind(b"\n", 0, len(body) - 1) + 1
-        held = self._held(body[:ULID_LEN], _successor(body[last_start : last_start + ULID_LEN]))
-        if not held:
+        lo, hi = body[:ULID_LEN], _successor(body[last_start : last_start + ULID_LEN])
+        if not self.store.overlapping(lo, hi):
             return body, 0, 0
-        hk, hs, he = _keys(held)
-        order = np.argsort(hk, kind="stable")
-        hk_sorted = hk[order]
-        bk, bs, be = _keys(body)
-        idx = np.searchsorted(hk_sorted, bk)
-        found = idx < len(hk_sorted)
-        found[found] = hk_sorted[idx[found]] == bk[found]
-        if not found.any():
-            return body, 0, 0
+        bs, be = _offsets(body)
+        bh = _hashes(body, bs)
+        for _ in range(_LOOK_AGAIN):
+            try:
+                return self._compare(body, bs, be, bh, self.store.overlapping(lo, hi))
+            except FileNotFoundError:
+                continue  # compacted away under us: its records are in the new segment
+        raise OSError("store segments kept changing while checking for held records")
+
+    def _compare(self, body: bytes, bs, be, bh, segs: list[Segment]) -> tuple[bytes, int, int]:
+        found = np.zeros(len(bh), dtype=np.bool_)
         same = conflicts = 0
-        for i in np.flatnonzero(found):
-            j = order[idx[i]]
-            if body[bs[i] : be[i]] == held[hs[j] : he[j]]:
-                same += 1
+        order = np.argsort(bh)
+        needles = bh[order]  # sorted, the searches walk the segments' hashes in order
+        self._sorted = needles
+        for seg in segs:
+            hk = self._segment_hashes(seg)
+            idx = np.searchsorted(hk, needles)
+            hit = idx < len(hk)
+            hit[hit] = hk[idx[hit]] == needles[hit]
+            if not hit.any():
                 continue
-            conflicts += 1
-            if conflicts <= 3:
-                log.warning(
-                    "record conflict: ULID %s is stored with other text; the stored text is kept",
-                    body[bs[i] : bs[i] + ULID_LEN].decode("latin-1"),
-                )
+            cand = np.zeros(len(bh), dtype=np.bool_)
+            cand[order[hit]] = True
+            cand &= ~found  # a record held by two segments counts once
+            if not cand.any():
+                continue
+            # Candidates (a hash can collide) are checked against the stored records.
+            where = np.flatnonzero(cand)
+            bk = _ulids(body, bs[where])
+            held = self.store.read_range(seg, bytes(bk[0]), _successor(bytes(bk[-1])))
+            cs, ce = _offsets(held)
+            ck = _ulids(held, cs)
+            at = np.searchsorted(ck, bk)
+            for i, key, j in zip(where, bk, at, strict=True):
+                if j >= len(ck) or ck[j] != key:
+                    continue
+                found[i] = True
+                if body[bs[i] : be[i]] == held[cs[j] : ce[j]]:
+                    same += 1
+                    continue
+                conflicts += 1
+                if conflicts <= 3:
+                    log.warning(
+                        "record conflict: ULID %s is stored with other text; the stored text is kept",
+                        key.decode("latin-1"),
+                    )
         if conflicts > 3:
             log.warning("record conflicts: %d in one body; stored texts kept", conflicts)
+        if not found.any():
+            return body, 0, 0
         keep = np.flatnonzero(~found)
         return b"".join(body[bs[k] : be[k]] for k in keep), same, conflicts
 
