@@ -39,7 +39,7 @@ log = logging.getLogger("oklog.store.api")
 STREAM_CHUNK = 1 << 20
 FUTURE_SKEW = 300.0  # seconds a client ULID may be ahead of this node's clock
 KEY_SLICES = 8  # a segment's ULIDs are read in this many slices of its time span
-KEY_CACHE_BYTES = 64 << 20  # ULID hashes of recently checked segments (8 bytes a record)
+KEY_CACHE_BYTES = 24 << 20  # ULID hashes of recently checked segments (8 bytes a record: 3M records)
 _LOOK_AGAIN = 5  # overlapping segments read again when compaction replaced one meanwhile
 
 
