@@ -142,6 +142,9 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "cluster.key", default="", metavar="FILE",
           help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
     _flag(p, "ingest.max-connections", type=int, default=0, help="refuse producer connections above this (0: no limit)")
+    _flag(p, "ingest.idle-timeout", type=_duration, default=300.0, help="close TCP ingest and syslog connections silent this long (0: never)")
+    _flag(p, "api.idle-timeout", type=_duration, default=30.0, help="close API connections that send no complete request head this long")
+    _flag(p, "api.max-bodies-in-flight", type=_size, default=256 * 1024 * 1024, help="request bodies held at once; beyond it 503 with Retry-After")
     _flag(p, "ingest.drain-timeout", type=_duration, default=10.0, help="on SIGTERM, serve /ingest/* this long for the store tier to drain")
     _flag(p, "query.member-timeout", type=_duration, default=15.0, help="per-member timeout of a fanned-out query")
     _flag(p, "ingest.syslog", default="", help="syslog listen address, TCP and UDP (RFC 5424/3164; off by default)")
@@ -220,6 +223,9 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         max_record_size=ns.ingest_max_record_size,
         max_disk_usage=ns.store_max_disk_usage,
         max_connections=ns.ingest_max_connections,
+        max_bodies_in_flight=ns.api_max_bodies_in_flight,
+        ingest_idle_timeout=ns.ingest_idle_timeout,
+        api_idle_timeout=ns.api_idle_timeout,
         drain_timeout=ns.ingest_drain_timeout,
         member_timeout=ns.query_member_timeout,
         ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,

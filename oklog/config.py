@@ -62,6 +62,9 @@ class NodeConfig:
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     max_disk_usage: int = 0  # 0: no cap
     max_connections: int = 0  # 0: unlimited
+    max_bodies_in_flight: int = 256 * MiB  # request bodies held at once across the API
+    ingest_idle_timeout: float = 300.0  # seconds a TCP ingest connection may send nothing
+    api_idle_timeout: float = 30.0  # seconds an API connection may take to send a request's head
     drain_timeout: float = 10.0
     member_timeout: float = 15.0
     advertise_host: str = ""

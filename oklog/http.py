@@ -24,6 +24,8 @@ from oklog.addr import parse_addr  # noqa: F401  (re-exported)
 log = logging.getLogger("oklog.http")
 
 MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
+BODIES_IN_FLIGHT = 256 << 20  # request bodies held at once across the node
+RETRY_AFTER = "1"  # seconds, when the body budget is spent
 MAX_HEADER_BYTES = 64 << 10  # the limit on a request's head, as promised
 # h11 checks its buffer only after each read (hypercorn reads 64 KiB at a time),
 # so the configured bound must be a read smaller to hold MAX_HEADER_BYTES.
@@ -34,10 +36,39 @@ Start = Callable[[int, dict[str, str]], Awaitable[None]]
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        return Response(self.status, (self.message + "\n").encode(), headers=dict(self.headers))
+
+
+class BodyBudget:
+    """Bytes of request bodies (and what they decode to) held at once across
+    the node. A request that would go beyond it is answered 503 with
+    Retry-After, and what it held is given back, so stalled or huge bodies
+    cost at most the budget however many arrive."""
+
+    def __init__(self, capacity: int = BODIES_IN_FLIGHT) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.refused = 0
+
+    def take(self, n: int, what: str = "request bodies") -> None:
+        if self.used + n > self.capacity:
+            self.refused += 1
+            raise HTTPError(
+                503,
+                f"busy: {what} in flight would exceed the node's {self.capacity}-byte budget; retry",
+                {"Retry-After": RETRY_AFTER},
+            )
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 @dataclass
@@ -57,9 +88,11 @@ class Response:
 
 
 class Request:
-    def __init__(self, scope: dict, receive) -> None:
+    def __init__(self, scope: dict, receive, budget: BodyBudget | None = None) -> None:
         self.scope = scope
         self._receive = receive
+        self.budget = budget if budget is not None else BodyBudget()
+        self.held = 0  # bytes charged to the budget, given back when the request ends
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         raw = scope.get("query_string", b"").decode("latin-1")
@@ -77,14 +110,30 @@ class Request:
     def has(self, name: str) -> bool:
         return name in self.query
 
+    def reserve(self, n: int, what: str = "request bodies") -> None:
+        """Charge ``n`` more bytes (e.g. a decoded body) to the node's budget
+        until this request ends; HTTPError(503) if there is no room."""
+        self.budget.take(n, what)
+        self.held += n
+
+    def release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
+
     async def body(self, limit: int = MAX_BODY) -> bytes:
         declared = self.headers.get("content-length")
         if declared is not None:
             try:
-                if int(declared) > limit:
-                    raise HTTPError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+                size = int(declared)
             except ValueError:
                 raise HTTPError(400, "bad Content-Length") from None
+            if size > limit:
+                raise HTTPError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+            if size > self.budget.capacity:
+                raise HTTPError(413, f"body of {declared} bytes exceeds the node's {self.budget.capacity}-byte budget")
+            if self.budget.used + size > self.budget.capacity:
+                self.reserve(size)  # refused before a byte is read: it cannot fit now
+        # Charged as it arrives: a stalled body holds what it sent, not what it declared.
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -95,6 +144,8 @@ class Request:
             total += len(chunk)
             if total > limit:
                 raise HTTPError(413, f"body exceeds the {limit}-byte limit")
+            if chunk:
+                self.reserve(len(chunk))
             chunks.append(chunk)
             if not msg.get("more_body"):
                 return b"".join(chunks)
@@ -113,12 +164,14 @@ class _Seen:
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, budget: BodyBudget | None = None) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
         # Paths with a variable part (``/<index>/_bulk``), tried after exact paths.
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
         # Called with (route, status) after every request, answered or not.
         self.on_response: Callable[[str, int], None] | None = None
+        self.budget = budget if budget is not None else BodyBudget()
+        self.connections: APIConnections | None = None  # set when served with a connection cap
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
@@ -153,6 +206,16 @@ class Router:
                     return
         if scope["type"] != "http":
             return
+        conns = self.connections
+        if conns is not None:
+            conns.request(scope.get("client"), +1)
+        try:
+            await self._counted(scope, receive, send)
+        finally:
+            if conns is not None:
+                conns.request(scope.get("client"), -1)
+
+    async def _counted(self, scope, receive, send) -> None:
         seen = _Seen()
 
         async def counted(msg: dict) -> None:
@@ -171,8 +234,9 @@ class Router:
                 self.on_response(seen.route, seen.status)
 
     async def _serve(self, scope, receive, send, seen: _Seen) -> None:
+        req: Request | None = None
         try:
-            req = Request(scope, receive)
+            req = Request(scope, receive, self.budget)
             seen.route, methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
@@ -183,12 +247,16 @@ class Router:
                 raise HTTPError(405, f"{req.method} not allowed on {req.path}")
             resp = await handler(req)
         except HTTPError as e:
-            resp = Response(e.status, (e.message + "\n").encode())
+            resp = e.response()
         except Exception:
             log.exception("handler failed for %s", scope.get("path"))
             resp = Response(500, b"internal error\n")
         seen.status = resp.status  # a deferred answer may still start with another
-        await _send_response(scope, send, resp)
+        try:
+            await _send_response(scope, send, resp)
+        finally:
+            if req is not None:
+                req.release()
 
 
 async def _send_deferred(scope, send, resp: Response) -> None:
@@ -216,7 +284,7 @@ async def _send_deferred(scope, send, resp: Response) -> None:
     except HTTPError as e:
         if started:
             raise
-        await _send_response(scope, send, Response(e.status, (e.message + "\n").encode()))
+        await _send_response(scope, send, e.response())
         return
     if not started:
         await start(resp.status, resp.headers)
@@ -246,23 +314,78 @@ async def _send_response(scope, send, resp: Response) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+class APIConnections:
+    """The API's open connections, at most ``cap`` (0: no cap). At the cap a new
+    connection takes the place of the oldest one with no request in progress —
+    a client still sending its request head, or an idle keep-alive one — so a
+    flood of slow-header clients cannot lock ``/health`` out; with every
+    connection busy in a request it is refused."""
+
+    def __init__(self, cap: int = 0) -> None:
+        self.cap = cap
+        self._conns: dict[tuple, trio.CancelScope] = {}
+        self._active: dict[tuple, int] = {}
+        self.evicted = 0
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def request(self, client, delta: int) -> None:
+        """A request on connection ``client`` (the scope's peer address) began (+1) or ended (-1)."""
+        key = tuple(client) if client else None
+        if key in self._conns:
+            self._active[key] = self._active.get(key, 0) + delta
+
+    def admit(self, key: tuple, scope: trio.CancelScope) -> bool:
+        if self.cap and len(self._conns) >= self.cap:
+            victim = next((k for k in self._conns if not self._active.get(k)), None)
+            if victim is None:
+                self.refused += 1
+                return False
+            self._conns.pop(victim).cancel()
+            self._active.pop(victim, None)
+            self.evicted += 1
+        self._conns[key] = scope
+        return True
+
+    def gone(self, key: tuple, scope: trio.CancelScope) -> None:
+        if self._conns.get(key) is scope:
+            del self._conns[key]
+            self._active.pop(key, None)
+
+    def as_dict(self) -> dict:
+        return {"open": len(self._conns), "cap": self.cap, "evicted": self.evicted, "refused": self.refused}
+
+
 async def serve_http(
     app: Router,
     host: str,
     port: int,
     *,
     shutdown: trio.Event | None = None,
+    idle_timeout: float = 30.0,
+    connections: APIConnections | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app``; reports the bound (host, port) through task_status."""
+    """Serve ``app``; reports the bound (host, port) through task_status.
+
+    ``idle_timeout``: a connection is closed when it has sent no complete
+    request head this long (hypercorn's keep-alive timer also runs while a
+    head arrives), so slow-header clients hold a descriptor that long at most.
+    ``connections``: accept connections here, within its cap, and hand each
+    to hypercorn's connection handler (hypercorn itself has no cap)."""
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("oklog.http.hypercorn")
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = idle_timeout
     config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
     config.graceful_timeout = 2
     config.read_timeout = 120
+    if connections is not None:
+        await _serve_capped(app, config, host, port, connections, shutdown, task_status)
+        return
     trigger = shutdown.wait if shutdown is not None else None
 
     async def _serve(task_status=trio.TASK_STATUS_IGNORED):
@@ -272,3 +395,61 @@ async def serve_http(
         binds = await nursery.start(_serve)
         bound = binds[0].rsplit(":", 1)
         task_status.started((host, int(bound[1])))
+
+
+async def _serve_capped(
+    app: Router,
+    config: Config,
+    host: str,
+    port: int,
+    conns: APIConnections,
+    shutdown: trio.Event | None,
+    task_status,
+) -> None:
+    # hypercorn's own per-connection server (the one its serve() runs), under
+    # an accept loop of ours; hypercorn is pinned, as these names are internal.
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import wrap_app
+
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    app.connections = conns
+    listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
+    for ln in listeners:
+        ln.socket.listen(config.backlog)
+    task_status.started((host, listeners[0].socket.getsockname()[1]))
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            key = tuple(stream.socket.getpeername()[:2])
+        except OSError:
+            await stream.aclose()
+            return
+        scope = trio.CancelScope()
+        if not conns.admit(key, scope):
+            await stream.aclose()
+            return
+        try:
+            with scope:
+                await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+        finally:
+            conns.gone(key, scope)
+            if scope.cancelled_caught:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await stream.aclose()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+
+    async with trio.open_nursery() as nursery:
+        if shutdown is not None:
+
+            async def stop() -> None:
+                await shutdown.wait()
+                await context.terminated.set()
+                nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+            nursery.start_soon(stop)
+        await trio.serve_listeners(handler, listeners, handler_nursery=nursery)

@@ -266,6 +266,10 @@ class StateCollector(Collector):
         f.counter("oklog_store_segments_written", "Store segments written", sto.get("segments_written"))
         f.counter("oklog_store_bytes_written", "Bytes written to store segments", sto.get("bytes_written"))
         f.counter("oklog_store_replications_received", "Replicated segments received", sto.get("replications_received"))
+        f.counter("oklog_store_record_conflicts", "Records received under a stored ULID with other text (stored text kept)", sto.get("record_conflicts"))
+        f.counter("oklog_store_duplicates_dropped", "Records received that the store already held", sto.get("duplicates_dropped"))
+        f.counter("oklog_store_expired_dropped", "Replicated records older than retention, dropped", sto.get("expired_dropped"))
+        f.counter("oklog_store_refused_future", "Replicated bodies refused for ULIDs ahead of the clock", sto.get("refused_future"))
         q = sto.get("quarantined")
         if isinstance(q, list | tuple):
             f.gauge("oklog_store_quarantined_segments", "Store segments set aside as unreadable", len(q))

@@ -36,17 +36,25 @@ from oklog.cluster.view import member_row
 from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
 from oklog.health import Health
-from oklog.http import Request, Response, Router, serve_http
+from oklog.http import APIConnections, BodyBudget, Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
 from oklog.ingest.eventtime import EventWindow
 from oklog.ingest.fluent import FluentStats, serve_fluent
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
-from oklog.ingest.listener import IngestSettings, ListenerStats, serve_ingest
+from oklog.ingest.listener import (
+    ConnectionGate,
+    IngestSettings,
+    ListenerStats,
+    api_connection_budget,
+    ingest_connection_budget,
+    raise_nofile,
+    serve_ingest,
+)
 from oklog.ingest.log import IngestLog
 from oklog.ingest.syslog import SyslogStats, serve_syslog
 from oklog.metrics import Metrics, metrics_router, observe_queries
-from oklog.store.api import LocalStore, store_router
+from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
 from oklog.store.coordinator import Coordinator, StoreMember
@@ -99,8 +107,14 @@ class Node:
         # Errors caught at component boundaries (each logged where caught).
         self.stream_errors = 0
         self.render_errors = 0
+        self.body_budget = BodyBudget(cfg.max_bodies_in_flight)
+        # Open files: as many as allowed, a share kept free for the API.
+        self.nofile = raise_nofile()
+        self.gate = ConnectionGate(cfg.max_connections, ingest_connection_budget(self.nofile))
+        self.api_connections = APIConnections(api_connection_budget(self.nofile))
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
+        self.immutable: Immutable | None = None
         if cfg.is_ingest:
             self.ingest_log = IngestLog(self.fs, cfg.ingest_path, cfg.segment_pending_timeout)
             self.ingest_log.tap = self.tap
@@ -114,6 +128,7 @@ class Node:
         if cfg.is_store:
             self.store_log = StoreLog(self.fs, cfg.store_path)
             self.store_log.sole_copy = cfg.replication_factor == 1
+            self.immutable = Immutable(self.store_log, cfg.retain)
             self.maintenance = Maintenance(
                 self.store_log,
                 cfg.store_target_size,
@@ -128,7 +143,7 @@ class Node:
     # -- wiring -------------------------------------------------------------------
 
     def router(self) -> Router:
-        r = Router()
+        r = Router(self.body_budget)
         if self.ingest_log is not None:
             r.mount(ingest_router(self.ingest_log))
             r.mount(
@@ -141,7 +156,7 @@ class Node:
             )
         if self.store_log is not None:
             pending = self.maintenance.pending if self.maintenance is not None else None
-            r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending))
+            r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending, self.immutable))
         if self.ingest_log is not None:
             r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
         r.add(
@@ -243,13 +258,15 @@ class Node:
                 "connections_refused": self.listener_stats.connections_refused,
                 "write_errors": self.listener_stats.write_errors,
                 "bad_topic_lines": self.listener_stats.bad_topic_lines,
+                "idle_closed": self.listener_stats.idle_closed,
+                "gate": self.gate.as_dict() | {"nofile": self.nofile},
                 "syslog": self.syslog_stats.as_dict(),
                 "bulk": vars(self.bulk_stats).copy(),
                 "http": self.http_ingest_stats.as_dict(),
                 "fluent": self.fluent_stats.as_dict(),
             }
         if self.store_log is not None:
-            pipeline["store"] = self.store_log.stats()
+            pipeline["store"] = self.store_log.stats() | (self.immutable.as_dict() if self.immutable else {})
         if self.consumer is not None:
             pipeline["consumer"] = vars(self.consumer.stats).copy()
         if self.maintenance is not None:
@@ -270,6 +287,12 @@ class Node:
             "stream": self.stream_errors,
             "gossip": self.gossip.stats.errors if self.gossip is not None else 0,
             "state": self.render_errors,
+        }
+        pipeline["http"] = {
+            "bodies_in_flight_bytes": self.body_budget.used,
+            "bodies_budget_bytes": self.body_budget.capacity,
+            "bodies_refused": self.body_budget.refused,
+            "connections": self.api_connections.as_dict(),
         }
         return {
             "self": self.id,
@@ -323,7 +346,10 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self.coordinator.spawn = nursery.start_soon
                 self.bound.api = await nursery.start(
-                    serve_http, self.router(), cfg.api.host, cfg.api.port
+                    functools.partial(
+                        serve_http, self.router(), cfg.api.host, cfg.api.port,
+                        idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
+                    )
                 )
                 ingest_scope = trio.CancelScope()
                 if self.ingest_log is not None:
@@ -381,23 +407,28 @@ class Node:
         with scope:
             async with trio.open_nursery() as ln:
                 self.bound.fast = await ln.start(
-                    serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
-                    ilog, settings, self.listener_stats,
+                    functools.partial(
+                        serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
+                        ilog, settings, self.listener_stats, gate=self.gate,
+                    )
                 )
                 self.bound.durable = await ln.start(
-                    _serve_durable, cfg.ingest_durable.host, cfg.ingest_durable.port,
-                    ilog, settings, self.listener_stats,
+                    functools.partial(
+                        serve_ingest, cfg.ingest_durable.host, cfg.ingest_durable.port,
+                        ilog, settings, self.listener_stats, durable=True, gate=self.gate,
+                    )
                 )
                 self.bound.extra["bulk"] = await ln.start(
                     functools.partial(
-                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats
+                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats,
+                        idle_timeout=cfg.ingest_idle_timeout, gate=self.gate, retain=cfg.retain,
                     )
                 )
                 if cfg.ingest_syslog is not None:
                     self.bound.extra["syslog"] = await ln.start(
                         functools.partial(
                             serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
-                            ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(),
+                            ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(), gate=self.gate,
                         )
                     )
                 if cfg.ingest_fluent is not None:
@@ -417,6 +448,7 @@ class Node:
         return IngestSettings(
             c.segment_flush_size, c.segment_flush_age, c.max_record_size,
             topic=c.ingest_topic.encode(), max_connections=c.max_connections,
+            idle_timeout=c.ingest_idle_timeout,
         )
 
     async def _publish_meta(self) -> None:
@@ -428,7 +460,7 @@ class Node:
     def _make_consumer(self) -> Consumer:
         assert self.store_log is not None and self.http_client is not None
         client = self.http_client
-        local_store = LocalStore(self.store_log, self.id)
+        local_store = LocalStore(self.store_log, self.id, self.immutable)
         local_ingest = LocalIngest(self.ingest_log, self.id) if self.ingest_log is not None else None
         sources: dict[str, RemoteIngest] = {}
         targets: dict[str, RemoteStore] = {}
@@ -497,6 +529,3 @@ class Node:
                 shutdown.set()
                 return
 
-
-async def _serve_durable(host, port, ilog, settings, stats, task_status=trio.TASK_STATUS_IGNORED):
-    await serve_ingest(host, port, ilog, settings, stats, durable=True, task_status=task_status)

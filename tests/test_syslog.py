@@ -242,3 +242,33 @@ async def test_logger_client_all_framings(env):
         assert by_text[key].startswith(b"<13>"), by_text[key]
         assert b"oktest" in by_text[key] and not by_text[key].startswith(b"<13>1 ")
     assert env.stats.malformed == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_framer_absurd_length_resynchronises(chunked):
+    """An unbelievable octet count is an error that does not swallow what follows."""
+    st = SyslogStats()
+    f = SyslogFramer(1024, st)
+    counted = [b"<13>counted %d" % i for i in range(50)]
+    lf = [b"<14>lf %d" % i for i in range(50)]
+    data = b"9999999999 <1>junk" + b"".join(b"%d %s" % (len(m), m) for m in counted)
+    data += b"5000 <2>over four max records" + b"\n" + b"\n".join(lf) + b"\n"
+    msgs = feed_bytewise(f, data) if chunked else f.feed(data)
+    assert msgs == counted + lf
+    assert st.malformed == 2 and st.oversized == 0
+    # While resynchronising, memory stays small however much junk arrives.
+    f.feed(b"99999999 ")
+    for _ in range(100):
+        f.feed(b"x" * 65536)
+    assert len(f._buf) <= 16
+    assert f.feed(b"\n<5>back\n") == [b"<5>back"]
+
+
+@pytest.mark.trio
+async def test_tcp_absurd_length_does_not_swallow_the_next_messages(env):
+    msgs = [b"<13>after %d" % i for i in range(100)]
+    with trio.fail_after(TIMEOUT):
+        await send_tcp(env.port, b"9999999999 " + b"".join(b"%d %s" % (len(m), m) for m in msgs))
+        lines = await env.wait_lines(100)
+    assert lines == msgs
+    assert env.stats.malformed == 1

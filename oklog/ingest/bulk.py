@@ -7,21 +7,31 @@ before the previous one is answered, and replies come in frame order)::
                     (``ULID SP TOPIC SP LINE LF``, sorted by ULID, stamped by the client)
     node → client:  "OK <records>\\n"     once the records are committed by the store
                                           tier, i.e. replicated N times and queryable
-                    "ERR <reason>\\n"     malformed frame, or not replicated in time
+                    "ERR <reason>\\n"     malformed frame, ULIDs outside the window,
+                                          or not replicated in time
 
 Because the client stamps the ULIDs, a retried frame (to this node or another)
-carries the same ULIDs as the first attempt, and queries and compaction drop the
-copies: retries never duplicate a record in results.
+carries the same ULIDs as the first attempt, and the store drops the copies:
+retries never duplicate a record in results. A record is immutable once stored:
+a later frame with a stored ULID and other text is acknowledged, but the stored
+text is kept and the conflict counted (``record_conflicts``). A frame with a
+ULID more than 5 minutes ahead of the node's clock, or older than retention
+(``-store.segment-retain``), is refused (``ERR refused: ...``): client ULIDs
+cannot place records where retention or disk-usage eviction would treat them
+out of turn. Connections silent for ``-ingest.idle-timeout`` are closed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import trio
 
+from oklog.ingest.listener import ConnectionGate, refuse
 from oklog.ingest.log import IngestLog
+from oklog.store.api import ulid_window_error
 from oklog.store.log import SegmentError, validate_records
 
 log = logging.getLogger("oklog.ingest.bulk")
@@ -39,16 +49,28 @@ class BulkStats:
     bytes: int = 0
     acked: int = 0
     errors: int = 0
+    idle_closed: int = 0
+    refused_ulids: int = 0  # frames refused for ULIDs outside the accepted window
 
 
 class _Reader:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, idle_timeout: float = 0.0) -> None:
         self.stream = stream
         self.buf = bytearray()
+        self.idle = idle_timeout if idle_timeout > 0 else math.inf
+        self.idle_closed = False
+
+    async def _receive(self, n: int) -> bytes:
+        """Up to ``n`` bytes; b"" at EOF or when the client sent nothing for the idle timeout."""
+        with trio.move_on_after(self.idle) as timer:
+            return bytes(await self.stream.receive_some(n))
+        assert timer.cancelled_caught
+        self.idle_closed = True
+        return b""
 
     async def fill(self, n: int) -> bool:
         while len(self.buf) < n:
-            data = await self.stream.receive_some(max(65536, n - len(self.buf)))
+            data = await self._receive(min(max(65536, n - len(self.buf)), 1 << 20))
             if not data:
                 return False
             self.buf += data
@@ -63,7 +85,7 @@ class _Reader:
                 return out
             if len(self.buf) > HEADER_MAX:
                 raise ValueError("frame header too long")
-            data = await self.stream.receive_some(65536)
+            data = await self._receive(65536)
             if not data:
                 return None
             self.buf += data
@@ -86,7 +108,14 @@ class _Frame:
     last: bool = False  # the reader stopped after this one: close once it is answered
 
 
-async def handle_bulk(stream: trio.abc.Stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float) -> None:
+async def handle_bulk(
+    stream: trio.abc.Stream,
+    ilog: IngestLog,
+    stats: BulkStats,
+    ack_timeout: float,
+    idle_timeout: float = 0.0,
+    retain: float | None = None,
+) -> None:
     """Frames are pipelined: the reader keeps taking frames (up to PIPELINE
     unanswered) while earlier ones wait for their commit; replies go out in
     frame order."""
@@ -94,11 +123,23 @@ async def handle_bulk(stream: trio.abc.Stream, ilog: IngestLog, stats: BulkStats
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(_answer, stream, ilog, stats, recv)
         async with send:
-            await _read_frames(stream, ilog, stats, ack_timeout, send)
+            await _read_frames(stream, ilog, stats, ack_timeout, send, idle_timeout, retain)
 
 
-async def _read_frames(stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send) -> None:
-    r = _Reader(stream)
+async def _read_frames(
+    stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, idle_timeout: float = 0.0,
+    retain: float | None = None,
+) -> None:
+    r = _Reader(stream, idle_timeout)
+    try:
+        await _read_loop(r, ilog, stats, ack_timeout, send, retain)
+    finally:
+        stats.idle_closed += r.idle_closed
+
+
+async def _read_loop(
+    r: _Reader, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, retain: float | None
+) -> None:
     token = trio.lowlevel.current_trio_token()
     while True:
         try:
@@ -126,6 +167,12 @@ async def _read_frames(stream, ilog: IngestLog, stats: BulkStats, ack_timeout: f
         except SegmentError as e:
             stats.errors += 1
             await send.send(_Frame(reply=f"ERR bad segment: {e}"))
+            continue
+        why = ulid_window_error(body, retain=retain)
+        if why is not None:
+            stats.errors += 1
+            stats.refused_ulids += 1
+            await send.send(_Frame(reply=f"ERR refused: {why}"))
             continue
         done = trio.Event()
         try:
@@ -183,19 +230,28 @@ async def serve_bulk(
     stats: BulkStats,
     *,
     ack_timeout: float = ACK_TIMEOUT,
+    idle_timeout: float = 0.0,
+    gate: ConnectionGate | None = None,
+    retain: float | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     task_status.started((host, listeners[0].socket.getsockname()[1]))
+    gate = gate if gate is not None else ConnectionGate()
 
     async def handler(stream: trio.SocketStream) -> None:
+        if not gate.admit():
+            refuse(stream)
+            return
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
-            await handle_bulk(stream, ilog, stats, ack_timeout)
+            await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
             log.debug("bulk connection ended: %s", eg.exceptions[0])
         except* Exception as eg:
             log.error("bulk connection failed", exc_info=eg)
+        finally:
+            gate.release()
 
     await trio.serve_listeners(handler, listeners)

@@ -57,6 +57,17 @@ Common to all:
   (counted in ``records_split``), like the TCP listeners do.
 * ``Content-Encoding: gzip`` is accepted; the body (decompressed) is bounded
   by ``max_body`` (default 64 MiB, else 413).
+* Bounds, checked while parsing and before records are built (413 with the
+  reason): at most ``max_records`` records per request (default 1,000,000;
+  for NDJSON every LF counts, blank lines included) and at most
+  ``max_expansion`` (8) bytes of records per byte of decoded body (bodies
+  under 64 KiB count as 64 KiB), never more than twice ``max_body``: tiny
+  entries under a long label set cannot become gigabytes. Bodies, raw and
+  decoded, are charged to the node's body budget (``oklog.http.BodyBudget``,
+  503 with Retry-After when spent).
+* A JSON line nested deeper than the parser's recursion limit (about 1,000
+  levels) is that line's error: kept verbatim and counted in
+  ``invalid_json``, like any other line that is not JSON.
 * Durability: a request's records go to fresh ingest segments of their own
   (a new one each ``flush_size`` bytes), which are fsynced and flushed (renamed
   ``.flushed``, directory synced) *before* the response: a 2xx means the
@@ -89,6 +100,10 @@ from oklog.record import MAX_TOPIC_LEN, RecordError, ULIDSource, stamp_lines, va
 log = logging.getLogger("oklog.ingest.http")
 
 MAX_BODY = 64 << 20
+MAX_RECORDS = 1_000_000  # records one push request may become
+MAX_EXPANSION = 8  # record bytes per (decoded) body byte, bodies of at least EXPANSION_FLOOR
+EXPANSION_FLOOR = 64 << 10
+RECORD_OVERHEAD = 29  # ULID, two spaces and the LF around a record's topic and line
 MESSAGE_FIELDS = ("message", "msg", "log", "line")
 LOKI_TOPIC_LABELS = ("topic", "job", "app", "application", "service_name")
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
@@ -150,6 +165,36 @@ class Batch:
     @property
     def records(self) -> int:
         return sum(len(lines) for _, lines in self.groups)
+
+
+class Limits:
+    """What one push request may become: at most ``max_records`` records and
+    ``max_bytes`` bytes of records. Charged while parsing, before the records
+    are built, so a request over either is refused (413) having cost little."""
+
+    def __init__(
+        self, body_len: int, max_records: int = MAX_RECORDS, expansion: int = MAX_EXPANSION, cap: int = 2 * MAX_BODY
+    ) -> None:
+        self.max_records = max_records
+        self.body_len = body_len
+        self.max_bytes = min(expansion * max(body_len, EXPANSION_FLOOR), cap)
+        self.expansion = expansion
+        self.records = 0
+        self.bytes = 0
+
+    def charge(self, records: int, nbytes: int) -> None:
+        self.records += records
+        self.bytes += nbytes
+        if self.records > self.max_records:
+            raise HTTPError(
+                413, f"push holds more than {self.max_records} records (the per-request limit); split it"
+            )
+        if self.bytes > self.max_bytes:
+            raise HTTPError(
+                413,
+                f"push of {self.body_len} bytes would become more than {self.max_bytes} bytes of records "
+                f"(limit {self.expansion}x the body); split it or send fewer, longer entries",
+            )
 
 
 # -- parsing (pure) ---------------------------------------------------------------------
@@ -231,9 +276,17 @@ def parse_jsonlines(
     message_field: str = "message",
     time_field: str | None = None,
     times_out: list[int | None] | None = None,
+    limits: Limits | None = None,
+    topic_len: int = 7,
 ) -> tuple[list[bytes], int]:
     """NDJSON body → (record lines, number of lines that were not valid JSON).
-    ``times_out`` receives each line's event time (``time_field``) or None."""
+    ``times_out`` receives each line's event time (``time_field``) or None.
+
+    ``limits`` is checked against the body's line count and an upper bound of
+    the bytes its records can take, before any line is parsed."""
+    if limits is not None:
+        n = body.count(b"\n") + 1
+        limits.charge(n, len(body) + n * (RECORD_OVERHEAD + topic_len))
     fields = (message_field,) + tuple(f for f in MESSAGE_FIELDS if f != message_field)
     lines: list[bytes] = []
     times: list[int | None] = times_out if times_out is not None else []
@@ -245,7 +298,7 @@ def parse_jsonlines(
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
             invalid += 1
             lines.append(raw)
             times.append(None)
@@ -381,13 +434,22 @@ def labels_prefix(labels: dict[str, str]) -> bytes:
 
 
 def parse_loki(
-    body: bytes, topic_label: str | None, default: bytes, *, topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS
+    body: bytes,
+    topic_label: str | None,
+    default: bytes,
+    limits: Limits | None = None,
+    *,
+    topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS,
 ) -> Batch:
-    """A Loki JSON push body → lines grouped by topic; HTTPError(400) if malformed."""
+    """A Loki JSON push body → lines grouped by topic; HTTPError(400) if
+    malformed, 413 if it would become more than ``limits`` allow."""
+    lim = limits if limits is not None else Limits(len(body))
     try:
         doc = json.loads(body)
     except ValueError as e:
         raise HTTPError(400, f"push body is not JSON: {e}") from None
+    except RecursionError:
+        raise HTTPError(400, "push body is nested too deeply") from None
     streams = doc.get("streams") if isinstance(doc, dict) else None
     if not isinstance(streams, list):
         raise HTTPError(400, 'push body must be {"streams": [...]}')
@@ -404,6 +466,8 @@ def parse_loki(
         if not isinstance(values, list):
             raise HTTPError(400, f"streams[{i}].values must be a list")
         prefix = labels_prefix(labels)
+        topic = loki_topic(labels, topic_label, default, topic_labels)
+        lim.charge(len(values), len(values) * (len(prefix) + RECORD_OVERHEAD + len(topic)))
         lines: list[bytes] = []
         times: list[int | None] = []
         for j, entry in enumerate(values):
@@ -418,9 +482,11 @@ def parse_loki(
                 raise HTTPError(
                     400, f'streams[{i}].values[{j}] must be ["<unix epoch ns>", "<line>"]'
                 )
-            lines.append(prefix + escape_lf(entry[1]))
+            line = escape_lf(entry[1])
+            lim.charge(0, len(line))
+            lines.append(prefix + line)
             times.append(int(entry[0]))
-        batch.add(loki_topic(labels, topic_label, default, topic_labels), lines, times)
+        batch.add(topic, lines, times)
     return batch
 
 
@@ -432,6 +498,15 @@ def parse_loki(
 
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\Z)', re.S)
 _LABEL_ESC = re.compile(r"\\(.)", re.S)
+
+
+def snappy_size(data: bytes) -> int:
+    """The decompressed length a snappy block declares (0 if unreadable: the
+    decoder then refuses it)."""
+    try:
+        return _varint(memoryview(data), 0)[0]
+    except ValueError:
+        return 0
 
 
 def snappy_block(data: bytes, limit: int) -> bytes:
@@ -516,10 +591,16 @@ def parse_label_set(text: str) -> dict[str, str]:
 
 
 def parse_loki_protobuf(
-    body: bytes, topic_label: str | None, default: bytes, *, topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS
+    body: bytes,
+    topic_label: str | None,
+    default: bytes,
+    limits: Limits | None = None,
+    *,
+    topic_labels: tuple[str, ...] = LOKI_TOPIC_LABELS,
 ) -> Batch:
     """A decompressed Loki protobuf push body → lines grouped by topic, as the
-    JSON form; HTTPError(400) if malformed."""
+    JSON form; HTTPError(400) if malformed, 413 beyond ``limits``."""
+    lim = limits if limits is not None else Limits(len(body))
     batch = Batch()
     try:
         for i, (field, stream) in enumerate(_pb_fields(memoryview(body))):
@@ -537,6 +618,7 @@ def parse_loki_protobuf(
                             line = bytes(ev).replace(b"\n", b"\\n")
                         elif ef == 1 and isinstance(ev, memoryview):
                             t = _pb_timestamp(ev)
+                    lim.charge(1, len(line) + RECORD_OVERHEAD)
                     lines.append(line)
                     times.append(t)
             try:
@@ -545,6 +627,7 @@ def parse_loki_protobuf(
                 raise HTTPError(400, f"streams[{i}]: {e}") from None
             prefix = labels_prefix(labels)
             topic = loki_topic(labels, topic_label, default, topic_labels)
+            lim.charge(0, len(lines) * (len(prefix) + len(topic)))
             batch.add(topic, [prefix + ln for ln in lines], times)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"bad protobuf push body: {e}") from None
@@ -720,6 +803,7 @@ class PushWriter:
         enc = req.headers.get("content-encoding")
         if enc and enc.strip().lower() not in ("identity", ""):
             raw = await self.run(decode_body, raw, enc, self.max_body)
+            req.reserve(len(raw), "decoded request bodies")
         self.stats.bytes += len(raw)
         return raw
 
@@ -767,6 +851,8 @@ def httpingest_router(
     window: EventWindow | None = None,
     otlp_topic_attributes: tuple[str, ...] | None = None,
     loki_topic_labels: tuple[str, ...] | None = None,
+    max_records: int = MAX_RECORDS,
+    max_expansion: int = MAX_EXPANSION,
 ) -> Router:
     """The push endpoints into ``ilog``: NDJSON (``/ingest/jsonline`` and its
     VictoriaLogs form ``/insert/jsonline``), the Loki push, OTLP/HTTP logs and
@@ -779,6 +865,9 @@ def httpingest_router(
     w = PushWriter(ilog, settings, st, max_body, lim, window or EventWindow())
     loki_labels = loki_topic_labels or LOKI_TOPIC_LABELS
 
+    def limits(body: bytes) -> Limits:
+        return Limits(len(body), max_records, max_expansion, 2 * max_body)
+
     async def jsonline(req: Request) -> Response:
         st.requests += 1
         try:
@@ -787,7 +876,9 @@ def httpingest_router(
             field_ = req.arg("message_field") or "message"
             time_field = req.arg("time_field") or None
             times: list[int | None] = []
-            lines, invalid = await w.run(parse_jsonlines, body, field_, time_field, times)
+            lines, invalid = await w.run(
+                parse_jsonlines, body, field_, time_field, times, limits(body), len(topic)
+            )
             st.invalid_json += invalid
             if invalid:
                 log.info("jsonline: %d lines were not JSON, kept verbatim", invalid)
@@ -820,19 +911,22 @@ def httpingest_router(
         )
 
     def _loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        return parse_loki_protobuf(
-            snappy_block(body, max_body), topic_label, default, topic_labels=loki_labels
-        )
+        data = snappy_block(body, max_body)
+        return parse_loki_protobuf(data, topic_label, default, limits(data), topic_labels=loki_labels)
 
     def _loki_json(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        return parse_loki(body, topic_label, default, topic_labels=loki_labels)
+        return parse_loki(body, topic_label, default, limits(body), topic_labels=loki_labels)
 
     async def loki_push(req: Request) -> Response:
         st.requests += 1
         try:
             ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
             body = await w.read_body(req)
-            parse = _loki_protobuf if ctype in PROTOBUF_TYPES else _loki_json
+            if ctype in PROTOBUF_TYPES:
+                req.reserve(min(snappy_size(body), max_body), "decoded request bodies")
+                parse = _loki_protobuf
+            else:
+                parse = _loki_json
             batch = await w.run(parse, body, req.arg("topic"), settings.topic)
             await w.commit(batch)
         except HTTPError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import struct
 from dataclasses import dataclass
 
@@ -42,6 +43,11 @@ READ_SIZE = 1 << 20  # bytes per receive
 THREAD_WRITE_MIN = 64 << 10  # writes at least this big go to a worker thread
 
 
+FDS_PER_CONNECTION = 2  # its socket and its active segment
+FD_HEADROOM_MIN = 256  # descriptors kept for the API, segment files and peers
+MAX_BUFFERED = 64 << 20  # partial lines and frames held across all ingest connections
+
+
 @dataclass
 class ListenerStats:
     connections: int = 0
@@ -50,6 +56,96 @@ class ListenerStats:
     records_split: int = 0
     write_errors: int = 0
     bad_topic_lines: int = 0
+    idle_closed: int = 0
+
+
+def raise_nofile() -> int:
+    """Raise the soft limit on open files to the hard limit; the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d: %s", soft, e)
+    return soft
+
+
+def ingest_connection_budget(nofile: int) -> int:
+    """TCP ingest connections a process with ``nofile`` descriptors takes, so
+    that a quarter (at least FD_HEADROOM_MIN) stays free for the API (``/health``
+    must answer while producers flood the ingest ports)."""
+    headroom = max(FD_HEADROOM_MIN, nofile // 4)
+    return max(1, (nofile - headroom) // FDS_PER_CONNECTION)
+
+
+def api_connection_budget(nofile: int) -> int:
+    """API connections within the headroom ``ingest_connection_budget`` leaves,
+    less what segment files, peers and outgoing calls need."""
+    headroom = max(FD_HEADROOM_MIN, nofile // 4)
+    return max(16, headroom - 96)
+
+
+class ConnectionGate:
+    """Admission for every TCP ingest connection (fast, durable, bulk, syslog):
+    at most ``max_connections`` (0: no flag limit) and at most ``fd_budget``
+    open at once. A connection counts from accept to close; idle ones are
+    closed by the listeners' idle timeout, so they cannot hold a slot for good."""
+
+    def __init__(self, max_connections: int = 0, fd_budget: int = 0, max_buffered: int = MAX_BUFFERED) -> None:
+        self.max_connections = max_connections
+        self.fd_budget = fd_budget
+        self.max_buffered = max_buffered
+        self.open = 0
+        self.refused = 0
+        self.refused_fds = 0
+        self.buffered = 0  # bytes of incomplete lines/frames held by open connections
+        self.shed = 0  # connections closed because their partial data went over max_buffered
+
+    def hold(self, was: int, now: int) -> bool:
+        """A connection's partial data went from ``was`` to ``now`` bytes; False
+        when that takes the total over the budget (the connection is then closed,
+        its partial data kept as a record as on any close)."""
+        self.buffered += now - was
+        if self.max_buffered and now > was and self.buffered > self.max_buffered:
+            self.shed += 1
+            return False
+        return True
+
+    def admit(self) -> bool:
+        if self.max_connections and self.open >= self.max_connections:
+            self.refused += 1
+            return False
+        if self.fd_budget and self.open >= self.fd_budget:
+            self.refused += 1
+            self.refused_fds += 1
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+    def as_dict(self) -> dict:
+        return {
+            "open": self.open,
+            "max_connections": self.max_connections,
+            "fd_budget": self.fd_budget,
+            "refused": self.refused,
+            "refused_fds": self.refused_fds,
+            "buffered_bytes": self.buffered,
+            "shed": self.shed,
+        }
+
+
+def refuse(stream: trio.SocketStream) -> None:
+    """Load shedding: close at once with RST so a forwarder tries another member."""
+    try:
+        stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    stream.socket.close()
 
 
 @dataclass(frozen=True)
@@ -59,6 +155,7 @@ class IngestSettings:
     max_record_size: int
     topic: bytes = DEFAULT_TOPIC
     max_connections: int = 0  # 0: unlimited
+    idle_timeout: float = 0.0  # close a connection silent this long (0: never)
 
 
 def split_long(lines: list[bytes], limit: int) -> tuple[list[bytes], int]:
@@ -89,6 +186,7 @@ class Connection:
         self.partial = b""
         self.topic = settings.topic
         self.opening = True  # a topic line may still come
+        self.idle_closed = False
 
     def _topic_line(self, buf: bytes, final: bool) -> bytes | None:
         """Take a topic line off the start of the connection: the bytes after
@@ -166,13 +264,19 @@ class Connection:
             await self.flush()
 
     async def receive(self, stream: trio.abc.ReceiveStream) -> bytes:
-        """The producer's next bytes (b"" at EOF); the active segment is flushed
-        meanwhile whenever it reaches its flush age."""
+        """The producer's next bytes (b"" at EOF, or once it has sent nothing
+        for the idle timeout); the active segment is flushed meanwhile
+        whenever it reaches its flush age."""
+        idle = self.settings.idle_timeout
+        idle_at = trio.current_time() + idle if idle > 0 else math.inf
         while True:
-            with trio.move_on_at(self.deadline) as timer:
+            with trio.move_on_at(min(self.deadline, idle_at)) as timer:
                 data = await stream.receive_some(READ_SIZE)
             if not timer.cancelled_caught:
                 return bytes(data)
+            if trio.current_time() >= idle_at:
+                self.idle_closed = True
+                return b""
             await self.flush()
 
     async def flush(self) -> None:
@@ -188,16 +292,24 @@ async def handle_connection(
     settings: IngestSettings,
     stats: ListenerStats,
     durable: bool = False,
+    gate: ConnectionGate | None = None,
 ) -> None:
     conn = Connection(log_, settings, stats, durable)
     stats.connections += 1
     stats.connections_total += 1
+    held = 0
     try:
         while data := await conn.receive(stream):
             records, n = conn.take(data)
             await conn.write(records, n)
             if durable and n:
                 await stream.send_all(b"+%d\n" % n)
+            if gate is not None:
+                ok = gate.hold(held, len(conn.partial))
+                held = len(conn.partial)
+                if not ok:
+                    log.warning("ingest connection closed: partial lines over %d bytes held node-wide", gate.max_buffered)
+                    break
         records, n = conn.take(b"", final=True)
         await conn.write(records, n)
         if durable and n:
@@ -215,7 +327,10 @@ async def handle_connection(
         stats.write_errors += 1
         log.error("ingest write failed, closing the connection: %s", e)
     finally:
+        if gate is not None:
+            gate.hold(held, 0)
         stats.connections -= 1
+        stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
             try:
                 if conn.partial:
@@ -245,24 +360,24 @@ async def serve_ingest(
     stats: ListenerStats,
     *,
     durable: bool = False,
+    gate: ConnectionGate | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     bound = listeners[0].socket.getsockname()
     task_status.started((host, bound[1]))
+    gate = gate if gate is not None else ConnectionGate(settings.max_connections)
 
     async def handler(stream: trio.SocketStream) -> None:
-        if settings.max_connections and stats.connections >= settings.max_connections:
-            # Load shedding: refuse at once (RST) so the forwarder tries another member.
+        if not gate.admit():
             stats.connections_refused += 1
-            stream.socket.setsockopt(
-                trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
-            await _aclose_quietly(stream)
+            refuse(stream)
             return
         try:
-            await handle_connection(stream, log_, settings, stats, durable)
+            await handle_connection(stream, log_, settings, stats, durable, gate)
         except Exception:  # a bug in one connection must not end the listener (and the node)
             log.exception("ingest connection failed")
+        finally:
+            gate.release()
 
     await trio.serve_listeners(handler, listeners)

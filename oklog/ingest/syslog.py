@@ -21,10 +21,17 @@ the HTTP ingest does.
 
 Malformed input is counted (``SyslogStats``) and never stops the listener:
 
-* a length of zero or of more than 10 digits: ``malformed``; the rest of that
-  line is discarded and framing resumes after the next LF;
+* a length of zero, of more than 10 digits or beyond ``MAX_SKIP_RECORDS``
+  times the max record size (``9999999999``): ``malformed``; the bytes after it
+  are discarded up to the next frame start, an LF or an octet-count header
+  (``DIGITS SP <PRI>``), where framing resumes: an absurd length cannot
+  swallow the messages after it;
 * a message longer than the max record size: ``oversized``, discarded (an
-  octet-counted one is skipped by its length, so framing stays in step);
+  octet-counted one of a plausible length is skipped by its length, so framing
+  stays in step);
+* a connection holds at most one max-size message and one read in memory;
+  idle connections are closed (``-ingest.idle-timeout``) and connections are
+  limited with the fast port's (``-ingest.max-connections``).
 * a connection that ends inside an octet-counted frame: ``malformed``; the
   bytes that did arrive are kept as a record (as the TCP listeners keep a
   partial last line).
@@ -40,12 +47,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import re
 import socket
 from dataclasses import asdict, dataclass
 
 import trio
 
-from oklog.ingest.listener import Connection, IngestSettings, ListenerStats
+from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
 from oklog.ingest.log import IngestLog
 from oklog.record import stamp_lines, validate_topic
 
@@ -59,7 +67,11 @@ UDP_BATCH = 1024  # datagrams taken per wake-up before writing
 UDP_RCVBUF = 4 << 20
 BIND_ATTEMPTS = 20  # port 0: tries to find a number free for both TCP and UDP
 
+MAX_SKIP_RECORDS = 4  # counted lengths above this many max records are not believed
+RESYNC_TAIL = 16  # bytes kept while resynchronising: a frame header may be cut by a read
+
 _DIGITS = frozenset(b"0123456789")
+_FRAME_START = re.compile(rb"\n|(?<![0-9])[1-9][0-9]{0,9} <[0-9]{1,3}>")
 
 
 @dataclass
@@ -70,6 +82,7 @@ class SyslogStats:
     messages_udp: int = 0
     malformed: int = 0
     oversized: int = 0
+    idle_closed: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +104,7 @@ class SyslogFramer:
         self._buf = b""
         self._skip = 0  # bytes of an oversized counted frame still to drop
         self._to_lf = False  # dropping up to and including the next LF
+        self._resync = False  # dropping up to the next frame start
 
     def feed(self, data: bytes) -> list[bytes]:
         """Messages completed by ``data`` (framing removed)."""
@@ -102,6 +116,13 @@ class SyslogFramer:
                 n = min(self._skip, end - pos)
                 pos += n
                 self._skip -= n
+                continue
+            if self._resync:
+                m = _FRAME_START.search(buf, pos)
+                if m is None:
+                    pos = max(pos, end - RESYNC_TAIL)
+                    break
+                pos, self._resync = (m.end() if m.group() == b"\n" else m.start()), False
                 continue
             if self._to_lf:
                 i = buf.find(b"\n", pos)
@@ -116,16 +137,16 @@ class SyslogFramer:
                     j += 1
                 if j - pos > MAX_LEN_DIGITS:
                     self._bad(f"length of more than {MAX_LEN_DIGITS} digits")
-                    self._to_lf = True
+                    self._resync = True
                     pos = j
                     continue
                 if j == end:
                     break  # can't tell yet: wait for more
                 if buf[j] == 0x20:
                     length = int(buf[pos:j])
-                    if length == 0:
-                        self._bad("zero length")
-                        self._to_lf = True
+                    if length == 0 or length > MAX_SKIP_RECORDS * self.max_size:
+                        self._bad("zero length" if length == 0 else f"length {length} is not believable")
+                        self._resync = True
                         pos = j + 1
                         continue
                     if length > self.max_size:
@@ -157,10 +178,15 @@ class SyslogFramer:
         self._buf = buf[pos:]
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a message not complete yet."""
+        return len(self._buf)
+
     def finish(self) -> list[bytes]:
         """At end of stream: what is left, as a last message (idempotent)."""
         rest, self._buf = self._buf, b""
-        if not rest or self._skip or self._to_lf:
+        if not rest or self._skip or self._to_lf or self._resync:
             return []
         j = 0
         while j < len(rest) and rest[j] in _DIGITS:
@@ -196,23 +222,37 @@ async def _write(conn: Connection, msgs: list[bytes]) -> None:
 
 
 async def handle_syslog_tcp(
-    stream: trio.abc.Stream, ilog: IngestLog, settings: IngestSettings, stats: SyslogStats
+    stream: trio.abc.Stream,
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: SyslogStats,
+    gate: ConnectionGate | None = None,
 ) -> None:
     conn = Connection(ilog, settings, ListenerStats(), durable=False)
     framer = SyslogFramer(settings.max_record_size, stats)
     stats.connections += 1
     stats.connections_total += 1
+    held = 0
     try:
         while data := await conn.receive(stream):
             msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
             await _write(conn, msgs)
+            if gate is not None:
+                ok = gate.hold(held, framer.buffered)
+                held = framer.buffered
+                if not ok:
+                    log.warning("syslog connection closed: partial frames over %d bytes held node-wide", gate.max_buffered)
+                    break
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass
     except OSError as e:  # the disk failed: end this connection, not the node
         log.error("syslog write failed, closing the connection: %s", e)
     finally:
+        if gate is not None:
+            gate.hold(held, 0)
         stats.connections -= 1
+        stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
             try:
                 msgs = framer.finish()
@@ -302,19 +342,26 @@ async def serve_syslog(
     stats: SyslogStats,
     *,
     topic: bytes | str = SYSLOG_TOPIC,
+    gate: ConnectionGate | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
     settings = dataclasses.replace(settings, topic=validate_topic(topic))
     listeners, udp, bound = await _bind(host or "0.0.0.0", port)
+    tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
     try:
         async with trio.open_nursery() as nursery:
 
             async def handler(stream: trio.SocketStream) -> None:
+                if not tcp_gate.admit():
+                    refuse(stream)
+                    return
                 try:
-                    await handle_syslog_tcp(stream, ilog, settings, stats)
+                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate)
                 except Exception:  # one connection's failure must not end the listener
                     log.exception("syslog connection failed")
+                finally:
+                    tcp_gate.release()
 
             nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats)
             await nursery.start(trio.serve_listeners, handler, listeners)

@@ -3,34 +3,260 @@
 GET|HEAD /store/query    the cluster's answer (fans out to store members)
 GET|HEAD /store/_query   this node's answer only
 POST     /store/replicate  a sorted segment body to keep
+
+Records are immutable once stored. Every write of records whose ULIDs were
+chosen elsewhere (replication from peers, the consumer's batches, which carry
+the bulk port's client ULIDs) goes through ``Immutable``: a record whose ULID
+the store already holds is dropped — silently if its bytes are the same (a
+retried replication), as a *conflict* otherwise (counted, logged; the stored
+text is kept). ``/store/replicate`` also refuses (400) a body with a ULID more
+than ``FUTURE_SKEW`` ahead of this node's clock and drops (counts) records
+older than retention, which retention would remove anyway: a forged time can
+neither outlive retention nor steer disk-usage eviction.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+import numpy as np
 import trio
 
 from oklog.http import HTTPError, Request, Response, Router, Write
-from oklog.query.engine import Matcher, QueryError
+from oklog.query.engine import Matcher, QueryError, seek
 from oklog.query.format import FORMATS
 from oklog.query.params import QueryParams, parse_params
-from oklog.store.log import SegmentError, StoreLog
+from oklog.record import ULID_LEN, ms_floor, ulid_ms
+from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
 from oklog.store.query import execute, plan_query
 
+log = logging.getLogger("oklog.store.api")
+
 STREAM_CHUNK = 1 << 20
+FUTURE_SKEW = 300.0  # seconds a client ULID may be ahead of this node's clock
+KEY_SLICES = 8  # a segment's ULIDs are read in this many slices of its time span
+KEY_CACHE_BYTES = 24 << 20  # ULID hashes of recently checked segments (8 bytes a record: 3M records)
+_LOOK_AGAIN = 5  # overlapping segments read again when compaction replaced one meanwhile
+
+
+def ulid_window_error(body: bytes, skew: float = FUTURE_SKEW, retain: float | None = None, now: float | None = None) -> str | None:
+    """Why a sorted body's ULIDs lie outside [now - retain, now + skew], or None."""
+    now = time.time() if now is None else now
+    first = ulid_ms(body[:ULID_LEN])
+    last_start = body.rfind(b"\n", 0, len(body) - 1) + 1
+    last = ulid_ms(body[last_start : last_start + ULID_LEN])
+    if last > (now + skew) * 1000:
+        return f"ULID {body[last_start : last_start + ULID_LEN].decode()} is {last / 1000 - now:.0f} s in the future (at most {skew:.0f} s)"
+    if retain is not None and first < (now - retain) * 1000:
+        return f"ULID {body[:ULID_LEN].decode()} is older than the {retain:.0f} s retention"
+    return None
+
+
+_LF_STEP = 8 << 20  # bytes scanned for LFs at a time (the scan's temporary is that size)
+HASH_STEP = 1 << 18
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _offsets(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends incl. LF) of the records of a buffer."""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    parts = [np.flatnonzero(arr[i : i + _LF_STEP] == 0x0A) + (i + 1) for i in range(0, len(arr), _LF_STEP)]
+    ends = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+    starts = np.empty_like(ends)
+    if len(ends):
+        starts[0] = 0
+        starts[1:] = ends[:-1]
+    return starts, ends
+
+
+def _hashes(buf: bytes, starts: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each record's ULID (not ordered; equal ULIDs, equal
+    hashes): its 26 bytes as four 64-bit words, mixed. 40 bytes of memory per
+    record while it runs, in slices of HASH_STEP records."""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    window = np.lib.stride_tricks.sliding_window_view(arr, ULID_LEN) if len(arr) >= ULID_LEN else None
+    out = np.empty(len(starts), dtype=np.uint64)
+    for i in range(0, len(starts), HASH_STEP):
+        assert window is not None
+        sl = starts[i : i + HASH_STEP]
+        padded = np.zeros((len(sl), 32), dtype=np.uint8)
+        padded[:, :ULID_LEN] = window[sl]
+        w = padded.view(np.uint64)
+        out[i : i + HASH_STEP] = (w[:, 0] * _MIX) ^ (w[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)) ^ (
+            w[:, 2] * np.uint64(0x165667B19E3779F9)
+        ) ^ w[:, 3]
+    return out
+
+
+def _ulids(buf: bytes, starts: np.ndarray) -> np.ndarray:
+    """The ULIDs of the records starting at ``starts``, as S26."""
+    if not len(starts):
+        return np.zeros(0, dtype=f"S{ULID_LEN}")
+    rows = np.lib.stride_tricks.sliding_window_view(np.frombuffer(buf, dtype=np.uint8), ULID_LEN)[starts]
+    return np.ascontiguousarray(rows).view(f"S{ULID_LEN}").ravel()
+
+
+def _successor(ulid: bytes) -> bytes:
+    """The smallest key above ``ulid`` (an exclusive upper bound that holds it)."""
+    return ulid + b"\x00"
+
+
+class Immutable:
+    """Writes into ``store`` that never replace a stored record (see the module doc)."""
+
+    def __init__(self, store: StoreLog, retain: float | None = None) -> None:
+        self.store = store
+        self.retain = retain
+        self._lock = threading.Lock()  # check and write as one step
+        self._key_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._key_bytes = 0
+        self._sorted: np.ndarray | None = None  # the last body's sorted hashes
+        self.conflicts = 0
+        self.duplicates_dropped = 0
+        self.expired_dropped = 0
+        self.refused_future = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "record_conflicts": self.conflicts,
+            "duplicates_dropped": self.duplicates_dropped,
+            "expired_dropped": self.expired_dropped,
+            "refused_future": self.refused_future,
+        }
+
+    def drop_expired(self, body: bytes, now: float | None = None) -> bytes:
+        """``body`` without its records older than retention (counted)."""
+        if self.retain is None or not body:
+            return body
+        now = time.time() if now is None else now
+        cutoff = ms_floor(int((now - self.retain) * 1000))
+        if body[:ULID_LEN] >= cutoff:
+            return body
+        cut = seek(body, cutoff)
+        n = body.count(b"\n", 0, cut)
+        self.expired_dropped += n
+        log.warning("replicate: dropped %d records older than the %.0f s retention", n, self.retain)
+        return body[cut:]
+
+    def write(self, body: bytes) -> tuple[list[Segment], int, int]:
+        """Store a sorted, valid body's records the store does not hold yet.
+        Returns (segments written, records already held, conflicts)."""
+        with self._lock:
+            self._sorted = None
+            kept, same, conflicts = self._drop_held(body)
+            segs = self.store.write(kept, False) if kept else []
+            if len(segs) == 1 and kept is body and self._sorted is not None:
+                self._remember(segs[0].name, self._sorted)  # saves reading it back for the next body
+        self.duplicates_dropped += same
+        self.conflicts += conflicts
+        return segs, same, conflicts
+
+    def _segment_hashes(self, seg: Segment) -> np.ndarray:
+        """The sorted ULID hashes of a segment, kept for the segments checked
+        most recently: consecutive bodies overlap the same recent segments,
+        which are then read once, not once per body. A name carries its bytes'
+        CRC, so what is kept under a name stays right."""
+        hashes = self._key_cache.get(seg.name)
+        if hashes is not None:
+            self._key_cache.move_to_end(seg.name)
+            return hashes
+        # Read in slices of time, so a big segment is never copied whole.
+        first, last = ulid_ms(seg.first.encode()), ulid_ms(seg.last.encode()) + 1
+        step = max(1, -(-(last - first) // KEY_SLICES))
+        parts = []
+        for ms in range(first, last, step):
+            hi = ms_floor(ms + step) if ms + step < last else b"~"
+            data = self.store.read_range(seg, ms_floor(ms), hi)
+            parts.append(_hashes(data, _offsets(data)[0]))
+        hashes = np.sort(np.concatenate(parts))
+        self._remember(seg.name, hashes)
+        return hashes
+
+    def _remember(self, name: str, hashes: np.ndarray) -> None:
+        if name in self._key_cache:
+            return
+        self._key_cache[name] = hashes
+        self._key_bytes += hashes.nbytes
+        while self._key_bytes > KEY_CACHE_BYTES and len(self._key_cache) > 1:
+            _, old = self._key_cache.popitem(last=False)
+            self._key_bytes -= old.nbytes
+
+    def _drop_held(self, body: bytes) -> tuple[bytes, int, int]:
+        if not body:
+            return body, 0, 0
+        last_start = body.rfind(b"\n", 0, len(body) - 1) + 1
+        lo, hi = body[:ULID_LEN], _successor(body[last_start : last_start + ULID_LEN])
+        if not self.store.overlapping(lo, hi):
+            return body, 0, 0
+        bs, be = _offsets(body)
+        bh = _hashes(body, bs)
+        for _ in range(_LOOK_AGAIN):
+            try:
+                return self._compare(body, bs, be, bh, self.store.overlapping(lo, hi))
+            except FileNotFoundError:
+                continue  # compacted away under us: its records are in the new segment
+        raise OSError("store segments kept changing while checking for held records")
+
+    def _compare(self, body: bytes, bs, be, bh, segs: list[Segment]) -> tuple[bytes, int, int]:
+        found = np.zeros(len(bh), dtype=np.bool_)
+        same = conflicts = 0
+        order = np.argsort(bh)
+        needles = bh[order]  # sorted, the searches walk the segments' hashes in order
+        self._sorted = needles
+        for seg in segs:
+            hk = self._segment_hashes(seg)
+            idx = np.searchsorted(hk, needles)
+            hit = idx < len(hk)
+            hit[hit] = hk[idx[hit]] == needles[hit]
+            if not hit.any():
+                continue
+            cand = np.zeros(len(bh), dtype=np.bool_)
+            cand[order[hit]] = True
+            cand &= ~found  # a record held by two segments counts once
+            if not cand.any():
+                continue
+            # Candidates (a hash can collide) are checked against the stored records.
+            where = np.flatnonzero(cand)
+            bk = _ulids(body, bs[where])
+            held = self.store.read_range(seg, bytes(bk[0]), _successor(bytes(bk[-1])))
+            cs, ce = _offsets(held)
+            ck = _ulids(held, cs)
+            at = np.searchsorted(ck, bk)
+            for i, key, j in zip(where, bk, at, strict=True):
+                if j >= len(ck) or ck[j] != key:
+                    continue
+                found[i] = True
+                if body[bs[i] : be[i]] == held[cs[j] : ce[j]]:
+                    same += 1
+                    continue
+                conflicts += 1
+                if conflicts <= 3:
+                    log.warning(
+                        "record conflict: ULID %s is stored with other text; the stored text is kept",
+                        key.decode("latin-1"),
+                    )
+        if conflicts > 3:
+            log.warning("record conflicts: %d in one body; stored texts kept", conflicts)
+        if not found.any():
+            return body, 0, 0
+        keep = np.flatnonzero(~found)
+        return b"".join(body[bs[k] : be[k]] for k in keep), same, conflicts
 
 
 class LocalStore:
     """This node's store as a replication target (no HTTP hop)."""
 
-    def __init__(self, store: StoreLog, name: str = "local") -> None:
+    def __init__(self, store: StoreLog, name: str = "local", immutable: Immutable | None = None) -> None:
         self.store = store
         self.name = name
+        self.immutable = immutable if immutable is not None else Immutable(store)
 
     async def replicate(self, data: bytes) -> None:
-        await trio.to_thread.run_sync(self.store.write, data, False)
+        await trio.to_thread.run_sync(self.immutable.write, data)
 
 
 def stats_headers(nodes: int, segments: int, size: int, errors: int, started: float) -> dict[str, str]:
@@ -87,21 +313,38 @@ def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
 
 
 def store_router(
-    store: StoreLog, limiter: trio.CapacityLimiter, query_handler=None, compaction_pending: Callable[[], bool] | None = None
+    store: StoreLog,
+    limiter: trio.CapacityLimiter,
+    query_handler=None,
+    compaction_pending: Callable[[], bool] | None = None,
+    immutable: Immutable | None = None,
 ) -> Router:
     r = Router()
+    imm = immutable if immutable is not None else Immutable(store)
 
     async def _query(req: Request) -> Response:
         return await local_query(store, limiter, req)
 
+    def _replicate(body: bytes) -> tuple[list[Segment], int, int, int]:
+        validate_records(body)
+        why = ulid_window_error(body)
+        if why is not None:
+            imm.refused_future += 1
+            raise HTTPError(400, f"refused: {why}")
+        before = imm.expired_dropped
+        body = imm.drop_expired(body)
+        segs, same, conflicts = imm.write(body)
+        return segs, same, conflicts, imm.expired_dropped - before
+
     async def replicate(req: Request) -> Response:
         body = await req.body()
         try:
-            segs = await trio.to_thread.run_sync(store.write, body, True)
+            segs, same, conflicts, expired = await trio.to_thread.run_sync(_replicate, body)
         except SegmentError as e:
             raise HTTPError(400, f"bad segment: {e}") from None
         store.replications_received += 1
-        return Response(200, "".join(f"{seg.name}\n" for seg in segs).encode())
+        headers = {"X-Oklog-Held": str(same), "X-Oklog-Conflicts": str(conflicts), "X-Oklog-Expired": str(expired)}
+        return Response(200, "".join(f"{seg.name}\n" for seg in segs).encode(), headers=headers)
 
     async def segments(req: Request) -> Response:
         segs = store.segments()

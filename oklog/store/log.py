@@ -381,6 +381,21 @@ class StoreLog:
     def path(self, seg: Segment) -> str:
         return join(self.root, seg.name)
 
+    def read_range(self, seg: Segment, lo: bytes, hi_excl: bytes) -> bytes:
+        """The raw records of ``seg`` with lo <= ULID < hi_excl, as stored
+        (b"" if none). FileNotFoundError if the segment is gone (compacted away
+        meanwhile: the caller looks again)."""
+        from oklog.fs import close_map
+        from oklog.query.engine import seek
+
+        buf = self.fs.open_map(self.path(seg))
+        try:
+            start = seek(buf, lo)
+            end = seek(buf, hi_excl, start)
+            return bytes(buf[start:end])
+        finally:
+            close_map(buf)
+
     def stats(self) -> dict:
         segs = self.segments()
         oldest = segs[0].first if segs else None
