@@ -435,7 +435,7 @@ class Node:
                     self.bound.extra["fluent"] = await ln.start(
                         functools.partial(
                             serve_fluent, cfg.ingest_fluent.host, cfg.ingest_fluent.port,
-                            ilog, settings, self.fluent_stats, window=self.event_window(),
+                            ilog, settings, self.fluent_stats, window=self.event_window(), gate=self.gate,
                         )
                     )
                 task_status.started()

@@ -53,7 +53,7 @@ from oklog.ingest.httpingest import (
     sanitize_topic,
     write_batch,
 )
-from oklog.ingest.listener import IngestSettings
+from oklog.ingest.listener import ConnectionGate, IngestSettings, refuse
 from oklog.ingest.log import IngestLog
 
 log = logging.getLogger("oklog.ingest.fluent")
@@ -281,9 +281,13 @@ class FluentConnection:
             # A message begun must finish in time: a peer declaring a huge length
             # and going quiet would otherwise hold its buffer forever.
             partial = fed > self.boundary
-            with trio.move_on_after(self.partial_timeout if partial else math.inf) as waited:
+            idle = self.settings.idle_timeout or math.inf
+            with trio.move_on_after(self.partial_timeout if partial else idle) as waited:
                 data = await self.stream.receive_some(READ_SIZE)
             if waited.cancelled_caught:
+                if not partial:
+                    log.debug("fluent: closing a connection idle for %ss", idle)
+                    return
                 self.stats.bad_streams += 1
                 log.warning("fluent: closing connection: a message unfinished after %ss", self.partial_timeout)
                 return
@@ -328,6 +332,7 @@ async def serve_fluent(
     window: EventWindow | None = None,
     max_message: int = MAX_BODY,
     partial_timeout: float = PARTIAL_TIMEOUT,
+    gate: ConnectionGate | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -335,7 +340,12 @@ async def serve_fluent(
     limiter = trio.CapacityLimiter(4)
     win = window or EventWindow()
 
+    tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
+
     async def handler(stream: trio.SocketStream) -> None:
+        if not tcp_gate.admit():
+            refuse(stream)
+            return
         stats.connections += 1
         stats.connections_total += 1
         try:
@@ -349,5 +359,6 @@ async def serve_fluent(
             log.exception("fluent connection failed")
         finally:
             stats.connections -= 1
+            tcp_gate.release()
 
     await trio.serve_listeners(handler, listeners)
