@@ -14,8 +14,9 @@ import trio
 
 from oklog.http import HTTPError, Request, Response, Router, Write
 from oklog.query.engine import Matcher, QueryError
-from oklog.query.format import FORMATS
-from oklog.query.params import QueryParams, parse_params
+from oklog.query.format import FORMATS, NATIVE_MODES, apply_chunked
+from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_params
+from oklog.record import RecordError, ulid_ms
 from oklog.store.log import SegmentError, StoreLog
 from oklog.store.query import execute, plan_query
 
@@ -43,6 +44,39 @@ def stats_headers(nodes: int, segments: int, size: int, errors: int, started: fl
     }
 
 
+def _rfc3339(ms: int) -> str:
+    """RFC 3339 with nanoseconds' layout, as the original's clients parse it (Go RFC3339Nano)."""
+    sec, rem = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem:03d}Z"
+
+
+def _header_text(text: str) -> str:
+    """A query term echoed in a header: bytes a header cannot carry become %XX."""
+    return "".join(c if 0x20 <= ord(c) < 0x7F and c != "%" else f"%{ord(c) & 0xFF:02X}" for c in text)
+
+
+def param_headers(params: QueryParams, now_ms: int | None = None) -> dict[str, str]:
+    """The query as the node understood it, in the original's ``X-Oklog-From``,
+    ``-To``, ``-Q`` and ``-Regex`` headers (its CLI requires them). An open
+    upper bound reads as the time of the query."""
+    lo = ulid_ms(params.lo)
+    hi = params.hi_excl
+    to = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    try:
+        if len(hi) == 27:  # a ULID bound, inclusive of itself
+            to = ulid_ms(hi[:26])
+        elif hi != MAX_KEY_EXCL:  # a time bound covers its whole millisecond
+            to = max(ulid_ms(hi) - 1, lo)
+    except RecordError:
+        pass  # the very end of ULID time: reads as now
+    return {
+        "X-Oklog-From": _rfc3339(lo),
+        "X-Oklog-To": _rfc3339(to),
+        "X-Oklog-Q": _header_text(params.query.q.decode("latin-1")),
+        "X-Oklog-Regex": "true" if params.query.regex else "false",
+    }
+
+
 def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
     try:
         params = parse_params(req.query)
@@ -67,12 +101,16 @@ async def local_query(
     fmt = parse_format(req)
     plan = await trio.to_thread.run_sync(plan_query, store, params)
     headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+    headers.update(param_headers(params))
     if req.method == "HEAD":
         plan.close()
         return Response(200, headers=headers)
 
     async def stream(write: Write) -> None:
-        await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
+        if fmt in NATIVE_MODES:  # cut to the output by the scan itself
+            await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
+        else:  # formats that grow the data: formatted a piece at a time as it is sent
+            await execute(store, matcher, plan, _formatted(write, fmt, limiter), limiter)
 
     return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
@@ -82,6 +120,24 @@ def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
         view = memoryview(data)
         for i in range(0, len(view), STREAM_CHUNK):
             await write(bytes(view[i : i + STREAM_CHUNK]))
+
+    return emit
+
+
+def _formatted(write: Write, fmt, limiter: trio.CapacityLimiter) -> Callable[[bytes], Awaitable[None]]:
+    """Format (off the loop) and send about ``STREAM_CHUNK`` of records at a
+    time, so a slow reader holds at most one formatted piece, and the scan
+    (a few units ahead) waits for it."""
+
+    async def emit(data: bytes) -> None:
+        i = 0
+        while i < len(data):
+            j = data.rfind(b"\n", i, i + STREAM_CHUNK) + 1
+            if j <= i:
+                j = data.find(b"\n", i + STREAM_CHUNK) + 1 or len(data)
+            piece = await trio.to_thread.run_sync(apply_chunked, fmt, data[i:j], limiter=limiter)
+            i = j
+            await write(piece)
 
     return emit
 
