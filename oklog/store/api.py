@@ -85,9 +85,19 @@ def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
         raise HTTPError(400, str(e)) from None
 
 
+GO_CLIENT = "go-http-client/"
+
+
 def parse_format(req: Request):
-    """``format=raw|lines|ulid|time|ulidtime|json`` (default raw: whole records)."""
-    name = req.arg("format", "raw") or "raw"
+    """``format=raw|lines|ulid|time|ulidtime|json`` (default raw: whole records).
+
+    The original OK Log CLI (a Go client that sends no format) reads records
+    as ``ULID SP LINE``, without topics: it gets ``ulid``, so its output is
+    what it always was."""
+    name = req.arg("format")
+    if name is None and req.headers.get("user-agent", "").lower().startswith(GO_CLIENT):
+        name = "ulid"
+    name = name or "raw"
     if name not in FORMATS:
         raise HTTPError(400, f"format={name!r}: use one of {', '.join(FORMATS)}")
     return FORMATS[name]
