@@ -24,9 +24,17 @@ import httpx
 import trio
 
 from oklog.http import HTTPError, Request, Response, Start, Write
-from oklog.query.format import NATIVE_MODES, apply_chunked
+from oklog.query.format import NATIVE_MODES
 from oklog.record import ulid_ms
-from oklog.store.api import local_query, param_headers, parse_format, parse_request, stats_headers
+from oklog.store.api import (
+    FORMAT_PIECE,
+    local_query,
+    param_headers,
+    parse_format,
+    parse_request,
+    record_pieces,
+    stats_headers,
+)
 from oklog.store.fanout import (
     Absent,
     MemberHealth,
@@ -310,25 +318,14 @@ class Coordinator:
         return Response(200, respond=respond)
 
     def _emitter(self, fmt, write: Write):
-        """Raw merged records → formatted 1 MiB pieces, each written before the
-        next is formatted: a slow reader holds back the merge, and through it
-        the members' scans."""
-        native = fmt in NATIVE_MODES
+        """Raw merged records → formatted pieces, each written before the next
+        is formatted: a slow reader holds back the merge, and through it the
+        members' scans (see ``api._formatted`` for why on the loop)."""
+        size = CHUNK if fmt in NATIVE_MODES else FORMAT_PIECE
 
         async def emit(data: bytes) -> None:
-            i = 0
-            while i < len(data):
-                j = data.rfind(b"\n", i, i + CHUNK) + 1
-                if j <= i:
-                    j = data.find(b"\n", i + CHUNK) + 1 or len(data)
-                piece = data[i:j]
-                i = j
-                if fmt is not None:
-                    if native:
-                        piece = fmt(piece)  # one C pass, GIL held briefly
-                    else:
-                        piece = await trio.to_thread.run_sync(apply_chunked, fmt, piece, limiter=self.limiter)
-                await write(piece)
+            for piece in record_pieces(data, size):
+                await write(piece if fmt is None else fmt(piece))
 
         return emit
 
