@@ -1,7 +1,8 @@
 """A store member that misbehaves, for tests: it gossips like a real member
 (so the cluster asks it for query answers) but its API either never answers
-(``hang``: accepts connections and reads nothing) or answers every request
-with a 500 whose text holds CR LF and other control bytes (``crlf``).
+(``hang``: accepts connections and reads nothing), answers every request
+with a 500 whose text holds CR LF and other control bytes (``crlf``), or
+begins a 200 answer with one record and then drops the connection (``cut``).
 
 Run as ``python fakemember.py MODE SEED_HOST:PORT GOSSIP_PORT API_PORT``; it
 prints ``ready`` once both sockets are bound and runs until killed.
@@ -14,6 +15,7 @@ import sys
 import trio
 
 from oklog.cluster.transport import Gossip
+from oklog.record import encode_ulid, now_ms
 
 EVIL = b"member broke\r\nX-Injected: yes\r\n\r\n\x00\x1b[31mred"
 
@@ -32,9 +34,17 @@ async def serve_api(mode: str, port: int, task_status=trio.TASK_STATUS_IGNORED) 
                 if not chunk:
                     return
                 data += chunk
-        head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(EVIL)
+        if mode == "cut":
+            rec = encode_ulid(now_ms() - 1000, 0) + b" default cut short\n"
+            out = (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Oklog-Segments-Queried: 1\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (len(rec), rec)
+            )
+        else:
+            out = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(EVIL)
+            out += EVIL
         try:
-            await stream.send_all(head + EVIL)
+            await stream.send_all(out)
         except trio.BrokenResourceError:
             pass
         await stream.aclose()

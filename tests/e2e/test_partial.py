@@ -170,3 +170,19 @@ def test_concurrent_query_limit_answers_429(node_factory, fake_member):
         what="slot released",
     )
     assert httpx.get(a.url + "/store/query", timeout=30).status_code == 206  # admitted again
+
+
+@pytest.mark.slow
+def test_a_member_failing_mid_stream_never_gives_a_short_200(node_factory, fake_member):
+    """Alone with replication factor 1, the member that breaks off may hold
+    records nobody else has: the transfer is aborted, never ended cleanly."""
+    (a,) = cluster(node_factory, 1, factor=1)
+    a.send_fast(b"".join(b"mid %d\n" % i for i in range(100)))
+    wait_for(lambda: a.query(q="mid").content.count(b"\n") == 100, what="records stored")
+    cut = fake_member("cut", a)
+    wait_for(lambda: members(a).get(cut) == "alive", what="fake member joined")
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(a.url + "/store/query", params={"from": "2000-01-01T00:00:00Z"}, timeout=30)
+    r = subprocess.run(OKLOG + ["query", "-store", a.api, "-from", "1h"], capture_output=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.decode().endswith("connection closed before the end of the response: the output is truncated\n")
