@@ -411,12 +411,18 @@ def _print_ingest_waiting(host: str, port: int, timeout: float | None, out) -> N
 
         st = json.loads(body)
         ingest = st["pipeline"]["ingest"]
-        waiting = {k: v for k, v in ingest["bytes"].items() if k != "committed"}
-        nbytes = sum(v for v in waiting.values() if isinstance(v, int))
-        nsegs = sum(v for k, v in ingest["segments"].items() if k in waiting and isinstance(v, int))
+        segs, sizes = ingest["segments"], ingest["bytes"]
+        active = int(segs.get("active", 0))
+        closed = int(segs.get("flushed", 0)) + int(segs.get("pending", 0))
+        nbytes = int(sizes.get("flushed", 0)) + int(sizes.get("pending", 0))
     except (OSError, ResponseError, ValueError, KeyError, TypeError, AttributeError):
         return  # not an ingest node, or an older one: nothing to add
-    print(f"ingest waiting: {nbytes} bytes in {nsegs} segments on {st.get('self', host)} (not yet queryable)", file=out)
+    # Active segments' sizes are not tracked until they are flushed.
+    print(
+        f"ingest waiting: {active} segments being written, {closed} flushed ({nbytes} bytes)"
+        f" on {st.get('self', host)} (not yet queryable)",
+        file=out,
+    )
 
 
 def _write(fd, data) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
@@ -40,12 +41,15 @@ def test_stats_reports_records_waiting_in_the_ingest_tier(node_factory):
     node = node_factory("n0")
     node.args = ["-ingest.segment-flush-age", "1h", "-ingest.segment-flush-size", "64MiB"]
     node.start()
-    node.send_fast(b"".join(b"waiting %d\n" % i for i in range(1000)))
-    r = wait_for(
-        lambda: (x := run_query(node, "-stats")).stdout.count(b"ingest waiting: ") and b"ingest waiting: 0 " not in x.stdout and x,
-        what="ingest waiting reported",
-    )
+    r = run_query(node, "-stats")
     assert r.returncode == 0
-    line = [x for x in r.stdout.decode().splitlines() if x.startswith("ingest waiting: ")][0]
-    assert line.endswith(f"on 127.0.0.1:{node.ports['cluster']} (not yet queryable)")
-    assert int(line.split()[2]) >= len(b"waiting 999\n") * 1000
+    tail = f"on 127.0.0.1:{node.ports['cluster']} (not yet queryable)\n"
+    assert r.stdout.decode().endswith("ingest waiting: 0 segments being written, 0 flushed (0 bytes) " + tail)
+    # A producer still connected: its records sit in an active segment.
+    with socket.create_connection(("127.0.0.1", node.ports["fast"]), timeout=10) as producer:
+        producer.sendall(b"".join(b"waiting %d\n" % i for i in range(1000)))
+        r = wait_for(
+            lambda: (x := run_query(node, "-stats")).stdout.count(b"ingest waiting: 1 segments being written") and x,
+            what="the active segment reported",
+        )
+        assert r.returncode == 0 and r.stdout.decode().endswith(tail)
