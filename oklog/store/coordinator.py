@@ -420,10 +420,14 @@ class Coordinator:
             raise RuntimeError(f"no answer within {self.member_timeout:g}s") from None
         try:
             if resp.status_code != 200:
+                text = b""
                 with trio.move_on_after(self.member_timeout):
-                    await resp.aread()
-                text = resp.content.decode("utf-8", "replace") if resp.is_stream_consumed else ""
-                raise RuntimeError(f"{resp.status_code} {sanitize(text, 200)}".strip())
+                    async for chunk in resp.aiter_raw():
+                        text += chunk
+                        if len(text) >= 1024:  # enough to say why; a peer's body is not kept
+                            break
+                why = sanitize(text[:1024].decode("utf-8", "replace"), 200)
+                raise RuntimeError(f"{resp.status_code} {why}".strip())
             a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
             a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
             a.rx = None if head else _Unwrap(rx)
