@@ -245,6 +245,7 @@ class Node:
                 "partial": self.coordinator.partial,
                 "running": self.coordinator.running,
                 "rejected": self.coordinator.rejected,
+                "missing": self.coordinator.missing(),
                 "read_repairs": self.coordinator.read_repairs,
                 "read_repair_records": self.coordinator.read_repair_records,
             }

@@ -229,6 +229,16 @@ class Coordinator:
             ask = [m for m in ask if m.api_addr is not None]
         return ask, absent
 
+    def missing(self) -> dict:
+        """Store members a query over all time could not ask now, and whether
+        the others would still hold every record (for ``/cluster/state``; the
+        dashboard shows this rather than assuming replicas cover a loss)."""
+        _, absent = self._plan(b"0" * 26)
+        return {
+            "members": [{"id": a.name, "reason": a.reason} for a in absent],
+            "complete": complete_without(len(absent), self.factor, self.assured()),
+        }
+
     # -- the query ------------------------------------------------------------------
 
     async def _handle(self, req: Request) -> Response:

@@ -79,6 +79,11 @@ def test_two_of_three_down_is_never_a_silent_partial_answer(node_factory):
     c.kill()
     r = cli_query(a, "-q", "partial")
     assert r.returncode == 0, r.stderr
+    wait_for(lambda: members(a)[f"127.0.0.1:{c.ports['cluster']}"] == "dead", timeout=30, what="c dead")
+    missing = httpx.get(a.url + "/cluster/state", timeout=5).json()["pipeline"]["queries"]["missing"]
+    assert missing == {"members": [{"id": f"127.0.0.1:{c.ports['cluster']}", "reason": "dead"}], "complete": True}
+    r = cli_query(a, "-q", "partial")
+    assert r.returncode == 0, r.stderr
     assert sorted(int(x.rsplit(b" ", 1)[1]) for x in r.stdout.splitlines()) == list(range(N))
     assert r.stderr.decode().startswith("oklog query: note: 1 of 3 store members down: 127.0.0.1:")
 
@@ -100,6 +105,11 @@ def test_two_of_three_down_is_never_a_silent_partial_answer(node_factory):
         assert len(got) == len(set(got)) and set(got) <= set(range(N))
         stats = cli_query(a, "-stats")
         assert stats.returncode == 3 and b"results may be incomplete: 2 of 3" in stats.stderr
+
+    # /cluster/state says what a query would find: both missing, not covered.
+    missing = httpx.get(a.url + "/cluster/state", timeout=5).json()["pipeline"]["queries"]["missing"]
+    assert missing["complete"] is False
+    assert {m["id"] for m in missing["members"]} == {f"127.0.0.1:{n.ports['cluster']}" for n in (b, c)}
 
     # Over HTTP: 206 and X-Oklog-Errors naming both, for GET and HEAD.
     for method in ("GET", "HEAD"):
