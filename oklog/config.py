@@ -66,7 +66,8 @@ class NodeConfig:
     ingest_idle_timeout: float = 300.0  # seconds a TCP ingest connection may send nothing
     api_idle_timeout: float = 30.0  # seconds an API connection may take to send a request's head
     drain_timeout: float = 10.0
-    member_timeout: float = 15.0
+    member_timeout: float = 5.0
+    max_queries: int = 16  # concurrent /store/query requests (0: no limit)
     advertise_host: str = ""
     node_id: str = ""
     cluster_key: str = ""  # key file: gossip sealed with AES-GCM (oklog.cluster.keyring)
