@@ -69,6 +69,7 @@ class NodeConfig:
     ingest_syslog: Addr | None = None
     syslog_topic: str = "syslog"
     ingest_topic: str = "default"
+    stream_max_subscribers: int = 256  # live-tail subscribers (and /store/stream clients) per node
     gossip_timing: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 

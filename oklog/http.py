@@ -32,6 +32,12 @@ Write = Callable[[bytes], Awaitable[None]]
 Start = Callable[[int, dict[str, str]], Awaitable[None]]
 
 
+class ClientGone(Exception):
+    """Raised by a response's ``stream`` when its client has gone: the response
+    is left unfinished, so the server closes the connection at once (a
+    finished one would be kept for the keep-alive timeout)."""
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -68,6 +74,18 @@ class Request:
         except ValueError as e:
             raise HTTPError(400, f"malformed query string: {e}") from None
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # The connection's socket, where the server exposes it (see connection_socket).
+        self.socket: trio.socket.SocketType | None = None
+        self._disconnected = False
+
+    async def wait_disconnect(self) -> None:
+        """Return once the server reports the connection closed. Hypercorn also
+        reports its read timeout this way, so a long response that must tell the
+        two apart checks ``socket`` (see oklog.stream)."""
+        while not self._disconnected:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                self._disconnected = True
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -127,6 +145,7 @@ class Router:
             return
         try:
             req = Request(scope, receive)
+            req.socket = connection_socket(send)
             methods = self._routes.get(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
@@ -142,6 +161,25 @@ class Router:
             log.exception("handler failed for %s", scope.get("path"))
             resp = Response(500, b"internal error\n")
         await _send_response(scope, send, resp)
+
+
+def connection_socket(send) -> trio.socket.SocketType | None:
+    """The TCP socket under hypercorn's ASGI ``send`` (HTTP/1.1), or None.
+
+    ASGI gives a handler no handle on its connection, and hypercorn reports a
+    client gone and its own read timeout alike (``http.disconnect``) while
+    swallowing write errors; a response that lasts as long as its client (a live
+    tail) needs the socket to tell whether the client is there and to end a
+    write the client never reads. Found through hypercorn's objects (pinned
+    version); None if they differ, and callers fall back to ``http.disconnect``.
+    """
+    try:
+        server = send.__self__.send.__self__.send.__self__
+        stream = server.stream
+        sock = getattr(stream, "socket", None) or stream.transport_stream.socket
+    except AttributeError:
+        return None
+    return sock if isinstance(sock, trio.socket.SocketType) else None
 
 
 async def _send_deferred(scope, send, resp: Response) -> None:
@@ -195,7 +233,10 @@ async def _send_response(scope, send, resp: Response) -> None:
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        await resp.stream(write)
+        try:
+            await resp.stream(write)
+        except ClientGone:
+            return
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -88,7 +88,7 @@ class Node:
         self.syslog_stats = SyslogStats()
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
-        self.tap = Tap()
+        self.tap = Tap(cfg.stream_max_subscribers)
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:
@@ -132,8 +132,8 @@ class Node:
             "/store/stream",
             cluster_stream_handler(
                 lambda: self._live("ingest"),
-                self.tap if self.ingest_log is not None else None,
-                lambda: self.http_client,
+                self.tap,
+                self.ingest_log is not None,
             ),
         )
         r.mount(metrics_router(self.metrics))
@@ -248,7 +248,7 @@ class Node:
             }
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
-        pipeline["streams"] = {"subscribers": self.tap.subscribers}
+        pipeline["streams"] = self.tap.stats()
         return {
             "self": self.id,
             "role": cfg.role,
