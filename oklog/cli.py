@@ -265,6 +265,7 @@ def cmd_stream(argv: list[str]) -> int:
     _flag(p, "ulid", action="store_true", help="print each record's ULID")
     _flag(p, "time", action="store_true", help="print each record's time")
     _flag(p, "window", type=_duration, default=3.0, help="deduplication window")
+    _flag(p, "catchup", type=_duration, default=15.0, help="after resuming on another node, query the store this long for records missed")
     ns = p.parse_args(argv)
     from oklog.streamcli import stream_main
 
