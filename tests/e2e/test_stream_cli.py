@@ -140,3 +140,22 @@ def test_stream_resumes_on_another_member_without_gap_or_duplicate(node_factory,
     assert max(counts.values()) == 1, f"duplicates: {[k for k, v in counts.items() if v > 1][:5]}"
     assert len(lines) == total
     assert "resumed from" in errors
+
+
+def test_window_is_seconds_or_a_go_duration(node_factory):
+    """The original OK Log client sends ``window`` as Go's Duration.String()."""
+    n = node_factory().start()
+    for window in ("3s", "500ms", "1m30s", "1h0m0s", "0s", "3", "2.5"):
+        query = {"q": "tick", "regex": "false", "window": window}
+        with httpx.stream("GET", n.url + "/store/stream", params=query, timeout=10) as r:
+            assert r.status_code == 200, (window, r.read())
+    for bad in ("3x", "s", "-1s", "2h"):
+        r = httpx.get(n.url + "/store/stream", params={"window": bad}, timeout=10)
+        assert r.status_code == 400 and "window" in r.text, (bad, r.text)
+    # Records flow with a Go-duration window.
+    with httpx.stream("GET", n.url + "/store/stream", params={"q": "tick", "window": "3s"}, timeout=10) as r:
+        wait_for(lambda: subscribers(n) >= 1, what="subscribed")
+        n.send_fast(b"tick one\ntock\n")
+        for chunk in r.iter_raw():
+            assert chunk.endswith(b" default tick one\n"), chunk
+            break
