@@ -124,6 +124,7 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "ingest.topic", default="default",
           help="topic of records on the fast, durable and HTTP ingest ports (a connection or request may name its own)")
     _flag(p, "stream.max-subscribers", type=int, default=256, help="live-tail subscribers per node; more get 503")
+    _flag(p, "stream.write-timeout", type=_duration, default=60.0, help="end a stream whose client takes nothing this long")
     _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -176,6 +177,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,
         stream_max_subscribers=ns.stream_max_subscribers,
+        stream_write_timeout=ns.stream_write_timeout,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         gossip_timing={
             "probe_interval": ns.cluster_probe_interval,

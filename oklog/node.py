@@ -88,7 +88,7 @@ class Node:
         self.syslog_stats = SyslogStats()
         self.bulk_stats = BulkStats()
         self.metrics = Metrics(self.state)
-        self.tap = Tap(cfg.stream_max_subscribers)
+        self.tap = Tap(cfg.stream_max_subscribers, write_timeout=cfg.stream_write_timeout)
         self.consumer: Consumer | None = None
         self.maintenance: Maintenance | None = None
         if cfg.is_ingest:

@@ -111,10 +111,14 @@ class Tap:
     """Fan-out of ingest batches to live subscribers; publishing never blocks."""
 
     def __init__(
-        self, max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS, ring_bytes: int = RING_BYTES
+        self,
+        max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+        ring_bytes: int = RING_BYTES,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self.lock = threading.Lock()
         self.max_subscribers = max_subscribers
+        self.write_timeout = write_timeout  # a stream whose client takes nothing this long ends
         self.ring_bytes = ring_bytes
         self._ring: collections.deque[tuple[int, bytes, int]] = (
             collections.deque()
@@ -387,7 +391,7 @@ def ingest_stream_handler(tap: Tap):
                 )
 
         async def stream(write: Write) -> None:
-            await Guard(req).run(body, write)
+            await Guard(req, tap.write_timeout).run(body, write)
 
         return Response(200, stream=stream)
 
@@ -560,7 +564,7 @@ def cluster_stream_handler(
         async def stream(write: Write) -> None:
             tap.clients += 1
             try:
-                await Guard(req).run(body, write)
+                await Guard(req, tap.write_timeout).run(body, write)
             finally:
                 tap.clients -= 1
 

@@ -1,6 +1,7 @@
 """Live-tail handlers are bounded by their clients: they end when the client
 goes, hold bounded memory, are limited in number, and never slow ingest."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -41,13 +42,23 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
 CLIENT_ADDR = "127.0.0.2"  # the stream clients' own address, to tell their sockets apart
 
 
-def held(api_port: int, client_addr: str) -> list[str]:
-    """States of the server-side sockets of connections from ``client_addr``."""
+def held(pid: int, api_port: int, client_addr: str) -> list[str]:
+    """States of the sockets the node process still holds for connections from
+    ``client_addr`` (the kernel may keep closed ones a while; those don't count)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     peer = f"{int.from_bytes(socket.inet_aton(client_addr), 'little'):08X}"
     out = []
     for ln in open("/proc/net/tcp").read().splitlines()[1:]:
-        local, remote, state = ln.split()[1:4]
-        if int(local.split(":")[1], 16) == api_port and remote.split(":")[0] == peer:
+        fields = ln.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        if int(local.split(":")[1], 16) == api_port and remote.split(":")[0] == peer and inode in inodes:
             out.append(state)
     return out
 
@@ -123,7 +134,7 @@ def test_idle_clients_that_vanish_leave_nothing_behind(node_factory):
     st = streams(n)
     assert st["subscribers"] == 0
     # Their connections are closed too (not left to the keep-alive timeout).
-    wait_for(lambda: not held(n.ports["api"], CLIENT_ADDR), timeout=10, what="their sockets closed")
+    wait_for(lambda: not held(n.proc.pid, n.ports["api"], CLIENT_ADDR), timeout=10, what="their sockets closed")
     grown = rss_kb(n.proc.pid) - before
     assert grown < 50_000, f"RSS grew {grown} kB after 2,000 streams came and went"
 
@@ -193,3 +204,19 @@ def test_clients_that_never_read_cost_ingest_nothing_but_their_drops(node_factor
     # Each stuck client kept what the ring and its socket held and lost the
     # rest, counted (the ring holds 16 MiB: about 190,000 of these records).
     assert 200 * 100_000 < st["dropped"] <= 200 * total, st
+
+
+@pytest.mark.slow
+def test_a_client_that_takes_nothing_is_ended_after_the_write_timeout(node_factory):
+    n = node_factory(args=["-stream.write-timeout", "2s"]).start()
+    stuck = socket.create_connection(("127.0.0.1", n.ports["api"]), timeout=10, source_address=(CLIENT_ADDR, 0))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(b"GET /store/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: streams(n)["clients"] == 1, what="the stream")
+    producer = Producer(n.ports["fast"], 200_000)
+    # Still connected, never reading: its write blocks until the timeout ends it.
+    wait_for(lambda: streams(n)["clients"] == 0, timeout=30, what="the stuck stream ended")
+    producer.wait()
+    assert streams(n)["subscribers"] == 0
+    wait_for(lambda: not held(n.proc.pid, n.ports["api"], CLIENT_ADDR), timeout=10, what="its socket closed")
+    stuck.close()
