@@ -51,6 +51,7 @@ log = logging.getLogger("oklog.stream")
 
 RING_BYTES = 16 << 20  # recent batches kept for subscribers, shared by all of them
 READ_MAX = 256 << 10  # bytes a subscriber takes from the ring at a time
+SEND_BUFFER = 512 << 10  # kernel send buffer of a stream's connection
 DEFAULT_MAX_SUBSCRIBERS = 256
 FOLLOW_INTERVAL = 1.0  # seconds between membership checks of a cluster stream
 CHECK_INTERVAL = 1.0  # seconds between checks that a stream's client is still there
@@ -311,6 +312,13 @@ class Guard:
         self.gone = False
 
     async def run(self, body: Callable[[Write], Awaitable[None]], write: Write) -> None:
+        if self.req.socket is not None:
+            # The kernel would grow a stuck client's send buffer to tcp_wmem's
+            # maximum (4 MiB by default), copying and holding that much per stream.
+            try:
+                self.req.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            except OSError:
+                pass
         async def guarded(chunk: bytes) -> None:
             self._writing_since = trio.current_time()
             try:
