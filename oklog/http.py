@@ -76,16 +76,16 @@ class Request:
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         # The connection's socket, where the server exposes it (see connection_socket).
         self.socket: trio.socket.SocketType | None = None
-        self._disconnected = False
+        self.disconnected = False  # the server reported the connection closed
 
     async def wait_disconnect(self) -> None:
         """Return once the server reports the connection closed. Hypercorn also
         reports its read timeout this way, so a long response that must tell the
         two apart checks ``socket`` (see oklog.stream)."""
-        while not self._disconnected:
+        while not self.disconnected:
             msg = await self._receive()
             if msg["type"] == "http.disconnect":
-                self._disconnected = True
+                self.disconnected = True
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)

@@ -336,7 +336,7 @@ class Guard:
     def _gone(self) -> bool:
         sock = self.req.socket
         if sock is None:
-            return self.req._disconnected
+            return self.req.disconnected
         if not client_present(sock):
             return True
         since = self._writing_since
@@ -355,7 +355,7 @@ class Guard:
 
     async def _watch(self, scope: trio.CancelScope) -> None:
         while True:
-            if not self.req._disconnected:
+            if not self.req.disconnected:
                 with trio.move_on_after(self.interval):
                     await self.req.wait_disconnect()
             else:
