@@ -52,6 +52,7 @@ log = logging.getLogger("oklog.stream")
 RING_BYTES = 16 << 20  # recent batches kept for subscribers, shared by all of them
 READ_MAX = 256 << 10  # bytes a subscriber takes from the ring at a time
 SEND_BUFFER = 512 << 10  # kernel send buffer of a stream's connection
+MAX_PARTIAL = 16 << 20  # bytes a member may send without a record's end
 DEFAULT_MAX_SUBSCRIBERS = 256
 FOLLOW_INTERVAL = 1.0  # seconds between membership checks of a cluster stream
 CHECK_INTERVAL = 1.0  # seconds between checks that a stream's client is still there
@@ -63,6 +64,18 @@ RETRY_AFTER = "5"
 
 class SubscriberLimit(Exception):
     pass
+
+
+class MemberError(Exception):
+    """A member's stream answered wrongly (status, framing)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _printable(text: str) -> str:
+    """Remote text made safe for one record line (no LF to forge records with)."""
+    return _CONTROL.sub(" ", text)[:500]
 
 
 class Subscriber:
@@ -498,9 +511,8 @@ def cluster_stream_handler(
             notices = ULIDSource()
 
             async def unavailable(name: str, reason: str) -> None:
-                await tx.send(
-                    notice(f"oklog: stream not following {name}: {reason}".encode(), notices)
-                )
+                line = _printable(f"oklog: stream not following {name}: {reason}")
+                await tx.send(notice(line.encode("utf-8", "replace"), notices))
 
             async def follow_local(name: str, scope: trio.CancelScope) -> None:
                 with scope:
@@ -521,23 +533,29 @@ def cluster_stream_handler(
                         try:
                             async with client.stream("GET", url) as resp:
                                 if resp.status_code != 200:
-                                    text = (
-                                        (await resp.aread())[:200]
-                                        .decode("utf-8", "replace")
-                                        .strip()
-                                    )
-                                    raise RuntimeError(f"{resp.status_code} {text}")
+                                    head = b""
+                                    async for chunk in resp.aiter_raw():
+                                        head += chunk
+                                        if len(head) >= 200:
+                                            break
+                                    text = head[:200].decode("utf-8", "replace").strip()
+                                    raise MemberError(f"{resp.status_code} {text}")
                                 failing = ""
                                 rest = b""
                                 async for chunk in resp.aiter_raw():
                                     buf = rest + chunk if rest else chunk
                                     cut = buf.rfind(b"\n") + 1
                                     rest = buf[cut:]
+                                    if len(rest) > MAX_PARTIAL:
+                                        raise MemberError(f"sent over {MAX_PARTIAL} bytes without a record's end")
                                     if cut:
                                         await tx.send(buf[:cut])
                             reason = "its stream ended"
-                        except (httpx.HTTPError, RuntimeError) as e:
+                        except (httpx.HTTPError, MemberError) as e:
                             reason = str(e) or type(e).__name__
+                        except Exception as e:  # nothing a member sends ends the stream
+                            log.exception("following %s's stream failed", name)
+                            reason = f"unexpected error {type(e).__name__}"
                         log.info("stream from %s ended: %s", name, reason)
                         if reason != failing:
                             failing = reason
