@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 from conftest import OKLOG, sample_lines, wait_for
-from test_cluster import cluster, states
+from test_cluster import cluster, node_id, states
 
 
 def subscribers(n) -> int:
@@ -128,7 +128,9 @@ def test_stream_resumes_on_another_member_without_gap_or_duplicate(node_factory,
         producer.join(timeout=30)
         assert sent.is_set()
         got = count_lines(out_path, total, 30)
-        time.sleep(2)  # anything more it would print (nothing should come)
+        # The catch-up ends with what it found and what it could not know.
+        wait_for(lambda: "caught up" in (tmp_path / "err").read_text(), timeout=30, what="the catch-up report")
+        time.sleep(1)  # anything more it would print (nothing should come)
     finally:
         p.terminate()
         p.wait(timeout=10)
@@ -140,6 +142,8 @@ def test_stream_resumes_on_another_member_without_gap_or_duplicate(node_factory,
     assert max(counts.values()) == 1, f"duplicates: {[k for k, v in counts.items() if v > 1][:5]}"
     assert len(lines) == total
     assert "resumed from" in errors
+    # a (an ingest member) is down: what it had not handed to the store is named.
+    assert f"records {node_id(a)} (" in errors and "missing until it is back" in errors, errors
 
 
 def test_window_is_seconds_or_a_go_duration(node_factory):
