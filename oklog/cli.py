@@ -161,6 +161,8 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
           help="OTLP resource attributes whose first present value is the topic (comma-separated)")
     _flag(p, "ingest.loki-topic-labels", default="topic,job,app,application,service_name",
           help="Loki push labels whose first present value is the topic (comma-separated)")
+    _flag(p, "stream.max-subscribers", type=int, default=256, help="live-tail subscribers per node; more get 503")
+    _flag(p, "stream.write-timeout", type=_duration, default=60.0, help="end a stream whose client takes nothing this long")
     _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -238,6 +240,8 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         event_time_future=ns.ingest_event_time_future,
         otlp_topic_attributes=_names(ns.ingest_otlp_topic_attributes),
         loki_topic_labels=_names(ns.ingest_loki_topic_labels),
+        stream_max_subscribers=ns.stream_max_subscribers,
+        stream_write_timeout=ns.stream_write_timeout,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         cluster_key=ns.cluster_key,
         gossip_timing={
@@ -371,6 +375,7 @@ def cmd_stream(argv: list[str]) -> int:
     _flag(p, "ulid", action="store_true", help="print each record's ULID")
     _flag(p, "time", action="store_true", help="print each record's time")
     _flag(p, "window", type=_duration, default=3.0, help="deduplication window")
+    _flag(p, "catchup", type=_duration, default=15.0, help="after resuming on another node, query the store this long for records missed")
     ns = p.parse_args(argv)
     from oklog.streamcli import stream_main
 

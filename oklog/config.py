@@ -79,6 +79,8 @@ class NodeConfig:
     event_time_future: float = 300.0  # ... and this far ahead
     otlp_topic_attributes: tuple[str, ...] = ("service.name",)
     loki_topic_labels: tuple[str, ...] = ("topic", "job", "app", "application", "service_name")
+    stream_max_subscribers: int = 256  # live-tail subscribers (and /store/stream clients) per node
+    stream_write_timeout: float = 60.0  # a stream whose client takes nothing this long ends
     gossip_timing: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 

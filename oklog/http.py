@@ -35,6 +35,12 @@ Write = Callable[[bytes], Awaitable[None]]
 Start = Callable[[int, dict[str, str]], Awaitable[None]]
 
 
+class ClientGone(Exception):
+    """Raised by a response's ``stream`` when its client has gone: the response
+    is left unfinished, so the server closes the connection at once (a
+    finished one would be kept for the keep-alive timeout)."""
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -102,6 +108,18 @@ class Request:
         except ValueError as e:
             raise HTTPError(400, f"malformed query string: {e}") from None
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # The connection's socket, where the server exposes it (see connection_socket).
+        self.socket: trio.socket.SocketType | None = None
+        self.disconnected = False  # the server reported the connection closed
+
+    async def wait_disconnect(self) -> None:
+        """Return once the server reports the connection closed. Hypercorn also
+        reports its read timeout this way, so a long response that must tell the
+        two apart checks ``socket`` (see oklog.stream)."""
+        while not self.disconnected:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                self.disconnected = True
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -224,7 +242,7 @@ class Router:
             await send(msg)
 
         try:
-            await self._serve(scope, receive, counted, seen)
+            await self._serve(scope, receive, counted, seen, connection_socket(send))
         except (trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
             # The client went away mid-request: hypercorn shuts the socket down
             # from its reader, unlocked, while the answer is being sent.
@@ -233,10 +251,11 @@ class Router:
             if self.on_response is not None:
                 self.on_response(seen.route, seen.status)
 
-    async def _serve(self, scope, receive, send, seen: _Seen) -> None:
+    async def _serve(self, scope, receive, send, seen: _Seen, sock=None) -> None:
         req: Request | None = None
         try:
             req = Request(scope, receive, self.budget)
+            req.socket = sock
             seen.route, methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
@@ -257,6 +276,25 @@ class Router:
         finally:
             if req is not None:
                 req.release()
+
+
+def connection_socket(send) -> trio.socket.SocketType | None:
+    """The TCP socket under hypercorn's ASGI ``send`` (HTTP/1.1), or None.
+
+    ASGI gives a handler no handle on its connection, and hypercorn reports a
+    client gone and its own read timeout alike (``http.disconnect``) while
+    swallowing write errors; a response that lasts as long as its client (a live
+    tail) needs the socket to tell whether the client is there and to end a
+    write the client never reads. Found through hypercorn's objects (pinned
+    version); None if they differ, and callers fall back to ``http.disconnect``.
+    """
+    try:
+        server = send.__self__.send.__self__.send.__self__
+        stream = server.stream
+        sock = getattr(stream, "socket", None) or stream.transport_stream.socket
+    except AttributeError:
+        return None
+    return sock if isinstance(sock, trio.socket.SocketType) else None
 
 
 async def _send_deferred(scope, send, resp: Response) -> None:
@@ -310,7 +348,10 @@ async def _send_response(scope, send, resp: Response) -> None:
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        await resp.stream(write)
+        try:
+            await resp.stream(write)
+        except ClientGone:
+            return
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -103,7 +103,7 @@ class Node:
         self.bulk_stats = BulkStats()
         self.fluent_stats = FluentStats()
         self.metrics = Metrics(self.state)
-        self.tap = Tap()
+        self.tap = Tap(cfg.stream_max_subscribers, write_timeout=cfg.stream_write_timeout)
         # Errors caught at component boundaries (each logged where caught).
         self.stream_errors = 0
         self.render_errors = 0
@@ -164,8 +164,8 @@ class Node:
             "/store/stream",
             cluster_stream_handler(
                 lambda: self._live("ingest"),
-                self.tap if self.ingest_log is not None else None,
-                lambda: self.http_client,
+                self.tap,
+                self.ingest_log is not None,
                 on_error=self._stream_error,
             ),
         )
@@ -283,7 +283,7 @@ class Node:
             }
         if self.gossip is not None:
             pipeline["gossip"] = vars(self.gossip.stats).copy()
-        pipeline["streams"] = {"subscribers": self.tap.subscribers}
+        pipeline["streams"] = self.tap.stats()
         pipeline["errors"] = {
             "consumer": self.consumer.stats.cycle_errors if self.consumer is not None else 0,
             "coordinator": self.coordinator.errors if self.coordinator is not None else 0,

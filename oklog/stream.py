@@ -1,128 +1,246 @@
 """Live tail: records as they are written at ingest, filtered, fanned in.
 
 * ``Tap`` sits on the ingest write path (``IngestLog.tap``): every batch of
-  records written to any segment is offered to each subscriber's bounded queue.
-  Publishing never blocks ingest: a subscriber whose queue is full (its client
-  reads too slowly) loses the batch and the loss is counted.
+  records written to any segment goes into one shared ring of recent batches
+  (``RING_BYTES``). Each subscriber reads the ring at its own position, so
+  publishing costs the same whatever the number of subscribers and never
+  waits; a subscriber that falls behind the ring's tail loses what it skipped,
+  and the loss is counted and reported to its client.
 * ``GET /ingest/_stream?q=&regex=&topic=`` streams this node's matching records.
 * ``GET /store/stream?q=&regex=&topic=&window=&format=`` on any node streams the
   whole cluster's: it follows ``/ingest/_stream`` of every live ingest member
   (this node's tap directly), picks up members that join and drops dead ones
   without the client reconnecting, and drops copies of a ULID seen within the
-  window (default 3 s).
+  window (default 3 s; seconds or a Go duration such as ``3s``, ``500ms``).
 
-Records are ``ULID SP TOPIC SP LINE LF`` as in query results. A loss is reported
-in-band as a marker record of topic ``oklog``, line
-``oklog: stream dropped N records (client too slow)``.
+Records are ``ULID SP TOPIC SP LINE LF`` as in query results. Notices are
+in-band records of topic ``oklog`` whose line starts ``oklog: stream ``: a loss is
+``oklog: stream dropped N records (client too slow)``, a member that cannot be
+followed ``oklog: stream not following MEMBER: REASON``.
+
+Both endpoints end when their client goes away, whether or not records flow:
+the connection's socket is checked every ``CHECK_INTERVAL``, and a write the
+client has not taken within ``WRITE_TIMEOUT`` ends the stream. Each node holds
+at most ``max_subscribers`` tap subscribers and as many ``/store/stream``
+clients; beyond that both answer 503 with the reason.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import re
+import socket
+import struct
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 import httpx
 import trio
 
-from oklog.http import HTTPError, Request, Response, Write
+from oklog.http import ClientGone, HTTPError, Request, Response, Write
 from oklog.query.engine import Matcher, Query, QueryError
-from oklog.query.format import apply_chunked
+from oklog.query.format import FORMATS, apply_chunked
 from oklog.query.params import parse_bool
 from oklog.record import ULIDSource, stamp_lines, validate_topic
+from oklog.units import parse_duration
 
 log = logging.getLogger("oklog.stream")
 
-QUEUE_BYTES = 4 << 20  # per subscriber
+RING_BYTES = 16 << 20  # recent batches kept for subscribers, shared by all of them
+READ_MAX = 256 << 10  # bytes a subscriber takes from the ring at a time
+SEND_BUFFER = 512 << 10  # kernel send buffer of a stream's connection
+MAX_PARTIAL = 16 << 20  # bytes a member may send without a record's end
+DEFAULT_MAX_SUBSCRIBERS = 256
 FOLLOW_INTERVAL = 1.0  # seconds between membership checks of a cluster stream
+CHECK_INTERVAL = 1.0  # seconds between checks that a stream's client is still there
+WRITE_TIMEOUT = 60.0  # a client that takes nothing for this long is ended
+DEDUP_MAX = 1 << 16  # ULIDs a cluster stream remembers (bounds its memory)
 MARKER_TOPIC = b"oklog"
+RETRY_AFTER = "5"
+
+
+class SubscriberLimit(Exception):
+    pass
+
+
+class MemberError(Exception):
+    """A member's stream answered wrongly (status, framing)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _printable(text: str) -> str:
+    """Remote text made safe for one record line (no LF to forge records with)."""
+    return _CONTROL.sub(" ", text)[:500]
 
 
 class Subscriber:
-    def __init__(self, tap: Tap, limit: int) -> None:
+    """A position in the tap's ring."""
+
+    def __init__(self, tap: Tap) -> None:
         self.tap = tap
-        self.limit = limit
-        self._q: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self.dropped = 0
-        self._token = trio.lowlevel.current_trio_token()
-        self._wake = trio.Event()
+        self.seq = tap._next_seq  # next batch to read
+        self.records = tap._records  # records published before that batch
 
-    def offer(self, data: bytes) -> None:
-        """Called on the ingest path (any thread): enqueue or count as dropped."""
-        with self.tap.lock:
-            if self._size + len(data) > self.limit:
-                self.dropped += data.count(b"\n")
-                return
-            self._q.append(data)
-            self._size += len(data)
-        try:
-            self._token.run_sync_soon(self._wake.set)
-        except trio.RunFinishedError:
-            pass
-
-    async def get(self) -> tuple[list[bytes], int]:
-        """Wait for data; return (chunks, records dropped since last call)."""
+    async def get(self, max_bytes: int = READ_MAX) -> tuple[list[bytes], int]:
+        """Wait for data; return (batches, records dropped since the last call)."""
+        tap = self.tap
         while True:
-            with self.tap.lock:
-                if self._q or self.dropped:
-                    chunks = list(self._q)
-                    self._q.clear()
-                    self._size = 0
-                    dropped, self.dropped = self.dropped, 0
+            with tap.lock:
+                ring = tap._ring
+                if ring and self.seq < tap._next_seq:
+                    first_seq, _, first_records = ring[0]
+                    dropped = 0
+                    if self.seq < first_seq:  # fell behind the ring's tail
+                        dropped = first_records - self.records
+                        self.seq, self.records = first_seq, first_records
+                        tap.dropped += dropped
+                    i = self.seq - first_seq
+                    chunks: list[bytes] = []
+                    size = 0
+                    while i < len(ring):
+                        _, data, _ = ring[i]
+                        if chunks and size + len(data) > max_bytes:
+                            break
+                        chunks.append(data)
+                        size += len(data)
+                        i += 1
+                    self.seq = first_seq + i
+                    self.records = ring[i][2] if i < len(ring) else tap._records
                     return chunks, dropped
-                self._wake = trio.Event()
-                wake = self._wake
-            await wake.wait()
+                tap._waiting += 1
+                wake = tap._event
+            try:
+                await wake.wait()
+            finally:
+                with tap.lock:
+                    tap._waiting -= 1
 
 
 class Tap:
-    def __init__(self) -> None:
+    """Fan-out of ingest batches to live subscribers; publishing never blocks."""
+
+    def __init__(
+        self,
+        max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+        ring_bytes: int = RING_BYTES,
+        write_timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         self.lock = threading.Lock()
+        self.max_subscribers = max_subscribers
+        self.write_timeout = write_timeout  # a stream whose client takes nothing this long ends
+        self.ring_bytes = ring_bytes
+        self._ring: collections.deque[tuple[int, bytes, int]] = (
+            collections.deque()
+        )  # (seq, batch, records before)
+        self._ring_size = 0
+        self._next_seq = 0
+        self._records = 0
         self._subs: set[Subscriber] = set()
-        self.published = 0
+        self._waiting = 0
+        self._event = trio.Event()
+        self._wake_pending = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        # Figures for /cluster/state.
+        self.dropped = 0  # records subscribers lost by falling behind
+        self.refused = 0  # subscriptions and cluster streams refused at the limit
+        self.clients = 0  # /store/stream clients being served
 
     def __call__(self, data: bytes) -> None:
+        """Called on the ingest path (any thread) with a batch of whole records."""
         if not self._subs:
             return
-        self.published += 1
-        for s in list(self._subs):
-            s.offer(data)
-
-    def subscribe(self, limit: int = QUEUE_BYTES) -> Subscriber:
-        s = Subscriber(self, limit)
+        n = data.count(b"\n")
         with self.lock:
+            if not self._subs:
+                return
+            self._ring.append((self._next_seq, data, self._records))
+            self._next_seq += 1
+            self._records += n
+            self._ring_size += len(data)
+            while self._ring_size > self.ring_bytes and len(self._ring) > 1:
+                self._ring_size -= len(self._ring.popleft()[1])
+            wake = self._waiting > 0 and not self._wake_pending
+            if wake:
+                self._wake_pending = True
+        if wake and self._token is not None:
+            try:
+                self._token.run_sync_soon(self._wake_all)
+            except trio.RunFinishedError:
+                pass
+
+    def _wake_all(self) -> None:
+        with self.lock:
+            event, self._event = self._event, trio.Event()
+            self._wake_pending = False
+        event.set()
+
+    @property
+    def full(self) -> bool:
+        return len(self._subs) >= self.max_subscribers
+
+    def subscribe(self) -> Subscriber:
+        self._token = trio.lowlevel.current_trio_token()
+        with self.lock:
+            if len(self._subs) >= self.max_subscribers:
+                self.refused += 1
+                raise SubscriberLimit(
+                    f"this node's stream subscriber limit ({self.max_subscribers}) is reached"
+                )
+            s = Subscriber(self)
             self._subs.add(s)
         return s
 
     def unsubscribe(self, s: Subscriber) -> None:
         with self.lock:
             self._subs.discard(s)
+            if self._ring and s.seq < self._ring[0][0]:
+                self.dropped += self._ring[0][2] - s.records
+            if not self._subs:  # nobody reads the ring: free it
+                self._ring.clear()
+                self._ring_size = 0
 
     @property
     def subscribers(self) -> int:
         return len(self._subs)
 
+    def stats(self) -> dict:
+        with self.lock:
+            # Records subscribers have fallen behind by but not yet noticed
+            # (one stuck in a write) count as dropped already.
+            lost = 0
+            if self._ring:
+                first_seq, _, first_records = self._ring[0]
+                lost = sum(first_records - s.records for s in self._subs if s.seq < first_seq)
+            return {
+                "subscribers": len(self._subs),
+                "clients": self.clients,
+                "max_subscribers": self.max_subscribers,
+                "dropped": self.dropped + lost,
+                "refused": self.refused,
+            }
 
-@dataclass(frozen=True)
+
 class StreamFilter:
-    matcher: Matcher
-    topic: bytes | None
+    def __init__(self, matcher: Matcher, topic: bytes | None) -> None:
+        self.matcher = matcher
+        self.topic = topic
+        self._topic_re = (
+            re.compile(rb"^[0-9A-Z]{26} " + re.escape(topic) + rb" .*\n", re.M)
+            if topic is not None
+            else None
+        )
 
     def apply(self, data: bytes) -> bytes:
-        if self.topic is not None:
-            data = _topic_only(data, self.topic)
+        if self._topic_re is not None:
+            data = b"".join(self._topic_re.findall(data))
         if not data or self.matcher.match_all:
             return data
         return b"".join(data[s:e] for s, e in self.matcher.scan(data))
-
-
-def _topic_only(data: bytes, topic: bytes) -> bytes:
-    needle = b" " + topic + b" "
-    return b"".join(r + b"\n" for r in data.split(b"\n")[:-1] if r[26 : 28 + len(topic)] == needle)
 
 
 def parse_filter(req: Request) -> StreamFilter:
@@ -135,20 +253,141 @@ def parse_filter(req: Request) -> StreamFilter:
         raise HTTPError(400, str(e)) from None
 
 
-def marker(dropped: int, source: ULIDSource) -> bytes:
-    line = b"oklog: stream dropped %d records (client too slow)" % dropped
+def parse_window(text: str | None) -> float:
+    """``window``: seconds (``3``, ``2.5``) or a Go duration (``3s``, ``500ms``, ``1m30s``),
+    which is what the original OK Log client sends."""
+    if text is None or text == "":
+        return 3.0
+    try:
+        window = parse_duration(text)
+    except ValueError:
+        raise HTTPError(
+            400, f"window={text!r}: use seconds or a duration such as 3s, 500ms, 1m30s"
+        ) from None
+    if not 0 <= window <= 3600:
+        raise HTTPError(400, f"window={text!r}: must be between 0 and 1h")
+    return window
+
+
+def notice(line: bytes, source: ULIDSource) -> bytes:
     return stamp_lines([line], source.headers(1, MARKER_TOPIC))
 
 
-async def follow_tap(tap: Tap, flt: StreamFilter, send) -> None:
+def marker(dropped: int, source: ULIDSource) -> bytes:
+    return notice(b"oklog: stream dropped %d records (client too slow)" % dropped, source)
+
+
+def busy(what: str) -> Response:
+    return Response(
+        503,
+        f"{what}; retry later, or raise -stream.max-subscribers on this node\n".encode(),
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+# -- the client's connection ------------------------------------------------------
+
+_TCP_ESTABLISHED = 1
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+
+
+def client_present(sock: trio.socket.SocketType) -> bool:
+    """Whether the peer of ``sock`` is still connected: it has neither closed
+    (FIN, RST) nor had the socket closed under it. Without TCP_INFO (not
+    Linux) every open socket counts as present."""
+    if sock.fileno() < 0:
+        return False
+    if _TCP_INFO is None:
+        return True
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)
+    except OSError:
+        return False
+    return struct.unpack_from("B", info)[0] == _TCP_ESTABLISHED
+
+
+class Guard:
+    """Runs a stream body for as long as its client is there.
+
+    Hypercorn swallows write errors and reports its own read timeout as a
+    disconnect, so neither says reliably whether the client has gone; the
+    socket does. A write the client does not take within ``write_timeout``
+    (the shielded send in hypercorn cannot be cancelled) is ended by shutting
+    the socket down, which fails the write."""
+
+    def __init__(
+        self, req: Request, write_timeout: float = WRITE_TIMEOUT, interval: float = CHECK_INTERVAL
+    ) -> None:
+        self.req = req
+        self.write_timeout = write_timeout
+        self.interval = interval
+        self._writing_since: float | None = None
+        self.gone = False
+
+    async def run(self, body: Callable[[Write], Awaitable[None]], write: Write) -> None:
+        if self.req.socket is not None:
+            # The kernel would grow a stuck client's send buffer to tcp_wmem's
+            # maximum (4 MiB by default), copying and holding that much per stream.
+            try:
+                self.req.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            except OSError:
+                pass
+        async def guarded(chunk: bytes) -> None:
+            self._writing_since = trio.current_time()
+            try:
+                await write(chunk)
+            finally:
+                self._writing_since = None
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch, nursery.cancel_scope)
+            await body(guarded)
+            nursery.cancel_scope.cancel()
+        if self.gone:
+            raise ClientGone
+
+    def _gone(self) -> bool:
+        sock = self.req.socket
+        if sock is None:
+            return self.req.disconnected
+        if not client_present(sock):
+            return True
+        since = self._writing_since
+        if since is not None and trio.current_time() - since > self.write_timeout:
+            log.info(
+                "stream client %s took nothing for %.0f s: ending it",
+                self.req.scope.get("client"),
+                self.write_timeout,
+            )
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        return False
+
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        while True:
+            if not self.req.disconnected:
+                with trio.move_on_after(self.interval):
+                    await self.req.wait_disconnect()
+            else:
+                await trio.sleep(self.interval)
+            if self._gone():
+                self.gone = True
+                scope.cancel()
+                return
+
+
+async def follow_tap(tap: Tap, flt: StreamFilter, send: Write) -> None:
     """Send this node's matching records as they are written, with an in-band
-    marker whenever the subscriber's queue overflowed."""
+    marker whenever the subscriber fell behind. Raises SubscriberLimit."""
     sub = tap.subscribe()
     markers = ULIDSource()
     try:
         while True:
             chunks, dropped = await sub.get()
-            out = flt.apply(b"".join(chunks))
+            out = flt.apply(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             if dropped:
                 out += marker(dropped, markers)
             if out:
@@ -160,100 +399,173 @@ async def follow_tap(tap: Tap, flt: StreamFilter, send) -> None:
 def ingest_stream_handler(tap: Tap):
     async def handler(req: Request) -> Response:
         flt = parse_filter(req)
+        if tap.full:
+            tap.refused += 1
+            return busy(f"this node's stream subscriber limit ({tap.max_subscribers}) is reached")
+
+        async def body(write: Write) -> None:
+            try:
+                await follow_tap(tap, flt, write)
+            except SubscriberLimit as e:
+                await write(
+                    notice(f"oklog: stream not following this node: {e}".encode(), ULIDSource())
+                )
 
         async def stream(write: Write) -> None:
-            await follow_tap(tap, flt, write)
+            await Guard(req, tap.write_timeout).run(body, write)
 
         return Response(200, stream=stream)
 
     return handler
 
 
-class Dedup:
-    """ULIDs seen within the last ``window`` seconds."""
+_LINE_ULID = re.compile(rb"^[0-9A-Z]{26}(?= )", re.M)
 
-    def __init__(self, window: float) -> None:
+
+class Dedup:
+    """ULIDs seen within the last ``window`` seconds, at most ``limit`` of them
+    (beyond that the oldest are forgotten early). A batch is checked with set
+    operations; only a batch holding a copy is split record by record."""
+
+    def __init__(self, window: float, limit: int = DEDUP_MAX) -> None:
         self.window = window
-        self._seen: dict[bytes, float] = {}
-        self._order: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.limit = limit
+        self._batches: collections.deque[tuple[float, set[bytes]]] = collections.deque()
+        self._count = 0
 
     def filter(self, data: bytes) -> bytes:
+        if self.window <= 0:
+            return data
         now = time.monotonic()
-        while self._order and now - self._order[0][0] > self.window:
-            _, u = self._order.popleft()
-            self._seen.pop(u, None)
+        while self._batches and (
+            now - self._batches[0][0] > self.window or self._count > self.limit
+        ):
+            self._count -= len(self._batches.popleft()[1])
+        ulids = _LINE_ULID.findall(data)
+        batch = set(ulids)
+        if len(batch) == len(ulids) and all(seen.isdisjoint(batch) for _, seen in self._batches):
+            self._remember(now, batch)
+            return data
+        seen_before: set[bytes] = set().union(*(s for _, s in self._batches))
+        keep = set()
         out = []
         for rec in data.split(b"\n")[:-1]:
             u = rec[:26]
-            if u in self._seen:
+            if u in seen_before or u in keep:
                 continue
-            self._seen[u] = now
-            self._order.append((now, u))
+            keep.add(u)
             out.append(rec)
+        self._remember(now, keep)
         if not out:
             return b""
         out.append(b"")
         return b"\n".join(out)
 
+    def _remember(self, now: float, batch: set[bytes]) -> None:
+        if batch:
+            self._batches.append((now, batch))
+            self._count += len(batch)
+
 
 def cluster_stream_handler(
     members: Callable[[], list[tuple[str, str | None]]],
-    tap: Tap | None,
-    client: Callable[[], httpx.AsyncClient | None],
+    tap: Tap,
+    local_ingest: bool,
     on_error: Callable[[], None] | None = None,
 ):
     """``/store/stream``: follow every live ingest member's tap. An error reading
     the membership is logged and counted (``on_error``); the stream keeps the
     members it follows and tries again at the next check."""
+    client: httpx.AsyncClient | None = None
+
+    def follow_client() -> httpx.AsyncClient:
+        # Shared by this node's cluster streams (a client each would cost its
+        # TLS context, about 1 MB), and apart from the node's own: follows are
+        # long-lived and must not take its query and replication connections.
+        nonlocal client
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(None, connect=3),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+            )
+        return client
 
     async def handler(req: Request) -> Response:
         flt = parse_filter(req)
-        try:
-            window = float(req.arg("window", "3") or 3)
-        except ValueError:
-            raise HTTPError(400, "window must be seconds") from None
-        from oklog.query.format import FORMATS
-
+        window = parse_window(req.arg("window"))
         fmt_name = req.arg("format", "raw") or "raw"
         if fmt_name not in FORMATS:
             raise HTTPError(400, f"format={fmt_name!r}: use one of {', '.join(FORMATS)}")
         fmt = FORMATS[fmt_name]
-        member_qs = req.scope.get("query_string", b"").decode("latin-1")
+        if tap.clients >= tap.max_subscribers:
+            tap.refused += 1
+            return busy(f"this node's stream client limit ({tap.max_subscribers}) is reached")
+        # latin-1 as parsed: q's bytes reach the member as the client sent them.
+        member_qs = urlencode(
+            {k: v[-1] for k, v in req.query.items() if k in ("q", "regex", "topic")},
+            encoding="latin-1",
+        )
 
-        async def stream(write: Write) -> None:
+        async def body(write: Write) -> None:
             # One chunk in hand: a slow client makes the taps drop (counted), not grow.
             tx, rx = trio.open_memory_channel[bytes](1)
             dedup = Dedup(window)
             followed: dict[str, trio.CancelScope] = {}
+            notices = ULIDSource()
 
-            async def follow_local(scope: trio.CancelScope) -> None:
-                assert tap is not None
-                with scope:
-                    await follow_tap(tap, flt, tx.send)
+            async def unavailable(name: str, reason: str) -> None:
+                line = _printable(f"oklog: stream not following {name}: {reason}")
+                await tx.send(notice(line.encode("utf-8", "replace"), notices))
 
-            async def follow_remote(name: str, api: str, scope: trio.CancelScope) -> None:
-                c = client()
-                if c is None:
-                    return
-                url = f"http://{api}/ingest/_stream?{member_qs}"
+            async def follow_local(name: str, scope: trio.CancelScope) -> None:
                 with scope:
                     while True:
                         try:
-                            async with c.stream("GET", url, timeout=httpx.Timeout(None, connect=3)) as resp:
-                                if resp.status_code != 200:
-                                    raise RuntimeError(f"{resp.status_code}")
-                                rest = b""
-                                async for chunk in resp.aiter_raw():
-                                    buf = rest + chunk
-                                    cut = buf.rfind(b"\n") + 1
-                                    rest = buf[cut:]
-                                    if cut:
-                                        await tx.send(buf[:cut])
-                        except (httpx.HTTPError, RuntimeError) as e:
-                            log.info("stream from %s ended: %s", name, e)
+                            await follow_tap(tap, flt, tx.send)
+                        except SubscriberLimit as e:
+                            await unavailable(name, str(e))
                         await trio.sleep(FOLLOW_INTERVAL)
 
-            async def membership(nursery: trio.Nursery) -> None:
+            async def follow_remote(
+                client: httpx.AsyncClient, name: str, api: str, scope: trio.CancelScope
+            ) -> None:
+                url = f"http://{api}/ingest/_stream?{member_qs}"
+                failing = ""
+                with scope:
+                    while True:
+                        try:
+                            async with client.stream("GET", url) as resp:
+                                if resp.status_code != 200:
+                                    head = b""
+                                    async for chunk in resp.aiter_raw():
+                                        head += chunk
+                                        if len(head) >= 200:
+                                            break
+                                    text = head[:200].decode("utf-8", "replace").strip()
+                                    raise MemberError(f"{resp.status_code} {text}")
+                                failing = ""
+                                rest = b""
+                                async for chunk in resp.aiter_raw():
+                                    buf = rest + chunk if rest else chunk
+                                    cut = buf.rfind(b"\n") + 1
+                                    rest = buf[cut:]
+                                    if len(rest) > MAX_PARTIAL:
+                                        raise MemberError(f"sent over {MAX_PARTIAL} bytes without a record's end")
+                                    if cut:
+                                        await tx.send(buf[:cut])
+                            reason = "its stream ended"
+                        except (httpx.HTTPError, MemberError) as e:
+                            reason = str(e) or type(e).__name__
+                        except Exception as e:  # nothing a member sends ends the stream
+                            log.exception("following %s's stream failed", name)
+                            reason = f"unexpected error {type(e).__name__}"
+                        log.info("stream from %s ended: %s", name, reason)
+                        if reason != failing:
+                            failing = reason
+                            await unavailable(name, reason)
+                        await trio.sleep(FOLLOW_INTERVAL)
+
+            async def membership(nursery: trio.Nursery, client: httpx.AsyncClient) -> None:
                 while True:
                     try:
                         live = {name: api for name, api in members()}
@@ -272,18 +584,25 @@ def cluster_stream_handler(
                         scope = trio.CancelScope()
                         followed[name] = scope
                         if api is None:
-                            if tap is not None:
-                                nursery.start_soon(follow_local, scope)
+                            if local_ingest:
+                                nursery.start_soon(follow_local, name, scope)
                         else:
-                            nursery.start_soon(follow_remote, name, api, scope)
+                            nursery.start_soon(follow_remote, client, name, api, scope)
                     await trio.sleep(FOLLOW_INTERVAL)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(membership, nursery)
+                nursery.start_soon(membership, nursery, follow_client())
                 async for data in rx:
-                    out = dedup.filter(data)
+                    out = dedup.filter(data) if len(followed) > 1 else data
                     if out:
                         await write(apply_chunked(fmt, out) if fmt else out)
+
+        async def stream(write: Write) -> None:
+            tap.clients += 1
+            try:
+                await Guard(req, tap.write_timeout).run(body, write)
+            finally:
+                tap.clients -= 1
 
         return Response(200, stream=stream)
 

@@ -1,93 +1,379 @@
 """``oklog stream``: live tail of the cluster to stdout.
 
-Reconnects on failure with backoff and resumes without duplicates: ULIDs
-printed recently are remembered, and records seen again after a reconnect are
-skipped.
+Records are handled a received buffer at a time (formatting is one pass of the
+C helper), so a file or a pipe keeps up with a node's ingest rate. The node's
+in-band notices (records it dropped because this client fell behind, members
+it cannot follow) are taken out of the output and said on stderr.
+
+When the node it is attached to goes away, it resumes from another store
+member (learnt from ``/cluster/state``) without a gap or a duplicate: it
+follows the new member's live stream at once and, for ``-catchup``, queries the
+store for records since shortly before the last one it received, printing only
+those it has not printed (the ingest tier hands records to the store within a
+few seconds). What that cannot recover (records a dead ingest node had not
+handed to the store) is said on stderr with its time range.
 """
 
 from __future__ import annotations
 
 import collections
-import http.client
+import json
 import os
+import re
+import select
+import socket
 import sys
 import time
-from urllib.parse import urlencode
 
 from oklog.addr import parse_addr
 from oklog.config import DEFAULT_API_PORT
+from oklog.record import ms_floor
 
-REMEMBER = 200_000  # recent ULIDs kept for resuming without duplicates
+MARGIN = 5.0  # seconds before the last received record that a catch-up starts from
+RETAIN_BYTES = 64 << 20  # received data kept to know what was printed (bounded)
+CATCHUP_INTERVAL = 1.0
+CATCHUP_MAX_RECORDS = 2_000_000  # beyond this a catch-up stops and says so
+CONNECT_TIMEOUT = 5.0
+
+_NOTICE = re.compile(rb"^[0-9A-Z]{26} oklog (oklog: stream [^\n]*)\n", re.M)
+_DROPPED = re.compile(rb"oklog: stream dropped (\d+) records")
+_LINE_ULID = re.compile(rb"^[0-9A-Z]{26}(?= )", re.M)
 
 
-class Seen:
-    def __init__(self, size: int = REMEMBER) -> None:
-        self._set: set[bytes] = set()
-        self._order: collections.deque[bytes] = collections.deque()
-        self.size = size
+def say(text: str) -> None:
+    print(f"oklog stream: {text}", file=sys.stderr, flush=True)
 
-    def fresh(self, data: bytes) -> bytes:
+
+class StreamError(Exception):
+    pass
+
+
+class Refused(Exception):
+    """The node answered the stream request with a client error: do not retry."""
+
+
+class LiveStream:
+    """``GET /store/stream`` over a plain socket, its chunked body decoded a
+    buffer at a time; ``read`` waits at most ``timeout`` for data."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("latin-1"))
+        self.buf = bytearray()
+        self.ended = False
+        self._remaining = 0  # payload bytes left in the current chunk
+        while b"\r\n\r\n" not in self.buf:
+            self._recv()
+        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
+        self.buf = bytearray(rest)
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = status_line.split(" ", 2)
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if self.status != 200:
+            body = bytes(self.buf)
+            self.sock.settimeout(2)
+            try:
+                while len(body) < 4096 and (more := self.sock.recv(4096)):
+                    body += more
+            except OSError:
+                pass
+            self.close()
+            text = body.decode("utf-8", "replace").strip() or status_line
+            if 400 <= self.status < 500:
+                raise Refused(text.splitlines()[-1] if text else status_line)
+            raise StreamError(f"{self.status}: {text.splitlines()[-1] if text else status_line}")
+
+    def _recv(self) -> None:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise StreamError("the node closed the stream")
+        self.buf += data
+
+    def read(self, timeout: float) -> bytes:
+        """Decoded body bytes available within ``timeout`` (maybe b"")."""
+        out = self._decode()
+        if out:
+            return out
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if ready:
+            self.sock.settimeout(CONNECT_TIMEOUT)
+            self._recv()
+        return self._decode()
+
+    def _decode(self) -> bytes:
         out = []
-        for rec in data.split(b"\n")[:-1]:
-            u = rec[:26]
-            if u in self._set:
+        buf = self.buf
+        pos = 0
+        while pos < len(buf):
+            if self._remaining:
+                take = min(self._remaining, len(buf) - pos)
+                out.append(bytes(buf[pos : pos + take]))
+                pos += take
+                self._remaining -= take
+                if self._remaining:
+                    break
                 continue
-            self._set.add(u)
-            self._order.append(u)
-            if len(self._order) > self.size:
-                self._set.discard(self._order.popleft())
-            out.append(rec)
-        if not out:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            line = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
+            if not line:  # the CRLF after a chunk's payload
+                pos = eol + 2
+                continue
+            try:
+                size = int(line, 16)
+            except ValueError:
+                raise StreamError(f"bad chunk header {line[:20]!r}") from None
+            pos = eol + 2
+            if size == 0:
+                raise StreamError("the node ended the stream")
+            self._remaining = size
+        del buf[:pos]
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _get(host: str, port: int, path: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def cluster_members(host: str, port: int) -> tuple[list[tuple[str, int]], list[dict]]:
+    """(API addresses of alive store members, every member) from /cluster/state."""
+    status, _, body = _get(host, port, "/cluster/state", CONNECT_TIMEOUT)
+    if status != 200:
+        return [], []
+    members = json.loads(body).get("members", [])
+    store = []
+    for m in members:
+        addr = m.get("api_addr")
+        if m.get("state") == "alive" and "store" in str(m.get("role", "")) and isinstance(addr, str):
+            try:
+                store.append(parse_addr(addr, DEFAULT_API_PORT, default_host="localhost"))
+            except ValueError:
+                continue
+    return store, members
+
+
+class Output:
+    def __init__(self, fd: int, fmt) -> None:
+        self.fd = fd
+        self.fmt = fmt
+
+    def records(self, data: bytes) -> None:
+        if data:
+            _write(self.fd, self.fmt(data))
+
+
+class Received:
+    """What was printed recently, as the buffers received (no work per record
+    until a catch-up needs their ULIDs)."""
+
+    def __init__(self) -> None:
+        self.chunks: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.size = 0
+        self.last = 0.0  # when records last arrived
+        self.trimmed_at = 0.0  # newest receive time dropped for the byte bound
+
+    def add(self, data: bytes) -> None:
+        now = time.time()
+        self.last = now
+        self.chunks.append((now, data))
+        self.size += len(data)
+        while self.chunks and (self.size > RETAIN_BYTES or now - self.chunks[0][0] > 2 * MARGIN):
+            if self.size > RETAIN_BYTES:
+                self.trimmed_at = self.chunks[0][0]
+            self.size -= len(self.chunks.popleft()[1])
+
+
+class CatchUp:
+    """After a reconnect: the store's records since ``since`` that were not printed."""
+
+    def __init__(self, since: float, received: Received) -> None:
+        self.since = since
+        self.since_ulid = ms_floor(int(since * 1000))
+        self.seen: set[bytes] = set()
+        for _, data in received.chunks:
+            self._note(data)
+        self.started = time.monotonic()
+        self.next_poll = self.started
+        self.found = 0
+        self.incomplete = ""
+
+    def _note(self, data: bytes) -> None:
+        lo = self.since_ulid
+        self.seen.update(u for u in _LINE_ULID.findall(data) if u >= lo)
+
+    def live(self, data: bytes) -> None:
+        self._note(data)
+
+    def poll(self, host: str, port: int, params: str) -> bytes:
+        """Query the store once; the records not printed yet."""
+        self.next_poll = time.monotonic() + CATCHUP_INTERVAL
+        path = f"/store/query?from={self.since_ulid.decode()}&{params}"
+        status, headers, body = _get(host, port, path, 60.0)
+        if status not in (200, 206):
+            raise StreamError(f"catch-up query: {status} {body[:200].decode('utf-8', 'replace').strip()}")
+        if status == 206 or headers.get("x-oklog-errors"):
+            self.incomplete = headers.get("x-oklog-errors", "partial answer")
+        new = []
+        for rec in body.split(b"\n")[:-1]:
+            u = rec[:26]
+            if u not in self.seen:
+                self.seen.add(u)
+                new.append(rec)
+        if len(self.seen) > CATCHUP_MAX_RECORDS:
+            raise StreamError(f"catch-up stopped after {len(self.seen)} records")
+        self.found += len(new)
+        if not new:
             return b""
-        out.append(b"")
-        return b"\n".join(out)
+        new.append(b"")
+        return b"\n".join(new)
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
 def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
     from oklog.query.format import FORMATS
-    from oklog.querycli import format_name
+    from oklog.querycli import format_name, urlencode
 
     fmt = FORMATS[format_name(ns.ulid, ns.time, False)]
     assert fmt is not None
-    out_fd = sys.stdout.fileno() if out_fd is None else out_fd
-    host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
-    params = {"q": ns.q, "regex": "true" if ns.regex else "false", "window": str(ns.window)}
+    out = Output(sys.stdout.fileno() if out_fd is None else out_fd, fmt)
+    first = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
+    params = {"q": ns.q, "regex": "true" if ns.regex else "false"}
     if ns.topic:
         params["topic"] = ns.topic
-    path = "/store/stream?" + urlencode(params, encoding="latin-1")
-    seen = Seen()
+    filter_qs = urlencode(params)
+    path = "/store/stream?" + urlencode(params | {"window": f"{ns.window:g}"})
+    catchup_for = getattr(ns, "catchup", 15.0)
+    received = Received()
+    members: list[tuple[str, int]] = [first]
+    current = first
+    dropped_total = 0
     backoff = 0.1
+    resume_since: float | None = None  # a catch-up from then is due
     deadline = time.monotonic() + max_seconds if max_seconds else None
+
+    def notices(data: bytes) -> bytes:
+        nonlocal dropped_total
+        if b" oklog oklog: stream " not in data:
+            return data
+        for line in _NOTICE.findall(data):
+            m = _DROPPED.match(line)
+            if m:
+                dropped_total += int(m.group(1))
+                say(
+                    f"{current[0]}:{current[1]} dropped {int(m.group(1))} records: this client or its output "
+                    f"fell behind ({dropped_total} dropped in all)"
+                )
+            else:
+                say(line[len(b"oklog: stream ") :].decode("utf-8", "replace"))
+        return _NOTICE.sub(b"", data)
+
     while deadline is None or time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(host, port, timeout=10)
         try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            if resp.status == 400:
-                print(f"oklog stream: {resp.read().decode().strip()}", file=sys.stderr)
-                return 1
-            if resp.status != 200:
-                raise http.client.HTTPException(f"status {resp.status}")
-            conn.sock.settimeout(None)
-            backoff = 0.1
+            live = LiveStream(current[0], current[1], path)
+        except Refused as e:
+            say(str(e))
+            return 1
+        except (OSError, StreamError) as e:
+            say(f"{current[0]}:{current[1]}: {e}")
+            current = _next_member(members, current)
+            if current == first or len(members) == 1:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            continue
+        backoff = 0.1
+        try:
+            found, _ = cluster_members(*current)
+        except (OSError, ValueError):
+            found = []
+        if found:
+            members = found if current in found else [current, *found]
+        catchup = None
+        connected_at = time.time()
+        if resume_since is not None:
+            since = resume_since
+            if received.trimmed_at > since:
+                say(
+                    f"records from {_stamp(since)} to {_stamp(received.trimmed_at)} may be printed twice "
+                    "(too many to remember)"
+                )
+                since = received.trimmed_at
+            catchup = CatchUp(since, received)
+            say(f"resumed from {current[0]}:{current[1]}; catching up from {_stamp(since)} for {catchup_for:g}s")
+        try:
             rest = b""
-            while chunk := resp.read1(1 << 20):
-                buf = rest + chunk
-                cut = buf.rfind(b"\n") + 1
-                rest = buf[cut:]
-                data = seen.fresh(buf[:cut])
-                if data:
-                    _write(out_fd, fmt(data))
-                if deadline is not None and time.monotonic() > deadline:
-                    return 0
-            print("oklog stream: stream ended; reconnecting", file=sys.stderr)
-        except (OSError, http.client.HTTPException) as e:
-            print(f"oklog stream: {host}:{port}: {e}; reconnecting", file=sys.stderr)
+            while deadline is None or time.monotonic() < deadline:
+                chunk = live.read(0.2 if catchup is not None else 1.0)
+                if chunk:
+                    buf = rest + chunk if rest else chunk
+                    cut = buf.rfind(b"\n") + 1
+                    rest = buf[cut:]
+                    data = notices(buf[:cut]) if cut else b""
+                    if data:
+                        received.add(data)
+                        if catchup is not None:
+                            catchup.live(data)
+                        out.records(data)
+                if catchup is not None and time.monotonic() >= catchup.next_poll:
+                    try:
+                        data = catchup.poll(current[0], current[1], filter_qs)
+                    except (OSError, StreamError) as e:
+                        say(f"catch-up from {_stamp(catchup.since)} failed: {e}; records of that time may be missing")
+                        catchup = None
+                        continue
+                    if data:
+                        received.add(data)
+                        out.records(data)
+                    if time.monotonic() - catchup.started >= catchup_for:
+                        _report(catchup, current)
+                        catchup = None
+                        resume_since = None
+            return 0
+        except (OSError, StreamError) as e:
+            say(f"{current[0]}:{current[1]}: {e}; resuming from another member")
+            if catchup is None:  # else the catch-up under way is started over
+                resume_since = max(received.last, connected_at) - MARGIN
         finally:
-            conn.close()
-        time.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
+            live.close()
+        current = _next_member(members, current)
     return 0
+
+
+def _report(catchup: CatchUp, node: tuple[str, int]) -> None:
+    try:
+        _, members = cluster_members(*node)
+    except (OSError, ValueError):
+        members = []
+    text = f"caught up {catchup.found} records written from {_stamp(catchup.since)} while disconnected"
+    if catchup.incomplete:
+        text += f"; the store's answer was incomplete: {catchup.incomplete}"
+    say(text)
+    for m in members:
+        if "ingest" in str(m.get("role", "")) and m.get("state") != "alive":
+            say(
+                f"records {m.get('id')} ({m.get('state')}) received after {_stamp(catchup.since)} and had "
+                "not handed to the store are missing until it is back"
+            )
+
+
+def _next_member(members: list[tuple[str, int]], current: tuple[str, int]) -> tuple[str, int]:
+    if current not in members:
+        return members[0] if members else current
+    return members[(members.index(current) + 1) % len(members)]
 
 
 def _write(fd: int, data: bytes) -> None:
