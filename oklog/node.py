@@ -104,6 +104,7 @@ class Node:
         if cfg.is_store:
             self.store_log = StoreLog(self.fs, cfg.store_path)
             self.store_log.sole_copy = cfg.replication_factor == 1
+            self.store_log.level = cfg.store_level
             self.maintenance = Maintenance(
                 self.store_log,
                 cfg.store_target_size,
@@ -111,6 +112,9 @@ class Node:
                 cfg.purge,
                 trio.CapacityLimiter(1),
                 cfg.max_disk_usage,
+                level=max(1, cfg.store_compact_level),
+                cold_level=cfg.store_cold_level,
+                cold_age=cfg.store_cold_age,
             )
             for q in self.store_log.quarantined:
                 log.warning("quarantined store segment %s", q)
