@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS
 
 from oklog.fs import RealFS, join
 from oklog.query.engine import Matcher, Query
@@ -16,8 +17,6 @@ from oklog.store import segfile
 from oklog.store.compact import CompactStats, plan, run_job
 from oklog.store.log import StoreLog
 from oklog.store.query import plan_query, run_unit
-
-from conftest import CORPUS
 
 
 def corpus_dir() -> Path:
@@ -185,3 +184,16 @@ def test_a_flipped_byte_costs_only_its_block(tmp_path, small_blocks):
     assert got == b"".join(r for r in data.splitlines(keepends=True) if r not in lost)
     assert store.dropped_records == victim.records
     assert query(store) == got  # the rest is served
+
+
+def test_ulid_random_part_keeps_counting_across_milliseconds():
+    """Consecutive ULIDs of a connection differ in their last characters only
+    (what compresses), and stay unique and increasing."""
+    from oklog.record import ULID_LEN, decode_ulid
+
+    clock = iter([5, 5, 6, 9, 9, 12]).__next__
+    src = ULIDSource(clock)
+    ulids = [h[:ULID_LEN] for n in (3, 4, 1, 2, 5, 6) for h in src.headers(n)]
+    assert ulids == sorted(ulids) and len(set(ulids)) == len(ulids)
+    rands = [decode_ulid(u)[1] for u in ulids]
+    assert rands == list(range(rands[0], rands[0] + len(rands)))
