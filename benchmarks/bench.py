@@ -684,6 +684,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--oklog", default=os.path.join(os.path.dirname(sys.executable), "oklog"),
                    help="oklog executable (default: the one next to this Python)")
     p.add_argument("--keep", action="store_true", help="keep node directories afterwards")
+    p.add_argument("--node-args", default="", help="extra `oklog run` flags for the nodes, e.g. \"-store.compression-level 1\"")
     ns = p.parse_args(argv)
     if ns.quick:
         ns.size, ns.runs = "50MB", 3
@@ -733,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"zstd -3 of the data set: {result['zstd3']['bytes']:,} bytes ({ds.nbytes / result['zstd3']['bytes']:.2f}x), "
         f"{result['zstd3']['cpu_s']:.1f} CPU s")
     for i, mode in enumerate(ns.mode_list):
-        node = Node(ns.oklog, ns.workdir, f"node-{mode}", log=log)
+        node = Node(ns.oklog, ns.workdir, f"node-{mode}", log=log, extra_args=tuple(shlex.split(ns.node_args)))
         try:
             node.start()
             result["ingest"].append(ingest(node, ds, mode, ns.oklog, timeout))
@@ -752,6 +753,10 @@ def main(argv: list[str] | None = None) -> int:
             status, _, body = node.request("GET", "/cluster/state")
             quarantined = json.loads(body)["pipeline"]["store"]["quarantined"] if status == 200 else ["(no state)"]
             result["ingest"][-1]["quarantined"] = quarantined
+            if status == 200:
+                comp = json.loads(body)["pipeline"].get("compaction", {})
+                result["ingest"][-1]["compaction"] = {k: v for k, v in comp.items() if isinstance(v, int)}
+                log(f"{mode}: compaction " + ", ".join(f"{k} {v}" for k, v in result["ingest"][-1]["compaction"].items()))
             if quarantined:
                 loud(f"{mode}: the node quarantined segments: {quarantined}")
                 failed = True

@@ -750,8 +750,9 @@ done:
 
 /* Block summaries of store segments: a bloom filter of the trigrams of the
  * lines (not the ULID or topic) of a buffer of records. The trigrams are first
- * collected exactly in a 2^24-bit map (every possible trigram has its bit), so
- * the filter is sized from the true number of distinct trigrams: m = bits_per
+ * collected exactly in a 2^24-bit map (every possible trigram has its bit) and
+ * listed as first seen, so the filter is sized from the true number of
+ * distinct trigrams: m = bits_per
  * * distinct bits (rounded up to whole bytes), one hash (k = 1) reduced to m by
  * multiply-shift. A literal of L bytes needs all of its L-2 trigrams, so even
  * a high single-trigram false positive rate gives a small combined one. */
@@ -772,13 +773,20 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
         return NULL;
     }
     if (get_region(obj, start, end, &r) < 0) return NULL;
+    /* the exact map, and the distinct trigrams in the order first seen (at
+     * most one per input byte, and at most 2^24) */
+    size_t span = (size_t)(r.end - r.start);
+    size_t cap = span < TRI_BITS ? span + 1 : TRI_BITS;
     uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
-    if (!map) {
+    uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
+    if (!map || !seen) {
+        PyMem_RawFree(map);
+        PyMem_RawFree(seen);
         PyBuffer_Release(&r.view);
         return PyErr_NoMemory();
     }
     const unsigned char *b = r.view.buf;
-    uint64_t distinct = 0;
+    size_t distinct = 0;
     Py_BEGIN_ALLOW_THREADS
     size_t pos = (size_t)r.start, hi = (size_t)r.end;
     while (pos < hi) {
@@ -792,19 +800,23 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
                 uint32_t t = ((uint32_t)b[ls] << 8) | b[ls + 1];
                 for (size_t i = ls + 2; i < re; i++) {
                     t = ((t << 8) | b[i]) & 0xFFFFFFu;
-                    map[t >> 6] |= 1ull << (t & 63);
+                    uint64_t bit = 1ull << (t & 63), *w = &map[t >> 6];
+                    if (!(*w & bit)) {
+                        *w |= bit;
+                        seen[distinct++] = t;
+                    }
                 }
             }
         }
         pos = re + 1;
     }
-    for (size_t w = 0; w < TRI_BITS / 64; w++) distinct += (uint64_t)__builtin_popcountll(map[w]);
     Py_END_ALLOW_THREADS
-    uint64_t nbytes = (distinct * (uint64_t)bits_per + 7) / 8;
+    PyMem_RawFree(map);
+    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
     if (nbytes < 8) nbytes = 8;
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
     if (!out) {
-        PyMem_RawFree(map);
+        PyMem_RawFree(seen);
         PyBuffer_Release(&r.view);
         return NULL;
     }
@@ -812,17 +824,12 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
     uint64_t m = nbytes * 8;
     Py_BEGIN_ALLOW_THREADS
     memset(bloom, 0, nbytes);
-    for (size_t w = 0; w < TRI_BITS / 64; w++) {
-        uint64_t word = map[w];
-        while (word) {
-            uint32_t t = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(word));
-            uint32_t h = tri_hash(t, m);
-            bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
-            word &= word - 1;
-        }
+    for (size_t i = 0; i < distinct; i++) {
+        uint32_t h = tri_hash(seen[i], m);
+        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
     }
     Py_END_ALLOW_THREADS
-    PyMem_RawFree(map);
+    PyMem_RawFree(seen);
     PyBuffer_Release(&r.view);
     return out;
 }

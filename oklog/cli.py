@@ -114,7 +114,7 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "store.max-disk-usage", type=_size, default=0, help="trash oldest segments above this size (0: no cap)")
     _flag(p, "store.consume-batch-size", type=_size, default=C.DEFAULT_CONSUME_BATCH, help="bytes gathered per consume cycle")
     _flag(p, "store.compression-level", type=int, default=3, help="zstd level of new store segments (0: plain records)")
-    _flag(p, "store.compact-level", type=int, default=6, help="zstd level of compaction outputs")
+    _flag(p, "store.compact-level", type=int, default=3, help="zstd level of merge and split outputs")
     _flag(p, "store.cold-level", type=int, default=19, help="zstd level cold segments are recompressed to when idle (0: never)")
     _flag(p, "store.cold-age", type=_duration, default=3600.0, help="a segment is cold this long after its newest record")
     _flag(p, "cluster.advertise-addr", default="", help="host (or host:port) other members use to reach this node")

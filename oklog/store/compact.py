@@ -58,8 +58,9 @@ PIECE = 4 << 20  # bytes copied per write
 RELEASE_STEP = 8 << 20  # release merged input pages every this many bytes
 
 
-COMPACT_LEVEL = 6  # zstd level of compaction outputs
+COMPACT_LEVEL = 3  # zstd level of merge and split outputs (concatenation copies blocks as they are)
 COLD_LEVEL = 19  # zstd level of segments recompressed once cold
+COLD_BLOCK_SIZE = 4 << 20  # their blocks: larger, for the ratio (a cold query decompresses more per hit)
 COLD_AGE = 3600.0  # seconds after its newest record a segment counts as cold
 
 
@@ -69,6 +70,7 @@ class Job:
     inputs: list[Segment]
     topic: str = ""  # of every input and output ("": any topics)
     level: int = COMPACT_LEVEL  # of the outputs
+    block_size: int | None = None  # of the outputs' blocks (None: segfile.BLOCK_SIZE)
 
     @property
     def size(self) -> int:
@@ -118,6 +120,7 @@ def plan(
             job.topic = topic
             cold = cold_level and all(s.last < cold_before for s in job.inputs)
             job.level = cold_level if cold else level
+            job.block_size = COLD_BLOCK_SIZE if cold else None
             jobs.append(job)
     if jobs:
         return jobs
@@ -129,7 +132,7 @@ def plan(
         else:
             continue
         if seg.level < want:
-            return [Job("recompress", [seg], seg.topic, want)]
+            return [Job("recompress", [seg], seg.topic, want, COLD_BLOCK_SIZE if want == cold_level else None)]
     return jobs
 
 
@@ -169,11 +172,15 @@ class _Writer:
     """Streams records into target-sized (records' bytes) compressed output
     segments, a block at a time."""
 
-    def __init__(self, store: StoreLog, target: int, topic: str = "", level: int = COMPACT_LEVEL) -> None:
+    def __init__(
+        self, store: StoreLog, target: int, topic: str = "", level: int = COMPACT_LEVEL, block_size: int | None = None
+    ) -> None:
         self.store = store
         self.target = target
         self.topic = topic
         self.level = level
+        self.block_size = block_size or segfile.BLOCK_SIZE
+        self._min_level = level  # lowest level of any block of the current output
         self.done: list[Segment] = []
         self._f: File | None = None
         self._bad: str | None = None
@@ -210,21 +217,51 @@ class _Writer:
             reason = "records out of order across pieces"
         if reason is not None and self._bad is None:
             self._bad = reason
-        if self._f is None:
-            self._tmp = join(self.store.root, f".compact-{os.urandom(6).hex()}.tmp")
-            self._f = self.store.fs.create(self._tmp)
-            self._first = bytes(chunk[:ULID_LEN])
-            self._size = 0
-            self._crc = 0
-            self._offset = 0
-            self._blocks = []
+        self._open(bytes(chunk[:ULID_LEN]))
         self._pending.append(bytes(chunk))
         self._pending_size += len(chunk)
         self._size += len(chunk)
         last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
         self._last = bytes(chunk[last_start : last_start + ULID_LEN])
-        if self._pending_size >= segfile.BLOCK_SIZE:
+        if self._pending_size >= self.block_size:
             self._flush(final=False)
+
+    def _open(self, first: bytes) -> None:
+        if self._f is None:
+            self._tmp = join(self.store.root, f".compact-{os.urandom(6).hex()}.tmp")
+            self._f = self.store.fs.create(self._tmp)
+            self._first = first
+            self._size = 0
+            self._crc = 0
+            self._offset = 0
+            self._blocks = []
+            self._min_level = self.level
+
+    def copy_block(self, buf, blk: segfile.Block, level: int) -> None:
+        """Append a compressed block of an input as it is (concatenation: the
+        records are already in order and compressed at least this well). Its
+        frame is decompressed once to check it against its checksum and index."""
+        data = segfile.decompress_block(buf, blk)
+        if bytes(data[: ULID_LEN]) != blk.first or not data.endswith(b"\n"):
+            raise SegmentError("block does not match its index entry")
+        del data
+        self._flush(final=True)
+        if self._f is not None and self._size and self._size + blk.rawlen > self.target:
+            self.finish()
+        if self._f is not None and self._size and blk.first <= self._last and self._bad is None:
+            self._bad = "records out of order across pieces"
+        self._open(blk.first)
+        assert self._f is not None
+        frame = bytes(buf[blk.offset : blk.offset + blk.clen])
+        self._f.write(frame)
+        self._crc = zlib.crc32(frame, self._crc)
+        self._blocks.append(
+            segfile.Block(blk.first, blk.last, self._offset, blk.clen, blk.rawlen, blk.records, blk.hashes, blk.bloom)
+        )
+        self._offset += blk.clen
+        self._size += blk.rawlen
+        self._last = blk.last
+        self._min_level = min(self._min_level, level)
 
     def _flush(self, final: bool) -> None:
         """Compress the pending records into blocks (all of them if final;
@@ -233,8 +270,8 @@ class _Writer:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
-        cuts = segfile.block_cuts(data)
-        if not final and cuts and cuts[-1][1] - cuts[-1][0] < segfile.BLOCK_SIZE:
+        cuts = segfile.block_cuts(data, self.block_size)
+        if not final and cuts and cuts[-1][1] - cuts[-1][0] < self.block_size:
             s, _ = cuts.pop()
             self._pending = [data[s:]]
         self._pending_size = sum(len(p) for p in self._pending)
@@ -250,7 +287,8 @@ class _Writer:
         if self._f is None:
             return
         self._flush(final=True)
-        index = segfile.encode_index(self._blocks, self.level)
+        level = min(self.level, self._min_level)
+        index = segfile.encode_index(self._blocks, level)
         self._f.write(index)
         self._crc = zlib.crc32(index, self._crc)
         self._offset += len(index)
@@ -263,7 +301,7 @@ class _Writer:
         self.done.append(
             self.store.adopt(
                 self._tmp, self._first.decode(), self._last.decode(), self._offset, self.topic,
-                crc_hex(self._crc), self.level, self._size,
+                crc_hex(self._crc), level, self._size,
             )
         )
 
@@ -335,9 +373,52 @@ def merged(inputs: list) -> object:
             yield _fast.merge(pieces, 0)
 
 
+def _merge_blocks(writer: _Writer, bufs: list, idxs: list[segfile.Index]) -> None:
+    """Merge compressed inputs a block at a time: a block whose ULID range
+    overlaps no other input's block is copied as it is; each run of blocks
+    that overlap one another is decompressed, merged (copies dropped) and
+    compressed again. Segments that overlap only at their edges (consumer
+    batches from several connections) cost little more than a copy."""
+    blocks = sorted(
+        ((blk.first, blk.last, i, blk) for i, idx in enumerate(idxs) for blk in idx.blocks),
+        key=lambda t: (t[0], t[1], t[2]),
+    )
+    runs: list[list[tuple[int, segfile.Block]]] = []
+    hi = b""
+    for first, last, i, blk in blocks:
+        if runs and first <= hi:
+            runs[-1].append((i, blk))
+            hi = max(hi, last)
+        else:
+            runs.append([(i, blk)])
+            hi = last
+    for run in runs:
+        if len(run) == 1 and run[0][1].rawlen <= writer.target:  # (a bigger block is cut by writing it)
+            i, blk = run[0]
+            writer.copy_block(bufs[i], blk, idxs[i].level)
+            _release(bufs[i], blk.offset + blk.clen)
+            continue
+        per_input: dict[int, list[segfile.Block]] = {}
+        for i, blk in run:
+            per_input.setdefault(i, []).append(blk)
+        sources = [_decompressed(bufs[i], blks) for i, blks in sorted(per_input.items())]
+        for piece in merged(sources):
+            writer.write(piece)
+
+
+def _decompressed(buf, blocks: list[segfile.Block]):
+    for blk in blocks:
+        try:
+            data = segfile.decompress_block(buf, blk)
+        except Exception as e:  # zstandard.ZstdError, FormatError: damaged since validated
+            raise SegmentError(str(e)) from None
+        _release(buf, blk.offset + blk.clen)
+        yield data
+
+
 def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list[Segment]:
     """Execute one job (blocking; run it in a worker thread)."""
-    writer = _Writer(store, target, job.topic, job.level)
+    writer = _Writer(store, target, job.topic, job.level, job.block_size)
     ctxs = [store.fs.map(store.path(s)) for s in job.inputs]
     bufs = []
     try:
@@ -356,11 +437,20 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
             sources = [_chunks(store, seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
         except segfile.FormatError as e:
             raise SegmentError(str(e)) from None
-        if job.kind in ("merge", "split"):
+        idxs = [store.index(seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
+        if job.kind in ("merge", "split") and all(i is not None and i.level >= job.level for i in idxs):
+            _merge_blocks(writer, bufs, idxs)  # type: ignore[arg-type]
+        elif job.kind in ("merge", "split"):
             for piece in merged(sources):
                 writer.write(piece)
         else:
-            for src in sources:
+            for seg, b, src in zip(job.inputs, bufs, sources, strict=True):
+                idx = store.index(seg, b)
+                if idx is not None and idx.level >= job.level and job.kind == "concat":
+                    for blk in idx.blocks:
+                        writer.copy_block(b, blk, idx.level)
+                        _release(b, blk.offset + blk.clen)
+                    continue
                 for piece in src:
                     writer.write(piece)
         del sources

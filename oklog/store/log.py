@@ -409,6 +409,10 @@ class StoreLog:
         first_b, last_b = bounds(data)
         first, last = first_b.decode(), last_b.decode()
         level = self.level
+        if self._overlaps(first, last, topic):
+            # Compaction merges it with what it overlaps right away and
+            # compresses the result: compressing it now would be done twice.
+            level = segfile.RAW_LEVEL
         encoded = segfile.encode(data, level) if level != segfile.RAW_LEVEL else data
         crc = crc_hex(zlib.crc32(encoded))
         name = segment_name(first, last, topic, crc)
@@ -438,6 +442,16 @@ class StoreLog:
             self.segments_written += 1
             self.bytes_written += len(encoded)
         return seg
+
+    def _overlaps(self, first: str, last: str, topic: str) -> bool:
+        """Whether a stored segment of this topic overlaps [first, last] (one
+        with exactly these bounds does not count: the same body again must get
+        the same name)."""
+        with self._lock:
+            return any(
+                s.topic == topic and s.first <= last and s.last >= first and (s.first, s.last) != (first, last)
+                for s in self._segments.values()
+            )
 
     def adopt(
         self, tmp_path: str, first: str, last: str, size: int, topic: str = "", crc: str = "",

@@ -220,6 +220,7 @@ def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
         del i
     cuts.append(hi_excl)
     units = []
+    pos = {seg.name: s for seg, s, _ in g.parts}
     for klo, khi in zip(cuts, cuts[1:], strict=False):
         if khi <= klo:
             continue
@@ -228,7 +229,13 @@ def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
             mine = [b for b in blks if b.first < khi and b.last >= klo]
             if mine:
                 blocks.append((seg, mine))
-        parts = list(g.parts)
+        parts = []
+        for seg, _, e in g.parts:  # plain ranges cut to the keys here (exact, bounded)
+            start = pos[seg.name]
+            end = seek(bufs[seg.name], khi, start, e) if khi < hi_excl else e
+            if end > start:
+                parts.append((seg, start, end))
+            pos[seg.name] = end
         if blocks or parts:
             units.append(Unit(parts, blocks, (max(klo, lo), khi)))
     return units
@@ -260,11 +267,8 @@ def _pieces(plan: Plan, unit: Unit):
     plain ranges and decompressed blocks, cut to the unit's keys."""
     assert unit.keys is not None
     klo, khi = unit.keys
-    for seg, lo, hi in unit.parts:
-        buf = plan.bufs[seg.name]
-        s = seek(buf, klo, lo, hi) if klo > seg.first.encode() else lo
-        e = seek(buf, khi, s, hi) if khi <= seg.last.encode() else hi
-        yield [(buf, s, e)] if e > s else []
+    for seg, lo, hi in unit.parts:  # already cut to the keys
+        yield [(plan.bufs[seg.name], lo, hi)]
     for seg, blocks in unit.blocks:
         buf = plan.bufs[seg.name]
         out = []
