@@ -32,6 +32,7 @@ import mmap
 import os
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -341,7 +342,7 @@ def _last_ulid(chunk) -> bytes:
     return bytes(chunk[s : s + ULID_LEN])
 
 
-def merged(inputs: list) -> object:
+def merged(inputs: list) -> Iterator[bytes]:
     """Merge sorted inputs (each an iterator of record chunks) into ULID order,
     copies (one ULID) dropped: each round takes, from every input, its records
     up to the smallest last ULID among the inputs' current chunks, and merges

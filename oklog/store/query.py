@@ -69,14 +69,14 @@ class Plan:
     so compaction may rename or remove the files meanwhile without the query
     losing or misreading records; ``close`` releases them."""
 
+    lo: bytes = b""
+    hi_excl: bytes = b"~"
     segments: int = 0
     bytes: int = 0  # records' bytes (uncompressed) in the selected ranges and blocks
     bufs: dict[str, object] = field(default_factory=dict)
     # Byte ranges by group of overlapping segments; cut into units only when
     # the plan runs, so statistics (HEAD, -stats) touch no data pages.
     groups: list[Group] = field(default_factory=list)
-    lo: bytes = b""
-    hi_excl: bytes = b"~"
     store: StoreLog | None = None
     blocks_skipped: int = 0  # blocks in the time window ruled out by their bloom
     damaged: int = 0  # blocks that failed to decompress (their segment is re-checked)
@@ -199,8 +199,8 @@ def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
     key is read by both units, each cutting it to its own keys; copies of a
     record (one ULID) always fall in the same unit."""
     events: list[tuple[bytes, int]] = []
-    for _seg, blocks in g.blocks:
-        events.extend((b.first, b.rawlen) for b in blocks)
+    for _seg, blks in g.blocks:
+        events.extend((b.first, b.rawlen) for b in blks)
     for seg, s, e in g.parts:
         buf = bufs[seg.name]
         p = s
