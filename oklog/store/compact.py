@@ -181,6 +181,7 @@ class _Writer:
         self.topic = topic
         self.level = level
         self.block_size = block_size or segfile.BLOCK_SIZE
+        self._cctx = segfile.compressor(level)
         self._min_level = level  # lowest level of any block of the current output
         self.done: list[Segment] = []
         self._f: File | None = None
@@ -278,7 +279,7 @@ class _Writer:
         self._pending_size = sum(len(p) for p in self._pending)
         assert self._f is not None
         for s, e in cuts:
-            frame, blk = segfile.encode_block(data, s, e, self.level, self._offset)
+            frame, blk = segfile.encode_block(data, s, e, self.level, self._offset, self._cctx)
             self._f.write(frame)
             self._crc = zlib.crc32(frame, self._crc)
             self._offset += len(frame)

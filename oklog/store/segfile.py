@@ -87,7 +87,14 @@ def is_compressed(head) -> bool:
 _local = threading.local()
 
 
-def _compressor(level: int) -> zstandard.ZstdCompressor:
+CACHED_LEVELS = 9  # compressors up to this level are kept per thread (level 19's takes ~50 MiB)
+
+
+def compressor(level: int) -> zstandard.ZstdCompressor:
+    """A compressor for segment blocks: per thread and reused for the fast
+    levels; a new one (freed with its owner) for the slow, memory-hungry ones."""
+    if level > CACHED_LEVELS:
+        return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
     cache = getattr(_local, "c", None)
     if cache is None:
         cache = _local.c = {}
@@ -122,10 +129,12 @@ def block_cuts(data, block_size: int | None = None) -> list[tuple[int, int]]:
     return cuts
 
 
-def encode_block(data, start: int, end: int, level: int, offset: int) -> tuple[bytes, Block]:
+def encode_block(
+    data, start: int, end: int, level: int, offset: int, cctx: zstandard.ZstdCompressor | None = None
+) -> tuple[bytes, Block]:
     """One block: its zstd frame and its index entry (offset: where the frame goes)."""
     view = memoryview(data)[start:end]
-    frame = _compressor(level).compress(view)
+    frame = (cctx or compressor(level)).compress(view)
     bloom = _fast.trigram_bloom(data, start, end, BLOOM_BITS)
     last_start = data.rfind(b"\n", start, end - 1) + 1
     last_start = max(last_start, start)
@@ -158,8 +167,9 @@ def encode(data, level: int = DEFAULT_LEVEL, block_size: int | None = None) -> b
     frames: list[bytes] = []
     blocks: list[Block] = []
     off = 0
+    cctx = compressor(level)
     for s, e in block_cuts(data, block_size):
-        frame, blk = encode_block(data, s, e, level, off)
+        frame, blk = encode_block(data, s, e, level, off, cctx)
         frames.append(frame)
         blocks.append(blk)
         off += len(frame)
