@@ -197,3 +197,86 @@ def test_ulid_random_part_keeps_counting_across_milliseconds():
     assert ulids == sorted(ulids) and len(set(ulids)) == len(ulids)
     rands = [decode_ulid(u)[1] for u in ulids]
     assert rands == list(range(rands[0], rands[0] + len(rands)))
+
+
+def test_concat_copies_blocks_and_merge_recompresses_only_overlapping_runs(tmp_path, small_blocks):
+    fs = RealFS()
+    store = StoreLog(fs, str(tmp_path / "store"))
+    a, b = body(1500, 11), body(1500, 12)  # seed 12's clock starts later: disjoint
+    sa, sb = store.write(a)[0], store.write(b)[0]
+    frames = {bytes(fs.read(store.path(s))[blk.offset : blk.offset + blk.clen]) for s in (sa, sb) for blk in store.index(s).blocks}
+    (job,) = plan(store.segments(), 10 << 20)
+    assert job.kind == "concat"
+    (out,) = run_job(store, job, 10 << 20, CompactStats())
+    out_buf = fs.read(store.path(out))
+    assert {bytes(out_buf[blk.offset : blk.offset + blk.clen]) for blk in store.index(out).blocks} == frames
+    assert store.records(out) == a + b and store.scrub(out)
+    # A body overlapping the tail of the store: only the blocks it overlaps are
+    # decompressed and compressed again; the others are copied.
+    recs = (a + b).splitlines(keepends=True)
+    late = b"".join(recs[-300:])  # copies of the last records (a replica's batch)
+    (plain,) = store.write(late)
+    assert plain.level == 0  # overlaps a stored segment: written plain, compaction compresses it
+    (job,) = plan(store.segments(), 10 << 20)
+    assert job.kind == "merge"
+    (merged,) = run_job(store, job, 10 << 20, CompactStats())
+    assert store.records(merged) == a + b and merged.level == 3
+    kept = {bytes(fs.read(store.path(merged))[blk.offset : blk.offset + blk.clen]) for blk in store.index(merged).blocks}
+    assert len(kept & frames) >= len(frames) - 3
+
+
+def test_old_plain_segments_are_served_and_rewritten_compressed_when_idle(tmp_path):
+    fs = RealFS()
+    store = StoreLog(fs, str(tmp_path / "store"))
+    store.level = 0  # the format before compression
+    data = body(2000, 13)
+    (old,) = store.write(data)
+    assert fs.read(store.path(old)) == data
+    store = StoreLog(fs, store.root)  # a restart of the new version
+    (seg,) = store.segments()
+    assert seg.level == 0 and query(store) == data
+    (job,) = plan(store.segments(), 128 << 20)
+    assert job.kind == "recompress" and job.level == 3
+    (new,) = run_job(store, job, 128 << 20, CompactStats())
+    assert new.level == 3 and new.size < len(data) / 3 and store.records(new) == data
+    assert plan(store.segments(), 128 << 20) == []
+    # cold: recompressed once more at the cold level, larger blocks
+    (job,) = plan(store.segments(), 128 << 20, cold_level=19, cold_before="Z" * 26)
+    assert job.kind == "recompress" and job.level == 19
+    (cold,) = run_job(store, job, 128 << 20, CompactStats())
+    assert cold.level == 19 and cold.size <= new.size and store.records(cold) == data
+    assert plan(store.segments(), 128 << 20, cold_level=19, cold_before="Z" * 26) == []
+    reloaded = StoreLog(fs, store.root)
+    assert [(s.level, s.raw_size) for s in reloaded.segments()] == [(19, len(data))]
+
+
+def test_segment_fetch_sends_plain_records(tmp_path):
+    """GET /store/segment: the records whatever the file's format, what every
+    node's /store/replicate (this version's and older ones') takes."""
+    import httpx
+    import trio
+
+    from oklog.config import Addr, NodeConfig
+    from oklog.node import Node
+
+    data = body(500, 14)
+
+    async def main() -> None:
+        lo = "127.0.0.1"
+        cfg = NodeConfig(api=Addr(lo, 0), ingest_fast=Addr(lo, 0), ingest_durable=Addr(lo, 0),
+                         ingest_bulk=Addr(lo, 0), cluster=Addr(lo, 0), ingest_path=str(tmp_path / "ingest"),
+                         store_path=str(tmp_path / "store"))
+        async with trio.open_nursery() as nursery:
+            n = Node(cfg)
+            await nursery.start(n.run)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{n.bound.api[1]}", timeout=10) as c:
+                r = await c.post("/store/replicate", content=data)
+                assert r.status_code == 200
+                name = r.text.strip()
+                path = tmp_path / "store" / name
+                assert segfile.is_compressed(path.read_bytes()[:4])
+                got = await c.get("/store/segment", params={"name": name})
+                assert got.status_code == 200 and got.content == data
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

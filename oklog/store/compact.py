@@ -375,41 +375,54 @@ def merged(inputs: list) -> Iterator[bytes]:
             yield _fast.merge(pieces, 0)
 
 
-def _merge_blocks(writer: _Writer, bufs: list, idxs: list[segfile.Index]) -> None:
-    """Merge compressed inputs a block at a time: a block whose ULID range
-    overlaps no other input's block is copied as it is; each run of blocks
-    that overlap one another is decompressed, merged (copies dropped) and
-    compressed again. Segments that overlap only at their edges (consumer
-    batches from several connections) cost little more than a copy."""
-    blocks = sorted(
-        ((blk.first, blk.last, i, blk) for i, idx in enumerate(idxs) for blk in idx.blocks),
-        key=lambda t: (t[0], t[1], t[2]),
-    )
-    runs: list[list[tuple[int, segfile.Block]]] = []
+def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
+    """Merge inputs a block at a time: a compressed block (at ``level`` or
+    better) whose ULID range overlaps nothing else is copied as it is; each run
+    of pieces that overlap one another (blocks, and PIECE-sized runs of plain
+    inputs) is read, merged (copies dropped) and compressed. Segments that
+    overlap only at their edges cost little more than a copy."""
+    items: list[tuple[bytes, bytes, int, tuple]] = []
+    for i, (buf, idx) in enumerate(zip(bufs, idxs, strict=True)):
+        if idx is not None:
+            items.extend((blk.first, blk.last, i, ("z", blk, idx.level)) for blk in idx.blocks)
+            continue
+        n, p = len(buf), 0
+        while p < n:
+            q = record_start_at_or_after(buf, p + PIECE, n)
+            items.append((bytes(buf[p : p + ULID_LEN]), _last_ulid(buf[p:q]), i, ("p", p, q)))
+            p = q
+    items.sort(key=lambda t: (t[0], t[1], t[2]))
+    runs: list[list[tuple[int, tuple]]] = []
     hi = b""
-    for first, last, i, blk in blocks:
+    for first, last, i, what in items:
         if runs and first <= hi:
-            runs[-1].append((i, blk))
+            runs[-1].append((i, what))
             hi = max(hi, last)
         else:
-            runs.append([(i, blk)])
+            runs.append([(i, what)])
             hi = last
     for run in runs:
-        if len(run) == 1 and run[0][1].rawlen <= writer.target:  # (a bigger block is cut by writing it)
-            i, blk = run[0]
-            writer.copy_block(bufs[i], blk, idxs[i].level)
-            _release(bufs[i], blk.offset + blk.clen)
-            continue
-        per_input: dict[int, list[segfile.Block]] = {}
-        for i, blk in run:
-            per_input.setdefault(i, []).append(blk)
-        sources = [_decompressed(bufs[i], blks) for i, blks in sorted(per_input.items())]
+        if len(run) == 1 and run[0][1][0] == "z":
+            i, (_, blk, blk_level) = run[0]
+            if blk_level >= level and blk.rawlen <= writer.target:  # (a bigger block is cut by writing it)
+                writer.copy_block(bufs[i], blk, blk_level)
+                _release(bufs[i], blk.offset + blk.clen)
+                continue
+        per_input: dict[int, list[tuple]] = {}
+        for i, what in run:
+            per_input.setdefault(i, []).append(what)
+        sources = [_read_pieces(bufs[i], whats) for i, whats in sorted(per_input.items())]
         for piece in merged(sources):
             writer.write(piece)
 
 
-def _decompressed(buf, blocks: list[segfile.Block]):
-    for blk in blocks:
+def _read_pieces(buf, whats: list[tuple]):
+    for what in whats:
+        if what[0] == "p":
+            yield bytes(buf[what[1] : what[2]])
+            _release(buf, what[2])
+            continue
+        blk = what[1]
         try:
             data = segfile.decompress_block(buf, blk)
         except Exception as e:  # zstandard.ZstdError, FormatError: damaged since validated
@@ -440,11 +453,8 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
         except segfile.FormatError as e:
             raise SegmentError(str(e)) from None
         idxs = [store.index(seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
-        if job.kind in ("merge", "split") and all(i is not None and i.level >= job.level for i in idxs):
-            _merge_blocks(writer, bufs, idxs)  # type: ignore[arg-type]
-        elif job.kind in ("merge", "split"):
-            for piece in merged(sources):
-                writer.write(piece)
+        if job.kind in ("merge", "split"):
+            _merge_blocks(writer, bufs, idxs, job.level)
         else:
             for seg, b, src in zip(job.inputs, bufs, sources, strict=True):
                 idx = store.index(seg, b)
