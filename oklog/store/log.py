@@ -567,7 +567,8 @@ class StoreLog:
         oldest = segs[0].first if segs else None
         return {
             "segments": len(segs),
-            "bytes": sum(s.size for s in segs),
+            "bytes": sum(s.size for s in segs),  # on disk
+            "records_bytes": sum(s.raw_size for s in segs),  # uncompressed
             "oldest": oldest,
             "newest": max((s.last for s in segs), default=None),
             "segments_written": self.segments_written,
