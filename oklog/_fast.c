@@ -776,7 +776,7 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
     /* the exact map, and the distinct trigrams in the order first seen (at
      * most one per input byte, and at most 2^24) */
     size_t span = (size_t)(r.end - r.start);
-    size_t cap = span < TRI_BITS ? span + 1 : TRI_BITS;
+    size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
     uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
     uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
     if (!map || !seen) {
@@ -787,6 +787,7 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
     }
     const unsigned char *b = r.view.buf;
     size_t distinct = 0;
+    int ok = 0;
     Py_BEGIN_ALLOW_THREADS
     size_t pos = (size_t)r.start, hi = (size_t)r.end;
     while (pos < hi) {
@@ -802,6 +803,12 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
                     t = ((t << 8) | b[i]) & 0xFFFFFFu;
                     uint64_t bit = 1ull << (t & 63), *w = &map[t >> 6];
                     if (!(*w & bit)) {
+                        if (distinct == cap) {
+                            uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t));
+                            if (!more) goto oom;
+                            seen = more;
+                            cap *= 2;
+                        }
                         *w |= bit;
                         seen[distinct++] = t;
                     }
@@ -810,8 +817,15 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
         }
         pos = re + 1;
     }
+    ok = 1;
+oom:
     Py_END_ALLOW_THREADS
     PyMem_RawFree(map);
+    if (!ok) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
     uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
     if (nbytes < 8) nbytes = 8;
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);

@@ -280,3 +280,24 @@ def test_segment_fetch_sends_plain_records(tmp_path):
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_bloom_has_every_trigram_of_every_line_and_none_of_the_headers():
+    """No false negatives, also past the first 65,536 distinct trigrams (the
+    list grows), and the ULID and topic are not indexed."""
+    import oklog._fast as _fast
+
+    rnd = random.Random(5)
+    src = ULIDSource(iter(range(1, 10**9)).__next__)
+    lines = [bytes(rnd.randrange(32, 127) for _ in range(rnd.randrange(0, 200))) for _ in range(6000)]
+    data = stamp_lines(lines, src.headers(len(lines), b"topicxyz"))
+    bloom = _fast.trigram_bloom(data, 0, len(data), 3)
+    for ln in lines:
+        for i in range(0, max(0, len(ln) - 2), 7):
+            assert _fast.bloom_may_contain(bloom, ln[i : i + 12])
+    absent = [b"topicxyz", data[:26]]  # in every record's header only
+    assert not any(_fast.bloom_may_contain(bloom, a) for a in absent)
+    # a block of one line: a bloom of a few bytes still answers
+    small = stamp_lines([b"hello world"], src.headers(1))
+    b2 = _fast.trigram_bloom(small, 0, len(small), 3)
+    assert _fast.bloom_may_contain(b2, b"lo wor") and not _fast.bloom_may_contain(b2, b"zzzz")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import trio
 import trio.lowlevel
+import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import File, join
@@ -181,7 +182,7 @@ class _Writer:
         self.topic = topic
         self.level = level
         self.block_size = block_size or segfile.BLOCK_SIZE
-        self._cctx = segfile.compressor(level)
+        self._cctx: zstandard.ZstdCompressor | None = segfile.compressor(level)
         self._min_level = level  # lowest level of any block of the current output
         self.done: list[Segment] = []
         self._f: File | None = None
@@ -220,7 +221,7 @@ class _Writer:
         if reason is not None and self._bad is None:
             self._bad = reason
         self._open(bytes(chunk[:ULID_LEN]))
-        self._pending.append(bytes(chunk))
+        self._pending.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
         self._pending_size += len(chunk)
         self._size += len(chunk)
         last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
@@ -307,6 +308,12 @@ class _Writer:
             )
         )
 
+    def close(self) -> None:
+        """Return the compressor (after finish or abort)."""
+        if self._cctx is not None:
+            segfile.release(self._cctx, self.level)
+            self._cctx = None
+
     def abort(self) -> None:
         self._pending = []
         self._pending_size = 0
@@ -388,8 +395,9 @@ def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
             continue
         n, p = len(buf), 0
         while p < n:
-            q = record_start_at_or_after(buf, p + PIECE, n)
-            items.append((bytes(buf[p : p + ULID_LEN]), _last_ulid(buf[p:q]), i, ("p", p, q)))
+            q = record_start_at_or_after(buf, p + segfile.BLOCK_SIZE, n)  # a round holds one piece per input
+            ls = max(p, buf.rfind(b"\n", p, q - 1) + 1)
+            items.append((bytes(buf[p : p + ULID_LEN]), bytes(buf[ls : ls + ULID_LEN]), i, ("p", p, q)))
             p = q
     items.sort(key=lambda t: (t[0], t[1], t[2]))
     runs: list[list[tuple[int, tuple]]] = []
@@ -478,6 +486,7 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
         writer.abort()
         raise
     finally:
+        writer.close()
         for c in ctxs:
             try:
                 c.__exit__(None, None, None)

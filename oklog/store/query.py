@@ -263,39 +263,43 @@ def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
 
 
 def _pieces(plan: Plan, unit: Unit):
-    """Per part of a keyed unit, the (buffer, start, end) ranges to scan:
-    plain ranges and decompressed blocks, cut to the unit's keys."""
+    """Per part of a keyed unit, an iterator of the (buffer, start, end) ranges
+    to scan: plain ranges, and blocks decompressed one at a time (only one
+    block of a part is held while it is scanned), cut to the unit's keys."""
+    assert unit.keys is not None
+    for seg, lo, hi in unit.parts:  # already cut to the keys
+        yield iter([(plan.bufs[seg.name], lo, hi)])
+    for seg, blocks in unit.blocks:
+        yield _blocks(plan, unit, seg, blocks)
+
+
+def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
     assert unit.keys is not None
     klo, khi = unit.keys
-    for seg, lo, hi in unit.parts:  # already cut to the keys
-        yield [(plan.bufs[seg.name], lo, hi)]
-    for seg, blocks in unit.blocks:
-        buf = plan.bufs[seg.name]
-        out = []
-        for blk in blocks:
-            try:
-                data = segfile.decompress_block(buf, blk)
-            except (zstandard.ZstdError, segfile.FormatError):
-                plan.damaged += 1
-                if plan.store is not None:
-                    plan.store.suspect(seg)  # the scrubber salvages the good blocks
-                continue
-            finally:
-                _release(buf, blk.offset, blk.offset + blk.clen)
-            n = len(data)
-            s = seek(data, klo, 0, n) if blk.first < klo else 0
-            e = seek(data, khi, s, n) if blk.last >= khi[:ULID_LEN] else n
-            if e > s:
-                out.append((data, s, e))
-        yield out
+    buf = plan.bufs[seg.name]
+    for blk in blocks:
+        try:
+            data = segfile.decompress_block(buf, blk)
+        except (zstandard.ZstdError, segfile.FormatError):
+            plan.damaged += 1
+            if plan.store is not None:
+                plan.store.suspect(seg)  # the scrubber salvages the good blocks
+            continue
+        finally:
+            _release(buf, blk.offset, blk.offset + blk.clen)
+        n = len(data)
+        s = seek(data, klo, 0, n) if blk.first < klo else 0
+        e = seek(data, khi, s, n) if blk.last >= khi[:ULID_LEN] else n
+        if e > s:
+            yield data, s, e
 
 
 def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> bytes:
     n_parts = len(unit.parts) + len(unit.blocks)
     if n_parts == 1 and mode is not None:
         (pieces,) = list(_pieces(plan, unit))
-        return b"".join(matcher.scan_format(b, s, e, mode) for b, s, e in pieces)
-    outs = [b"".join(matcher.scan_format(b, s, e, MODE_RAW) for b, s, e in pieces) for pieces in _pieces(plan, unit)]
+        return b"".join([matcher.scan_format(b, s, e, mode) for b, s, e in pieces])
+    outs = [b"".join([matcher.scan_format(b, s, e, MODE_RAW) for b, s, e in pieces]) for pieces in _pieces(plan, unit)]
     outs = [o for o in outs if o]
     if mode is not None:
         return _fast.merge(outs, mode) if outs else b""

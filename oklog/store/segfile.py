@@ -87,21 +87,29 @@ def is_compressed(head) -> bool:
 _local = threading.local()
 
 
-CACHED_LEVELS = 9  # compressors up to this level are kept per thread (level 19's takes ~50 MiB)
+CACHED_LEVELS = 9  # compressors up to this level are pooled (level 19's takes ~50 MiB: never kept)
+_pool: dict[int, list[zstandard.ZstdCompressor]] = {}
+_pool_lock = threading.Lock()
 
 
 def compressor(level: int) -> zstandard.ZstdCompressor:
-    """A compressor for segment blocks: per thread and reused for the fast
-    levels; a new one (freed with its owner) for the slow, memory-hungry ones."""
-    if level > CACHED_LEVELS:
-        return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
-    cache = getattr(_local, "c", None)
-    if cache is None:
-        cache = _local.c = {}
-    c = cache.get(level)
-    if c is None:
-        c = cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
-    return c
+    """A compressor for segment blocks, for one thread at a time (return it
+    with ``release``). The fast levels come from a pool, so there are only as
+    many contexts as concurrent writers, not one per worker thread ever used."""
+    if level <= CACHED_LEVELS:
+        with _pool_lock:
+            free = _pool.get(level)
+            if free:
+                return free.pop()
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+
+
+def release(cctx: zstandard.ZstdCompressor, level: int) -> None:
+    if level <= CACHED_LEVELS:
+        with _pool_lock:
+            free = _pool.setdefault(level, [])
+            if len(free) < 4:
+                free.append(cctx)
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -134,7 +142,14 @@ def encode_block(
 ) -> tuple[bytes, Block]:
     """One block: its zstd frame and its index entry (offset: where the frame goes)."""
     view = memoryview(data)[start:end]
-    frame = (cctx or compressor(level)).compress(view)
+    if cctx is None:
+        own = compressor(level)
+        try:
+            frame = own.compress(view)
+        finally:
+            release(own, level)
+    else:
+        frame = cctx.compress(view)
     bloom = _fast.trigram_bloom(data, start, end, BLOOM_BITS)
     last_start = data.rfind(b"\n", start, end - 1) + 1
     last_start = max(last_start, start)
@@ -168,11 +183,14 @@ def encode(data, level: int = DEFAULT_LEVEL, block_size: int | None = None) -> b
     blocks: list[Block] = []
     off = 0
     cctx = compressor(level)
-    for s, e in block_cuts(data, block_size):
-        frame, blk = encode_block(data, s, e, level, off, cctx)
-        frames.append(frame)
-        blocks.append(blk)
-        off += len(frame)
+    try:
+        for s, e in block_cuts(data, block_size):
+            frame, blk = encode_block(data, s, e, level, off, cctx)
+            frames.append(frame)
+            blocks.append(blk)
+            off += len(frame)
+    finally:
+        release(cctx, level)
     frames.append(encode_index(blocks, level))
     return b"".join(frames)
 
