@@ -39,8 +39,8 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)  # many blocks from little data
 
 
-def body(n: int, seed: int, topic: bytes = b"default") -> bytes:
-    src = ULIDSource(iter(range(10_000 + seed * 10**6, 10**12, 3)).__next__)
+def body(n: int, seed: int, topic: bytes = b"default", start_ms: int = 10_000) -> bytes:
+    src = ULIDSource(iter(range(start_ms + seed * 10**6, 10**14, 3)).__next__)
     lines = [ln.rstrip(b"\r") for ln in sample_lines(n, seed)]
     return b"".join(stamp_lines(lines[i : i + 20], src.headers(len(lines[i : i + 20]), topic)) for i in range(0, n, 20))
 
@@ -258,8 +258,9 @@ def test_segment_fetch_sends_plain_records(tmp_path):
 
     from oklog.config import Addr, NodeConfig
     from oklog.node import Node
+    from oklog.record import now_ms
 
-    data = body(500, 14)
+    data = body(500, 0, start_ms=now_ms() - 60_000)  # recent: retention keeps it
 
     async def main() -> None:
         lo = "127.0.0.1"
@@ -272,11 +273,18 @@ def test_segment_fetch_sends_plain_records(tmp_path):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{n.bound.api[1]}", timeout=10) as c:
                 r = await c.post("/store/replicate", content=data)
                 assert r.status_code == 200
-                name = r.text.strip()
-                path = tmp_path / "store" / name
-                assert segfile.is_compressed(path.read_bytes()[:4])
-                got = await c.get("/store/segment", params={"name": name})
+                name = r.text.strip()  # written plain: queryable at once
+                assert not segfile.is_compressed((tmp_path / "store" / name).read_bytes()[:4])
+                with trio.fail_after(30):  # compaction compresses it
+                    while True:
+                        (seg,) = (await c.get("/store/segments")).json()["segments"]
+                        path = tmp_path / "store" / seg["name"]
+                        if path.exists() and segfile.is_compressed(path.read_bytes()[:4]):
+                            break
+                        await trio.sleep(0.2)
+                got = await c.get("/store/segment", params={"name": seg["name"]})
                 assert got.status_code == 200 and got.content == data
+                assert (await c.get("/store/query")).content == data
             nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -57,7 +57,7 @@ log = logging.getLogger("oklog.store.compact")
 
 INTERVAL = 2.0  # seconds between maintenance passes when there is nothing to do
 PIECE = 4 << 20  # bytes copied per write
-RELEASE_STEP = 8 << 20  # release merged input pages every this many bytes
+RELEASE_STEP = 1 << 20  # release read input pages every this many bytes (a block)
 
 
 COMPACT_LEVEL = 3  # zstd level of merge and split outputs (concatenation copies blocks as they are)
@@ -124,17 +124,22 @@ def plan(
             job.level = cold_level if cold else level
             job.block_size = COLD_BLOCK_SIZE if cold else None
             jobs.append(job)
+    # Plain segments (written by the consumer, or by an older version) left
+    # out of other jobs are compressed next, oldest first.
+    busy = {s.name for j in jobs for s in j.inputs}
+    plain = sorted(
+        (
+            g[0] for segs in by_topic.values() for g in group_overlapping(segs)
+            if len(g) == 1 and g[0].level == segfile.RAW_LEVEL and g[0].name not in busy
+        ),
+        key=lambda s: s.last,
+    )  # (overlapping ones are merged, and so compressed, first)
+    jobs.extend(Job("recompress", [s], s.topic, level) for s in plain[:1])
     if jobs:
         return jobs
     for seg in sorted(segments, key=lambda s: s.last):
-        if seg.level == segfile.RAW_LEVEL:
-            want = level
-        elif cold_level and seg.last < cold_before:
-            want = cold_level
-        else:
-            continue
-        if seg.level < want:
-            return [Job("recompress", [seg], seg.topic, want, COLD_BLOCK_SIZE if want == cold_level else None)]
+        if cold_level and seg.last < cold_before and seg.level < cold_level:
+            return [Job("recompress", [seg], seg.topic, cold_level, COLD_BLOCK_SIZE)]
     return jobs
 
 
@@ -399,6 +404,7 @@ def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
             ls = max(p, buf.rfind(b"\n", p, q - 1) + 1)
             items.append((bytes(buf[p : p + ULID_LEN]), bytes(buf[ls : ls + ULID_LEN]), i, ("p", p, q)))
             p = q
+        _release(buf, n)  # the probes' readahead maps most of a sequential mapping
     items.sort(key=lambda t: (t[0], t[1], t[2]))
     runs: list[list[tuple[int, tuple]]] = []
     hi = b""
