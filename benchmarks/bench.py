@@ -99,8 +99,10 @@ def store_lines(store: str, attempts: int = 5) -> int:
     return 0
 
 
-def wait_settled(store: str, timeout: float, quiet: float = 5.0) -> tuple[bool, float]:
-    """Wait until the store's segment files stop changing (compaction done) for ``quiet`` s."""
+def wait_settled(store: str, timeout: float, quiet: float = 5.0, node=None) -> tuple[bool, float]:
+    """Wait until the store's segment files stop changing (compaction done) for
+    ``quiet`` s and, given the node, it reports no compaction pending (a long
+    job changes no file until it ends)."""
     t0 = time.monotonic()
     last = segment_files(store)
     changed = t0
@@ -109,7 +111,7 @@ def wait_settled(store: str, timeout: float, quiet: float = 5.0) -> tuple[bool, 
         now = segment_files(store)
         if now != last:
             last, changed = now, time.monotonic()
-        elif time.monotonic() - changed >= quiet:
+        elif time.monotonic() - changed >= quiet and not (node is not None and compaction_pending(node)):
             return True, changed - t0
     return False, time.monotonic() - t0
 
@@ -230,7 +232,7 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     if not ok:
         loud(f"{mode}: store reports {size} bytes queryable after {timeout:.0f}s, "
              f"expected exactly {ds.store_bytes}")
-    settled, settle_s = wait_settled(node.store_path, max(30.0, deadline - time.monotonic()))
+    settled, settle_s = wait_settled(node.store_path, max(30.0, deadline - time.monotonic()), node=node)
     res["compaction_settle_s"] = settle_s
     res["compaction_settled"] = settled
     if not settled:
@@ -253,6 +255,14 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
 
 
 # -- queries ------------------------------------------------------------------------------
+
+
+def compaction_pending(node) -> bool:
+    try:
+        status, _, body = node.request("GET", "/store/segments")
+        return status != 200 or bool(json.loads(body).get("compaction_pending"))
+    except (OSError, ValueError):
+        return True
 
 
 def proc_cpu_s(pid: int) -> float:

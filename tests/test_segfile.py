@@ -309,3 +309,15 @@ def test_bloom_has_every_trigram_of_every_line_and_none_of_the_headers():
     small = stamp_lines([b"hello world"], src.headers(1))
     b2 = _fast.trigram_bloom(small, 0, len(small), 3)
     assert _fast.bloom_may_contain(b2, b"lo wor") and not _fast.bloom_may_contain(b2, b"zzzz")
+
+
+def test_a_job_told_to_stop_leaves_its_inputs_and_no_temporary_file(tmp_path):
+    fs = RealFS()
+    store = StoreLog(fs, str(tmp_path / "store"))
+    store.level = 0
+    store.write(body(3000, 15))
+    before = store.segments()
+    (job,) = plan(before, 128 << 20)
+    assert run_job(store, job, 128 << 20, CompactStats(), should_stop=lambda: True) == []
+    assert store.segments() == before
+    assert not [n for n in fs.listdir(store.root) if n.endswith(".tmp")]

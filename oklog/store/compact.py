@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -188,6 +189,7 @@ class _Writer:
         self.level = level
         self.block_size = block_size or segfile.BLOCK_SIZE
         self._cctx: zstandard.ZstdCompressor | None = segfile.compressor(level)
+        self.should_stop: Callable[[], bool] | None = None
         self._min_level = level  # lowest level of any block of the current output
         self.done: list[Segment] = []
         self._f: File | None = None
@@ -285,6 +287,8 @@ class _Writer:
         self._pending_size = sum(len(p) for p in self._pending)
         assert self._f is not None
         for s, e in cuts:
+            if self.should_stop is not None and self.should_stop():
+                raise Stopped
             frame, blk = segfile.encode_block(data, s, e, self.level, self._offset, self._cctx)
             self._f.write(frame)
             self._crc = zlib.crc32(frame, self._crc)
@@ -445,9 +449,18 @@ def _read_pieces(buf, whats: list[tuple]):
         yield data
 
 
-def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list[Segment]:
-    """Execute one job (blocking; run it in a worker thread)."""
+class Stopped(Exception):
+    """The node is shutting down: a job gives up at its next block (its
+    temporary output is removed; its inputs stay)."""
+
+
+def run_job(
+    store: StoreLog, job: Job, target: int, stats: CompactStats, should_stop: Callable[[], bool] | None = None
+) -> list[Segment]:
+    """Execute one job (blocking; run it in a worker thread). ``should_stop``
+    is asked at every block; when it says so the job is abandoned (Stopped)."""
     writer = _Writer(store, target, job.topic, job.level, job.block_size)
+    writer.should_stop = should_stop
     ctxs = [store.fs.map(store.path(s)) for s in job.inputs]
     bufs = []
     try:
@@ -481,6 +494,9 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
                     writer.write(piece)
         del sources
         writer.finish()
+    except Stopped:
+        writer.abort()
+        return []
     except (SegmentError, segfile.FormatError) as e:
         writer.abort()
         for seg in job.inputs:
@@ -582,7 +598,17 @@ class Maintenance:
         if not jobs:
             return False
         job = jobs[0]
-        out = await trio.to_thread.run_sync(run_job, self.store, job, self.target, self.stats, limiter=self.limiter)
+        stop = threading.Event()
+        try:
+            # A cold job can run for minutes: on shutdown it is left to stop
+            # at its next block (a crash at any step of a job loses nothing).
+            out = await trio.to_thread.run_sync(
+                run_job, self.store, job, self.target, self.stats, stop.is_set,
+                limiter=self.limiter, abandon_on_cancel=True,
+            )
+        except trio.Cancelled:
+            stop.set()
+            raise
         if job.kind == "split" and len(out) == 1:
             self.unsplittable.add(out[0].name)
         return True
