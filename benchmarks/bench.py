@@ -636,7 +636,7 @@ def report(result: dict) -> None:
             "yes" if ok else "[red]NO[/red]",
         )
     con.print(t)
-    t = Table(title="Queries (warm cache, oklog CLI vs reference on the same segment files)")
+    t = Table(title="Queries (oklog vs grep/cat over a raw copy of the lines; cold rows: page cache dropped)")
     for col in ("query", "lines", "oklog s", "reference", "ref s", "ratio", "correct"):
         t.add_column(col, justify="right" if col in ("lines", "oklog s", "ref s", "ratio") else "left")
     for r in result["queries"]:
