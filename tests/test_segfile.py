@@ -321,3 +321,20 @@ def test_a_job_told_to_stop_leaves_its_inputs_and_no_temporary_file(tmp_path):
     assert run_job(store, job, 128 << 20, CompactStats(), should_stop=lambda: True) == []
     assert store.segments() == before
     assert not [n for n in fs.listdir(store.root) if n.endswith(".tmp")]
+
+
+def test_a_damaged_index_still_gives_back_every_intact_block(tmp_path, small_blocks):
+    fs = RealFS()
+    store = StoreLog(fs, str(tmp_path / "store"))
+    data = body(3000, 16)
+    (seg,) = store.write(data)
+    raw = fs.read(store.path(seg))
+    idx = store.index(seg)
+    cut = raw[: idx.data_end + 20]  # torn inside the index frame
+    fs.write_atomic(store.path(seg), cut)
+    store = StoreLog(fs, store.root)
+    (bad,) = store.segments()
+    assert query(store) == b""  # not served while its index does not read
+    assert store.scrub(bad) is False
+    assert "index" in store.stats()["quarantined"][0]
+    assert b"".join(store.records(s) for s in store.segments()) == data

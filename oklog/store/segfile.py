@@ -230,27 +230,6 @@ def read_index(buf) -> Index:
     return Index(level, blocks, start)
 
 
-def read_level(path: str) -> int:
-    """The zstd level a segment file was written with (RAW_LEVEL: plain), from
-    its first and last bytes only."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if not is_compressed(head):
-            return RAW_LEVEL
-        f.seek(0, 2)
-        n = f.tell()
-        f.seek(max(0, n - _TAIL.size))
-        tail = f.read(_TAIL.size)
-        if len(tail) < _TAIL.size:
-            return RAW_LEVEL
-        _, frame_len, magic = _TAIL.unpack(tail)
-        if magic != b"OKLX" or frame_len > n:
-            return 1
-        f.seek(n - frame_len + 8 + 5)
-        lv = f.read(1)
-        return lv[0] if lv else 1
-
-
 def decompress_block(buf, blk: Block) -> bytes:
     """A block's records; raises zstandard.ZstdError if its frame is damaged
     (the content checksum is verified), FormatError if the size is wrong."""
