@@ -32,7 +32,7 @@ def test_loghub_store_bytes_at_most_zstd3_of_the_raw_lines(node_factory):
     assert st is not None
     got = node.query(**{"from": "2000-01-01T00:00:00Z"}, format="lines").content
     assert sorted(got.splitlines()) == sorted(raw.splitlines())  # nothing lost or changed
-    store = st["bytes"]
+    store = st["file_bytes"]  # on disk ("bytes": the records, uncompressed)
     print(f"loghub: raw {len(raw)} B, zstd -3 {zstd3} B, store {store} B in {len(st['segments'])} segments: "
           f"{len(raw) / store:.2f}x smaller than raw, {store / zstd3:.3f}x zstd -3")
     assert store <= zstd3
