@@ -27,6 +27,7 @@ the oldest segments are trashed first until the store fits.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import mmap
 import os
@@ -533,6 +534,16 @@ def run_job(
     return writer.done
 
 
+MAINTENANCE_NICE = 10
+
+
+def _lower_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MAINTENANCE_NICE)  # this thread only (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
 def _release(buf, upto: int) -> None:
     """Drop what compaction has read of an input from this process's resident
     memory (the pages stay in the page cache)."""
@@ -559,6 +570,10 @@ class Maintenance:
         cold_age: float = COLD_AGE,
     ) -> None:
         self.store = store
+        # Maintenance runs on its own thread at a lower CPU priority: on a busy
+        # node ingest and queries go first, and compression catches up when
+        # the CPU is free (it is what runs when nothing else wants to).
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, "oklog-maintenance", initializer=_lower_priority)
         self.level = level
         self.cold_level = cold_level
         self.cold_age = cold_age
@@ -589,7 +604,7 @@ class Maintenance:
         """One pass: scrub unvalidated segments, retention and purge, then at most
         one compaction job (whose inputs are all validated)."""
         for seg in self.store.unvalidated():
-            ok = await trio.to_thread.run_sync(self.store.scrub, seg, limiter=self.limiter)
+            ok = await self._run(self.store.scrub, seg)
             if not ok:
                 log.warning("segment %s failed validation: quarantined, good records salvaged", seg.name)
         await trio.to_thread.run_sync(self.retention)
@@ -602,16 +617,19 @@ class Maintenance:
         try:
             # A cold job can run for minutes: on shutdown it is left to stop
             # at its next block (a crash at any step of a job loses nothing).
-            out = await trio.to_thread.run_sync(
-                run_job, self.store, job, self.target, self.stats, stop.is_set,
-                limiter=self.limiter, abandon_on_cancel=True,
-            )
+            out = await self._run(run_job, self.store, job, self.target, self.stats, stop.is_set)
         except trio.Cancelled:
             stop.set()
             raise
         if job.kind == "split" and len(out) == 1:
             self.unsplittable.add(out[0].name)
         return True
+
+    async def _run(self, fn, *args):
+        """``fn(*args)`` on the maintenance thread; on cancellation the wait is
+        abandoned (the caller tells a job to stop)."""
+        fut = self._worker.submit(fn, *args)
+        return await trio.to_thread.run_sync(fut.result, limiter=self.limiter, abandon_on_cancel=True)
 
     def pending(self) -> bool:
         """Whether a pass would find work: segments to validate or a compaction
