@@ -129,6 +129,9 @@ class Node:
             self.store_log = StoreLog(self.fs, cfg.store_path)
             self.store_log.sole_copy = cfg.replication_factor == 1
             self.immutable = Immutable(self.store_log, cfg.retain)
+            # Bodies are written plain, so records are queryable without
+            # waiting for compression; compaction compresses them at once.
+            self.store_log.level = 0
             self.maintenance = Maintenance(
                 self.store_log,
                 cfg.store_target_size,
@@ -136,6 +139,9 @@ class Node:
                 cfg.purge,
                 trio.CapacityLimiter(1),
                 cfg.max_disk_usage,
+                level=cfg.store_level,
+                cold_level=cfg.store_cold_level,
+                cold_age=cfg.store_cold_age,
             )
             for q in self.store_log.quarantined:
                 log.warning("quarantined store segment %s", q)

@@ -51,9 +51,9 @@ def test_conflicting_text_never_replaces_stored_text(store):
     imm.write(rec(1, b"original") + rec(3, b"three"))
     segs, same, conflicts = imm.write(rec(1, b"forged") + rec(2, b"two") + rec(3, b"three"))
     assert (same, conflicts) == (1, 1)
-    assert b"forged" not in b"".join(store.fs.read(store.path(s)) for s in segs)
+    assert b"forged" not in b"".join(store.records(s) for s in segs)
     compact(store)
-    data = b"".join(store.fs.read(store.path(s)) for s in store.segments())
+    data = b"".join(store.records(s) for s in store.segments())
     assert data == rec(1, b"original") + rec(2, b"two") + rec(3, b"three")
     assert imm.conflicts == 1 and imm.duplicates_dropped == 1
     # A body entirely held already writes nothing.
@@ -72,7 +72,7 @@ def test_many_records_against_many_segments(store):
             stored.setdefault(k, b"")  # placeholder, filled from the store below
     texts = {}
     for s in store.segments():
-        for line in store.fs.read(store.path(s)).splitlines():
+        for line in store.records(s).splitlines():
             texts.setdefault(line[:26], set()).add(line[27:])
     assert all(len(v) == 1 for v in texts.values()), "a ULID is stored with two texts"
     assert len(texts) == len(stored)
@@ -90,5 +90,5 @@ def test_hash_collisions_are_told_apart(store, monkeypatch):
     segs, same, conflicts = imm.write(b"".join(rec(i, b"a%d" % i if i % 4 else b"x") for i in range(40)))
     assert (same, conflicts) == (10, 10)
     compact(store)
-    data = b"".join(store.fs.read(store.path(s)) for s in store.segments())
+    data = b"".join(store.records(s) for s in store.segments())
     assert data == b"".join(rec(i, b"a%d" % i) for i in range(40))

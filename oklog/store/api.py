@@ -423,10 +423,18 @@ def store_router(
 
     async def segments(req: Request) -> Response:
         segs = store.segments()
+        # "size" and "bytes" are records' bytes (uncompressed): what moving a
+        # segment moves (GET /store/segment sends its records, the receiver
+        # compresses them its own way), so rebalance converges; disk bytes
+        # are "file_size" and "file_bytes".
         return Response.json(
             {
-                "segments": [{"name": x.name, "first": x.first, "last": x.last, "size": x.size} for x in segs],
-                "bytes": sum(x.size for x in segs),
+                "segments": [
+                    {"name": x.name, "first": x.first, "last": x.last, "size": x.raw_size, "file_size": x.size}
+                    for x in segs
+                ],
+                "bytes": sum(x.raw_size for x in segs),
+                "file_bytes": sum(x.size for x in segs),
                 # true while maintenance has segments to validate or compact, so
                 # sizes may still change (rebalance waits for false)
                 "compaction_pending": bool(compaction_pending and compaction_pending()),
@@ -441,9 +449,11 @@ def store_router(
         raise HTTPError(404, f"no segment {name!r}")
 
     async def segment(req: Request) -> Response:
+        """A segment's records, plain whatever the file's format: what
+        /store/replicate takes, on nodes of this version and older ones."""
         seg = _named(req)
         try:
-            data = await trio.to_thread.run_sync(store.fs.read, store.path(seg))
+            data = await trio.to_thread.run_sync(store.records, seg)
         except FileNotFoundError:
             raise HTTPError(404, f"segment {seg.name} was compacted away") from None
         return Response(200, data, content_type="application/octet-stream")
