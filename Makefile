@@ -33,6 +33,8 @@ deps:
 	fi
 	@command -v zstdcat >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd) \
 	  || echo "warning: could not install zstd; the zstdcat tests will fail" >&2
+	@dpkg -s rsyslog-elasticsearch >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog-elasticsearch) \
+	  || echo "warning: could not install rsyslog-elasticsearch; the omelasticsearch test will skip" >&2
 
 unit: install deps
 	$(BIN)/pytest -q -n 2 --dist loadfile tests
