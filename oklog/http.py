@@ -119,6 +119,8 @@ class Router:
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
         # Called with (route, status) after every request, answered or not.
         self.on_response: Callable[[str, int], None] | None = None
+        # Called with (request, route) before the handler; a Response refuses it (oklog.auth).
+        self.guard: Callable[[Request, str], Response | None] | None = None
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
@@ -176,12 +178,13 @@ class Router:
             seen.route, methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
+            denied = self.guard(req, seen.route) if self.guard is not None else None
             handler = methods.get(req.method)
             if handler is None and req.method == "HEAD":
                 handler = methods.get("GET")
             if handler is None:
                 raise HTTPError(405, f"{req.method} not allowed on {req.path}")
-            resp = await handler(req)
+            resp = denied if denied is not None else await handler(req)
         except HTTPError as e:
             resp = Response(e.status, (e.message + "\n").encode())
         except Exception:
@@ -252,6 +255,7 @@ async def serve_http(
     port: int,
     *,
     shutdown: trio.Event | None = None,
+    configure: Callable[[Config], None] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app``; reports the bound (host, port) through task_status."""
@@ -263,6 +267,8 @@ async def serve_http(
     config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
     config.graceful_timeout = 2
     config.read_timeout = 120
+    if configure is not None:  # TLS (oklog.tls)
+        configure(config)
     trigger = shutdown.wait if shutdown is not None else None
 
     async def _serve(task_status=trio.TASK_STATUS_IGNORED):

@@ -106,12 +106,12 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
         s.copies += len(recs)
 
 
-def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True) -> RepairSummary:
+def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True, http: dict | None = None) -> RepairSummary:
     """Slices start as the whole range (or ``step_ms`` wide when given) and are
     halved while a member holds more than SLICE_BYTES in one: an empty or sparse
     range costs a few HEAD requests, not one per fixed-width slice."""
     s = RepairSummary()
-    with httpx.Client(timeout=TIMEOUT) as client:
+    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.auth.cli_http_kwargs
         members, factor = cluster_view(client, node)
         if not members:
             raise SystemExit("oklog repair: no live store members")
@@ -167,9 +167,9 @@ def _holders_excluding(client, members, source: Member, seg: dict) -> dict[bytes
     return counts
 
 
-def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True) -> RebalanceSummary:
+def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True, http: dict | None = None) -> RebalanceSummary:
     s = RebalanceSummary()
-    with httpx.Client(timeout=TIMEOUT) as client:
+    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.auth.cli_http_kwargs
         members, factor = cluster_view(client, node)
         if len(members) < 2:
             raise SystemExit("oklog rebalance: fewer than two live store members")
@@ -295,7 +295,7 @@ def repair_main(ns) -> int:
     now = time.time()
     lo, hi = parse_time(getattr(ns, "from"), now), parse_time(ns.to, now) + 1
     t0 = time.monotonic()
-    s = repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet)
+    s = repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet, http=_http(ns))
     print(
         f"repair: {s.slices} slices, {s.records} records examined, {s.under_replicated} under-replicated, "
         f"{s.copies} copies made, {len(s.errors)} errors, {time.monotonic() - t0:.1f}s"
@@ -307,7 +307,7 @@ def repair_main(ns) -> int:
 
 def rebalance_main(ns) -> int:
     t0 = time.monotonic()
-    s = rebalance(ns.store, ns.ratio, progress=not ns.quiet)
+    s = rebalance(ns.store, ns.ratio, progress=not ns.quiet, http=_http(ns))
     print(
         f"rebalance: moved {s.moved_segments} segments ({s.moved_bytes} bytes), skipped {s.skipped}, "
         f"{len(s.errors)} errors, {time.monotonic() - t0:.1f}s"
@@ -317,3 +317,9 @@ def rebalance_main(ns) -> int:
     for e in s.errors[:20]:
         print(f"  error: {e}", file=sys.stderr)
     return 1 if s.errors else 0
+
+
+def _http(ns) -> dict:
+    from oklog.auth import cli_http_kwargs
+
+    return cli_http_kwargs(ns)

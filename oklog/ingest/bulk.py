@@ -183,6 +183,7 @@ async def serve_bulk(
     stats: BulkStats,
     *,
     ack_timeout: float = ACK_TIMEOUT,
+    gate=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -192,6 +193,10 @@ async def serve_bulk(
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
+            if gate is not None:  # TLS and/or the token line (oklog.auth.ingest_gate)
+                stream = await gate(stream)
+                if stream is None:
+                    return
             await handle_bulk(stream, ilog, stats, ack_timeout)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
             log.debug("bulk connection ended: %s", eg.exceptions[0])

@@ -245,6 +245,7 @@ async def serve_ingest(
     stats: ListenerStats,
     *,
     durable: bool = False,
+    gate=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -261,6 +262,10 @@ async def serve_ingest(
             await _aclose_quietly(stream)
             return
         try:
+            if gate is not None:  # TLS and/or the token line (oklog.auth.ingest_gate)
+                stream = await gate(stream)
+                if stream is None:
+                    return
             await handle_connection(stream, log_, settings, stats, durable)
         except Exception:  # a bug in one connection must not end the listener (and the node)
             log.exception("ingest connection failed")
