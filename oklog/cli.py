@@ -321,7 +321,7 @@ def cmd_forward(argv: list[str]) -> int:
 
     return forward_main(
         ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff, mode=ns.mode,
-        topic=ns.topic, buffer=ns.buffer, policy=ns.policy,
+        topic=ns.topic, buffer=ns.buffer, policy=ns.policy, token=ns.token, tls_ca=ns.tls_ca,
     )
 
 
@@ -418,9 +418,12 @@ def cmd_tui(argv: list[str]) -> int:
     _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
+    from oklog.auth import cli_http_kwargs
     from oklog.tui.app import make_app
+    from oklog.tui.client import NodeClient
 
-    make_app(ns.node, ns.refresh).run()
+    http = cli_http_kwargs(ns)
+    make_app(ns.node, ns.refresh, client=lambda n: NodeClient(n, state_timeout=max(2.0, ns.refresh), http=http)).run()
     return 0
 
 

@@ -86,13 +86,17 @@ def add_prefix(chunk: bytes, prefix: bytes) -> bytes:
 class Connector:
     """Connects to a random live address, with backoff and load-shedding detection."""
 
-    def __init__(self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"") -> None:
+    def __init__(self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"",
+                 token: str = "", tls=None) -> None:
         self.addrs = addrs
+        self.tls = tls  # an ssl.SSLContext (-tls.ca)
         self.mode = mode
         self.max_backoff = max_backoff
         self.reconnects = 0
         # fast and durable connections name their topic first (bulk records carry it)
         self.preamble = TOPIC_PREAMBLE + topic + b"\n" if topic and mode != "bulk" else b""
+        if token:  # the token line comes first (oklog.auth)
+            self.preamble = b"\x01oklog-token " + token.encode() + b"\n" + self.preamble
 
     def connect(self) -> socket.socket:
         backoff = 0.05
@@ -118,6 +122,13 @@ class Connector:
                         continue
                 s.settimeout(None)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:
+                    try:
+                        s = self.tls.wrap_socket(s, server_hostname=host)
+                    except OSError as e:
+                        log(f"{host}:{port}: TLS: {e}")
+                        s.close()
+                        continue
                 if self.preamble:
                     try:
                         s.sendall(self.preamble)
@@ -469,6 +480,8 @@ def forward_main(
     topic: str = "",
     buffer: int = 64 << 20,
     policy: str = "block",
+    token: str = "",
+    tls_ca: str = "",
 ) -> int:
     prefix = "".join(p + " " for p in (prefixes or [])).encode()
     try:
@@ -480,7 +493,12 @@ def forward_main(
     q = LineQueue(buffer, policy, counters)
     reader = threading.Thread(target=read_stdin, args=(sys.stdin.fileno(), q, prefix, counters), daemon=True)
     reader.start()
-    conn = Connector(addrs, mode, max_backoff, topic_b)
+    tls = None
+    if tls_ca:
+        from oklog.tls import client_context
+
+        tls = client_context(tls_ca)
+    conn = Connector(addrs, mode, max_backoff, topic_b, token or os.environ.get("OKLOG_TOKEN", ""), tls)
     try:
         if mode == "fast":
             send_fast(q, conn)

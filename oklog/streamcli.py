@@ -59,11 +59,11 @@ def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
     backoff = 0.1
     deadline = time.monotonic() + max_seconds if max_seconds else None
     while deadline is None or time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn = _connection(ns, host, port)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=_headers(ns))
             resp = conn.getresponse()
-            if resp.status == 400:
+            if resp.status in (400, 401, 403):  # retrying would not help
                 print(f"oklog stream: {resp.read().decode().strip()}", file=sys.stderr)
                 return 1
             if resp.status != 200:
@@ -95,3 +95,17 @@ def _write(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _connection(ns, host: str, port: int) -> http.client.HTTPConnection:
+    """Plain, or TLS verified with ``-tls.ca``."""
+    if getattr(ns, "tls_ca", ""):
+        from oklog.tls import client_context
+
+        return http.client.HTTPSConnection(host, port, timeout=10, context=client_context(ns.tls_ca))
+    return http.client.HTTPConnection(host, port, timeout=10)
+
+
+def _headers(ns) -> dict[str, str]:
+    token = getattr(ns, "token", "") or os.environ.get("OKLOG_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
