@@ -267,7 +267,11 @@ def _check_exposure(ns: argparse.Namespace, addr) -> None:
             raise SystemExit(f"oklog: -{f} {host} listens beyond loopback without a cluster key. To secure it, {how}; "
                              "give clients tokens with `-auth.tokens FILE`. (Or pass -insecure to run without, "
                              "logged at every start.)")
-    elif not ns.auth_tokens:
+    for f, host, _ in exposed:
+        if f in ("ingest.syslog", "ingest.fluent"):
+            raise SystemExit(f"oklog: -{f} {host}: this listener takes no tokens or TLS yet, so it listens on "
+                             "loopback only (a local relay forwards to it), or pass -insecure.")
+    if ns.cluster_key and not ns.auth_tokens:
         for f, host, client in exposed:
             if client:
                 raise SystemExit(f"oklog: -{f} {host} takes clients beyond loopback without tokens: write a tokens "

@@ -48,7 +48,7 @@ def count(node, q: str, token: str = "") -> int:
     return r.content.count(b"\n")
 
 
-def health(base: str, verify: str | bool = True) -> bool:
+def health(base: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
         return httpx.get(base + "/health", verify=verify, timeout=1).status_code == 200
     except httpx.HTTPError:
@@ -352,7 +352,7 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
     n = node_factory("tls", FAST + ["-auth.tokens", str(toks), "-tls.cert", str(cert), "-tls.key", str(key)])
     https = f"https://{n.api}"
 
-    n.answering = lambda: health(https, str(ca))  # type: ignore[method-assign]
+    n.answering = lambda: health(https, ssl.create_default_context(cafile=str(ca)))  # type: ignore[method-assign]
     n.start()
     # curl over TLS with a token, and without one.
     out = subprocess.run(["curl", "-sS", "--cacert", str(ca), "-H", f"Authorization: Bearer {QUERY_TOKEN}",
@@ -385,5 +385,29 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
              what="records over TLS")
     p = subprocess.run(q, capture_output=True, timeout=30, env=env)
     assert b"plain to tls" not in p.stdout and p.returncode == 0
-    m = httpx.get(https + "/metrics", headers=bearer(QUERY_TOKEN), verify=str(ca)).text
+    m = httpx.get(https + "/metrics", headers=bearer(QUERY_TOKEN), verify=ssl.create_default_context(cafile=str(ca))).text
     assert 'oklog_auth_denied_total{reason="tls_handshake"}' in m
+
+
+def test_tls_cluster_members_call_each_other_over_tls(node_factory, tmp_path):
+    """Members' API calls (consume, replicate, fanned-out query) go over TLS, verified with -tls.ca."""
+    ca, cert, key = make_certs(tmp_path)
+    tls = ["-tls.cert", str(cert), "-tls.key", str(key), "-tls.ca", str(ca), "-store.segment-replication-factor", "2"]
+    ctx = ssl.create_default_context(cafile=str(ca))
+    a = node_factory("a", FAST + tls)
+    a.answering = lambda: health(f"https://{a.api}", ctx)  # type: ignore[method-assign]
+    a.start()
+    b = node_factory("b", FAST + tls + ["-peer", f"127.0.0.1:{a.ports['cluster']}"])
+    b.answering = lambda: health(f"https://{b.api}", ctx)  # type: ignore[method-assign]
+    b.start()
+    wait_for(lambda: len(httpx.get(f"https://{a.api}/cluster/state", verify=ctx).json()["members"]) == 2,
+             what="two members")
+    with socket.create_connection(("127.0.0.1", b.ports["fast"]), timeout=10) as raw:
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        s.sendall(b"".join(b"tls member %d\n" % i for i in range(100)))
+    for n in (a, b):
+        wait_for(lambda n=n: httpx.get(f"https://{n.api}/store/_query", params={"q": "tls member"}, verify=ctx,
+                                       auth=n.member_auth()).content.count(b"\n") == 100,
+                 what="replicated over TLS to both")
+    r = httpx.get(f"https://{a.api}/store/query", params={"q": "tls member"}, verify=ctx)
+    assert r.status_code == 200 and r.content.count(b"\n") == 100
