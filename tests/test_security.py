@@ -411,3 +411,48 @@ def test_tls_cluster_members_call_each_other_over_tls(node_factory, tmp_path):
                  what="replicated over TLS to both")
     r = httpx.get(f"https://{a.api}/store/query", params={"q": "tls member"}, verify=ctx)
     assert r.status_code == 200 and r.content.count(b"\n") == 100
+
+
+def test_stream_and_tui_with_token_over_tls(node_factory, tmp_path):
+    import argparse
+
+    import trio
+
+    from oklog.auth import cli_http_kwargs
+    from oklog.tui.client import ApiError, NodeClient
+
+    ca, cert, key = make_certs(tmp_path)
+    toks = tokens_file(tmp_path / "tokens")
+    n = node_factory("tlsclients", FAST + ["-auth.tokens", str(toks), "-tls.cert", str(cert), "-tls.key", str(key)])
+    ctx = ssl.create_default_context(cafile=str(ca))
+    n.answering = lambda: health(f"https://{n.api}", ctx)  # type: ignore[method-assign]
+    n.start()
+
+    async def tui_state(token: str) -> dict:
+        c = NodeClient(n.api, http=cli_http_kwargs(argparse.Namespace(token=token, tls_ca=str(ca))))
+        try:
+            return await c.cluster_state()
+        finally:
+            await c.aclose()
+
+    assert trio.run(tui_state, QUERY_TOKEN)["self"] == f"127.0.0.1:{n.ports['cluster']}"
+    with pytest.raises(ApiError):
+        trio.run(tui_state, INGEST_TOKEN)
+
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OKLOG_TOKEN": QUERY_TOKEN}
+    p = subprocess.Popen(OKLOG + ["stream", "-store", n.api, "-tls.ca", str(ca), "-q", "live"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        got = b""
+        os.set_blocking(p.stdout.fileno(), False)  # type: ignore[union-attr]
+        while b"live over tls" not in got and time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", n.ports["fast"]), timeout=10) as raw:
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                s.sendall(f"\x01oklog-token {INGEST_TOKEN}\nlive over tls\n".encode())
+            time.sleep(0.5)
+            got += p.stdout.read() or b""  # type: ignore[union-attr]
+        assert b"live over tls" in got, p.stderr.read() if p.poll() is not None else got  # type: ignore[union-attr]
+    finally:
+        p.kill()
+        p.wait(10)
