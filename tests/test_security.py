@@ -87,6 +87,10 @@ def test_beyond_loopback_or_peer_without_a_key_refuses_to_start(tmp_path):
     key.write_text(new_key() + "\n")
     err = _refused(["-cluster.key", str(key), "-ingest.fast", f"0.0.0.0:{free_port()}"])
     assert "-auth.tokens" in err
+    # Syslog takes no tokens or TLS: beyond loopback only with -insecure, even with a key and tokens.
+    toks = tokens_file(tmp_path / "tokens")
+    err = _refused(["-cluster.key", str(key), "-auth.tokens", str(toks), "-ingest.syslog", f"0.0.0.0:{free_port()}"])
+    assert "-ingest.syslog" in err and "loopback only" in err
 
 
 def test_insecure_starts_and_says_so_loudly(node_factory):
