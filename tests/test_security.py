@@ -467,3 +467,45 @@ def test_node_proof_target_with_an_empty_query_verifies():
     assert keys.verify(keys.sign("GET", b"/ingest/_stream?"), "GET", b"/ingest/_stream") is None
     assert keys.verify(keys.sign("GET", b"/a?x=1"), "GET", b"/a?x=2") is not None
     assert keys.verify(keys.sign("GET", b"/a"), "DELETE", b"/a") is not None
+
+
+def test_otel_exporter_and_curl_loki_push_with_a_bearer_over_tls(node_factory, tmp_path, monkeypatch):
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+
+    # requests lets these override a session's CA file (psf/requests#3829).
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    ca, cert, key = make_certs(tmp_path)
+    toks = tokens_file(tmp_path / "tokens")
+    n = node_factory("shippers", FAST + ["-auth.tokens", str(toks), "-tls.cert", str(cert), "-tls.key", str(key)])
+    ctx = ssl.create_default_context(cafile=str(ca))
+    https = f"https://{n.api}"
+    n.answering = lambda: health(https, ctx)  # type: ignore[method-assign]
+    n.start()
+
+    def found(q: str) -> int:
+        r = httpx.get(https + "/store/query", params={"q": q}, headers=bearer(QUERY_TOKEN), verify=ctx, timeout=30)
+        return r.content.count(b"\n")
+
+    for token, want in ((QUERY_TOKEN, 0), (INGEST_TOKEN, 1)):
+        provider = LoggerProvider(resource=Resource.create({"service.name": "secure.app"}))
+        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(
+            endpoint=https + "/v1/logs", headers={"Authorization": f"Bearer {token}"}, certificate_file=str(ca))))
+        provider.get_logger("t").emit(body=f"otel with {token[:5]}")
+        provider.force_flush(10_000)
+        provider.shutdown()
+        if want:
+            wait_for(lambda t=token: found(f"otel with {t[:5]}") == 1, what="OTLP record")
+    assert found("otel with query") == 0  # the query token's push was refused (403)
+    ts = str(time.time_ns())
+    push = '{"streams":[{"stream":{"job":"secure"},"values":[["' + ts + '","loki with a bearer"]]}]}'
+    for token, code in (("", "401"), (QUERY_TOKEN, "403"), (INGEST_TOKEN, "204")):
+        out = subprocess.run(["curl", "-sS", "--cacert", str(ca), "-o", "/dev/null", "-w", "%{http_code}",
+                              "-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {token}",
+                              "--data-binary", push, https + "/loki/api/v1/push"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout == code, (token[:5], out.stdout, out.stderr)
+    wait_for(lambda: found("loki with a bearer") == 1, what="Loki record")
