@@ -254,6 +254,15 @@ def _send_chunk(sock: socket.socket | None, conn: Connector, chunk: bytes) -> so
             sock = None
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Bytes to read: TLS may hold decrypted bytes that select cannot see."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    r, _, _ = select.select([sock], [], [], timeout)
+    return bool(r)
+
+
 def _finish(sock: socket.socket) -> bool:
     """Half-close and wait for the node to close: False if it reset instead."""
     try:
@@ -323,15 +332,15 @@ def send_durable(q: LineQueue, conn: Connector) -> None:
                 chunk = q.get(timeout=0.05)
                 if chunk is None:
                     eof = True
-                    sock.shutdown(socket.SHUT_WR)
+                    if not hasattr(sock, "pending"):  # TLS: no half-close; wait for the acks, then close
+                        sock.shutdown(socket.SHUT_WR)
                 elif chunk:
                     unacked.add(chunk)
                     sock.sendall(chunk)
             if eof and not unacked.size:
                 sock.close()
                 return
-            r, _, _ = select.select([sock], [], [], 0 if not eof and unacked.size < DURABLE_WINDOW else 1.0)
-            if r:
+            if _readable(sock, 0 if not eof and unacked.size < DURABLE_WINDOW else 1.0):
                 data = sock.recv(65536)
                 if not data:
                     raise ConnectionError("node closed the connection")
@@ -423,8 +432,7 @@ class _BulkLink:
 
     def _take_ready_replies(self) -> None:
         while self.sock is not None and self.inflight:
-            r, _, _ = select.select([self.sock], [], [], 0)
-            if not r:
+            if not _readable(self.sock, 0):
                 return
             try:
                 self._handle(self._line())

@@ -381,11 +381,13 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
          wrap=lambda s: ctx.wrap_socket(s, server_hostname="127.0.0.1"))
     _tcp(n.ports["fast"], f"\x01oklog-token {INGEST_TOKEN}\nplain to tls\n".encode())
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    p = subprocess.run(OKLOG + ["forward", "-token", INGEST_TOKEN, "-tls.ca", str(ca), f"127.0.0.1:{n.ports['fast']}"],
-                       input=b"over tls 2\n", capture_output=True, timeout=60, env=env)
-    assert p.returncode == 0, p.stderr
+    for mode in ("fast", "durable", "bulk"):
+        p = subprocess.run(OKLOG + ["forward", "-mode", mode, "-token", INGEST_TOKEN, "-tls.ca", str(ca),
+                                    f"127.0.0.1:{n.ports[mode]}"],
+                           input=f"over tls {mode}\n".encode(), capture_output=True, timeout=60, env=env)
+        assert p.returncode == 0, p.stderr
     q = OKLOG + ["query", "-store", n.api, "-token", QUERY_TOKEN, "-tls.ca", str(ca), "-q", "tls"]
-    wait_for(lambda: subprocess.run(q, capture_output=True, timeout=30, env=env).stdout.count(b"\n") == 2,
+    wait_for(lambda: subprocess.run(q, capture_output=True, timeout=30, env=env).stdout.count(b"\n") == 4,
              what="records over TLS")
     p = subprocess.run(q, capture_output=True, timeout=30, env=env)
     assert b"plain to tls" not in p.stdout and p.returncode == 0
