@@ -117,11 +117,11 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     p = _parser(prog, "Run an oklog node (ingest, store or both).")
     if role is None:
         _flag(p, "role", default="ingeststore", choices=C.ROLES, help="node role (default ingeststore)")
-    _flag(p, "api", default=f"tcp://0.0.0.0:{C.DEFAULT_API_PORT}", help="HTTP API listen address")
-    _flag(p, "ingest.fast", default=f"tcp://0.0.0.0:{C.DEFAULT_FAST_PORT}", help="fast ingest listen address")
-    _flag(p, "ingest.durable", default=f"tcp://0.0.0.0:{C.DEFAULT_DURABLE_PORT}", help="durable ingest listen address")
-    _flag(p, "ingest.bulk", default=f"tcp://0.0.0.0:{C.DEFAULT_BULK_PORT}", help="bulk ingest listen address")
-    _flag(p, "cluster", default=f"tcp://0.0.0.0:{C.DEFAULT_CLUSTER_PORT}", help="cluster gossip listen address")
+    _flag(p, "api", default=f"tcp://127.0.0.1:{C.DEFAULT_API_PORT}", help="HTTP API listen address")
+    _flag(p, "ingest.fast", default=f"tcp://127.0.0.1:{C.DEFAULT_FAST_PORT}", help="fast ingest listen address")
+    _flag(p, "ingest.durable", default=f"tcp://127.0.0.1:{C.DEFAULT_DURABLE_PORT}", help="durable ingest listen address")
+    _flag(p, "ingest.bulk", default=f"tcp://127.0.0.1:{C.DEFAULT_BULK_PORT}", help="bulk ingest listen address")
+    _flag(p, "cluster", default=f"tcp://127.0.0.1:{C.DEFAULT_CLUSTER_PORT}", help="cluster gossip listen address")
     _flag(p, "peer", action="append", default=[], help="cluster peer host:port (repeatable)")
     _flag(p, "ingest.path", default="data/ingest", help="ingest segment directory")
     _flag(p, "store.path", default="data/store", help="store segment directory")
@@ -145,6 +145,14 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="suspect members are declared dead after this")
     _flag(p, "cluster.key", default="", metavar="FILE",
           help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
+    _flag(p, "insecure", action="store_true",
+          help="allow listening beyond loopback or -peer without a cluster key / tokens (logged at every start)")
+    _flag(p, "auth.tokens", default="", metavar="FILE",
+          help="client tokens file, TOKEN ROLE NAME per line (roles ingest, query, admin); re-read on change or SIGHUP")
+    _flag(p, "tls.cert", default="", metavar="FILE", help="TLS certificate (PEM) for the API and TCP ingest ports")
+    _flag(p, "tls.key", default="", metavar="FILE", help="TLS private key (PEM) of -tls.cert")
+    _flag(p, "tls.client-ca", default="", metavar="FILE", help="ask clients for certificates signed by this CA")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify peers' TLS certificates (default: system CAs)")
     _flag(p, "ingest.max-connections", type=int, default=0, help="refuse producer connections above this (0: no limit)")
     _flag(p, "ingest.idle-timeout", type=_duration, default=300.0, help="close TCP ingest and syslog connections silent this long (0: never)")
     _flag(p, "api.idle-timeout", type=_duration, default=30.0, help="close API connections that send no complete request head this long")
@@ -201,6 +209,20 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         except KeyFileError as e:
             raise SystemExit(f"oklog: -cluster.key: {e}") from None
 
+    _check_exposure(ns, addr)
+    from oklog.tls import TLSConfig, check_files
+
+    try:
+        check_files(TLSConfig(ns.tls_cert, ns.tls_key, ns.tls_client_ca, ns.tls_ca))
+    except ValueError as e:
+        raise SystemExit(f"oklog: {e}") from None
+    if ns.auth_tokens:
+        from oklog.auth import TokenFileError, Tokens
+
+        try:
+            Tokens(ns.auth_tokens)
+        except TokenFileError as e:
+            raise SystemExit(f"oklog: {e}") from None
     for flag, value in (("ingest.topic", ns.ingest_topic), ("ingest.syslog-topic", ns.ingest_syslog_topic)):
         try:
             validate_topic(value)
@@ -254,11 +276,52 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         stream_write_timeout=ns.stream_write_timeout,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         cluster_key=ns.cluster_key,
+        insecure=ns.insecure,
+        auth_tokens=ns.auth_tokens,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_client_ca=ns.tls_client_ca,
+        tls_ca=ns.tls_ca,
         gossip_timing={
             "probe_interval": ns.cluster_probe_interval,
             "suspicion_timeout": ns.cluster_suspicion_timeout,
         },
     )
+
+
+def _check_exposure(ns: argparse.Namespace, addr) -> None:
+    """Secure by default: beyond loopback, or in a cluster, only with a key (and tokens)."""
+    if ns.insecure:
+        return
+    from oklog.auth import is_loopback
+
+    listening = [("api", ns.api, True), ("ingest.fast", ns.ingest_fast, True),
+                 ("ingest.durable", ns.ingest_durable, True), ("ingest.bulk", ns.ingest_bulk, True),
+                 ("cluster", ns.cluster, False), ("ingest.syslog", ns.ingest_syslog, True),
+                 ("ingest.fluent", ns.ingest_fluent, True)]
+    exposed = [(f, a.host, client) for f, text, client in listening if text
+               for a in [addr(text, 0)] if not is_loopback(a.host)]
+    how = ("run `oklog keygen -o cluster.key` once, copy the file to every node and start each with "
+           "`-cluster.key cluster.key`")
+    if not ns.cluster_key:
+        if ns.peer:
+            raise SystemExit(f"oklog: -peer without a cluster key: anyone could join this cluster. To secure it, {how}. "
+                             "(Or pass -insecure to run without, logged at every start.)")
+        if exposed:
+            f, host, _ = exposed[0]
+            raise SystemExit(f"oklog: -{f} {host} listens beyond loopback without a cluster key. To secure it, {how}; "
+                             "give clients tokens with `-auth.tokens FILE`. (Or pass -insecure to run without, "
+                             "logged at every start.)")
+    for f, host, _ in exposed:
+        if f in ("ingest.syslog", "ingest.fluent"):
+            raise SystemExit(f"oklog: -{f} {host}: this listener takes no tokens or TLS yet, so it listens on "
+                             "loopback only (a local relay forwards to it), or pass -insecure.")
+    if ns.cluster_key and not ns.auth_tokens:
+        for f, host, client in exposed:
+            if client:
+                raise SystemExit(f"oklog: -{f} {host} takes clients beyond loopback without tokens: write a tokens "
+                                 "file (a line `TOKEN ROLE NAME`, e.g. `echo \"$(oklog keygen) admin ops\" > tokens`) "
+                                 "and pass `-auth.tokens tokens`. (Or pass -insecure.)")
 
 
 def cmd_run(argv: list[str], role: str | None = None, prog: str = "oklog run") -> int:
@@ -342,13 +405,15 @@ def cmd_forward(argv: list[str]) -> int:
           help="fail over when a node accepts no data (durable: acknowledges nothing) for this long")
     _flag(p, "give-up", type=_duration, default=60.0,
           help="once the input has ended, exit 1 if nothing is delivered for this long")
+    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
     from oklog.forward import forward_main
 
     return forward_main(
         ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff, mode=ns.mode,
         topic=ns.topic, buffer=ns.buffer, policy=ns.policy,
-        write_timeout=ns.write_timeout, give_up=ns.give_up,
+        write_timeout=ns.write_timeout, give_up=ns.give_up, token=ns.token, tls_ca=ns.tls_ca,
     )
 
 
@@ -366,6 +431,8 @@ def query_parser() -> argparse.ArgumentParser:
     _flag(p, "json", action="store_true", help="one JSON object per record")
     _flag(p, "v", action="store_true", help="statistics to stderr")
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
+    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     return p
 
 
@@ -386,6 +453,8 @@ def cmd_stream(argv: list[str]) -> int:
     _flag(p, "time", action="store_true", help="print each record's time")
     _flag(p, "window", type=_duration, default=3.0, help="deduplication window")
     _flag(p, "catchup", type=_duration, default=15.0, help="after resuming on another node, query the store this long for records missed")
+    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
     from oklog.streamcli import stream_main
 
@@ -400,6 +469,9 @@ def cmd_repair(argv: list[str]) -> int:
     _flag(p, "step", type=_duration, default=0.0,
           help="widest time slice examined at once (default: the whole range; halved while large)")
     _flag(p, "quiet", action="store_true", help="no progress bar")
+    _flag(p, "token", default="", help="admin token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
+    _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
     ns = p.parse_args(argv)
     from oklog.repair import repair_main
 
@@ -411,6 +483,9 @@ def cmd_rebalance(argv: list[str]) -> int:
     _flag(p, "store", default="localhost:7650", help="any store node's API address")
     _flag(p, "ratio", type=float, default=1.5, help="stop when largest/smallest store is at most this")
     _flag(p, "quiet", action="store_true", help="no progress bar")
+    _flag(p, "token", default="", help="admin token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
+    _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
     ns = p.parse_args(argv)
     from oklog.repair import rebalance_main
 
@@ -433,10 +508,15 @@ def cmd_tui(argv: list[str]) -> int:
     p = _parser("oklog tui", "Live dashboard of a running cluster (attach to any node).")
     _flag(p, "node", default="localhost:7650", help="any node's API address HOST:PORT")
     _flag(p, "refresh", type=_duration, default=2.0, help="refresh interval (seconds or a duration)")
+    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
+    from oklog.auth import cli_http_kwargs
     from oklog.tui.app import make_app
+    from oklog.tui.client import NodeClient
 
-    make_app(ns.node, ns.refresh).run()
+    http = cli_http_kwargs(ns)
+    make_app(ns.node, ns.refresh, client=lambda n: NodeClient(n, state_timeout=max(2.0, ns.refresh), http=http)).run()
     return 0
 
 

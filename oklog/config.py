@@ -74,6 +74,12 @@ class NodeConfig:
     advertise_host: str = ""
     node_id: str = ""
     cluster_key: str = ""  # key file: gossip sealed with AES-GCM (oklog.cluster.keyring)
+    insecure: bool = False  # no cluster key, yet other than loopback or -peer (oklog.auth)
+    auth_tokens: str = ""  # client tokens file: TOKEN ROLE NAME lines (oklog.auth)
+    tls_cert: str = ""  # TLS on the API and TCP ingest ports (oklog.tls)
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_ca: str = ""  # CA this node trusts calling its peers over TLS
     ingest_syslog: Addr | None = None
     syslog_topic: str = "syslog"
     ingest_topic: str = "default"

@@ -39,6 +39,7 @@ import os
 import random
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -120,6 +121,15 @@ class GiveUp(Exception):
 def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
     """``sendall`` that fails when the node accepts no byte for ``timeout``
     seconds (a stopped or hung node's buffers fill and stay full)."""
+    if isinstance(sock, ssl.SSLSocket):  # send flags are refused on TLS; its sendall times each send
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise TimeoutError(f"the node accepted no data for {format_duration(timeout)}") from None
+        finally:
+            sock.settimeout(None)
+        return
     view = memoryview(data)
     while view:
         _, w, _ = select.select([], [sock], [], timeout)
@@ -138,9 +148,10 @@ class Connector:
 
     def __init__(
         self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"",
-        write_timeout: float = WRITE_TIMEOUT, give_up: float = GIVE_UP,
+        write_timeout: float = WRITE_TIMEOUT, give_up: float = GIVE_UP, token: str = "", tls=None,
     ) -> None:
         self.addrs = addrs
+        self.tls = tls  # an ssl.SSLContext (-tls.ca)
         self.mode = mode
         self.max_backoff = max_backoff
         self.write_timeout = write_timeout
@@ -154,6 +165,8 @@ class Connector:
         self._unresolved: dict[str, str] = {}  # last resolution failure logged per name
         # fast and durable connections name their topic first (bulk records carry it)
         self.preamble = TOPIC_PREAMBLE + topic + b"\n" if topic and mode != "bulk" else b""
+        if token:  # the token line comes first (oklog.auth)
+            self.preamble = b"\x01oklog-token " + token.encode() + b"\n" + self.preamble
 
     def progress(self) -> None:
         """A node accepted data (fast), acknowledged records (durable, bulk)."""
@@ -206,6 +219,13 @@ class Connector:
                         continue
                 s.settimeout(None)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:
+                    try:
+                        s = self.tls.wrap_socket(s, server_hostname=host)
+                    except OSError as e:
+                        log(f"{host}:{port}: TLS: {e}")
+                        s.close()
+                        continue
                 if self.preamble:
                     try:
                         send_all(s, self.preamble, self.write_timeout)
@@ -342,6 +362,15 @@ def _send_chunk(sock: socket.socket | None, conn: Connector, chunk: bytes) -> so
             sock = None
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Bytes to read: TLS may hold decrypted bytes that select cannot see."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    r, _, _ = select.select([sock], [], [], timeout)
+    return bool(r)
+
+
 def _peer(conn: Connector) -> str:
     return f"{conn.current[0]}:{conn.current[1]}" if conn.current else "the node"
 
@@ -426,7 +455,8 @@ def _send_durable(q: LineQueue, conn: Connector, unacked: _Unacked) -> None:
                 chunk = q.get(timeout=0.05)
                 if chunk is None:
                     eof = True
-                    sock.shutdown(socket.SHUT_WR)
+                    if not hasattr(sock, "pending"):  # TLS: no half-close; wait for the acks, then close
+                        sock.shutdown(socket.SHUT_WR)
                 elif chunk:
                     if not unacked.size:
                         last_ack = time.monotonic()  # the wait for an ack starts now
@@ -435,8 +465,7 @@ def _send_durable(q: LineQueue, conn: Connector, unacked: _Unacked) -> None:
             if eof and not unacked.size:
                 sock.close()
                 return
-            r, _, _ = select.select([sock], [], [], 0 if not eof and unacked.size < DURABLE_WINDOW else 0.2)
-            if r:
+            if _readable(sock, 0 if not eof and unacked.size < DURABLE_WINDOW else 0.2):
                 data = sock.recv(65536)
                 if not data:
                     raise ConnectionError("the node closed the connection")
@@ -546,8 +575,7 @@ class _BulkLink:
 
     def _take_ready_replies(self) -> None:
         while self.sock is not None and self.inflight:
-            r, _, _ = select.select([self.sock], [], [], 0)
-            if not r:
+            if not _readable(self.sock, 0):
                 return
             try:
                 self._handle(self._line())
@@ -610,6 +638,8 @@ def forward_main(
     policy: str = "block",
     write_timeout: float = WRITE_TIMEOUT,
     give_up: float = GIVE_UP,
+    token: str = "",
+    tls_ca: str = "",
 ) -> int:
     prefix = "".join(p + " " for p in (prefixes or [])).encode()
     try:
@@ -625,7 +655,15 @@ def forward_main(
             return 2
     counters = Counters()
     q = LineQueue(buffer, policy, counters)
-    conn = Connector(addrs, mode, max_backoff, topic_b, write_timeout, give_up)
+    tls = None
+    if tls_ca:
+        from oklog.tls import client_context
+
+        tls = client_context(tls_ca)
+    conn = Connector(
+        addrs, mode, max_backoff, topic_b, write_timeout, give_up,
+        token or os.environ.get("OKLOG_TOKEN", ""), tls,
+    )
 
     def ended() -> None:
         conn.input_ended = time.monotonic()

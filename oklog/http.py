@@ -190,6 +190,8 @@ class Router:
         self.on_response: Callable[[str, int], None] | None = None
         self.budget = budget if budget is not None else BodyBudget()
         self.connections: APIConnections | None = None  # set when served with a connection cap
+        # Called with (request, route) before the handler; a Response refuses it (oklog.auth).
+        self.guard: Callable[[Request, str], Response | None] | None = None
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
         for m in methods.split("|"):
@@ -259,12 +261,13 @@ class Router:
             seen.route, methods = self._lookup(req.path)
             if methods is None:
                 raise HTTPError(404, f"no such endpoint {req.path}")
+            denied = self.guard(req, seen.route) if self.guard is not None else None
             handler = methods.get(req.method)
             if handler is None and req.method == "HEAD":
                 handler = methods.get("GET")
             if handler is None:
                 raise HTTPError(405, f"{req.method} not allowed on {req.path}")
-            resp = await handler(req)
+            resp = denied if denied is not None else await handler(req)
         except HTTPError as e:
             resp = e.response()
         except Exception:
@@ -407,6 +410,7 @@ async def serve_http(
     shutdown: trio.Event | None = None,
     idle_timeout: float = 30.0,
     connections: APIConnections | None = None,
+    configure: Callable[[Config], None] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app``; reports the bound (host, port) through task_status.
@@ -424,6 +428,8 @@ async def serve_http(
     config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
     config.graceful_timeout = 2
     config.read_timeout = 120
+    if configure is not None:  # TLS (oklog.tls)
+        configure(config)
     if connections is not None:
         await _serve_capped(app, config, host, port, connections, shutdown, task_status)
         return
@@ -456,6 +462,7 @@ async def _serve_capped(
 
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
+    ssl_context = config.create_ssl_context() if config.ssl_enabled else None
     app.connections = conns
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     for ln in listeners:
@@ -472,9 +479,12 @@ async def _serve_capped(
         if not conns.admit(key, scope):
             await stream.aclose()
             return
+        served: trio.abc.Stream = stream
+        if ssl_context is not None:  # as hypercorn's own listeners do with TLS on
+            served = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
         try:
             with scope:
-                await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+                await TCPServer(wrapped, config, context, ConnectionState({}), served)  # type: ignore[arg-type]
         finally:
             conns.gone(key, scope)
             if scope.cancelled_caught:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
+from oklog.auth import Auth, ClientAuth, NodeKeys, Tokens, ingest_gate, register_metrics
 from oklog.cluster.keyring import Keyring
 from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
@@ -60,6 +61,7 @@ from oklog.store.consumer import Consumer
 from oklog.store.coordinator import Coordinator, StoreMember, observe_gossip
 from oklog.store.log import StoreLog
 from oklog.stream import Tap, cluster_stream_handler, ingest_stream_handler
+from oklog.tls import TLSConfig, client_context
 
 log = logging.getLogger("oklog.node")
 
@@ -103,6 +105,14 @@ class Node:
         self.bulk_stats = BulkStats()
         self.fluent_stats = FluentStats()
         self.metrics = Metrics(self.state)
+        self.keyring = Keyring.load(cfg.cluster_key) if cfg.cluster_key else None
+        self.tls = TLSConfig(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, cfg.tls_ca)
+        self.auth = Auth(
+            NodeKeys(self.keyring) if self.keyring is not None else None,
+            Tokens(cfg.auth_tokens) if cfg.auth_tokens else None,
+            cfg.insecure,
+        )
+        register_metrics(self.auth, self.metrics.registry)
         self.tap = Tap(cfg.stream_max_subscribers, write_timeout=cfg.stream_write_timeout)
         # Errors caught at component boundaries (each logged where caught).
         self.stream_errors = 0
@@ -177,6 +187,7 @@ class Node:
         )
         r.mount(metrics_router(self.metrics))
         r.on_response = self.metrics.count_request
+        r.guard = self.auth.check
         observe_queries(r, self.metrics)
         r.add("GET", "/cluster/state", self._state)
         r.add("GET", "/store/_clusterstate", self._state)
@@ -342,7 +353,12 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         shutdown = trio.Event()
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
+        if cfg.insecure:
+            log.warning("INSECURE: -insecure given: listening beyond loopback or clustering without a cluster key; "
+                        "anyone who can reach this node can join, read and delete (oklog keygen -o cluster.key)")
+        peer_auth = ClientAuth(self.auth.node_keys, https=self.tls.on)
+        verify = client_context(self.tls.ca) if self.tls.on else True
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), auth=peer_auth, verify=verify) as client:
             self.http_client = client
             self.coordinator = Coordinator(
                 self.store_log,
@@ -361,8 +377,10 @@ class Node:
                     functools.partial(
                         serve_http, self.router(), cfg.api.host, cfg.api.port,
                         idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
+                        configure=self.tls.configure_hypercorn if self.tls.on else None,
                     )
                 )
+                nursery.start_soon(self.auth.watch_sighup)
                 ingest_scope = trio.CancelScope()
                 if self.ingest_log is not None:
                     await nursery.start(self._listeners, ingest_scope)
@@ -374,7 +392,7 @@ class Node:
                     advertise_host=self.advertise_host,
                     seeds=cfg.peers,
                     meta=self.meta(),
-                    keyring=Keyring.load(cfg.cluster_key) if cfg.cluster_key else None,
+                    keyring=self.keyring,
                     **cfg.gossip_timing,
                 )
                 gossip_scope = trio.CancelScope()
@@ -417,24 +435,26 @@ class Node:
         assert self.ingest_log is not None
         settings = self.ingest_settings()
         ilog = self.ingest_log
+        access = ingest_gate(self.auth, self.tls.server_context() if self.tls.on else None)
         with scope:
             async with trio.open_nursery() as ln:
                 self.bound.fast = await ln.start(
                     functools.partial(
                         serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
-                        ilog, settings, self.listener_stats, gate=self.gate,
+                        ilog, settings, self.listener_stats, gate=self.gate, access=access,
                     )
                 )
                 self.bound.durable = await ln.start(
                     functools.partial(
                         serve_ingest, cfg.ingest_durable.host, cfg.ingest_durable.port,
-                        ilog, settings, self.listener_stats, durable=True, gate=self.gate,
+                        ilog, settings, self.listener_stats, durable=True, gate=self.gate, access=access,
                     )
                 )
                 self.bound.extra["bulk"] = await ln.start(
                     functools.partial(
                         serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats,
                         idle_timeout=cfg.ingest_idle_timeout, gate=self.gate, retain=cfg.retain,
+                        access=access,
                     )
                 )
                 if cfg.ingest_syslog is not None:

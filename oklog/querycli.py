@@ -308,7 +308,8 @@ class Response:
 
 
 def request(
-    host: str, port: int, method: str, path: str, timeout: float | None, buf_size: int = BUF_SIZE
+    host: str, port: int, method: str, path: str, timeout: float | None, buf_size: int = BUF_SIZE,
+    *, token: str = "", tls=None,
 ) -> Response:
     """Send one request with ``Connection: close`` and read the response head."""
     name = f"[{host}]" if ":" in host else host
@@ -321,9 +322,12 @@ def request(
         host_header = name.encode("idna") + b":%d" % port
     sock = socket.create_connection((addr_host, port), timeout=timeout)  # type: ignore[arg-type]
     try:
+        if tls is not None:  # an ssl.SSLContext (-tls.ca)
+            sock = tls.wrap_socket(sock, server_hostname=host)
+        auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
         sock.sendall(
-            b"%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
-            % (method.encode("ascii"), path.encode("ascii"), host_header)
+            b"%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n%sConnection: close\r\n\r\n"
+            % (method.encode("ascii"), path.encode("ascii"), host_header, auth)
         )
         return Response(sock, method, buf_size)
     except BaseException:
@@ -345,21 +349,22 @@ def query_main(ns, out=None, err=None) -> int:
     params["format"] = format_name(ns.ulid, ns.time, ns.json)
     host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
     path = "/store/query?" + urlencode(params)
-    where = f"http://{host}:{port}/store/query"
+    where = f"http{'s' if ns.tls_ca else ''}://{host}:{port}/store/query"
     timeout = ns.timeout or None
+    cred = _credentials(ns)
     resp = None
     try:
         if ns.stats:
-            resp = request(host, port, "HEAD", path, timeout)
+            resp = request(host, port, "HEAD", path, timeout, **cred)
             if resp.status >= 400:
                 resp.sock.close()
-                resp = request(host, port, "GET", path, timeout)  # HEAD has no body to show
+                resp = request(host, port, "GET", path, timeout, **cred)  # HEAD has no body to show
                 return _fail(resp, err)
             print_stats(resp.headers, sys.stdout)
             resp.sock.close()
-            _print_ingest_waiting(host, port, timeout, sys.stdout)
+            _print_ingest_waiting(host, port, timeout, sys.stdout, cred)
             return _note(resp, err)
-        resp = request(host, port, "GET", path, timeout)
+        resp = request(host, port, "GET", path, timeout, **cred)
         if resp.status >= 400:
             return _fail(resp, err)
         resp.copy_body(lambda view: _write(out_fd, view))
@@ -387,6 +392,16 @@ def _note(resp: Response, err) -> int:
     return 3 if resp.status == 206 else 0
 
 
+def _credentials(ns) -> dict:
+    """``request`` arguments of ``-token`` (or $OKLOG_TOKEN) and ``-tls.ca``."""
+    out: dict = {"token": getattr(ns, "token", "") or os.environ.get("OKLOG_TOKEN", "")}
+    if getattr(ns, "tls_ca", ""):
+        from oklog.tls import client_context
+
+        out["tls"] = client_context(ns.tls_ca)
+    return out
+
+
 def _fail(resp: Response, err) -> int:
     body = resp.read().decode("utf-8", "replace").strip()
     print(f"oklog query: {resp.status}: {_printable(body)}", file=err)
@@ -398,11 +413,11 @@ def _printable(text: str) -> str:
     return "".join(c if c >= " " and c != "\x7f" else " " for c in text)
 
 
-def _print_ingest_waiting(host: str, port: int, timeout: float | None, out) -> None:
+def _print_ingest_waiting(host: str, port: int, timeout: float | None, out, cred: dict | None = None) -> None:
     """``-stats``: records still in the node's ingest tier are not queryable
     yet; say how much is waiting there (from ``/cluster/state``), if it tells."""
     try:
-        resp = request(host, port, "GET", "/cluster/state", timeout or 5.0)
+        resp = request(host, port, "GET", "/cluster/state", timeout or 5.0, **(cred or {}))
         try:
             body = resp.read() if resp.status == 200 else b""
         finally:

@@ -254,14 +254,14 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
         s.copied_bytes += len(body)
 
 
-def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True) -> RepairSummary:
+def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True, http: dict | None = None) -> RepairSummary:
     """Slices start as the whole range (or ``step_ms`` wide when given) and are
     halved while a member holds more than SLICE_BYTES in one: an empty or sparse
     range costs a few HEAD requests, not one per fixed-width slice. Each slice
     carries its share of the whole (split by the halves' sizes), so progress is
     the sum of the shares done."""
     s = RepairSummary()
-    with httpx.Client(timeout=TIMEOUT) as client:
+    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.auth.cli_http_kwargs
         view = cluster_view(client, node)
         members, factor = view.members, view.factor
         s.absent = view.absent
@@ -420,9 +420,11 @@ def _holders(client, members: list[Member], source: Member, seg: dict) -> dict[s
 SETTLE_ROUNDS = 5
 
 
-def rebalance(node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True) -> RebalanceSummary:
+def rebalance(
+    node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True, http: dict | None = None
+) -> RebalanceSummary:
     s = RebalanceSummary()
-    with httpx.Client(timeout=TIMEOUT) as client:
+    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.auth.cli_http_kwargs
         view = cluster_view(client, node)
         members, factor = view.members, view.factor
         s.absent = view.absent
@@ -622,7 +624,7 @@ def repair_main(ns) -> int:
     t0 = time.monotonic()
     try:
         lo, hi = parse_time(getattr(ns, "from"), now), parse_time(ns.to, now) + 1
-        s = repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet)
+        s = repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet, http=_http(ns))
     except ToolError as e:
         print(f"oklog repair: {e}", file=sys.stderr)
         return 1
@@ -650,7 +652,7 @@ def repair_main(ns) -> int:
 def rebalance_main(ns) -> int:
     t0 = time.monotonic()
     try:
-        s = rebalance(ns.store, ns.ratio, progress=not ns.quiet)
+        s = rebalance(ns.store, ns.ratio, progress=not ns.quiet, http=_http(ns))
     except ToolError as e:
         print(f"oklog rebalance: {e}", file=sys.stderr)
         return 1
@@ -676,3 +678,9 @@ def rebalance_main(ns) -> int:
     for err in s.errors[:20]:
         print(f"oklog rebalance: error: {err}", file=sys.stderr)
     return 1 if s.errors else 0
+
+
+def _http(ns) -> dict:
+    from oklog.auth import cli_http_kwargs
+
+    return cli_http_kwargs(ns)

@@ -17,13 +17,16 @@ handed to the store) is said on stderr with its time range.
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import os
 import re
 import select
 import socket
+import ssl
 import sys
 import time
+from dataclasses import dataclass
 
 from oklog.addr import parse_addr
 from oklog.config import DEFAULT_API_PORT
@@ -52,13 +55,43 @@ class Refused(Exception):
     """The node answered the stream request with a client error: do not retry."""
 
 
-class LiveStream:
-    """``GET /store/stream`` over a plain socket, its chunked body decoded a
-    buffer at a time; ``read`` waits at most ``timeout`` for data."""
+@dataclass(frozen=True)
+class Access:
+    """How to reach the nodes: ``-token`` (or $OKLOG_TOKEN) and ``-tls.ca``."""
 
-    def __init__(self, host: str, port: int, path: str) -> None:
-        self.sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("latin-1"))
+    token: str = ""
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def of(cls, ns) -> Access:
+        token = getattr(ns, "token", "") or os.environ.get("OKLOG_TOKEN", "")
+        ctx = None
+        if getattr(ns, "tls_ca", ""):
+            from oklog.tls import client_context
+
+            ctx = client_context(ns.tls_ca)
+        return cls(token, ctx)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def connection(self, host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
+class LiveStream:
+    """``GET /store/stream`` over a socket (TLS with ``-tls.ca``), its chunked
+    body decoded a buffer at a time; ``read`` waits at most ``timeout`` for data."""
+
+    def __init__(self, host: str, port: int, path: str, access: Access = Access()) -> None:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        if access.tls is not None:
+            sock = access.tls.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        extra = "".join(f"{k}: {v}\r\n" for k, v in access.headers().items())
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode("latin-1"))
         self.buf = bytearray()
         self.ended = False
         self._remaining = 0  # payload bytes left in the current chunk
@@ -94,7 +127,9 @@ class LiveStream:
         out = self._decode()
         if out:
             return out
-        ready, _, _ = select.select([self.sock], [], [], timeout)
+        # TLS may hold decrypted bytes the socket no longer shows to select.
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        ready = pending or select.select([self.sock], [], [], timeout)[0]
         if ready:
             self.sock.settimeout(CONNECT_TIMEOUT)
             self._recv()
@@ -135,21 +170,19 @@ class LiveStream:
         self.sock.close()
 
 
-def _get(host: str, port: int, path: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
-    import http.client
-
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def _get(host: str, port: int, path: str, timeout: float, access: Access = Access()) -> tuple[int, dict[str, str], bytes]:
+    conn = access.connection(host, port, timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=access.headers())
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
 
 
-def cluster_members(host: str, port: int) -> tuple[list[tuple[str, int]], list[dict]]:
+def cluster_members(host: str, port: int, access: Access = Access()) -> tuple[list[tuple[str, int]], list[dict]]:
     """(API addresses of alive store members, every member) from /cluster/state."""
-    status, _, body = _get(host, port, "/cluster/state", CONNECT_TIMEOUT)
+    status, _, body = _get(host, port, "/cluster/state", CONNECT_TIMEOUT, access)
     if status != 200:
         return [], []
     members = json.loads(body).get("members", [])
@@ -216,11 +249,11 @@ class CatchUp:
     def live(self, data: bytes) -> None:
         self._note(data)
 
-    def poll(self, host: str, port: int, params: str) -> bytes:
+    def poll(self, host: str, port: int, params: str, access: Access = Access()) -> bytes:
         """Query the store once; the records not printed yet."""
         self.next_poll = time.monotonic() + CATCHUP_INTERVAL
         path = f"/store/query?from={self.since_ulid.decode()}&{params}"
-        status, headers, body = _get(host, port, path, 60.0)
+        status, headers, body = _get(host, port, path, 60.0, access)
         if status not in (200, 206):
             raise StreamError(f"catch-up query: {status} {body[:200].decode('utf-8', 'replace').strip()}")
         if status == 206 or headers.get("x-oklog-errors"):
@@ -258,6 +291,7 @@ def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
     filter_qs = urlencode(params)
     path = "/store/stream?" + urlencode(params | {"window": f"{ns.window:g}"})
     catchup_for = getattr(ns, "catchup", 15.0)
+    access = Access.of(ns)
     received = Received()
     members: list[tuple[str, int]] = [first]
     current = first
@@ -284,7 +318,7 @@ def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
 
     while deadline is None or time.monotonic() < deadline:
         try:
-            live = LiveStream(current[0], current[1], path)
+            live = LiveStream(current[0], current[1], path, access)
         except Refused as e:
             say(str(e))
             return 1
@@ -297,7 +331,7 @@ def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
             continue
         backoff = 0.1
         try:
-            found, _ = cluster_members(*current)
+            found, _ = cluster_members(*current, access)
         except (OSError, ValueError):
             found = []
         if found:
@@ -330,7 +364,7 @@ def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
                         out.records(data)
                 if catchup is not None and time.monotonic() >= catchup.next_poll:
                     try:
-                        data = catchup.poll(current[0], current[1], filter_qs)
+                        data = catchup.poll(current[0], current[1], filter_qs, access)
                     except (OSError, StreamError) as e:
                         say(f"catch-up from {_stamp(catchup.since)} failed: {e}; records of that time may be missing")
                         catchup = None

@@ -74,6 +74,23 @@ def free_port() -> int:
     raise RuntimeError("no free port in this worker's block")
 
 
+def shared_cluster_key() -> Path:
+    """One cluster key for every test node of this process (the secure path by default);
+    a test that passes its own ``-cluster.key``, or ``-insecure``, gets none added."""
+    if not _test_key:
+        import tempfile
+
+        from oklog.cluster.keyring import new_key
+
+        d = Path(tempfile.mkdtemp(prefix="oklog-test-key-"))
+        (d / "cluster.key").write_text(new_key() + "\n")
+        _test_key.append(d / "cluster.key")
+    return _test_key[0]
+
+
+_test_key: list[Path] = []
+
+
 @dataclass
 class NodeProc:
     """A real ``oklog run`` subprocess on 127.0.0.1 with its own ports and dirs."""
@@ -109,7 +126,26 @@ class NodeProc:
             "-ingest.path", str(self.workdir / "ingest"),
             "-store.path", str(self.workdir / "store"),
             *self.args,
+            *self.key_args(),
         ]
+
+    def key_args(self) -> list[str]:
+        if "-cluster.key" in self.args or "-insecure" in self.args:
+            return []
+        return ["-cluster.key", str(shared_cluster_key())]
+
+    @property
+    def key_path(self) -> str:
+        """The cluster key this node runs with ("" for none)."""
+        args = self.args + self.key_args()
+        return args[args.index("-cluster.key") + 1] if "-cluster.key" in args else ""
+
+    def member_auth(self):
+        """httpx auth proving membership (this node's key), for tests calling internal endpoints."""
+        from oklog.auth import ClientAuth, NodeKeys
+        from oklog.cluster.keyring import Keyring
+
+        return ClientAuth(NodeKeys(Keyring.load(self.key_path))) if self.key_path else None
 
     def start(self, timeout: float = 20.0) -> NodeProc:
         self.workdir.mkdir(parents=True, exist_ok=True)

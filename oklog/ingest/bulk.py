@@ -233,6 +233,7 @@ async def serve_bulk(
     idle_timeout: float = 0.0,
     gate: ConnectionGate | None = None,
     retain: float | None = None,
+    access=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -246,6 +247,10 @@ async def serve_bulk(
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
+            if access is not None:  # TLS and/or the token line (oklog.auth.ingest_gate)
+                stream = await access(stream)
+                if stream is None:
+                    return
             await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
             log.debug("bulk connection ended: %s", eg.exceptions[0])

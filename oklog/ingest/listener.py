@@ -361,6 +361,7 @@ async def serve_ingest(
     *,
     durable: bool = False,
     gate: ConnectionGate | None = None,
+    access=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
@@ -374,6 +375,10 @@ async def serve_ingest(
             refuse(stream)
             return
         try:
+            if access is not None:  # TLS and/or the token line (oklog.auth.ingest_gate)
+                stream = await access(stream)
+                if stream is None:
+                    return
             await handle_connection(stream, log_, settings, stats, durable, gate)
         except Exception:  # a bug in one connection must not end the listener (and the node)
             log.exception("ingest connection failed")

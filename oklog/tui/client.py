@@ -204,7 +204,7 @@ class Client(Protocol):
 
 class NodeClient:
     def __init__(self, node: str = DEFAULT_NODE, *, state_timeout: float = STATE_TIMEOUT,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, http: dict | None = None) -> None:
         self.node = node
         self.base_url = base_url(node)
         self.state_timeout = state_timeout
@@ -212,6 +212,7 @@ class NodeClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
             transport=transport,
+            **(http or {}),  # credentials and TLS (oklog.auth.cli_http_kwargs)
         )
 
     async def aclose(self) -> None:

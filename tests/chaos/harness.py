@@ -545,7 +545,8 @@ class Faults(threading.Thread):
         statuses = []
         for path in ("/store/_query", "/store/query"):
             try:
-                r = httpx.get(node.url + path, params={"from": self.h.start_rfc, "q": "chaos"}, timeout=20)
+                r = httpx.get(node.url + path, params={"from": self.h.start_rfc, "q": "chaos"}, timeout=20,
+                              auth=node.member_auth())
                 statuses.append(r.status_code)
             except httpx.HTTPError as e:
                 statuses.append(type(e).__name__)
@@ -704,7 +705,8 @@ class Harness:
     # -- checking -------------------------------------------------------------------
 
     def query(self, i: int, path: str) -> tuple[int, dict[str, str], bytes]:
-        r = httpx.get(self.nodes[i].url + path, params={"from": self.start_rfc, "q": "chaos"}, timeout=60)
+        r = httpx.get(self.nodes[i].url + path, params={"from": self.start_rfc, "q": "chaos"}, timeout=60,
+                      auth=self.nodes[i].member_auth())
         return r.status_code, dict(r.headers), r.content
 
     @staticmethod

@@ -159,7 +159,7 @@ def test_ingest_api_ids_cannot_escape(node):
         ("/ingest/failed", "POST"),
     ):
         for seg_id in ("../../../etc/passwd", "../store/x", "/etc/passwd", "\x00", "x" * 5000, ""):
-            r = httpx.request(method, node.url + path, params={"id": seg_id}, timeout=10)
+            r = httpx.request(method, node.url + path, params={"id": seg_id}, timeout=10, auth=node.member_auth())
             assert 400 <= r.status_code < 500, (path, seg_id[:30], r.status_code, r.text[:200])
             assert b"root:" not in r.content
     assert_serving(node)
@@ -291,15 +291,17 @@ def test_slowloris_and_half_open_api_connections(node):
 
 
 def test_oversized_replicate_body_is_413(node):
+    proof = node.member_auth().node_keys.sign("POST", b"/store/replicate").encode()
     with socket.create_connection(("127.0.0.1", node.ports["api"]), timeout=10) as s:
         s.sendall(
-            b"POST /store/replicate HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n"
+            b"POST /store/replicate HTTP/1.1\r\nHost: x\r\nX-Oklog-Node: " + proof
+            + b"\r\nContent-Length: 300000000\r\n\r\n"
             + b"0" * 1000
         )
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     # A body that is not a segment is a 400 with the reason, never stored.
-    r = httpx.post(node.url + "/store/replicate", content=_garbage(100_000, 8), timeout=10)
+    r = httpx.post(node.url + "/store/replicate", content=_garbage(100_000, 8), timeout=10, auth=node.member_auth())
     assert r.status_code == 400 and "bad segment" in r.text, r.text[:200]
     assert_serving(node)
 

@@ -106,7 +106,7 @@ def test_a_node_without_the_key_can_neither_join_nor_be_heard(node_factory, tmp_
     b = node_factory("b", FAST + ["-cluster.key", str(k), "-peer", node_id(a)]).start()
     wait_for(lambda: alive(a) == alive(b) == {node_id(a), node_id(b)}, 20, what="keyed pair")
     outsiders = [
-        node_factory("plain", FAST + ["-peer", node_id(a), "-peer", node_id(b)]).start(),
+        node_factory("plain", FAST + ["-insecure", "-peer", node_id(a), "-peer", node_id(b)]).start(),
         node_factory("wrong", FAST + ["-cluster.key", str(wrong), "-peer", node_id(a)]).start(),
     ]
     # A forged plain-text join of a fake store member, the attack of issue 20.

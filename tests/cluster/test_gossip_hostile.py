@@ -20,8 +20,9 @@ from oklog.cluster.swim import HEARSAY_MAX
 
 pytestmark = pytest.mark.timeout(120)
 
+# Plain gossip (no cluster key): these datagrams must reach the decoder to test it.
 FAST = ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s",
-        "-cluster.suspicion-timeout", "2s"]
+        "-cluster.suspicion-timeout", "2s", "-insecure"]
 
 
 def node_id(n) -> str:

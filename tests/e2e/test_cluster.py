@@ -52,7 +52,7 @@ def settled(nodes) -> bool:
 def records_on_disk(node: NodeProc) -> dict[bytes, int]:
     """ULIDs in the node's segment files, once its compaction has nothing left
     to do (a job in flight renames and removes files under the listing)."""
-    wait_for(lambda: not httpx.get(node.url + "/store/segments", timeout=5).json()["compaction_pending"],
+    wait_for(lambda: not httpx.get(node.url + "/store/segments", timeout=5, auth=node.member_auth()).json()["compaction_pending"],
              timeout=30, what="compaction idle")
     for _ in range(5):
         seen: dict[bytes, int] = {}

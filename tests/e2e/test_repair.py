@@ -16,14 +16,14 @@ SMALL_SEGMENTS = ["-store.segment-target-size", "16KiB"]
 def holders(nodes) -> dict[bytes, int]:
     counts: dict[bytes, int] = {}
     for n in nodes:
-        data = httpx.get(n.url + "/store/_query", timeout=30).content
+        data = httpx.get(n.url + "/store/_query", timeout=30, auth=n.member_auth()).content
         for u in {r[:26] for r in data.split(b"\n")[:-1]}:
             counts[u] = counts.get(u, 0) + 1
     return counts
 
 
 def store_bytes(n) -> int:
-    return httpx.get(n.url + "/store/segments", timeout=10).json()["bytes"]
+    return httpx.get(n.url + "/store/segments", timeout=10, auth=n.member_auth()).json()["bytes"]
 
 
 @pytest.mark.slow
@@ -51,13 +51,13 @@ def test_repair_after_wipe_then_rebalance(node_factory):
     wait_for(lambda: all(len(states(n)) == 3 and all(s == "alive" for s, _ in states(n).values()) for n in nodes), what="all alive")
     before = holders(nodes)
     assert len(before) == total and min(before.values()) == 1  # under-replicated now
-    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-from", "1h", "-quiet"], capture_output=True, timeout=120)
+    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-cluster.key", nodes[0].key_path, "-from", "1h", "-quiet"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert b"under-replicated" in r.stdout
     after = holders(nodes)
     assert len(after) == total and min(after.values()) >= 2
     # Re-running finds nothing to do.
-    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-from", "1h", "-quiet"], capture_output=True, timeout=120)
+    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-cluster.key", nodes[0].key_path, "-from", "1h", "-quiet"], capture_output=True, timeout=120)
     assert b" 0 under-replicated" in r.stdout
 
     # Add a 4th node and rebalance; watch replication during the move.
@@ -83,7 +83,7 @@ def test_repair_after_wipe_then_rebalance(node_factory):
     t = threading.Thread(target=watch)
     t.start()
     try:
-        r = subprocess.run(OKLOG + ["rebalance", "-store", nodes[0].api, "-quiet"], capture_output=True, timeout=240)
+        r = subprocess.run(OKLOG + ["rebalance", "-store", nodes[0].api, "-cluster.key", nodes[0].key_path, "-quiet"], capture_output=True, timeout=240)
     finally:
         stop.set()
         t.join()
