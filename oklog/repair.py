@@ -601,10 +601,16 @@ def _api(members: list[Member], member_id: str) -> str:
 # -- commands ---------------------------------------------------------------------------
 
 
+TIME_WORDS = "use a duration ago (5m, 168h), an RFC 3339 time or a ULID"
+
+
 def parse_time(text: str, now: float) -> int:
     from oklog.querycli import resolve_time
 
-    v = resolve_time(text, now)
+    try:
+        v = resolve_time(text, now)
+    except ValueError:
+        raise ToolError(f"bad time {text!r}: {TIME_WORDS}") from None
     if v is None:
         return int(now * 1000)
     from oklog.query.engine import QueryError
@@ -613,7 +619,7 @@ def parse_time(text: str, now: float) -> int:
     try:
         key = parse_bound(v, upper=False)
     except QueryError:
-        raise ToolError(f"bad time {text!r}: use a duration ago (5m, 168h), an RFC 3339 time or a ULID") from None
+        raise ToolError(f"bad time {text!r}: {TIME_WORDS}") from None
     from oklog.record import ulid_ms
 
     return ulid_ms(key)
