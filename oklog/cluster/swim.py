@@ -329,6 +329,8 @@ class Swim:
         self._rng = rng or random.Random()
         self._me = _Member(id, role, addr, ALIVE, incarnation, dict(meta or {}), 0.0)
         self._members: dict[str, _Member] = {}
+        # Members not alive (their timers matter), in insertion order so runs repeat.
+        self._unsettled: dict[str, None] = {}
         self._queue: dict[str, _Rumour] = {}
         self._events: list[MemberEvent] = []
         self._probe: _Probe | None = None
@@ -365,6 +367,18 @@ class Swim:
         rows = [m.info() for m in self._members.values()]
         rows.append(self._me.info(is_self=True, now=self._now))
         return sorted(rows, key=lambda r: r.id)
+
+    def member(self, id: str) -> MemberInfo | None:
+        """One row of the view (``None``: unknown), without building the whole view."""
+        if id == self.id:
+            return self._me.info(is_self=True, now=self._now)
+        m = self._members.get(id)
+        return None if m is None else m.info()
+
+    def drop_rumours(self) -> None:
+        """Forget the rumours waiting to be piggy-backed (a simulator's warm start:
+        a long-running cluster has none left about members it has known for long)."""
+        self._queue.clear()
 
     def take_events(self) -> list[MemberEvent]:
         """State changes since the last call (for logging by the driver)."""
@@ -418,7 +432,7 @@ class Swim:
             times.append(self._probe.indirect_at)
         if self._seeds and not self._joined:
             times.append(self._next_join)
-        for m in self._members.values():
+        for m in self._unsettled_members():
             if m.state == SUSPECT:
                 times.append(m.since + cfg.suspicion_timeout)
             elif m.state in (DEAD, LEFT):
@@ -554,15 +568,25 @@ class Swim:
             self._rng.shuffle(self._probe_order)
         return None
 
+    def _unsettled_members(self) -> list[_Member]:
+        return [self._members[i] for i in self._unsettled]
+
+    def _track(self, m: _Member) -> None:
+        if m.state == ALIVE:
+            self._unsettled.pop(m.id, None)
+        else:
+            self._unsettled[m.id] = None
+
     def _step_suspects(self, now: float) -> None:
-        for m in list(self._members.values()):
+        for m in self._unsettled_members():
             if m.state == SUSPECT and now - m.since >= self.config.suspicion_timeout:
                 self._set_state(m, DEAD, now)
 
     def _step_retention(self, now: float) -> None:
-        for m in list(self._members.values()):
+        for m in self._unsettled_members():
             if m.state in (DEAD, LEFT) and now - m.since >= self.config.dead_retention:
                 del self._members[m.id]
+                del self._unsettled[m.id]
                 self._queue.pop(m.id, None)
                 self._corrected.pop(m.id, None)
                 self._events.append(MemberEvent(m.id, m.state, None))
@@ -603,6 +627,7 @@ class Swim:
                 u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now, u.meta_version
             )
             self._members[u.id] = m
+            self._track(m)
             self._events.append(MemberEvent(u.id, None, u.state))
             if u.state in (ALIVE, SUSPECT):
                 self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), u.id)
@@ -623,6 +648,7 @@ class Swim:
         if u.state != old:
             cur.state = u.state
             cur.since = now
+            self._track(cur)
             self._events.append(MemberEvent(u.id, old, u.state))
         self._enqueue(cur.update())
 
@@ -654,6 +680,7 @@ class Swim:
         self._events.append(MemberEvent(m.id, m.state, state))
         m.state = state
         m.since = now
+        self._track(m)
         self._enqueue(m.update())
 
     def _correct(self, now: float, src: Address, msg: Message) -> Outgoing:
