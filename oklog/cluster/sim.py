@@ -88,6 +88,8 @@ class Result:
     rounds: float | None = None
     false_suspicions: int = 0
     false_deaths: int = 0
+    healthy_suspicions: int = 0  # of those, of members that are not slow
+    healthy_deaths: int = 0
     falsely_dead: set[str] = field(default_factory=set)
     suspected_episodes: int = 0  # distinct (live member, incarnation) suspected anywhere
     msgs_per_member_s: float = 0.0
@@ -135,6 +137,7 @@ class Simulation:
             nd = _Node(i, sw, a, i in slow)
             self.nodes.append(nd)
             self.by_addr[a] = nd
+        self._slow_ids = {nd.swim.id for nd in self.nodes if nd.slow}
         self.victim = self.nodes[0] if n > 2 else None
         self.origin = self.nodes[1]
         self.blocked: set[tuple[int, int]] = set()
@@ -273,7 +276,7 @@ class Simulation:
         r = self.result
         victim = self.victim.swim.id if self.victim is not None else None
         for ev in nd.swim.take_events():
-            if ev.id == victim:
+            if ev.id == victim and self.now >= self.sc.crash_at:
                 if ev.new in (SUSPECT, DEAD) and self._detect_pending:
                     self._detect_pending = False
                     r.first_detect = self.now - self.sc.crash_at
@@ -283,11 +286,13 @@ class Simulation:
                         r.all_dead = self.now - self.sc.crash_at
             elif ev.new == SUSPECT:
                 r.false_suspicions += 1
+                r.healthy_suspicions += ev.id not in self._slow_ids
                 m = nd.swim.member(ev.id)
                 if m is not None:
                     self._episodes.add((ev.id, m.incarnation))
             elif ev.new == DEAD:
                 r.false_deaths += 1
+                r.healthy_deaths += ev.id not in self._slow_ids
                 r.falsely_dead.add(ev.id)
 
     def _live_count(self) -> int:
@@ -327,7 +332,8 @@ def table_scenarios(seconds_big: float = 25.0) -> list[Scenario]:
 
 HEADER = (
     "| N | loss | slow | first detect (s) | all dead (s) | update rounds | log2 N |"
-    " false suspicions | false deaths | msgs/member/s | bytes/member/s | sim s | wall s |"
+    " false suspicions (of healthy) | false deaths (of healthy) | msgs/member/s |"
+    " bytes/member/s | sim s | wall s |"
 )
 
 
@@ -339,7 +345,8 @@ def row(r: Result) -> str:
     sc = r.scenario
     return (
         f"| {sc.n} | {sc.loss:.0%} | {sc.slow:.0%} | {_fmt(r.first_detect)} | {_fmt(r.all_dead)} |"
-        f" {_fmt(r.rounds)} | {math.log2(sc.n):.1f} | {r.false_suspicions} | {r.false_deaths} |"
+        f" {_fmt(r.rounds)} | {math.log2(sc.n):.1f} | {r.false_suspicions} ({r.healthy_suspicions}) |"
+        f" {r.false_deaths} ({r.healthy_deaths}) |"
         f" {r.msgs_per_member_s:.1f} | {r.bytes_per_member_s:,.0f} | {sc.seconds:.0f} | {r.wall:.0f} |"
     )
 
