@@ -420,10 +420,13 @@ class Swim:
         m = self._members.get(id)
         return m.suspicion_deadline() if m is not None and m.state == SUSPECT else None
 
-    def drop_rumours(self) -> None:
-        """Forget the rumours waiting to be piggy-backed (a simulator's warm start:
-        a long-running cluster has none left about members it has known for long)."""
+    def settle(self, now: float) -> None:
+        """Treat the view as long established (a simulator's warm start): forget the
+        rumours waiting to be piggy-backed, and put the next full-state sync at a
+        random point of its interval, as in a cluster that has run for long."""
+        self._start(now)
         self._queue.clear()
+        self._next_sync = now + self._sync_period() * self._rng.random()
 
     def take_events(self) -> list[MemberEvent]:
         """State changes since the last call (for logging by the driver)."""
@@ -619,7 +622,7 @@ class Swim:
             self._set_state(m, SUSPECT, now)
             self._start_suspicion(m, self.id)
             self._enqueue(m.update(self.id))
-        elif m.state == SUSPECT and self.id not in m.suspecters:
+        elif m.state == SUSPECT and self.id not in m.suspecters and len(m.suspecters) <= m.sus_k:
             # Our own failed probe confirms someone else's suspicion.
             m.suspecters[self.id] = None
             self._enqueue(m.update(self.id))
@@ -687,9 +690,7 @@ class Swim:
             return out
         # memberlist's push-pull scale: full-state exchanges carry O(n) rows, so
         # beyond 32 members they run less often (log2 n - 4 times the interval).
-        n = len(self._members) + 1
-        scale = 1 if n <= 32 else math.ceil(math.log2(n) - 5) + 1
-        self._next_sync = now + self.config.sync_interval * scale
+        self._next_sync = now + self._sync_period()
         live = [m for m in self._members.values() if m.state in (ALIVE, SUSPECT)]
         dead = [m for m in self._members.values() if m.state == DEAD]
         targets: list[Address] = []
@@ -701,6 +702,11 @@ class Swim:
         targets += [s for s in self._seeds if s not in known and s not in targets]
         out += [(a, self._join_msg()) for a in targets]
         return out
+
+    def _sync_period(self) -> float:
+        n = len(self._members) + 1
+        scale = 1 if n <= 32 else math.ceil(math.log2(n) - 5) + 1
+        return self.config.sync_interval * scale
 
     # ----------------------------------------------------------------- merging
 
@@ -734,6 +740,7 @@ class Swim:
                 and u.by
                 and u.by != self.id
                 and u.by not in cur.suspecters
+                and len(cur.suspecters) <= cur.sus_k
             ):
                 # An independent confirmation: our wait shrinks; pass it on.
                 cur.suspecters[u.by] = None
@@ -759,7 +766,7 @@ class Swim:
         if u.state == SUSPECT:
             if u.state != old or u.incarnation != old_inc:
                 self._start_suspicion(cur, u.by)
-            elif u.by and u.by not in cur.suspecters:
+            elif u.by and u.by not in cur.suspecters and len(cur.suspecters) <= cur.sus_k:
                 cur.suspecters[u.by] = None
         self._enqueue(cur.update(u.by))
 

@@ -90,7 +90,7 @@ def _machine(n_peers: int) -> Swim:
         for i in range(n_peers)
     )
     sw.receive(0.0, ("10.0.1.0", 7659), Sync("p0", 0, rows))
-    sw.drop_rumours()
+    sw.settle(0.0)
     return sw
 
 
@@ -155,7 +155,7 @@ def test_being_suspected_raises_health_and_stretches_probes():
 def test_ping_to_a_suspect_carries_its_suspicion():
     sw = _machine(3)
     _suspect(sw, "p1", "p2", 0.0)
-    sw.drop_rumours()
+    sw.settle(0.0)
     pings = []
     for k in range(12):
         t = k * 0.5
