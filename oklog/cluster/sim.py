@@ -174,11 +174,16 @@ class Simulation:
 
     def run(self) -> Result:
         started = time.perf_counter()
+        self.advance(self.sc.seconds)
+        self._finish()
+        self.result.wall = time.perf_counter() - started
+        return self.result
+
+    def advance(self, until: float) -> None:
+        """Handle every event up to virtual time ``until`` (a run can be looked at between calls)."""
         sc = self.sc
-        while self._heap:
+        while self._heap and self._heap[0][0] <= until:
             t, _, kind, idx, payload = heapq.heappop(self._heap)
-            if t > sc.seconds:
-                break
             self.now = t
             nd = self.nodes[idx]
             if kind == _MSG:
@@ -222,9 +227,6 @@ class Simulation:
                         self.blocked.add((b, a))
             elif kind == _HEAL:
                 self.blocked.clear()
-        self._finish()
-        self.result.wall = time.perf_counter() - started
-        return self.result
 
     def _boot(self, nd: _Node) -> None:
         # Warm start: every member already knows every other (as after a long
@@ -328,17 +330,25 @@ def simulate(sc: Scenario) -> Result:
 # --------------------------------------------------------------------------- table
 
 
-def table_scenarios(seconds_big: float = 25.0) -> list[Scenario]:
+def table_scenarios(
+    seconds_big: float = 20.0, sizes: tuple[int, ...] = (10, 100, 1000),
+    losses: tuple[float, ...] = (0.01, 0.05), stall_rate: float = 0.5,
+) -> list[Scenario]:
     out = []
-    for n in (10, 100, 1000):
-        for loss in (0.01, 0.05):
+    for n in sizes:
+        for loss in losses:
             secs = seconds_big if n >= 1000 else 40.0
-            out.append(Scenario(n=n, loss=loss, slow=0.10, seconds=secs, seed=n + int(loss * 100)))
+            out.append(
+                Scenario(
+                    n=n, loss=loss, slow=0.10, stall_rate=stall_rate, seconds=secs,
+                    seed=n + int(loss * 100),
+                )
+            )
     return out
 
 
 HEADER = (
-    "| N | loss | slow | first detect (s) | all dead (s) | update rounds | log2 N |"
+    "| N | loss | slow (stalls/s) | first detect (s) | all dead (s) | update rounds | log2 N |"
     " false suspicions (of healthy) | false deaths (of healthy) | msgs/member/s |"
     " bytes/member/s | sim s | wall s |"
 )
@@ -351,7 +361,7 @@ def _fmt(v: float | None, spec: str = ".1f") -> str:
 def row(r: Result) -> str:
     sc = r.scenario
     return (
-        f"| {sc.n} | {sc.loss:.0%} | {sc.slow:.0%} | {_fmt(r.first_detect)} | {_fmt(r.all_dead)} |"
+        f"| {sc.n} | {sc.loss:.0%} | {sc.slow:.0%} ({sc.stall_rate:g}) | {_fmt(r.first_detect)} | {_fmt(r.all_dead)} |"
         f" {_fmt(r.rounds)} | {math.log2(sc.n):.1f} | {r.false_suspicions} ({r.healthy_suspicions}) |"
         f" {r.false_deaths} ({r.healthy_deaths}) |"
         f" {r.msgs_per_member_s:.1f} | {r.bytes_per_member_s:,.0f} | {sc.seconds:.0f} | {r.wall:.0f} |"
@@ -361,11 +371,18 @@ def row(r: Result) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m oklog.cluster.sim", description=__doc__.split("\n")[0])
     p.add_argument("--max-n", type=int, default=1000, help="largest cluster size to run")
-    p.add_argument("--seconds-big", type=float, default=25.0, help="virtual seconds at N=1000")
+    p.add_argument("--seconds-big", type=float, default=20.0, help="virtual seconds at N=1000")
+    p.add_argument("--sizes", default="10,100,1000", help="cluster sizes (comma-separated)")
+    p.add_argument("--losses", default="0.01,0.05", help="loss rates (comma-separated)")
+    p.add_argument("--stall-rate", type=float, default=0.5, help="stalls per second of a slow member")
+    p.add_argument("--no-header", action="store_true")
     args = p.parse_args(argv)
-    print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1))
-    for sc in table_scenarios(args.seconds_big):
+    if not args.no_header:
+        print(HEADER)
+        print("|" + "---|" * (HEADER.count("|") - 1))
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    losses = tuple(float(x) for x in args.losses.split(","))
+    for sc in table_scenarios(args.seconds_big, sizes, losses, args.stall_rate):
         if sc.n > args.max_n:
             continue
         print(row(simulate(sc)), flush=True)

@@ -319,6 +319,7 @@ class _Member:
 class _Rumour:
     update: Update
     transmits: int = 0
+    order: int = 0  # enqueue sequence: among equally sent rumours the newest goes first
 
 
 @dataclass
@@ -381,6 +382,7 @@ class Swim:
         self._next_sync = 0.0
         self._next_join = 0.0
         self._health = 0
+        self._enqueued = 0
 
     # ----------------------------------------------------------------- public
 
@@ -625,7 +627,7 @@ class Swim:
         elif m.state == SUSPECT and self.id not in m.suspecters and len(m.suspecters) <= m.sus_k:
             # Our own failed probe confirms someone else's suspicion.
             m.suspecters[self.id] = None
-            self._enqueue(m.update(self.id))
+            self._enqueue(m.update(self.id), keep_count=True)
 
     def _start_suspicion(self, m: _Member, by: str) -> None:
         cfg = self.config
@@ -742,10 +744,12 @@ class Swim:
                 and u.by not in cur.suspecters
                 and len(cur.suspecters) <= cur.sus_k
             ):
-                # An independent confirmation: our wait shrinks; pass it on.
+                # An independent confirmation: our wait shrinks; pass it on, as part
+                # of the same rumour (its send count stays, so confirmations do not
+                # multiply the gossip about one suspicion).
                 cur.suspecters[u.by] = None
                 self.stats.confirmations += 1
-                self._enqueue(cur.update(u.by))
+                self._enqueue(cur.update(u.by), keep_count=True)
                 return
             if (
                 u.incarnation == cur.incarnation
@@ -818,11 +822,17 @@ class Swim:
         if last is not None and now - last < self.config.probe_interval:
             return []
         self._corrected[msg.sender] = now
-        if m is None or newer:
+        if m is None or (newer and m.state == ALIVE and msg.incarnation > HEARSAY_MAX):
             # A stranger talks to us (we forgot it while it was paused), or a member
-            # whose latest word we missed: ask for its state.
+            # whose latest word only it can give us: ask for its state.
             self.stats.joins_sent += 1
             return [(src, Join(self.id, self._me.incarnation, (self._me.update(),)))]
+        if m.state == ALIVE:
+            # Alive here at an older incarnation (it refuted a suspicion we never
+            # heard): nothing to correct, and its refutation reaches us by gossip.
+            # A Join would cost a full-state sync per refutation heard.
+            return []
+        # We hold it suspect/dead/left: tell it; it answers first-hand if we are wrong.
         return [(src, Broadcast(self.id, self._me.incarnation, (m.update(),)))]
 
     # ----------------------------------------------------------------- messages
@@ -856,8 +866,11 @@ class Swim:
         n = self.config.sync_chunk
         return [tuple(rows[i : i + n]) for i in range(0, len(rows), n)]
 
-    def _enqueue(self, u: Update) -> None:
-        self._queue[u.id] = _Rumour(u)
+    def _enqueue(self, u: Update, keep_count: bool = False) -> None:
+        self._enqueued += 1
+        old = self._queue.get(u.id)
+        sent = old.transmits if keep_count and old is not None else 0
+        self._queue[u.id] = _Rumour(u, sent, self._enqueued)
 
     def _retransmit_limit(self) -> int:
         n = len(self._members) + 1
@@ -867,7 +880,9 @@ class Swim:
         if not self._queue:
             return ()
         limit = self._retransmit_limit()
-        rumours = sorted(self._queue.values(), key=lambda r: (r.update.id != dest, r.transmits))
+        rumours = sorted(
+            self._queue.values(), key=lambda r: (r.update.id != dest, r.transmits, -r.order)
+        )
         chosen = rumours[: self.config.max_piggyback]
         for r in chosen:
             r.transmits += 1
