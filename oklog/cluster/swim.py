@@ -12,15 +12,27 @@ refinements HashiCorp memberlist made popular):
   round-robin from a shuffled list. No ack within ``ping_timeout`` → it asks
   ``indirect_probes`` other members to ping the target for it (``PingReq``). No
   ack by the end of the probe period → the target becomes *suspect*.
-- **Suspicion.** A suspect that does not refute within ``suspicion_timeout``
-  becomes *dead*. A member refutes by announcing itself *alive* with a higher
+- **Suspicion** (with Lifeguard's refinements, Dadgar et al., 2018). A suspect
+  that does not refute in time becomes *dead*. The wait is at least
+  ``suspicion_timeout * max(1, log10 n)``; a suspicion only one member holds waits
+  ``suspicion_max_mult`` times that, shortened on a log scale by each independent
+  suspecter (a suspect rumour names its first-hand suspecter, ``Update.by``) up to
+  ``suspicion_confirmations``. A ping to a suspect carries its suspicion (buddy
+  system). A member refutes by announcing itself *alive* with a higher
   incarnation number; only the member itself ever raises its incarnation.
+- **Local health.** A score (0..``health_max``) multiplies our own probe interval
+  and ping timeout: up when we must refute a suspicion of ourselves or when a
+  verdict falls due while our timer ran late, down on each acked probe. A verdict
+  (a probe's end, a suspicion's expiry) judged more than a ping timeout late waits
+  one more ping timeout: we were not running, and replies may be waiting unread.
 - **Dissemination.** State changes ride on every outgoing message (ping, ack,
   ...), at most ``max_piggyback`` per message, each retransmitted about
-  ``retransmit_mult * ln(n + 1)`` times, fewest-sent first.
+  ``retransmit_mult * ln(n + 1)`` times, fewest-sent first (newest first among
+  equals).
 - **Joining.** ``join(seeds)`` sends ``Join`` (the sender's full state) to each
   seed, retried until a ``Sync`` (the receiver's full state) comes back. The same
-  exchange runs every ``sync_interval`` with a random peer (push-pull
+  exchange runs every ``sync_interval`` (scaled up beyond 32 members, as
+  memberlist's push-pull) with a random peer (push-pull
   anti-entropy), with seeds not currently in the view, and with one dead member,
   which heals partitions and brings back members that restarted.
 - **Leaving.** ``leave()`` announces the *left* state (distinct from dead) with a
