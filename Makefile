@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install deps run test lint unit bench chaos fuzz-gossip clean
+.PHONY: install deps run test lint unit bench chaos fuzz-gossip sim clean
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ chaos: install
 # The gossip fuzzer at the issue's full count (make test runs 10,000).
 fuzz-gossip: install
 	OKLOG_GOSSIP_FUZZ=100000 $(BIN)/pytest -q -s tests/chaos/test_gossip_fuzz.py
+
+# The gossip simulator's table (N = 10, 100, 1,000; 1% and 5% loss; 10% slow members).
+sim: install
+	$(BIN)/python -m oklog.cluster.sim $(SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info oklog/*.so

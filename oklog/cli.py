@@ -142,7 +142,7 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "store.cold-age", type=_duration, default=3600.0, help="a segment is cold this long after its newest record")
     _flag(p, "cluster.advertise-addr", default="", help="host (or host:port) other members use to reach this node")
     _flag(p, "cluster.probe-interval", type=_duration, default=0.5, help="gossip probe interval")
-    _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="suspect members are declared dead after this")
+    _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="least wait before a suspect member is declared dead, times log10 of the cluster size (up to 4x that until others confirm)")
     _flag(p, "cluster.key", default="", metavar="FILE",
           help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
     _flag(p, "insecure", action="store_true",

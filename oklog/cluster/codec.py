@@ -31,7 +31,9 @@ here, so every rule is one a component relies on):
   number, string of at most 256 characters). No lists, no objects, no NaN or
   Infinity anywhere in the datagram. The meta key ``_mv`` carries the member's
   metadata version (``Update.meta_version``), so older nodes pass it through as
-  plain meta.
+  plain meta. Likewise ``_by`` in a *suspect* row names the member that
+  suspected first-hand (``Update.by``), so receivers count independent
+  confirmations (Lifeguard); older nodes keep it as plain meta.
 
 ``decode`` refuses a whole datagram if any part is bad; ``decode_lenient`` (what
 the transport uses) refuses only the envelope and drops bad update rows one by
@@ -70,6 +72,7 @@ MAX_META_KEYS = 32
 MAX_META_STR = 256
 MAX_INT = 2**63 - 1
 META_VERSION_KEY = "_mv"
+SUSPECTED_BY_KEY = "_by"
 
 _KIND = {
     Ping: "ping",
@@ -99,6 +102,8 @@ def _wire_meta(u: Update) -> dict[str, Any]:
     meta = dict(u.meta)
     if u.meta_version:
         meta[META_VERSION_KEY] = u.meta_version
+    if u.by and u.state == "suspect":
+        meta[SUSPECTED_BY_KEY] = u.by
     return meta
 
 
@@ -263,14 +268,18 @@ META_SCHEMA: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _meta(v: Any) -> tuple[dict[str, Any], int]:
-    if not isinstance(v, dict) or len(v) > MAX_META_KEYS + 1:
+def _meta(v: Any) -> tuple[dict[str, Any], int, str]:
+    if not isinstance(v, dict) or len(v) > MAX_META_KEYS + 2:
         raise CodecError("bad meta")
     out: dict[str, Any] = {}
     version = 0
+    by = ""
     for k, x in v.items():
         if k == META_VERSION_KEY:
             version = _int(x, "meta version")
+            continue
+        if k == SUSPECTED_BY_KEY:
+            by = _id(x, "suspected by")
             continue
         if not _META_KEY.match(k):
             raise CodecError("bad meta key")
@@ -281,7 +290,7 @@ def _meta(v: Any) -> tuple[dict[str, Any], int]:
             raise CodecError(f"meta {k}: {e}") from None
     if len(out) > MAX_META_KEYS:
         raise CodecError("too many meta keys")
-    return out, version
+    return out, version, by
 
 
 def check_meta(meta: Any) -> None:
@@ -300,8 +309,11 @@ def _update(row: Any) -> Update:
         raise CodecError("bad role")
     if state not in STATES:
         raise CodecError("bad state")
-    m, mv = _meta(meta)
-    return Update(_id(uid, "id"), role, _addr(host, port), state, _int(inc, "incarnation"), m, mv)
+    m, mv, by = _meta(meta)
+    return Update(
+        _id(uid, "id"), role, _addr(host, port), state, _int(inc, "incarnation"), m, mv,
+        by if state == "suspect" else "",
+    )
 
 
 def _refuse_constant(name: str) -> Any:

@@ -12,15 +12,27 @@ refinements HashiCorp memberlist made popular):
   round-robin from a shuffled list. No ack within ``ping_timeout`` → it asks
   ``indirect_probes`` other members to ping the target for it (``PingReq``). No
   ack by the end of the probe period → the target becomes *suspect*.
-- **Suspicion.** A suspect that does not refute within ``suspicion_timeout``
-  becomes *dead*. A member refutes by announcing itself *alive* with a higher
+- **Suspicion** (with Lifeguard's refinements, Dadgar et al., 2018). A suspect
+  that does not refute in time becomes *dead*. The wait is at least
+  ``suspicion_timeout * max(1, log10 n)``; a suspicion only one member holds waits
+  ``suspicion_max_mult`` times that, shortened on a log scale by each independent
+  suspecter (a suspect rumour names its first-hand suspecter, ``Update.by``) up to
+  ``suspicion_confirmations``. A ping to a suspect carries its suspicion (buddy
+  system). A member refutes by announcing itself *alive* with a higher
   incarnation number; only the member itself ever raises its incarnation.
+- **Local health.** A score (0..``health_max``) multiplies our own probe interval
+  and ping timeout: up when we must refute a suspicion of ourselves or when a
+  verdict falls due while our timer ran late, down on each acked probe. A verdict
+  (a probe's end, a suspicion's expiry) judged more than a ping timeout late waits
+  one more ping timeout: we were not running, and replies may be waiting unread.
 - **Dissemination.** State changes ride on every outgoing message (ping, ack,
   ...), at most ``max_piggyback`` per message, each retransmitted about
-  ``retransmit_mult * ln(n + 1)`` times, fewest-sent first.
+  ``retransmit_mult * ln(n + 1)`` times, fewest-sent first (newest first among
+  equals).
 - **Joining.** ``join(seeds)`` sends ``Join`` (the sender's full state) to each
   seed, retried until a ``Sync`` (the receiver's full state) comes back. The same
-  exchange runs every ``sync_interval`` with a random peer (push-pull
+  exchange runs every ``sync_interval`` (scaled up beyond 32 members, as
+  memberlist's push-pull) with a random peer (push-pull
   anti-entropy), with seeds not currently in the view, and with one dead member,
   which heals partitions and brings back members that restarted.
 - **Leaving.** ``leave()`` announces the *left* state (distinct from dead) with a
@@ -95,6 +107,9 @@ class Update:
     incarnation: int
     meta: Mapping[str, Any] = field(default_factory=dict)
     meta_version: int = 0
+    # For a suspicion: the member that suspected first-hand (its probe failed), so
+    # receivers can count independent confirmations. Empty when unknown.
+    by: str = ""
 
 
 @dataclass(frozen=True)
@@ -209,15 +224,28 @@ class SwimConfig:
     sync_interval: float = 10.0
     join_retry: float = 1.0
     retransmit_mult: float = 3.0
-    max_piggyback: int = 16
+    # Rumours per datagram. The cluster's rate of changes grows with n (members
+    # that stall are suspected and refute); at 1,000 members with 10% of them
+    # stalling, 16 a datagram left rumours queued for good (make sim).
+    max_piggyback: int = 32
     sync_chunk: int = 32
     leave_fanout: int = 16
+    # Lifeguard: a suspicion nobody confirms waits ``suspicion_max_mult`` times the
+    # minimum; ``suspicion_confirmations`` independent suspecters bring it down to
+    # the minimum, ``suspicion_timeout * max(1, log10(n))``.
+    suspicion_max_mult: float = 4.0
+    suspicion_confirmations: int = 3
+    # Lifeguard's local health awareness: probe interval and ping timeout are
+    # multiplied by 1 + score (0..health_max).
+    health_max: int = 8
 
     def __post_init__(self) -> None:
         if not 0 < self.ping_timeout < self.probe_interval:
             raise ValueError("need 0 < ping_timeout < probe_interval")
         if self.suspicion_timeout <= 0 or self.dead_retention < 0:
             raise ValueError("suspicion_timeout must be > 0 and dead_retention >= 0")
+        if self.suspicion_max_mult < 1 or self.suspicion_confirmations < 0 or self.health_max < 0:
+            raise ValueError("need suspicion_max_mult >= 1, suspicion_confirmations >= 0, health_max >= 0")
         if self.max_piggyback < 1 or self.sync_chunk < 1:
             raise ValueError("max_piggyback and sync_chunk must be >= 1")
 
@@ -232,6 +260,8 @@ class SwimStats:
     syncs_sent: int = 0
     refused_updates: int = 0  # second-hand rumours above HEARSAY_MAX
     unrefutable: int = 0  # rumours about us too high to refute (only forged ones get there)
+    confirmations: int = 0  # independent suspicions of a member we already suspected
+    deferred: int = 0  # verdicts put off because our own timer ran late
 
 
 def supersedes(new_state: State, new_inc: int, cur_state: State, cur_inc: int) -> bool:
@@ -255,8 +285,15 @@ class _Member:
     since: float
     meta_version: int = 0
     last_heard: float | None = None
+    # While suspect: who suspected it (ordered set), the timeout bounds fixed when
+    # the suspicion started, and a one-off extension when we judged it late.
+    suspecters: dict[str, None] = field(default_factory=dict)
+    sus_min: float = 0.0
+    sus_max: float = 0.0
+    sus_k: int = 0
+    deferred_until: float = 0.0
 
-    def update(self) -> Update:
+    def update(self, by: str = "") -> Update:
         return Update(
             self.id,
             self.role,
@@ -265,7 +302,18 @@ class _Member:
             self.incarnation,
             dict(self.meta),
             self.meta_version,
+            by if self.state == SUSPECT else "",
         )
+
+    def suspicion_deadline(self) -> float:
+        """When this suspicion turns into death (Lifeguard: sooner with more confirmations)."""
+        c = max(0, len(self.suspecters) - 1)
+        if self.sus_k < 1 or c >= self.sus_k:
+            wait = self.sus_min
+        else:
+            frac = math.log(c + 1) / math.log(self.sus_k + 1)
+            wait = max(self.sus_min, self.sus_max - (self.sus_max - self.sus_min) * frac)
+        return max(self.since + wait, self.deferred_until)
 
     def info(self, is_self: bool = False, now: float | None = None) -> MemberInfo:
         return MemberInfo(
@@ -286,6 +334,7 @@ class _Member:
 class _Rumour:
     update: Update
     transmits: int = 0
+    order: int = 0  # enqueue sequence: among equally sent rumours the newest goes first
 
 
 @dataclass
@@ -295,6 +344,7 @@ class _Probe:
     indirect_at: float
     acked: bool = False
     indirect_sent: bool = False
+    deferred: bool = False
 
 
 @dataclass
@@ -329,6 +379,8 @@ class Swim:
         self._rng = rng or random.Random()
         self._me = _Member(id, role, addr, ALIVE, incarnation, dict(meta or {}), 0.0)
         self._members: dict[str, _Member] = {}
+        # Members not alive (their timers matter), in insertion order so runs repeat.
+        self._unsettled: dict[str, None] = {}
         self._queue: dict[str, _Rumour] = {}
         self._events: list[MemberEvent] = []
         self._probe: _Probe | None = None
@@ -344,8 +396,15 @@ class Swim:
         self._next_probe = 0.0
         self._next_sync = 0.0
         self._next_join = 0.0
+        self._health = 0
+        self._enqueued = 0
 
     # ----------------------------------------------------------------- public
+
+    @property
+    def health(self) -> int:
+        """Local health score (0 = healthy); timers stretch by 1 + score."""
+        return self._health
 
     @property
     def incarnation(self) -> int:
@@ -365,6 +424,26 @@ class Swim:
         rows = [m.info() for m in self._members.values()]
         rows.append(self._me.info(is_self=True, now=self._now))
         return sorted(rows, key=lambda r: r.id)
+
+    def member(self, id: str) -> MemberInfo | None:
+        """One row of the view (``None``: unknown), without building the whole view."""
+        if id == self.id:
+            return self._me.info(is_self=True, now=self._now)
+        m = self._members.get(id)
+        return None if m is None else m.info()
+
+    def suspicion_deadline(self, id: str) -> float | None:
+        """When a suspect member will be declared dead unless it refutes (``None``: not suspect)."""
+        m = self._members.get(id)
+        return m.suspicion_deadline() if m is not None and m.state == SUSPECT else None
+
+    def settle(self, now: float) -> None:
+        """Treat the view as long established (a simulator's warm start): forget the
+        rumours waiting to be piggy-backed, and put the next full-state sync at a
+        random point of its interval, as in a cluster that has run for long."""
+        self._start(now)
+        self._queue.clear()
+        self._next_sync = now + self._sync_period() * self._rng.random()
 
     def take_events(self) -> list[MemberEvent]:
         """State changes since the last call (for logging by the driver)."""
@@ -418,9 +497,9 @@ class Swim:
             times.append(self._probe.indirect_at)
         if self._seeds and not self._joined:
             times.append(self._next_join)
-        for m in self._members.values():
+        for m in self._unsettled_members():
             if m.state == SUSPECT:
-                times.append(m.since + cfg.suspicion_timeout)
+                times.append(m.suspicion_deadline())
             elif m.state in (DEAD, LEFT):
                 times.append(m.since + cfg.dead_retention)
         return min(times)
@@ -473,6 +552,8 @@ class Swim:
         elif isinstance(msg, Ack):
             probe = self._probe
             if probe and probe.seq == msg.seq:
+                if not probe.acked:
+                    self._health_change(-1)
                 probe.acked = True
             elif msg.seq in self._relays:
                 relay = self._relays.pop(msg.seq)
@@ -525,22 +606,53 @@ class Swim:
         if now < self._next_probe:
             return out
         if probe and not probe.acked:
+            if not probe.deferred and now - self._next_probe > cfg.ping_timeout:
+                # Our timer ran late: this process was not running (a stall, CPU
+                # starvation), so the ack may be waiting unread. Read first, judge
+                # after one more ping timeout, and count it against our own health.
+                probe.deferred = True
+                self.stats.deferred += 1
+                self._health_change(+1)
+                self._next_probe = now + cfg.ping_timeout
+                return out
             self._probe_failed(probe, now)
         self._probe = None
-        self._next_probe = now + cfg.probe_interval
+        scale = 1 + self._health
+        self._next_probe = now + cfg.probe_interval * scale
         target = self._next_target()
         if target is not None:
             self.stats.probes += 1
             seq = self._next_seq()
-            self._probe = _Probe(target.id, seq, now + cfg.ping_timeout)
+            self._probe = _Probe(target.id, seq, now + cfg.ping_timeout * scale)
             out.append((target.addr, self._ping(seq, target.id)))
         return out
+
+    def _health_change(self, delta: int) -> None:
+        self._health = min(self.config.health_max, max(0, self._health + delta))
 
     def _probe_failed(self, probe: _Probe, now: float) -> None:
         self.stats.probe_failures += 1
         m = self._members.get(probe.target)
-        if m is not None and m.state == ALIVE:
+        if m is None:
+            return
+        if m.state == ALIVE:
             self._set_state(m, SUSPECT, now)
+            self._start_suspicion(m, self.id)
+            self._enqueue(m.update(self.id))
+        elif m.state == SUSPECT and self.id not in m.suspecters and len(m.suspecters) <= m.sus_k:
+            # Our own failed probe confirms someone else's suspicion.
+            m.suspecters[self.id] = None
+            self._enqueue(m.update(self.id), keep_count=True)
+
+    def _start_suspicion(self, m: _Member, by: str) -> None:
+        cfg = self.config
+        n = len(self._members) + 1
+        m.suspecters = {by: None} if by else {}
+        m.sus_min = cfg.suspicion_timeout * max(1.0, math.log10(n))
+        m.sus_max = cfg.suspicion_max_mult * m.sus_min
+        k = cfg.suspicion_confirmations
+        m.sus_k = 0 if n - 2 < k else k
+        m.deferred_until = 0.0
 
     def _next_target(self) -> _Member | None:
         for _ in range(2):
@@ -554,15 +666,34 @@ class Swim:
             self._rng.shuffle(self._probe_order)
         return None
 
+    def _unsettled_members(self) -> list[_Member]:
+        return [self._members[i] for i in self._unsettled]
+
+    def _track(self, m: _Member) -> None:
+        if m.state == ALIVE:
+            self._unsettled.pop(m.id, None)
+        else:
+            self._unsettled[m.id] = None
+
     def _step_suspects(self, now: float) -> None:
-        for m in list(self._members.values()):
-            if m.state == SUSPECT and now - m.since >= self.config.suspicion_timeout:
-                self._set_state(m, DEAD, now)
+        for m in self._unsettled_members():
+            if m.state != SUSPECT:
+                continue
+            due = m.suspicion_deadline()
+            if now < due:
+                continue
+            if now - due > self.config.ping_timeout and not m.deferred_until:
+                # Judged late (we were not running): a refutation may be waiting unread.
+                m.deferred_until = now + self.config.ping_timeout
+                self.stats.deferred += 1
+                continue
+            self._set_state(m, DEAD, now)
 
     def _step_retention(self, now: float) -> None:
-        for m in list(self._members.values()):
+        for m in self._unsettled_members():
             if m.state in (DEAD, LEFT) and now - m.since >= self.config.dead_retention:
                 del self._members[m.id]
+                del self._unsettled[m.id]
                 self._queue.pop(m.id, None)
                 self._corrected.pop(m.id, None)
                 self._events.append(MemberEvent(m.id, m.state, None))
@@ -574,7 +705,9 @@ class Swim:
             out += [(s, self._join_msg()) for s in self._seeds]
         if now < self._next_sync:
             return out
-        self._next_sync = now + self.config.sync_interval
+        # memberlist's push-pull scale: full-state exchanges carry O(n) rows, so
+        # beyond 32 members they run less often (log2 n - 4 times the interval).
+        self._next_sync = now + self._sync_period()
         live = [m for m in self._members.values() if m.state in (ALIVE, SUSPECT)]
         dead = [m for m in self._members.values() if m.state == DEAD]
         targets: list[Address] = []
@@ -586,6 +719,11 @@ class Swim:
         targets += [s for s in self._seeds if s not in known and s not in targets]
         out += [(a, self._join_msg()) for a in targets]
         return out
+
+    def _sync_period(self) -> float:
+        n = len(self._members) + 1
+        scale = 1 if n <= 32 else math.ceil(math.log2(n) - 5) + 1
+        return self.config.sync_interval * scale
 
     # ----------------------------------------------------------------- merging
 
@@ -603,12 +741,31 @@ class Swim:
                 u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now, u.meta_version
             )
             self._members[u.id] = m
+            self._track(m)
+            if u.state == SUSPECT:
+                self._start_suspicion(m, u.by)
             self._events.append(MemberEvent(u.id, None, u.state))
             if u.state in (ALIVE, SUSPECT):
                 self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), u.id)
             self._enqueue(m.update())
             return
         if not supersedes(u.state, u.incarnation, cur.state, cur.incarnation):
+            if (
+                u.state == SUSPECT
+                and cur.state == SUSPECT
+                and u.incarnation == cur.incarnation
+                and u.by
+                and u.by != self.id
+                and u.by not in cur.suspecters
+                and len(cur.suspecters) <= cur.sus_k
+            ):
+                # An independent confirmation: our wait shrinks; pass it on, as part
+                # of the same rumour (its send count stays, so confirmations do not
+                # multiply the gossip about one suspicion).
+                cur.suspecters[u.by] = None
+                self.stats.confirmations += 1
+                self._enqueue(cur.update(u.by), keep_count=True)
+                return
             if (
                 u.incarnation == cur.incarnation
                 and u.state == cur.state
@@ -617,14 +774,20 @@ class Swim:
                 cur.meta, cur.meta_version = dict(u.meta), u.meta_version
                 self._enqueue(cur.update())
             return
-        old = cur.state
+        old, old_inc = cur.state, cur.incarnation
         cur.role, cur.addr, cur.meta = u.role, u.addr, dict(u.meta)
         cur.incarnation, cur.meta_version = u.incarnation, u.meta_version
         if u.state != old:
             cur.state = u.state
             cur.since = now
+            self._track(cur)
             self._events.append(MemberEvent(u.id, old, u.state))
-        self._enqueue(cur.update())
+        if u.state == SUSPECT:
+            if u.state != old or u.incarnation != old_inc:
+                self._start_suspicion(cur, u.by)
+            elif u.by and u.by not in cur.suspecters and len(cur.suspecters) <= cur.sus_k:
+                cur.suspecters[u.by] = None
+        self._enqueue(cur.update(u.by))
 
     def _about_me(self, u: Update) -> bool:
         """Refute what is wrong about us. True if the rumour was an older, wrong
@@ -647,6 +810,9 @@ class Swim:
             return False
         me.incarnation = u.incarnation + 1
         self.stats.refutations += 1
+        if u.state == SUSPECT or u.state == DEAD:
+            # Being suspected is a hint that we are the slow one (Lifeguard).
+            self._health_change(+1)
         self._enqueue(me.update())
         return False
 
@@ -654,6 +820,7 @@ class Swim:
         self._events.append(MemberEvent(m.id, m.state, state))
         m.state = state
         m.since = now
+        self._track(m)
         self._enqueue(m.update())
 
     def _correct(self, now: float, src: Address, msg: Message) -> Outgoing:
@@ -670,11 +837,17 @@ class Swim:
         if last is not None and now - last < self.config.probe_interval:
             return []
         self._corrected[msg.sender] = now
-        if m is None or newer:
+        if m is None or (newer and m.state == ALIVE and msg.incarnation > HEARSAY_MAX):
             # A stranger talks to us (we forgot it while it was paused), or a member
-            # whose latest word we missed: ask for its state.
+            # whose latest word only it can give us: ask for its state.
             self.stats.joins_sent += 1
             return [(src, Join(self.id, self._me.incarnation, (self._me.update(),)))]
+        if m.state == ALIVE:
+            # Alive here at an older incarnation (it refuted a suspicion we never
+            # heard): nothing to correct, and its refutation reaches us by gossip.
+            # A Join would cost a full-state sync per refutation heard.
+            return []
+        # We hold it suspect/dead/left: tell it; it answers first-hand if we are wrong.
         return [(src, Broadcast(self.id, self._me.incarnation, (m.update(),)))]
 
     # ----------------------------------------------------------------- messages
@@ -684,7 +857,12 @@ class Swim:
         return self._seq
 
     def _ping(self, seq: int, target: str) -> Ping:
-        return Ping(self.id, self._me.incarnation, seq, target, self._piggyback(target))
+        updates = self._piggyback(target)
+        m = self._members.get(target)
+        if m is not None and m.state == SUSPECT and not any(u.id == target for u in updates):
+            # Lifeguard's buddy system: a suspect we probe hears of it at once.
+            updates = (m.update(next(iter(m.suspecters), "")),) + updates[: self.config.max_piggyback - 1]
+        return Ping(self.id, self._me.incarnation, seq, target, updates)
 
     def _ack(self, seq: int, dest: str | None) -> Ack:
         return Ack(self.id, self._me.incarnation, seq, self._piggyback(dest))
@@ -703,8 +881,11 @@ class Swim:
         n = self.config.sync_chunk
         return [tuple(rows[i : i + n]) for i in range(0, len(rows), n)]
 
-    def _enqueue(self, u: Update) -> None:
-        self._queue[u.id] = _Rumour(u)
+    def _enqueue(self, u: Update, keep_count: bool = False) -> None:
+        self._enqueued += 1
+        old = self._queue.get(u.id)
+        sent = old.transmits if keep_count and old is not None else 0
+        self._queue[u.id] = _Rumour(u, sent, self._enqueued)
 
     def _retransmit_limit(self) -> int:
         n = len(self._members) + 1
@@ -714,7 +895,9 @@ class Swim:
         if not self._queue:
             return ()
         limit = self._retransmit_limit()
-        rumours = sorted(self._queue.values(), key=lambda r: (r.update.id != dest, r.transmits))
+        rumours = sorted(
+            self._queue.values(), key=lambda r: (r.update.id != dest, r.transmits, -r.order)
+        )
         chosen = rumours[: self.config.max_piggyback]
         for r in chosen:
             r.transmits += 1
