@@ -31,6 +31,8 @@ deps:
 	    prometheus rsyslog bsdutils curl) \
 	  || echo "warning: could not install prometheus rsyslog bsdutils curl; ecosystem tests will skip" >&2; \
 	fi
+	@command -v zstdcat >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd) \
+	  || echo "warning: could not install zstd; the zstdcat tests will fail" >&2
 
 unit: install deps
 	$(BIN)/pytest -q -n 2 --dist loadfile tests

@@ -73,11 +73,17 @@ def segment_files(store: str) -> list[str]:
 
 
 def count_lines(paths: list[str]) -> int:
+    """Records in store segment files (compressed ones read block by block)."""
+    from oklog.store import segfile
+
     n = 0
     for p in paths:
         with open(p, "rb") as f:
-            while chunk := f.read(8 * MiB):
-                n += chunk.count(b"\n")
+            buf = f.read()
+        if segfile.is_compressed(buf[:4]):
+            n += segfile.read_index(buf).records
+        else:
+            n += buf.count(b"\n")
     return n
 
 
@@ -93,8 +99,10 @@ def store_lines(store: str, attempts: int = 5) -> int:
     return 0
 
 
-def wait_settled(store: str, timeout: float, quiet: float = 5.0) -> tuple[bool, float]:
-    """Wait until the store's segment files stop changing (compaction done) for ``quiet`` s."""
+def wait_settled(store: str, timeout: float, quiet: float = 5.0, node=None) -> tuple[bool, float]:
+    """Wait until the store's segment files stop changing (compaction done) for
+    ``quiet`` s and, given the node, it reports no compaction pending (a long
+    job changes no file until it ends)."""
     t0 = time.monotonic()
     last = segment_files(store)
     changed = t0
@@ -103,7 +111,7 @@ def wait_settled(store: str, timeout: float, quiet: float = 5.0) -> tuple[bool, 
         now = segment_files(store)
         if now != last:
             last, changed = now, time.monotonic()
-        elif time.monotonic() - changed >= quiet:
+        elif time.monotonic() - changed >= quiet and not (node is not None and compaction_pending(node)):
             return True, changed - t0
     return False, time.monotonic() - t0
 
@@ -170,6 +178,7 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     """
     from_ = rfc3339(node.started_at - 60)
     node.reset_peak()
+    cpu0 = proc_cpu_s(node.proc.pid) if node.proc else 0.0
     deadline = time.monotonic() + timeout
     errors: list[str] = []
     t0 = time.perf_counter()
@@ -223,13 +232,16 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     if not ok:
         loud(f"{mode}: store reports {size} bytes queryable after {timeout:.0f}s, "
              f"expected exactly {ds.store_bytes}")
-    settled, settle_s = wait_settled(node.store_path, max(30.0, deadline - time.monotonic()))
+    settled, settle_s = wait_settled(node.store_path, max(30.0, deadline - time.monotonic()), node=node)
     res["compaction_settle_s"] = settle_s
     res["compaction_settled"] = settled
     if not settled:
         loud(f"{mode}: store segment files still changing after {settle_s:.0f}s")
+    res["node_cpu_s"] = (proc_cpu_s(node.proc.pid) if node.proc else 0.0) - cpu0
     stored = store_lines(node.store_path)
     res["store_lines"] = stored
+    res["store_file_bytes"] = sum(os.path.getsize(p) for p in segment_files(node.store_path))
+    res["store_ratio_raw"] = res["store_file_bytes"] / ds.nbytes
     res["store_segments"] = len(segment_files(node.store_path))
     if stored != ds.nlines:
         loud(f"{mode}: store segment files hold {stored} lines, data set has {ds.nlines}")
@@ -243,6 +255,42 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
 
 
 # -- queries ------------------------------------------------------------------------------
+
+
+def compaction_pending(node) -> bool:
+    try:
+        status, _, body = node.request("GET", "/store/segments")
+        return status != 200 or bool(json.loads(body).get("compaction_pending"))
+    except (OSError, ValueError):
+        return True
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (its threads included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def zstd3_reference(path: str) -> dict:
+    """`zstd -3` of the raw data set (one thread): bytes and CPU seconds."""
+    t0 = os.times()
+    p = subprocess.run(f"zstd -3 -T1 -c -- {shlex.quote(path)} | wc -c", shell=True, capture_output=True, check=True)
+    t1 = os.times()
+    return {"bytes": int(p.stdout), "cpu_s": (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)}
+
+
+def can_drop_caches() -> bool:
+    return os.geteuid() == 0 and os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
 
 
 def sh(cmd: list[str], sink: str) -> str:
@@ -301,10 +349,13 @@ def window_count(files: list[str], lo_ulid: str, term: bytes) -> int:
         name = os.path.basename(p)
         if name[27:53].encode() < lo:
             continue  # the whole segment ends before the window
+        from oklog.store import segfile
+
         with open(p, "rb") as f:
-            for rec in f:
-                if rec[:26] >= lo and term in rec[RECORD_OVERHEAD:]:
-                    n += 1
+            data = segfile.decode(f.read())
+        for rec in data.splitlines():
+            if rec[:26] >= lo and term in rec[RECORD_OVERHEAD:]:
+                n += 1
     return n
 
 
@@ -318,6 +369,11 @@ class QueryBench:
         self.from_ = rfc3339(node.started_at - 60)
 
     def files(self) -> list[str]:
+        """What the references read: a raw copy of the same lines (store
+        segments are compressed; grep and cat read the data set file)."""
+        return [self.ds.path]
+
+    def segments(self) -> list[str]:
         return segment_files(self.node.store_path)
 
     def oklog_cmd(self, *args: str, from_: str | None = None) -> list[str]:
@@ -350,6 +406,24 @@ class QueryBench:
         ratio = f", ratio {res['ratio']:.2f}" if res["ratio"] else ""
         ref_txt = f", {ref_desc} {res['reference_s']:.3f}s" if ref_t else ""
         log(f"query {name}: oklog {res['oklog_s']:.3f}s{ref_txt}{ratio}")
+        return res
+
+    def measure_cold(self, name: str, oklog: Callable[[], str], ref: Callable[[], str], ref_desc: str, ref_ok=(0,)) -> dict:
+        """Like ``measure`` with the page cache dropped before every run (both sides)."""
+        ok_t: list[float] = []
+        ref_t: list[float] = []
+        for _ in range(min(self.runs, 3)):
+            drop_caches()
+            ok_t.append(timed(oklog, self.timeout))
+            drop_caches()
+            ref_t.append(timed(ref, self.timeout, ref_ok))
+        res = {
+            "query": name + ", cold", "oklog_cmd": oklog(), "oklog_s": statistics.median(ok_t), "oklog_runs": ok_t,
+            "reference": ref_desc + ", cold", "reference_cmd": ref(), "reference_s": statistics.median(ref_t),
+            "reference_runs": ref_t, "cold": True,
+        }
+        res["ratio"] = res["oklog_s"] / res["reference_s"] if res["reference_s"] else None
+        log(f"query {name}, cold: oklog {res['oklog_s']:.3f}s, {ref_desc} {res['reference_s']:.3f}s, ratio {res['ratio']:.2f}")
         return res
 
     def check(self, res: dict, oklog_args: list[str], grep_count: int, expected: int | None) -> None:
@@ -417,7 +491,7 @@ class QueryBench:
             return r
 
         def last_pct() -> dict:
-            files = self.files()
+            files = self.segments()
             first = ulid_ms(min(os.path.basename(p)[:26] for p in files))
             last = ulid_ms(max(os.path.basename(p)[27:53] for p in files))
             lo_ms = first + int((last - first) * 0.99)
@@ -490,6 +564,33 @@ class QueryBench:
             ("10% term, last 1%, HTTP API", ten, last_pct_api),
             ("-stats", "", stats),
         ]
+
+        def rare_api() -> dict:
+            path = f"/store/query?q={quote(RARE_TERM)}&format=lines&from={quote(self.from_)}"
+
+            def run() -> str:
+                return sh(["curl", "-sf", f"http://{self.node.api}{path}"], PIPE_SINK)
+
+            return self.measure("rare term, HTTP API", run, grep("-F", RARE_TERM, PIPE_SINK, ("-c",)),
+                                "grep -F -c | cat", ref_ok=(0, 1))
+
+        kinds.insert(1, ("rare term, HTTP API", RARE_TERM, rare_api))
+        if can_drop_caches():
+            kinds += [
+                ("rare term, cold", RARE_TERM, lambda: self.measure_cold(
+                    "rare term", ok("-q", RARE_TERM, sink=PIPE_SINK), grep("-F", RARE_TERM, PIPE_SINK, ("-c",)),
+                    "grep -F -c | cat", ref_ok=(0, 1))),
+                ("10% term, cold", ten, lambda: self.measure_cold(
+                    "10% term", ok("-q", ten, sink=PIPE_SINK), grep("-F", ten, PIPE_SINK, ("-h",)),
+                    "grep -F | cat", ref_ok=(0, 1))),
+                ("regex, cold", REGEX, lambda: self.measure_cold(
+                    "regex", ok("-q", REGEX, "-regex", sink=PIPE_SINK), grep("-E", REGEX, PIPE_SINK, ("-h",)),
+                    "grep -E | cat", ref_ok=(0, 1))),
+                ("match-all, cold", "", lambda: self.measure_cold(
+                    "match-all", ok(sink=PIPE_SINK), lambda: sh(["cat", *self.files()], PIPE_SINK), "cat | cat")),
+            ]
+        else:
+            log("cold-cache rows skipped: dropping the page cache needs root (/proc/sys/vm/drop_caches)")
         for name, pattern, fn in kinds:
             try:
                 r = fn()
@@ -523,7 +624,7 @@ def report(result: dict) -> None:
     )
     t = Table(title="Ingest (first byte → all records queryable)")
     for col in ("mode", "MiB/s", "records/s", "send s", "last byte→queryable s", "total s", "peak RSS MiB",
-                "settle s", "ok"):
+                "settle s", "store/raw", "store/zstd-3", "node CPU s", "ok"):
         t.add_column(col, justify="right" if col not in ("mode", "ok") else "left")
     for r in result["ingest"]:
         ok = r["complete"] and r["store_lines"] == d["lines"] and not r["errors"]
@@ -531,10 +632,11 @@ def report(result: dict) -> None:
             r["mode"], f"{r['mb_per_s']:.1f}", f"{r['records_per_s']:,.0f}", f"{r['send_s']:.2f}",
             f"{r['drain_s']:.2f}", f"{r['total_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
             f"{r['compaction_settle_s']:.1f}" if r["compaction_settled"] else "[red]no[/red]",
+            f"{r.get('store_ratio_raw', 0):.3f}", f"{r.get('store_ratio_zstd3', 0):.3f}", f"{r.get('node_cpu_s', 0):.1f}",
             "yes" if ok else "[red]NO[/red]",
         )
     con.print(t)
-    t = Table(title="Queries (warm cache, oklog CLI vs reference on the same segment files)")
+    t = Table(title="Queries (oklog vs grep/cat over a raw copy of the lines; cold rows: page cache dropped)")
     for col in ("query", "lines", "oklog s", "reference", "ref s", "ratio", "correct"):
         t.add_column(col, justify="right" if col in ("lines", "oklog s", "ref s", "ratio") else "left")
     for r in result["queries"]:
@@ -592,6 +694,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--oklog", default=os.path.join(os.path.dirname(sys.executable), "oklog"),
                    help="oklog executable (default: the one next to this Python)")
     p.add_argument("--keep", action="store_true", help="keep node directories afterwards")
+    p.add_argument("--node-args", default="", help="extra `oklog run` flags for the nodes, e.g. \"-store.compression-level 1\"")
     ns = p.parse_args(argv)
     if ns.quick:
         ns.size, ns.runs = "50MB", 3
@@ -637,11 +740,19 @@ def main(argv: list[str] | None = None) -> int:
         "queries": [],
     }
     failed = False
+    result["zstd3"] = zstd3_reference(ds.path)
+    log(f"zstd -3 of the data set: {result['zstd3']['bytes']:,} bytes ({ds.nbytes / result['zstd3']['bytes']:.2f}x), "
+        f"{result['zstd3']['cpu_s']:.1f} CPU s")
     for i, mode in enumerate(ns.mode_list):
-        node = Node(ns.oklog, ns.workdir, f"node-{mode}", log=log)
+        node = Node(ns.oklog, ns.workdir, f"node-{mode}", log=log, extra_args=tuple(shlex.split(ns.node_args)))
         try:
             node.start()
             result["ingest"].append(ingest(node, ds, mode, ns.oklog, timeout))
+            ing = result["ingest"][-1]
+            ing["store_ratio_zstd3"] = ing["store_file_bytes"] / result["zstd3"]["bytes"]
+            log(f"{mode}: store {ing['store_file_bytes']:,} bytes on disk: {1 / ing['store_ratio_raw']:.2f}x smaller "
+                f"than raw, {ing['store_ratio_zstd3']:.3f}x zstd -3; node CPU {ing['node_cpu_s']:.1f} s "
+                f"(ingest, compression, compaction)")
             if i == 0 and not ns.no_queries:
                 node.reset_peak()
                 qb = QueryBench(node, ds, ns.oklog, ns.runs, ns.query_timeout)
@@ -652,6 +763,10 @@ def main(argv: list[str] | None = None) -> int:
             status, _, body = node.request("GET", "/cluster/state")
             quarantined = json.loads(body)["pipeline"]["store"]["quarantined"] if status == 200 else ["(no state)"]
             result["ingest"][-1]["quarantined"] = quarantined
+            if status == 200:
+                comp = json.loads(body)["pipeline"].get("compaction", {})
+                result["ingest"][-1]["compaction"] = {k: v for k, v in comp.items() if isinstance(v, int)}
+                log(f"{mode}: compaction " + ", ".join(f"{k} {v}" for k, v in result["ingest"][-1]["compaction"].items()))
             if quarantined:
                 loud(f"{mode}: the node quarantined segments: {quarantined}")
                 failed = True

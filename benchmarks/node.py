@@ -69,7 +69,8 @@ def tree_rss_kib(pid: int) -> int:
 
 
 class Node:
-    def __init__(self, oklog: str, workdir: str, name: str, log=print) -> None:
+    def __init__(self, oklog: str, workdir: str, name: str, log=print, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = tuple(extra_args)
         self.oklog = oklog
         self.dir = os.path.join(workdir, name)
         self.name = name
@@ -109,6 +110,7 @@ class Node:
             "-cluster", f"{HOST}:{p['cluster']}",
             "-ingest.path", os.path.join(self.dir, "ingest"),
             "-store.path", self.store_path,
+            *self.extra_args,
         ]
         self._logfile = open(os.path.join(self.dir, "node.log"), "wb")  # noqa: SIM115
         self.started_at = time.time()

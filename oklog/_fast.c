@@ -748,6 +748,120 @@ done:
     return out;
 }
 
+/* Block summaries of store segments: a bloom filter of the trigrams of the
+ * lines (not the ULID or topic) of a buffer of records. The trigrams are first
+ * collected exactly in a 2^24-bit map (every possible trigram has its bit) and
+ * listed as first seen, so the filter is sized from the true number of
+ * distinct trigrams: m = bits_per
+ * * distinct bits (rounded up to whole bytes), one hash (k = 1) reduced to m by
+ * multiply-shift. A literal of L bytes needs all of its L-2 trigrams, so even
+ * a high single-trigram false positive rate gives a small combined one. */
+#define TRI_BITS (1u << 24)
+
+static inline uint32_t tri_hash(uint32_t t, uint64_t m) {
+    return (uint32_t)(((uint64_t)(uint32_t)(t * 0x9E3779B1u) * m) >> 32);
+}
+
+static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t start, end;
+    int bits_per;
+    region r;
+    if (!PyArg_ParseTuple(args, "Onni", &obj, &start, &end, &bits_per)) return NULL;
+    if (bits_per < 1 || bits_per > 64) {
+        PyErr_SetString(PyExc_ValueError, "bits_per must be 1..64");
+        return NULL;
+    }
+    if (get_region(obj, start, end, &r) < 0) return NULL;
+    /* the exact map, and the distinct trigrams in the order first seen (at
+     * most one per input byte, and at most 2^24) */
+    size_t span = (size_t)(r.end - r.start);
+    size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
+    uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
+    uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
+    if (!map || !seen) {
+        PyMem_RawFree(map);
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    const unsigned char *b = r.view.buf;
+    size_t distinct = 0;
+    int ok = 0;
+    Py_BEGIN_ALLOW_THREADS
+    size_t pos = (size_t)r.start, hi = (size_t)r.end;
+    while (pos < hi) {
+        const unsigned char *e = memchr(b + pos, '\n', hi - pos);
+        size_t re = e ? (size_t)(e - b) : hi;
+        size_t ts = pos + ULID_LEN + 1;
+        if (ts < re) {
+            const unsigned char *sp = memchr(b + ts, ' ', re - ts);
+            size_t ls = sp ? (size_t)(sp - b) + 1 : re;
+            if (re >= ls + 3) {
+                uint32_t t = ((uint32_t)b[ls] << 8) | b[ls + 1];
+                for (size_t i = ls + 2; i < re; i++) {
+                    t = ((t << 8) | b[i]) & 0xFFFFFFu;
+                    uint64_t bit = 1ull << (t & 63), *w = &map[t >> 6];
+                    if (!(*w & bit)) {
+                        if (distinct == cap) {
+                            uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t));
+                            if (!more) goto oom;
+                            seen = more;
+                            cap *= 2;
+                        }
+                        *w |= bit;
+                        seen[distinct++] = t;
+                    }
+                }
+            }
+        }
+        pos = re + 1;
+    }
+    ok = 1;
+oom:
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(map);
+    if (!ok) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
+    if (nbytes < 8) nbytes = 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+    if (!out) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
+    unsigned char *bloom = (unsigned char *)PyBytes_AS_STRING(out);
+    uint64_t m = nbytes * 8;
+    Py_BEGIN_ALLOW_THREADS
+    memset(bloom, 0, nbytes);
+    for (size_t i = 0; i < distinct; i++) {
+        uint32_t h = tri_hash(seen[i], m);
+        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(seen);
+    PyBuffer_Release(&r.view);
+    return out;
+}
+
+static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
+    const unsigned char *bloom, *lit;
+    Py_ssize_t blen, llen;
+    if (!PyArg_ParseTuple(args, "y#y#", &bloom, &blen, &lit, &llen)) return NULL;
+    if (blen <= 0 || blen > ((Py_ssize_t)1 << 28)) Py_RETURN_TRUE; /* no filter: cannot rule out */
+    uint64_t m = (uint64_t)blen * 8;
+    for (Py_ssize_t i = 0; i + 3 <= llen; i++) {
+        uint32_t t = ((uint32_t)lit[i] << 16) | ((uint32_t)lit[i + 1] << 8) | lit[i + 2];
+        uint32_t h = tri_hash(t, m);
+        if (!(bloom[h >> 3] & (1u << (h & 7)))) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode) -> bytes: records in buf[start:end] whose line holds needle"},
@@ -759,6 +873,10 @@ static PyMethodDef methods[] = {
      "merge(bufs, mode) -> bytes: sorted record buffers merged by ULID, copies dropped, in mode 0-2"},
     {"split_topics", fast_split_topics, METH_VARARGS,
      "split_topics(buf, max_topics) -> None (one topic) | [] (too many) | [(topic, bytes)]: the records of each topic"},
+    {"trigram_bloom", fast_trigram_bloom, METH_VARARGS,
+     "trigram_bloom(buf, start, end, bits_per) -> bloom: a one-hash bloom filter of the trigrams of the lines"},
+    {"bloom_may_contain", fast_bloom_may_contain, METH_VARARGS,
+     "bloom_may_contain(bloom, literal) -> bool: False if some trigram of literal is surely absent"},
     {NULL, NULL, 0, NULL},
 };
 

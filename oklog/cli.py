@@ -136,6 +136,10 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "store.segment-purge", type=_duration, default=C.DEFAULT_PURGE, help="purge trashed segments after")
     _flag(p, "store.max-disk-usage", type=_size, default=0, help="trash oldest segments above this size (0: no cap)")
     _flag(p, "store.consume-batch-size", type=_size, default=C.DEFAULT_CONSUME_BATCH, help="bytes gathered per consume cycle")
+    _flag(p, "store.compression-level", type=int, default=3,
+          help="zstd level of store segments (1-22; written plain, compressed by compaction within seconds)")
+    _flag(p, "store.cold-level", type=int, default=19, help="zstd level cold segments are recompressed to when idle (0: never)")
+    _flag(p, "store.cold-age", type=_duration, default=3600.0, help="a segment is cold this long after its newest record")
     _flag(p, "cluster.advertise-addr", default="", help="host (or host:port) other members use to reach this node")
     _flag(p, "cluster.probe-interval", type=_duration, default=0.5, help="gossip probe interval")
     _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="suspect members are declared dead after this")
@@ -178,6 +182,9 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         factor = 2 if ns.peer else 1
     if factor < 1:
         raise SystemExit("oklog: -store.segment-replication-factor must be at least 1")
+    for flag, v, lo in (("store.compression-level", ns.store_compression_level, 1), ("store.cold-level", ns.store_cold_level, 0)):
+        if not lo <= v <= 22:
+            raise SystemExit(f"oklog: -{flag} must be {lo}..22 (zstd levels), got {v}")
     from oklog.record import RecordError, validate_topic
 
     if ns.cluster_key:
@@ -214,6 +221,9 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         store_target_size=ns.store_segment_target_size,
         store_target_age=ns.store_segment_target_age,
         consume_batch_size=ns.store_consume_batch_size,
+        store_level=ns.store_compression_level,
+        store_cold_level=ns.store_cold_level,
+        store_cold_age=ns.store_cold_age,
         replication_factor=factor,
         retain=ns.store_segment_retain,
         purge=ns.store_segment_purge,

@@ -114,6 +114,9 @@ class Node:
         if cfg.is_store:
             self.store_log = StoreLog(self.fs, cfg.store_path)
             self.store_log.sole_copy = cfg.replication_factor == 1
+            # Bodies are written plain, so records are queryable without
+            # waiting for compression; compaction compresses them at once.
+            self.store_log.level = 0
             self.maintenance = Maintenance(
                 self.store_log,
                 cfg.store_target_size,
@@ -121,6 +124,9 @@ class Node:
                 cfg.purge,
                 trio.CapacityLimiter(1),
                 cfg.max_disk_usage,
+                level=cfg.store_level,
+                cold_level=cfg.store_cold_level,
+                cold_age=cfg.store_cold_age,
             )
             for q in self.store_log.quarantined:
                 log.warning("quarantined store segment %s", q)

@@ -111,9 +111,13 @@ def validate_topic(topic: bytes | str) -> bytes:
 class ULIDSource:
     """Monotonic ULIDs for one connection, stamped a batch at a time.
 
-    Within a millisecond the 80-bit random part increments by one per record, as
-    the ULID spec's monotonic mode says. A fresh random part is drawn for each new
-    millisecond with its top bit clear, so increments cannot overflow.
+    The 80-bit random part is drawn once per source (top bit clear, so it
+    cannot overflow) and then increments by one per record, across
+    milliseconds too: ULIDs stay unique and increasing (the spec's monotonic
+    mode within a millisecond), and consecutive ULIDs differ only in their
+    last characters, which is what lets compressed store blocks shrink them
+    to about a byte each. A new millisecond redraws only if the count would
+    reach the top bit.
     """
 
     def __init__(self, clock=now_ms) -> None:
@@ -125,8 +129,9 @@ class ULIDSource:
         """Reserve ``n`` consecutive ULIDs; return (ms, first random part)."""
         ms = self._clock()
         if ms > self._ms:
+            if self._ms < 0 or self._rand + n >= 1 << 79:
+                self._rand = int.from_bytes(os.urandom(10), "big") >> 1
             self._ms = ms
-            self._rand = int.from_bytes(os.urandom(10), "big") >> 1
         first = self._rand
         self._rand += n
         return self._ms, first

@@ -41,7 +41,7 @@ def make_segments(rnd, n_segs=6, per=300, dup_p=0.3):
 def all_records(store):
     out = []
     for s in store.segments():
-        out += store.fs.read(store.path(s)).splitlines(keepends=True)
+        out += store.records(s).splitlines(keepends=True)
     return out
 
 
@@ -52,7 +52,7 @@ def check_invariants(store, want_set, target):
     assert len(recs) == len(set(recs)), "duplicates remain"
     assert set(recs) == want_set
     for s in segs:
-        data = store.fs.read(store.path(s))
+        data = store.records(s)
         lines = data.splitlines()
         assert lines == sorted(lines)
         assert data[:ULID_LEN].decode() == s.first
@@ -150,7 +150,7 @@ def test_crash_at_each_step_loses_nothing(tmp_path, monkeypatch, crash_at):
     assert set(all_records(store2)) >= want
     assert not [n for n in fs.listdir(root) if n.endswith(".tmp")]
     # Queries deduplicate meanwhile; compaction then converges.
-    merged = merge_dedup([fs.read(store2.path(s)) for s in store2.segments()])
+    merged = merge_dedup([store2.records(s) for s in store2.segments()])
     assert set(merged.splitlines(keepends=True)) == want
     stats = CompactStats()
     while jobs := plan(store2.segments(), 5_000):
@@ -271,10 +271,13 @@ def test_check_and_salvage_damaged_segments(store):
 
 def test_payload_flipped_at_rest_is_caught_by_the_checksum(store):
     """A byte of a line changed while the node was down: every record still
-    parses, only the CRC-32 in the file's name tells. Quarantined, not served."""
+    parses, only the CRC-32 in the file's name tells. Quarantined, not served.
+    Plain segments (the format before compression; a flip in a compressed one
+    fails its block's checksum: test_segfile)."""
     from oklog.query.params import parse_params
     from oklog.store.query import plan_query
 
+    store.level = 0
     src = ULIDSource(iter(range(1, 10**6)).__next__)
     (seg,) = store.write(stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50)))
     (other,) = store.write(stamp_lines([b"other %d" % i for i in range(5)], src.headers(5, b"t2")))
@@ -295,11 +298,13 @@ def test_payload_flipped_at_rest_is_caught_by_the_checksum(store):
     # damaged one included, and the report says so.
     lone = StoreLog(store.fs, store.root)
     lone.sole_copy = True
+    lone.level = 0
     (other2,) = lone.write(stamp_lines([b"lone %d" % i for i in range(4)], src.headers(4, b"t3")))
     flipped = lone.fs.read(lone.path(other2)).replace(b"lone 2", b"lXne 2")
     lone.fs.write_atomic(lone.path(other2), flipped)
     lone = StoreLog(lone.fs, lone.root)
     lone.sole_copy = True
+    lone.level = 0
     (again,) = [s for s in lone.segments() if s.topic == "t3"]
     assert lone.scrub(again) is False
     assert "only copy" in lone.stats()["quarantined"][-1] and lone.salvaged_records == 4
@@ -354,7 +359,7 @@ def test_write_keeps_topics_apart(store):
     assert sorted(s.topic for s in segs) == ["db", "default", "web"]
     for s in segs:
         assert s.name.endswith(f".{s.topic}~{zlib.crc32(store.fs.read(store.path(s))):08x}.seg")
-        data = store.fs.read(store.path(s))
+        data = store.records(s)
         assert {r.split(b" ")[1] for r in data.splitlines()} == {s.topic.encode()}
         assert data.splitlines() == sorted(data.splitlines())
     assert sorted(all_records(store)) == sorted(body.splitlines(keepends=True))
@@ -407,7 +412,7 @@ def test_compaction_never_mixes_topics_and_a_topic_query_reads_only_its_segments
     assert len(recs) == len(set(recs)) and set(recs) == want
     by_topic: dict[str, list] = {}
     for s in store.segments():
-        data = store.fs.read(store.path(s))
+        data = store.records(s)
         assert {r.split(b" ")[1] for r in data.splitlines()} == {s.topic.encode()}
         by_topic.setdefault(s.topic, []).append(s)
     for segs in by_topic.values():
@@ -416,14 +421,14 @@ def test_compaction_never_mixes_topics_and_a_topic_query_reads_only_its_segments
     for topic, segs in by_topic.items():
         qp = plan_query(store, parse_params({"topic": [topic]}))
         try:
-            assert qp.segments == len(segs) and qp.bytes == sum(s.size for s in segs)
+            assert qp.segments == len(segs) and qp.bytes == sum(s.raw_size for s in segs)
             out = b"".join(run_unit(qp, Matcher(qp_query(topic)), u) for u in qp.units)
         finally:
             qp.close()
         assert sorted(out.splitlines(keepends=True)) == sorted(r for r in want if r.split(b" ")[1] == topic.encode())
     full = plan_query(store, parse_params({}))
     full.close()
-    assert full.bytes == sum(s.size for s in store.segments())
+    assert full.bytes == sum(s.raw_size for s in store.segments())
     # A segment of any topics (more than MAX_TOPIC_SPLIT in one body) is still
     # read by a topic query, and filtered: only that topic's records come back.
     from oklog.store.log import MAX_TOPIC_SPLIT
@@ -454,9 +459,11 @@ def test_overlapping_topic_segments_are_scanned_in_bounded_units(store, monkeypa
     from oklog.query.engine import Matcher, Query
     from oklog.query.params import parse_params
     from oklog.store import query as Q
+    from oklog.store import segfile
     from oklog.store.query import plan_query
 
     monkeypatch.setattr(Q, "UNIT_BYTES", 4096)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 1024)
     rnd = random.Random(6)
     src = ULIDSource(iter(range(10_000, 10**9, 5)).__next__)
     want: set[bytes] = set()
@@ -473,6 +480,8 @@ def test_overlapping_topic_segments_are_scanned_in_bounded_units(store, monkeypa
         assert len(qp.units) > 10
         for u in qp.units:
             assert all(hi - lo <= 4096 + 2048 for _, lo, hi in u.parts), u.parts
+            # compressed parts: the blocks starting in the unit, and one before
+            assert all(sum(b.rawlen for b in blks) <= 4096 + 3 * 1024 for _, blks in u.blocks), u.blocks
         out = b"".join(Q.run_unit(qp, Matcher(Query(b"")), u) for u in qp.units)
     finally:
         qp.close()

@@ -142,7 +142,8 @@ async def test_ingest_api_and_replicate(node):
     good = a + b" t a\n" + b + b" t b\n"
     r = await c.post("/store/replicate", content=good)
     assert r.status_code == 200
-    # named by its bounds, its topic and the CRC-32 of its bytes
+    # named by its bounds, its topic and the CRC-32 of its bytes (written plain;
+    # compaction compresses it later under a new name)
     assert r.text.strip() == f"{a.decode()}-{b.decode()}.t~{zlib.crc32(good):08x}.seg"
     # Idempotent: replicating the same segment twice keeps one copy of each record.
     assert (await c.post("/store/replicate", content=good)).status_code == 200

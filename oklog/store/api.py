@@ -123,9 +123,11 @@ def store_router(
         raise HTTPError(404, f"no segment {name!r}")
 
     async def segment(req: Request) -> Response:
+        """A segment's records, plain whatever the file's format: what
+        /store/replicate takes, on nodes of this version and older ones."""
         seg = _named(req)
         try:
-            data = await trio.to_thread.run_sync(store.fs.read, store.path(seg))
+            data = await trio.to_thread.run_sync(store.records, seg)
         except FileNotFoundError:
             raise HTTPError(404, f"segment {seg.name} was compacted away") from None
         return Response(200, data, content_type="application/octet-stream")

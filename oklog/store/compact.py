@@ -5,7 +5,15 @@ Compaction, decided from segment names and sizes alone (``plan``, pure):
 * overlapping segments are merged by a streamed k-way merge (``iter_merge``:
   block at a time, duplicates by ULID dropped) and split to the target size;
 * a segment over twice the target is split;
-* runs of small adjacent segments are concatenated up to the target size.
+* runs of small adjacent segments are concatenated up to the target size;
+* when there is nothing else to do, one segment at a time is recompressed:
+  plain segments (written before segments were compressed) at the compaction
+  level, and segments whose newest record is older than ``cold_age`` at the
+  cold level (smaller, slower to write; reading costs the same).
+
+Sizes are the records' bytes (``Segment.raw_size``), so a target-sized segment
+holds the same records whether it is compressed or not. Outputs are compressed
+(oklog.store.segfile); inputs of either kind are read a block at a time.
 
 Crash safety: outputs are written under temporary names, fsynced and renamed
 into place before any input is removed. A crash leaves the old files, or the old
@@ -22,16 +30,21 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import threading
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
 import trio.lowlevel
+import zstandard
 
+import oklog._fast as _fast
 from oklog.fs import File, join
-from oklog.query.engine import iter_merge, record_start_at_or_after
+from oklog.query.engine import record_start_at_or_after, seek
 from oklog.record import ULID_LEN, ms_floor
+from oklog.store import segfile
 from oklog.store.log import (
     Segment,
     SegmentError,
@@ -45,14 +58,22 @@ log = logging.getLogger("oklog.store.compact")
 
 INTERVAL = 2.0  # seconds between maintenance passes when there is nothing to do
 PIECE = 4 << 20  # bytes copied per write
-RELEASE_STEP = 8 << 20  # release merged input pages every this many bytes
+RELEASE_STEP = 1 << 20  # release read input pages every this many bytes (a block)
+
+
+COMPACT_LEVEL = 3  # zstd level of merge and split outputs (concatenation copies blocks as they are)
+COLD_LEVEL = 19  # zstd level of segments recompressed once cold
+COLD_BLOCK_SIZE = 4 << 20  # their blocks: larger, for the ratio (a cold query decompresses more per hit)
+COLD_AGE = 3600.0  # seconds after its newest record a segment counts as cold
 
 
 @dataclass
 class Job:
-    kind: str  # "merge" | "concat" | "split"
+    kind: str  # "merge" | "concat" | "split" | "recompress"
     inputs: list[Segment]
     topic: str = ""  # of every input and output ("": any topics)
+    level: int = COMPACT_LEVEL  # of the outputs
+    block_size: int | None = None  # of the outputs' blocks (None: segfile.BLOCK_SIZE)
 
     @property
     def size(self) -> int:
@@ -65,6 +86,7 @@ class CompactStats:
     merges: int = 0
     concats: int = 0
     splits: int = 0
+    recompressions: int = 0
     segments_in: int = 0
     segments_out: int = 0
     bytes_in: int = 0
@@ -79,11 +101,19 @@ class CompactStats:
 
 
 def plan(
-    segments: list[Segment], target: int, max_inputs: int = 8, unsplittable: frozenset | set = frozenset()
+    segments: list[Segment],
+    target: int,
+    max_inputs: int = 8,
+    unsplittable: frozenset | set = frozenset(),
+    level: int = COMPACT_LEVEL,
+    cold_level: int = 0,
+    cold_before: str = "",
 ) -> list[Job]:
     """Jobs that would leave the store non-overlapping and near the target size,
     topic by topic: segments of different topics are never merged (a segment
-    of any topics, "", is a class of its own)."""
+    of any topics, "", is a class of its own). With none, at most one
+    recompression: a plain segment to ``level``, or one whose newest ULID is
+    before ``cold_before`` to ``cold_level`` (0: no cold recompression)."""
     by_topic: dict[str, list[Segment]] = {}
     for seg in segments:
         by_topic.setdefault(seg.topic, []).append(seg)
@@ -91,7 +121,26 @@ def plan(
     for topic, segs in sorted(by_topic.items()):
         for job in _plan_one(segs, target, max_inputs, unsplittable):
             job.topic = topic
+            cold = cold_level and all(s.last < cold_before for s in job.inputs)
+            job.level = cold_level if cold else level
+            job.block_size = COLD_BLOCK_SIZE if cold else None
             jobs.append(job)
+    # Plain segments (written by the consumer, or by an older version) left
+    # out of other jobs are compressed next, oldest first.
+    busy = {s.name for j in jobs for s in j.inputs}
+    plain = sorted(
+        (
+            g[0] for segs in by_topic.values() for g in group_overlapping(segs)
+            if len(g) == 1 and g[0].level == segfile.RAW_LEVEL and g[0].name not in busy
+        ),
+        key=lambda s: s.last,
+    )  # (overlapping ones are merged, and so compressed, first)
+    jobs.extend(Job("recompress", [s], s.topic, level) for s in plain[:1])
+    if jobs:
+        return jobs
+    for seg in sorted(segments, key=lambda s: s.last):
+        if cold_level and seg.last < cold_before and seg.level < cold_level:
+            return [Job("recompress", [seg], seg.topic, cold_level, COLD_BLOCK_SIZE)]
     return jobs
 
 
@@ -111,14 +160,14 @@ def _plan_one(segments: list[Segment], target: int, max_inputs: int, unsplittabl
             jobs.append(Job("merge", group[:max_inputs]))
             continue
         seg = group[0]
-        if seg.size > 2 * target and seg.name not in unsplittable:
+        if seg.raw_size > 2 * target and seg.name not in unsplittable:
             close_small()
             jobs.append(Job("split", [seg]))
             continue
-        if seg.size >= target // 2:
+        if seg.raw_size >= target // 2:
             close_small()
             continue
-        if small and sum(s.size for s in small) + seg.size > target:
+        if small and sum(s.raw_size for s in small) + seg.raw_size > target:
             close_small()
         small.append(seg)
         if len(small) >= 64:  # concatenation streams input after input: fan-in is cheap
@@ -128,19 +177,31 @@ def _plan_one(segments: list[Segment], target: int, max_inputs: int, unsplittabl
 
 
 class _Writer:
-    """Streams records into target-sized output segments."""
+    """Streams records into target-sized (records' bytes) compressed output
+    segments, a block at a time."""
 
-    def __init__(self, store: StoreLog, target: int, topic: str = "") -> None:
+    def __init__(
+        self, store: StoreLog, target: int, topic: str = "", level: int = COMPACT_LEVEL, block_size: int | None = None
+    ) -> None:
         self.store = store
         self.target = target
         self.topic = topic
+        self.level = level
+        self.block_size = block_size or segfile.BLOCK_SIZE
+        self._cctx: zstandard.ZstdCompressor | None = segfile.compressor(level)
+        self.should_stop: Callable[[], bool] | None = None
+        self._min_level = level  # lowest level of any block of the current output
         self.done: list[Segment] = []
         self._f: File | None = None
         self._bad: str | None = None
         self._tmp = ""
         self._first = b""
         self._last = b""
-        self._size = 0
+        self._size = 0  # records' bytes in the current output
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._blocks: list[segfile.Block] = []
+        self._offset = 0  # file bytes written
         self._crc = 0
 
     def write(self, chunk) -> None:
@@ -166,21 +227,83 @@ class _Writer:
             reason = "records out of order across pieces"
         if reason is not None and self._bad is None:
             self._bad = reason
+        self._open(bytes(chunk[:ULID_LEN]))
+        self._pending.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        self._pending_size += len(chunk)
+        self._size += len(chunk)
+        last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
+        self._last = bytes(chunk[last_start : last_start + ULID_LEN])
+        if self._pending_size >= self.block_size:
+            self._flush(final=False)
+
+    def _open(self, first: bytes) -> None:
         if self._f is None:
             self._tmp = join(self.store.root, f".compact-{os.urandom(6).hex()}.tmp")
             self._f = self.store.fs.create(self._tmp)
-            self._first = bytes(chunk[:ULID_LEN])
+            self._first = first
             self._size = 0
             self._crc = 0
-        self._f.write(bytes(chunk))
-        self._size += len(chunk)
-        self._crc = zlib.crc32(chunk, self._crc)
-        last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
-        self._last = bytes(chunk[last_start : last_start + ULID_LEN])
+            self._offset = 0
+            self._blocks = []
+            self._min_level = self.level
+
+    def copy_block(self, buf, blk: segfile.Block, level: int) -> None:
+        """Append a compressed block of an input as it is (concatenation: the
+        records are already in order and compressed at least this well). Its
+        frame is decompressed once to check it against its checksum and index."""
+        data = segfile.decompress_block(buf, blk)
+        if bytes(data[: ULID_LEN]) != blk.first or not data.endswith(b"\n"):
+            raise SegmentError("block does not match its index entry")
+        del data
+        self._flush(final=True)
+        if self._f is not None and self._size and self._size + blk.rawlen > self.target:
+            self.finish()
+        if self._f is not None and self._size and blk.first <= self._last and self._bad is None:
+            self._bad = "records out of order across pieces"
+        self._open(blk.first)
+        assert self._f is not None
+        frame = bytes(buf[blk.offset : blk.offset + blk.clen])
+        self._f.write(frame)
+        self._crc = zlib.crc32(frame, self._crc)
+        self._blocks.append(
+            segfile.Block(blk.first, blk.last, self._offset, blk.clen, blk.rawlen, blk.records, blk.hashes, blk.bloom)
+        )
+        self._offset += blk.clen
+        self._size += blk.rawlen
+        self._last = blk.last
+        self._min_level = min(self._min_level, level)
+
+    def _flush(self, final: bool) -> None:
+        """Compress the pending records into blocks (all of them if final;
+        otherwise a shorter tail waits for more)."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending = []
+        cuts = segfile.block_cuts(data, self.block_size)
+        if not final and cuts and cuts[-1][1] - cuts[-1][0] < self.block_size:
+            s, _ = cuts.pop()
+            self._pending = [data[s:]]
+        self._pending_size = sum(len(p) for p in self._pending)
+        assert self._f is not None
+        for s, e in cuts:
+            if self.should_stop is not None and self.should_stop():
+                raise Stopped
+            frame, blk = segfile.encode_block(data, s, e, self.level, self._offset, self._cctx)
+            self._f.write(frame)
+            self._crc = zlib.crc32(frame, self._crc)
+            self._offset += len(frame)
+            self._blocks.append(blk)
 
     def finish(self) -> None:
         if self._f is None:
             return
+        self._flush(final=True)
+        level = min(self.level, self._min_level)
+        index = segfile.encode_index(self._blocks, level)
+        self._f.write(index)
+        self._crc = zlib.crc32(index, self._crc)
+        self._offset += len(index)
         self._f.sync()
         self._f.close()
         self._f = None
@@ -189,20 +312,155 @@ class _Writer:
             raise SegmentError(f"compaction output invalid ({self._bad}); inputs will be re-checked")
         self.done.append(
             self.store.adopt(
-                self._tmp, self._first.decode(), self._last.decode(), self._size, self.topic, crc_hex(self._crc)
+                self._tmp, self._first.decode(), self._last.decode(), self._offset, self.topic,
+                crc_hex(self._crc), level, self._size,
             )
         )
 
+    def close(self) -> None:
+        """Return the compressor (after finish or abort)."""
+        if self._cctx is not None:
+            segfile.release(self._cctx, self.level)
+            self._cctx = None
+
     def abort(self) -> None:
+        self._pending = []
+        self._pending_size = 0
         if self._f is not None:
             self._f.close()
             self.store.fs.remove(self._tmp)
             self._f = None
 
 
-def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list[Segment]:
-    """Execute one job (blocking; run it in a worker thread)."""
-    writer = _Writer(store, target, job.topic)
+def _chunks(store: StoreLog, seg: Segment, buf):
+    """An input's records a block at a time (a compressed segment's blocks, or
+    PIECE-sized runs of a plain one); pages read are released behind."""
+    idx = store.index(seg, buf)
+    if idx is None:
+        n = len(buf)
+        p = 0
+        while p < n:
+            q = record_start_at_or_after(buf, p + PIECE, n)
+            yield bytes(buf[p:q])
+            _release(buf, q)
+            p = q
+        return
+    for blk in idx.blocks:
+        try:
+            data = segfile.decompress_block(buf, blk)
+        except Exception as e:  # zstandard.ZstdError, FormatError: damaged since validated
+            raise SegmentError(f"{seg.name}: {e}") from None
+        _release(buf, blk.offset + blk.clen)
+        yield data
+
+
+def _last_ulid(chunk) -> bytes:
+    s = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
+    return bytes(chunk[s : s + ULID_LEN])
+
+
+def merged(inputs: list) -> Iterator[bytes]:
+    """Merge sorted inputs (each an iterator of record chunks) into ULID order,
+    copies (one ULID) dropped: each round takes, from every input, its records
+    up to the smallest last ULID among the inputs' current chunks, and merges
+    those in C. Every round finishes at least one chunk."""
+    iters = [iter(x) for x in inputs]
+    cur: list = [next(it, None) for it in iters]
+    pos = [0] * len(iters)
+    while True:
+        live = [i for i, c in enumerate(cur) if c is not None]
+        if not live:
+            return
+        if len(live) == 1:
+            i = live[0]
+            yield cur[i][pos[i] :]
+            yield from iters[i]
+            return
+        cutoff = min(_last_ulid(cur[i]) for i in live) + b"\x00"  # just after it
+        pieces = []
+        for i in live:
+            c = cur[i]
+            e = seek(c, cutoff, pos[i], len(c))
+            if e > pos[i]:
+                pieces.append(memoryview(c)[pos[i] : e])
+            pos[i] = e
+            if e >= len(c):
+                cur[i] = next(iters[i], None)
+                pos[i] = 0
+        if pieces:
+            yield _fast.merge(pieces, 0)
+
+
+def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
+    """Merge inputs a block at a time: a compressed block (at ``level`` or
+    better) whose ULID range overlaps nothing else is copied as it is; each run
+    of pieces that overlap one another (blocks, and PIECE-sized runs of plain
+    inputs) is read, merged (copies dropped) and compressed. Segments that
+    overlap only at their edges cost little more than a copy."""
+    items: list[tuple[bytes, bytes, int, tuple]] = []
+    for i, (buf, idx) in enumerate(zip(bufs, idxs, strict=True)):
+        if idx is not None:
+            items.extend((blk.first, blk.last, i, ("z", blk, idx.level)) for blk in idx.blocks)
+            continue
+        n, p = len(buf), 0
+        while p < n:
+            q = record_start_at_or_after(buf, p + segfile.BLOCK_SIZE, n)  # a round holds one piece per input
+            ls = max(p, buf.rfind(b"\n", p, q - 1) + 1)
+            items.append((bytes(buf[p : p + ULID_LEN]), bytes(buf[ls : ls + ULID_LEN]), i, ("p", p, q)))
+            p = q
+        _release(buf, n)  # the probes' readahead maps most of a sequential mapping
+    items.sort(key=lambda t: (t[0], t[1], t[2]))
+    runs: list[list[tuple[int, tuple]]] = []
+    hi = b""
+    for first, last, i, what in items:
+        if runs and first <= hi:
+            runs[-1].append((i, what))
+            hi = max(hi, last)
+        else:
+            runs.append([(i, what)])
+            hi = last
+    for run in runs:
+        if len(run) == 1 and run[0][1][0] == "z":
+            i, (_, blk, blk_level) = run[0]
+            if blk_level >= level and blk.rawlen <= writer.target:  # (a bigger block is cut by writing it)
+                writer.copy_block(bufs[i], blk, blk_level)
+                _release(bufs[i], blk.offset + blk.clen)
+                continue
+        per_input: dict[int, list[tuple]] = {}
+        for i, what in run:
+            per_input.setdefault(i, []).append(what)
+        sources = [_read_pieces(bufs[i], whats) for i, whats in sorted(per_input.items())]
+        for piece in merged(sources):
+            writer.write(piece)
+
+
+def _read_pieces(buf, whats: list[tuple]):
+    for what in whats:
+        if what[0] == "p":
+            yield bytes(buf[what[1] : what[2]])
+            _release(buf, what[2])
+            continue
+        blk = what[1]
+        try:
+            data = segfile.decompress_block(buf, blk)
+        except Exception as e:  # zstandard.ZstdError, FormatError: damaged since validated
+            raise SegmentError(str(e)) from None
+        _release(buf, blk.offset + blk.clen)
+        yield data
+
+
+class Stopped(Exception):
+    """The node is shutting down: a job gives up at its next block (its
+    temporary output is removed; its inputs stay)."""
+
+
+def run_job(
+    store: StoreLog, job: Job, target: int, stats: CompactStats, should_stop: Callable[[], bool] | None = None
+) -> list[Segment]:
+    """Execute one job (blocking; run it in a worker thread). ``should_stop``
+    is asked at every block; when it says so the job is abandoned (Stopped)."""
+    writer = _Writer(store, target, job.topic, job.level, job.block_size)
+    writer.should_stop = should_stop
     ctxs = [store.fs.map(store.path(s)) for s in job.inputs]
     bufs = []
     try:
@@ -210,21 +468,36 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
             bufs.append(c.__enter__())
         changed = [
             seg for seg, b in zip(job.inputs, bufs, strict=True)
-            if store.modified(seg) or len(b) != seg.size or not len(b) or b[len(b) - 1] != 0x0A
+            if store.modified(seg) or len(b) != seg.size or not len(b)
+            or (not segfile.is_compressed(b[:4]) and b[len(b) - 1] != 0x0A)
         ]
         if changed:
             for seg in changed:
                 store.suspect(seg)  # the scrubber decides; nothing is merged meanwhile
             return []
+        try:
+            sources = [_chunks(store, seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
+        except segfile.FormatError as e:
+            raise SegmentError(str(e)) from None
+        idxs = [store.index(seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
         if job.kind in ("merge", "split"):
-            for piece in iter_merge(bufs, consumed=lambda i, upto: _release(bufs[i], upto)):
-                writer.write(piece)
+            _merge_blocks(writer, bufs, idxs, job.level)
         else:
-            for b in bufs:
-                for piece in iter_merge([b], consumed=lambda _i, upto, b=b: _release(b, upto)):
+            for seg, b, src in zip(job.inputs, bufs, sources, strict=True):
+                idx = store.index(seg, b)
+                if idx is not None and idx.level >= job.level and job.kind == "concat":
+                    for blk in idx.blocks:
+                        writer.copy_block(b, blk, idx.level)
+                        _release(b, blk.offset + blk.clen)
+                    continue
+                for piece in src:
                     writer.write(piece)
+        del sources
         writer.finish()
-    except SegmentError as e:
+    except Stopped:
+        writer.abort()
+        return []
+    except (SegmentError, segfile.FormatError) as e:
         writer.abort()
         for seg in job.inputs:
             store.suspect(seg)
@@ -235,8 +508,12 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
         writer.abort()
         raise
     finally:
+        writer.close()
         for c in ctxs:
-            c.__exit__(None, None, None)
+            try:
+                c.__exit__(None, None, None)
+            except BufferError:
+                pass
     out_names = {s.name for s in writer.done}
     for s in job.inputs:
         if s.name not in out_names:
@@ -245,12 +522,14 @@ def run_job(store: StoreLog, job: Job, target: int, stats: CompactStats) -> list
     stats.merges += job.kind == "merge"
     stats.splits += job.kind == "split"
     stats.concats += job.kind == "concat"
+    stats.recompressions += job.kind == "recompress"
     stats.segments_in += len(job.inputs)
     stats.segments_out += len(writer.done)
     stats.bytes_in += job.size
     out_bytes = sum(s.size for s in writer.done)
     stats.bytes_out += out_bytes
-    stats.duplicates_dropped_bytes += max(0, job.size - out_bytes)
+    raw_in = sum(s.raw_size for s in job.inputs)
+    stats.duplicates_dropped_bytes += max(0, raw_in - sum(s.raw_size for s in writer.done))
     return writer.done
 
 
@@ -275,8 +554,14 @@ class Maintenance:
         purge: float,
         limiter: trio.CapacityLimiter,
         max_disk: int = 0,
+        level: int = COMPACT_LEVEL,
+        cold_level: int = COLD_LEVEL,
+        cold_age: float = COLD_AGE,
     ) -> None:
         self.store = store
+        self.level = level
+        self.cold_level = cold_level
+        self.cold_age = cold_age
         self.target = target_size
         self.retain = retain
         self.purge = purge
@@ -309,11 +594,21 @@ class Maintenance:
                 log.warning("segment %s failed validation: quarantined, good records salvaged", seg.name)
         await trio.to_thread.run_sync(self.retention)
         valid = [s for s in self.store.segments() if s.name in self.store.validated]
-        jobs = plan(valid, self.target, unsplittable=self.unsplittable)
+        jobs = self._plan(valid)
         if not jobs:
             return False
         job = jobs[0]
-        out = await trio.to_thread.run_sync(run_job, self.store, job, self.target, self.stats, limiter=self.limiter)
+        stop = threading.Event()
+        try:
+            # A cold job can run for minutes: on shutdown it is left to stop
+            # at its next block (a crash at any step of a job loses nothing).
+            out = await trio.to_thread.run_sync(
+                run_job, self.store, job, self.target, self.stats, stop.is_set,
+                limiter=self.limiter, abandon_on_cancel=True,
+            )
+        except trio.Cancelled:
+            stop.set()
+            raise
         if job.kind == "split" and len(out) == 1:
             self.unsplittable.add(out[0].name)
         return True
@@ -325,7 +620,14 @@ class Maintenance:
         valid = [s for s in segs if s.name in self.store.validated]
         if len(valid) < len(segs):  # never checked, or suspect (not the periodic re-checks)
             return True
-        return bool(plan(valid, self.target, unsplittable=self.unsplittable))
+        return bool(self._plan(valid))
+
+    def _plan(self, valid: list[Segment]) -> list[Job]:
+        cold_before = ms_floor(int((time.time() - self.cold_age) * 1000)).decode()
+        return plan(
+            valid, self.target, unsplittable=self.unsplittable,
+            level=self.level, cold_level=self.cold_level, cold_before=cold_before,
+        )
 
     def retention(self, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -6,6 +6,12 @@ the work into units (a byte range of one segment, or a group of overlapping
 segments that must be merged and deduplicated), scans them in worker threads in
 parallel (hyperscan releases the GIL while it scans), and emits results in ULID
 order as each unit finishes.
+
+Compressed segments (oklog.store.segfile) are planned by their index: blocks
+outside the time window, and blocks whose trigram bloom rules out the query's
+literal (a substring, or a regex's required literal), are never read. A unit is
+then a run of blocks cut at ULID keys; a worker decompresses each block (zstd
+releases the GIL) and runs the same C scan over it.
 """
 
 from __future__ import annotations
@@ -16,14 +22,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
+import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import close_map
-from oklog.query.engine import Matcher, merge_dedup, record_start_at_or_after, seek
+from oklog.query.engine import (
+    Matcher,
+    Query,
+    merge_dedup,
+    record_start_at_or_after,
+    required_literal,
+    seek,
+)
 from oklog.query.format import MODE_RAW, NATIVE_MODES, apply_chunked
 from oklog.query.params import QueryParams
 from oklog.record import ULID_LEN
+from oklog.store import segfile
 from oklog.store.log import Segment, StoreLog, group_overlapping
+from oklog.store.segfile import Block
 
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent
@@ -31,7 +47,20 @@ IN_FLIGHT = 4  # units scanned ahead of the one being sent
 
 @dataclass
 class Unit:
-    parts: list[tuple[Segment, int, int]]  # (segment, start, end) byte ranges
+    parts: list[tuple[Segment, int, int]]  # (segment, start, end) byte ranges of plain segments
+    blocks: list[tuple[Segment, list[Block]]] = field(default_factory=list)  # of compressed ones
+    # ULID bounds [lo, hi) of a unit cut by keys (one with compressed parts):
+    # plain ranges and blocks are cut to them when scanned. None: parts are exact.
+    keys: tuple[bytes, bytes] | None = None
+
+
+@dataclass
+class Group:
+    """Segments overlapping in time: plain ones as byte ranges, compressed ones
+    as the blocks selected from their index."""
+
+    parts: list[tuple[Segment, int, int]] = field(default_factory=list)
+    blocks: list[tuple[Segment, list[Block]]] = field(default_factory=list)
 
 
 @dataclass
@@ -40,24 +69,31 @@ class Plan:
     so compaction may rename or remove the files meanwhile without the query
     losing or misreading records; ``close`` releases them."""
 
+    lo: bytes = b""
+    hi_excl: bytes = b"~"
     segments: int = 0
-    bytes: int = 0
+    bytes: int = 0  # records' bytes (uncompressed) in the selected ranges and blocks
     bufs: dict[str, object] = field(default_factory=dict)
     # Byte ranges by group of overlapping segments; cut into units only when
     # the plan runs, so statistics (HEAD, -stats) touch no data pages.
-    groups: list[list[tuple[Segment, int, int]]] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    store: StoreLog | None = None
+    blocks_skipped: int = 0  # blocks in the time window ruled out by their bloom
+    damaged: int = 0  # blocks that failed to decompress (their segment is re-checked)
     _units: list[Unit] | None = None
 
     @property
     def units(self) -> list[Unit]:
         if self._units is None:
             self._units = []
-            for parts in self.groups:
-                if len(parts) == 1:
-                    seg, lo, hi = parts[0]
+            for g in self.groups:
+                if g.blocks:
+                    self._units.extend(_split_keyed(self.bufs, g, self.lo, self.hi_excl))
+                elif len(g.parts) == 1:
+                    seg, lo, hi = g.parts[0]
                     self._units.extend(_split(self.bufs[seg.name], seg, lo, hi))
                 else:
-                    self._units.extend(_split_group(self.bufs, parts))
+                    self._units.extend(_split_group(self.bufs, g.parts))
         return self._units
 
     def close(self) -> None:
@@ -83,16 +119,25 @@ def _split(buf, seg: Segment, lo: int, hi: int) -> list[Unit]:
     return units
 
 
+def query_literal(q: Query) -> bytes | None:
+    """A literal every matching line holds (for the blooms), or None."""
+    if not q.q:
+        return None
+    return required_literal(q.q) if q.regex else q.q
+
+
 def plan_query(store: StoreLog, params: QueryParams) -> Plan:
     """Segments and bytes the query would scan, and the units to scan them in."""
-    plan = Plan()
+    plan = Plan(lo=params.lo, hi_excl=params.hi_excl, store=store)
+    literal = query_literal(params.query)
+    lo_key, hi_key = params.lo[:ULID_LEN], params.hi_excl
     try:
         segs = store.overlapping(params.lo, params.hi_excl)
         if params.topic:  # other topics' segments are not even opened
             want = params.topic.decode("latin-1")
             segs = [s for s in segs if not s.topic or s.topic == want]
         for group in group_overlapping(segs):
-            parts = []
+            g = Group()
             for seg in group:
                 if store.modified(seg):
                     continue  # changed on disk: not trusted; quarantined by the scrubber
@@ -101,7 +146,31 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                 except FileNotFoundError:
                     continue  # removed by compaction since the listing; its records are in the outputs
                 n = len(buf)  # type: ignore[arg-type]
-                if n != seg.size or not n or buf[n - 1] != 0x0A:  # type: ignore[index]
+                if n != seg.size or not n:
+                    close_map(buf)
+                    store.suspect(seg)
+                    continue
+                if segfile.is_compressed(buf[:4]):  # type: ignore[index]
+                    try:
+                        idx = store.index(seg, buf)
+                    except segfile.FormatError:
+                        idx = None
+                    if idx is None:
+                        close_map(buf)
+                        store.suspect(seg)
+                        continue
+                    in_time = [b for b in idx.blocks if b.last >= lo_key and b.first < hi_key]
+                    chosen = [b for b in in_time if b.may_contain(literal)]
+                    plan.blocks_skipped += len(in_time) - len(chosen)
+                    if not chosen:
+                        close_map(buf)
+                        continue
+                    plan.bufs[seg.name] = buf
+                    g.blocks.append((seg, chosen))
+                    plan.segments += 1
+                    plan.bytes += sum(b.rawlen for b in chosen)
+                    continue
+                if buf[n - 1] != 0x0A:  # type: ignore[index]
                     # Changed under us (truncated, torn): never serve it; the
                     # scrubber quarantines it and salvages the good records.
                     close_map(buf)
@@ -112,25 +181,76 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                     close_map(buf)
                     continue
                 plan.bufs[seg.name] = buf
-                parts.append((seg, lo, hi))
+                g.parts.append((seg, lo, hi))
                 plan.segments += 1
                 plan.bytes += hi - lo
-            if parts:
-                plan.groups.append(parts)
+            if g.parts or g.blocks:
+                plan.groups.append(g)
     except BaseException:
         plan.close()
         raise
     return plan
 
 
+def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
+    """Units of a group with compressed segments, cut at ULID keys so that each
+    holds about UNIT_BYTES of records: block starts (and, for plain segments,
+    the ULIDs every UNIT_BYTES) are the candidate keys. A block that spans a
+    key is read by both units, each cutting it to its own keys; copies of a
+    record (one ULID) always fall in the same unit."""
+    events: list[tuple[bytes, int]] = []
+    for _seg, blks in g.blocks:
+        events.extend((b.first, b.rawlen) for b in blks)
+    for seg, s, e in g.parts:
+        buf = bufs[seg.name]
+        p = s
+        while p < e:
+            q = record_start_at_or_after(buf, p + UNIT_BYTES, e)
+            events.append((bytes(buf[p : p + ULID_LEN]), q - p))
+            p = q
+    events.sort()
+    lo_key = lo[:ULID_LEN]
+    cuts = [lo_key]
+    acc = 0
+    for i, (key, size) in enumerate(events):
+        if acc >= UNIT_BYTES and key > cuts[-1]:
+            cuts.append(key)
+            acc = 0
+        acc += size
+        del i
+    cuts.append(hi_excl)
+    units = []
+    pos = {seg.name: s for seg, s, _ in g.parts}
+    for klo, khi in zip(cuts, cuts[1:], strict=False):
+        if khi <= klo:
+            continue
+        blocks = []
+        for seg, blks in g.blocks:
+            mine = [b for b in blks if b.first < khi and b.last >= klo]
+            if mine:
+                blocks.append((seg, mine))
+        parts = []
+        for seg, _, e in g.parts:  # plain ranges cut to the keys here (exact, bounded)
+            start = pos[seg.name]
+            end = seek(bufs[seg.name], khi, start, e) if khi < hi_excl else e
+            if end > start:
+                parts.append((seg, start, end))
+            pos[seg.name] = end
+        if blocks or parts:
+            units.append(Unit(parts, blocks, (max(klo, lo), khi)))
+    return units
+
+
 def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     """Scan one unit (in a worker thread); return its matching records in order,
     formatted by ``fmt`` if given. Raw records, lines and ULID+line come straight
     out of the scan of a single segment range (no intermediate copy)."""
-    topics = {seg.topic for seg, _, _ in unit.parts}
+    topics = {seg.topic for seg, _, _ in unit.parts} | {seg.topic for seg, _ in unit.blocks}
     if len(topics) == 1:
         matcher = matcher.without_topic(topics.pop())  # a segment of that topic only: no filter
     mode = NATIVE_MODES.get(fmt)
+    if unit.keys is not None:
+        return _run_keyed(plan, matcher, unit, fmt, mode)
     if mode is not None and len(unit.parts) == 1:
         seg, lo, hi = unit.parts[0]
         buf = plan.bufs[seg.name]
@@ -140,6 +260,52 @@ def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     if mode is not None:  # merged and cut to the output in one pass
         return _fast.merge(_scan_parts(plan, matcher, unit), mode)
     return apply_chunked(fmt, _scan_unit(plan, matcher, unit))
+
+
+def _pieces(plan: Plan, unit: Unit):
+    """Per part of a keyed unit, an iterator of the (buffer, start, end) ranges
+    to scan: plain ranges, and blocks decompressed one at a time (only one
+    block of a part is held while it is scanned), cut to the unit's keys."""
+    assert unit.keys is not None
+    for seg, lo, hi in unit.parts:  # already cut to the keys
+        yield iter([(plan.bufs[seg.name], lo, hi)])
+    for seg, blocks in unit.blocks:
+        yield _blocks(plan, unit, seg, blocks)
+
+
+def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
+    assert unit.keys is not None
+    klo, khi = unit.keys
+    buf = plan.bufs[seg.name]
+    for blk in blocks:
+        try:
+            data = segfile.decompress_block(buf, blk)
+        except (zstandard.ZstdError, segfile.FormatError):
+            plan.damaged += 1
+            if plan.store is not None:
+                plan.store.suspect(seg)  # the scrubber salvages the good blocks
+            continue
+        finally:
+            _release(buf, blk.offset, blk.offset + blk.clen)
+        n = len(data)
+        s = seek(data, klo, 0, n) if blk.first < klo else 0
+        e = seek(data, khi, s, n) if blk.last >= khi[:ULID_LEN] else n
+        if e > s:
+            yield data, s, e
+
+
+def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> bytes:
+    n_parts = len(unit.parts) + len(unit.blocks)
+    if n_parts == 1 and mode is not None:
+        (pieces,) = list(_pieces(plan, unit))
+        return b"".join([matcher.scan_format(b, s, e, mode) for b, s, e in pieces])
+    outs = [b"".join([matcher.scan_format(b, s, e, MODE_RAW) for b, s, e in pieces]) for pieces in _pieces(plan, unit)]
+    outs = [o for o in outs if o]
+    if mode is not None:
+        return _fast.merge(outs, mode) if outs else b""
+    if not outs:
+        return b""
+    return apply_chunked(fmt, outs[0] if len(outs) == 1 else merge_dedup(outs))
 
 
 def _release(buf, lo: int, hi: int) -> None:

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from conftest import OKLOG, NodeProc, wait_for
 
+from oklog.store import segfile
+
 FAST = ["-ingest.segment-flush-age", "0.3s", "-cluster.suspicion-timeout", "2s"]
 
 
@@ -56,7 +58,7 @@ def records_on_disk(node: NodeProc) -> dict[bytes, int]:
         seen: dict[bytes, int] = {}
         try:
             for p in (node.workdir / "store").glob("*.seg"):
-                for rec in p.read_bytes().split(b"\n")[:-1]:
+                for rec in segfile.decode(p.read_bytes()).split(b"\n")[:-1]:
                     seen[rec[:26]] = 1
             return seen
         except FileNotFoundError:

@@ -103,7 +103,7 @@ class Node:
     def wait_stored(self, nbytes: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.state()["pipeline"]["store"]["bytes"] >= nbytes:
+            if self.state()["pipeline"]["store"]["records_bytes"] >= nbytes:  # "bytes" is on disk, compressed
                 return
             time.sleep(0.1)
         raise TimeoutError(f"store did not reach {nbytes} bytes")
