@@ -147,7 +147,8 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
           help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
     _flag(p, "ingest.max-connections", type=int, default=0, help="refuse producer connections above this (0: no limit)")
     _flag(p, "ingest.drain-timeout", type=_duration, default=10.0, help="on SIGTERM, serve /ingest/* this long for the store tier to drain")
-    _flag(p, "query.member-timeout", type=_duration, default=15.0, help="per-member timeout of a fanned-out query")
+    _flag(p, "query.member-timeout", type=_duration, default=5.0, help="a store member that has not begun to answer a fanned-out query by then is reported missing (partial answer)")
+    _flag(p, "query.max-concurrent", type=int, default=16, help="concurrent /store/query requests; more get 429 (0: no limit)")
     _flag(p, "ingest.syslog", default="", help="syslog listen address, TCP and UDP (RFC 5424/3164; off by default)")
     _flag(p, "ingest.syslog-topic", default="syslog", help="topic of syslog records")
     _flag(p, "ingest.topic", default="default",
@@ -232,6 +233,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         max_connections=ns.ingest_max_connections,
         drain_timeout=ns.ingest_drain_timeout,
         member_timeout=ns.query_member_timeout,
+        max_queries=ns.query_max_concurrent,
         ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,

@@ -66,7 +66,8 @@ class NodeConfig:
     max_disk_usage: int = 0  # 0: no cap
     max_connections: int = 0  # 0: unlimited
     drain_timeout: float = 10.0
-    member_timeout: float = 15.0
+    member_timeout: float = 5.0
+    max_queries: int = 16  # concurrent /store/query requests (0: no limit)
     advertise_host: str = ""
     node_id: str = ""
     cluster_key: str = ""  # key file: gossip sealed with AES-GCM (oklog.cluster.keyring)

@@ -49,7 +49,7 @@ from oklog.metrics import Metrics, metrics_router, observe_queries
 from oklog.store.api import LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
-from oklog.store.coordinator import Coordinator, StoreMember
+from oklog.store.coordinator import Coordinator, StoreMember, observe_gossip
 from oklog.store.log import StoreLog
 from oklog.stream import Tap, cluster_stream_handler, ingest_stream_handler
 
@@ -264,6 +264,8 @@ class Node:
             pipeline["queries"] = {
                 "total": self.coordinator.queries,
                 "partial": self.coordinator.partial,
+                "running": self.coordinator.running,
+                "rejected": self.coordinator.rejected,
                 "read_repairs": self.coordinator.read_repairs,
                 "read_repair_records": self.coordinator.read_repair_records,
             }
@@ -325,6 +327,9 @@ class Node:
                 client,
                 cfg.member_timeout,
                 cfg.replication_factor,
+                view=lambda: observe_gossip(self.gossip.members()) if self.gossip is not None else None,
+                assured=lambda: self.consumer is not None and self.consumer.strict,
+                max_queries=cfg.max_queries,
             )
             async with trio.open_nursery() as nursery:
                 self.coordinator.spawn = nursery.start_soon
@@ -375,6 +380,7 @@ class Node:
                 ingest_scope.cancel()
                 await self._drain()
                 with trio.move_on_after(2):
+                    self.gossip.set_meta(self.meta())  # what it holds as it leaves
                     await self.gossip.leave()
                 gossip_scope.cancel()
                 nursery.cancel_scope.cancel()

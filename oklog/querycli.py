@@ -11,7 +11,9 @@ there in large writes, a chunk at a time: no per-line work, no copies. The
 node formats the records (in parallel, off this process); we only copy.
 Statistics go to stderr with ``-v`` (or alone with ``-stats``, via HEAD).
 Exit status: 0 ok, 1 error (including a response cut short: the output is then
-truncated, after the last whole chunk received), 3 partial result (206).
+truncated, after the last whole chunk received), 3 results may be incomplete
+(206: a store member that may hold records did not answer; one line on stderr
+names them).
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ def resolve_time(text: str, now: float | None = None) -> str | None:
     (``2026-11-23T22:23:07.498Z``).
     """
     t = text.strip()
-    if not t or t == "now":
+    if not t or t.lower() == "now":
         return None
     try:
         ago = parse_duration(t)
     except ValueError:
+        if not _looks_like_time(t):
+            raise ValueError(f"{text!r} is not a time: {TIME_HINT}") from None
         return t  # RFC 3339 or ULID; the node validates it
     now = time.time() if now is None else now
     ms = round((now - ago) * 1e6) // 1000  # to the microsecond first, as datetime did
@@ -56,17 +60,33 @@ def resolve_time(text: str, now: float | None = None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ms:03d}Z"
 
 
+TIME_HINT = "use a duration ago (30s, 5m, 1h30m, 2d), an RFC 3339 time (2026-11-23T10:00:00Z), a ULID, or now"
+_CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyzOoIiLl")
+
+
+def _looks_like_time(t: str) -> bool:
+    """An RFC 3339 time or a ULID in shape (the node checks it fully)."""
+    if len(t) == 26 and all(c in _CROCKFORD for c in t):
+        return True
+    return len(t) >= 10 and t[:4].isdigit() and t[4] == "-" and t[5:7].isdigit() and t[7] == "-"
+
+
 def build_params(ns) -> dict[str, str]:
     params: dict[str, str] = {"q": ns.q, "regex": "true" if ns.regex else "false"}
     if getattr(ns, "topic", ""):
         params["topic"] = ns.topic
-    f = resolve_time(getattr(ns, "from"))
-    if f:
-        params["from"] = f
-    t = resolve_time(ns.to)
-    if t:
-        params["to"] = t
+    for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
+        try:
+            v = resolve_time(value)
+        except ValueError as e:
+            raise UsageError(f"-{flag} {e}") from None
+        if v:
+            params[flag] = v
     return params
+
+
+class UsageError(Exception):
+    """A flag value the command cannot use; the message says what would do."""
 
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -89,7 +109,46 @@ def print_stats(headers, out) -> None:
             print(f"{k[len('x-oklog-'):].replace('-', ' ').lower()}: {v}", file=out)
 
 
+def completeness_note(resp: Response) -> str | None:
+    """One line about store members that did not answer, or None.
+
+    On a 206 the results may be incomplete; on a 200 that names missing
+    members, the others are known to hold every record (replication)."""
+    errors = resp.getheader("x-oklog-errors") or ""
+    if resp.status != 206 and not errors:
+        return None
+    count = resp.getheader("x-oklog-error-count") or ""
+    total = resp.getheader("x-oklog-store-members") or ""
+    n = int(count) if count.isdigit() else 0
+    if n and total.isdigit():
+        who = f"{n} of {total} store members down"
+    elif n:
+        who = f"{n} store member{'s' if n != 1 else ''} down"
+    else:
+        who = "some store members did not answer"
+    detail = f": {errors}" if errors else ""
+    if resp.status == 206:
+        return f"results may be incomplete: {who}{detail}"
+    return f"note: {who}{detail}; the others hold every record (replication)"
+
+
+def describe_os_error(e: OSError, timeout: float | None) -> str:
+    """An OSError as a person reads it: no Python repr."""
+    if isinstance(e, TimeoutError) or type(e).__name__ == "timeout":
+        return f"no answer within {timeout:g}s (-timeout)" if timeout else "timed out"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host name ({e.strerror or e})"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (is an oklog node listening there?)"
+    text = e.strerror or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
 # -- a minimal HTTP/1.1 client -------------------------------------------------------------
+
+
+def _shown(line: bytes) -> str:
+    return _printable(line[:200].decode("latin-1"))
 
 
 class ResponseError(Exception):
@@ -156,14 +215,14 @@ class Response:
         version, _, rest = lines[0].partition(b" ")
         code, _, reason = rest.partition(b" ")
         if not version.startswith(b"HTTP/") or len(code) != 3 or not code.isdigit():
-            raise ResponseError(f"bad status line {lines[0][:200]!r}")
+            raise ResponseError(f"bad status line: {_shown(lines[0])}")
         self.status = int(code)
         self.reason = reason.decode("latin-1").strip()
         headers = []
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
-                raise ResponseError(f"bad header line {line[:200]!r}")
+                raise ResponseError(f"bad header line: {_shown(line)}")
             headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
         self.headers = headers
 
@@ -186,9 +245,9 @@ class Response:
             try:
                 length = int(cl)
             except ValueError:
-                raise ResponseError(f"bad Content-Length {cl!r}") from None
+                raise ResponseError(f"bad Content-Length: {_printable(cl)[:200]}") from None
             if length < 0:
-                raise ResponseError(f"bad Content-Length {cl!r}")
+                raise ResponseError(f"bad Content-Length: {_printable(cl)[:200]}")
             self._copy_exactly(length, sink)
             return
         self._copy_to_eof(sink)
@@ -233,7 +292,7 @@ class Response:
         self.pos = i + 1
         size = line.split(b";", 1)[0].strip()  # drops chunk extensions and the CR
         if not size or size.strip(_HEX) or len(size) > 15:
-            raise ResponseError(f"bad chunk size line {line[:200]!r}")
+            raise ResponseError(f"bad chunk size line: {_shown(line)}")
         return int(size, 16)
 
     def _copy_chunked(self, sink) -> None:
@@ -278,7 +337,11 @@ def request(
 def query_main(ns, out=None, err=None) -> int:
     out_fd = out if out is not None else sys.stdout.fileno()
     err = err or sys.stderr
-    params = build_params(ns)
+    try:
+        params = build_params(ns)
+    except UsageError as e:
+        print(f"oklog query: {e}", file=err)
+        return 1
     params["format"] = format_name(ns.ulid, ns.time, ns.json)
     host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
     path = "/store/query?" + urlencode(params)
@@ -293,20 +356,20 @@ def query_main(ns, out=None, err=None) -> int:
                 resp = request(host, port, "GET", path, timeout)  # HEAD has no body to show
                 return _fail(resp, err)
             print_stats(resp.headers, sys.stdout)
-            return 3 if resp.status == 206 else 0
+            resp.sock.close()
+            _print_ingest_waiting(host, port, timeout, sys.stdout)
+            return _note(resp, err)
         resp = request(host, port, "GET", path, timeout)
         if resp.status >= 400:
             return _fail(resp, err)
         resp.copy_body(lambda view: _write(out_fd, view))
         if ns.v:
             print_stats(resp.headers, err)
-        if resp.status == 206:
-            print("oklog query: partial result (some nodes failed)", file=err)
-            return 3
+        return _note(resp, err)
     except BrokenPipeError:
         raise  # the reader went away (| head): the CLI exits quietly
     except OSError as e:
-        print(f"oklog query: {where}: {e!r}", file=err)
+        print(f"oklog query: {where}: {describe_os_error(e, timeout)}", file=err)
         return 1
     except ResponseError as e:
         print(f"oklog query: {where}: {e}", file=err)
@@ -317,10 +380,49 @@ def query_main(ns, out=None, err=None) -> int:
     return 0
 
 
+def _note(resp: Response, err) -> int:
+    note = completeness_note(resp)
+    if note:
+        print(f"oklog query: {note}", file=err)
+    return 3 if resp.status == 206 else 0
+
+
 def _fail(resp: Response, err) -> int:
     body = resp.read().decode("utf-8", "replace").strip()
-    print(f"oklog query: {resp.status}: {body}", file=err)
+    print(f"oklog query: {resp.status}: {_printable(body)}", file=err)
     return 1
+
+
+def _printable(text: str) -> str:
+    """Remote text on one terminal line: control bytes shown as spaces."""
+    return "".join(c if c >= " " and c != "\x7f" else " " for c in text)
+
+
+def _print_ingest_waiting(host: str, port: int, timeout: float | None, out) -> None:
+    """``-stats``: records still in the node's ingest tier are not queryable
+    yet; say how much is waiting there (from ``/cluster/state``), if it tells."""
+    try:
+        resp = request(host, port, "GET", "/cluster/state", timeout or 5.0)
+        try:
+            body = resp.read() if resp.status == 200 else b""
+        finally:
+            resp.sock.close()
+        import json
+
+        st = json.loads(body)
+        ingest = st["pipeline"]["ingest"]
+        segs, sizes = ingest["segments"], ingest["bytes"]
+        active = int(segs.get("active", 0))
+        closed = int(segs.get("flushed", 0)) + int(segs.get("pending", 0))
+        nbytes = int(sizes.get("flushed", 0)) + int(sizes.get("pending", 0))
+    except (OSError, ResponseError, ValueError, KeyError, TypeError, AttributeError):
+        return  # not an ingest node, or an older one: nothing to add
+    # Active segments' sizes are not tracked until they are flushed.
+    print(
+        f"ingest waiting: {active} segments being written, {closed} flushed ({nbytes} bytes)"
+        f" on {st.get('self', host)} (not yet queryable)",
+        file=out,
+    )
 
 
 def _write(fd, data) -> None:

@@ -240,7 +240,35 @@ def test_206_is_exit_3_with_stats_on_v(tmp_path):
     ])
     code, out, err = run(s, tmp_path, "-v")
     assert code == 3 and out == b"some\n"
-    assert err == "nodes queried: 2\nerror count: 1\noklog query: partial result (some nodes failed)\n"
+    assert err == "nodes queried: 2\nerror count: 1\noklog query: results may be incomplete: 1 store member down\n"
+
+
+def test_206_warning_names_the_missing_members_on_one_line(tmp_path):
+    s = Server([
+        head(
+            "206 Partial Content",
+            "X-Oklog-Error-Count: 2",
+            "X-Oklog-Store-Members: 3",
+            "X-Oklog-Errors: n1: dead; n2: no answer within 5s",
+            CHUNKED,
+        ),
+        chunk(b"some\n"),
+        LAST,
+    ])
+    code, out, err = run(s, tmp_path)
+    assert (code, out) == (3, b"some\n")
+    assert err == "oklog query: results may be incomplete: 2 of 3 store members down: n1: dead; n2: no answer within 5s\n"
+
+
+def test_200_naming_missing_members_is_a_note_and_exit_0(tmp_path):
+    s = Server([
+        head("200 OK", "X-Oklog-Error-Count: 1", "X-Oklog-Store-Members: 3", "X-Oklog-Errors: n1: dead", CHUNKED),
+        chunk(b"all\n"),
+        LAST,
+    ])
+    code, out, err = run(s, tmp_path)
+    assert (code, out) == (0, b"all\n")
+    assert err == "oklog query: note: 1 of 3 store members down: n1: dead; the others hold every record (replication)\n"
 
 
 def test_400_is_exit_1_with_the_body(tmp_path):
@@ -279,7 +307,7 @@ def test_stats_error_fetches_the_body_with_get(tmp_path):
     body = b"bad time 'x'\n"
     cl = f"Content-Length: {len(body)}"
     s = Server([head("400 ", cl)], [head("400 ", cl) + body])
-    code, out, err = run(s, tmp_path, "-stats", "-from", "x")
+    code, out, err = run(s, tmp_path, "-stats", "-from", "2026-13-45T00:00:00Z")
     assert (code, err) == (1, "oklog query: 400: bad time 'x'\n")
     assert s.requests[0].startswith(b"HEAD ") and s.requests[1].startswith(b"GET ")
 
@@ -290,7 +318,9 @@ def test_connection_refused(tmp_path):
     ns = query_parser().parse_args(["-store", f"127.0.0.1:{port}"])
     err = io.StringIO()
     assert query_main(ns, out=io.BytesIO(), err=err) == 1
-    assert err.getvalue() == f"oklog query: http://127.0.0.1:{port}/store/query: ConnectionRefusedError(111, 'Connection refused')\n"
+    assert err.getvalue() == (
+        f"oklog query: http://127.0.0.1:{port}/store/query: connection refused (is an oklog node listening there?)\n"
+    )
 
 
 def test_timeout(tmp_path):
@@ -298,7 +328,27 @@ def test_timeout(tmp_path):
         ns = query_parser().parse_args(["-store", f"127.0.0.1:{srv.getsockname()[1]}", "-timeout", "0.2s"])
         err = io.StringIO()
         assert query_main(ns, out=io.BytesIO(), err=err) == 1
-    assert "TimeoutError" in err.getvalue()
+    assert err.getvalue().endswith("/store/query: no answer within 0.2s (-timeout)\n")
+
+
+@pytest.mark.parametrize("value", ["x", "5x", "yesterday", "10 minutes"])
+def test_bad_time_is_refused_with_a_hint_listing_durations(value):
+    ns = query_parser().parse_args(["-store", "127.0.0.1:1", "-from", value])
+    err = io.StringIO()
+    assert query_main(ns, out=io.BytesIO(), err=err) == 1
+    msg = err.getvalue()
+    assert msg.startswith(f"oklog query: -from '{value}' is not a time: use a duration ago (30s, 5m,")
+    assert "RFC 3339" in msg and "ULID" in msg and msg.count("\n") == 1
+
+
+def test_remote_error_text_is_shown_without_reprs_or_control_bytes(tmp_path):
+    body = b"bad\r\nthing\x1b[2J\n"
+    s = Server([head("400 ", f"Content-Length: {len(body)}"), body])
+    code, out, err = run(s, tmp_path)
+    assert (code, err) == (1, "oklog query: 400: bad  thing [2J\n")
+    s = Server([b"HTTP/1.1 2x0 OK\r\n\r\n"])
+    code, out, err = run(s, tmp_path)
+    assert code == 1 and "b'" not in err and "bad status line: HTTP/1.1 2x0 OK" in err
 
 
 def test_file_like_output(tmp_path):

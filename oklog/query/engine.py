@@ -50,6 +50,7 @@ def _re2_options() -> re2.Options:
     opts = re2.Options()
     opts.encoding = re2.Options.Encoding.LATIN1  # bytes in, byte semantics
     opts.max_mem = 64 << 20
+    opts.log_errors = False  # a user's bad pattern is a 400, not a line in the node's log
     return opts
 
 
@@ -196,7 +197,10 @@ class Matcher:
             try:
                 self._verify = re2.compile(q, _re2_options())
             except re2.error as e:
-                raise QueryError(f"invalid regex: {e}") from None
+                why = e.args[0] if e.args else e
+                if isinstance(why, bytes):
+                    why = why.decode("latin-1")
+                raise QueryError(f"invalid regex: {why}") from None
             if self._verify.search(b"") is not None:
                 self.match_all = True  # matches the empty line, hence every line
                 return

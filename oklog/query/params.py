@@ -52,6 +52,7 @@ def parse_time_ms(text: str) -> int:
     except ValueError:
         raise QueryError(
             f"bad time {text!r}: use RFC 3339 (2026-11-23T10:00:00Z) or a ULID"
+            " (oklog query also takes a duration ago: 30s, 5m, 1h30m, 2d)"
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)

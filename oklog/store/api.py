@@ -14,8 +14,9 @@ import trio
 
 from oklog.http import HTTPError, Request, Response, Router, Write
 from oklog.query.engine import Matcher, QueryError
-from oklog.query.format import FORMATS
-from oklog.query.params import QueryParams, parse_params
+from oklog.query.format import FORMATS, NATIVE_MODES
+from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_params
+from oklog.record import RecordError, ulid_ms
 from oklog.store.log import SegmentError, StoreLog
 from oklog.store.query import execute, plan_query
 
@@ -43,6 +44,39 @@ def stats_headers(nodes: int, segments: int, size: int, errors: int, started: fl
     }
 
 
+def _rfc3339(ms: int) -> str:
+    """RFC 3339 with nanoseconds' layout, as the original's clients parse it (Go RFC3339Nano)."""
+    sec, rem = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem:03d}Z"
+
+
+def _header_text(text: str) -> str:
+    """A query term echoed in a header: bytes a header cannot carry become %XX."""
+    return "".join(c if 0x20 <= ord(c) < 0x7F and c != "%" else f"%{ord(c) & 0xFF:02X}" for c in text)
+
+
+def param_headers(params: QueryParams, now_ms: int | None = None) -> dict[str, str]:
+    """The query as the node understood it, in the original's ``X-Oklog-From``,
+    ``-To``, ``-Q`` and ``-Regex`` headers (its CLI requires them). An open
+    upper bound reads as the time of the query."""
+    lo = ulid_ms(params.lo)
+    hi = params.hi_excl
+    to = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    try:
+        if len(hi) == 27:  # a ULID bound, inclusive of itself
+            to = ulid_ms(hi[:26])
+        elif hi != MAX_KEY_EXCL:  # a time bound covers its whole millisecond
+            to = max(ulid_ms(hi) - 1, lo)
+    except RecordError:
+        pass  # the very end of ULID time: reads as now
+    return {
+        "X-Oklog-From": _rfc3339(lo),
+        "X-Oklog-To": _rfc3339(to),
+        "X-Oklog-Q": _header_text(params.query.q.decode("latin-1")),
+        "X-Oklog-Regex": "true" if params.query.regex else "false",
+    }
+
+
 def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
     try:
         params = parse_params(req.query)
@@ -51,9 +85,19 @@ def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
         raise HTTPError(400, str(e)) from None
 
 
+GO_CLIENT = "go-http-client/"
+
+
 def parse_format(req: Request):
-    """``format=raw|lines|ulid|time|ulidtime|json`` (default raw: whole records)."""
-    name = req.arg("format", "raw") or "raw"
+    """``format=raw|lines|ulid|time|ulidtime|json`` (default raw: whole records).
+
+    The original OK Log CLI (a Go client that sends no format) reads records
+    as ``ULID SP LINE``, without topics: it gets ``ulid``, so its output is
+    what it always was."""
+    name = req.arg("format")
+    if name is None and req.headers.get("user-agent", "").lower().startswith(GO_CLIENT):
+        name = "ulid"
+    name = name or "raw"
     if name not in FORMATS:
         raise HTTPError(400, f"format={name!r}: use one of {', '.join(FORMATS)}")
     return FORMATS[name]
@@ -67,12 +111,16 @@ async def local_query(
     fmt = parse_format(req)
     plan = await trio.to_thread.run_sync(plan_query, store, params)
     headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+    headers.update(param_headers(params))
     if req.method == "HEAD":
         plan.close()
         return Response(200, headers=headers)
 
     async def stream(write: Write) -> None:
-        await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
+        if fmt in NATIVE_MODES:  # cut to the output by the scan itself
+            await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
+        else:  # formats that grow the data: formatted a piece at a time as it is sent
+            await execute(store, matcher, plan, _formatted(write, fmt), limiter)
 
     return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
@@ -84,6 +132,34 @@ def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
             await write(bytes(view[i : i + STREAM_CHUNK]))
 
     return emit
+
+
+FORMAT_PIECE = 256 << 10
+
+
+def _formatted(write: Write, fmt) -> Callable[[bytes], Awaitable[None]]:
+    """Format and send about ``FORMAT_PIECE`` of records at a time, so a slow
+    reader holds one formatted piece and the scan (a few units ahead) waits
+    for it. On the loop: a piece is about a millisecond of the C helper, and
+    formatting in worker threads spread short-lived buffers over their malloc
+    arenas, which kept them resident."""
+
+    async def emit(data: bytes) -> None:
+        for piece in record_pieces(data, FORMAT_PIECE):
+            await write(fmt(piece))
+
+    return emit
+
+
+def record_pieces(data: bytes, size: int):
+    """``data`` cut after the last record end before every ``size`` bytes."""
+    i = 0
+    while i < len(data):
+        j = data.rfind(b"\n", i, i + size) + 1
+        if j <= i:
+            j = data.find(b"\n", i + size) + 1 or len(data)
+        yield data[i:j]
+        i = j
 
 
 def store_router(

@@ -6,11 +6,13 @@ received" among streams still open — so output is in order and starts before
 the slowest member finishes. Duplicates (the same ULID from several replicas)
 are dropped by the block merge.
 
-Status: every member must answer with headers within the per-member timeout;
-one that errors or times out is counted (``X-Oklog-Error-Count``) and the
-response is 206 Partial Content. A member that fails after streaming began
-aborts the response (the client sees a truncated transfer, never a hang and
-never a silently short 200).
+Status: a member must begin its answer within the per-member deadline; one
+that does not, that errors, or that is skipped after failing repeatedly is
+named in ``X-Oklog-Errors`` together with the members that may hold records
+but cannot be asked (dead, left with data, forgotten by gossip). A member
+that fails after streaming began is dropped if the others are known to hold
+its records; otherwise the response is aborted (the client sees a truncated
+transfer, never a hang and never a silently short 200).
 """
 
 from __future__ import annotations
@@ -77,14 +79,28 @@ class MergeState:
         return b"".join(iter_merge(parts))
 
 
-async def merge_streams(streams: list[trio.MemoryReceiveChannel], emit: Emit, fmt_async) -> None:
-    """Merge sorted record streams (channels of whole-record chunks) in order."""
+READ_AHEAD = 4 << 20  # bytes buffered per member stream beyond what can be emitted
+
+
+async def merge_streams(
+    streams: list[trio.MemoryReceiveChannel],
+    emit: Emit,
+    on_fail: Callable[[int, BaseException], bool] | None = None,
+) -> None:
+    """Merge sorted record streams (channels of whole-record chunks) in order.
+
+    ``emit`` gets raw records; a slow ``emit`` holds the pumps back (each reads
+    at most ``READ_AHEAD`` bytes ahead), which holds back the members' scans.
+    A stream that fails is passed to ``on_fail(index, exc)``: True carries on
+    without it (its records are held elsewhere), False (or no callback) aborts.
+    """
     n = len(streams)
     if n == 0:
         return
     state = MergeState([b""] * n, [False] * n)
     wake = trio.Event()
     failures: list[BaseException] = []
+    emitted = trio.Event()
 
     async def pump(i: int, rx: trio.MemoryReceiveChannel) -> None:
         nonlocal wake
@@ -93,11 +109,11 @@ async def merge_streams(streams: list[trio.MemoryReceiveChannel], emit: Emit, fm
                 async for chunk in rx:
                     state.buffers[i] += chunk
                     wake.set()
-                    # Backpressure: don't read far ahead of what can be emitted.
-                    while len(state.buffers[i]) > (16 << 20) and not failures:
-                        await trio.sleep(0.005)
-        except BaseException as e:  # noqa: BLE001 — reported below
-            failures.append(e)
+                    while len(state.buffers[i]) > READ_AHEAD and not failures:
+                        await emitted.wait()
+        except Exception as e:  # noqa: BLE001 — decided below
+            if on_fail is None or not on_fail(i, e):
+                failures.append(e)
         finally:
             state.done[i] = True
             wake.set()
@@ -113,10 +129,204 @@ async def merge_streams(streams: list[trio.MemoryReceiveChannel], emit: Emit, fm
             if all(state.done):
                 out = state.take_upto(None)
                 if out:
-                    await emit(await fmt_async(out))
+                    await emit(out)
                 return
             w = state.watermark()
             if w is not None:
                 out = state.take_upto(w)
                 if out:
-                    await emit(await fmt_async(out))
+                    await emit(out)
+                    emitted.set()
+                    emitted = trio.Event()
+
+
+# -- who may hold records, and who is not answering (pure) ----------------------------
+
+# A member can only hold records ingested while it was alive; ULIDs carry their
+# ingest (or event) time, which may run a little ahead of the clock that saw the
+# member alive.
+CLOCK_SKEW_MS = 5 * 60 * 1000
+REMEMBER = 24 * 3600.0  # how long a store member gossip has forgotten stays known
+MAX_REMEMBERED = 1024
+
+
+def sanitize(text: str, limit: int = 300) -> str:
+    """Remote text made safe for a header value and one terminal line: control
+    bytes (CR, LF, NUL, ...) and non-ASCII become spaces or '?', runs of spaces
+    collapse, and the result is cut to ``limit`` characters."""
+    out = []
+    for ch in text[: limit * 4]:
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F:
+            out.append(" ")
+        elif o > 0x7E:
+            out.append("?")
+        else:
+            out.append(ch)
+    s = " ".join("".join(out).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a person reads it: its message, never its repr."""
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer in time"
+    text = str(exc).strip()
+    return sanitize(text or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One store member as gossip shows it now."""
+
+    id: str
+    api_addr: str | None  # None: this node (queried in-process)
+    state: str  # alive | suspect | dead | left
+    since: float  # wall-clock time of the last state change
+    holds_data: bool  # advertised stored records (True when unknown)
+    stored_bytes: int | None = None
+    is_self: bool = False
+
+
+@dataclass
+class Known:
+    id: str
+    api_addr: str | None
+    state: str  # alive | suspect | dead | left | gone (forgotten by gossip)
+    last_alive: float
+    holds_data: bool
+    stored_bytes: int | None
+    is_self: bool
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A store member that may hold records of the query and is not answering."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Roster:
+    """Store members this node knows, including those gossip has declared dead
+    and, for ``remember`` seconds after they were last alive, those it has
+    forgotten. ``plan`` says which to ask and which are missing."""
+
+    remember: float = REMEMBER
+    known: dict[str, Known] = field(default_factory=dict)
+
+    def observe(self, now: float, members: list[Observed]) -> None:
+        present = set()
+        for m in members:
+            present.add(m.id)
+            k = self.known.get(m.id)
+            alive = m.state in ("alive", "suspect")
+            if k is None:
+                # First seen dead: it was last alive no later than when it died.
+                last = now if alive else m.since
+                k = self.known[m.id] = Known(m.id, m.api_addr, m.state, last, m.holds_data, m.stored_bytes, m.is_self)
+            k.state = m.state
+            if m.api_addr is not None or m.is_self:
+                k.api_addr = m.api_addr
+            k.is_self = m.is_self
+            if alive:
+                k.last_alive = now
+                k.holds_data = m.holds_data
+                k.stored_bytes = m.stored_bytes
+            elif m.state == "left":
+                # A leaving member's last word on what it holds.
+                k.holds_data = m.holds_data
+                k.stored_bytes = m.stored_bytes
+        for k in list(self.known.values()):
+            if k.id in present:
+                continue
+            if k.state in ("alive", "suspect", "dead"):
+                k.state = "gone"
+            if now - k.last_alive > self.remember:
+                del self.known[k.id]
+        if len(self.known) > MAX_REMEMBERED:
+            for k in sorted(self.known.values(), key=lambda k: k.last_alive)[: len(self.known) - MAX_REMEMBERED]:
+                del self.known[k.id]
+
+    def total(self) -> int:
+        return len(self.known)
+
+    def plan(self, lo_ms: int) -> tuple[list[Known], list[Absent]]:
+        """Members to ask, and members that may hold records at or after
+        ``lo_ms`` (ms since the epoch) but cannot be asked."""
+        ask: list[Known] = []
+        absent: list[Absent] = []
+        for k in sorted(self.known.values(), key=lambda k: k.id):
+            if k.is_self or (k.state in ("alive", "suspect") and k.api_addr):
+                ask.append(k)
+                continue
+            if k.state == "left" and not k.holds_data:
+                continue  # left holding nothing (handed off, or never stored)
+            if lo_ms > int(k.last_alive * 1000) + CLOCK_SKEW_MS:
+                continue  # the range starts after it was last alive
+            absent.append(Absent(k.id, self._reason(k)))
+        return ask, absent
+
+    @staticmethod
+    def _reason(k: Known) -> str:
+        if k.state == "left":
+            held = f" holding {k.stored_bytes} bytes" if k.stored_bytes else ""
+            return f"left the cluster{held}"
+        if k.state == "gone":
+            return "dead (no longer in gossip)"
+        if k.state in ("alive", "suspect"):
+            return "no API address advertised"
+        return k.state
+
+
+@dataclass
+class _Health:
+    failures: int = 0
+    skip_until: float = 0.0
+    skip_for: float = 0.0
+    last_error: str = ""
+
+
+@dataclass
+class MemberHealth:
+    """Members whose queries fail ``threshold`` times in a row are skipped for a
+    while (``backoff`` seconds, doubling up to ``max_backoff`` while they keep
+    failing); a success clears the record. Skipped members are reported."""
+
+    threshold: int = 3
+    backoff: float = 15.0
+    max_backoff: float = 300.0
+    members: dict[str, _Health] = field(default_factory=dict)
+
+    def skipped(self, name: str, now: float) -> str | None:
+        h = self.members.get(name)
+        if h is None or now >= h.skip_until:
+            return None
+        return (
+            f"skipped for {h.skip_until - now:.0f}s after {h.failures} failed queries in a row"
+            f" (last: {h.last_error})"
+        )
+
+    def failed(self, name: str, now: float, error: str) -> None:
+        h = self.members.setdefault(name, _Health())
+        h.failures += 1
+        h.last_error = error
+        if h.failures >= self.threshold:
+            h.skip_for = min(self.max_backoff, h.skip_for * 2 if h.skip_for else self.backoff)
+            h.skip_until = now + h.skip_for
+
+    def succeeded(self, name: str) -> None:
+        self.members.pop(name, None)
+
+    def prune(self, names: set[str]) -> None:
+        for n in list(self.members):
+            if n not in names:
+                del self.members[n]
+
+
+def complete_without(missing: int, factor: int, assured: bool) -> bool:
+    """Do the members that answered hold every record although ``missing``
+    members may hold some? Only when every record is known to be written to
+    ``factor`` members (``assured``) and fewer than ``factor`` are missing."""
+    return missing == 0 or (assured and missing < factor)
