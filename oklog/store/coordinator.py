@@ -246,6 +246,8 @@ class Coordinator:
             return await local_query(self.store, self.limiter, req)  # alone: no merge needed
         if not members:
             self.partial += 1
+            if not absent:
+                raise HTTPError(503, "no live store members")
             raise HTTPError(503, "no store member can answer: " + _errors(absent))
         started = time.monotonic()
         qs = member_query_string(req)
