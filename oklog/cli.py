@@ -356,6 +356,8 @@ def query_parser() -> argparse.ArgumentParser:
     _flag(p, "json", action="store_true", help="one JSON object per record")
     _flag(p, "v", action="store_true", help="statistics to stderr")
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
+    _flag(p, "count", action="store_true", help="print the number of matching records (exact, cluster-wide)")
+    _flag(p, "hist", default="", help="matches per time bucket of this step (1m, 1h): bars on a terminal, TIME<TAB>COUNT piped, JSON with -json")
     return p
 
 

@@ -342,6 +342,8 @@ def query_main(ns, out=None, err=None) -> int:
     except UsageError as e:
         print(f"oklog query: {e}", file=err)
         return 1
+    if getattr(ns, "count", False) or getattr(ns, "hist", ""):
+        return hits_main(ns, params, out, err)
     params["format"] = format_name(ns.ulid, ns.time, ns.json)
     host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
     path = "/store/query?" + urlencode(params)
@@ -378,6 +380,53 @@ def query_main(ns, out=None, err=None) -> int:
         if resp is not None:
             resp.sock.close()
     return 0
+
+
+def hits_main(ns, params: dict[str, str], out, err) -> int:
+    """``-count`` / ``-hist STEP``: the answer of ``/store/hits``."""
+    import json
+
+    from oklog.query.count import filled, render_bars, render_tsv
+
+    if ns.hist:
+        params["step"] = ns.hist
+    host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
+    where = f"http://{host}:{port}/store/hits"
+    timeout = ns.timeout or None
+    resp = None
+    try:
+        resp = request(host, port, "GET", "/store/hits?" + urlencode(params), timeout)
+        if resp.status >= 400:
+            return _fail(resp, err)
+        body = resp.read()
+        answer = json.loads(body)
+        if ns.json:
+            text = body.decode()
+        elif not ns.hist:
+            text = f"{answer['total']}\n"
+        else:
+            rows = filled(answer["buckets"], answer["step_ms"])
+            fd = out if isinstance(out, int) else sys.stdout.fileno() if out is None else None
+            if fd is not None and os.isatty(fd):
+                width = os.get_terminal_size(fd).columns
+                text = render_bars(rows, width) + f"total {answer['total']}\n"
+            else:
+                text = render_tsv(rows)
+        _write(out if out is not None else sys.stdout.fileno(), text.encode())
+        if ns.v:
+            print_stats(resp.headers, err)
+        return _note(resp, err)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        print(f"oklog query: {where}: {describe_os_error(e, timeout)}", file=err)
+        return 1
+    except (ResponseError, ValueError, KeyError) as e:
+        print(f"oklog query: {where}: {e}", file=err)
+        return 1
+    finally:
+        if resp is not None:
+            resp.sock.close()
 
 
 def _note(resp: Response, err) -> int:

@@ -125,6 +125,25 @@ async def local_query(
     return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
 
+async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Request) -> Response:
+    """``/store/_hits``: this node's matches as ``ULID LF`` lines in ULID order
+    (see oklog.query.count): what the coordinator merges and counts."""
+    from oklog.query.count import ulid_lines
+
+    started = time.monotonic()
+    params, matcher = parse_request(req)
+    plan = await trio.to_thread.run_sync(plan_query, store, params)
+    headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+
+    async def stream(write: Write) -> None:
+        async def emit(data: bytes) -> None:
+            await _chunked(write)(ulid_lines(data))
+
+        await execute(store, matcher, plan, emit, limiter)
+
+    return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
+
+
 def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
     async def emit(data: bytes) -> None:
         view = memoryview(data)
@@ -169,6 +188,9 @@ def store_router(
 
     async def _query(req: Request) -> Response:
         return await local_query(store, limiter, req)
+
+    async def _hits(req: Request) -> Response:
+        return await local_hits(store, limiter, req)
 
     async def replicate(req: Request) -> Response:
         body = await req.body()
@@ -220,6 +242,7 @@ def store_router(
     r.add("GET", "/store/segment", segment)
     r.add("DELETE", "/store/segment", delete_segment)
     r.add("GET|HEAD", "/store/_query", _query)
+    r.add("GET", "/store/_hits", _hits)
     r.add("GET|HEAD", "/store/query", query_handler or _query)
     r.add("POST", "/store/replicate", replicate)
     return r

@@ -1,0 +1,209 @@
+"""``GET /store/hits``: how many records match, in total and per time bucket,
+cluster-wide and exact.
+
+Members answer ``/store/_hits`` with their matches' ULIDs (``ULID LF`` lines
+in ULID order, 27 bytes a match instead of the record); this node merges the
+streams as it merges records (``fanout.merge_streams``: a ULID held by several
+replicas is kept once) and counts what comes out, so a record counts once
+however many members hold it, and whichever of them answer. Members that do
+not answer are reported exactly as for ``/store/query``: 206 with
+``X-Oklog-Errors`` unless the ones that answered are known to hold every record.
+
+Parameters: those of ``/store/query`` (from, to, q, regex, topic) and ``step``
+(a duration: 1m, 30s, 500ms; absent: the total only).
+Body: ``{"total": N, "step_ms": S, "buckets": [{"time", "ms", "count"}],
+"complete": bool, "errors": "..."}``; buckets are aligned to multiples of the
+step since the epoch, empty ones are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import trio
+
+from oklog.http import HTTPError, Request, Response
+from oklog.query.count import ULID_LINE, Tally
+from oklog.store.api import param_headers, parse_request, stats_headers
+from oklog.store.coordinator import (
+    CHUNK,
+    STREAM_IDLE,
+    Coordinator,
+    StoreMember,
+    _errors,
+    _Failed,
+    _int,
+    _Unwrap,
+    member_query_string,
+)
+from oklog.store.fanout import Absent, complete_without, describe, merge_streams, sanitize
+from oklog.store.query import execute, plan_query
+from oklog.units import parse_duration
+
+log = logging.getLogger("oklog.store.query")
+
+MAX_STEP_BUCKETS = 1_000_000  # a step so small the answer would be enormous is refused
+
+
+def parse_step(text: str | None) -> int:
+    if not text:
+        return 0
+    try:
+        step = parse_duration(text)
+    except ValueError:
+        raise HTTPError(400, f"step={text!r}: use a duration (30s, 1m, 1h, 500ms)") from None
+    ms = round(step * 1000)
+    if ms < 1:
+        raise HTTPError(400, f"step={text!r}: must be at least 1ms")
+    return ms
+
+
+async def cluster_hits(coord: Coordinator, req: Request) -> Response:
+    started = time.monotonic()
+    params, matcher = parse_request(req)  # 400 before any fan-out
+    step = parse_step(req.arg("step"))
+    coord.queries += 1
+    try:
+        members, absent = coord._plan(params.lo)
+    except Exception as e:
+        coord.errors += 1
+        log.exception("hits: reading the store membership failed")
+        raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
+    if not members:
+        coord.partial += 1
+        if not absent:
+            raise HTTPError(503, "no live store members")
+        raise HTTPError(503, "no store member can answer: " + _errors(absent))
+    tally = Tally(step)
+    qs = member_query_string(req)
+    answers = [_Member(m) for m in members]
+    missing = list(absent)
+    async with trio.open_nursery() as nursery:
+        ready = []
+        for a in answers:
+            ev = trio.Event()
+            ready.append(ev)
+            nursery.start_soon(_ask, coord, a, params, matcher, qs, ev)
+        for ev in ready:
+            await ev.wait()
+        streaming = [a for a in answers if a.rx is not None]
+
+        def on_fail(i: int, exc: BaseException) -> bool:
+            streaming[i].error = describe(exc)
+            return True  # counted below as missing: the status says what it means
+
+        async def emit(data: bytes) -> None:
+            tally.add(data)
+
+        await merge_streams([a.rx for a in streaming], emit, on_fail)
+    now = time.monotonic()
+    for a in answers:
+        if a.member.api_addr is not None:
+            if a.error:
+                coord.health.failed(a.member.name, now, a.error)
+            else:
+                coord.health.succeeded(a.member.name)
+        if a.error:
+            log.warning("hits: member %s failed: %s", a.member.name, a.error)
+            missing.append(Absent(a.member.name, a.error))
+    complete = complete_without(len(missing), coord.factor, coord.assured())
+    headers = stats_headers(
+        len(answers), sum(a.segments for a in answers), sum(a.size for a in answers), len(missing), started
+    )
+    headers.update(param_headers(params))
+    headers["X-Oklog-Store-Members"] = str(max(coord.roster.total(), len(members)))
+    body = tally.as_dict()
+    body["complete"] = complete
+    if missing:
+        headers["X-Oklog-Errors"] = body["errors"] = _errors(missing)
+        headers["X-Oklog-Complete"] = "true" if complete else "false"
+    status = 200 if complete else 206
+    if not complete:
+        coord.partial += 1
+    if all(a.error for a in answers):
+        raise HTTPError(502, "no store member answered: " + _errors(missing))
+    resp = Response.json(body, status)
+    resp.headers.update(headers)
+    return resp
+
+
+class _Member:
+    def __init__(self, member: StoreMember) -> None:
+        self.member = member
+        self.segments = 0
+        self.size = 0
+        self.error = ""
+        self.rx: _Unwrap | None = None
+
+
+async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: trio.Event) -> None:
+    tx, rx = trio.open_memory_channel(1)
+    try:
+        if a.member.api_addr is None:
+            assert coord.store is not None
+            store = coord.store
+            plan = await trio.to_thread.run_sync(plan_query, store, params)
+            a.segments, a.size = plan.segments, plan.bytes
+            a.rx = _Unwrap(rx)
+            ready.set()
+            from oklog.query.count import ulid_lines
+
+            async def send(chunk: bytes) -> None:
+                await tx.send(ulid_lines(chunk))
+
+            await execute(store, matcher, plan, send, coord.limiter)
+        else:
+            await _remote(coord, a, qs, ready, tx, rx)
+    except Exception as e:
+        if not ready.is_set():
+            a.error = describe(e)
+            a.rx = None
+        else:
+            with trio.move_on_after(STREAM_IDLE):
+                try:
+                    await tx.send(_Failed(e))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+    finally:
+        ready.set()
+        await tx.aclose()
+
+
+async def _remote(coord: Coordinator, a: _Member, qs: str, ready: trio.Event, tx, rx) -> None:
+    url = f"http://{a.member.api_addr}/store/_hits?{qs}"
+    timeout = httpx.Timeout(STREAM_IDLE, connect=coord.member_timeout)
+    try:
+        with trio.fail_after(coord.member_timeout):
+            resp = await coord.client.send(coord.client.build_request("GET", url, timeout=timeout), stream=True)
+    except trio.TooSlowError:
+        raise RuntimeError(f"no answer within {coord.member_timeout:g}s") from None
+    try:
+        if resp.status_code != 200:
+            text = b""
+            with trio.move_on_after(coord.member_timeout):
+                async for chunk in resp.aiter_raw():
+                    text += chunk
+                    if len(text) >= 1024:
+                        break
+            why = sanitize(text[:1024].decode("utf-8", "replace"), 200)
+            raise RuntimeError(f"{resp.status_code} {why}".strip())
+        a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
+        a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
+        a.rx = _Unwrap(rx)
+        ready.set()
+        rest = b""
+        async for chunk in resp.aiter_raw(CHUNK):
+            data = rest + chunk if rest else chunk
+            cut = len(data) - len(data) % ULID_LINE
+            if cut:
+                whole = data[:cut]
+                if whole[ULID_LINE - 1 :: ULID_LINE].count(b"\n") != cut // ULID_LINE:
+                    raise RuntimeError("its answer is not ULID lines")
+                await tx.send(whole)
+            rest = data[cut:]
+        if rest:
+            raise RuntimeError("its answer ended mid-line")
+    finally:
+        await resp.aclose()
