@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-
 from functools import cache
 
 import numpy as np
