@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import httpx
 import trio
@@ -135,7 +136,7 @@ class _Member:
         self.segments = 0
         self.size = 0
         self.error = ""
-        self.rx: _Unwrap | None = None
+        self.rx: Any = None  # an _Unwrap of the chunk channel once the member answers
 
 
 async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: trio.Event) -> None:
