@@ -342,19 +342,32 @@ def cmd_forward(argv: list[str]) -> int:
     )
 
 
+class _VerboseOrTerm(argparse.Action):
+    """``-v TERM`` excludes TERM, as grep's -v; a bare ``-v`` is the original
+    CLI's verbose flag (statistics to stderr)."""
+
+    def __call__(self, parser, ns, values, option_string=None) -> None:
+        if values is None:
+            ns.v = True
+        else:
+            ns.without = [*ns.without, values]
+
+
 def query_parser() -> argparse.ArgumentParser:
     p = _parser("oklog query", "Query the cluster; matching records to stdout.")
     _flag(p, "store", default="localhost:7650", help="store node API address")
     _flag(p, "from", default="1h", help="from: duration ago (5m), RFC 3339 time or ULID")
     _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
-    _flag(p, "q", default="", help="query: substring, or regex with -regex")
+    _flag(p, "q", action="append", default=[], help="query: substring, or regex with -regex; repeat it: every term must match")
     _flag(p, "regex", type=_bool, nargs="?", const=True, default=False, help="q is a regular expression (RE2 syntax)")
+    _flag(p, "i", action="store_true", help="case-insensitive terms")
     _flag(p, "topic", default="", help="only records of this topic")
     _flag(p, "stats", action="store_true", help="print statistics only, scanning nothing")
     _flag(p, "ulid", action="store_true", help="print each record's ULID")
     _flag(p, "time", action="store_true", help="print each record's time")
     _flag(p, "json", action="store_true", help="one JSON object per record")
-    _flag(p, "v", action="store_true", help="statistics to stderr")
+    _flag(p, "v", action=_VerboseOrTerm, nargs="?", default=False, help="-v TERM (repeatable): records whose line holds TERM do not match; -v alone: statistics to stderr")
+    p.set_defaults(without=[])
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
     _flag(p, "count", action="store_true", help="print the number of matching records (exact, cluster-wide)")
     _flag(p, "hist", default="", help="matches per time bucket of this step (1m, 1h): bars on a terminal, TIME<TAB>COUNT piped, JSON with -json")

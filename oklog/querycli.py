@@ -71,8 +71,13 @@ def _looks_like_time(t: str) -> bool:
     return len(t) >= 10 and t[:4].isdigit() and t[4] == "-" and t[5:7].isdigit() and t[7] == "-"
 
 
-def build_params(ns) -> dict[str, str]:
-    params: dict[str, str] = {"q": ns.q, "regex": "true" if ns.regex else "false"}
+def build_params(ns) -> dict[str, str | list[str]]:
+    terms = ns.q if isinstance(ns.q, list) else [ns.q]
+    params: dict[str, str | list[str]] = {"q": terms[0] if len(terms) == 1 else terms or "", "regex": "true" if ns.regex else "false"}
+    if getattr(ns, "i", False):
+        params["i"] = "true"
+    if getattr(ns, "without", None):
+        params["not"] = list(ns.without)
     if getattr(ns, "topic", ""):
         params["topic"] = ns.topic
     for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
@@ -98,9 +103,12 @@ def _quote_plus(text: str) -> str:
     return "".join(chr(b) if b in _SAFE else "+" if b == 0x20 else f"%{b:02X}" for b in os.fsencode(text))
 
 
-def urlencode(params: dict[str, str]) -> str:
-    """``urllib.parse.urlencode`` of the argument bytes, without importing urllib."""
-    return "&".join(f"{_quote_plus(k)}={_quote_plus(v)}" for k, v in params.items())
+def urlencode(params) -> str:
+    """``urllib.parse.urlencode`` of the argument bytes, without importing urllib;
+    a list value repeats its name."""
+    return "&".join(
+        f"{_quote_plus(k)}={_quote_plus(x)}" for k, v in params.items() for x in (v if isinstance(v, list) else [v])
+    )
 
 
 def print_stats(headers, out) -> None:
@@ -382,7 +390,7 @@ def query_main(ns, out=None, err=None) -> int:
     return 0
 
 
-def hits_main(ns, params: dict[str, str], out, err) -> int:
+def hits_main(ns, params: dict, out, err) -> int:
     """``-count`` / ``-hist STEP``: the answer of ``/store/hits``."""
     import json
 

@@ -80,7 +80,12 @@ def param_headers(params: QueryParams, now_ms: int | None = None) -> dict[str, s
 def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
     try:
         params = parse_params(req.query)
-        return params, Matcher(params.query)
+        if len(params.terms) <= 1 and not params.without:
+            return params, Matcher(params.query)
+        from oklog.query.terms import build_matcher
+
+        m = build_matcher(list(params.terms), params.regex, params.icase, list(params.without), params.topic)
+        return params, m  # type: ignore[return-value]  # the scan uses what both offer
     except QueryError as e:
         raise HTTPError(400, str(e)) from None
 

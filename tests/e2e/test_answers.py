@@ -79,6 +79,14 @@ def test_count_and_hist_equal_python_over_the_same_records(node_factory):
     # grep -c over the same lines is the same count
     grep = subprocess.run(["grep", "-c", "-F", "error"], input=b"\n".join(LINES) + b"\n", capture_output=True)
     assert cli(a, "-q", "error", "-count").stdout == grep.stdout
+    # -i, several -q and -v go through the node's parameters the same way
+    data = b"\n".join(LINES) + b"\n"
+    grep_i = subprocess.run(["grep", "-ciF", "error"], input=data, capture_output=True, env={"LC_ALL": "C"})
+    assert cli(a, "-q", "error", "-i", "-count").stdout == grep_i.stdout
+    both = sum(1 for ln in LINES if b"INFO" in ln and b"block" in ln and b"Receiving" not in ln)
+    assert cli(a, "-q", "INFO", "-q", "block", "-v", "Receiving", "-count").stdout == b"%d\n" % both
+    shown = cli(a, "-q", "INFO", "-q", "block", "-v", "Receiving")
+    assert shown.stdout.split(b"\n")[:-1] == [ln for ln in LINES if b"INFO" in ln and b"block" in ln and b"Receiving" not in ln]
     # piped -hist: TIME<TAB>COUNT rows summing to the total, empty buckets included
     total, _ = reference(records, b"INFO", 100)
     h = cli(a, "-q", "INFO", "-hist", "100ms")
