@@ -370,6 +370,10 @@ def query_parser() -> argparse.ArgumentParser:
     p.set_defaults(without=[])
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
     _flag(p, "count", action="store_true", help="print the number of matching records (exact, cluster-wide)")
+    _flag(p, "where", action="append", default=[], help="a condition on a field of JSON or logfmt lines: status>=500, level=error, msg~timeout (= != < <= > >= ~ !~; repeat it: all must hold)")
+    _flag(p, "fields", default="", help="print just these fields (a,b) of JSON or logfmt lines, as logfmt")
+    _flag(p, "by", default="", help="with -count: counts per value of this field (or topic)")
+    _flag(p, "top", type=int, default=0, help="with -by: only the N largest counts")
     _flag(p, "hist", default="", help="matches per time bucket of this step (1m, 1h): bars on a terminal, TIME<TAB>COUNT piped, JSON with -json")
     return p
 

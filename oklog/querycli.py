@@ -78,6 +78,10 @@ def build_params(ns) -> dict[str, str | list[str]]:
         params["i"] = "true"
     if getattr(ns, "without", None):
         params["not"] = list(ns.without)
+    if getattr(ns, "where", None):
+        params["where"] = list(ns.where)
+    if getattr(ns, "fields", ""):
+        params["fields"] = ns.fields
     if getattr(ns, "topic", ""):
         params["topic"] = ns.topic
     for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
@@ -350,7 +354,7 @@ def query_main(ns, out=None, err=None) -> int:
     except UsageError as e:
         print(f"oklog query: {e}", file=err)
         return 1
-    if getattr(ns, "count", False) or getattr(ns, "hist", ""):
+    if getattr(ns, "count", False) or getattr(ns, "hist", "") or getattr(ns, "by", ""):
         return hits_main(ns, params, out, err)
     params["format"] = format_name(ns.ulid, ns.time, ns.json)
     host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
@@ -396,7 +400,12 @@ def hits_main(ns, params: dict, out, err) -> int:
 
     from oklog.query.count import filled, render_bars, render_tsv
 
-    if ns.hist:
+    params.pop("fields", None)
+    if ns.by:
+        params["by"] = ns.by
+        if ns.top:
+            params["top"] = str(ns.top)
+    elif ns.hist:
         params["step"] = ns.hist
     host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
     where = f"http://{host}:{port}/store/hits"
@@ -410,6 +419,8 @@ def hits_main(ns, params: dict, out, err) -> int:
         answer = json.loads(body)
         if ns.json:
             text = body.decode()
+        elif ns.by:
+            text = "".join(f"{_value(v['value'])}\t{v['count']}\n" for v in answer["values"])
         elif not ns.hist:
             text = f"{answer['total']}\n"
         else:
@@ -435,6 +446,11 @@ def hits_main(ns, params: dict, out, err) -> int:
     finally:
         if resp is not None:
             resp.sock.close()
+
+
+def _value(v) -> str:
+    """A -by value on one line: text as is, a missing field as (none)."""
+    return "(none)" if v is None else _printable(str(v))
 
 
 def _note(resp: Response, err) -> int:

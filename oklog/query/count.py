@@ -79,6 +79,13 @@ class Tally:
         for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
             self.buckets[k] = self.buckets.get(k, 0) + c
 
+    def add_by(self, lines: bytes, values: dict) -> None:
+        """``ULID SP VALUE LF`` lines (VALUE a JSON string or null): per value."""
+        for line in lines.split(b"\n")[:-1]:
+            v = line[27:]
+            values[v] = values.get(v, 0) + 1
+            self.total += 1
+
     def as_dict(self) -> dict:
         out: dict = {"total": self.total}
         if self.step_ms:

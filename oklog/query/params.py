@@ -25,6 +25,7 @@ class QueryParams:
     without: tuple[bytes, ...] = ()
     icase: bool = False
     regex: bool = False  # as asked (query.regex is also true for an -i substring)
+    where: tuple[str, ...] = ()  # -where conditions (oklog.query.fields)
 
     def to_args(self) -> dict[str, str]:
         args = {"from": self.lo.decode(), "to_excl": self.hi_excl.decode("latin-1")}
@@ -121,4 +122,7 @@ def parse_params(args: dict[str, list[str]]) -> QueryParams:
             raise QueryError(str(e)) from None
     from oklog.query.terms import term_query
 
-    return QueryParams(lo, hi, term_query(q, regex, icase, topic_b), topic_b, all_q, without, icase, regex)
+    where = tuple(args.get("where", []))
+    if len(where) > MAX_TERMS:
+        raise QueryError(f"{len(where)} where conditions; the limit is {MAX_TERMS}")
+    return QueryParams(lo, hi, term_query(q, regex, icase, topic_b), topic_b, all_q, without, icase, regex, where)

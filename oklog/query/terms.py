@@ -34,14 +34,15 @@ class TermsMatcher:
     """A Matcher for the first term, narrowed by the others. Offers what the
     store's scan uses of a Matcher: ``scan_format`` and ``without_topic``."""
 
-    def __init__(self, first: Matcher, must: list[Matcher], must_not: list[Matcher]) -> None:
+    def __init__(self, first: Matcher, must: list[Matcher], must_not: list[Matcher], where=None) -> None:
         self.first = first
         self.must = must
         self.must_not = must_not
+        self.where = where  # an oklog.query.fields.WhereFilter, last
         self.query = first.query
 
     def without_topic(self, topic: str) -> TermsMatcher:
-        return TermsMatcher(self.first.without_topic(topic), self.must, self.must_not)
+        return TermsMatcher(self.first.without_topic(topic), self.must, self.must_not, self.where)
 
     def scan_format(self, buf, start: int, end: int, mode: int) -> bytes:
         out = self.first.scan_format(buf, start, end, MODE_RAW)
@@ -53,6 +54,8 @@ class TermsMatcher:
             if not out:
                 return b""
             out = _without(out, m.scan(out, 0, len(out)))
+        if self.where is not None and out:
+            out = self.where.apply(out)
         if not out or mode == MODE_RAW:
             return out
         return _fast.format(out, 0, len(out), mode)
@@ -74,12 +77,18 @@ def _without(buf: bytes, ranges: list[tuple[int, int]]) -> bytes:
 
 
 def build_matcher(
-    terms: list[bytes], regex: bool, icase: bool, without: list[bytes], topic: bytes | None
+    terms: list[bytes], regex: bool, icase: bool, without: list[bytes], topic: bytes | None, where=()
 ) -> Matcher | TermsMatcher:
-    """The matcher of a query with these terms (raises QueryError for a bad one)."""
+    """The matcher of a query with these terms and ``-where`` conditions
+    (text); raises QueryError for a bad one."""
     first = Matcher(term_query(terms[0] if terms else b"", regex, icase, topic))
-    if len(terms) <= 1 and not without:
+    if len(terms) <= 1 and not without and not where:
         return first
     must = [Matcher(term_query(t, regex, icase)) for t in terms[1:] if t]
     must_not = [Matcher(term_query(t, regex, icase)) for t in without if t]
-    return TermsMatcher(first, must, must_not)
+    wf = None
+    if where:
+        from oklog.query.fields import WhereFilter, parse_condition
+
+        wf = WhereFilter([parse_condition(w) for w in where])
+    return TermsMatcher(first, must, must_not, wf)

@@ -80,11 +80,13 @@ def param_headers(params: QueryParams, now_ms: int | None = None) -> dict[str, s
 def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
     try:
         params = parse_params(req.query)
-        if len(params.terms) <= 1 and not params.without:
+        if len(params.terms) <= 1 and not params.without and not params.where:
             return params, Matcher(params.query)
         from oklog.query.terms import build_matcher
 
-        m = build_matcher(list(params.terms), params.regex, params.icase, list(params.without), params.topic)
+        m = build_matcher(
+            list(params.terms), params.regex, params.icase, list(params.without), params.topic, params.where
+        )
         return params, m  # type: ignore[return-value]  # the scan uses what both offer
     except QueryError as e:
         raise HTTPError(400, str(e)) from None
@@ -105,6 +107,13 @@ def parse_format(req: Request):
     name = name or "raw"
     if name not in FORMATS:
         raise HTTPError(400, f"format={name!r}: use one of {', '.join(FORMATS)}")
+    fields = req.arg("fields")
+    if fields:  # -fields a,b: the chosen fields of each line, in logfmt
+        from oklog.query.fields import project
+        from oklog.query.format import lines_only
+
+        names = [n.strip() for n in fields.split(",") if n.strip()][:64]
+        return lambda buf: project(lines_only(buf), names)
     return FORMATS[name]
 
 
@@ -134,15 +143,17 @@ async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Reques
     """``/store/_hits``: this node's matches as ``ULID LF`` lines in ULID order
     (see oklog.query.count): what the coordinator merges and counts."""
     from oklog.query.count import ulid_lines
+    from oklog.query.fields import by_lines
 
     started = time.monotonic()
     params, matcher = parse_request(req)
+    by = req.arg("by")
     plan = await trio.to_thread.run_sync(plan_query, store, params)
     headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
 
     async def stream(write: Write) -> None:
         async def emit(data: bytes) -> None:
-            await _chunked(write)(ulid_lines(data))
+            await _chunked(write)(by_lines(data, by) if by else ulid_lines(data))
 
         await execute(store, matcher, plan, emit, limiter)
 

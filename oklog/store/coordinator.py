@@ -88,7 +88,7 @@ class _Answer:
 
 
 def member_query_string(req: Request) -> str:
-    pairs = [(k, v) for k, vs in req.query.items() if k != "format" for v in vs]
+    pairs = [(k, v) for k, vs in req.query.items() if k not in ("format", "fields") for v in vs]
     pairs.append(("format", "raw"))
     return urlencode(pairs, encoding="latin-1")
 

@@ -18,6 +18,7 @@ step since the epoch, empty ones are left out.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -65,6 +66,9 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
     started = time.monotonic()
     params, matcher = parse_request(req)  # 400 before any fan-out
     step = parse_step(req.arg("step"))
+    by = req.arg("by") or ""
+    top = _top(req.arg("top"))
+    values: dict[bytes, int] = {}
     coord.queries += 1
     try:
         members, absent = coord._plan(params.lo)
@@ -96,7 +100,10 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
             return True  # counted below as missing: the status says what it means
 
         async def emit(data: bytes) -> None:
-            tally.add(data)
+            if by:
+                tally.add_by(data, values)
+            else:
+                tally.add(data)
 
         await merge_streams([a.rx for a in streaming], emit, on_fail)
     now = time.monotonic()
@@ -116,6 +123,10 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
     headers.update(param_headers(params))
     headers["X-Oklog-Store-Members"] = str(max(coord.roster.total(), len(members)))
     body = tally.as_dict()
+    if by:
+        ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+        body["by"] = by
+        body["values"] = [{"value": json.loads(v), "count": c} for v, c in ranked[: top or None]]
     body["complete"] = complete
     if missing:
         headers["X-Oklog-Errors"] = body["errors"] = _errors(missing)
@@ -128,6 +139,24 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
     resp = Response.json(body, status)
     resp.headers.update(headers)
     return resp
+
+
+def qs_by(qs: str) -> str:
+    from urllib.parse import parse_qs
+
+    return (parse_qs(qs).get("by") or [""])[-1]
+
+
+def _top(text: str | None) -> int:
+    if not text:
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise HTTPError(400, f"top={text!r}: use a count (0: all)")
+    return n
 
 
 class _Member:
@@ -150,9 +179,12 @@ async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: 
             a.rx = _Unwrap(rx)
             ready.set()
             from oklog.query.count import ulid_lines
+            from oklog.query.fields import by_lines
+
+            by = qs_by(qs)
 
             async def send(chunk: bytes) -> None:
-                await tx.send(ulid_lines(chunk))
+                await tx.send(by_lines(chunk, by) if by else ulid_lines(chunk))
 
             await execute(store, matcher, plan, send, coord.limiter)
         else:
@@ -195,14 +227,17 @@ async def _remote(coord: Coordinator, a: _Member, qs: str, ready: trio.Event, tx
         a.rx = _Unwrap(rx)
         ready.set()
         rest = b""
+        by = bool(qs_by(qs))
         async for chunk in resp.aiter_raw(CHUNK):
             data = rest + chunk if rest else chunk
-            cut = len(data) - len(data) % ULID_LINE
-            if cut:
-                whole = data[:cut]
-                if whole[ULID_LINE - 1 :: ULID_LINE].count(b"\n") != cut // ULID_LINE:
+            if by:  # ULID SP VALUE LF
+                cut = data.rfind(b"\n") + 1
+            else:
+                cut = len(data) - len(data) % ULID_LINE
+                if data[ULID_LINE - 1 : cut : ULID_LINE].count(b"\n") != cut // ULID_LINE:
                     raise RuntimeError("its answer is not ULID lines")
-                await tx.send(whole)
+            if cut:
+                await tx.send(data[:cut])
             rest = data[cut:]
         if rest:
             raise RuntimeError("its answer ended mid-line")

@@ -125,6 +125,8 @@ def test_replicated_records_count_once_and_partial_counts_are_flagged(node_facto
             assert body["total"] == total
             assert {x["ms"]: x["count"] for x in body["buckets"]} == buckets
     assert cli(a, "-q", "error", "-count").stdout == b"%d\n" % reference(records, b"error", 1)[0]
+    by = hits(a, by="topic").json()  # per-value counts are deduplicated the same way
+    assert by["total"] == len(LINES) and sum(v["count"] for v in by["values"]) == len(LINES)
 
     # One of two down with RF 2: still exact, 200, the dead member named.
     b.kill()
@@ -153,3 +155,30 @@ def test_unreplicated_member_down_is_a_partial_count(node_factory):
     assert c.returncode == 3
     assert c.stdout == b"%d\n" % per[a.api]
     assert c.stderr.decode().startswith("oklog query: results may be incomplete: 1 of 2 store members down")
+
+
+def test_where_by_top_and_fields_on_a_node(node_factory):
+    (a,) = cluster(node_factory, 1, 1)
+    rows = []
+    for i in range(3000):
+        lvl = ("info", "warn", "error")[i % 3 if i % 7 else 2]
+        st = (200, 404, 500, 503)[i % 4]
+        rows.append((f'{{"level": "{lvl}", "status": {st}, "i": {i}}}' if i % 2 else f"level={lvl} status={st} i={i}", lvl, st))
+    plain = LINES[:500]
+    data = b"\n".join([r[0].encode() for r in rows] + plain) + b"\n"
+    a.send_fast(data)
+    wait_for(lambda: a.query().content.count(b"\n") == len(rows) + len(plain), timeout=60, what="stored")
+    n = sum(1 for _, lvl, st in rows if st >= 500 and lvl == "error")
+    c = cli(a, "-where", "status>=500", "-where", "level=error", "-count")
+    assert c.returncode == 0, c.stderr
+    assert c.stdout == b"%d\n" % n
+    counts: dict[str, int] = {}
+    for _, lvl, _ in rows:
+        counts[lvl] = counts.get(lvl, 0) + 1
+    top2 = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]  # ties: by value
+    by = cli(a, "-count", "-by", "level", "-top", "2")
+    assert by.stdout.decode() == "".join(f"{k}\t{v}\n" for k, v in top2)
+    t = cli(a, "-count", "-by", "topic")
+    assert t.stdout.split(b"\t")[1] == b"%d\n" % (len(rows) + len(plain))
+    f = cli(a, "-where", "status=404", "-fields", "i,status")
+    assert f.stdout.decode() == "".join(f"i={i} status=404\n" for i, r in enumerate(rows) if r[2] == 404)
