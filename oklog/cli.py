@@ -385,6 +385,19 @@ def cmd_query(argv: list[str]) -> int:
     return query_main(ns)
 
 
+def cmd_topics(argv: list[str]) -> int:
+    p = _parser("oklog topics", "Every topic in the cluster: records, bytes, first and last time.")
+    _flag(p, "store", default="localhost:7650", help="store node API address")
+    _flag(p, "from", default="", help="from: duration ago (5m), RFC 3339 time or ULID (default: the beginning)")
+    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _flag(p, "json", action="store_true", help="the JSON answer of /store/topics")
+    _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
+    ns = p.parse_args(argv)
+    from oklog.querycli import topics_main
+
+    return topics_main(ns)
+
+
 def cmd_stream(argv: list[str]) -> int:
     p = _parser("oklog stream", "Live tail of matching records from the whole cluster.")
     _flag(p, "store", default="localhost:7650", help="any node's API address")
@@ -480,6 +493,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "store": (cmd_role("store"), "run a store node"),
     "forward": (cmd_forward, "forward stdin to ingest nodes"),
     "query": (cmd_query, "query the cluster"),
+    "topics": (cmd_topics, "topics with their records, bytes and first/last time"),
     "stream": (cmd_stream, "live tail of the cluster"),
     "repair": (cmd_repair, "restore the replication factor of a time range"),
     "rebalance": (cmd_rebalance, "even out store disk usage across members"),

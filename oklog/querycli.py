@@ -448,6 +448,50 @@ def hits_main(ns, params: dict, out, err) -> int:
             resp.sock.close()
 
 
+def topics_main(ns, out=None, err=None) -> int:
+    """``oklog topics``: a table of ``/store/topics``."""
+    import json
+
+    err = err or sys.stderr
+    params: dict[str, str] = {}
+    for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
+        try:
+            v = resolve_time(value) if value else None
+        except ValueError as e:
+            print(f"oklog topics: -{flag} {e}", file=err)
+            return 1
+        if v:
+            params[flag] = v
+    host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
+    where = f"http://{host}:{port}/store/topics"
+    timeout = ns.timeout or None
+    resp = None
+    try:
+        resp = request(host, port, "GET", "/store/topics?" + urlencode(params), timeout)
+        if resp.status >= 400:
+            return _fail(resp, err)
+        body = resp.read()
+        if ns.json:
+            text = body.decode()
+        else:
+            rows = [("TOPIC", "RECORDS", "BYTES", "FIRST", "LAST")]
+            for v in json.loads(body)["values"]:
+                rows.append((_value(v["value"]), str(v["count"]), str(v["bytes"]), v["first"], v["last"]))
+            widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            text = "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows)
+        _write(out if out is not None else sys.stdout.fileno(), text.encode())
+        return _note(resp, err)
+    except OSError as e:
+        print(f"oklog topics: {where}: {describe_os_error(e, timeout)}", file=err)
+        return 1
+    except (ResponseError, ValueError, KeyError) as e:
+        print(f"oklog topics: {where}: {e}", file=err)
+        return 1
+    finally:
+        if resp is not None:
+            resp.sock.close()
+
+
 def _value(v) -> str:
     """A -by value on one line: text as is, a missing field as (none)."""
     return "(none)" if v is None else _printable(str(v))

@@ -123,5 +123,6 @@ def test_fields_and_by():
     assert project(lines, ["a", "b.c"]) == b"a=1 b.c=x\na=2\n"
     recs = b"".join(encode_ulid(5, i) + b" top " + ln + b"\n" for i, ln in enumerate(lines.split(b"\n")[:-1]))
     out = by_lines(recs, "a").split(b"\n")[:-1]
-    assert [x[27:] for x in out] == [b'"1"', b'"2"', b"null"]
-    assert [x[27:] for x in by_lines(recs, "topic").split(b"\n")[:-1]] == [b'"top"'] * 3
+    sizes = [len(r) + 1 for r in recs.split(b"\n")[:-1]]
+    assert [x[27:] for x in out] == [b'%d "1"' % sizes[0], b'%d "2"' % sizes[1], b"%d null" % sizes[2]]
+    assert [x[27:].split(b" ")[1] for x in by_lines(recs, "topic").split(b"\n")[:-1]] == [b'"top"'] * 3

@@ -80,10 +80,18 @@ class Tally:
             self.buckets[k] = self.buckets.get(k, 0) + c
 
     def add_by(self, lines: bytes, values: dict) -> None:
-        """``ULID SP VALUE LF`` lines (VALUE a JSON string or null): per value."""
+        """``ULID SP SIZE SP VALUE LF`` lines (VALUE a JSON string or null),
+        in ULID order: per value ``[count, bytes, first ULID, last ULID]``."""
         for line in lines.split(b"\n")[:-1]:
-            v = line[27:]
-            values[v] = values.get(v, 0) + 1
+            size, v = line[27:].split(b" ", 1)
+            ulid = line[:26]
+            got = values.get(v)
+            if got is None:
+                values[v] = [1, int(size), ulid, ulid]
+            else:
+                got[0] += 1
+                got[1] += int(size)
+                got[3] = ulid
             self.total += 1
 
     def as_dict(self) -> dict:

@@ -224,10 +224,11 @@ def project(lines: bytes, names: list[str]) -> bytes:
 
 
 def by_lines(records: bytes, name: str) -> bytes:
-    """``ULID SP VALUE LF`` for every record (VALUE: the field's value as a
-    JSON string, or null): what a member sends for ``-count -by``."""
+    """``ULID SP SIZE SP VALUE LF`` for every record (SIZE: the record's bytes;
+    VALUE: the field's value as a JSON string, or null): what a member sends
+    for ``-count -by`` (and ``oklog topics``)."""
     vals = field_values(records, name)
     out = []
     for rec, v in zip(records.split(b"\n")[:-1], vals, strict=True):
-        out.append(rec[:26] + b" " + json.dumps(v).encode() + b"\n")
+        out.append(b"%s %d %s\n" % (rec[:26], len(rec) + 1, json.dumps(v).encode()))
     return b"".join(out)

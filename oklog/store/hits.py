@@ -27,7 +27,8 @@ import httpx
 import trio
 
 from oklog.http import HTTPError, Request, Response
-from oklog.query.count import ULID_LINE, Tally
+from oklog.query.count import ULID_LINE, Tally, rfc3339
+from oklog.record import ulid_ms
 from oklog.store.api import param_headers, parse_request, stats_headers
 from oklog.store.coordinator import (
     CHUNK,
@@ -62,13 +63,22 @@ def parse_step(text: str | None) -> int:
     return ms
 
 
+async def cluster_topics(coord: Coordinator, req: Request) -> Response:
+    """``GET /store/topics``: every topic with its records, bytes and first and
+    last time, cluster-wide (``/store/hits?by=topic``)."""
+    req.query["by"] = ["topic"]
+    for k in ("step", "top", "where", "not", "i", "q"):
+        req.query.pop(k, None)
+    return await cluster_hits(coord, req)
+
+
 async def cluster_hits(coord: Coordinator, req: Request) -> Response:
     started = time.monotonic()
     params, matcher = parse_request(req)  # 400 before any fan-out
     step = parse_step(req.arg("step"))
     by = req.arg("by") or ""
     top = _top(req.arg("top"))
-    values: dict[bytes, int] = {}
+    values: dict[bytes, list] = {}
     coord.queries += 1
     try:
         members, absent = coord._plan(params.lo)
@@ -124,9 +134,18 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
     headers["X-Oklog-Store-Members"] = str(max(coord.roster.total(), len(members)))
     body = tally.as_dict()
     if by:
-        ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+        ranked = sorted(values.items(), key=lambda kv: (-kv[1][0], kv[0]))
         body["by"] = by
-        body["values"] = [{"value": json.loads(v), "count": c} for v, c in ranked[: top or None]]
+        body["values"] = [
+            {
+                "value": json.loads(v),
+                "count": c,
+                "bytes": size,
+                "first": rfc3339(ulid_ms(first)),
+                "last": rfc3339(ulid_ms(last)),
+            }
+            for v, (c, size, first, last) in ranked[: top or None]
+        ]
     body["complete"] = complete
     if missing:
         headers["X-Oklog-Errors"] = body["errors"] = _errors(missing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -182,3 +183,35 @@ def test_where_by_top_and_fields_on_a_node(node_factory):
     assert t.stdout.split(b"\t")[1] == b"%d\n" % (len(rows) + len(plain))
     f = cli(a, "-where", "status=404", "-fields", "i,status")
     assert f.stdout.decode() == "".join(f"i={i} status=404\n" for i, r in enumerate(rows) if r[2] == 404)
+
+
+def test_topics_cluster_wide_with_replicas(node_factory):
+    a, b = cluster(node_factory, 2, 2)
+    nonblank = [ln for ln in LINES if ln.strip()]
+    per = {"web": nonblank[:3000], "db": nonblank[3000:4000]}
+    for topic, lines in per.items():
+        with httpx.Client() as c:
+            r = c.post(b.url + f"/ingest/jsonline?topic={topic}", content=b"\n".join(lines) + b"\n", timeout=30)
+            assert r.status_code < 300, r.text
+    total = sum(len(v) for v in per.values())
+    wait_for(lambda: a.query().content.count(b"\n") == total, timeout=60, what="stored")
+    records = a.query().content.split(b"\n")[:-1]
+    ref = {}
+    for rec in records:  # topic -> [count, bytes, first ms, last ms], from the records themselves
+        t = rec.split(b" ", 2)[1].decode()
+        x = ref.setdefault(t, [0, 0, ref_ms(rec), 0])
+        x[0] += 1
+        x[1] += len(rec) + 1
+        x[3] = ref_ms(rec)
+    body = httpx.get(a.url + "/store/topics", timeout=60).json()
+    got = {v["value"]: v for v in body["values"]}
+    assert set(got) == set(per)
+    for t, (n, size, first, last) in ref.items():
+        assert (got[t]["count"], got[t]["bytes"]) == (n, size) and n == len(per[t])
+        assert got[t]["first"][:19] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(first // 1000))
+        assert got[t]["last"][:19] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(last // 1000))
+    out = subprocess.run(OKLOG + ["topics", "-store", a.api], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split() for ln in out.stdout.decode().splitlines()]
+    assert rows[0] == ["TOPIC", "RECORDS", "BYTES", "FIRST", "LAST"]
+    assert {r[0]: int(r[1]) for r in rows[1:]} == {"web": 3000, "db": 1000}
