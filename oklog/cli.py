@@ -374,6 +374,9 @@ def query_parser() -> argparse.ArgumentParser:
     _flag(p, "fields", default="", help="print just these fields (a,b) of JSON or logfmt lines, as logfmt")
     _flag(p, "by", default="", help="with -count: counts per value of this field (or topic)")
     _flag(p, "top", type=int, default=0, help="with -by: only the N largest counts")
+    _flag(p, "A", type=int, default=None, help="print N records of the same topic after each match")
+    _flag(p, "B", type=int, default=None, help="print N records of the same topic before each match")
+    _flag(p, "C", type=int, default=None, help="print N records of the same topic before and after each match")
     _flag(p, "hist", default="", help="matches per time bucket of this step (1m, 1h): bars on a terminal, TIME<TAB>COUNT piped, JSON with -json")
     return p
 

@@ -82,6 +82,9 @@ def build_params(ns) -> dict[str, str | list[str]]:
         params["where"] = list(ns.where)
     if getattr(ns, "fields", ""):
         params["fields"] = ns.fields
+    for flag in ("A", "B", "C"):
+        if getattr(ns, flag, None) is not None:
+            params[flag] = str(getattr(ns, flag))
     if getattr(ns, "topic", ""):
         params["topic"] = ns.topic
     for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
@@ -400,7 +403,8 @@ def hits_main(ns, params: dict, out, err) -> int:
 
     from oklog.query.count import filled, render_bars, render_tsv
 
-    params.pop("fields", None)
+    for k in ("fields", "A", "B", "C"):
+        params.pop(k, None)
     if ns.by:
         params["by"] = ns.by
         if ns.top:

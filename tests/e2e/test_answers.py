@@ -126,6 +126,12 @@ def test_replicated_records_count_once_and_partial_counts_are_flagged(node_facto
             assert body["total"] == total
             assert {x["ms"]: x["count"] for x in body["buckets"]} == buckets
     assert cli(a, "-q", "error", "-count").stdout == b"%d\n" % reference(records, b"error", 1)[0]
+    # context: neighbours merged from both replicas, once, as grep prints them
+    data = b"\n".join(LINES) + b"\n"
+    for flag in (["-C", "2"], ["-A", "1"], ["-B", "3"]):
+        want = subprocess.run(["grep", "-F", "".join(flag).replace(" ", ""), "error"], input=data, capture_output=True).stdout
+        got = cli(a, "-q", "error", *flag)
+        assert got.returncode == 0 and got.stdout == want, flag
     by = hits(a, by="topic").json()  # per-value counts are deduplicated the same way
     assert by["total"] == len(LINES) and sum(v["count"] for v in by["values"]) == len(LINES)
 
