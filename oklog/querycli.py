@@ -436,6 +436,8 @@ def hits_main(ns, params: dict, out, err) -> int:
             else:
                 text = render_tsv(rows)
         _write(out if out is not None else sys.stdout.fileno(), text.encode())
+        if answer.get("skipped"):
+            print(f"oklog query: {answer['skipped']} lines holding the -where names were neither JSON nor logfmt (skipped)", file=err)
         if ns.v:
             print_stats(resp.headers, err)
         return _note(resp, err)

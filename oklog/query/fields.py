@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass
 
 import re2
@@ -172,6 +173,8 @@ class WhereFilter:
         lits = sorted({lit for c in conditions for lit in c.literals()}, key=len, reverse=True)
         self.prefilters = [Matcher(Query(lit)) for lit in lits[:3] if lit]
         self.skipped = 0  # candidate lines that were neither JSON nor logfmt
+        self.want_skipped = False  # apply() keeps those lines instead (to count them)
+        self._lock = threading.Lock()
 
     def apply(self, buf: bytes) -> bytes:
         for m in self.prefilters:
@@ -181,13 +184,18 @@ class WhereFilter:
         if not buf:
             return b""
         keep = []
+        skipped = 0
         for rec in buf.split(b"\n")[:-1]:
             fields = parse_fields(_line(rec))
             if fields is None:
-                self.skipped += 1
+                skipped += 1
+                if self.want_skipped:
+                    keep.append(rec)
                 continue
-            if all(c.holds(fields) for c in self.conditions):
+            if not self.want_skipped and all(c.holds(fields) for c in self.conditions):
                 keep.append(rec)
+        with self._lock:  # units are scanned in several threads
+            self.skipped += skipped
         if not keep:
             return b""
         keep.append(b"")

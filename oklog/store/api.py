@@ -15,7 +15,7 @@ import trio
 from oklog.http import HTTPError, Request, Response, Router, Write
 from oklog.query.engine import Matcher, QueryError
 from oklog.query.format import FORMATS, NATIVE_MODES
-from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_params
+from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
 from oklog.record import RecordError, ulid_ms
 from oklog.store.log import SegmentError, StoreLog
 from oklog.store.query import execute, plan_query
@@ -87,6 +87,8 @@ def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
         m = build_matcher(
             list(params.terms), params.regex, params.icase, list(params.without), params.topic, params.where
         )
+        if parse_bool("skipped", req.arg("skipped")) and getattr(m, "where", None) is not None:
+            m.where.want_skipped = True  # type: ignore[union-attr]  # /store/_hits counting skipped lines
         return params, m  # type: ignore[return-value]  # the scan uses what both offer
     except QueryError as e:
         raise HTTPError(400, str(e)) from None

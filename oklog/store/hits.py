@@ -92,30 +92,27 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
             raise HTTPError(503, "no live store members")
         raise HTTPError(503, "no store member can answer: " + _errors(absent))
     tally = Tally(step)
+    req.query.pop("skipped", None)  # the second pass below asks for those
     qs = member_query_string(req)
     answers = [_Member(m) for m in members]
     missing = list(absent)
-    async with trio.open_nursery() as nursery:
-        ready = []
-        for a in answers:
-            ev = trio.Event()
-            ready.append(ev)
-            nursery.start_soon(_ask, coord, a, params, matcher, qs, ev)
-        for ev in ready:
-            await ev.wait()
-        streaming = [a for a in answers if a.rx is not None]
 
-        def on_fail(i: int, exc: BaseException) -> bool:
-            streaming[i].error = describe(exc)
-            return True  # counted below as missing: the status says what it means
+    async def emit(data: bytes) -> None:
+        if by:
+            tally.add_by(data, values)
+        else:
+            tally.add(data)
 
-        async def emit(data: bytes) -> None:
-            if by:
-                tally.add_by(data, values)
-            else:
-                tally.add(data)
-
-        await merge_streams([a.rx for a in streaming], emit, on_fail)
+    await _fan_out(coord, answers, params, matcher, qs, emit)
+    skipped = None
+    if params.where and not by:
+        # Lines that were neither JSON nor logfmt, counted exactly as matches
+        # are: a second pass whose members send the skipped records' ULIDs.
+        skipped = Tally()
+        sk_answers = [_Member(m) for m in members]
+        await _fan_out(coord, sk_answers, params, _skipping(matcher), qs + "&skipped=true", _adder(skipped))
+        for a, b in zip(answers, sk_answers, strict=True):
+            a.error = a.error or b.error
     now = time.monotonic()
     for a in answers:
         if a.member.api_addr is not None:
@@ -146,6 +143,8 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
             }
             for v, (c, size, first, last) in ranked[: top or None]
         ]
+    if skipped is not None:
+        body["skipped"] = skipped.total
     body["complete"] = complete
     if missing:
         headers["X-Oklog-Errors"] = body["errors"] = _errors(missing)
@@ -158,6 +157,41 @@ async def cluster_hits(coord: Coordinator, req: Request) -> Response:
     resp = Response.json(body, status)
     resp.headers.update(headers)
     return resp
+
+
+async def _fan_out(coord: Coordinator, answers: list[_Member], params, matcher, qs: str, emit) -> None:
+    async with trio.open_nursery() as nursery:
+        ready = []
+        for a in answers:
+            ev = trio.Event()
+            ready.append(ev)
+            nursery.start_soon(_ask, coord, a, params, matcher, qs, ev)
+        for ev in ready:
+            await ev.wait()
+        streaming = [a for a in answers if a.rx is not None]
+
+        def on_fail(i: int, exc: BaseException) -> bool:
+            streaming[i].error = describe(exc)
+            return True  # counted as missing: the status says what it means
+
+        await merge_streams([a.rx for a in streaming], emit, on_fail)
+
+
+def _adder(tally: Tally):
+    async def emit(data: bytes) -> None:
+        tally.add(data)
+
+    return emit
+
+
+def _skipping(matcher):
+    """The matcher of a -where query that keeps the skipped records instead."""
+    import copy
+
+    m = copy.copy(matcher)
+    m.where = copy.copy(matcher.where)
+    m.where.want_skipped = True
+    return m
 
 
 def qs_by(qs: str) -> str:

@@ -171,7 +171,7 @@ def test_where_by_top_and_fields_on_a_node(node_factory):
         lvl = ("info", "warn", "error")[i % 3 if i % 7 else 2]
         st = (200, 404, 500, 503)[i % 4]
         rows.append((f'{{"level": "{lvl}", "status": {st}, "i": {i}}}' if i % 2 else f"level={lvl} status={st} i={i}", lvl, st))
-    plain = LINES[:500]
+    plain = LINES[:500] + [b"plain status %d: level error, no fields" % i for i in range(7)]
     data = b"\n".join([r[0].encode() for r in rows] + plain) + b"\n"
     a.send_fast(data)
     wait_for(lambda: a.query().content.count(b"\n") == len(rows) + len(plain), timeout=60, what="stored")
@@ -179,6 +179,12 @@ def test_where_by_top_and_fields_on_a_node(node_factory):
     c = cli(a, "-where", "status>=500", "-where", "level=error", "-count")
     assert c.returncode == 0, c.stderr
     assert c.stdout == b"%d\n" % n
+    lits = (b"status", b"level", b"error")  # the prefilter: lines holding the names and the = value
+    assert not [ln for ln in plain if all(x in ln for x in lits) and b"=" in ln]
+    skipped = sum(1 for ln in plain if all(x in ln for x in lits) and not ln.lstrip().startswith(b"{"))
+    assert skipped >= 7
+    assert hits(a, where=["status>=500", "level=error"]).json()["skipped"] == skipped
+    assert c.stderr.decode().startswith(f"oklog query: {skipped} lines holding")
     counts: dict[str, int] = {}
     for _, lvl, _ in rows:
         counts[lvl] = counts.get(lvl, 0) + 1
