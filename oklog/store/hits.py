@@ -40,6 +40,7 @@ from oklog.store.coordinator import (
     _int,
     _Unwrap,
     member_query_string,
+    too_many_queries,
 )
 from oklog.store.fanout import Absent, complete_without, describe, merge_streams, sanitize
 from oklog.store.query import execute, plan_query
@@ -73,6 +74,18 @@ async def cluster_topics(coord: Coordinator, req: Request) -> Response:
 
 
 async def cluster_hits(coord: Coordinator, req: Request) -> Response:
+    """Admitted as queries are (``-query.max-concurrent``): a slot until the answer is ready."""
+    if coord.max_queries and coord.running >= coord.max_queries:
+        coord.rejected += 1
+        raise too_many_queries(coord.running, coord.max_queries)
+    coord.running += 1
+    try:
+        return await _hits(coord, req)
+    finally:
+        coord.running -= 1
+
+
+async def _hits(coord: Coordinator, req: Request) -> Response:
     started = time.monotonic()
     params, matcher = parse_request(req)  # 400 before any fan-out
     step = parse_step(req.arg("step"))
