@@ -1,5 +1,7 @@
 """Counting matches: totals and per-time-bucket histograms. Pure.
 
+numpy is imported where it is used: ``oklog query -count`` only renders.
+
 A node turns its matching records into ``ULID LF`` lines (27 bytes each, in
 ULID order) with one vectorised pass over the whole buffer; the coordinator
 merges the members' ULID streams, dropping the copies replicas hold (the same
@@ -13,14 +15,14 @@ import json
 import time
 from functools import cache
 
-import numpy as np
-
 ULID_LINE = 27  # 26 ULID characters and LF
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 @cache
 def _tables():
+    import numpy as np
+
     decode = np.zeros(256, dtype=np.int64)
     for i, c in enumerate(_ALPHABET):
         decode[c] = i
@@ -36,6 +38,8 @@ def ulid_lines(records) -> bytes:
     LF``), in the same order."""
     if not records:
         return b""
+    import numpy as np
+
     arr = np.frombuffer(records, dtype=np.uint8)
     ends = np.flatnonzero(arr == 10)
     starts = np.empty(len(ends), dtype=np.int64)
@@ -47,8 +51,10 @@ def ulid_lines(records) -> bytes:
     return out.tobytes()
 
 
-def ulid_ms(lines) -> np.ndarray:
-    """Milliseconds of every ``ULID LF`` line of a buffer."""
+def ulid_ms(lines):
+    """Milliseconds of every ``ULID LF`` line of a buffer (a numpy array)."""
+    import numpy as np
+
     n = len(lines) // ULID_LINE
     if not n:
         return np.zeros(0, dtype=np.int64)
@@ -74,6 +80,8 @@ class Tally:
         self.total += n
         if not n or not self.step_ms:
             return
+        import numpy as np
+
         keys = ulid_ms(lines) // self.step_ms * self.step_ms
         uniq, counts = np.unique(keys, return_counts=True)
         for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
