@@ -575,6 +575,7 @@ class QueryBench:
                                 "grep -F -c | cat", ref_ok=(0, 1))
 
         kinds.insert(1, ("rare term, HTTP API", RARE_TERM, rare_api))
+        kinds += answer_kinds(self, ten, ok, grep)
         if can_drop_caches():
             kinds += [
                 ("rare term, cold", RARE_TERM, lambda: self.measure_cold(
@@ -604,6 +605,50 @@ class QueryBench:
                 loud(f"node died during query {name}; see {self.node.dir}/node.log")
                 break
         return out
+
+
+def _printed(cmd: list[str], timeout: float) -> bytes:
+    return subprocess.run(cmd, capture_output=True, timeout=timeout, check=True).stdout
+
+
+def answer_kinds(self: QueryBench, ten: str, ok, grep) -> list:
+    """Rows for counts, histograms, -where and -i (issue 16), each against grep
+    over the same lines, each checked for the same answer."""
+    where_re = "(^|[[:space:],;])uid=0([[:space:],;]|$)"
+
+    def agree(r: dict, got: int, want: int) -> dict:
+        r["oklog_lines"], r["reference_lines"] = got, want
+        r["correct"] = got == want
+        if not r["correct"]:
+            loud(f"MISMATCH {r['query']}: oklog counts {got}, grep {want}")
+        return r
+
+    def count() -> dict:
+        r = self.measure("-count, 10% term", ok("-q", ten, "-count", sink=PIPE_SINK),
+                         grep("-F", ten, PIPE_SINK, ("-c", "-h")), "grep -F -c | cat", ref_ok=(0, 1))
+        return agree(r, int(_printed(self.oklog_cmd("-q", ten, "-count"), self.timeout)), self.grep_count("-F", ten))
+
+    def hist() -> dict:
+        r = self.measure("-hist 1m, everything", ok("-hist", "1m", sink=PIPE_SINK),
+                         grep("-c", "", PIPE_SINK, ("-h",)), "grep -c '' | cat", ref_ok=(0, 1))
+        rows = _printed(self.oklog_cmd("-hist", "1m"), self.timeout).split()
+        return agree(r, sum(int(x) for x in rows[1::2]), self.grep_count("-c", ""))
+
+    def where() -> dict:
+        r = self.measure("-where uid=0 (logfmt field)", ok("-where", "uid=0", sink=PIPE_SINK),
+                         grep("-E", where_re, PIPE_SINK, ("-h",)), "grep -E | cat", ref_ok=(0, 1))
+        self.check(r, self.oklog_cmd("-where", "uid=0"), self.grep_count("-E", where_re), None)
+        return r
+
+    def icase() -> dict:
+        term = ten.swapcase()
+        r = self.measure("-i, 10% term", ok("-q", term, "-i", sink=PIPE_SINK),
+                         grep("-iF", term, PIPE_SINK, ("-h",)), "grep -iF | cat", ref_ok=(0, 1))
+        self.check(r, self.oklog_cmd("-q", term, "-i"), self.grep_count("-iF", term), None)
+        return r
+
+    return [("-count, 10% term", ten, count), ("-hist 1m", "", hist), ("-where uid=0", "uid=0", where),
+            ("-i, 10% term", ten, icase)]
 
 
 # -- report -------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ PREAMBLE_TIMEOUT = 10.0
 # Internal endpoints: called by members (or by an admin's repair/rebalance).
 NODE_ROUTES = frozenset({
     "/ingest/next", "/ingest/read", "/ingest/commit", "/ingest/failed", "/ingest/_stream",
-    "/store/replicate", "/store/_query", "/store/segment", "/store/segments", "/store/_clusterstate",
+    "/store/replicate", "/store/_query", "/store/_hits", "/store/segment", "/store/segments",
+    "/store/_clusterstate",
 })
 INGEST_ROUTES = frozenset({
     "/ingest/jsonline", "/insert/jsonline", "/loki/api/v1/push", "/v1/logs", "/otlp/v1/logs",
@@ -68,7 +69,7 @@ INGEST_ROUTES = frozenset({
 })
 QUERY_ROUTES = frozenset({
     "/store/query", "/store/stream", "/cluster/state", "/metrics",
-    "/store/topics", "/store/count", "/store/counts", "/store/stats",
+    "/store/hits", "/store/topics",
 })
 OPEN_ROUTES = frozenset({"/health"})
 

@@ -417,22 +417,44 @@ def cmd_forward(argv: list[str]) -> int:
     )
 
 
+class _VerboseOrTerm(argparse.Action):
+    """``-v TERM`` excludes TERM, as grep's -v; a bare ``-v`` is the original
+    CLI's verbose flag (statistics to stderr)."""
+
+    def __call__(self, parser, ns, values, option_string=None) -> None:
+        if values is None:
+            ns.v = True
+        else:
+            ns.without = [*ns.without, values]
+
+
 def query_parser() -> argparse.ArgumentParser:
     p = _parser("oklog query", "Query the cluster; matching records to stdout.")
     _flag(p, "store", default="localhost:7650", help="store node API address")
     _flag(p, "from", default="1h", help="from: duration ago (5m), RFC 3339 time or ULID")
     _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
-    _flag(p, "q", default="", help="query: substring, or regex with -regex")
+    _flag(p, "q", action="append", default=[], help="query: substring, or regex with -regex; repeat it: every term must match")
     _flag(p, "regex", type=_bool, nargs="?", const=True, default=False, help="q is a regular expression (RE2 syntax)")
+    _flag(p, "i", action="store_true", help="case-insensitive terms")
     _flag(p, "topic", default="", help="only records of this topic")
     _flag(p, "stats", action="store_true", help="print statistics only, scanning nothing")
     _flag(p, "ulid", action="store_true", help="print each record's ULID")
     _flag(p, "time", action="store_true", help="print each record's time")
     _flag(p, "json", action="store_true", help="one JSON object per record")
-    _flag(p, "v", action="store_true", help="statistics to stderr")
+    _flag(p, "v", action=_VerboseOrTerm, nargs="?", default=False, help="-v TERM (repeatable): records whose line holds TERM do not match; -v alone: statistics to stderr")
+    p.set_defaults(without=[])
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
     _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+    _flag(p, "count", action="store_true", help="print the number of matching records (exact, cluster-wide)")
+    _flag(p, "where", action="append", default=[], help="a condition on a field of JSON or logfmt lines: status>=500, level=error, msg~timeout (= != < <= > >= ~ !~; repeat it: all must hold)")
+    _flag(p, "fields", default="", help="print just these fields (a,b) of JSON or logfmt lines, as logfmt")
+    _flag(p, "by", default="", help="with -count: counts per value of this field (or topic)")
+    _flag(p, "top", type=int, default=0, help="with -by: only the N largest counts")
+    _flag(p, "A", type=int, default=None, help="print N records of the same topic after each match")
+    _flag(p, "B", type=int, default=None, help="print N records of the same topic before each match")
+    _flag(p, "C", type=int, default=None, help="print N records of the same topic before and after each match")
+    _flag(p, "hist", default="", help="matches per time bucket of this step (1m, 1h): bars on a terminal, TIME<TAB>COUNT piped, JSON with -json")
     return p
 
 
@@ -441,6 +463,19 @@ def cmd_query(argv: list[str]) -> int:
     from oklog.querycli import query_main
 
     return query_main(ns)
+
+
+def cmd_topics(argv: list[str]) -> int:
+    p = _parser("oklog topics", "Every topic in the cluster: records, bytes, first and last time.")
+    _flag(p, "store", default="localhost:7650", help="store node API address")
+    _flag(p, "from", default="", help="from: duration ago (5m), RFC 3339 time or ULID (default: the beginning)")
+    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _flag(p, "json", action="store_true", help="the JSON answer of /store/topics")
+    _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
+    ns = p.parse_args(argv)
+    from oklog.querycli import topics_main
+
+    return topics_main(ns)
 
 
 def cmd_stream(argv: list[str]) -> int:
@@ -552,6 +587,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "store": (cmd_role("store"), "run a store node"),
     "forward": (cmd_forward, "forward stdin to ingest nodes"),
     "query": (cmd_query, "query the cluster"),
+    "topics": (cmd_topics, "topics with their records, bytes and first/last time"),
     "stream": (cmd_stream, "live tail of the cluster"),
     "repair": (cmd_repair, "restore the replication factor of a time range"),
     "rebalance": (cmd_rebalance, "even out store disk usage across members"),

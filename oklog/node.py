@@ -173,6 +173,8 @@ class Node:
         if self.store_log is not None:
             pending = self.maintenance.pending if self.maintenance is not None else None
             r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending, self.immutable))
+            r.add("GET", "/store/hits", self._hits)
+            r.add("GET", "/store/topics", self._topics)
         if self.ingest_log is not None:
             r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
         r.add(
@@ -200,6 +202,18 @@ class Node:
     async def _query(self, req: Request) -> Response:
         assert self.coordinator is not None
         return await self.coordinator.handle(req)
+
+    async def _hits(self, req: Request) -> Response:
+        from oklog.store.hits import cluster_hits
+
+        assert self.coordinator is not None
+        return await cluster_hits(self.coordinator, req)
+
+    async def _topics(self, req: Request) -> Response:
+        from oklog.store.hits import cluster_topics
+
+        assert self.coordinator is not None
+        return await cluster_topics(self.coordinator, req)
 
     def _addr(self, a: tuple[str, int] | None) -> str | None:
         if a is None:

@@ -71,8 +71,20 @@ def _looks_like_time(t: str) -> bool:
     return len(t) >= 10 and t[:4].isdigit() and t[4] == "-" and t[5:7].isdigit() and t[7] == "-"
 
 
-def build_params(ns) -> dict[str, str]:
-    params: dict[str, str] = {"q": ns.q, "regex": "true" if ns.regex else "false"}
+def build_params(ns) -> dict[str, str | list[str]]:
+    terms = ns.q if isinstance(ns.q, list) else [ns.q]
+    params: dict[str, str | list[str]] = {"q": terms[0] if len(terms) == 1 else terms or "", "regex": "true" if ns.regex else "false"}
+    if getattr(ns, "i", False):
+        params["i"] = "true"
+    if getattr(ns, "without", None):
+        params["not"] = list(ns.without)
+    if getattr(ns, "where", None):
+        params["where"] = list(ns.where)
+    if getattr(ns, "fields", ""):
+        params["fields"] = ns.fields
+    for flag in ("A", "B", "C"):
+        if getattr(ns, flag, None) is not None:
+            params[flag] = str(getattr(ns, flag))
     if getattr(ns, "topic", ""):
         params["topic"] = ns.topic
     for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
@@ -98,9 +110,12 @@ def _quote_plus(text: str) -> str:
     return "".join(chr(b) if b in _SAFE else "+" if b == 0x20 else f"%{b:02X}" for b in os.fsencode(text))
 
 
-def urlencode(params: dict[str, str]) -> str:
-    """``urllib.parse.urlencode`` of the argument bytes, without importing urllib."""
-    return "&".join(f"{_quote_plus(k)}={_quote_plus(v)}" for k, v in params.items())
+def urlencode(params) -> str:
+    """``urllib.parse.urlencode`` of the argument bytes, without importing urllib;
+    a list value repeats its name."""
+    return "&".join(
+        f"{_quote_plus(k)}={_quote_plus(x)}" for k, v in params.items() for x in (v if isinstance(v, list) else [v])
+    )
 
 
 def print_stats(headers, out) -> None:
@@ -346,6 +361,8 @@ def query_main(ns, out=None, err=None) -> int:
     except UsageError as e:
         print(f"oklog query: {e}", file=err)
         return 1
+    if getattr(ns, "count", False) or getattr(ns, "hist", "") or getattr(ns, "by", ""):
+        return hits_main(ns, params, out, err)
     params["format"] = format_name(ns.ulid, ns.time, ns.json)
     host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
     path = "/store/query?" + urlencode(params)
@@ -383,6 +400,112 @@ def query_main(ns, out=None, err=None) -> int:
         if resp is not None:
             resp.sock.close()
     return 0
+
+
+def hits_main(ns, params: dict, out, err) -> int:
+    """``-count`` / ``-hist STEP``: the answer of ``/store/hits``."""
+    import json
+
+    from oklog.query.count import filled, render_bars, render_tsv
+
+    for k in ("fields", "A", "B", "C"):
+        params.pop(k, None)
+    if ns.by:
+        params["by"] = ns.by
+        if ns.top:
+            params["top"] = str(ns.top)
+    elif ns.hist:
+        params["step"] = ns.hist
+    host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
+    where = f"http://{host}:{port}/store/hits"
+    timeout = ns.timeout or None
+    resp = None
+    try:
+        resp = request(host, port, "GET", "/store/hits?" + urlencode(params), timeout)
+        if resp.status >= 400:
+            return _fail(resp, err)
+        body = resp.read()
+        answer = json.loads(body)
+        if ns.json:
+            text = body.decode()
+        elif ns.by:
+            text = "".join(f"{_value(v['value'])}\t{v['count']}\n" for v in answer["values"])
+        elif not ns.hist:
+            text = f"{answer['total']}\n"
+        else:
+            rows = filled(answer["buckets"], answer["step_ms"])
+            fd = out if isinstance(out, int) else sys.stdout.fileno() if out is None else None
+            if fd is not None and os.isatty(fd):
+                width = os.get_terminal_size(fd).columns
+                text = render_bars(rows, width) + f"total {answer['total']}\n"
+            else:
+                text = render_tsv(rows)
+        _write(out if out is not None else sys.stdout.fileno(), text.encode())
+        if answer.get("skipped"):
+            print(f"oklog query: {answer['skipped']} lines holding the -where names were neither JSON nor logfmt (skipped)", file=err)
+        if ns.v:
+            print_stats(resp.headers, err)
+        return _note(resp, err)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        print(f"oklog query: {where}: {describe_os_error(e, timeout)}", file=err)
+        return 1
+    except (ResponseError, ValueError, KeyError) as e:
+        print(f"oklog query: {where}: {e}", file=err)
+        return 1
+    finally:
+        if resp is not None:
+            resp.sock.close()
+
+
+def topics_main(ns, out=None, err=None) -> int:
+    """``oklog topics``: a table of ``/store/topics``."""
+    import json
+
+    err = err or sys.stderr
+    params: dict[str, str] = {}
+    for flag, value in (("from", getattr(ns, "from")), ("to", ns.to)):
+        try:
+            v = resolve_time(value) if value else None
+        except ValueError as e:
+            print(f"oklog topics: -{flag} {e}", file=err)
+            return 1
+        if v:
+            params[flag] = v
+    host, port = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
+    where = f"http://{host}:{port}/store/topics"
+    timeout = ns.timeout or None
+    resp = None
+    try:
+        resp = request(host, port, "GET", "/store/topics?" + urlencode(params), timeout)
+        if resp.status >= 400:
+            return _fail(resp, err)
+        body = resp.read()
+        if ns.json:
+            text = body.decode()
+        else:
+            rows = [("TOPIC", "RECORDS", "BYTES", "FIRST", "LAST")]
+            for v in json.loads(body)["values"]:
+                rows.append((_value(v["value"]), str(v["count"]), str(v["bytes"]), v["first"], v["last"]))
+            widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            text = "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows)
+        _write(out if out is not None else sys.stdout.fileno(), text.encode())
+        return _note(resp, err)
+    except OSError as e:
+        print(f"oklog topics: {where}: {describe_os_error(e, timeout)}", file=err)
+        return 1
+    except (ResponseError, ValueError, KeyError) as e:
+        print(f"oklog topics: {where}: {e}", file=err)
+        return 1
+    finally:
+        if resp is not None:
+            resp.sock.close()
+
+
+def _value(v) -> str:
+    """A -by value on one line: text as is, a missing field as (none)."""
+    return "(none)" if v is None else _printable(str(v))
 
 
 def _note(resp: Response, err) -> int:

@@ -10,6 +10,7 @@ from oklog.record import RecordError, ms_floor, normalize_ulid, validate_topic
 
 MIN_KEY = b"0" * 26
 MAX_KEY_EXCL = b"\x7f"  # above every ULID
+MAX_TERMS = 32  # q and not terms, each
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,13 @@ class QueryParams:
     hi_excl: bytes  # exclusive upper bound (compares against 26-byte ULIDs)
     query: Query
     topic: bytes | None = None
+    # More terms (oklog.query.terms): all -q terms after the first must match,
+    # none of the -v terms may; -i folds case for every term.
+    terms: tuple[bytes, ...] = ()  # every -q term, the first one's included
+    without: tuple[bytes, ...] = ()
+    icase: bool = False
+    regex: bool = False  # as asked (query.regex is also true for an -i substring)
+    where: tuple[str, ...] = ()  # -where conditions (oklog.query.fields)
 
     def to_args(self) -> dict[str, str]:
         args = {"from": self.lo.decode(), "to_excl": self.hi_excl.decode("latin-1")}
@@ -85,11 +93,20 @@ def parse_params(args: dict[str, list[str]]) -> QueryParams:
         v = args.get(name)
         return v[-1] if v else None
 
-    q_text = one("q") or ""
-    q = q_text.encode("latin-1", "replace")
-    if len(q) > MAX_QUERY_LEN:
-        raise QueryError(f"q is {len(q)} bytes; the limit is {MAX_QUERY_LEN}")
+    def terms(name: str) -> tuple[bytes, ...]:
+        out = tuple(v.encode("latin-1", "replace") for v in args.get(name, []) if v)
+        if len(out) > MAX_TERMS:
+            raise QueryError(f"{len(out)} {name} terms; the limit is {MAX_TERMS}")
+        for t in out:
+            if len(t) > MAX_QUERY_LEN:
+                raise QueryError(f"{name} is {len(t)} bytes; the limit is {MAX_QUERY_LEN}")
+        return out
+
+    all_q = terms("q")
+    without = terms("not")
+    q = all_q[0] if all_q else b""
     regex = parse_bool("regex", one("regex"))
+    icase = parse_bool("i", one("i"))
     from_ = one("from")
     to = one("to")
     lo = parse_bound(from_, upper=False) if from_ else MIN_KEY
@@ -103,4 +120,9 @@ def parse_params(args: dict[str, list[str]]) -> QueryParams:
             topic_b = validate_topic(topic)
         except RecordError as e:
             raise QueryError(str(e)) from None
-    return QueryParams(lo, hi, Query(q, regex, topic_b), topic_b)
+    from oklog.query.terms import term_query
+
+    where = tuple(args.get("where", []))
+    if len(where) > MAX_TERMS:
+        raise QueryError(f"{len(where)} where conditions; the limit is {MAX_TERMS}")
+    return QueryParams(lo, hi, term_query(q, regex, icase, topic_b), topic_b, all_q, without, icase, regex, where)

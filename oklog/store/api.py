@@ -29,7 +29,7 @@ import trio
 from oklog.http import HTTPError, Request, Response, Router, Write
 from oklog.query.engine import Matcher, QueryError, seek
 from oklog.query.format import FORMATS, NATIVE_MODES
-from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_params
+from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
 from oklog.record import ULID_LEN, RecordError, ms_floor, ulid_ms
 from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
 from oklog.store.query import execute, plan_query
@@ -305,7 +305,16 @@ def param_headers(params: QueryParams, now_ms: int | None = None) -> dict[str, s
 def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
     try:
         params = parse_params(req.query)
-        return params, Matcher(params.query)
+        if len(params.terms) <= 1 and not params.without and not params.where:
+            return params, Matcher(params.query)
+        from oklog.query.terms import build_matcher
+
+        m = build_matcher(
+            list(params.terms), params.regex, params.icase, list(params.without), params.topic, params.where
+        )
+        if parse_bool("skipped", req.arg("skipped")) and getattr(m, "where", None) is not None:
+            m.where.want_skipped = True  # type: ignore[union-attr]  # /store/_hits counting skipped lines
+        return params, m  # type: ignore[return-value]  # the scan uses what both offer
     except QueryError as e:
         raise HTTPError(400, str(e)) from None
 
@@ -325,6 +334,13 @@ def parse_format(req: Request):
     name = name or "raw"
     if name not in FORMATS:
         raise HTTPError(400, f"format={name!r}: use one of {', '.join(FORMATS)}")
+    fields = req.arg("fields")
+    if fields:  # -fields a,b: the chosen fields of each line, in logfmt
+        from oklog.query.fields import project
+        from oklog.query.format import lines_only
+
+        names = [n.strip() for n in fields.split(",") if n.strip()][:64]
+        return lambda buf: project(lines_only(buf), names)
     return FORMATS[name]
 
 
@@ -346,6 +362,27 @@ async def local_query(
             await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
         else:  # formats that grow the data: formatted a piece at a time as it is sent
             await execute(store, matcher, plan, _formatted(write, fmt), limiter)
+
+    return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
+
+
+async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Request) -> Response:
+    """``/store/_hits``: this node's matches as ``ULID LF`` lines in ULID order
+    (see oklog.query.count): what the coordinator merges and counts."""
+    from oklog.query.count import ulid_lines
+    from oklog.query.fields import by_lines
+
+    started = time.monotonic()
+    params, matcher = parse_request(req)
+    by = req.arg("by")
+    plan = await trio.to_thread.run_sync(plan_query, store, params)
+    headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+
+    async def stream(write: Write) -> None:
+        async def emit(data: bytes) -> None:
+            await _chunked(write)(by_lines(data, by) if by else ulid_lines(data))
+
+        await execute(store, matcher, plan, emit, limiter)
 
     return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
@@ -411,6 +448,9 @@ def store_router(
         segs, same, conflicts = imm.write(body)
         return segs, same, conflicts, imm.expired_dropped - before
 
+    async def _hits(req: Request) -> Response:
+        return await local_hits(store, limiter, req)
+
     async def replicate(req: Request) -> Response:
         body = await req.body()
         try:
@@ -470,6 +510,7 @@ def store_router(
     r.add("GET", "/store/segment", segment)
     r.add("DELETE", "/store/segment", delete_segment)
     r.add("GET|HEAD", "/store/_query", _query)
+    r.add("GET", "/store/_hits", _hits)
     r.add("GET|HEAD", "/store/query", query_handler or _query)
     r.add("POST", "/store/replicate", replicate)
     return r

@@ -24,6 +24,7 @@ import httpx
 import trio
 
 from oklog.http import HTTPError, Request, Response, Start, Write
+from oklog.query.context import context_args, with_context
 from oklog.query.format import NATIVE_MODES
 from oklog.record import ulid_ms
 from oklog.store.api import (
@@ -88,7 +89,7 @@ class _Answer:
 
 
 def member_query_string(req: Request) -> str:
-    pairs = [(k, v) for k, vs in req.query.items() if k != "format" for v in vs]
+    pairs = [(k, v) for k, vs in req.query.items() if k not in ("format", "fields") for v in vs]
     pairs.append(("format", "raw"))
     return urlencode(pairs, encoding="latin-1")
 
@@ -246,13 +247,14 @@ class Coordinator:
         self.queries += 1
         params, matcher = parse_request(req)  # 400 before any fan-out
         fmt = parse_format(req)
+        ctx = context_args(req)  # -A/-B/-C: every record of the range is merged here
         try:
             members, absent = self._plan(params.lo)
         except Exception as e:
             self.errors += 1
             log.exception("query: reading the store membership failed")
             raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
-        if self.store is not None and not absent and [m.api_addr for m in members] == [None]:
+        if ctx is None and self.store is not None and not absent and [m.api_addr for m in members] == [None]:
             return await local_query(self.store, self.limiter, req)  # alone: no merge needed
         if not members:
             self.partial += 1
@@ -262,6 +264,9 @@ class Coordinator:
         started = time.monotonic()
         qs = member_query_string(req)
         head = req.method == "HEAD"
+        emitter = self._emitter
+        if ctx is not None:
+            qs, params, matcher, emitter = with_context(req, params, matcher, ctx)
         total = max(self.roster.total(), len(members))
 
         async def respond(start: Start, write: Write) -> None:
@@ -329,7 +334,7 @@ class Coordinator:
                         self.partial += 1
                     return ok
 
-                await merge_streams(streams, self._emitter(fmt, write), on_fail)
+                await merge_streams(streams, emitter(fmt, write), on_fail)
                 if lost[0] == 0:
                     self._read_repair(answers)
 
