@@ -117,25 +117,30 @@ def test_deep_json_line_is_that_lines_error(node):
 # -- bodies in flight ------------------------------------------------------------------------
 
 
-def _stalled_post(port: int, path: str, declared: int, send: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode())
+def _stalled_post(n, path: str, declared: int, send: int) -> socket.socket:
+    """A POST that stops sending its body; signed as a member (the endpoint is internal)."""
+    from oklog.auth import NodeKeys
+    from oklog.cluster.keyring import Keyring
+
+    proof = NodeKeys(Keyring.load(n.key_path)).sign("POST", path.encode())
+    s = socket.create_connection(("127.0.0.1", n.ports["api"]), timeout=10)
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nX-Oklog-Node: {proof}\r\n"
+              f"Content-Length: {declared}\r\n\r\n".encode())
     s.sendall(b"0" * send)
     return s
 
 
 def test_stalled_replicate_bodies_are_bounded_by_the_budget(node_factory):
     n = node_factory("n0", ["-api.max-bodies-in-flight", "8MiB"]).start()
-    port = n.ports["api"]
     socks = []
     try:
         # Two stalled bodies that fit hold what they sent ...
         for _ in range(2):
-            socks.append(_stalled_post(port, "/store/replicate", 5 << 20, 3 << 20))
+            socks.append(_stalled_post(n, "/store/replicate", 5 << 20, 3 << 20))
         wait_for(lambda: _state(n)["pipeline"]["http"]["bodies_in_flight_bytes"] >= 6 << 20, 20,
                  what="bodies charged")
         # ... and the next that cannot fit is refused at once, before its body is read.
-        s = _stalled_post(port, "/store/replicate", 5 << 20, 0)
+        s = _stalled_post(n, "/store/replicate", 5 << 20, 0)
         socks.append(s)
         reply = s.recv(4096)
         assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
@@ -303,7 +308,7 @@ def _hour_ago() -> str:
 
 
 def _replicate(n, body: bytes) -> httpx.Response:
-    return httpx.post(n.url + "/store/replicate", content=body, timeout=30)
+    return httpx.post(n.url + "/store/replicate", content=body, timeout=30, auth=n.member_auth())
 
 
 def _bulk(n, body: bytes) -> bytes:
@@ -332,7 +337,7 @@ def test_replicated_record_keeps_its_text_through_compaction(node):
     assert r.status_code == 200 and r.headers["x-oklog-held"] == "1" and r.headers["x-oklog-conflicts"] == "0"
 
     def compacted() -> bool:
-        st = httpx.get(node.url + "/store/segments", timeout=10).json()
+        st = httpx.get(node.url + "/store/segments", timeout=10, auth=node.member_auth()).json()
         return len(st["segments"]) == 1 and not st["compaction_pending"]
 
     wait_for(compacted, 60, what="compaction into one segment")
@@ -372,11 +377,11 @@ def test_ulids_outside_the_window_are_refused(node):
     r = _replicate(node, past + b" default from 1970\n" + _rec(now, 9, b"from now"))
     assert r.status_code == 200 and r.headers["x-oklog-expired"] == "1", r.text
     wait_for(lambda: b"from now" in node.query(**{"from": _hour_ago()}).content, 15, what="current record stored")
-    assert httpx.get(node.url + "/store/segments", timeout=10).json()["segments"][0]["first"] >= encode_ulid(now - 60_000, 0).decode()
+    assert httpx.get(node.url + "/store/segments", timeout=10, auth=node.member_auth()).json()["segments"][0]["first"] >= encode_ulid(now - 60_000, 0).decode()
     st = _state(node)["pipeline"]
     assert st["store"]["refused_future"] == 2 and st["ingest"]["bulk"]["refused_ulids"] == 3
     # Nothing from outside the window reached the store, so nothing can steer eviction.
-    assert all(s["last"] < future.decode() for s in httpx.get(node.url + "/store/segments", timeout=10).json()["segments"])
+    assert all(s["last"] < future.decode() for s in httpx.get(node.url + "/store/segments", timeout=10, auth=node.member_auth()).json()["segments"])
 
 
 def test_stalled_partial_lines_and_frames_are_bounded_node_wide(node_factory):
