@@ -4,8 +4,9 @@
 with a 500 whose text holds CR LF and other control bytes (``crlf``), or
 begins a 200 answer with one record and then drops the connection (``cut``).
 
-Run as ``python fakemember.py MODE SEED_HOST:PORT GOSSIP_PORT API_PORT``; it
-prints ``ready`` once both sockets are bound and runs until killed.
+Run as ``python fakemember.py MODE SEED_HOST:PORT GOSSIP_PORT API_PORT [KEY_FILE]``;
+with a cluster key file it seals its datagrams as a member does (a keyed cluster
+drops plain ones). It prints ``ready`` once both sockets are bound and runs until killed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 import trio
 
+from oklog.cluster.keyring import Keyring
 from oklog.cluster.transport import Gossip
 from oklog.record import encode_ulid, now_ms
 
@@ -52,7 +54,7 @@ async def serve_api(mode: str, port: int, task_status=trio.TASK_STATUS_IGNORED) 
     await trio.serve_listeners(handle, listeners)
 
 
-async def main(mode: str, seed: str, gossip_port: int, api_port: int) -> None:
+async def main(mode: str, seed: str, gossip_port: int, api_port: int, key_file: str = "") -> None:
     gossip = Gossip(
         f"127.0.0.1:{gossip_port}",
         "store",
@@ -60,6 +62,7 @@ async def main(mode: str, seed: str, gossip_port: int, api_port: int) -> None:
         advertise_host="127.0.0.1",
         seeds=[seed],
         meta={"api_addr": f"127.0.0.1:{api_port}", "store_bytes": 1 << 20, "store_segments": 1},
+        keyring=Keyring.load(key_file) if key_file else None,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_api, mode, api_port)
@@ -68,4 +71,4 @@ async def main(mode: str, seed: str, gossip_port: int, api_port: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])

@@ -52,7 +52,8 @@ def fake_member(tmp_path):
     def start(mode: str, seed: NodeProc) -> str:
         gossip, api = free_port(), free_port()
         p = subprocess.Popen(
-            [sys.executable, str(FAKE), mode, f"127.0.0.1:{seed.ports['cluster']}", str(gossip), str(api)],
+            [sys.executable, str(FAKE), mode, f"127.0.0.1:{seed.ports['cluster']}", str(gossip), str(api),
+             seed.key_path],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
