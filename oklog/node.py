@@ -94,6 +94,7 @@ class Node:
         self.id = cfg.node_id or f"{self.advertise_host}:{cfg.cluster.port}"
         self.gossip: Gossip | None = None
         self.http_client: httpx.AsyncClient | None = None
+        self._peer_options: dict | None = None
         self.coordinator: Coordinator | None = None
         self.bound = Bound()
         self.scan_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
@@ -185,6 +186,7 @@ class Node:
                 self.tap,
                 self.ingest_log is not None,
                 on_error=self._stream_error,
+                client_options=self.peer_client_options,
             ),
         )
         r.mount(metrics_router(self.metrics))
@@ -195,6 +197,17 @@ class Node:
         r.add("GET", "/store/_clusterstate", self._state)
         r.add("GET", "/health", self._health)
         return r
+
+    def peer_client_options(self) -> dict:
+        """``auth`` and ``verify`` for an httpx client calling this node's peers:
+        it signs as a member (cluster key) and speaks TLS when the cluster does.
+        One TLS context for every such client (each costs about 1 MB)."""
+        if self._peer_options is None:
+            self._peer_options = {
+                "auth": ClientAuth(self.auth.node_keys, https=self.tls.on),
+                "verify": client_context(self.tls.ca) if self.tls.on else True,
+            }
+        return self._peer_options
 
     def _stream_error(self) -> None:
         self.stream_errors += 1
@@ -370,9 +383,7 @@ class Node:
         if cfg.insecure:
             log.warning("INSECURE: -insecure given: listening beyond loopback or clustering without a cluster key; "
                         "anyone who can reach this node can join, read and delete (oklog keygen -o cluster.key)")
-        peer_auth = ClientAuth(self.auth.node_keys, https=self.tls.on)
-        verify = client_context(self.tls.ca) if self.tls.on else True
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), auth=peer_auth, verify=verify) as client:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), **self.peer_client_options()) as client:
             self.http_client = client
             self.coordinator = Coordinator(
                 self.store_log,

@@ -35,6 +35,7 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -472,10 +473,13 @@ def cluster_stream_handler(
     tap: Tap,
     local_ingest: bool,
     on_error: Callable[[], None] | None = None,
+    client_options: Callable[[], dict[str, Any]] | None = None,
 ):
     """``/store/stream``: follow every live ingest member's tap. An error reading
     the membership is logged and counted (``on_error``); the stream keeps the
-    members it follows and tries again at the next check."""
+    members it follows and tries again at the next check. ``client_options``
+    gives the follow client's ``auth`` and ``verify``: a member's
+    ``/ingest/_stream`` is internal and wants this node's proof (and TLS when on)."""
     client: httpx.AsyncClient | None = None
 
     def follow_client() -> httpx.AsyncClient:
@@ -487,6 +491,7 @@ def cluster_stream_handler(
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(None, connect=3),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+                **(client_options() if client_options is not None else {}),
             )
         return client
 

@@ -151,7 +151,7 @@ def test_subscribers_beyond_the_limit_are_refused_with_a_reason(node_factory):
     assert r.status_code == 503
     assert "limit (3)" in r.text and "-stream.max-subscribers" in r.text
     assert r.headers["retry-after"]
-    r = httpx.get(n.url + "/ingest/_stream", timeout=10)
+    r = httpx.get(n.url + "/ingest/_stream", timeout=10, auth=n.member_auth())  # internal: a member's proof
     assert r.status_code == 503 and "limit (3)" in r.text
     assert streams(n)["refused"] == 2
     for s in socks:
