@@ -24,7 +24,7 @@ def test_loghub_store_bytes_at_most_zstd3_of_the_raw_lines(node_factory):
     wait_for(all_there, timeout=60, what="every line queryable")
 
     def settled() -> dict | None:
-        st = httpx.get(node.url + "/store/segments", timeout=10).json()
+        st = httpx.get(node.url + "/store/segments", timeout=10, auth=node.member_auth()).json()
         return None if st["compaction_pending"] else st
 
     wait_for(lambda: settled() is not None and settled() is not None, timeout=120, what="compaction settled")

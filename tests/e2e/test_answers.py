@@ -114,7 +114,7 @@ def test_replicated_records_count_once_and_partial_counts_are_flagged(node_facto
 
     def both_hold_all() -> bool:
         return all(
-            httpx.get(x.url + "/store/_hits", timeout=30).content.count(b"\n") == len(LINES) for x in (a, b)
+            httpx.get(x.url + "/store/_hits", timeout=30, auth=x.member_auth()).content.count(b"\n") == len(LINES) for x in (a, b)
         )
 
     wait_for(both_hold_all, timeout=60, what="both replicas")  # each member alone would count every record
@@ -151,7 +151,7 @@ def test_unreplicated_member_down_is_a_partial_count(node_factory):
     a, b = cluster(node_factory, 2, 1)
     b.send_fast(b"\n".join(LINES) + b"\n")
     wait_for(lambda: a.query().content.count(b"\n") == len(LINES), timeout=60, what="stored")
-    per = {x.api: httpx.get(x.url + "/store/_hits", timeout=30).content.count(b"\n") for x in (a, b)}
+    per = {x.api: httpx.get(x.url + "/store/_hits", timeout=30, auth=x.member_auth()).content.count(b"\n") for x in (a, b)}
     assert sum(per.values()) == len(LINES)
     b.kill()
     r = hits(a)

@@ -39,7 +39,7 @@ def copies_on_disk(nodes) -> Counter:
     """How many times each ULID is held across all nodes' live segment files
     (trash/ and quarantine/ are not served), once compaction is idle."""
     for n in nodes:
-        wait_for(lambda n=n: not httpx.get(n.url + "/store/segments", timeout=5).json()["compaction_pending"],
+        wait_for(lambda n=n: not httpx.get(n.url + "/store/segments", timeout=5, auth=n.member_auth()).json()["compaction_pending"],
                  timeout=30, what="compaction idle")
     for _ in range(5):
         counts: Counter = Counter()
@@ -100,17 +100,17 @@ def test_rebalance_leaves_every_record_exactly_rf_times(node_factory):
 
     before = copies_on_disk(nodes)
     assert len(before) == total and set(before.values()) == {RF}
-    sizes = [httpx.get(n.url + "/store/segments", timeout=10).json()["bytes"] for n in nodes]
+    sizes = [httpx.get(n.url + "/store/segments", timeout=10, auth=n.member_auth()).json()["bytes"] for n in nodes]
     assert max(sizes) > 1.5 * min(sizes), sizes  # there is something to move
 
     # repair finds nothing to do here and says so, with progress ending at 100%.
-    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-from", "1h"], capture_output=True, timeout=120)
+    r = subprocess.run(OKLOG + ["repair", "-store", nodes[0].api, "-cluster.key", nodes[0].key_path, "-from", "1h"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"{total} records examined, 0 under-replicated, 0 copies made (0 B)" in r.stdout.decode(), r.stdout
     pcts = [int(ln.split("%")[0].rsplit(" ", 1)[-1]) for ln in r.stderr.decode().splitlines() if "%" in ln]
     assert pcts and pcts == sorted(pcts) and pcts[-1] == 100, r.stderr
 
-    r = subprocess.run(OKLOG + ["rebalance", "-store", nodes[0].api], capture_output=True, timeout=240)
+    r = subprocess.run(OKLOG + ["rebalance", "-store", nodes[0].api, "-cluster.key", nodes[0].key_path], capture_output=True, timeout=240)
     out, err = r.stdout.decode(), r.stderr.decode()
     assert r.returncode == 0, out + err
     moved = int(out.split("moved ", 1)[1].split(" ", 1)[0])
