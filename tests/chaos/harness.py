@@ -911,7 +911,9 @@ class Harness:
                 "note": f"`oklog repair -h` exits {r.returncode} ({r.stderr.decode(errors='replace').strip().splitlines()[0][:80]}): skipped",
             }
         out = subprocess.run(
-            OKLOG + ["repair", "-store", self.nodes[0].api], capture_output=True, timeout=120
+            OKLOG + ["repair", "-store", self.nodes[0].api]
+            + (["-cluster.key", self.nodes[0].key_path] if self.nodes[0].key_path else []),
+            capture_output=True, timeout=120,
         )
         return {"available": True, "rc": out.returncode, "output": out.stdout.decode(errors="replace")[-2000:]}
 
