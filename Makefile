@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install deps run test lint unit bench chaos fuzz-gossip sim clean
+.PHONY: install deps run test lint unit bench chaos fuzz-gossip fuzz-fast sim clean
 
 install: $(STAMP)
 
@@ -54,6 +54,17 @@ fuzz-gossip: install
 # The gossip simulator's table (N = 10, 100, 1,000; 1% and 5% loss; 10% slow members).
 sim: install
 	$(BIN)/python -m oklog.cluster.sim $(SIM_ARGS)
+
+# The _fast fuzz test against an AddressSanitizer build of the extension
+# (built in a temp dir; libasan is preloaded because python itself is not built with it).
+fuzz-fast: install
+	@d=$$(mktemp -d) && \
+	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -shared -fPIC \
+	  -I$$($(BIN)/python -c "import sysconfig;print(sysconfig.get_paths()['include'])") \
+	  oklog/_fast.c -o $$d/_fast.so && \
+	OKLOG_FAST_SO=$$d/_fast.so OKLOG_FAST_FUZZ=$${OKLOG_FAST_FUZZ:-2000} PYTHONMALLOC=malloc \
+	  ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	  $(BIN)/pytest -q -s -p no:cacheprovider tests/test_fast_fuzz.py; rc=$$?; rm -rf $$d; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info oklog/*.so

@@ -533,7 +533,12 @@ static PyObject *fast_pick(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "candidate outside the buffer");
             goto done;
         }
-        if (k[i]) total += (mode == MODE_CANDIDATES) ? 24 : (Py_ssize_t)(re - rs);
+        if (!k[i]) continue;
+        /* exactly what emit() writes for this triple, whatever ls is */
+        if (mode == MODE_CANDIDATES) total += 24;
+        else if (mode == MODE_RAW) total += (Py_ssize_t)(re - rs);
+        else if (mode == MODE_LINES) total += (Py_ssize_t)(re - ls);
+        else total += (Py_ssize_t)((rs + HEADER_MIN <= re ? HEADER_MIN : re - rs) + (re - ls));
     }
     out = PyBytes_FromStringAndSize(NULL, total);
     if (!out) goto done;

@@ -29,7 +29,14 @@ RETRY_AFTER = "1"  # seconds, when the body budget is spent
 MAX_HEADER_BYTES = 64 << 10  # the limit on a request's head, as promised
 # h11 checks its buffer only after each read (hypercorn reads 64 KiB at a time),
 # so the configured bound must be a read smaller to hold MAX_HEADER_BYTES.
-_H11_INCOMPLETE = MAX_HEADER_BYTES - (64 << 10) + 8 << 10
+
+
+def h11_incomplete_bound(max_header: int) -> int:
+    """h11's buffer bound that keeps a request head within ``max_header``."""
+    return max(max_header - (64 << 10) + (8 << 10), 8 << 10)
+
+
+_H11_INCOMPLETE = h11_incomplete_bound(MAX_HEADER_BYTES)
 
 Write = Callable[[bytes], Awaitable[None]]
 Start = Callable[[int, dict[str, str]], Awaitable[None]]
@@ -425,7 +432,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("oklog.http.hypercorn")
     config.keep_alive_timeout = idle_timeout
-    config.h11_max_incomplete_size = max(_H11_INCOMPLETE, 8 << 10)
+    config.h11_max_incomplete_size = _H11_INCOMPLETE
     config.graceful_timeout = 2
     config.read_timeout = 120
     if configure is not None:  # TLS (oklog.tls)

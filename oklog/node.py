@@ -432,6 +432,8 @@ class Node:
                 if self.store_log is not None:
                     self.consumer = self._make_consumer()
                     self.consumer.on_event = self._consumer_event
+                    if self.ingest_log is not None:  # a local flush need not wait for the poll
+                        self.ingest_log.on_flushed = self.consumer.wake
                     nursery.start_soon(self.consumer.run)
                     assert self.maintenance is not None
                     nursery.start_soon(self.maintenance.run)

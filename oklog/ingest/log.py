@@ -129,8 +129,9 @@ class IngestLog:
         return ActiveSegment(self, seg_id, f)
 
     def note_written(self, nbytes: int, records: int) -> None:
-        self.bytes_in += nbytes
-        self.records_in += records
+        with self._lock:  # writers call this from worker threads
+            self.bytes_in += nbytes
+            self.records_in += records
 
     def _finish(self, seg: ActiveSegment) -> bool:
         size = seg.size
