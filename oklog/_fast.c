@@ -369,10 +369,17 @@ static int check_mode_max(int mode, int max) {
 
 static int check_mode(int mode) { return check_mode_max(mode, MODE_MAX); }
 
-/* Output room for any mode: records are longer than 24 bytes (three int64),
- * and every other mode writes at most the input. */
-static Py_ssize_t room(const region *r) {
+/* Output room for a mode: MODE_CANDIDATES writes 24 bytes (three int64) per
+ * record, however short the record (hostile input may hold bare LFs), so the
+ * records are counted; every other mode writes at most the input. */
+static Py_ssize_t room(const region *r, int mode) {
     Py_ssize_t n = r->end - r->start;
+    if (mode == MODE_CANDIDATES) {
+        Py_ssize_t records = 1;
+        const char *p = (const char *)r->view.buf + r->start, *e = (const char *)r->view.buf + r->end;
+        while ((p = memchr(p, '\n', (size_t)(e - p))) != NULL) records++, p++;
+        if (24 * records > n) n = 24 * records;
+    }
     return n < 64 ? 64 : n;
 }
 
@@ -390,7 +397,7 @@ static PyObject *fast_grep(PyObject *self, PyObject *args) {
         return NULL;
     }
     if (get_region(obj, start, end, &r) < 0) return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, room(&r));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, room(&r, mode));
     if (!out) {
         PyBuffer_Release(&r.view);
         return NULL;
@@ -431,7 +438,7 @@ static PyObject *fast_format(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Onni", &obj, &start, &end, &mode)) return NULL;
     if (check_mode_max(mode, FORMAT_MODE_MAX) < 0) return NULL;
     if (get_region(obj, start, end, &r) < 0) return NULL;
-    Py_ssize_t size = room(&r);
+    Py_ssize_t size = room(&r, mode);
     if (mode >= MODE_TIME) {
         /* each record grows by at most ULID SP + TIME (JSON: the keys and
          * quotes, and six bytes per input byte escaped); count them first */
