@@ -243,8 +243,15 @@ def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
 
 def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
     """Scan one unit (in a worker thread); return its matching records in order,
-    formatted by ``fmt`` if given. Raw records, lines and ULID+line come straight
-    out of the scan of a single segment range (no intermediate copy)."""
+    formatted by ``fmt`` if given."""
+    return b"".join(run_unit_pieces(plan, matcher, unit, fmt))
+
+
+def run_unit_pieces(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> list[bytes]:
+    """``run_unit``'s answer as record-aligned pieces, in order. Raw records, lines
+    and ULID+line come straight out of the scan of a single segment range (no
+    intermediate copy); a single compressed part gives a piece per block, not
+    joined, so a worker holds the unit's answer once, not twice."""
     topics = {seg.topic for seg, _, _ in unit.parts} | {seg.topic for seg, _ in unit.blocks}
     if len(topics) == 1:
         matcher = matcher.without_topic(topics.pop())  # a segment of that topic only: no filter
@@ -256,10 +263,10 @@ def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
         buf = plan.bufs[seg.name]
         out = matcher.scan_format(buf, lo, hi, mode)
         _release(buf, lo, hi)
-        return out
+        return [out]
     if mode is not None:  # merged and cut to the output in one pass
-        return _fast.merge(_scan_parts(plan, matcher, unit), mode)
-    return apply_chunked(fmt, _scan_unit(plan, matcher, unit))
+        return [_fast.merge(_scan_parts(plan, matcher, unit), mode)]
+    return [apply_chunked(fmt, _scan_unit(plan, matcher, unit))]
 
 
 def _pieces(plan: Plan, unit: Unit):
@@ -294,18 +301,18 @@ def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
             yield data, s, e
 
 
-def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> bytes:
+def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> list[bytes]:
     n_parts = len(unit.parts) + len(unit.blocks)
     if n_parts == 1 and mode is not None:
         (pieces,) = list(_pieces(plan, unit))
-        return b"".join([matcher.scan_format(b, s, e, mode) for b, s, e in pieces])
+        return [out for b, s, e in pieces if (out := matcher.scan_format(b, s, e, mode))]
     outs = [b"".join([matcher.scan_format(b, s, e, MODE_RAW) for b, s, e in pieces]) for pieces in _pieces(plan, unit)]
     outs = [o for o in outs if o]
     if mode is not None:
-        return _fast.merge(outs, mode) if outs else b""
+        return [_fast.merge(outs, mode)] if outs else []
     if not outs:
-        return b""
-    return apply_chunked(fmt, outs[0] if len(outs) == 1 else merge_dedup(outs))
+        return []
+    return [apply_chunked(fmt, outs[0] if len(outs) == 1 else merge_dedup(outs))]
 
 
 def _release(buf, lo: int, hi: int) -> None:
@@ -384,15 +391,19 @@ async def _execute(matcher, plan: Plan, emit, limiter, in_flight: int, fmt) -> N
         pending: collections.deque = collections.deque()
 
         async def work(unit: Unit, tx: trio.MemorySendChannel) -> None:
-            data = await trio.to_thread.run_sync(run_unit, plan, matcher, unit, fmt, limiter=limiter)
-            await tx.send(data)
+            pieces = await trio.to_thread.run_sync(run_unit_pieces, plan, matcher, unit, fmt, limiter=limiter)
+            await tx.send(pieces)
 
         async def drain_one() -> None:
             rx = pending.popleft()
             async with rx:
-                data = await rx.receive()
-            if data:
-                await emit(data)
+                pieces = await rx.receive()
+            pieces.reverse()
+            while pieces:  # each piece let go once sent
+                data = pieces.pop()
+                if data:
+                    await emit(data)
+                del data
 
         for unit in plan.units:
             if len(pending) >= in_flight:
