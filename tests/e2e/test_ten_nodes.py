@@ -22,7 +22,7 @@ def holders(nodes) -> dict[bytes, int]:
     """ULID → how many of these nodes hold the record (each node asked for its own)."""
     counts: dict[bytes, int] = {}
     for n in nodes:
-        data = httpx.get(n.url + "/store/_query", timeout=30).content
+        data = httpx.get(n.url + "/store/_query", timeout=30, auth=n.member_auth()).content
         for u in {r[:26] for r in data.split(b"\n")[:-1]}:
             counts[u] = counts.get(u, 0) + 1
     return counts
@@ -42,7 +42,7 @@ def everyone_sees_dead(nodes, victim) -> bool:
 
 
 def repair(node) -> str:
-    r = subprocess.run(OKLOG + ["repair", "-store", node.api, "-from", "1h", "-quiet"],
+    r = subprocess.run(OKLOG + ["repair", "-store", node.api, "-from", "1h", "-quiet", "-cluster.key", str(node.key_path)],
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return r.stdout.decode()
