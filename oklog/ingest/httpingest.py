@@ -681,33 +681,52 @@ def stamp_batch(
     return records, split
 
 
+class _SegmentWriter:
+    """Records into new ingest segments, each fsynced and flushed once it
+    reaches ``flush_size``; a write that fails hands over what is there."""
+
+    def __init__(self, ilog: IngestLog, flush_size: int) -> None:
+        self.ilog = ilog
+        self.flush_size = flush_size
+        self.ids: list[str] = []
+        self.seg: ActiveSegment | None = None
+
+    def write(self, data: bytes, records: int) -> None:
+        if self.seg is None:
+            self.seg = self.ilog.new_segment()
+        self.seg.write(data, records)
+        if self.seg.size >= self.flush_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        done, self.seg = self.seg, None
+        if done is not None and done.flush(sync=True):
+            self.ids.append(done.id)
+
+    def finish(self) -> list[str]:
+        self._flush()
+        if self.ids:
+            self.ilog.fs.sync_dir(self.ilog.root)
+        return self.ids
+
+    def abort(self) -> None:
+        if self.seg is not None:  # failed mid-write: hand over what is there
+            try:
+                self.seg.flush(sync=True)
+            except OSError:
+                log.exception("flushing segment %s after a failed write", self.seg.id)
+
+
 def write_records(ilog: IngestLog, records: list[bytes], flush_size: int) -> list[str]:
     """Write sorted records (no LF) into new segments, fsynced and flushed (blocking)."""
-    ids: list[str] = []
-    seg: ActiveSegment | None = None
+    w = _SegmentWriter(ilog, flush_size)
     try:
         for chunk in _chunks(records, flush_size):
-            if seg is None:
-                seg = ilog.new_segment()
             chunk.append(b"")
-            seg.write(b"\n".join(chunk), len(chunk) - 1)
-            if seg.size >= flush_size:
-                done, seg = seg, None
-                if done.flush(sync=True):
-                    ids.append(done.id)
-        if seg is not None:
-            done, seg = seg, None
-            if done.flush(sync=True):
-                ids.append(done.id)
-        if ids:
-            ilog.fs.sync_dir(ilog.root)
+            w.write(b"\n".join(chunk), len(chunk) - 1)
+        return w.finish()
     finally:
-        if seg is not None:  # failed mid-write: hand over what is there
-            try:
-                seg.flush(sync=True)
-            except OSError:
-                log.exception("flushing segment %s after a failed write", seg.id)
-    return ids
+        w.abort()
 
 
 def write_batch(
@@ -731,36 +750,18 @@ def write_batch(
         return write_records(ilog, records, settings.flush_size), split
     ulids = ULIDSource()
     limit = settings.max_record_size
-    ids: list[str] = []
     split = 0
-    seg: ActiveSegment | None = None
+    w = _SegmentWriter(ilog, settings.flush_size)
     try:
         for topic, lines in batch.groups:
             if any(len(ln) > limit for ln in lines):
                 lines, n = split_long(lines, limit)
                 split += n
             for chunk in _chunks(lines, settings.flush_size):
-                if seg is None:
-                    seg = ilog.new_segment()
-                data = stamp_lines(chunk, ulids.headers(len(chunk), topic))
-                seg.write(data, len(chunk))
-                if seg.size >= settings.flush_size:
-                    done, seg = seg, None
-                    if done.flush(sync=True):
-                        ids.append(done.id)
-        if seg is not None:
-            done, seg = seg, None
-            if done.flush(sync=True):
-                ids.append(done.id)
-        if ids:
-            ilog.fs.sync_dir(ilog.root)
+                w.write(stamp_lines(chunk, ulids.headers(len(chunk), topic)), len(chunk))
+        return w.finish(), split
     finally:
-        if seg is not None:  # failed mid-write: hand over what is there
-            try:
-                seg.flush(sync=True)
-            except OSError:
-                log.exception("flushing segment %s after a failed write", seg.id)
-    return ids, split
+        w.abort()
 
 
 def _chunks(lines: list[bytes], size: int) -> Iterable[list[bytes]]:
