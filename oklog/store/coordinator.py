@@ -241,6 +241,20 @@ class Coordinator:
             "complete": complete_without(len(absent), self.factor, self.assured()),
         }
 
+    def note_answers(self, answers, missing: list[Absent], what: str) -> None:
+        """Each remote member's answer goes into its health record; the members
+        that failed join ``missing`` (they make the answer partial)."""
+        now = time.monotonic()
+        for a in answers:
+            if a.member.api_addr is not None:
+                if a.error:
+                    self.health.failed(a.member.name, now, a.error)
+                else:
+                    self.health.succeeded(a.member.name)
+            if a.error:
+                log.warning("%s: member %s failed: %s", what, a.member.name, a.error)
+                missing.append(Absent(a.member.name, a.error))
+
     # -- the query ------------------------------------------------------------------
 
     async def _handle(self, req: Request) -> Response:
@@ -279,18 +293,8 @@ class Coordinator:
                     nursery.start_soon(self._member, a, params, matcher, qs, head, ev)
                 for ev in ready:
                     await ev.wait()
-                now = time.monotonic()
                 missing = list(absent)
-                for a in answers:
-                    if a.member.api_addr is None:
-                        pass
-                    elif a.error:
-                        self.health.failed(a.member.name, now, a.error)
-                    else:
-                        self.health.succeeded(a.member.name)
-                    if a.error:
-                        log.warning("query: member %s failed: %s", a.member.name, a.error)
-                        missing.append(Absent(a.member.name, a.error))
+                self.note_answers(answers, missing, "query")
                 complete = complete_without(len(missing), self.factor, self.assured())
                 headers = stats_headers(
                     len(answers),

@@ -42,7 +42,7 @@ from oklog.store.coordinator import (
     member_query_string,
     too_many_queries,
 )
-from oklog.store.fanout import Absent, complete_without, describe, merge_streams, sanitize
+from oklog.store.fanout import complete_without, describe, merge_streams, sanitize
 from oklog.store.query import execute, plan_query
 from oklog.units import parse_duration
 
@@ -126,16 +126,7 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
         await _fan_out(coord, sk_answers, params, _skipping(matcher), qs + "&skipped=true", _adder(skipped))
         for a, b in zip(answers, sk_answers, strict=True):
             a.error = a.error or b.error
-    now = time.monotonic()
-    for a in answers:
-        if a.member.api_addr is not None:
-            if a.error:
-                coord.health.failed(a.member.name, now, a.error)
-            else:
-                coord.health.succeeded(a.member.name)
-        if a.error:
-            log.warning("hits: member %s failed: %s", a.member.name, a.error)
-            missing.append(Absent(a.member.name, a.error))
+    coord.note_answers(answers, missing, "hits")
     complete = complete_without(len(missing), coord.factor, coord.assured())
     headers = stats_headers(
         len(answers), sum(a.segments for a in answers), sum(a.size for a in answers), len(missing), started
