@@ -45,6 +45,7 @@ from oklog.ingest.httpingest import (
     PROTOBUF_TYPES,
     Batch,
     PushWriter,
+    _varint,
     escape_lf,
     fields_prefix,
     sanitize_topic,
@@ -72,20 +73,6 @@ class TooDeep(ValueError):
 
 
 # -- protobuf reading ----------------------------------------------------------------
-
-
-def _varint(buf: memoryview, i: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(10):
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
-    raise ValueError("varint too long")
 
 
 def pb_fields(buf: memoryview):
