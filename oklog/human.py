@@ -22,10 +22,10 @@ def format_size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def format_duration(seconds: float | None) -> str:
-    """``75`` → ``1m15s``; None → ``unknown``."""
+def format_duration(seconds: float | None, unknown: str = "unknown") -> str:
+    """``75`` → ``1m15s``, ``90000`` → ``1d01h``; None → ``unknown``."""
     if seconds is None:
-        return "unknown"
+        return unknown
     s = max(0.0, seconds)
     if s < 10:
         return f"{s:.1f}s"
@@ -33,7 +33,9 @@ def format_duration(seconds: float | None) -> str:
         return f"{s:.0f}s"
     if s < 3600:
         return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    if s < 86400:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
 
 
 _ERRNO_TEXT = {

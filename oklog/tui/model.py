@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from oklog.human import format_duration
+
 HISTORY_SECONDS = 300.0  # sparklines cover the last five minutes
 LAG_WARN = 10.0  # oldest flushed segment older than this (seconds) and growing: warn
 LAG_ERROR = 60.0  # older than this: error, growing or not
@@ -375,18 +377,7 @@ def human_bytes(n: float) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    s = max(0.0, seconds)
-    if s < 10:
-        return f"{s:.1f}s"
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+    return format_duration(seconds, unknown="–")
 
 
 def count(n: float) -> str:
