@@ -121,3 +121,20 @@ def test_stats(fsroot):
     s.flush()
     st = log.stats()
     assert st["segments"]["flushed"] == 1 and st["bytes"]["flushed"] == 4
+
+
+def test_add_flushed_commit_waiter_fires_when_a_woken_consumer_commits_at_once(fsroot):
+    # The consumer is woken by the flush and may commit the segment before
+    # add_flushed returns (a bulk frame's acknowledgement then never came).
+    fs, root = fsroot
+    log = IngestLog(fs, root)
+    committed = []
+
+    def consume_now() -> None:
+        seg_id = log.next()
+        log.read(seg_id)
+        log.commit(seg_id)
+
+    log.on_flushed = consume_now
+    seg_id = log.add_flushed(b"01HF7YAT0100000000000000A0 t x\n", lambda: committed.append(1))
+    assert committed == [1] and seg_id not in log.commit_waiters

@@ -176,13 +176,12 @@ async def _read_loop(
             continue
         done = trio.Event()
         try:
-            seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body)
+            seg_id = await trio.to_thread.run_sync(ilog.add_flushed, body, lambda done=done: _set(done, token))
         except OSError as e:  # disk full or failing: this frame is not taken; the client retries
             stats.errors += 1
             log.error("bulk frame not written: %s", e)
             await send.send(_Frame(reply=f"ERR write failed: {e.strerror or e}; retry", last=True))
             return
-        ilog.commit_waiters[seg_id] = lambda done=done: _set(done, token)
         records = body.count(b"\n")
         stats.frames += 1
         stats.records += records

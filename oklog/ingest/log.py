@@ -183,12 +183,22 @@ class IngestLog:
         if waiter is not None:
             waiter()
 
-    def add_flushed(self, data: bytes) -> str:
-        """Write a complete segment straight to .flushed (fsynced); return its id."""
+    def add_flushed(self, data: bytes, on_commit: Callable[[], None] | None = None) -> str:
+        """Write a complete segment straight to .flushed (fsynced); return its id.
+        ``on_commit`` is registered before the segment can be consumed (a woken
+        consumer may commit it before this returns)."""
         seg = self.new_segment()
-        seg.write(data, data.count(b"\n"))
-        seg.flush(sync=True)
-        self.fs.sync_dir(self.root)
+        if on_commit is not None:
+            with self._lock:
+                self.commit_waiters[seg.id] = on_commit
+        try:
+            seg.write(data, data.count(b"\n"))
+            seg.flush(sync=True)
+            self.fs.sync_dir(self.root)
+        except BaseException:
+            with self._lock:
+                self.commit_waiters.pop(seg.id, None)
+            raise
         return seg.id
 
     def failed(self, seg_id: str) -> None:
