@@ -472,6 +472,8 @@ def cmd_topics(argv: list[str]) -> int:
     _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
     _flag(p, "json", action="store_true", help="the JSON answer of /store/topics")
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
+    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
     from oklog.querycli import topics_main
 

@@ -421,7 +421,7 @@ def hits_main(ns, params: dict, out, err) -> int:
     timeout = ns.timeout or None
     resp = None
     try:
-        resp = request(host, port, "GET", "/store/hits?" + urlencode(params), timeout)
+        resp = request(host, port, "GET", "/store/hits?" + urlencode(params), timeout, **_credentials(ns))
         if resp.status >= 400:
             return _fail(resp, err)
         body = resp.read()
@@ -478,7 +478,7 @@ def topics_main(ns, out=None, err=None) -> int:
     timeout = ns.timeout or None
     resp = None
     try:
-        resp = request(host, port, "GET", "/store/topics?" + urlencode(params), timeout)
+        resp = request(host, port, "GET", "/store/topics?" + urlencode(params), timeout, **_credentials(ns))
         if resp.status >= 400:
             return _fail(resp, err)
         body = resp.read()

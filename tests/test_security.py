@@ -391,6 +391,12 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
              what="records over TLS")
     p = subprocess.run(q, capture_output=True, timeout=30, env=env)
     assert b"plain to tls" not in p.stdout and p.returncode == 0
+    # Counts and topics go through the same credentials as the query.
+    p = subprocess.run(q + ["-count"], capture_output=True, timeout=30, env=env)
+    assert p.returncode == 0 and p.stdout.strip() == b"4", p.stderr
+    t = OKLOG + ["topics", "-store", n.api, "-token", QUERY_TOKEN, "-tls.ca", str(ca)]
+    p = subprocess.run(t, capture_output=True, timeout=30, env=env)
+    assert p.returncode == 0 and b"default" in p.stdout, p.stderr
     m = httpx.get(https + "/metrics", headers=bearer(QUERY_TOKEN), verify=ssl.create_default_context(cafile=str(ca))).text
     assert 'oklog_auth_denied_total{reason="tls_handshake"}' in m
 
