@@ -32,7 +32,7 @@ from oklog.query.format import FORMATS, NATIVE_MODES
 from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
 from oklog.record import ULID_LEN, RecordError, ms_floor, ulid_ms
 from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
-from oklog.store.query import execute, plan_query
+from oklog.store.query import Unserved, execute, plan_query
 
 log = logging.getLogger("oklog.store.api")
 
@@ -351,19 +351,37 @@ async def local_query(
     params, matcher = parse_request(req)
     fmt = parse_format(req)
     plan = await trio.to_thread.run_sync(plan_query, store, params)
-    headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+    status, headers = _plan_status(plan, started)
     headers.update(param_headers(params))
     if req.method == "HEAD":
         plan.close()
-        return Response(200, headers=headers)
+        return Response(status, headers=headers)
 
     async def stream(write: Write) -> None:
         if fmt in NATIVE_MODES:  # cut to the output by the scan itself
             await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
         else:  # formats that grow the data: formatted a piece at a time as it is sent
             await execute(store, matcher, plan, _formatted(write, fmt), limiter)
+        _check_served(plan)
 
-    return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
+    return Response(status, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
+
+
+def _plan_status(plan, started: float) -> tuple[int, dict[str, str]]:
+    """200, or 206 naming the damaged segments this node cannot serve."""
+    why = plan.unserved()
+    headers = stats_headers(1, plan.segments, plan.bytes, 1 if why else 0, started)
+    if why is None:
+        return 200, headers
+    headers["X-Oklog-Errors"] = f"this node: {why}"
+    return 206, headers
+
+
+def _check_served(plan) -> None:
+    """After the scan: blocks found damaged while reading cut the transfer short."""
+    if plan.damaged:
+        log.warning("query: %s; the answer is cut short", plan.unserved())
+        raise Unserved(plan.unserved())
 
 
 async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Request) -> Response:
@@ -376,15 +394,16 @@ async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Reques
     params, matcher = parse_request(req)
     by = req.arg("by")
     plan = await trio.to_thread.run_sync(plan_query, store, params)
-    headers = stats_headers(1, plan.segments, plan.bytes, 0, started)
+    status, headers = _plan_status(plan, started)
 
     async def stream(write: Write) -> None:
         async def emit(data: bytes) -> None:
             await _chunked(write)(by_lines(data, by) if by else ulid_lines(data))
 
         await execute(store, matcher, plan, emit, limiter)
+        _check_served(plan)
 
-    return Response(200, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
+    return Response(status, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
 
 def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:

@@ -47,7 +47,7 @@ from oklog.store.fanout import (
     sanitize,
 )
 from oklog.store.log import StoreLog
-from oklog.store.query import execute, plan_query
+from oklog.store.query import Unserved, execute, plan_query
 
 log = logging.getLogger("oklog.store.query")
 
@@ -423,6 +423,12 @@ class Coordinator:
         assert self.store is not None
         plan = await trio.to_thread.run_sync(plan_query, self.store, params)
         a.segments, a.size = plan.segments, plan.bytes
+        if plan.unreadable:  # as a member answering 206: its records are taken from the others
+            plan.close()
+            a.error = f"{plan.unserved()}"
+            a.rx = None
+            ready.set()
+            return
         a.rx = None if head else _Unwrap(rx)
         ready.set()
         if head:
@@ -434,6 +440,8 @@ class Coordinator:
             await tx.send(chunk)
 
         await execute(self.store, matcher, plan, send, self.limiter)
+        if plan.damaged:  # found while reading: the merge hears of it as of a member failing
+            raise Unserved(plan.unserved())
 
     async def _remote(self, a, qs, head, ready, tx, rx) -> None:
         url = f"http://{a.member.api_addr}/store/_query?{qs}"

@@ -26,6 +26,7 @@ import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import close_map
+from oklog.http import ClientGone
 from oklog.query.engine import (
     Matcher,
     Query,
@@ -63,6 +64,12 @@ class Group:
     blocks: list[tuple[Segment, list[Block]]] = field(default_factory=list)
 
 
+class Unserved(ClientGone):
+    """Raised after a scan that skipped damaged blocks: the response is left
+    unfinished (as for a client gone), so the transfer is cut short and no
+    client takes the answer for a whole one."""
+
+
 @dataclass
 class Plan:
     """What a query will scan. It holds a mapping of every segment it selected,
@@ -80,7 +87,18 @@ class Plan:
     store: StoreLog | None = None
     blocks_skipped: int = 0  # blocks in the time window ruled out by their bloom
     damaged: int = 0  # blocks that failed to decompress (their segment is re-checked)
+    unreadable: int = 0  # segments of the range not served: changed at rest, torn, bad index
     _units: list[Unit] | None = None
+
+    def unserved(self) -> str | None:
+        """Why this node's answer lacks records of the range, or None. Known
+        before streaming for segments (``unreadable``), after it for blocks."""
+        parts = []
+        if self.unreadable:
+            parts.append(f"{self.unreadable} damaged segment(s) not served")
+        if self.damaged:
+            parts.append(f"{self.damaged} damaged block(s) skipped")
+        return "; ".join(parts) + " (the scrubber is checking them)" if parts else None
 
     @property
     def units(self) -> list[Unit]:
@@ -140,6 +158,7 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
             g = Group()
             for seg in group:
                 if store.modified(seg):
+                    plan.unreadable += 1
                     continue  # changed on disk: not trusted; quarantined by the scrubber
                 try:
                     buf = store.fs.open_map(store.path(seg))
@@ -149,6 +168,7 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                 if n != seg.size or not n:
                     close_map(buf)
                     store.suspect(seg)
+                    plan.unreadable += 1
                     continue
                 if segfile.is_compressed(buf[:4]):  # type: ignore[index]
                     try:
@@ -158,6 +178,7 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                     if idx is None:
                         close_map(buf)
                         store.suspect(seg)
+                        plan.unreadable += 1
                         continue
                     in_time = [b for b in idx.blocks if b.last >= lo_key and b.first < hi_key]
                     chosen = [b for b in in_time if b.may_contain(literal)]
@@ -175,6 +196,7 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
                     # scrubber quarantines it and salvages the good records.
                     close_map(buf)
                     store.suspect(seg)
+                    plan.unreadable += 1
                     continue
                 lo, hi = _bounds(buf, seg, params)
                 if hi <= lo:
