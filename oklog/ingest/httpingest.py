@@ -271,6 +271,25 @@ def _time_number(value) -> int | None:
     return None
 
 
+NOT_JSON = object()  # json_lines' value for a line that is not JSON
+
+
+def json_lines(body: bytes):
+    """(line, parsed value) of each non-blank NDJSON line (a CR before the LF
+    dropped); the value is NOT_JSON for a line that is not JSON, not UTF-8, or
+    nested too deeply to parse."""
+    for raw in body.split(b"\n"):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (ValueError, RecursionError):
+            obj = NOT_JSON
+        yield raw, obj
+
+
 def parse_jsonlines(
     body: bytes,
     message_field: str = "message",
@@ -291,14 +310,8 @@ def parse_jsonlines(
     lines: list[bytes] = []
     times: list[int | None] = times_out if times_out is not None else []
     invalid = 0
-    for raw in body.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+    for raw, obj in json_lines(body):
+        if obj is NOT_JSON:
             invalid += 1
             lines.append(raw)
             times.append(None)
@@ -364,14 +377,8 @@ def parse_vlogs(
     prefix. A line that is not a JSON object is kept verbatim."""
     names = tuple(msg_fields) + tuple(f for f in MESSAGE_FIELDS if f not in msg_fields)
     batch = Batch()
-    for raw in body.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+    for raw, obj in json_lines(body):
+        if obj is NOT_JSON:
             batch.invalid_json += 1
             batch.add(default, [raw], [None])
             continue
