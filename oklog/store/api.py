@@ -32,7 +32,7 @@ from oklog.query.format import FORMATS, NATIVE_MODES
 from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
 from oklog.record import ULID_LEN, RecordError, ms_floor, ulid_ms
 from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
-from oklog.store.query import Unserved, execute, plan_query
+from oklog.store.query import execute, plan_query
 
 log = logging.getLogger("oklog.store.api")
 
@@ -362,7 +362,7 @@ async def local_query(
             await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
         else:  # formats that grow the data: formatted a piece at a time as it is sent
             await execute(store, matcher, plan, _formatted(write, fmt), limiter)
-        _check_served(plan)
+        plan.check_served()
 
     return Response(status, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
@@ -375,13 +375,6 @@ def _plan_status(plan, started: float) -> tuple[int, dict[str, str]]:
         return 200, headers
     headers["X-Oklog-Errors"] = f"this node: {why}"
     return 206, headers
-
-
-def _check_served(plan) -> None:
-    """After the scan: blocks found damaged while reading cut the transfer short."""
-    if plan.damaged:
-        log.warning("query: %s; the answer is cut short", plan.unserved())
-        raise Unserved(plan.unserved())
 
 
 async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Request) -> Response:
@@ -401,7 +394,7 @@ async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Reques
             await _chunked(write)(by_lines(data, by) if by else ulid_lines(data))
 
         await execute(store, matcher, plan, emit, limiter)
-        _check_served(plan)
+        plan.check_served()
 
     return Response(status, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 

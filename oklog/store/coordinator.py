@@ -47,7 +47,7 @@ from oklog.store.fanout import (
     sanitize,
 )
 from oklog.store.log import StoreLog
-from oklog.store.query import Unserved, execute, plan_query
+from oklog.store.query import execute, plan_query
 
 log = logging.getLogger("oklog.store.query")
 
@@ -440,8 +440,7 @@ class Coordinator:
             await tx.send(chunk)
 
         await execute(self.store, matcher, plan, send, self.limiter)
-        if plan.damaged:  # found while reading: the merge hears of it as of a member failing
-            raise Unserved(plan.unserved())
+        plan.check_served()  # damage found while reading: the merge hears of it as of a member failing
 
     async def _remote(self, a, qs, head, ready, tx, rx) -> None:
         url = f"http://{a.member.api_addr}/store/_query?{qs}"

@@ -233,6 +233,10 @@ async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: 
             store = coord.store
             plan = await trio.to_thread.run_sync(plan_query, store, params)
             a.segments, a.size = plan.segments, plan.bytes
+            if plan.unreadable:  # as a member answering 206: its matches are counted from the others
+                plan.close()
+                a.error = f"{plan.unserved()}"
+                return
             a.rx = _Unwrap(rx)
             ready.set()
             from oklog.query.count import ulid_lines
@@ -244,6 +248,7 @@ async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: 
                 await tx.send(by_lines(chunk, by) if by else ulid_lines(chunk))
 
             await execute(store, matcher, plan, send, coord.limiter)
+            plan.check_served()
         else:
             await _remote(coord, a, qs, ready, tx, rx)
     except Exception as e:

@@ -17,6 +17,7 @@ releases the GIL) and runs the same C scan over it.
 from __future__ import annotations
 
 import collections
+import logging
 import mmap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from oklog.record import ULID_LEN
 from oklog.store import segfile
 from oklog.store.log import Segment, StoreLog, group_overlapping
 from oklog.store.segfile import Block
+
+log = logging.getLogger("oklog.store.query")
 
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent
@@ -99,6 +102,13 @@ class Plan:
         if self.damaged:
             parts.append(f"{self.damaged} damaged block(s) skipped")
         return "; ".join(parts) + " (the scrubber is checking them)" if parts else None
+
+    def check_served(self) -> None:
+        """After the scan: blocks found damaged while reading raise Unserved,
+        which cuts the transfer short (the status line has already gone)."""
+        if self.damaged:
+            log.warning("query: %s; the answer is cut short", self.unserved())
+            raise Unserved(self.unserved())
 
     @property
     def units(self) -> list[Unit]:
