@@ -74,7 +74,7 @@ def segment_files(store: str) -> list[str]:
 
 def count_lines(paths: list[str]) -> int:
     """Records in store segment files (compressed ones read block by block)."""
-    from oklog.store import segfile
+    from oklog.records import segfile
 
     n = 0
     for p in paths:
@@ -349,7 +349,7 @@ def window_count(files: list[str], lo_ulid: str, term: bytes) -> int:
         name = os.path.basename(p)
         if name[27:53].encode() < lo:
             continue  # the whole segment ends before the window
-        from oklog.store import segfile
+        from oklog.records import segfile
 
         with open(p, "rb") as f:
             data = segfile.decode(f.read())

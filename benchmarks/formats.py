@@ -20,7 +20,7 @@ import time
 from benchmarks.dataset import load_corpus, parse_size
 from oklog import _fast
 from oklog.query import format as F
-from oklog.record import ULIDSource, stamp_lines
+from oklog.records.record import ULIDSource, stamp_lines
 
 
 def _median_time(fn, runs: int) -> float:

@@ -1,5 +1,5 @@
 import sys
 
-from oklog.cli import main
+from oklog.cli.commands import main
 
 sys.exit(main())

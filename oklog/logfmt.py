@@ -2,7 +2,7 @@
 
 ``-log.format`` selects how the node writes its own log lines:
 
-* ``logfmt``: ``ts=2024-05-01T12:00:00.123Z level=info logger=oklog.node msg="..."``
+* ``logfmt``: ``ts=2024-05-01T12:00:00.123Z level=info logger=oklog.node.root msg="..."``
   followed by any ``extra={...}`` fields and ``exc="..."`` for exceptions;
 * ``json``: one JSON object per line with the same keys;
 * ``text``: the plain human format (``configure_logging``'s default).
@@ -89,7 +89,7 @@ def _fields(formatter: logging.Formatter, record: logging.LogRecord) -> list[tup
 
 
 class LogfmtFormatter(logging.Formatter):
-    """``ts=... level=info logger=oklog.node msg="..." key=value ...``"""
+    """``ts=... level=info logger=oklog.node.root msg="..." key=value ...``"""
 
     def format(self, record: logging.LogRecord) -> str:
         return logfmt_pairs(_fields(self, record))

@@ -142,8 +142,8 @@ class NodeProc:
 
     def member_auth(self):
         """httpx auth proving membership (this node's key), for tests calling internal endpoints."""
-        from oklog.auth import ClientAuth, NodeKeys
         from oklog.cluster.keyring import Keyring
+        from oklog.net.auth import ClientAuth, NodeKeys
 
         return ClientAuth(NodeKeys(Keyring.load(self.key_path))) if self.key_path else None
 

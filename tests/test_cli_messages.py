@@ -26,7 +26,7 @@ def plain(err: str) -> None:
 
 
 def test_run_help_shows_listen_addresses_and_paths_with_their_defaults():
-    from oklog.cli import run_parser
+    from oklog.cli.commands import run_parser
 
     ns = run_parser().parse_args([])
     _, out, _ = run(["run", "-h"], timeout=30)

@@ -7,8 +7,8 @@ import pytest
 import trio
 
 from oklog.fs import MemFS, RealFS, join
-from oklog.query.engine import merge_dedup
-from oklog.record import ULID_LEN, ULIDSource, encode_ulid, stamp_lines
+from oklog.records.merge import merge_dedup
+from oklog.records.record import ULID_LEN, ULIDSource, encode_ulid, stamp_lines
 from oklog.store import compact as C
 from oklog.store.compact import CompactStats, Maintenance, plan, run_job
 from oklog.store.log import Segment, StoreLog, group_overlapping
@@ -203,7 +203,7 @@ def test_plan_bounds_fan_in():
 def test_query_planned_before_compaction_reads_consistently(tmp_path):
     from oklog.query.engine import Matcher, Query
     from oklog.query.params import parse_params
-    from oklog.store.query import plan_query, run_unit
+    from oklog.query.plan import plan_query, run_unit
 
     store = StoreLog(RealFS(), str(tmp_path / "store"))
     rnd = random.Random(5)
@@ -275,7 +275,7 @@ def test_payload_flipped_at_rest_is_caught_by_the_checksum(store):
     Plain segments (the format before compression; a flip in a compressed one
     fails its block's checksum: test_segfile)."""
     from oklog.query.params import parse_params
-    from oklog.store.query import plan_query
+    from oklog.query.plan import plan_query
 
     store.level = 0
     src = ULIDSource(iter(range(1, 10**6)).__next__)
@@ -327,7 +327,7 @@ def plan_compact(store):
 
 def test_segment_modified_while_running_is_never_served(store):
     from oklog.query.params import parse_params
-    from oklog.store.query import plan_query
+    from oklog.query.plan import plan_query
 
     src = ULIDSource(iter(range(1, 10**6)).__next__)
     (seg,) = store.write(stamp_lines([b"rec %d" % i for i in range(50)], src.headers(50)))
@@ -386,7 +386,7 @@ def test_write_keeps_topics_apart(store):
 def test_compaction_never_mixes_topics_and_a_topic_query_reads_only_its_segments(store):
     from oklog.query.engine import Matcher
     from oklog.query.params import parse_params
-    from oklog.store.query import plan_query, run_unit
+    from oklog.query.plan import plan_query, run_unit
 
     rnd = random.Random(4)
     src = ULIDSource(iter(range(10_000, 10**9, 3)).__next__)
@@ -456,11 +456,11 @@ def test_overlapping_topic_segments_are_scanned_in_bounded_units(store, monkeypa
     """A quiet topic's segment spans the busy topic's whole time range, so
     segments overlap for good: the query still cuts them into bounded units in
     ULID order, and copies of a record (same ULID) meet in one unit."""
+    from oklog.query import plan as Q
     from oklog.query.engine import Matcher, Query
     from oklog.query.params import parse_params
-    from oklog.store import query as Q
-    from oklog.store import segfile
-    from oklog.store.query import plan_query
+    from oklog.query.plan import plan_query
+    from oklog.records import segfile
 
     monkeypatch.setattr(Q, "UNIT_BYTES", 4096)
     monkeypatch.setattr(segfile, "BLOCK_SIZE", 1024)

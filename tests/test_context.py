@@ -9,7 +9,7 @@ from conftest import sample_lines
 
 from oklog.query.context import ContextFilter
 from oklog.query.engine import Matcher, Query
-from oklog.record import encode_ulid
+from oklog.records.record import encode_ulid
 
 LINES = [ln for ln in sample_lines(4000, seed=9) if b"\r" not in ln]
 TOPICS = [b"a", b"bb", b"a", b"a", b"c"]

@@ -9,7 +9,7 @@ import pytest
 from conftest import corpus_lines
 
 from oklog.query.count import Tally, filled, render_bars, render_tsv, ulid_lines
-from oklog.record import encode_ulid
+from oklog.records.record import encode_ulid
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -10,8 +10,8 @@ import trio
 from test_segfile import body
 
 from oklog.fs import RealFS
-from oklog.http import Router, serve_http
-from oklog.store import segfile
+from oklog.net.http import Router, serve_http
+from oklog.records import segfile
 from oklog.store.api import local_query
 from oklog.store.log import StoreLog
 

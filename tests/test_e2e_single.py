@@ -78,7 +78,7 @@ def test_sigterm_drains_active_segments(node_factory):
     time.sleep(0.3)
     assert n.stop() == 0
     store = n.workdir / "store"
-    from oklog.store import segfile
+    from oklog.records import segfile
 
     data = b"".join(segfile.decode(p.read_bytes()) for p in store.glob("*.seg"))
     assert data.endswith(b" default before shutdown\n")

@@ -5,10 +5,11 @@ import subprocess
 import pytest
 from conftest import corpus_lines
 
-from oklog.query.engine import Matcher, Query, QueryError, merge_dedup, relax_anchors, seek
+from oklog.query.engine import Matcher, Query, QueryError, relax_anchors
 from oklog.query.format import lines_only
 from oklog.query.params import parse_bound, parse_params
-from oklog.record import ULID_LEN, ULIDSource, stamp_lines
+from oklog.records.merge import merge_dedup, seek
+from oklog.records.record import ULID_LEN, ULIDSource, stamp_lines
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import pytest
 import trio
 
 from oklog.fs import RealFS
-from oklog.http import HTTPError, serve_http
 from oklog.ingest.esbulk import parse_bulk
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
 from oklog.ingest.listener import IngestSettings
 from oklog.ingest.log import IngestLog
-from oklog.record import split_record, ulid_ms
+from oklog.net.http import HTTPError, serve_http
+from oklog.records.record import split_record, ulid_ms
 
 TIMEOUT = 20
 

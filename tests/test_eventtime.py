@@ -16,7 +16,7 @@ from oklog.ingest.httpingest import (
     parse_vlogs,
     stamp_batch,
 )
-from oklog.record import now_ms, split_record, ulid_ms
+from oklog.records.record import now_ms, split_record, ulid_ms
 
 NOW_MS = 1_764_000_000_000
 S = 10**9

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from oklog.record import encode_ulid
-from oklog.store.fanout import (
+from oklog.query.fanout import (
     CLOCK_SKEW_MS,
     MemberHealth,
     Observed,
@@ -16,6 +15,7 @@ from oklog.store.fanout import (
     merge_streams,
     sanitize,
 )
+from oklog.records.record import encode_ulid
 
 
 def obs(id: str, state: str = "alive", since: float = 0.0, holds: bool = True, me: bool = False) -> Observed:

@@ -123,7 +123,7 @@ def test_arguments_are_checked():
 def ref_time(ulid: bytes) -> bytes:
     from datetime import UTC, datetime, timedelta
 
-    from oklog.record import ALPHABET
+    from oklog.records.record import ALPHABET
 
     ms = 0
     for c in ulid[:10]:
@@ -133,7 +133,7 @@ def ref_time(ulid: bytes) -> bytes:
 
 
 def test_format_time_modes_against_datetime():
-    from oklog.record import encode_ulid
+    from oklog.records.record import encode_ulid
 
     rnd = random.Random(5)
     day = 86_400_000
@@ -175,7 +175,7 @@ def ref_json(record: bytes) -> bytes:
 
 
 def test_format_json_is_json_dumps_byte_for_byte():
-    from oklog.record import encode_ulid
+    from oklog.records.record import encode_ulid
 
     rnd = random.Random(9)
     tricky = [
@@ -250,8 +250,8 @@ def test_split_topics_against_python():
 
 
 def test_merge_against_the_python_merge():
-    from oklog.query.engine import iter_merge
-    from oklog.record import encode_ulid
+    from oklog.records.merge import iter_merge
+    from oklog.records.record import encode_ulid
 
     rnd = random.Random(12)
     for trial in range(60):

@@ -14,7 +14,7 @@ from conftest import corpus_lines
 from oklog.query.engine import MODE_LINES, QueryError
 from oklog.query.fields import by_lines, parse_condition, parse_fields, project
 from oklog.query.terms import build_matcher
-from oklog.record import encode_ulid
+from oklog.records.record import encode_ulid
 
 LEVELS = ["info", "warn", "error", "debug"]
 MSGS = ["request done", "upstream timeout after 3s", "cache miss", 'said "hi"']

@@ -4,7 +4,7 @@ import httpx
 import pytest
 import trio
 
-from oklog.node import Node
+from oklog.node.root import Node
 from oklog.store import consumer
 from tests.test_node import config, send
 

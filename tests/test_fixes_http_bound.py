@@ -1,4 +1,4 @@
-from oklog.http import MAX_HEADER_BYTES, h11_incomplete_bound
+from oklog.net.http import MAX_HEADER_BYTES, h11_incomplete_bound
 
 
 def test_h11_bound_is_one_read_smaller_than_the_header_limit() -> None:

@@ -16,7 +16,7 @@ from oklog.fs import RealFS
 from oklog.ingest.fluent import FluentStats, parse_message, serve_fluent
 from oklog.ingest.listener import IngestSettings
 from oklog.ingest.log import IngestLog
-from oklog.record import split_record, ulid_ms
+from oklog.records.record import split_record, ulid_ms
 
 TIMEOUT = 20
 LIMIT = 1 << 20

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from oklog.query.format import as_json, lines_only, ulid_and_line, with_time
-from oklog.record import ULIDSource, stamp_lines
+from oklog.records.record import ULIDSource, stamp_lines
 
 LINES = [b"plain", b"", b"with  spaces ", b"bin \xff\x00", b"x" * 3000]
 

@@ -1,9 +1,9 @@
-"""The node's warnings (oklog/health.py): a window of recent events, each warning
+"""The node's warnings (oklog/node/health.py): a window of recent events, each warning
 naming its cause and clearing when the cause has gone. Pure, on a hand-held clock."""
 
 from __future__ import annotations
 
-from oklog.health import RECENT, STALL_AFTER, Health, IngestWatch, RecentEvents
+from oklog.node.health import RECENT, STALL_AFTER, Health, IngestWatch, RecentEvents
 
 
 def texts(h: Health, now: float, consumer: list[str] | None = None) -> list[tuple[str, str, str]]:

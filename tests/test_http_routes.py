@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from oklog.http import UNKNOWN_ROUTE, HTTPError, Request, Response, Router, serve_http
+from oklog.net.http import UNKNOWN_ROUTE, HTTPError, Request, Response, Router, serve_http
 
 TIMEOUT = 20
 

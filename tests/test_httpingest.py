@@ -13,7 +13,6 @@ import pytest
 import trio
 
 from oklog.fs import RealFS
-from oklog.http import serve_http
 from oklog.ingest.httpingest import (
     HTTPIngestStats,
     decode_body,
@@ -25,7 +24,8 @@ from oklog.ingest.httpingest import (
 )
 from oklog.ingest.listener import IngestSettings
 from oklog.ingest.log import IngestLog
-from oklog.record import ULID_LEN, split_record, ulid_ms
+from oklog.net.http import serve_http
+from oklog.records.record import ULID_LEN, split_record, ulid_ms
 
 TIMEOUT = 20
 
@@ -160,7 +160,7 @@ def test_loki_topic_and_prefix():
     ],
 )
 def test_parse_loki_rejects(body):
-    from oklog.http import HTTPError
+    from oklog.net.http import HTTPError
 
     with pytest.raises(HTTPError) as e:
         parse_loki(body, None, b"default")
@@ -168,7 +168,7 @@ def test_parse_loki_rejects(body):
 
 
 def test_decode_body_bounds():
-    from oklog.http import HTTPError
+    from oklog.net.http import HTTPError
 
     data = b"x" * 1000
     assert decode_body(gzip.compress(data), "gzip", 1000) == data

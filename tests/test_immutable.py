@@ -8,7 +8,7 @@ import random
 import pytest
 
 from oklog.fs import MemFS, RealFS
-from oklog.record import encode_ulid
+from oklog.records.record import encode_ulid
 from oklog.store.api import Immutable
 from oklog.store.compact import CompactStats, plan, run_job
 from oklog.store.log import StoreLog

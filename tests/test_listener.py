@@ -12,7 +12,7 @@ import trio
 from oklog.fs import RealFS
 from oklog.ingest.listener import Connection, IngestSettings, ListenerStats, serve_ingest
 from oklog.ingest.log import IngestLog
-from oklog.record import TOPIC_PREAMBLE, RecordError, split_record
+from oklog.records.record import TOPIC_PREAMBLE, RecordError, split_record
 
 SETTINGS = IngestSettings(flush_size=1 << 20, flush_age=60.0, max_record_size=1 << 20, topic=b"node-topic")
 

@@ -10,9 +10,9 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from oklog.config import Addr, NodeConfig
-from oklog.http import Response, Router, serve_http
-from oklog.metrics import CONTENT_TYPE, Metrics, metrics_router, observe_queries
+from oklog.net.http import Response, Router, serve_http
+from oklog.node.config import Addr, NodeConfig
+from oklog.node.metrics import CONTENT_TYPE, Metrics, metrics_router, observe_queries
 
 TIMEOUT = 20
 
@@ -147,7 +147,7 @@ def test_state_failure_is_a_metric_not_a_500():
 
 def test_real_node_state(tmp_path):
     """The dict a real Node returns (no mocks of its shape)."""
-    from oklog.node import Node
+    from oklog.node.root import Node
 
     lo = "127.0.0.1"
     cfg = NodeConfig(
@@ -209,7 +209,7 @@ def _log_line(fmt: str, msg: str, *args, exc: bool = False, **extra) -> str:
     saved = (list(root.handlers), root.level)
     try:
         configure_logging(fmt, logging.DEBUG, stream=buf)
-        lg = logging.getLogger("oklog.node")
+        lg = logging.getLogger("oklog.node.root")
         if exc:
             try:
                 raise ValueError("bad thing")
@@ -232,7 +232,7 @@ def test_logfmt_formatter():
     line = _log_line("logfmt", 'segment %s "flushed"', "01ABC", peer="10.0.0.1:7651", n=3)
     assert line.endswith("\n") and line.count("\n") == 1
     assert re.fullmatch(
-        r'ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=warn logger=oklog\.node '
+        r'ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=warn logger=oklog\.node\.root '
         r'msg="segment 01ABC \\"flushed\\"" peer=10\.0\.0\.1:7651 n=3\n',
         line,
     ), line
@@ -249,16 +249,16 @@ def test_json_and_text_formatters():
     from oklog.logfmt import make_formatter
 
     obj = json.loads(_log_line("json", "hello %d", 5, peer="x"))
-    assert obj["level"] == "warn" and obj["logger"] == "oklog.node"
+    assert obj["level"] == "warn" and obj["logger"] == "oklog.node.root"
     assert obj["msg"] == "hello 5" and obj["peer"] == "x" and obj["ts"].endswith("Z")
     assert "exc" in json.loads(_log_line("json", "oops", exc=True))
-    assert "WARNING oklog.node: plain" in _log_line("text", "plain")
+    assert "WARNING oklog.node.root: plain" in _log_line("text", "plain")
     with _pytest.raises(ValueError):
         make_formatter("xml")
 
 
 def test_maintenance_and_query_figures():
-    from oklog.metrics import Metrics
+    from oklog.node.metrics import Metrics
 
     state = {
         "pipeline": {

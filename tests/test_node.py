@@ -6,9 +6,9 @@ import httpx
 import pytest
 import trio
 
-from oklog.config import Addr, NodeConfig
-from oklog.node import Node
-from oklog.record import ULID_LEN, encode_ulid, now_ms
+from oklog.node.config import Addr, NodeConfig
+from oklog.node.root import Node
+from oklog.records.record import ULID_LEN, encode_ulid, now_ms
 
 
 def config(tmp_path, **kw) -> NodeConfig:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from conftest import NodeProc, wait_for
 
-from oklog.record import decode_ulid
+from oklog.records.record import decode_ulid
 
 ULID_SIZE = 26
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz")

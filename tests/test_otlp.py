@@ -14,12 +14,12 @@ import pytest
 import trio
 
 from oklog.fs import RealFS
-from oklog.http import serve_http
 from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
 from oklog.ingest.listener import IngestSettings
 from oklog.ingest.log import IngestLog
 from oklog.ingest.otlp import MAX_DEPTH, parse_json_request, parse_pb_request, record_line
-from oklog.record import split_record, ulid_ms
+from oklog.net.http import serve_http
+from oklog.records.record import split_record, ulid_ms
 
 pb = pytest.importorskip("opentelemetry.proto.collector.logs.v1.logs_service_pb2")
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402

@@ -15,9 +15,9 @@ from urllib.parse import urlencode as std_urlencode
 
 import pytest
 
-from oklog.cli import query_parser
+from oklog.cli.commands import query_parser
+from oklog.cli.query import query_main, request, resolve_time, urlencode
 from oklog.query.params import parse_time_ms
-from oklog.querycli import query_main, request, resolve_time, urlencode
 
 PAUSE = 0.01  # between the pieces of a response, so each tends to arrive in its own recv
 
@@ -397,10 +397,10 @@ def test_query_path_imports_no_heavy_modules():
     code = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import oklog.cli, oklog.querycli\n"
+        "import oklog.cli.commands, oklog.cli.query\n"
         "new = set(sys.modules) - before\n"
         "print(' '.join(sorted(m for m in ('logging', 'dataclasses', 'ctypes', 'http.client',"
-        " 'email', 'datetime', 'oklog.config', 'oklog.malloc', 'typing', 'shutil') if m in new)))\n"
+        " 'email', 'datetime', 'oklog.node.config', 'oklog.malloc', 'typing', 'shutil') if m in new)))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
@@ -409,8 +409,8 @@ def test_query_path_imports_no_heavy_modules():
 
 def test_query_command_does_not_tune_malloc():
     code = (
-        "import sys, oklog.cli\n"
-        "rc = oklog.cli.main(['query', '-store', '127.0.0.1:1'])\n"
+        "import sys, oklog.cli.commands\n"
+        "rc = oklog.cli.commands.main(['query', '-store', '127.0.0.1:1'])\n"
         "print(rc, 'oklog.malloc' in sys.modules, 'logging' in sys.modules)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

@@ -1,6 +1,6 @@
 import pytest
 
-from oklog.record import (
+from oklog.records.record import (
     ULID_LEN,
     RecordError,
     ULIDSource,

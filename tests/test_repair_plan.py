@@ -4,8 +4,8 @@ import errno
 import io
 import socket
 
+from oklog.cli.repair import Progress, plan_move
 from oklog.human import describe_error, format_duration, format_size
-from oklog.repair import Progress, plan_move
 
 
 def rec(i: int) -> bytes:
@@ -84,7 +84,7 @@ def test_post_records_sends_whole_records_in_pieces_and_waits_out_busy(monkeypat
 
     import httpx
 
-    import oklog.repair as R
+    import oklog.cli.repair as R
 
     bodies: list[bytes] = []
     answers = [503]

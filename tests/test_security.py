@@ -19,10 +19,10 @@ import httpx
 import pytest
 from conftest import OKLOG, free_port, wait_for
 
-from oklog.auth import ClientAuth, NodeKeys
-from oklog.cli import run_parser
+from oklog.cli.commands import run_parser
 from oklog.cluster.keyring import Keyring, new_key
-from oklog.record import ULIDSource, stamp_lines
+from oklog.net.auth import ClientAuth, NodeKeys
+from oklog.records.record import ULIDSource, stamp_lines
 
 FAST = ["-ingest.segment-flush-age", "0.2s", "-store.segment-target-age", "0.2s"]
 INGEST_TOKEN, QUERY_TOKEN, ADMIN_TOKEN = "ingest-" + "i" * 20, "query-" + "q" * 20, "admin-" + "a" * 20
@@ -430,7 +430,7 @@ def test_stream_and_tui_with_token_over_tls(node_factory, tmp_path):
 
     import trio
 
-    from oklog.auth import cli_http_kwargs
+    from oklog.net.auth import cli_http_kwargs
     from oklog.tui.client import ApiError, NodeClient
 
     ca, cert, key = make_certs(tmp_path)

@@ -12,11 +12,11 @@ from conftest import CORPUS
 from oklog.fs import RealFS, join
 from oklog.query.engine import Matcher, Query
 from oklog.query.params import parse_params
-from oklog.record import ULIDSource, stamp_lines
-from oklog.store import segfile
+from oklog.query.plan import plan_query, run_unit
+from oklog.records import segfile
+from oklog.records.record import ULIDSource, stamp_lines
 from oklog.store.compact import CompactStats, plan, run_job
 from oklog.store.log import StoreLog
-from oklog.store.query import plan_query, run_unit
 
 
 def corpus_dir() -> Path:
@@ -125,7 +125,7 @@ def test_time_bounds_select_blocks_and_cut_inside_them(tmp_path, small_blocks):
     (seg,) = store.write(data)
     recs = data.splitlines(keepends=True)
     lo, hi = recs[1234][:26], recs[2777][:26]
-    from oklog.record import decode_ulid
+    from oklog.records.record import decode_ulid
 
     lo_ms, hi_ms = decode_ulid(lo)[0], decode_ulid(hi)[0]
     want = b"".join(r for r in recs if lo_ms <= decode_ulid(r[:26])[0] <= hi_ms)
@@ -189,7 +189,7 @@ def test_a_flipped_byte_costs_only_its_block(tmp_path, small_blocks):
 def test_ulid_random_part_keeps_counting_across_milliseconds():
     """Consecutive ULIDs of a connection differ in their last characters only
     (what compresses), and stay unique and increasing."""
-    from oklog.record import ULID_LEN, decode_ulid
+    from oklog.records.record import ULID_LEN, decode_ulid
 
     clock = iter([5, 5, 6, 9, 9, 12]).__next__
     src = ULIDSource(clock)
@@ -256,9 +256,9 @@ def test_segment_fetch_sends_plain_records(tmp_path):
     import httpx
     import trio
 
-    from oklog.config import Addr, NodeConfig
-    from oklog.node import Node
-    from oklog.record import now_ms
+    from oklog.node.config import Addr, NodeConfig
+    from oklog.node.root import Node
+    from oklog.records.record import now_ms
 
     data = body(500, 0, start_ms=now_ms() - 60_000)  # recent: retention keeps it
 

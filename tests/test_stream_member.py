@@ -6,8 +6,8 @@ import re
 import pytest
 import trio
 
-from oklog.http import Request
-from oklog.stream import MAX_PARTIAL, Tap, cluster_stream_handler
+from oklog.net.http import Request
+from oklog.stream.server import MAX_PARTIAL, Tap, cluster_stream_handler
 
 
 async def hostile_member(task_status=trio.TASK_STATUS_IGNORED) -> None:

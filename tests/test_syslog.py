@@ -14,7 +14,7 @@ from oklog.fs import RealFS
 from oklog.ingest.listener import IngestSettings
 from oklog.ingest.log import IngestLog
 from oklog.ingest.syslog import SyslogFramer, SyslogStats, serve_syslog
-from oklog.record import split_record
+from oklog.records.record import split_record
 
 TIMEOUT = 20
 FLUSH_AGE = 0.2

@@ -10,9 +10,9 @@ from conftest import sample_lines
 
 from oklog.query.engine import MODE_LINES, MODE_RAW, QueryError
 from oklog.query.params import parse_params
+from oklog.query.plan import query_literal
 from oklog.query.terms import build_matcher
-from oklog.record import encode_ulid
-from oklog.store.query import query_literal
+from oklog.records.record import encode_ulid
 
 LINES = sample_lines(30_000, seed=5)
 TOPICS = [b"a", b"b"]

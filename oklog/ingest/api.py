@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import trio
 
-from oklog.http import HTTPError, Request, Response, Router
 from oklog.ingest.log import IngestLog
+from oklog.net.http import HTTPError, Request, Response, Router
 
 
 def _id(req: Request) -> str:

@@ -246,7 +246,7 @@ async def serve_bulk(
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
-            if access is not None:  # TLS and/or the token line (oklog.auth.ingest_gate)
+            if access is not None:  # TLS and/or the token line (oklog.net.auth.ingest_gate)
                 stream = await access(stream)
                 if stream is None:
                     return

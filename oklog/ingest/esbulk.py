@@ -32,7 +32,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from oklog.http import HTTPError, Request, Response, Router
 from oklog.ingest.httpingest import (
     Batch,
     PushWriter,
@@ -41,6 +40,7 @@ from oklog.ingest.httpingest import (
     parse_event_time,
     sanitize_topic,
 )
+from oklog.net.http import HTTPError, Request, Response, Router
 
 PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
 VERSION = "8.17.0"  # what the handshake reports: clients of 7.x and 8.x accept it

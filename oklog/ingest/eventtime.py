@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from oklog.record import ULID_LEN, make_headers, now_ms
+from oklog.records.record import ULID_LEN, make_headers, now_ms
 
 DEFAULT_PAST = 3600.0
 DEFAULT_FUTURE = 300.0

@@ -63,7 +63,7 @@ Common to all:
   ``max_expansion`` (8) bytes of records per byte of decoded body (bodies
   under 64 KiB count as 64 KiB), never more than twice ``max_body``: tiny
   entries under a long label set cannot become gigabytes. Bodies, raw and
-  decoded, are charged to the node's body budget (``oklog.http.BodyBudget``,
+  decoded, are charged to the node's body budget (``oklog.net.http.BodyBudget``,
   503 with Retry-After when spent).
 * A JSON line nested deeper than the parser's recursion limit (about 1,000
   levels) is that line's error: kept verbatim and counted in
@@ -90,12 +90,12 @@ from datetime import UTC, datetime
 
 import trio
 
-from oklog.http import HTTPError, Request, Response, Router
 from oklog.ingest.eventtime import EventWindow, Stamper
 from oklog.ingest.listener import IngestSettings, split_long
 from oklog.ingest.log import ActiveSegment, IngestLog
 from oklog.logfmt import logfmt_pairs
-from oklog.record import MAX_TOPIC_LEN, RecordError, ULIDSource, stamp_lines, validate_topic
+from oklog.net.http import HTTPError, Request, Response, Router
+from oklog.records.record import MAX_TOPIC_LEN, RecordError, ULIDSource, stamp_lines, validate_topic
 
 log = logging.getLogger("oklog.ingest.http")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import trio
 
 from oklog.ingest.log import ActiveSegment, IngestLog
-from oklog.record import (
+from oklog.records.record import (
     DEFAULT_TOPIC,
     MAX_TOPIC_LEN,
     TOPIC_PREAMBLE,
@@ -375,7 +375,7 @@ async def serve_ingest(
             refuse(stream)
             return
         try:
-            if access is not None:  # TLS and/or the token line (oklog.auth.ingest_gate)
+            if access is not None:  # TLS and/or the token line (oklog.net.auth.ingest_gate)
                 stream = await access(stream)
                 if stream is None:
                     return

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oklog.fs import FS, File, join
-from oklog.record import ULIDSource, encode_ulid
+from oklog.records.record import ULIDSource, encode_ulid
 
 ACTIVE, FLUSHED, PENDING = "active", "flushed", "pending"
 STATES = (ACTIVE, FLUSHED, PENDING)
@@ -245,7 +245,7 @@ class IngestLog:
                     oldest_flushed = seg_id
         lag = 0.0
         if oldest_flushed is not None:
-            from oklog.record import ulid_ms
+            from oklog.records.record import ulid_ms
 
             lag = max(0.0, now_wall - ulid_ms(oldest_flushed.encode()) / 1000)
         return {

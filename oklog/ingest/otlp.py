@@ -40,7 +40,6 @@ import logging
 import struct
 from typing import Any
 
-from oklog.http import HTTPError, Request, Response, Router
 from oklog.ingest.httpingest import (
     PROTOBUF_TYPES,
     Batch,
@@ -50,6 +49,7 @@ from oklog.ingest.httpingest import (
     fields_prefix,
     sanitize_topic,
 )
+from oklog.net.http import HTTPError, Request, Response, Router
 
 log = logging.getLogger("oklog.ingest.otlp")
 

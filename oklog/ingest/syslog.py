@@ -55,7 +55,7 @@ import trio
 
 from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
 from oklog.ingest.log import IngestLog
-from oklog.record import stamp_lines, validate_topic
+from oklog.records.record import stamp_lines, validate_topic
 
 log = logging.getLogger("oklog.ingest.syslog")
 

@@ -73,7 +73,7 @@ class ContextFilter:
 
 def context_args(req) -> tuple[int, int] | None:
     """``(before, after)`` from the A, B and C parameters; None without them."""
-    from oklog.http import HTTPError
+    from oklog.net.http import HTTPError
 
     def n(name: str) -> int | None:
         v = req.arg(name)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from oklog.query.engine import MAX_QUERY_LEN, Query, QueryError
-from oklog.record import RecordError, ms_floor, normalize_ulid, validate_topic
+from oklog.records.record import RecordError, ms_floor, normalize_ulid, validate_topic
 
 MIN_KEY = b"0" * 26
 MAX_KEY_EXCL = b"\x7f"  # above every ULID

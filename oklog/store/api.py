@@ -26,13 +26,14 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import trio
 
-from oklog.http import HTTPError, Request, Response, Router, Write
-from oklog.query.engine import Matcher, QueryError, seek
+from oklog.net.http import HTTPError, Request, Response, Router, Write
+from oklog.query.engine import Matcher, QueryError
 from oklog.query.format import FORMATS, NATIVE_MODES
 from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
-from oklog.record import ULID_LEN, RecordError, ms_floor, ulid_ms
+from oklog.query.plan import execute, plan_query
+from oklog.records.merge import seek
+from oklog.records.record import ULID_LEN, RecordError, ms_floor, ulid_ms
 from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
-from oklog.store.query import execute, plan_query
 
 log = logging.getLogger("oklog.store.api")
 

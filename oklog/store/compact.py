@@ -13,7 +13,7 @@ Compaction, decided from segment names and sizes alone (``plan``, pure):
 
 Sizes are the records' bytes (``Segment.raw_size``), so a target-sized segment
 holds the same records whether it is compressed or not. Outputs are compressed
-(oklog.store.segfile); inputs of either kind are read a block at a time.
+(oklog.records.segfile); inputs of either kind are read a block at a time.
 
 Crash safety: outputs are written under temporary names, fsynced and renamed
 into place before any input is removed. A crash leaves the old files, or the old
@@ -43,9 +43,9 @@ import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import File, join
-from oklog.query.engine import record_start_at_or_after, seek
-from oklog.record import ULID_LEN, ms_floor
-from oklog.store import segfile
+from oklog.records import segfile
+from oklog.records.merge import record_start_at_or_after, seek
+from oklog.records.record import ULID_LEN, ms_floor
 from oklog.store.log import (
     Segment,
     SegmentError,

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import trio
 
-from oklog.query.engine import merge_dedup
+from oklog.records.merge import merge_dedup
 
 log = logging.getLogger("oklog.store.consumer")
 

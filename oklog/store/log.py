@@ -11,7 +11,7 @@ changed at rest are caught even where the records still parse. Files are written
 rename): a crash leaves either the old set of files or the new one. Corrupt files
 are moved to ``quarantine/`` and reported, never fatal.
 
-Segments are written compressed (oklog.store.segfile: zstd blocks, an index of
+Segments are written compressed (oklog.records.segfile: zstd blocks, an index of
 per-block ULID ranges and trigram blooms); plain segments from before are still
 read, and compaction rewrites them compressed.
 """
@@ -29,10 +29,10 @@ import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import FS, join
-from oklog.query.engine import merge_dedup
-from oklog.record import ULID_LEN
-from oklog.store import segfile
-from oklog.store.segfile import Index
+from oklog.records import segfile
+from oklog.records.merge import merge_dedup
+from oklog.records.record import ULID_LEN
+from oklog.records.segfile import Index
 
 SEGMENT_SUFFIX = ".seg"
 _NAME_RE = re.compile(
@@ -548,7 +548,7 @@ class StoreLog:
         none). FileNotFoundError if the segment is gone (compacted away
         meanwhile: the caller looks again)."""
         from oklog.fs import close_map
-        from oklog.query.engine import seek
+        from oklog.records.merge import seek
 
         buf = self.fs.open_map(self.path(seg))
         try:

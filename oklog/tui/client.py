@@ -24,8 +24,8 @@ from typing import Protocol
 
 import httpx
 
-from oklog.config import parse_duration
-from oklog.record import ULID_LEN, RecordError, ulid_ms
+from oklog.node.config import parse_duration
+from oklog.records.record import ULID_LEN, RecordError, ulid_ms
 
 DEFAULT_NODE = "localhost:7650"
 DEFAULT_API_PORT = 7650
@@ -212,7 +212,7 @@ class NodeClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
             transport=transport,
-            **(http or {}),  # credentials and TLS (oklog.auth.cli_http_kwargs)
+            **(http or {}),  # credentials and TLS (oklog.net.auth.cli_http_kwargs)
         )
 
     async def aclose(self) -> None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from oklog.record import encode_ulid
+from oklog.records.record import encode_ulid
 from oklog.tui.client import EndpointMissing, NodeUnreachable, QueryRequest, RecordStream
 
 T0 = 1_795_464_000.0  # 2026-11-23T19:20:00Z

@@ -15,7 +15,7 @@ digest of writer and seq, so a corrupted copy is told apart from a good one):
                  batch. Acknowledged = covered by a ``+N``. A line is sent once
                  (never resent), so unacknowledged lines may arrive 0 or 1 times.
 * ``bulk-N``     the harness speaks the bulk protocol itself: ``BULK <n>`` frames
-                 stamped with ``oklog.record.ULIDSource``; on ``ERR``, timeout or
+                 stamped with ``oklog.records.record.ULIDSource``; on ``ERR``, timeout or
                  a broken connection the SAME frame (same ULIDs) is retried on
                  another node until ``OK``. Acknowledged = every line of a frame
                  that got ``OK``.
@@ -80,7 +80,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from oklog.record import ULIDSource, stamp_lines  # noqa: E402
+from oklog.records.record import ULIDSource, stamp_lines  # noqa: E402
 
 
 def _load_nodeproc():

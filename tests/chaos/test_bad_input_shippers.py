@@ -8,6 +8,7 @@ it still serves: ``/health``, and a good request on each endpoint is stored.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -157,8 +158,9 @@ def fluent_closes(n: NodeProc, data: bytes) -> bytes:
             s.shutdown(socket.SHUT_WR)
             while chunk := s.recv(65536):
                 got += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            pass
+        except OSError as e:  # the node may close first: reset, or shutdown on a closed socket
+            if e.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+                raise
     return got
 
 

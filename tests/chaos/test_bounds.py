@@ -119,8 +119,8 @@ def test_deep_json_line_is_that_lines_error(node):
 
 def _stalled_post(n, path: str, declared: int, send: int) -> socket.socket:
     """A POST that stops sending its body; signed as a member (the endpoint is internal)."""
-    from oklog.auth import NodeKeys
     from oklog.cluster.keyring import Keyring
+    from oklog.net.auth import NodeKeys
 
     proof = NodeKeys(Keyring.load(n.key_path)).sign("POST", path.encode())
     s = socket.create_connection(("127.0.0.1", n.ports["api"]), timeout=10)
@@ -233,7 +233,7 @@ def test_max_connections_covers_every_tcp_listener(node_factory):
         held.pop(0).close()
         wait_for(lambda: _state(n)["pipeline"]["ingest"]["gate"]["open"] == 3, 20, what="slot freed")
         with _connect(n.ports["bulk"]) as s:
-            from oklog.record import ULIDSource, stamp_lines
+            from oklog.records.record import ULIDSource, stamp_lines
 
             body = stamp_lines([b"bulk after a freed slot"], ULIDSource().headers(1, b"default"))
             s.sendall(b"BULK %d\n" % len(body) + body)
@@ -298,7 +298,7 @@ def test_slow_header_api_clients_are_closed(node_factory):
 
 
 def _rec(ms: int, rand: int, text: bytes, topic: bytes = b"default") -> bytes:
-    from oklog.record import encode_ulid
+    from oklog.records.record import encode_ulid
 
     return encode_ulid(ms, rand) + b" " + topic + b" " + text + b"\n"
 
@@ -349,7 +349,7 @@ def test_replicated_record_keeps_its_text_through_compaction(node):
 
 
 def test_bulk_records_are_immutable_once_stored(node):
-    from oklog.record import ULIDSource
+    from oklog.records.record import ULIDSource
 
     ulid = ULIDSource().headers(1, b"default")[0][:26]
     assert _bulk(node, ulid + b" default bulk original\n").startswith(b"OK 1")
@@ -360,7 +360,7 @@ def test_bulk_records_are_immutable_once_stored(node):
 
 
 def test_ulids_outside_the_window_are_refused(node):
-    from oklog.record import encode_ulid
+    from oklog.records.record import encode_ulid
 
     future = encode_ulid(int(time.time() * 1000) + 3600_000, 1)  # an hour ahead
     far_future = b"7ZZZZZZZZZZZZZZZZZZZZZZZZZ"  # year 10889

@@ -12,12 +12,12 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from oklog.http import Router, serve_http
-from oklog.metrics import Metrics
-from oklog.record import ULIDSource, stamp_lines
+from oklog.net.http import Router, serve_http
+from oklog.node.metrics import Metrics
+from oklog.query.coordinator import Coordinator
+from oklog.records.record import ULIDSource, stamp_lines
 from oklog.store.consumer import Consumer
-from oklog.store.coordinator import Coordinator
-from oklog.stream import Tap, cluster_stream_handler
+from oklog.stream.server import Tap, cluster_stream_handler
 
 LIMIT = 20
 

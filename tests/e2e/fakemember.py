@@ -17,7 +17,7 @@ import trio
 
 from oklog.cluster.keyring import Keyring
 from oklog.cluster.transport import Gossip
-from oklog.record import encode_ulid, now_ms
+from oklog.records.record import encode_ulid, now_ms
 
 EVIL = b"member broke\r\nX-Injected: yes\r\n\r\n\x00\x1b[31mred"
 

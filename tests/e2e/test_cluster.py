@@ -8,7 +8,7 @@ import httpx
 import pytest
 from conftest import OKLOG, NodeProc, wait_for
 
-from oklog.store import segfile
+from oklog.records import segfile
 
 FAST = ["-ingest.segment-flush-age", "0.3s", "-cluster.suspicion-timeout", "2s"]
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from conftest import wait_for
 
-from oklog.health import RECENT
+from oklog.node.health import RECENT
 from oklog.tui.model import parse_state, warnings
 
 # Probes every 3 s: a killed member stays "alive" to the others for a few seconds,

@@ -48,7 +48,7 @@ def test_durable_acknowledged_records_survive_kill_9(node_factory):
 
 def test_bulk_ack_only_after_queryable(node_factory):
     n = node_factory(args=["-ingest.segment-flush-age", "0.2s"]).start()
-    from oklog.record import ULIDSource, stamp_lines
+    from oklog.records.record import ULIDSource, stamp_lines
 
     body = stamp_lines([b"bulk %d" % i for i in range(500)], ULIDSource().headers(500, b"bulky"))
     with socket.create_connection(("127.0.0.1", n.ports["bulk"]), timeout=30) as s:
@@ -70,7 +70,7 @@ def test_bulk_ack_only_after_queryable(node_factory):
 
 def test_bulk_frames_are_pipelined_and_answered_in_order(node_factory):
     n = node_factory(args=["-ingest.segment-flush-age", "0.2s"]).start()
-    from oklog.record import ULIDSource, stamp_lines
+    from oklog.records.record import ULIDSource, stamp_lines
 
     src = ULIDSource()
     frames = []

@@ -66,7 +66,7 @@ def test_segment_records_reads_zstd_frames_and_skips_skippable_ones(tmp_path):
     (tmp_path / "b.seg").write_bytes(b"".join(recs))
     assert segment_records(tmp_path / "a.seg") == b"".join(recs)
     assert segment_records(tmp_path / "b.seg") == b"".join(recs)
-    from oklog.repair import segment_records as tool_reader
+    from oklog.cli.repair import segment_records as tool_reader
 
     assert tool_reader(blob) == b"".join(recs)
 

@@ -27,7 +27,7 @@ import msgpack
 import pytest
 from conftest import NodeProc, free_port, wait_for
 
-from oklog.record import split_record, ulid_ms
+from oklog.records.record import split_record, ulid_ms
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import NodeProc, wait_for
 
 from oklog.fs import RealFS
-from oklog.record import make_headers, now_ms, stamp_lines
+from oklog.records.record import make_headers, now_ms, stamp_lines
 from oklog.store.log import StoreLog
 
 BOUND_MB = 64  # the scan-ahead (4 units of 8 MiB) plus a formatted piece and buffers

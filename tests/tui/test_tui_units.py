@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from oklog.record import encode_ulid
+from oklog.records.record import encode_ulid
 from oklog.tui.app import make_app
 from oklog.tui.client import (
     NodeClient,

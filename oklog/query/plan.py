@@ -7,7 +7,7 @@ segments that must be merged and deduplicated), scans them in worker threads in
 parallel (hyperscan releases the GIL while it scans), and emits results in ULID
 order as each unit finishes.
 
-Compressed segments (oklog.store.segfile) are planned by their index: blocks
+Compressed segments (oklog.records.segfile) are planned by their index: blocks
 outside the time window, and blocks whose trigram bloom rules out the query's
 literal (a substring, or a regex's required literal), are never read. A unit is
 then a run of blocks cut at ULID keys; a worker decompresses each block (zstd
@@ -27,23 +27,17 @@ import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import close_map
-from oklog.http import ClientGone
-from oklog.query.engine import (
-    Matcher,
-    Query,
-    merge_dedup,
-    record_start_at_or_after,
-    required_literal,
-    seek,
-)
+from oklog.net.http import ClientGone
+from oklog.query.engine import Matcher, Query, required_literal
 from oklog.query.format import MODE_RAW, NATIVE_MODES, apply_chunked
 from oklog.query.params import QueryParams
-from oklog.record import ULID_LEN
-from oklog.store import segfile
+from oklog.records import segfile
+from oklog.records.merge import merge_dedup, record_start_at_or_after, seek
+from oklog.records.record import ULID_LEN
+from oklog.records.segfile import Block
 from oklog.store.log import Segment, StoreLog, group_overlapping
-from oklog.store.segfile import Block
 
-log = logging.getLogger("oklog.store.query")
+log = logging.getLogger("oklog.query.plan")
 
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent

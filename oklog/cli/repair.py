@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from oklog.addr import parse_addr
-from oklog.config import DEFAULT_API_PORT
 from oklog.human import describe_error, format_duration, format_size
-from oklog.query.engine import merge_dedup
-from oklog.record import ULID_LEN
+from oklog.node.config import DEFAULT_API_PORT
+from oklog.records.merge import merge_dedup
+from oklog.records.record import ULID_LEN
 
 SLICE_BYTES = 64 << 20  # per member, per slice
 POST_BYTES = 16 << 20  # records per /store/replicate request (a node bounds request bodies)
@@ -261,7 +261,7 @@ def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True,
     carries its share of the whole (split by the halves' sizes), so progress is
     the sum of the shares done."""
     s = RepairSummary()
-    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.auth.cli_http_kwargs
+    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.net.auth.cli_http_kwargs
         view = cluster_view(client, node)
         members, factor = view.members, view.factor
         s.absent = view.absent
@@ -424,7 +424,7 @@ def rebalance(
     node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True, http: dict | None = None
 ) -> RebalanceSummary:
     s = RebalanceSummary()
-    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.auth.cli_http_kwargs
+    with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.net.auth.cli_http_kwargs
         view = cluster_view(client, node)
         members, factor = view.members, view.factor
         s.absent = view.absent
@@ -605,7 +605,7 @@ TIME_WORDS = "use a duration ago (5m, 168h), an RFC 3339 time or a ULID"
 
 
 def parse_time(text: str, now: float) -> int:
-    from oklog.querycli import resolve_time
+    from oklog.cli.query import resolve_time
 
     try:
         v = resolve_time(text, now)
@@ -620,7 +620,7 @@ def parse_time(text: str, now: float) -> int:
         key = parse_bound(v, upper=False)
     except QueryError:
         raise ToolError(f"bad time {text!r}: {TIME_WORDS}") from None
-    from oklog.record import ulid_ms
+    from oklog.records.record import ulid_ms
 
     return ulid_ms(key)
 
@@ -687,6 +687,6 @@ def rebalance_main(ns) -> int:
 
 
 def _http(ns) -> dict:
-    from oklog.auth import cli_http_kwargs
+    from oklog.net.auth import cli_http_kwargs
 
     return cli_http_kwargs(ns)

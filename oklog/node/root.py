@@ -29,15 +29,11 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
-from oklog.auth import Auth, ClientAuth, NodeKeys, Tokens, ingest_gate, register_metrics
 from oklog.cluster.keyring import Keyring
 from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.cluster.view import member_row
-from oklog.config import NodeConfig
 from oklog.fs import FS, RealFS
-from oklog.health import Health
-from oklog.http import APIConnections, BodyBudget, Request, Response, Router, serve_http
 from oklog.ingest.api import LocalIngest, ingest_router
 from oklog.ingest.bulk import BulkStats, serve_bulk
 from oklog.ingest.eventtime import EventWindow
@@ -54,16 +50,20 @@ from oklog.ingest.listener import (
 )
 from oklog.ingest.log import IngestLog
 from oklog.ingest.syslog import SyslogStats, serve_syslog
-from oklog.metrics import Metrics, metrics_router, observe_queries
+from oklog.net.auth import Auth, ClientAuth, NodeKeys, Tokens, ingest_gate, register_metrics
+from oklog.net.http import APIConnections, BodyBudget, Request, Response, Router, serve_http
+from oklog.net.tls import TLSConfig, client_context
+from oklog.node.config import NodeConfig
+from oklog.node.health import Health
+from oklog.node.metrics import Metrics, metrics_router, observe_queries
+from oklog.query.coordinator import Coordinator, StoreMember, observe_gossip
 from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
-from oklog.store.coordinator import Coordinator, StoreMember, observe_gossip
 from oklog.store.log import StoreLog
-from oklog.stream import Tap, cluster_stream_handler, ingest_stream_handler
-from oklog.tls import TLSConfig, client_context
+from oklog.stream.server import Tap, cluster_stream_handler, ingest_stream_handler
 
-log = logging.getLogger("oklog.node")
+log = logging.getLogger("oklog.node.root")
 
 PENDING_SWEEP = 1.0
 META_INTERVAL = 5.0  # seconds between load-figure updates in gossip
@@ -217,13 +217,13 @@ class Node:
         return await self.coordinator.handle(req)
 
     async def _hits(self, req: Request) -> Response:
-        from oklog.store.hits import cluster_hits
+        from oklog.query.hits import cluster_hits
 
         assert self.coordinator is not None
         return await cluster_hits(self.coordinator, req)
 
     async def _topics(self, req: Request) -> Response:
-        from oklog.store.hits import cluster_topics
+        from oklog.query.hits import cluster_topics
 
         assert self.coordinator is not None
         return await cluster_topics(self.coordinator, req)

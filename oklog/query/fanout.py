@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from oklog.query.engine import iter_merge, seek
-from oklog.record import ULID_LEN
+from oklog.records.merge import iter_merge, seek
+from oklog.records.record import ULID_LEN
 
 Emit = Callable[[bytes], Awaitable[None]]
 

@@ -21,7 +21,7 @@ from hypercorn.trio import serve
 
 from oklog.addr import parse_addr  # noqa: F401  (re-exported)
 
-log = logging.getLogger("oklog.http")
+log = logging.getLogger("oklog.net.http")
 
 MAX_BODY = 256 << 20  # bulk replicate bodies are whole segments
 BODIES_IN_FLIGHT = 256 << 20  # request bodies held at once across the node
@@ -122,7 +122,7 @@ class Request:
     async def wait_disconnect(self) -> None:
         """Return once the server reports the connection closed. Hypercorn also
         reports its read timeout this way, so a long response that must tell the
-        two apart checks ``socket`` (see oklog.stream)."""
+        two apart checks ``socket`` (see oklog.stream.server)."""
         while not self.disconnected:
             msg = await self._receive()
             if msg["type"] == "http.disconnect":
@@ -197,7 +197,7 @@ class Router:
         self.on_response: Callable[[str, int], None] | None = None
         self.budget = budget if budget is not None else BodyBudget()
         self.connections: APIConnections | None = None  # set when served with a connection cap
-        # Called with (request, route) before the handler; a Response refuses it (oklog.auth).
+        # Called with (request, route) before the handler; a Response refuses it (oklog.net.auth).
         self.guard: Callable[[Request, str], Response | None] | None = None
 
     def add(self, methods: str, path: str, handler: Handler) -> None:
@@ -430,12 +430,12 @@ async def serve_http(
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("oklog.http.hypercorn")
+    config.errorlog = logging.getLogger("oklog.net.http.hypercorn")
     config.keep_alive_timeout = idle_timeout
     config.h11_max_incomplete_size = _H11_INCOMPLETE
     config.graceful_timeout = 2
     config.read_timeout = 120
-    if configure is not None:  # TLS (oklog.tls)
+    if configure is not None:  # TLS (oklog.net.tls)
         configure(config)
     if connections is not None:
         await _serve_capped(app, config, host, port, connections, shutdown, task_status)

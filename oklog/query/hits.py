@@ -26,11 +26,8 @@ from typing import Any
 import httpx
 import trio
 
-from oklog.http import HTTPError, Request, Response
-from oklog.query.count import ULID_LINE, Tally, rfc3339
-from oklog.record import ulid_ms
-from oklog.store.api import param_headers, parse_request, stats_headers
-from oklog.store.coordinator import (
+from oklog.net.http import HTTPError, Request, Response
+from oklog.query.coordinator import (
     CHUNK,
     STREAM_IDLE,
     Coordinator,
@@ -42,11 +39,14 @@ from oklog.store.coordinator import (
     member_query_string,
     too_many_queries,
 )
-from oklog.store.fanout import complete_without, describe, merge_streams, sanitize
-from oklog.store.query import execute, plan_query
+from oklog.query.count import ULID_LINE, Tally, rfc3339
+from oklog.query.fanout import complete_without, describe, merge_streams, sanitize
+from oklog.query.plan import execute, plan_query
+from oklog.records.record import ulid_ms
+from oklog.store.api import param_headers, parse_request, stats_headers
 from oklog.units import parse_duration
 
-log = logging.getLogger("oklog.store.query")
+log = logging.getLogger("oklog.query.plan")
 
 MAX_STEP_BUCKETS = 1_000_000  # a step so small the answer would be enormous is refused
 

@@ -46,9 +46,9 @@ import time
 from dataclasses import dataclass
 
 from oklog.addr import parse_addr
-from oklog.config import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
 from oklog.human import describe_error, format_duration, format_size
-from oklog.record import (
+from oklog.node.config import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
+from oklog.records.record import (
     DEFAULT_TOPIC,
     TOPIC_PREAMBLE,
     RecordError,
@@ -165,7 +165,7 @@ class Connector:
         self._unresolved: dict[str, str] = {}  # last resolution failure logged per name
         # fast and durable connections name their topic first (bulk records carry it)
         self.preamble = TOPIC_PREAMBLE + topic + b"\n" if topic and mode != "bulk" else b""
-        if token:  # the token line comes first (oklog.auth)
+        if token:  # the token line comes first (oklog.net.auth)
             self.preamble = b"\x01oklog-token " + token.encode() + b"\n" + self.preamble
 
     def progress(self) -> None:
@@ -657,7 +657,7 @@ def forward_main(
     q = LineQueue(buffer, policy, counters)
     tls = None
     if tls_ca:
-        from oklog.tls import client_context
+        from oklog.net.tls import client_context
 
         tls = client_context(tls_ca)
     conn = Connector(

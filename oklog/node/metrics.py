@@ -64,9 +64,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from oklog.http import Request, Response, Router
+from oklog.net.http import Request, Response, Router
 
-log = logging.getLogger("oklog.metrics")
+log = logging.getLogger("oklog.node.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

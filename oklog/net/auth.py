@@ -43,9 +43,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from oklog.cluster.keyring import Keyring
-from oklog.http import Request, Response
+from oklog.net.http import Request, Response
 
-log = logging.getLogger("oklog.auth")
+log = logging.getLogger("oklog.net.auth")
 
 ROLES = ("ingest", "query", "admin")
 NODE_HEADER = "x-oklog-node"
@@ -440,7 +440,7 @@ def ingest_gate(auth: Auth, tls_ctx=None):
     the token line (unless a verified client certificate stands in). None: nothing to do."""
     if auth.tokens is None and tls_ctx is None:
         return None
-    from oklog import tls
+    from oklog.net import tls
 
     async def gate(stream: trio.abc.Stream) -> trio.abc.Stream | None:
         cert_ok = False
@@ -464,7 +464,7 @@ def cli_http_kwargs(ns) -> dict:
     keys = NodeKeys(Keyring.load(key)) if key else None
     kw: dict = {"auth": ClientAuth(keys, token, https=bool(ca))}
     if ca:
-        from oklog.tls import client_context
+        from oklog.net.tls import client_context
 
         kw["verify"] = client_context(ca)
     return kw

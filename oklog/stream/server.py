@@ -41,14 +41,14 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from oklog.http import ClientGone, HTTPError, Request, Response, Write
+from oklog.net.http import ClientGone, HTTPError, Request, Response, Write
 from oklog.query.engine import Matcher, Query, QueryError
 from oklog.query.format import FORMATS, apply_chunked
 from oklog.query.params import parse_bool
-from oklog.record import ULIDSource, stamp_lines, validate_topic
+from oklog.records.record import ULIDSource, stamp_lines, validate_topic
 from oklog.units import parse_duration
 
-log = logging.getLogger("oklog.stream")
+log = logging.getLogger("oklog.stream.server")
 
 RING_BYTES = 16 << 20  # recent batches kept for subscribers, shared by all of them
 READ_MAX = 256 << 10  # bytes a subscriber takes from the ring at a time

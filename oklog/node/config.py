@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from oklog.units import (  # noqa: F401  (re-exported: oklog.config is their historical home)
+from oklog.units import (  # noqa: F401  (re-exported: oklog.node.config is their historical home)
     DEFAULT_API_PORT,
     DEFAULT_BULK_PORT,
     DEFAULT_CLUSTER_PORT,
@@ -74,9 +74,9 @@ class NodeConfig:
     advertise_host: str = ""
     node_id: str = ""
     cluster_key: str = ""  # key file: gossip sealed with AES-GCM (oklog.cluster.keyring)
-    insecure: bool = False  # no cluster key, yet other than loopback or -peer (oklog.auth)
-    auth_tokens: str = ""  # client tokens file: TOKEN ROLE NAME lines (oklog.auth)
-    tls_cert: str = ""  # TLS on the API and TCP ingest ports (oklog.tls)
+    insecure: bool = False  # no cluster key, yet other than loopback or -peer (oklog.net.auth)
+    auth_tokens: str = ""  # client tokens file: TOKEN ROLE NAME lines (oklog.net.auth)
+    tls_cert: str = ""  # TLS on the API and TCP ingest ports (oklog.net.tls)
     tls_key: str = ""
     tls_client_ca: str = ""
     tls_ca: str = ""  # CA this node trusts calling its peers over TLS

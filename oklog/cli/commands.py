@@ -4,7 +4,7 @@ Flags accept the original single-dash form (``-from 5m``) and ``--from 5m``.
 
 Only light modules are imported at the top: ``oklog query`` is run from scripts
 and compared with grep, so its start-up is part of every query. logging,
-dataclasses (oklog.config) and ctypes (oklog.malloc) are imported by the
+dataclasses (oklog.node.config) and ctypes (oklog.malloc) are imported by the
 commands that run a node.
 """
 
@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from oklog.config import NodeConfig
+    from oklog.node.config import NodeConfig
 
 
 def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
@@ -112,7 +112,7 @@ def _parser(prog: str, help_: str) -> argparse.ArgumentParser:
 
 
 def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.ArgumentParser:
-    from oklog import config as C
+    from oklog.node import config as C
 
     p = _parser(prog, "Run an oklog node (ingest, store or both).")
     if role is None:
@@ -185,7 +185,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
-    from oklog import config as C
+    from oklog.node import config as C
 
     def addr(text: str, port: int) -> C.Addr:
         host, p = parse_addr(text, port)
@@ -199,7 +199,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
     for flag, v, lo in (("store.compression-level", ns.store_compression_level, 1), ("store.cold-level", ns.store_cold_level, 0)):
         if not lo <= v <= 22:
             raise SystemExit(f"oklog: -{flag} must be {lo}..22 (zstd levels), got {v}")
-    from oklog.record import RecordError, validate_topic
+    from oklog.records.record import RecordError, validate_topic
 
     if ns.cluster_key:
         from oklog.cluster.keyring import KeyFileError, Keyring
@@ -210,14 +210,14 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
             raise SystemExit(f"oklog: -cluster.key: {e}") from None
 
     _check_exposure(ns, addr)
-    from oklog.tls import TLSConfig, check_files
+    from oklog.net.tls import TLSConfig, check_files
 
     try:
         check_files(TLSConfig(ns.tls_cert, ns.tls_key, ns.tls_client_ca, ns.tls_ca))
     except ValueError as e:
         raise SystemExit(f"oklog: {e}") from None
     if ns.auth_tokens:
-        from oklog.auth import TokenFileError, Tokens
+        from oklog.net.auth import TokenFileError, Tokens
 
         try:
             Tokens(ns.auth_tokens)
@@ -293,7 +293,7 @@ def _check_exposure(ns: argparse.Namespace, addr) -> None:
     """Secure by default: beyond loopback, or in a cluster, only with a key (and tokens)."""
     if ns.insecure:
         return
-    from oklog.auth import is_loopback
+    from oklog.net.auth import is_loopback
 
     listening = [("api", ns.api, True), ("ingest.fast", ns.ingest_fast, True),
                  ("ingest.durable", ns.ingest_durable, True), ("ingest.bulk", ns.ingest_bulk, True),
@@ -341,7 +341,7 @@ def cmd_run(argv: list[str], role: str | None = None, prog: str = "oklog run") -
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     import trio
 
-    from oklog.node import Node
+    from oklog.node.root import Node
 
     try:
         trio.run(Node(cfg).run)
@@ -408,7 +408,7 @@ def cmd_forward(argv: list[str]) -> int:
     _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
-    from oklog.forward import forward_main
+    from oklog.cli.forward import forward_main
 
     return forward_main(
         ns.addrs, prefixes=ns.prefix, max_backoff=ns.backoff, mode=ns.mode,
@@ -460,7 +460,7 @@ def query_parser() -> argparse.ArgumentParser:
 
 def cmd_query(argv: list[str]) -> int:
     ns = query_parser().parse_args(argv)
-    from oklog.querycli import query_main
+    from oklog.cli.query import query_main
 
     return query_main(ns)
 
@@ -475,7 +475,7 @@ def cmd_topics(argv: list[str]) -> int:
     _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
-    from oklog.querycli import topics_main
+    from oklog.cli.query import topics_main
 
     return topics_main(ns)
 
@@ -493,7 +493,7 @@ def cmd_stream(argv: list[str]) -> int:
     _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
-    from oklog.streamcli import stream_main
+    from oklog.cli.stream import stream_main
 
     return stream_main(ns)
 
@@ -510,7 +510,7 @@ def cmd_repair(argv: list[str]) -> int:
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
     _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
     ns = p.parse_args(argv)
-    from oklog.repair import repair_main
+    from oklog.cli.repair import repair_main
 
     return repair_main(ns)
 
@@ -524,7 +524,7 @@ def cmd_rebalance(argv: list[str]) -> int:
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
     _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
     ns = p.parse_args(argv)
-    from oklog.repair import rebalance_main
+    from oklog.cli.repair import rebalance_main
 
     return rebalance_main(ns)
 
@@ -536,7 +536,7 @@ def cmd_testsvc(argv: list[str]) -> int:
     _flag(p, "size", type=int, default=80, help="approximate record size")
     _flag(p, "count", type=int, default=0, help="stop after this many (0: never)")
     ns = p.parse_args(argv)
-    from oklog.testsvc import testsvc_main
+    from oklog.cli.testsvc import testsvc_main
 
     return testsvc_main(ns.id, ns.rate, ns.size, ns.count)
 
@@ -548,7 +548,7 @@ def cmd_tui(argv: list[str]) -> int:
     _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
     ns = p.parse_args(argv)
-    from oklog.auth import cli_http_kwargs
+    from oklog.net.auth import cli_http_kwargs
     from oklog.tui.app import make_app
     from oklog.tui.client import NodeClient
 

@@ -519,7 +519,7 @@ def _credentials(ns) -> dict:
     """``request`` arguments of ``-token`` (or $OKLOG_TOKEN) and ``-tls.ca``."""
     out: dict = {"token": getattr(ns, "token", "") or os.environ.get("OKLOG_TOKEN", "")}
     if getattr(ns, "tls_ca", ""):
-        from oklog.tls import client_context
+        from oklog.net.tls import client_context
 
         out["tls"] = client_context(ns.tls_ca)
     return out

@@ -23,20 +23,9 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from oklog.http import HTTPError, Request, Response, Start, Write
+from oklog.net.http import HTTPError, Request, Response, Start, Write
 from oklog.query.context import context_args, with_context
-from oklog.query.format import NATIVE_MODES
-from oklog.record import ulid_ms
-from oklog.store.api import (
-    FORMAT_PIECE,
-    local_query,
-    param_headers,
-    parse_format,
-    parse_request,
-    record_pieces,
-    stats_headers,
-)
-from oklog.store.fanout import (
+from oklog.query.fanout import (
     Absent,
     MemberHealth,
     Observed,
@@ -46,10 +35,21 @@ from oklog.store.fanout import (
     merge_streams,
     sanitize,
 )
+from oklog.query.format import NATIVE_MODES
+from oklog.query.plan import execute, plan_query
+from oklog.records.record import ulid_ms
+from oklog.store.api import (
+    FORMAT_PIECE,
+    local_query,
+    param_headers,
+    parse_format,
+    parse_request,
+    record_pieces,
+    stats_headers,
+)
 from oklog.store.log import StoreLog
-from oklog.store.query import execute, plan_query
 
-log = logging.getLogger("oklog.store.query")
+log = logging.getLogger("oklog.query.plan")
 
 CHUNK = 1 << 20
 READ_REPAIR_MAX = 20_000  # results larger than this are not checked for read repair

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass
 
 from oklog.addr import parse_addr
-from oklog.config import DEFAULT_API_PORT
-from oklog.record import ms_floor
+from oklog.node.config import DEFAULT_API_PORT
+from oklog.records.record import ms_floor
 
 MARGIN = 5.0  # seconds before the last received record that a catch-up starts from
 RETAIN_BYTES = 64 << 20  # received data kept to know what was printed (bounded)
@@ -67,7 +67,7 @@ class Access:
         token = getattr(ns, "token", "") or os.environ.get("OKLOG_TOKEN", "")
         ctx = None
         if getattr(ns, "tls_ca", ""):
-            from oklog.tls import client_context
+            from oklog.net.tls import client_context
 
             ctx = client_context(ns.tls_ca)
         return cls(token, ctx)
@@ -278,8 +278,8 @@ def _stamp(t: float) -> str:
 
 
 def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
+    from oklog.cli.query import format_name, urlencode
     from oklog.query.format import FORMATS
-    from oklog.querycli import format_name, urlencode
 
     fmt = FORMATS[format_name(ns.ulid, ns.time, False)]
     assert fmt is not None

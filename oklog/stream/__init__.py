@@ -1,0 +1,1 @@
+"""Live tail: the ingest write-path tap and the node's stream endpoints (``server``)."""
