@@ -45,6 +45,7 @@ from oklog.net.http import ClientGone, HTTPError, Request, Response, Write
 from oklog.query.engine import Matcher, Query, QueryError
 from oklog.query.format import FORMATS, apply_chunked
 from oklog.query.params import parse_bool
+from oklog.records.framing import Carry, TornRecord
 from oklog.records.record import ULIDSource, stamp_lines, validate_topic
 from oklog.units import parse_duration
 
@@ -474,34 +475,52 @@ def cluster_stream_handler(
     local_ingest: bool,
     on_error: Callable[[], None] | None = None,
     client_options: Callable[[], dict[str, Any]] | None = None,
-):
-    """``/store/stream``: follow every live ingest member's tap. An error reading
-    the membership is logged and counted (``on_error``); the stream keeps the
-    members it follows and tries again at the next check. ``client_options``
-    gives the follow client's ``auth`` and ``verify``: a member's
-    ``/ingest/_stream`` is internal and wants this node's proof (and TLS when on)."""
-    client: httpx.AsyncClient | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """``/store/stream``: follow every live ingest member's tap (see ``ClusterStream``)."""
+    return ClusterStream(members, tap, local_ingest, on_error, client_options).handle
 
-    def follow_client() -> httpx.AsyncClient:
-        # Shared by this node's cluster streams (a client each would cost its
-        # TLS context, about 1 MB), and apart from the node's own: follows are
-        # long-lived and must not take its query and replication connections.
-        nonlocal client
-        if client is None:
-            client = httpx.AsyncClient(
+
+class ClusterStream:
+    """The ``/store/stream`` endpoint of one node. An error reading the membership
+    is logged and counted (``on_error``); a stream keeps the members it follows
+    and tries again at the next check. ``client_options`` gives the follow
+    client's ``auth`` and ``verify``: a member's ``/ingest/_stream`` is internal
+    and wants this node's proof (and TLS when on)."""
+
+    def __init__(
+        self,
+        members: Callable[[], list[tuple[str, str | None]]],
+        tap: Tap,
+        local_ingest: bool,
+        on_error: Callable[[], None] | None = None,
+        client_options: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.members = members
+        self.tap = tap
+        self.local_ingest = local_ingest
+        self.on_error = on_error
+        self.client_options = client_options
+        self._client: httpx.AsyncClient | None = None
+
+    def follow_client(self) -> httpx.AsyncClient:
+        """Shared by this node's cluster streams (a client each would cost its
+        TLS context, about 1 MB), and apart from the node's own: follows are
+        long-lived and must not take its query and replication connections."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(None, connect=3),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-                **(client_options() if client_options is not None else {}),
+                **(self.client_options() if self.client_options is not None else {}),
             )
-        return client
+        return self._client
 
-    async def handler(req: Request) -> Response:
+    async def handle(self, req: Request) -> Response:
         flt = parse_filter(req)
         window = parse_window(req.arg("window"))
         fmt_name = req.arg("format", "raw") or "raw"
         if fmt_name not in FORMATS:
             raise HTTPError(400, f"format={fmt_name!r}: use one of {', '.join(FORMATS)}")
-        fmt = FORMATS[fmt_name]
+        tap = self.tap
         if tap.clients >= tap.max_subscribers:
             tap.refused += 1
             return busy(f"this node's stream client limit ({tap.max_subscribers}) is reached")
@@ -510,105 +529,120 @@ def cluster_stream_handler(
             {k: v[-1] for k, v in req.query.items() if k in ("q", "regex", "topic")},
             encoding="latin-1",
         )
-
-        async def body(write: Write) -> None:
-            # One chunk in hand: a slow client makes the taps drop (counted), not grow.
-            tx, rx = trio.open_memory_channel[bytes](1)
-            dedup = Dedup(window)
-            followed: dict[str, trio.CancelScope] = {}
-            notices = ULIDSource()
-
-            async def unavailable(name: str, reason: str) -> None:
-                line = _printable(f"oklog: stream not following {name}: {reason}")
-                await tx.send(notice(line.encode("utf-8", "replace"), notices))
-
-            async def follow_local(name: str, scope: trio.CancelScope) -> None:
-                with scope:
-                    while True:
-                        try:
-                            await follow_tap(tap, flt, tx.send)
-                        except SubscriberLimit as e:
-                            await unavailable(name, str(e))
-                        await trio.sleep(FOLLOW_INTERVAL)
-
-            async def follow_remote(
-                client: httpx.AsyncClient, name: str, api: str, scope: trio.CancelScope
-            ) -> None:
-                url = f"http://{api}/ingest/_stream?{member_qs}"
-                failing = ""
-                with scope:
-                    while True:
-                        try:
-                            async with client.stream("GET", url) as resp:
-                                if resp.status_code != 200:
-                                    head = b""
-                                    async for chunk in resp.aiter_raw():
-                                        head += chunk
-                                        if len(head) >= 200:
-                                            break
-                                    text = head[:200].decode("utf-8", "replace").strip()
-                                    raise MemberError(f"{resp.status_code} {text}")
-                                failing = ""
-                                rest = b""
-                                async for chunk in resp.aiter_raw():
-                                    buf = rest + chunk if rest else chunk
-                                    cut = buf.rfind(b"\n") + 1
-                                    rest = buf[cut:]
-                                    if len(rest) > MAX_PARTIAL:
-                                        raise MemberError(f"sent over {MAX_PARTIAL} bytes without a record's end")
-                                    if cut:
-                                        await tx.send(buf[:cut])
-                            reason = "its stream ended"
-                        except (httpx.HTTPError, MemberError) as e:
-                            reason = str(e) or type(e).__name__
-                        except Exception as e:  # nothing a member sends ends the stream
-                            log.exception("following %s's stream failed", name)
-                            reason = f"unexpected error {type(e).__name__}"
-                        log.info("stream from %s ended: %s", name, reason)
-                        if reason != failing:
-                            failing = reason
-                            await unavailable(name, reason)
-                        await trio.sleep(FOLLOW_INTERVAL)
-
-            async def membership(nursery: trio.Nursery, client: httpx.AsyncClient) -> None:
-                while True:
-                    try:
-                        live = {name: api for name, api in members()}
-                    except Exception:
-                        log.exception("stream: reading the membership failed; carrying on")
-                        if on_error is not None:
-                            on_error()
-                        await trio.sleep(FOLLOW_INTERVAL)
-                        continue
-                    for name in list(followed):
-                        if name not in live:
-                            followed.pop(name).cancel()
-                    for name, api in live.items():
-                        if name in followed:
-                            continue
-                        scope = trio.CancelScope()
-                        followed[name] = scope
-                        if api is None:
-                            if local_ingest:
-                                nursery.start_soon(follow_local, name, scope)
-                        else:
-                            nursery.start_soon(follow_remote, client, name, api, scope)
-                    await trio.sleep(FOLLOW_INTERVAL)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(membership, nursery, follow_client())
-                async for data in rx:
-                    out = dedup.filter(data) if len(followed) > 1 else data
-                    if out:
-                        await write(apply_chunked(fmt, out) if fmt else out)
+        follow = _Follow(self, flt, Dedup(window), FORMATS[fmt_name], member_qs)
 
         async def stream(write: Write) -> None:
             tap.clients += 1
             try:
-                await Guard(req, tap.write_timeout).run(body, write)
+                await Guard(req, tap.write_timeout).run(follow.run, write)
             finally:
                 tap.clients -= 1
 
         return Response(200, stream=stream)
 
-    return handler
+
+class _Follow:
+    """One client's cluster stream: a follower per live ingest member feeding one
+    channel, deduplicated and formatted on the way to the client."""
+
+    def __init__(
+        self, owner: ClusterStream, flt: StreamFilter, dedup: Dedup, fmt: Any, member_qs: str
+    ) -> None:
+        self.owner = owner
+        self.flt = flt
+        self.dedup = dedup
+        self.fmt = fmt
+        self.member_qs = member_qs
+        # One chunk in hand: a slow client makes the taps drop (counted), not grow.
+        self.tx, self.rx = trio.open_memory_channel[bytes](1)
+        self.followed: dict[str, trio.CancelScope] = {}
+        self.notices = ULIDSource()
+
+    async def run(self, write: Write) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.membership, nursery, self.owner.follow_client())
+            async for data in self.rx:
+                out = self.dedup.filter(data) if len(self.followed) > 1 else data
+                if out:
+                    await write(apply_chunked(self.fmt, out) if self.fmt else out)
+
+    async def unavailable(self, name: str, reason: str) -> None:
+        line = _printable(f"oklog: stream not following {name}: {reason}")
+        await self.tx.send(notice(line.encode("utf-8", "replace"), self.notices))
+
+    async def follow_local(self, name: str, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                try:
+                    await follow_tap(self.owner.tap, self.flt, self.tx.send)
+                except SubscriberLimit as e:
+                    await self.unavailable(name, str(e))
+                await trio.sleep(FOLLOW_INTERVAL)
+
+    async def follow_remote(
+        self, client: httpx.AsyncClient, name: str, api: str, scope: trio.CancelScope
+    ) -> None:
+        failing = ""
+        with scope:
+            while True:
+                try:
+                    await self._read_member(client, f"http://{api}/ingest/_stream?{self.member_qs}")
+                    reason = "its stream ended"
+                except (httpx.HTTPError, MemberError, TornRecord) as e:
+                    reason = str(e) or type(e).__name__
+                except Exception as e:  # noqa: BLE001 - nothing a member sends ends the stream
+                    log.exception("following %s's stream failed", name)
+                    reason = f"unexpected error {type(e).__name__}"
+                log.info("stream from %s ended: %s", name, reason)
+                if reason != failing:
+                    failing = reason
+                    await self.unavailable(name, reason)
+                await trio.sleep(FOLLOW_INTERVAL)
+
+    async def _read_member(self, client: httpx.AsyncClient, url: str) -> None:
+        async with client.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                head = b""
+                async for chunk in resp.aiter_raw():
+                    head += chunk
+                    if len(head) >= 200:
+                        break
+                text = head[:200].decode("utf-8", "replace").strip()
+                raise MemberError(f"{resp.status_code} {text}")
+            carry = Carry(MAX_PARTIAL)
+            async for chunk in resp.aiter_raw():
+                whole = carry.feed(chunk)
+                if whole:
+                    await self.tx.send(whole)
+
+    def _live(self) -> dict[str, str | None] | None:
+        try:
+            return {name: api for name, api in self.owner.members()}
+        except Exception:  # noqa: BLE001 - a bad membership row must not end streams
+            log.exception("stream: reading the membership failed; carrying on")
+            if self.owner.on_error is not None:
+                self.owner.on_error()
+            return None
+
+    async def membership(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> None:
+        while True:
+            live = self._live()
+            if live is not None:
+                for name in list(self.followed):
+                    if name not in live:
+                        self.followed.pop(name).cancel()
+                for name, api in live.items():
+                    if name not in self.followed:
+                        self._start(nursery, client, name, api)
+            await trio.sleep(FOLLOW_INTERVAL)
+
+    def _start(
+        self, nursery: trio.Nursery, client: httpx.AsyncClient, name: str, api: str | None
+    ) -> None:
+        scope = trio.CancelScope()
+        self.followed[name] = scope
+        if api is None:
+            if self.owner.local_ingest:
+                nursery.start_soon(self.follow_local, name, scope)
+        else:
+            nursery.start_soon(self.follow_remote, client, name, api, scope)
