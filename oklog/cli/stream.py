@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from oklog.addr import parse_addr
 from oklog.node.config import DEFAULT_API_PORT
+from oklog.records.framing import Carry
 from oklog.records.record import ms_floor
 
 MARGIN = 5.0  # seconds before the last received record that a catch-up starts from
@@ -349,14 +350,12 @@ def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
             catchup = CatchUp(since, received)
             say(f"resumed from {current[0]}:{current[1]}; catching up from {_stamp(since)} for {catchup_for:g}s")
         try:
-            rest = b""
+            carry = Carry()
             while deadline is None or time.monotonic() < deadline:
                 chunk = live.read(0.2 if catchup is not None else 1.0)
                 if chunk:
-                    buf = rest + chunk if rest else chunk
-                    cut = buf.rfind(b"\n") + 1
-                    rest = buf[cut:]
-                    data = notices(buf[:cut]) if cut else b""
+                    whole = carry.feed(chunk)
+                    data = notices(whole) if whole else b""
                     if data:
                         received.add(data)
                         if catchup is not None:

@@ -37,6 +37,7 @@ from oklog.query.fanout import (
 )
 from oklog.query.format import NATIVE_MODES
 from oklog.query.plan import execute, plan_query
+from oklog.records.framing import Carry
 from oklog.records.record import ulid_ms
 from oklog.store.api import (
     FORMAT_PIECE,
@@ -468,17 +469,12 @@ class Coordinator:
             ready.set()
             if head:
                 return
-            rest = b""
+            carry = Carry()
             async for chunk in resp.aiter_raw(CHUNK):
-                cut = chunk.rfind(b"\n") + 1
-                if cut == 0:
-                    rest += chunk
-                    continue
-                whole = rest + chunk[:cut] if rest else chunk[:cut]
-                a.note(whole)
-                await tx.send(whole)
-                rest = chunk[cut:]
-            if rest:
+                if whole := carry.feed(chunk):
+                    a.note(whole)
+                    await tx.send(whole)
+            if carry.rest:
                 raise RuntimeError("its answer ended mid-record")
         finally:
             await resp.aclose()

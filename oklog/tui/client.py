@@ -25,6 +25,7 @@ from typing import Protocol
 import httpx
 
 from oklog.node.config import parse_duration
+from oklog.records.framing import Carry
 from oklog.records.record import ULID_LEN, RecordError, ulid_ms
 
 DEFAULT_NODE = "localhost:7650"
@@ -166,17 +167,12 @@ class RecordStream:
         """Buffers of whole records as they arrive; a torn tail is held back."""
         if self.chunks is None:
             return
-        rest = b""
+        carry = Carry()
         async for chunk in self.chunks:
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                rest += chunk
-                continue
-            whole = rest + chunk[:cut] if rest else chunk[:cut]
-            rest = chunk[cut:]
-            yield whole
-        if rest:
-            yield rest + b"\n"
+            if whole := carry.feed(chunk):
+                yield whole
+        if carry.rest:
+            yield carry.rest + b"\n"
 
 
 def stats_of(headers: httpx.Headers) -> dict[str, str]:

@@ -15,6 +15,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+from oklog.records.framing import Carry
+
 LIMIT = 4 << 30  # bytes kept per result
 READ_BLOCK = 1 << 20
 
@@ -94,7 +96,7 @@ class _Reader:
         self.close()
 
     def _blocks(self) -> Iterator[bytes]:
-        rest = b""
+        carry = Carry()
         pos = 0
         try:
             while pos < self.end:
@@ -102,14 +104,10 @@ class _Reader:
                 if not chunk:
                     break
                 pos += len(chunk)
-                cut = chunk.rfind(b"\n") + 1
-                if cut == 0:
-                    rest += chunk
-                    continue
-                yield rest + chunk[:cut]
-                rest = chunk[cut:]
-            if rest:
-                yield rest
+                if whole := carry.feed(chunk):
+                    yield whole
+            if carry.rest:
+                yield carry.rest
         finally:
             self.close()
 
