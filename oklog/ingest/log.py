@@ -229,9 +229,6 @@ class IngestLog:
 
     # -- figures ----------------------------------------------------------------
 
-    def state_of(self, seg_id: str) -> str | None:
-        return self._state.get(seg_id)
-
     def stats(self) -> dict:
         now_wall = time.time()
         with self._lock:

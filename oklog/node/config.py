@@ -91,7 +91,6 @@ class NodeConfig:
     stream_max_subscribers: int = 256  # live-tail subscribers (and /store/stream clients) per node
     stream_write_timeout: float = 60.0  # a stream whose client takes nothing this long ends
     gossip_timing: dict = field(default_factory=dict, compare=False)
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_ingest(self) -> bool:

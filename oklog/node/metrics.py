@@ -70,7 +70,6 @@ log = logging.getLogger("oklog.node.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-INGEST_STATES = ("active", "flushed", "pending")
 MEMBER_STATES = ("alive", "suspect", "dead")
 
 StateFn = Callable[[], dict]

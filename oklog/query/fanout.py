@@ -29,17 +29,6 @@ Emit = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass
-class MemberStream:
-    """What the fan-out needs from one member: its stats and a chunk channel."""
-
-    name: str
-    segments: int = 0
-    bytes: int = 0
-    chunks: trio.MemoryReceiveChannel | None = None
-    error: str = ""
-
-
-@dataclass
 class MergeState:
     buffers: list[bytes] = field(default_factory=list)
     done: list[bool] = field(default_factory=list)

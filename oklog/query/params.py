@@ -27,13 +27,6 @@ class QueryParams:
     regex: bool = False  # as asked (query.regex is also true for an -i substring)
     where: tuple[str, ...] = ()  # -where conditions (oklog.query.fields)
 
-    def to_args(self) -> dict[str, str]:
-        args = {"from": self.lo.decode(), "to_excl": self.hi_excl.decode("latin-1")}
-        if self.query.q:
-            args["q"] = self.query.q.decode("latin-1")
-        args["regex"] = "true" if self.query.regex else "false"
-        return args
-
 
 _TRUE = {"", "1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}

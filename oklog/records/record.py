@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import UTC, datetime
 
 ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ULID_LEN = 26
@@ -79,18 +78,9 @@ def ulid_ms(ulid: bytes) -> int:
     return decode_ulid(ulid[:ULID_LEN])[0]
 
 
-def ulid_time(ulid: bytes) -> datetime:
-    return datetime.fromtimestamp(ulid_ms(ulid) / 1000, tz=UTC)
-
-
 def ms_floor(ms: int) -> bytes:
     """The smallest ULID of millisecond ``ms``."""
     return encode_int(max(ms, 0), 10) + b"0" * 16
-
-
-def ms_ceil(ms: int) -> bytes:
-    """The largest ULID of millisecond ``ms``."""
-    return encode_int(max(ms, 0), 10) + b"Z" * 16
 
 
 def now_ms() -> int:

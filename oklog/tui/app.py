@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -52,7 +51,6 @@ DEFAULT_MAX_LINES = 10_000
 PEER_TIMEOUT = 1.5  # at most this long for another member's figures, per poll
 PEER_STALE = 5.0  # a member that missed a poll keeps its last figures this long (at least 3 polls)
 SWITCH_AFTER = 2  # failed polls of the attached node before switching to a live member
-VIEWS = ("cluster", "pipeline", "query", "tail")
 
 
 class OklogApp(App[None]):
@@ -342,8 +340,7 @@ def make_app(
     client: Callable[[str], Client] | None = None,
     clock: Callable[[], float] = time.time,
     max_lines: int = DEFAULT_MAX_LINES,
-    **kw: Any,
 ) -> OklogApp:
     """The app for ``oklog tui``; tests inject ``client`` (node → Client) and ``clock``."""
     factory = client or (lambda n: NodeClient(n, state_timeout=max(2.0, refresh)))
-    return OklogApp(node, refresh, factory, clock=clock, max_lines=max_lines, **kw)
+    return OklogApp(node, refresh, factory, clock=clock, max_lines=max_lines)

@@ -189,10 +189,6 @@ class StubClient:
         yield RecordStream(200, {}, chunks())
 
 
-def stub_factory(**kw) -> StubClientFactory:
-    return StubClientFactory(**kw)
-
-
 class StubClientFactory:
     """node → StubClient, remembering each so tests can look at them."""
 
