@@ -27,6 +27,7 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from oklog.addr import parse_addr
 from oklog.node.config import DEFAULT_API_PORT
@@ -278,112 +279,138 @@ def _stamp(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
-def stream_main(ns, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
-    from oklog.cli.query import format_name, urlencode
-    from oklog.query.format import FORMATS
+def stream_main(ns: Any, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
+    return _Follower(ns, out_fd, max_seconds).run()
 
-    fmt = FORMATS[format_name(ns.ulid, ns.time, False)]
-    assert fmt is not None
-    out = Output(sys.stdout.fileno() if out_fd is None else out_fd, fmt)
-    first = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
-    params = {"q": ns.q, "regex": "true" if ns.regex else "false"}
-    if ns.topic:
-        params["topic"] = ns.topic
-    filter_qs = urlencode(params)
-    path = "/store/stream?" + urlencode(params | {"window": f"{ns.window:g}"})
-    catchup_for = getattr(ns, "catchup", 15.0)
-    access = Access.of(ns)
-    received = Received()
-    members: list[tuple[str, int]] = [first]
-    current = first
-    dropped_total = 0
-    backoff = 0.1
-    resume_since: float | None = None  # a catch-up from then is due
-    deadline = time.monotonic() + max_seconds if max_seconds else None
 
-    def notices(data: bytes) -> bytes:
-        nonlocal dropped_total
-        if b" oklog oklog: stream " not in data:
+class _Follower:
+    """``oklog stream``: one cluster stream at a time, moving to another member
+    when it breaks and catching up from the store on what was missed."""
+
+    def __init__(self, ns: Any, out_fd: int | None, max_seconds: float) -> None:
+        from oklog.cli.query import format_name, urlencode
+        from oklog.query.format import FORMATS
+
+        fmt = FORMATS[format_name(ns.ulid, ns.time, False)]
+        assert fmt is not None
+        self.out = Output(sys.stdout.fileno() if out_fd is None else out_fd, fmt)
+        self.first = parse_addr(ns.store, DEFAULT_API_PORT, default_host="localhost")
+        params = {"q": ns.q, "regex": "true" if ns.regex else "false"}
+        if ns.topic:
+            params["topic"] = ns.topic
+        self.filter_qs = urlencode(params)
+        self.path = "/store/stream?" + urlencode(params | {"window": f"{ns.window:g}"})
+        self.catchup_for = getattr(ns, "catchup", 15.0)
+        self.access = Access.of(ns)
+        self.received = Received()
+        self.members: list[tuple[str, int]] = [self.first]
+        self.current = self.first
+        self.dropped_total = 0
+        self.backoff = 0.1
+        self.resume_since: float | None = None  # a catch-up from then is due
+        self.catchup: CatchUp | None = None  # under way on the current connection
+        self.deadline = time.monotonic() + max_seconds if max_seconds else None
+
+    def _running(self) -> bool:
+        return self.deadline is None or time.monotonic() < self.deadline
+
+    def run(self) -> int:
+        while self._running():
+            try:
+                live = LiveStream(self.current[0], self.current[1], self.path, self.access)
+            except Refused as e:
+                say(str(e))
+                return 1
+            except (OSError, StreamError) as e:
+                say(f"{self.current[0]}:{self.current[1]}: {e}")
+                self.current = _next_member(self.members, self.current)
+                if self.current == self.first or len(self.members) == 1:
+                    time.sleep(self.backoff)
+                    self.backoff = min(self.backoff * 2, 5.0)
+                continue
+            self.backoff = 0.1
+            self._learn_members()
+            connected_at = time.time()
+            self.catchup = self._start_catchup()
+            try:
+                self._pump(live)
+                return 0
+            except (OSError, StreamError) as e:
+                say(f"{self.current[0]}:{self.current[1]}: {e}; resuming from another member")
+                if self.catchup is None:  # else the catch-up under way is started over
+                    self.resume_since = max(self.received.last, connected_at) - MARGIN
+            finally:
+                live.close()
+            self.current = _next_member(self.members, self.current)
+        return 0
+
+    def _learn_members(self) -> None:
+        try:
+            found, _ = cluster_members(*self.current, self.access)
+        except (OSError, ValueError):
+            found = []
+        if found:
+            self.members = found if self.current in found else [self.current, *found]
+
+    def _start_catchup(self) -> CatchUp | None:
+        if self.resume_since is None:
+            return None
+        since = self.resume_since
+        if self.received.trimmed_at > since:
+            say(
+                f"records from {_stamp(since)} to {_stamp(self.received.trimmed_at)} may be printed twice "
+                "(too many to remember)"
+            )
+            since = self.received.trimmed_at
+        say(
+            f"resumed from {self.current[0]}:{self.current[1]}; catching up from {_stamp(since)} "
+            f"for {self.catchup_for:g}s"
+        )
+        return CatchUp(since, self.received)
+
+    def _pump(self, live: LiveStream) -> None:
+        carry = Carry()
+        while self._running():
+            chunk = live.read(0.2 if self.catchup is not None else 1.0)
+            if chunk and (data := self._notices(carry.feed(chunk))):
+                self.received.add(data)
+                if self.catchup is not None:
+                    self.catchup.live(data)
+                self.out.records(data)
+            if self.catchup is not None and time.monotonic() >= self.catchup.next_poll:
+                self.catchup = self._poll(self.catchup)
+
+    def _poll(self, catchup: CatchUp) -> CatchUp | None:
+        """One catch-up query; the catch-up still under way, or None when it is over."""
+        try:
+            data = catchup.poll(self.current[0], self.current[1], self.filter_qs, self.access)
+        except (OSError, StreamError) as e:
+            say(f"catch-up from {_stamp(catchup.since)} failed: {e}; records of that time may be missing")
+            return None
+        if data:
+            self.received.add(data)
+            self.out.records(data)
+        if time.monotonic() - catchup.started >= self.catchup_for:
+            _report(catchup, self.current)
+            self.resume_since = None
+            return None
+        return catchup
+
+    def _notices(self, data: bytes) -> bytes:
+        """``data`` without the stream's in-band notices, which go to stderr."""
+        if not data or b" oklog oklog: stream " not in data:
             return data
         for line in _NOTICE.findall(data):
             m = _DROPPED.match(line)
             if m:
-                dropped_total += int(m.group(1))
+                self.dropped_total += int(m.group(1))
                 say(
-                    f"{current[0]}:{current[1]} dropped {int(m.group(1))} records: this client or its output "
-                    f"fell behind ({dropped_total} dropped in all)"
+                    f"{self.current[0]}:{self.current[1]} dropped {int(m.group(1))} records: this client "
+                    f"or its output fell behind ({self.dropped_total} dropped in all)"
                 )
             else:
                 say(line[len(b"oklog: stream ") :].decode("utf-8", "replace"))
         return _NOTICE.sub(b"", data)
-
-    while deadline is None or time.monotonic() < deadline:
-        try:
-            live = LiveStream(current[0], current[1], path, access)
-        except Refused as e:
-            say(str(e))
-            return 1
-        except (OSError, StreamError) as e:
-            say(f"{current[0]}:{current[1]}: {e}")
-            current = _next_member(members, current)
-            if current == first or len(members) == 1:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            continue
-        backoff = 0.1
-        try:
-            found, _ = cluster_members(*current, access)
-        except (OSError, ValueError):
-            found = []
-        if found:
-            members = found if current in found else [current, *found]
-        catchup = None
-        connected_at = time.time()
-        if resume_since is not None:
-            since = resume_since
-            if received.trimmed_at > since:
-                say(
-                    f"records from {_stamp(since)} to {_stamp(received.trimmed_at)} may be printed twice "
-                    "(too many to remember)"
-                )
-                since = received.trimmed_at
-            catchup = CatchUp(since, received)
-            say(f"resumed from {current[0]}:{current[1]}; catching up from {_stamp(since)} for {catchup_for:g}s")
-        try:
-            carry = Carry()
-            while deadline is None or time.monotonic() < deadline:
-                chunk = live.read(0.2 if catchup is not None else 1.0)
-                if chunk:
-                    whole = carry.feed(chunk)
-                    data = notices(whole) if whole else b""
-                    if data:
-                        received.add(data)
-                        if catchup is not None:
-                            catchup.live(data)
-                        out.records(data)
-                if catchup is not None and time.monotonic() >= catchup.next_poll:
-                    try:
-                        data = catchup.poll(current[0], current[1], filter_qs, access)
-                    except (OSError, StreamError) as e:
-                        say(f"catch-up from {_stamp(catchup.since)} failed: {e}; records of that time may be missing")
-                        catchup = None
-                        continue
-                    if data:
-                        received.add(data)
-                        out.records(data)
-                    if time.monotonic() - catchup.started >= catchup_for:
-                        _report(catchup, current)
-                        catchup = None
-                        resume_since = None
-            return 0
-        except (OSError, StreamError) as e:
-            say(f"{current[0]}:{current[1]}: {e}; resuming from another member")
-            if catchup is None:  # else the catch-up under way is started over
-                resume_since = max(received.last, connected_at) - MARGIN
-        finally:
-            live.close()
-        current = _next_member(members, current)
-    return 0
 
 
 def _report(catchup: CatchUp, node: tuple[str, int]) -> None:
