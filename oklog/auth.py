@@ -218,15 +218,28 @@ def _msg(ts: str, nonce: str, method: str, target: bytes) -> bytes:
 
 class ClientAuth(httpx.Auth):
     """Credentials on every request of an httpx client: a member's proof and/or a token.
-    ``https`` turns the project's ``http://`` URLs into ``https://`` (TLS clusters)."""
+    ``https`` turns the project's ``http://`` URLs into ``https://`` (TLS clusters).
+    ``node_route`` (a member calling members): the project's ``http://API_ADDR`` URLs
+    go to ``https://NODE_ADDR``, that member's TLS listener (oklog.cluster.nodetls);
+    an address it does not know is not called at all (fails closed, never in clear)."""
 
-    def __init__(self, node_keys: NodeKeys | None = None, token: str = "", https: bool = False) -> None:
+    def __init__(self, node_keys: NodeKeys | None = None, token: str = "", https: bool = False,
+                 node_route: Callable[[str], str | None] | None = None) -> None:
         self.node_keys = node_keys
         self.token = token
         self.https = https
+        self.node_route = node_route
 
     def auth_flow(self, request: httpx.Request):
-        if self.https and request.url.scheme == "http":
+        if self.node_route is not None and request.url.scheme == "http":
+            api = request.url.netloc.decode("ascii")
+            to = self.node_route(api)
+            if to is None:
+                raise httpx.ConnectError(f"{api}: no member's node address known (node-to-node calls go over TLS only)",
+                                         request=request)
+            request.url = request.url.copy_with(scheme="https", netloc=to.encode("ascii"))
+            request.headers["Host"] = to
+        elif self.https and request.url.scheme == "http":
             request.url = request.url.copy_with(scheme="https")
         if self.node_keys is not None:
             request.headers["X-Oklog-Node"] = self.node_keys.sign(request.method, request.url.raw_path)
@@ -325,6 +338,17 @@ class Auth:
         self.stats.allowed_token += 1
         return None
 
+    def check_member(self, req: Request, route: str) -> Response | None:
+        """The guard of the members' TLS listener: internal routes only, members only
+        (a valid proof; tokens are for the public API)."""
+        if route in OPEN_ROUTES:
+            return None
+        if route not in NODE_ROUTES:
+            return self._refuse(404, "not_internal", f"{route} is not served on the node port (use the API)")
+        if req.headers.get(NODE_HEADER) is None:
+            return self._refuse(401, "missing", "the node port takes members only (a proof from the cluster key)")
+        return self.check(req, route)
+
     def _refuse(self, status: int, reason: str, message: str) -> Response:
         self._deny(reason)
         log.debug("refused (%d): %s", status, message)
@@ -416,7 +440,8 @@ def register_metrics(auth: Auth, registry) -> None:
 
     c = Counter("oklog_auth_denied", "Requests and connections refused for want of credentials, by reason",
                 ["reason"], registry=registry)
-    for r in ("missing", "bad_token", "wrong_role", "bad_node_proof", "node_proof_unkeyed", "tls_handshake"):
+    for r in ("missing", "bad_token", "wrong_role", "bad_node_proof", "node_proof_unkeyed", "tls_handshake",
+              "not_internal"):
         c.labels(r)
     auth.on_deny = lambda reason: c.labels(reason).inc()
 
