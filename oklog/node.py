@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
-from oklog.auth import NODE_HEADER, Auth, ClientAuth, NodeKeys, Tokens, ingest_gate, register_metrics
+from oklog.auth import (
+    NODE_HEADER,
+    Auth,
+    ClientAuth,
+    NodeKeys,
+    Tokens,
+    ingest_gate,
+    register_metrics,
+)
 from oklog.cluster.keyring import Keyring
 from oklog.cluster.nodetls import NodeTLS
 from oklog.cluster.peers import RemoteIngest, RemoteStore

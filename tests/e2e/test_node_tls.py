@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import wait_for
+from conftest import OKLOG, wait_for
 
 from oklog.auth import ClientAuth, NodeKeys
 from oklog.cluster.keyring import Keyring, new_key
@@ -114,6 +115,18 @@ def test_members_replicate_and_query_over_the_node_tls_port_only(node_factory, t
     r = httpx.get(node_url(a) + "/store/_query", params={"q": "clear-text-canary", "format": "raw"},
                   verify=mine, timeout=5, auth=ClientAuth(NodeKeys(ring)))
     assert r.status_code == 200 and r.content.count(b"clear-text-canary") == 100
+
+    # The operator's repair with the key reads the state from the API it was given,
+    # then calls every member on its node port.
+    before = {node_id(n): state(n)["pipeline"]["http"] for n in (a, b)}
+    r2 = subprocess.run(OKLOG + ["repair", "-store", a.api, "-cluster.key", a.key_path, "-from", "1h", "-quiet"],
+                        capture_output=True, timeout=120)
+    assert r2.returncode == 0, r2.stderr
+    after = {node_id(n): state(n)["pipeline"]["http"] for n in (a, b)}
+    assert after[node_id(a)]["api_member_calls"] == 1  # the cluster state, from -store
+    assert after[node_id(b)]["api_member_calls"] == 0
+    for n in (a, b):
+        assert after[node_id(n)]["node_port_requests"] > before[node_id(n)]["node_port_requests"]
 
 
 @pytest.mark.slow
