@@ -105,6 +105,7 @@ class NodeProc:
     def __post_init__(self) -> None:
         if not self.ports:
             self.ports = {k: free_port() for k in ("api", "fast", "durable", "bulk", "cluster")}
+        self.ports.setdefault("node", free_port())  # members' TLS listener (with a cluster key)
 
     @property
     def api(self) -> str:
@@ -127,6 +128,7 @@ class NodeProc:
             "-store.path", str(self.workdir / "store"),
             *self.args,
             *self.key_args(),
+            *(["-cluster.api", f"127.0.0.1:{p['node']}"] if self.key_path and "-cluster.api" not in self.args else []),
         ]
 
     def key_args(self) -> list[str]:

@@ -145,6 +145,8 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="least wait before a suspect member is declared dead, times log10 of the cluster size (up to 4x that until others confirm)")
     _flag(p, "cluster.key", default="", metavar="FILE",
           help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
+    _flag(p, "cluster.api", default="", metavar="ADDR",
+          help=f"with -cluster.key: members' TLS listener, node-to-node calls only (default: -cluster host, port {C.DEFAULT_NODE_PORT})")
     _flag(p, "insecure", action="store_true",
           help="allow listening beyond loopback or -peer without a cluster key / tokens (logged at every start)")
     _flag(p, "auth.tokens", default="", metavar="FILE",
@@ -210,6 +212,8 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
             raise SystemExit(f"oklog: -cluster.key: {e}") from None
 
     _check_exposure(ns, addr)
+    if ns.cluster_api and not ns.cluster_key:
+        raise SystemExit("oklog: -cluster.api is the members' TLS listener, made from the cluster key: give -cluster.key")
     from oklog.net.tls import TLSConfig, check_files
 
     try:
@@ -276,6 +280,8 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         stream_write_timeout=ns.stream_write_timeout,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         cluster_key=ns.cluster_key,
+        cluster_api=(addr(ns.cluster_api, C.DEFAULT_NODE_PORT) if ns.cluster_api
+                     else C.Addr(addr(ns.cluster, 0).host, C.DEFAULT_NODE_PORT)) if ns.cluster_key else None,
         insecure=ns.insecure,
         auth_tokens=ns.auth_tokens,
         tls_cert=ns.tls_cert,

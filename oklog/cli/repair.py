@@ -35,6 +35,7 @@ import httpx
 
 from oklog.addr import parse_addr
 from oklog.human import describe_error, format_duration, format_size
+from oklog.net.auth import NodeRoutes
 from oklog.node.config import DEFAULT_API_PORT
 from oklog.records.merge import merge_dedup
 from oklog.records.record import ULID_LEN
@@ -78,6 +79,9 @@ def cluster_view(client: httpx.Client, node: str) -> View:
         raise ToolError(f"cannot read the cluster state from {host}:{port}: {describe_error(e)}") from None
     except ValueError:
         raise ToolError(f"{host}:{port} did not answer with a cluster state (is it an oklog node?)") from None
+    routes = getattr(client.auth, "node_route", None)
+    if isinstance(routes, NodeRoutes):  # with the cluster key: members over their TLS port
+        routes.learn(st["members"])
     stores = [m for m in st["members"] if m.get("role") in ("store", "ingeststore")]
     return View(
         [Member(m["id"], m["api_addr"]) for m in stores if m.get("state") == "alive" and m.get("api_addr")],
@@ -687,6 +691,6 @@ def rebalance_main(ns) -> int:
 
 
 def _http(ns) -> dict:
-    from oklog.net.auth import cli_http_kwargs
+    from oklog.net.auth import tool_http_kwargs
 
-    return cli_http_kwargs(ns)
+    return tool_http_kwargs(ns)

@@ -256,6 +256,7 @@ def _scalar(v: Any) -> Any:
 # pass if they hold a scalar; give a key a checker here as soon as code reads it.
 META_SCHEMA: dict[str, Callable[[Any], Any]] = {
     "api_addr": _hostport,
+    "node_addr": _hostport,
     "fast_addr": _hostport,
     "durable_addr": _hostport,
     "bulk_addr": _hostport,

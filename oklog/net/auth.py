@@ -218,21 +218,74 @@ def _msg(ts: str, nonce: str, method: str, target: bytes) -> bytes:
 
 class ClientAuth(httpx.Auth):
     """Credentials on every request of an httpx client: a member's proof and/or a token.
-    ``https`` turns the project's ``http://`` URLs into ``https://`` (TLS clusters)."""
+    ``https`` turns the project's ``http://`` URLs into ``https://`` (TLS clusters).
+    ``node_route`` (a member calling members): the project's ``http://API_ADDR`` URLs
+    go to ``https://NODE_ADDR``, that member's TLS listener (oklog.cluster.nodetls);
+    an address it does not know is not called at all (fails closed, never in clear),
+    unless ``public_fallback`` (the operator's tools: the address they were given)."""
 
-    def __init__(self, node_keys: NodeKeys | None = None, token: str = "", https: bool = False) -> None:
+    def __init__(self, node_keys: NodeKeys | None = None, token: str = "", https: bool = False,
+                 node_route: Callable[[str], str | None] | None = None, public_fallback: bool = False) -> None:
         self.node_keys = node_keys
         self.token = token
         self.https = https
+        self.node_route = node_route
+        self.public_fallback = public_fallback
 
     def auth_flow(self, request: httpx.Request):
-        if self.https and request.url.scheme == "http":
+        to = None
+        if self.node_route is not None and request.url.scheme == "http":
+            api = request.url.netloc.decode("ascii")
+            to = self.node_route(api)
+            if to is None and not self.public_fallback:
+                raise httpx.ConnectError(f"{api}: no member's node address known (node-to-node calls go over TLS only)",
+                                         request=request)
+        if to is not None:
+            request.url = request.url.copy_with(scheme="https", netloc=to.encode("ascii"))
+            request.headers["Host"] = to
+        elif self.https and request.url.scheme == "http":
             request.url = request.url.copy_with(scheme="https")
         if self.node_keys is not None:
             request.headers["X-Oklog-Node"] = self.node_keys.sign(request.method, request.url.raw_path)
         if self.token:
             request.headers["Authorization"] = f"Bearer {self.token}"
         yield request
+
+
+class NodeRoutes:
+    """Members' API address -> their node (TLS) address, learnt from a cluster state:
+    how an operator's tool holding the key reaches the members' listener."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, str] = {}
+
+    def learn(self, members: list[dict]) -> None:
+        for m in members:
+            api, meta = m.get("api_addr"), m.get("meta")
+            node = meta.get("node_addr") if isinstance(meta, dict) else None
+            if isinstance(api, str) and isinstance(node, str):
+                self.table[api] = node
+
+    def __call__(self, api: str) -> str | None:
+        return self.table.get(api)
+
+
+class ToolTransport(httpx.BaseTransport):
+    """Requests to a member's node address over the cluster key's TLS, the rest over
+    the public API's (``-tls.ca`` or the system's CAs)."""
+
+    def __init__(self, routes: NodeRoutes, public_verify, node_verify) -> None:
+        self.routes = routes
+        self.public = httpx.HTTPTransport(verify=public_verify)
+        self.node = httpx.HTTPTransport(verify=node_verify)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        to_node = request.url.scheme == "https" and request.url.netloc.decode("ascii") in self.routes.table.values()
+        return (self.node if to_node else self.public).handle_request(request)
+
+    def close(self) -> None:
+        self.public.close()
+        self.node.close()
 
 
 def client_token(flag: str = "") -> str:
@@ -325,6 +378,17 @@ class Auth:
         self.stats.allowed_token += 1
         return None
 
+    def check_member(self, req: Request, route: str) -> Response | None:
+        """The guard of the members' TLS listener: internal routes only, members only
+        (a valid proof; tokens are for the public API)."""
+        if route in OPEN_ROUTES:
+            return None
+        if route not in NODE_ROUTES:
+            return self._refuse(404, "not_internal", f"{route} is not served on the node port (use the API)")
+        if req.headers.get(NODE_HEADER) is None:
+            return self._refuse(401, "missing", "the node port takes members only (a proof from the cluster key)")
+        return self.check(req, route)
+
     def _refuse(self, status: int, reason: str, message: str) -> Response:
         self._deny(reason)
         log.debug("refused (%d): %s", status, message)
@@ -416,7 +480,8 @@ def register_metrics(auth: Auth, registry) -> None:
 
     c = Counter("oklog_auth_denied", "Requests and connections refused for want of credentials, by reason",
                 ["reason"], registry=registry)
-    for r in ("missing", "bad_token", "wrong_role", "bad_node_proof", "node_proof_unkeyed", "tls_handshake"):
+    for r in ("missing", "bad_token", "wrong_role", "bad_node_proof", "node_proof_unkeyed", "tls_handshake",
+              "not_internal"):
         c.labels(r)
     auth.on_deny = lambda reason: c.labels(reason).inc()
 
@@ -467,4 +532,22 @@ def cli_http_kwargs(ns) -> dict:
         from oklog.net.tls import client_context
 
         kw["verify"] = client_context(ca)
+    return kw
+
+
+def tool_http_kwargs(ns) -> dict:
+    """``cli_http_kwargs`` for the operator's tools that call every member (repair,
+    rebalance, synchronous httpx): with ``-cluster.key`` they call members on their
+    node port over the key's TLS (``NodeRoutes.learn`` from the cluster state)."""
+    kw = cli_http_kwargs(ns)
+    key = getattr(ns, "cluster_key", "")
+    if not key:
+        return kw
+    from oklog.cluster.nodetls import NodeTLS
+
+    routes = NodeRoutes()
+    auth = kw["auth"]
+    auth.node_route, auth.public_fallback = routes, True
+    node_verify = NodeTLS(auth.node_keys.ring, "oklog tool").client_context()
+    kw["transport"] = ToolTransport(routes, kw.pop("verify", True), node_verify)
     return kw

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -418,6 +419,7 @@ async def serve_http(
     idle_timeout: float = 30.0,
     connections: APIConnections | None = None,
     configure: Callable[[Config], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app``; reports the bound (host, port) through task_status.
@@ -438,7 +440,7 @@ async def serve_http(
     if configure is not None:  # TLS (oklog.net.tls)
         configure(config)
     if connections is not None:
-        await _serve_capped(app, config, host, port, connections, shutdown, task_status)
+        await _serve_capped(app, config, host, port, connections, shutdown, task_status, ssl_context)
         return
     trigger = shutdown.wait if shutdown is not None else None
 
@@ -459,6 +461,7 @@ async def _serve_capped(
     conns: APIConnections,
     shutdown: trio.Event | None,
     task_status,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     # hypercorn's own per-connection server (the one its serve() runs), under
     # an accept loop of ours; hypercorn is pinned, as these names are internal.
@@ -469,7 +472,8 @@ async def _serve_capped(
 
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
-    ssl_context = config.create_ssl_context() if config.ssl_enabled else None
+    if ssl_context is None and config.ssl_enabled:
+        ssl_context = config.create_ssl_context()
     app.connections = conns
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     for ln in listeners:

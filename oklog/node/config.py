@@ -10,6 +10,7 @@ from oklog.units import (  # noqa: F401  (re-exported: oklog.node.config is thei
     DEFAULT_CLUSTER_PORT,
     DEFAULT_DURABLE_PORT,
     DEFAULT_FAST_PORT,
+    DEFAULT_NODE_PORT,
     GiB,
     KiB,
     MiB,
@@ -74,6 +75,7 @@ class NodeConfig:
     advertise_host: str = ""
     node_id: str = ""
     cluster_key: str = ""  # key file: gossip sealed with AES-GCM (oklog.cluster.keyring)
+    cluster_api: Addr | None = None  # members' TLS listener (oklog.cluster.nodetls); None: cluster host, DEFAULT_NODE_PORT
     insecure: bool = False  # no cluster key, yet other than loopback or -peer (oklog.net.auth)
     auth_tokens: str = ""  # client tokens file: TOKEN ROLE NAME lines (oklog.net.auth)
     tls_cert: str = ""  # TLS on the API and TCP ingest ports (oklog.net.tls)

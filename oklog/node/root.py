@@ -30,6 +30,7 @@ import httpx
 import trio
 
 from oklog.cluster.keyring import Keyring
+from oklog.cluster.nodetls import NodeTLS
 from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.cluster.view import member_row
@@ -50,7 +51,15 @@ from oklog.ingest.listener import (
 )
 from oklog.ingest.log import IngestLog
 from oklog.ingest.syslog import SyslogStats, serve_syslog
-from oklog.net.auth import Auth, ClientAuth, NodeKeys, Tokens, ingest_gate, register_metrics
+from oklog.net.auth import (
+    NODE_HEADER,
+    Auth,
+    ClientAuth,
+    NodeKeys,
+    Tokens,
+    ingest_gate,
+    register_metrics,
+)
 from oklog.net.http import APIConnections, BodyBudget, Request, Response, Router, serve_http
 from oklog.net.tls import TLSConfig, client_context
 from oklog.node.config import NodeConfig
@@ -114,6 +123,11 @@ class Node:
             cfg.insecure,
         )
         register_metrics(self.auth, self.metrics.registry)
+        # With a cluster key, members call each other only over TLS made from it,
+        # on a listener of their own (docs/decisions.md, "Node-to-node TLS").
+        self.node_tls = NodeTLS(self.keyring, self.id) if self.keyring is not None else None
+        self.node_port_requests = 0
+        self.api_member_calls = 0
         self.tap = Tap(cfg.stream_max_subscribers, write_timeout=cfg.stream_write_timeout)
         # Errors caught at component boundaries (each logged where caught).
         self.stream_errors = 0
@@ -191,7 +205,7 @@ class Node:
         )
         r.mount(metrics_router(self.metrics))
         r.on_response = self.metrics.count_request
-        r.guard = self.auth.check
+        r.guard = self._guard
         observe_queries(r, self.metrics)
         r.add("GET", "/cluster/state", self._state)
         r.add("GET", "/store/_clusterstate", self._state)
@@ -200,14 +214,40 @@ class Node:
 
     def peer_client_options(self) -> dict:
         """``auth`` and ``verify`` for an httpx client calling this node's peers:
-        it signs as a member (cluster key) and speaks TLS when the cluster does.
+        it signs as a member (cluster key) and, with a key, calls each member's TLS
+        listener (node_addr), else the API (over TLS when the cluster's API speaks it).
         One TLS context for every such client (each costs about 1 MB)."""
         if self._peer_options is None:
-            self._peer_options = {
-                "auth": ClientAuth(self.auth.node_keys, https=self.tls.on),
-                "verify": client_context(self.tls.ca) if self.tls.on else True,
-            }
+            if self.node_tls is not None:
+                self._peer_options = {
+                    "auth": ClientAuth(self.auth.node_keys, node_route=self._node_route),
+                    "verify": self.node_tls.client_context(),
+                }
+            else:
+                self._peer_options = {
+                    "auth": ClientAuth(self.auth.node_keys, https=self.tls.on),
+                    "verify": client_context(self.tls.ca) if self.tls.on else True,
+                }
         return self._peer_options
+
+    def _node_route(self, api_addr: str) -> str | None:
+        """The members' TLS address of the member whose API is ``api_addr``."""
+        if self.gossip is None:
+            return None
+        for m in self.gossip.members():
+            if m.meta.get("api_addr") == api_addr and isinstance(m.meta.get("node_addr"), str):
+                return m.meta["node_addr"]
+        return None
+
+    def _guard(self, req: Request, route: str) -> Response | None:
+        node = self.bound.extra.get("node")
+        server = req.scope.get("server")
+        if node is not None and server is not None and server[1] == node[1]:
+            self.node_port_requests += 1
+            return self.auth.check_member(req, route)
+        if NODE_HEADER in req.headers:
+            self.api_member_calls += 1  # a member's proof in clear (tools; members use the node port)
+        return self.auth.check(req, route)
 
     def _stream_error(self) -> None:
         self.stream_errors += 1
@@ -243,6 +283,8 @@ class Node:
             "bulk_addr": self._addr(self.bound.extra.get("bulk")),
             "started": self.started,
         }
+        if self.bound.extra.get("node") is not None:
+            m["node_addr"] = self._addr(self.bound.extra["node"])
         if self.ingest_log is not None:
             m["connections"] = self.listener_stats.connections
             m["records_in"] = self.ingest_log.records_in
@@ -340,6 +382,8 @@ class Node:
             "bodies_budget_bytes": self.body_budget.capacity,
             "bodies_refused": self.body_budget.refused,
             "connections": self.api_connections.as_dict(),
+            "node_port_requests": self.node_port_requests,
+            "api_member_calls": self.api_member_calls,
         }
         return {
             "self": self.id,
@@ -398,9 +442,19 @@ class Node:
             )
             async with trio.open_nursery() as nursery:
                 self.coordinator.spawn = nursery.start_soon
+                router = self.router()
+                if self.node_tls is not None:
+                    na = cfg.cluster_api or type(cfg.cluster)(cfg.cluster.host, 0)
+                    self.bound.extra["node"] = await nursery.start(
+                        functools.partial(
+                            serve_http, router, na.host, na.port,
+                            idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
+                            ssl_context=self.node_tls.server_context(),
+                        )
+                    )
                 self.bound.api = await nursery.start(
                     functools.partial(
-                        serve_http, self.router(), cfg.api.host, cfg.api.port,
+                        serve_http, router, cfg.api.host, cfg.api.port,
                         idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
                         configure=self.tls.configure_hypercorn if self.tls.on else None,
                     )
@@ -438,9 +492,10 @@ class Node:
                     assert self.maintenance is not None
                     nursery.start_soon(self.maintenance.run)
                 log.info(
-                    "oklog %s node %s: api %s, fast %s, durable %s, cluster %s, peers %s",
+                    "oklog %s node %s: api %s, fast %s, durable %s, cluster %s, node (TLS) %s, peers %s",
                     cfg.role, self.id, self._addr(self.bound.api), self._addr(self.bound.fast),
                     self._addr(self.bound.durable), self._addr(self.bound.cluster),
+                    self._addr(self.bound.extra.get("node")) or "none (no cluster key)",
                     ",".join(cfg.peers) or "none",
                 )
                 task_status.started(self.bound)

@@ -24,6 +24,7 @@ class MemberMeta(TypedDict, total=False):
     fast_addr: str | None  # fast ingest port
     durable_addr: str | None  # durable ingest port
     bulk_addr: str | None  # bulk ingest port
+    node_addr: str | None  # members-only TLS listener (with a cluster key)
     started: float  # process start, Unix seconds
     connections: int  # open ingest connections
     records_in: int  # records ingested since start
@@ -294,6 +295,8 @@ class HTTPStats(TypedDict):
     bodies_budget_bytes: int
     bodies_refused: int
     connections: APIConnections
+    node_port_requests: int  # member calls received on the members' TLS port
+    api_member_calls: int  # member proofs received on the public API (tools)
 
 
 class Pipeline(TypedDict):
