@@ -24,7 +24,7 @@ class QueryParams:
     terms: tuple[bytes, ...] = ()  # every -q term, the first one's included
     without: tuple[bytes, ...] = ()
     icase: bool = False
-    regex: bool = False  # as asked (query.regex is also true for an -i substring)
+    regex: bool = False  # as asked (query.regex is also true for an -i regex, with (?i))
     where: tuple[str, ...] = ()  # -where conditions (oklog.query.fields)
 
     def to_args(self) -> dict[str, str]:
@@ -32,6 +32,8 @@ class QueryParams:
         if self.query.q:
             args["q"] = self.query.q.decode("latin-1")
         args["regex"] = "true" if self.query.regex else "false"
+        if self.query.icase:
+            args["i"] = "true"
         return args
 
 
