@@ -9,6 +9,12 @@ what merging ULID streams would count. With more than one member answering,
 copies of a record may sit on two nodes and only their ULIDs tell them apart:
 those queries keep the ULID streams (oklog.store.hits).
 
+A query matching every record (``-hist`` of a range) takes each whole block
+of the range from the block's index entry, which holds its record count: no
+block is read but the two at the ends of the range (and those spanning a
+bucket boundary). Such a count is the count written: a block damaged at rest
+since is counted as written, not reported (the scrubber finds it; a query
+reading it reports it).
 A plain substring query (any ``-q`` terms, ``-v`` terms, ``-i``) is counted
 by the C kernel over each decompressed block, with no copy of the matches;
 anything else (a regex, ``-where``, a topic filter over mixed segments, a
@@ -24,7 +30,8 @@ import oklog._fast as _fast
 from oklog.query.count import Tally
 from oklog.query.engine import Matcher
 from oklog.query.format import MODE_RAW
-from oklog.store.query import Plan, Unit, _pieces, _release, run_unit_pieces
+from oklog.record import ULID_LEN
+from oklog.store.query import Plan, Unit, _blocks, _pieces, _release, run_unit_pieces
 
 MAX_PIECE_BUCKETS = 1 << 20  # a piece spanning more buckets is tallied from its ULIDs
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -76,6 +83,18 @@ class _Counts:
         self.step = step_ms
         self.total = 0
         self.buckets: dict[int, int] = {}
+
+    def whole(self, first: bytes, last: bytes, records: int) -> bool:
+        """Count ``records`` records from ULID first to last (all matching) if
+        they fall in one bucket; False if they do not."""
+        if self.step:
+            key = _ms(first) // self.step * self.step
+            if _ms(last) // self.step * self.step != key:
+                return False
+            if records:
+                self.buckets[key] = self.buckets.get(key, 0) + records
+        self.total += records
+        return True
 
     def records(self, buf, start: int, end: int, kernel) -> None:
         """Count the matching records of buf[start:end] (``kernel``: the
@@ -133,7 +152,18 @@ def count_unit(plan: Plan, matcher, unit: Unit, step_ms: int) -> _Counts:
         for piece in run_unit_pieces(plan, matcher, unit, None):
             out.records(piece, 0, len(piece), ([], [], False))
         return out
-    if unit.keys is not None:
+    if unit.keys is not None and unit.blocks and kernel is not None and not kernel[0] and not kernel[1]:
+        # every record counts: whole blocks inside the unit's keys (and one
+        # bucket) are counted from their index entry, without reading them
+        seg, blocks = unit.blocks[0]
+        klo, khi = unit.keys
+        rest = []
+        for blk in blocks:
+            if blk.first >= klo and blk.last < khi[:ULID_LEN] and out.whole(blk.first, blk.last, blk.records):
+                continue
+            rest.append(blk)
+        ranges = _blocks(plan, unit, seg, rest)
+    elif unit.keys is not None:
         (ranges,) = list(_pieces(plan, unit))
     else:
         seg, lo, hi = unit.parts[0]
