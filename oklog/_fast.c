@@ -1116,6 +1116,163 @@ done:
     return result;
 }
 
+/* logfmt_eq(buf, start, end, key, value) -> (candidates, verdicts)
+ *
+ * For a -where KEY=VALUE over logfmt lines: the records of buf[start:end]
+ * whose line holds KEY (int64 triples as MODE_CANDIDATES), each with a
+ * verdict byte: 1 the line certainly satisfies KEY=VALUE, 0 it certainly does
+ * not, 2 undecided here (the caller parses it). The line's pairs are found as
+ * oklog.query.fields finds them (_PAIR.findall: leftmost, non-overlapping,
+ * ``(?:^|[\s,;])([^\s="',;]+)=("(?:[^"\\]|\\.)*"|[^\s,;]*)``), the first
+ * pair of the key deciding: 1 when its value is bare and VALUE byte for byte
+ * (equal text is equal whether or not both read as numbers), 0 when the line
+ * has pairs but none of the key. A line that may be JSON (first non-space
+ * byte '{'), a quoted or different value, or a line without pairs: 2. */
+static inline int py_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+static inline int pair_sep(unsigned char c) { return py_space(c) || c == ',' || c == ';'; }
+static inline int key_char(unsigned char c) { return !(pair_sep(c) || c == '=' || c == '"' || c == '\''); }
+
+/* A pair whose key starts at k (line ends at le): its end, or 0; sets the key
+ * end, the value span and whether it was quoted. */
+static size_t try_pair(const unsigned char *b, size_t k, size_t le, size_t *ke, size_t *vs, size_t *ve, int *quoted) {
+    size_t j = k;
+    while (j < le && key_char(b[j])) j++;
+    if (j == k || j >= le || b[j] != '=') return 0;
+    *ke = j;
+    size_t v = j + 1;
+    *vs = v;
+    if (v < le && b[v] == '"') {
+        size_t q = v + 1;
+        while (q < le) {
+            if (b[q] == '\\') {
+                if (q + 1 >= le || b[q + 1] == '\n') break;
+                q += 2;
+            } else if (b[q] == '"') {
+                *ve = q + 1;
+                *quoted = 1;
+                return q + 1;
+            } else {
+                q++;
+            }
+        }
+    }
+    size_t w = v;
+    while (w < le && !pair_sep(b[w])) w++;
+    *ve = w;
+    *quoted = 0;
+    return w > j ? w : j + 1; /* never 0: the key is at least one byte */
+}
+
+static unsigned char logfmt_verdict(const unsigned char *b, size_t ls, size_t le, const char *key, size_t kn,
+                                    const char *val, size_t vn) {
+    size_t p = ls;
+    while (p < le && py_space(b[p])) p++;
+    if (p < le && b[p] == '{') return 2;
+    int pairs = 0;
+    size_t pos = ls;
+    while (pos < le) {
+        size_t ke = 0, vs = 0, ve = 0, end = 0;
+        int quoted = 0;
+        size_t k = pos;
+        if (pos == ls) end = try_pair(b, pos, le, &ke, &vs, &ve, &quoted);
+        if (!end && pair_sep(b[pos])) {
+            k = pos + 1;
+            end = try_pair(b, k, le, &ke, &vs, &ve, &quoted);
+        }
+        if (!end) {
+            pos++;
+            continue;
+        }
+        pairs = 1;
+        if (ke - k == kn && memcmp(b + k, key, kn) == 0)
+            return (!quoted && ve - vs == vn && memcmp(b + vs, val, vn) == 0) ? 1 : 2;
+        pos = end;
+    }
+    return pairs ? 0 : 2;
+}
+
+static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t start, end, kn, vn;
+    const char *key, *val;
+    region r;
+    if (!PyArg_ParseTuple(args, "Onny#y#", &obj, &start, &end, &key, &kn, &val, &vn)) return NULL;
+    if (kn == 0 || vn == 0) {
+        PyErr_SetString(PyExc_ValueError, "logfmt_eq: key and value must be non-empty");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < kn; i++)
+        if (!key_char((unsigned char)key[i])) {
+            PyErr_SetString(PyExc_ValueError, "logfmt_eq: key holds a byte no logfmt key holds");
+            return NULL;
+        }
+    for (Py_ssize_t i = 0; i < vn; i++)
+        if (pair_sep((unsigned char)val[i]) || val[i] == '"') {
+            PyErr_SetString(PyExc_ValueError, "logfmt_eq: value must be a bare logfmt value");
+            return NULL;
+        }
+    if (get_region(obj, start, end, &r) < 0) return NULL;
+    Py_ssize_t room_c = room(&r, MODE_CANDIDATES), records = room_c / 24 + 1;
+    PyObject *cand = PyBytes_FromStringAndSize(NULL, room_c);
+    PyObject *verd = cand ? PyBytes_FromStringAndSize(NULL, records) : NULL;
+    if (!cand || !verd) {
+        Py_XDECREF(cand);
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
+    char *w0 = PyBytes_AS_STRING(cand), *w = w0;
+    unsigned char *v0 = (unsigned char *)PyBytes_AS_STRING(verd), *v = v0;
+    char *kcopy = PyMem_Malloc((size_t)kn + (size_t)vn);
+    if (!kcopy) {
+        Py_DECREF(cand);
+        Py_DECREF(verd);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    memcpy(kcopy, key, (size_t)kn);
+    memcpy(kcopy + kn, val, (size_t)vn);
+    const char *base = r.view.buf;
+    const unsigned char *ub = r.view.buf;
+    finder f;
+    finder_init(&f, kcopy, (size_t)kn);
+    Py_BEGIN_ALLOW_THREADS
+    size_t lo = (size_t)r.start, hi = (size_t)r.end, pos = lo;
+    while (pos < hi) {
+        const char *p = find(&f, base + pos, hi - pos);
+        if (!p) break;
+        size_t hp = (size_t)(p - base);
+        const char *nl = hp > lo ? memrchr(base + lo, '\n', hp - lo) : NULL;
+        size_t rs = nl ? (size_t)(nl - base) + 1 : lo;
+        const char *e = memchr(p, '\n', hi - hp);
+        size_t re = e ? (size_t)(e - base) + 1 : hi;
+        size_t ls = line_start(base, rs, re);
+        if (!(hp >= ls && hp + (size_t)kn <= re)) {
+            pos = hp + 1;
+            continue;
+        }
+        pos = re;
+        size_t le = e ? re - 1 : re;
+        unsigned char verdict = logfmt_verdict(ub, ls, le, kcopy, (size_t)kn, kcopy + kn, (size_t)vn);
+        if (verdict == 0) continue;
+        w = emit(w, base, rs, ls, re, MODE_CANDIDATES);
+        *v++ = verdict;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(kcopy);
+    PyBuffer_Release(&r.view);
+    cand = finish(cand, w0, w);
+    if (!cand) {
+        Py_DECREF(verd);
+        return NULL;
+    }
+    verd = finish(verd, (char *)v0, (char *)v);
+    if (!verd) {
+        Py_DECREF(cand);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", cand, verd);
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode, icase=False) -> bytes: records in buf[start:end] whose line holds needle"},
@@ -1131,6 +1288,8 @@ static PyMethodDef methods[] = {
      "trigram_bloom(buf, start, end, bits_per) -> bloom: a one-hash bloom filter of the trigrams of the lines"},
     {"count", fast_count, METH_VARARGS,
      "count(buf, start, end, terms, nots, icase, step_ms, origin_ms, counts) -> (matched, outside): matching records counted, bucketed by time into counts"},
+    {"logfmt_eq", fast_logfmt_eq, METH_VARARGS,
+     "logfmt_eq(buf, start, end, key, value) -> (candidates, verdicts): records holding key, each 1 (KEY=VALUE holds), 2 (undecided)"},
     {"bloom_may_contain", fast_bloom_may_contain, METH_VARARGS,
      "bloom_may_contain(bloom, literal) -> bool: False if some trigram of literal is surely absent"},
     {NULL, NULL, 0, NULL},

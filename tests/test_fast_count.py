@@ -170,3 +170,88 @@ def test_grep_icase_non_ascii_is_exact():
     assert fast.grep(buf, 0, len(buf), b"caf\xe9", MODE_LINES, True) == b"caf\xe9\nCAF\xe9\n"
     assert fast.grep(buf, 0, len(buf), b"x", MODE_LINES, True) == b""
     assert fast.grep(b"", 0, 0, b"x", MODE_LINES, True) == b""
+
+
+# -- logfmt_eq: the -where KEY=VALUE decision for logfmt lines ---------------------------------
+
+LOGFMT_LINES = [
+    b"uid=0 msg=ok",
+    b"level=info uid=0",
+    b"level=info uid=00",
+    b"uid=0.0",
+    b'uid="0"',
+    b'msg="a uid=0 inside" uid=5',
+    b'msg="a uid=5 inside" uid=0',
+    b"euid=0 uid=1",
+    b"euid=0",
+    b"uid=0,uid=1",
+    b"uid=1;uid=0",
+    b"  uid=0",
+    b"\tuid=0\t",
+    b'{"uid": 0}',
+    b' {"uid": 1} uid=0',
+    b"{not json uid=0",
+    b"uid=",
+    b"uid= x=0",
+    b"uid==0",
+    b"x=uid=0",
+    b"uid=0=0",
+    b'msg="unterminated uid=0',
+    b'msg="esc \\" uid=0" uid=1',
+    b'msg="trailing backslash\\',
+    b"'uid'=0",
+    b"a,uid=0",
+    b"uid",
+    b"no pairs mention uid at all",
+    b"uid =0",
+    b"\xffuid=0",
+    b"uid=0\r",
+    b"k=v" * 50 + b" uid=0",
+]
+
+
+def _verdicts(lines: list[bytes], key: bytes, value: bytes) -> dict[bytes, int]:
+    buf = records(lines)
+    cand, verd = fast.logfmt_eq(buf, 0, len(buf), key, value)
+    t = array.array("q", cand)
+    assert len(t) == 3 * len(verd)
+    return {buf[t[3 * i + 1] : t[3 * i + 2]].rstrip(b"\n"): verd[i] for i in range(len(verd))}
+
+
+@pytest.mark.parametrize("key,value", [(b"uid", b"0"), (b"level", b"info"), (b"msg", b"ok"), (b"k", b"v")])
+def test_logfmt_eq_agrees_with_the_parser(key, value):
+    from oklog.query.fields import Condition, parse_fields
+
+    cond = Condition(key.decode(), "=", value.decode())
+    lines = LOGFMT_LINES + [ln.rstrip(b"\r") for ln in sample_lines(3000, seed=5)]
+    got = _verdicts(lines, key, value)
+    decided = 0
+    for ln in lines:
+        fields = parse_fields(ln)
+        holds = fields is not None and cond.holds(fields)
+        v = got.get(ln)
+        if v is None:  # left out: no key in the line, or certainly no match
+            assert not holds, ln
+            assert key not in ln or fields is not None, ln  # a line left out as a non-match is no skipped line
+        elif v == 1:
+            assert holds, ln
+            decided += 1
+        elif v == 0:
+            raise AssertionError("verdict 0 is never emitted")
+        else:
+            assert v == 2
+    assert decided or key == b"k"
+
+
+def test_logfmt_eq_hostile():
+    assert fast.logfmt_eq(b"", 0, 0, b"uid", b"0") == (b"", b"")
+    buf = records([b"uid=0"]).rstrip(b"\n")  # no trailing LF
+    cand, verd = fast.logfmt_eq(buf, 0, len(buf), b"uid", b"0")
+    assert verd == b"\x01" and array.array("q", cand).tolist() == [0, 29, len(buf)]
+    junk = b"\n\nuid=0\n" + b"x" * 26 + b" uid=0\n"  # records too short to hold a line: never a match
+    assert fast.logfmt_eq(junk, 0, len(junk), b"uid", b"0") == (b"", b"")
+    for key, value in [(b"", b"0"), (b"uid", b""), (b"a=b", b"0"), (b"u d", b"0"), (b"uid", b"a b"), (b"uid", b'"0"')]:
+        with pytest.raises(ValueError):
+            fast.logfmt_eq(buf, 0, len(buf), key, value)
+    with pytest.raises(ValueError):
+        fast.logfmt_eq(buf, 3, 1, b"uid", b"0")
