@@ -1116,7 +1116,7 @@ done:
     return result;
 }
 
-/* logfmt_eq(buf, start, end, key, value) -> (candidates, verdicts)
+/* logfmt_eq(buf, start, end, key, value, kind=2) -> (candidates, verdicts)
  *
  * For a -where KEY=VALUE over logfmt lines: the records of buf[start:end]
  * whose line holds KEY (int64 triples as MODE_CANDIDATES), each with a
@@ -1126,7 +1126,8 @@ done:
  * ``(?:^|[\s,;])([^\s="',;]+)=("(?:[^"\\]|\\.)*"|[^\s,;]*)``), the first
  * pair of the key deciding: 1 when its value is bare and VALUE byte for byte
  * (equal text is equal whether or not both read as numbers), 0 when the line
- * has pairs but none of the key. A line that may be JSON (first non-space
+ * has pairs but none of the key, or its value certainly differs (see
+ * bare_differs; kind tells what VALUE reads as: 0 text, 1 an integer, 2 else). A line that may be JSON (first non-space
  * byte '{'), a quoted or different value, or a line without pairs: 2. */
 static inline int py_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 static inline int pair_sep(unsigned char c) { return py_space(c) || c == ',' || c == ';'; }
@@ -1163,8 +1164,34 @@ static size_t try_pair(const unsigned char *b, size_t k, size_t le, size_t *ke, 
     return w > j ? w : j + 1; /* never 0: the key is at least one byte */
 }
 
+/* Whether a bare value other than VALUE's bytes certainly fails KEY=VALUE:
+ * kind 0 (VALUE is no number: compared as text) when the value is ASCII;
+ * kind 1 (VALUE is 1-15 decimal digits) when the value is 1-15 decimal
+ * digits too (exact as floats) and another number, or holds no byte any
+ * float literal could hold (so it compares as text, and differs). */
+static int bare_differs(const unsigned char *p, size_t n, const char *val, size_t vn, int kind) {
+    if (kind == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (p[i] >= 0x80) return 0;
+        return 1;
+    }
+    if (kind != 1) return 0;
+    size_t digits = 0;
+    for (size_t i = 0; i < n; i++) digits += p[i] >= '0' && p[i] <= '9';
+    if (n && digits == n) {
+        while (n > 1 && *p == '0') p++, n--;
+        while (vn > 1 && *val == '0') val++, vn--;
+        if (n > 15) return 0;
+        return n != vn || memcmp(p, val, n) != 0;
+    }
+    static const char floaty[] = "0123456789+-._eEiInNfFtTyYaA";
+    for (size_t i = 0; i < n; i++)
+        if (p[i] >= 0x80 || memchr(floaty, p[i], sizeof floaty - 1)) return 0;
+    return 1;
+}
+
 static unsigned char logfmt_verdict(const unsigned char *b, size_t ls, size_t le, const char *key, size_t kn,
-                                    const char *val, size_t vn) {
+                                    const char *val, size_t vn, int kind) {
     size_t p = ls;
     while (p < le && py_space(b[p])) p++;
     if (p < le && b[p] == '{') return 2;
@@ -1185,7 +1212,11 @@ static unsigned char logfmt_verdict(const unsigned char *b, size_t ls, size_t le
         }
         pairs = 1;
         if (ke - k == kn && memcmp(b + k, key, kn) == 0)
-            return (!quoted && ve - vs == vn && memcmp(b + vs, val, vn) == 0) ? 1 : 2;
+        {
+            if (quoted) return 2;
+            if (ve - vs == vn && memcmp(b + vs, val, vn) == 0) return 1;
+            return bare_differs(b + vs, ve - vs, val, vn, kind) ? 0 : 2;
+        }
         pos = end;
     }
     return pairs ? 0 : 2;
@@ -1195,8 +1226,16 @@ static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
     PyObject *obj;
     Py_ssize_t start, end, kn, vn;
     const char *key, *val;
+    int kind = 2;
     region r;
-    if (!PyArg_ParseTuple(args, "Onny#y#", &obj, &start, &end, &key, &kn, &val, &vn)) return NULL;
+    if (!PyArg_ParseTuple(args, "Onny#y#|i", &obj, &start, &end, &key, &kn, &val, &vn, &kind)) return NULL;
+    if (kind == 1) { /* 1-15 decimal digits, as promised */
+        Py_ssize_t i = 0;
+        while (i < vn && val[i] == '0') i++;
+        if (vn - i > 15) kind = 2;
+        for (i = 0; i < vn; i++)
+            if (val[i] < '0' || val[i] > '9') kind = 2;
+    }
     if (kn == 0 || vn == 0) {
         PyErr_SetString(PyExc_ValueError, "logfmt_eq: key and value must be non-empty");
         return NULL;
@@ -1252,7 +1291,7 @@ static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
         }
         pos = re;
         size_t le = e ? re - 1 : re;
-        unsigned char verdict = logfmt_verdict(ub, ls, le, kcopy, (size_t)kn, kcopy + kn, (size_t)vn);
+        unsigned char verdict = logfmt_verdict(ub, ls, le, kcopy, (size_t)kn, kcopy + kn, (size_t)vn, kind);
         if (verdict == 0) continue;
         w = emit(w, base, rs, ls, re, MODE_CANDIDATES);
         *v++ = verdict;
@@ -1289,7 +1328,7 @@ static PyMethodDef methods[] = {
     {"count", fast_count, METH_VARARGS,
      "count(buf, start, end, terms, nots, icase, step_ms, origin_ms, counts) -> (matched, outside): matching records counted, bucketed by time into counts"},
     {"logfmt_eq", fast_logfmt_eq, METH_VARARGS,
-     "logfmt_eq(buf, start, end, key, value) -> (candidates, verdicts): records holding key, each 1 (KEY=VALUE holds), 2 (undecided)"},
+     "logfmt_eq(buf, start, end, key, value, kind=2) -> (candidates, verdicts): records holding key, each 1 (KEY=VALUE holds), 2 (undecided)"},
     {"bloom_may_contain", fast_bloom_may_contain, METH_VARARGS,
      "bloom_may_contain(bloom, literal) -> bool: False if some trigram of literal is surely absent"},
     {NULL, NULL, 0, NULL},

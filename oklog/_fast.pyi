@@ -22,4 +22,4 @@ def count(
     counts: object | None,
     /,
 ) -> tuple[int, int]: ...  # (matched, outside): counts a writable int64 array, bucket (ms - origin_ms) // step_ms
-def logfmt_eq(buf: object, start: int, end: int, key: bytes, value: bytes, /) -> tuple[bytes, bytes]: ...  # (candidates, verdicts: 1 holds, 2 undecided)
+def logfmt_eq(buf: object, start: int, end: int, key: bytes, value: bytes, kind: int = 2, /) -> tuple[bytes, bytes]: ...  # (candidates, verdicts: 1 holds, 2 undecided)

@@ -11,7 +11,7 @@ from test_fast_count import LOGFMT_LINES, records
 from oklog.query.fields import WhereFilter, parse_condition
 
 
-@pytest.mark.parametrize("cond", ["uid=0", "level=info", "msg=ok", "k=v", "a.b=1", "status=200", "uid=\"0\"", "msg=two words"])
+@pytest.mark.parametrize("cond", ["uid=0", "uid=10", "status=0200", "level=nan", "level=info", "msg=ok", "k=v", "a.b=1", "status=200", "uid=\"0\"", "msg=two words"])
 def test_fast_where_equals_the_parser(cond):
     lines = LOGFMT_LINES + [
         b'ts=1 level=info msg=ok status=200 uid=0',

@@ -161,15 +161,20 @@ def parse_fields(line: bytes) -> dict | None:
 _BARE = re.compile(r'[^\s,;"]+\Z')
 
 
-def _logfmt_eq(conditions: list[Condition]) -> tuple[bytes, bytes] | None:
-    """``(NAME, VALUE)`` of a lone ``NAME=VALUE`` condition whose VALUE a
-    logfmt line can hold bare (what ``_fast.logfmt_eq`` decides), else None."""
+def _logfmt_eq(conditions: list[Condition]) -> tuple[bytes, bytes, int] | None:
+    """``(NAME, VALUE, kind)`` of a lone ``NAME=VALUE`` condition whose VALUE a
+    logfmt line can hold bare (what ``_fast.logfmt_eq`` decides), else None;
+    kind: 0 VALUE compares as text, 1 it is a decimal integer, 2 another number."""
     if len(conditions) != 1 or conditions[0].op != "=":
         return None
     c = conditions[0]
     if not _BARE.match(c.value) or not re.fullmatch(r'[^\s="\',;.]+', c.name):
         return None  # a dotted name may reach into JSON, whose lines need not hold it
-    return c.name.encode(), c.value.encode()
+    if c._num is None:  # type: ignore[attr-defined]
+        kind = 0
+    else:
+        kind = 1 if re.fullmatch(r"[0-9]{1,15}", c.value.lstrip("0") or "0") and c.value.isascii() else 2
+    return c.name.encode(), c.value.encode(), kind
 
 
 def _line(record: bytes) -> bytes:
