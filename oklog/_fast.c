@@ -334,6 +334,104 @@ static const char *find(const finder *f, const char *h, size_t hn) {
 #endif
 }
 
+/* -- case-insensitive literal search ----------------------------------------------
+ * ASCII letters fold (as grep -i under LC_ALL=C); other bytes compare as they
+ * are. The needle is kept folded to lower case; the two rare bytes are
+ * compared in both cases at every position, SIMD-wide, and a candidate is
+ * verified with a folded compare. No lower-case copy of the data is made. */
+
+static unsigned char fold_lower[256];
+
+static void init_fold(void) {
+    for (int c = 0; c < 256; c++) fold_lower[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+}
+
+static inline unsigned char fold_upper(unsigned char c) { return (c >= 'a' && c <= 'z') ? (unsigned char)(c - 32) : c; }
+
+/* needle already folded */
+static inline int eq_fold(const char *h, const char *nd, size_t n) {
+    const unsigned char *a = (const unsigned char *)h, *b = (const unsigned char *)nd;
+    for (size_t i = 0; i < n; i++)
+        if (fold_lower[a[i]] != b[i]) return 0;
+    return 1;
+}
+
+static const char *find_scalar_i(const finder *f, const char *h, size_t hn, size_t p) {
+    const char *nd = f->needle;
+    size_t n = f->n;
+    unsigned char c1 = (unsigned char)nd[f->i1], c2 = (unsigned char)nd[f->i2];
+    for (size_t last = hn - n; p <= last; p++)
+        if (fold_lower[(unsigned char)h[p + f->i1]] == c1 && fold_lower[(unsigned char)h[p + f->i2]] == c2 &&
+            eq_fold(h + p, nd, n))
+            return h + p;
+    return NULL;
+}
+
+#ifdef OKLOG_X86
+__attribute__((target("avx2"))) static const char *find_avx2_i(const finder *f, const char *h, size_t hn) {
+    const char *nd = f->needle;
+    size_t n = f->n, i1 = f->i1, i2 = f->i2, p = 0;
+    unsigned char c1 = (unsigned char)nd[i1], c2 = (unsigned char)nd[i2];
+    const __m256i l1 = _mm256_set1_epi8((char)c1), u1 = _mm256_set1_epi8((char)fold_upper(c1));
+    const __m256i l2 = _mm256_set1_epi8((char)c2), u2 = _mm256_set1_epi8((char)fold_upper(c2));
+    while (p + 32 + n <= hn + 1) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(h + p + i1));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(h + p + i2));
+        __m256i ma = _mm256_or_si256(_mm256_cmpeq_epi8(a, l1), _mm256_cmpeq_epi8(a, u1));
+        __m256i mb = _mm256_or_si256(_mm256_cmpeq_epi8(b, l2), _mm256_cmpeq_epi8(b, u2));
+        uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(ma, mb));
+        while (m) {
+            size_t k = (size_t)__builtin_ctz(m);
+            if (eq_fold(h + p + k, nd, n)) return h + p + k;
+            m &= m - 1;
+        }
+        p += 32;
+    }
+    return find_scalar_i(f, h, hn, p);
+}
+
+static const char *find_sse2_i(const finder *f, const char *h, size_t hn) {
+    const char *nd = f->needle;
+    size_t n = f->n, i1 = f->i1, i2 = f->i2, p = 0;
+    unsigned char c1 = (unsigned char)nd[i1], c2 = (unsigned char)nd[i2];
+    const __m128i l1 = _mm_set1_epi8((char)c1), u1 = _mm_set1_epi8((char)fold_upper(c1));
+    const __m128i l2 = _mm_set1_epi8((char)c2), u2 = _mm_set1_epi8((char)fold_upper(c2));
+    while (p + 16 + n <= hn + 1) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(h + p + i1));
+        __m128i b = _mm_loadu_si128((const __m128i *)(h + p + i2));
+        __m128i ma = _mm_or_si128(_mm_cmpeq_epi8(a, l1), _mm_cmpeq_epi8(a, u1));
+        __m128i mb = _mm_or_si128(_mm_cmpeq_epi8(b, l2), _mm_cmpeq_epi8(b, u2));
+        uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_and_si128(ma, mb));
+        while (m) {
+            size_t k = (size_t)__builtin_ctz(m);
+            if (eq_fold(h + p + k, nd, n)) return h + p + k;
+            m &= m - 1;
+        }
+        p += 16;
+    }
+    return find_scalar_i(f, h, hn, p);
+}
+#endif
+
+/* A finder over a folded copy of needle (written to `folded`, n bytes). The
+ * rare bytes are ranked by their folded form: both cases occur in the data. */
+static void finder_init_i(finder *f, char *folded, const char *needle, size_t n) {
+    for (size_t i = 0; i < n; i++) folded[i] = (char)fold_lower[(unsigned char)needle[i]];
+    finder_init(f, folded, n);
+}
+
+static const char *find_i(const finder *f, const char *h, size_t hn) {
+    if (hn < f->n) return NULL;
+#ifdef OKLOG_X86
+    return have_avx2 ? find_avx2_i(f, h, hn) : find_sse2_i(f, h, hn);
+#endif
+    return find_scalar_i(f, h, hn, 0);
+}
+
+static inline const char *find_any(const finder *f, int icase, const char *h, size_t hn) {
+    return icase ? find_i(f, h, hn) : find(f, h, hn);
+}
+
 /* -- argument handling ---------------------------------------------------------- */
 
 typedef struct {
@@ -383,14 +481,14 @@ static Py_ssize_t room(const region *r, int mode) {
     return n < 64 ? 64 : n;
 }
 
-/* grep(buf, start, end, needle, mode) -> bytes */
+/* grep(buf, start, end, needle, mode, icase=False) -> bytes */
 static PyObject *fast_grep(PyObject *self, PyObject *args) {
     PyObject *obj;
     Py_ssize_t start, end, nlen;
     const char *needle;
-    int mode;
+    int mode, icase = 0;
     region r;
-    if (!PyArg_ParseTuple(args, "Onny#i", &obj, &start, &end, &needle, &nlen, &mode)) return NULL;
+    if (!PyArg_ParseTuple(args, "Onny#i|p", &obj, &start, &end, &needle, &nlen, &mode, &icase)) return NULL;
     if (check_mode(mode) < 0) return NULL;
     if (nlen == 0 || memchr(needle, '\n', (size_t)nlen)) {
         PyErr_SetString(PyExc_ValueError, "needle must be non-empty and hold no LF");
@@ -405,11 +503,22 @@ static PyObject *fast_grep(PyObject *self, PyObject *args) {
     char *w0 = PyBytes_AS_STRING(out), *w = w0;
     const char *base = r.view.buf;
     finder f;
-    finder_init(&f, needle, (size_t)nlen);
+    char *folded = NULL;
+    if (icase) {
+        folded = PyMem_Malloc((size_t)nlen);
+        if (!folded) {
+            Py_DECREF(out);
+            PyBuffer_Release(&r.view);
+            return PyErr_NoMemory();
+        }
+        finder_init_i(&f, folded, needle, (size_t)nlen);
+    } else {
+        finder_init(&f, needle, (size_t)nlen);
+    }
     Py_BEGIN_ALLOW_THREADS
     size_t lo = (size_t)r.start, hi = (size_t)r.end, pos = lo;
     while (pos < hi) {
-        const char *p = find(&f, base + pos, hi - pos);
+        const char *p = find_any(&f, icase, base + pos, hi - pos);
         if (!p) break;
         size_t hp = (size_t)(p - base);
         const char *nl = hp > lo ? memrchr(base + lo, '\n', hp - lo) : NULL;
@@ -425,6 +534,7 @@ static PyObject *fast_grep(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    PyMem_Free(folded);
     PyBuffer_Release(&r.view);
     return finish(out, w0, w);
 }
@@ -874,9 +984,337 @@ static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
+/* count(buf, start, end, terms, nots, icase, step_ms, origin_ms, counts) -> (matched, outside)
+ *
+ * Records of buf[start:end] whose line holds every one of `terms` and none of
+ * `nots` (literals; ASCII case folded when icase), counted without copying
+ * anything out. With step_ms > 0, each match is also added to the writable
+ * native-int64 array `counts` at index (ms - origin_ms) // step_ms, ms being
+ * its ULID's 48-bit time; matches whose index falls outside the array are
+ * counted in `outside` (and in `matched`) only, so the caller can tell. */
+#define COUNT_MAX_TERMS 64
+
+static PyObject *fast_count(PyObject *self, PyObject *args) {
+    PyObject *obj, *terms_o, *nots_o, *counts_o, *result = NULL;
+    Py_ssize_t start, end;
+    int icase;
+    long long step_ms, origin_ms;
+    region r;
+    if (!PyArg_ParseTuple(args, "OnnOOpLLO", &obj, &start, &end, &terms_o, &nots_o, &icase, &step_ms, &origin_ms,
+                          &counts_o))
+        return NULL;
+    if (step_ms < 0) {
+        PyErr_SetString(PyExc_ValueError, "step_ms must be >= 0");
+        return NULL;
+    }
+    PyObject *tseq = PySequence_Fast(terms_o, "count: terms must be a sequence of bytes");
+    if (!tseq) return NULL;
+    PyObject *nseq = PySequence_Fast(nots_o, "count: nots must be a sequence of bytes");
+    if (!nseq) {
+        Py_DECREF(tseq);
+        return NULL;
+    }
+    Py_ssize_t nt = PySequence_Fast_GET_SIZE(tseq), nn = PySequence_Fast_GET_SIZE(nseq);
+    Py_buffer cview = {0};
+    int have_counts = 0, have_region = 0;
+    finder fs[2 * COUNT_MAX_TERMS];
+    char *folded[2 * COUNT_MAX_TERMS] = {0};
+    Py_ssize_t nf = 0;
+    if (nt > COUNT_MAX_TERMS || nn > COUNT_MAX_TERMS) {
+        PyErr_Format(PyExc_ValueError, "count: at most %d terms and %d excluded terms", COUNT_MAX_TERMS, COUNT_MAX_TERMS);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nt + nn; i++) {
+        PyObject *t = i < nt ? PySequence_Fast_GET_ITEM(tseq, i) : PySequence_Fast_GET_ITEM(nseq, i - nt);
+        char *p;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(t, &p, &n) < 0) goto done;
+        if (n == 0 || memchr(p, '\n', (size_t)n)) {
+            PyErr_SetString(PyExc_ValueError, "count: terms must be non-empty and hold no LF");
+            goto done;
+        }
+        /* a copy either way: the bytes objects are not held once the GIL is released */
+        folded[i] = PyMem_Malloc((size_t)n);
+        if (!folded[i]) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        nf = i + 1;
+        if (icase) {
+            finder_init_i(&fs[i], folded[i], p, (size_t)n);
+        } else {
+            memcpy(folded[i], p, (size_t)n);
+            finder_init(&fs[i], folded[i], (size_t)n);
+        }
+    }
+    int64_t *counts = NULL;
+    Py_ssize_t nb = 0;
+    if (step_ms > 0 && counts_o != Py_None) {
+        if (PyObject_GetBuffer(counts_o, &cview, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "count: counts must be a writable array of int64 (or None)");
+            goto done;
+        }
+        have_counts = 1;
+        if (cview.len % (Py_ssize_t)sizeof(int64_t) || ((uintptr_t)cview.buf % sizeof(int64_t))) {
+            PyErr_SetString(PyExc_ValueError, "count: counts must be an aligned array of int64");
+            goto done;
+        }
+        counts = cview.buf;
+        nb = cview.len / (Py_ssize_t)sizeof(int64_t);
+    }
+    if (get_region(obj, start, end, &r) < 0) goto done;
+    have_region = 1;
+    const char *base = r.view.buf;
+    unsigned long long matched = 0, outside = 0;
+    Py_BEGIN_ALLOW_THREADS
+    size_t lo = (size_t)r.start, hi = (size_t)r.end, pos = lo;
+    while (pos < hi) {
+        size_t rs, re;
+        if (nt) { /* jump to the next hit of the first term */
+            const char *p = find_any(&fs[0], icase, base + pos, hi - pos);
+            if (!p) break;
+            size_t hp = (size_t)(p - base);
+            const char *nl = hp > lo ? memrchr(base + lo, '\n', hp - lo) : NULL;
+            rs = nl ? (size_t)(nl - base) + 1 : lo;
+            const char *e = memchr(p, '\n', hi - hp);
+            re = e ? (size_t)(e - base) + 1 : hi;
+            size_t ls = line_start(base, rs, re);
+            if (!(hp >= ls && hp + fs[0].n <= re)) {
+                pos = hp + 1; /* the hit starts in the ULID or topic; look further */
+                continue;
+            }
+        } else {
+            rs = pos;
+            const char *e = memchr(base + pos, '\n', hi - pos);
+            re = e ? (size_t)(e - base) + 1 : hi;
+        }
+        pos = re;
+        size_t ls = line_start(base, rs, re), ln = re - ls;
+        int ok = 1;
+        for (Py_ssize_t i = 1; ok && i < nt; i++) ok = find_any(&fs[i], icase, base + ls, ln) != NULL;
+        for (Py_ssize_t i = nt; ok && i < nt + nn; i++) ok = find_any(&fs[i], icase, base + ls, ln) == NULL;
+        if (!ok) continue;
+        matched++;
+        if (step_ms > 0) {
+            int64_t ms = ulid_ms(base + rs, re - rs);
+            if (ms < origin_ms || (ms - origin_ms) / step_ms >= nb) {
+                outside++;
+            } else {
+                counts[(ms - origin_ms) / step_ms]++;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(KK)", matched, outside);
+done:
+    for (Py_ssize_t i = 0; i < nf; i++) PyMem_Free(folded[i]);
+    if (have_region) PyBuffer_Release(&r.view);
+    if (have_counts) PyBuffer_Release(&cview);
+    Py_DECREF(nseq);
+    Py_DECREF(tseq);
+    return result;
+}
+
+/* logfmt_eq(buf, start, end, key, value, kind=2) -> (candidates, verdicts)
+ *
+ * For a -where KEY=VALUE over logfmt lines: the records of buf[start:end]
+ * whose line holds KEY (int64 triples as MODE_CANDIDATES), each with a
+ * verdict byte: 1 the line certainly satisfies KEY=VALUE, 0 it certainly does
+ * not, 2 undecided here (the caller parses it). The line's pairs are found as
+ * oklog.query.fields finds them (_PAIR.findall: leftmost, non-overlapping,
+ * ``(?:^|[\s,;])([^\s="',;]+)=("(?:[^"\\]|\\.)*"|[^\s,;]*)``), the first
+ * pair of the key deciding: 1 when its value is bare and VALUE byte for byte
+ * (equal text is equal whether or not both read as numbers), 0 when the line
+ * has pairs but none of the key, or its value certainly differs (see
+ * bare_differs; kind tells what VALUE reads as: 0 text, 1 an integer, 2 else). A line that may be JSON (first non-space
+ * byte '{'), a quoted or different value, or a line without pairs: 2. */
+static inline int py_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+static inline int pair_sep(unsigned char c) { return py_space(c) || c == ',' || c == ';'; }
+static inline int key_char(unsigned char c) { return !(pair_sep(c) || c == '=' || c == '"' || c == '\''); }
+
+/* A pair whose key starts at k (line ends at le): its end, or 0; sets the key
+ * end, the value span and whether it was quoted. */
+static size_t try_pair(const unsigned char *b, size_t k, size_t le, size_t *ke, size_t *vs, size_t *ve, int *quoted) {
+    size_t j = k;
+    while (j < le && key_char(b[j])) j++;
+    if (j == k || j >= le || b[j] != '=') return 0;
+    *ke = j;
+    size_t v = j + 1;
+    *vs = v;
+    if (v < le && b[v] == '"') {
+        size_t q = v + 1;
+        while (q < le) {
+            if (b[q] == '\\') {
+                if (q + 1 >= le || b[q + 1] == '\n') break;
+                q += 2;
+            } else if (b[q] == '"') {
+                *ve = q + 1;
+                *quoted = 1;
+                return q + 1;
+            } else {
+                q++;
+            }
+        }
+    }
+    size_t w = v;
+    while (w < le && !pair_sep(b[w])) w++;
+    *ve = w;
+    *quoted = 0;
+    return w > j ? w : j + 1; /* never 0: the key is at least one byte */
+}
+
+/* Whether a bare value other than VALUE's bytes certainly fails KEY=VALUE:
+ * kind 0 (VALUE is no number: compared as text) when the value is ASCII;
+ * kind 1 (VALUE is 1-15 decimal digits) when the value is 1-15 decimal
+ * digits too (exact as floats) and another number, or holds no byte any
+ * float literal could hold (so it compares as text, and differs). */
+static int bare_differs(const unsigned char *p, size_t n, const char *val, size_t vn, int kind) {
+    if (kind == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (p[i] >= 0x80) return 0;
+        return 1;
+    }
+    if (kind != 1) return 0;
+    size_t digits = 0;
+    for (size_t i = 0; i < n; i++) digits += p[i] >= '0' && p[i] <= '9';
+    if (n && digits == n) {
+        while (n > 1 && *p == '0') p++, n--;
+        while (vn > 1 && *val == '0') val++, vn--;
+        if (n > 15) return 0;
+        return n != vn || memcmp(p, val, n) != 0;
+    }
+    static const char floaty[] = "0123456789+-._eEiInNfFtTyYaA";
+    for (size_t i = 0; i < n; i++)
+        if (p[i] >= 0x80 || memchr(floaty, p[i], sizeof floaty - 1)) return 0;
+    return 1;
+}
+
+static unsigned char logfmt_verdict(const unsigned char *b, size_t ls, size_t le, const char *key, size_t kn,
+                                    const char *val, size_t vn, int kind) {
+    size_t p = ls;
+    while (p < le && py_space(b[p])) p++;
+    if (p < le && b[p] == '{') return 2;
+    int pairs = 0;
+    size_t pos = ls;
+    while (pos < le) {
+        size_t ke = 0, vs = 0, ve = 0, end = 0;
+        int quoted = 0;
+        size_t k = pos;
+        if (pos == ls) end = try_pair(b, pos, le, &ke, &vs, &ve, &quoted);
+        if (!end && pair_sep(b[pos])) {
+            k = pos + 1;
+            end = try_pair(b, k, le, &ke, &vs, &ve, &quoted);
+        }
+        if (!end) {
+            pos++;
+            continue;
+        }
+        pairs = 1;
+        if (ke - k == kn && memcmp(b + k, key, kn) == 0)
+        {
+            if (quoted) return 2;
+            if (ve - vs == vn && memcmp(b + vs, val, vn) == 0) return 1;
+            return bare_differs(b + vs, ve - vs, val, vn, kind) ? 0 : 2;
+        }
+        pos = end;
+    }
+    return pairs ? 0 : 2;
+}
+
+static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t start, end, kn, vn;
+    const char *key, *val;
+    int kind = 2;
+    region r;
+    if (!PyArg_ParseTuple(args, "Onny#y#|i", &obj, &start, &end, &key, &kn, &val, &vn, &kind)) return NULL;
+    if (kind == 1) { /* 1-15 decimal digits, as promised */
+        Py_ssize_t i = 0;
+        while (i < vn && val[i] == '0') i++;
+        if (vn - i > 15) kind = 2;
+        for (i = 0; i < vn; i++)
+            if (val[i] < '0' || val[i] > '9') kind = 2;
+    }
+    if (kn == 0 || vn == 0) {
+        PyErr_SetString(PyExc_ValueError, "logfmt_eq: key and value must be non-empty");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < kn; i++)
+        if (!key_char((unsigned char)key[i])) {
+            PyErr_SetString(PyExc_ValueError, "logfmt_eq: key holds a byte no logfmt key holds");
+            return NULL;
+        }
+    for (Py_ssize_t i = 0; i < vn; i++)
+        if (pair_sep((unsigned char)val[i]) || val[i] == '"') {
+            PyErr_SetString(PyExc_ValueError, "logfmt_eq: value must be a bare logfmt value");
+            return NULL;
+        }
+    if (get_region(obj, start, end, &r) < 0) return NULL;
+    Py_ssize_t room_c = room(&r, MODE_CANDIDATES), records = room_c / 24 + 1;
+    PyObject *cand = PyBytes_FromStringAndSize(NULL, room_c);
+    PyObject *verd = cand ? PyBytes_FromStringAndSize(NULL, records) : NULL;
+    if (!cand || !verd) {
+        Py_XDECREF(cand);
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
+    char *w0 = PyBytes_AS_STRING(cand), *w = w0;
+    unsigned char *v0 = (unsigned char *)PyBytes_AS_STRING(verd), *v = v0;
+    char *kcopy = PyMem_Malloc((size_t)kn + (size_t)vn);
+    if (!kcopy) {
+        Py_DECREF(cand);
+        Py_DECREF(verd);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    memcpy(kcopy, key, (size_t)kn);
+    memcpy(kcopy + kn, val, (size_t)vn);
+    const char *base = r.view.buf;
+    const unsigned char *ub = r.view.buf;
+    finder f;
+    finder_init(&f, kcopy, (size_t)kn);
+    Py_BEGIN_ALLOW_THREADS
+    size_t lo = (size_t)r.start, hi = (size_t)r.end, pos = lo;
+    while (pos < hi) {
+        const char *p = find(&f, base + pos, hi - pos);
+        if (!p) break;
+        size_t hp = (size_t)(p - base);
+        const char *nl = hp > lo ? memrchr(base + lo, '\n', hp - lo) : NULL;
+        size_t rs = nl ? (size_t)(nl - base) + 1 : lo;
+        const char *e = memchr(p, '\n', hi - hp);
+        size_t re = e ? (size_t)(e - base) + 1 : hi;
+        size_t ls = line_start(base, rs, re);
+        if (!(hp >= ls && hp + (size_t)kn <= re)) {
+            pos = hp + 1;
+            continue;
+        }
+        pos = re;
+        size_t le = e ? re - 1 : re;
+        unsigned char verdict = logfmt_verdict(ub, ls, le, kcopy, (size_t)kn, kcopy + kn, (size_t)vn, kind);
+        if (verdict == 0) continue;
+        w = emit(w, base, rs, ls, re, MODE_CANDIDATES);
+        *v++ = verdict;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(kcopy);
+    PyBuffer_Release(&r.view);
+    cand = finish(cand, w0, w);
+    if (!cand) {
+        Py_DECREF(verd);
+        return NULL;
+    }
+    verd = finish(verd, (char *)v0, (char *)v);
+    if (!verd) {
+        Py_DECREF(cand);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", cand, verd);
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
-     "grep(buf, start, end, needle, mode) -> bytes: records in buf[start:end] whose line holds needle"},
+     "grep(buf, start, end, needle, mode, icase=False) -> bytes: records in buf[start:end] whose line holds needle"},
     {"format", fast_format, METH_VARARGS,
      "format(buf, start, end, mode) -> bytes: every record of buf[start:end] (modes 0-2, 4 time, 5 ulid+time, 6 json)"},
     {"pick", fast_pick, METH_VARARGS,
@@ -887,6 +1325,10 @@ static PyMethodDef methods[] = {
      "split_topics(buf, max_topics) -> None (one topic) | [] (too many) | [(topic, bytes)]: the records of each topic"},
     {"trigram_bloom", fast_trigram_bloom, METH_VARARGS,
      "trigram_bloom(buf, start, end, bits_per) -> bloom: a one-hash bloom filter of the trigrams of the lines"},
+    {"count", fast_count, METH_VARARGS,
+     "count(buf, start, end, terms, nots, icase, step_ms, origin_ms, counts) -> (matched, outside): matching records counted, bucketed by time into counts"},
+    {"logfmt_eq", fast_logfmt_eq, METH_VARARGS,
+     "logfmt_eq(buf, start, end, key, value, kind=2) -> (candidates, verdicts): records holding key, each 1 (KEY=VALUE holds), 2 (undecided)"},
     {"bloom_may_contain", fast_bloom_may_contain, METH_VARARGS,
      "bloom_may_contain(bloom, literal) -> bool: False if some trigram of literal is surely absent"},
     {NULL, NULL, 0, NULL},
@@ -898,6 +1340,7 @@ PyMODINIT_FUNC PyInit__fast(void) {
     init_rank();
     init_ulid_value();
     init_json();
+    init_fold();
 #ifdef OKLOG_X86
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2");

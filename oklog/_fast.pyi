@@ -3,10 +3,23 @@ is anything with the buffer protocol: bytes, mmap, memoryview."""
 
 from collections.abc import Sequence
 
-def grep(buf: object, start: int, end: int, needle: bytes, mode: int, /) -> bytes: ...
+def grep(buf: object, start: int, end: int, needle: bytes, mode: int, icase: bool = False, /) -> bytes: ...  # icase: ASCII folded
 def format(buf: object, start: int, end: int, mode: int, /) -> bytes: ...  # modes 0-2, 4 time, 5 ulid+time, 6 json
 def pick(buf: object, candidates: bytes, keep: bytes, mode: int, /) -> bytes: ...
 def split_topics(buf: object, max_topics: int, /) -> list[tuple[bytes, bytes]] | None: ...
 def merge(bufs: Sequence[object], mode: int, /) -> bytes: ...
 def trigram_bloom(buf: object, start: int, end: int, bits_per: int, /) -> bytes: ...
 def bloom_may_contain(bloom: bytes, literal: bytes, /) -> bool: ...
+def count(
+    buf: object,
+    start: int,
+    end: int,
+    terms: Sequence[bytes],
+    nots: Sequence[bytes],
+    icase: bool,
+    step_ms: int,
+    origin_ms: int,
+    counts: object | None,
+    /,
+) -> tuple[int, int]: ...  # (matched, outside): counts a writable int64 array, bucket (ms - origin_ms) // step_ms
+def logfmt_eq(buf: object, start: int, end: int, key: bytes, value: bytes, kind: int = 2, /) -> tuple[bytes, bytes]: ...  # (candidates, verdicts: 1 holds, 2 undecided)

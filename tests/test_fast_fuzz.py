@@ -92,3 +92,11 @@ def test_fast_entry_points_survive_hostile_input() -> None:
         bufs = [_buf(rng) for _ in range(rng.randrange(0, 4))]
         _call(fast.merge, bufs, mode)
         _call(fast.split_topics, buf, rng.choice([0, 1, 2, 4096, 4097]))
+        _call(fast.grep, buf, _off(rng, n), _off(rng, n), lit, mode, True)
+        terms = [bytes(rng.choice(b"aZz 0\n") for _ in range(rng.randrange(0, 4))) for _ in range(rng.randrange(0, 3))]
+        nots = [bytes(rng.choice(b"aZz 0") for _ in range(rng.randrange(0, 3))) for _ in range(rng.randrange(0, 3))]
+        nb = rng.choice([0, 1, 3, 100])
+        counts = rng.choice([array.array("q", [0] * nb), bytearray(8 * nb + rng.choice([0, 3])), None, b"x" * 8])
+        step = rng.choice([-1, 0, 1, 60_000, 2**62])
+        _call(fast.logfmt_eq, buf, _off(rng, n), _off(rng, n), lit, bytes(rng.choice(b"0Z=\" ") for _ in range(rng.randrange(0, 3))))
+        _call(fast.count, buf, _off(rng, n), _off(rng, n), terms, nots, rng.random() < 0.5, step, _off(rng, 2**48), counts)

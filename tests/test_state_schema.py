@@ -5,6 +5,7 @@ from pathlib import Path
 
 import httpx
 from conftest import wait_for
+
 from oklog.node.state import schema_markdown, unknown_keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "state.md"

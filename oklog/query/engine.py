@@ -168,6 +168,7 @@ class Query:
     q: bytes = b""
     regex: bool = False
     topic: bytes | None = None  # only records of this topic
+    icase: bool = False  # a substring in any ASCII case (a regex carries (?i) instead)
 
     @property
     def match_all(self) -> bool:
@@ -190,6 +191,7 @@ class Matcher:
         self._topic = TopicFilter(query.topic) if query.topic else None
         self._maxw: int | None = None
         self._lit: bytes | None = None  # found by _fast.grep (the query, or a regex's required literal)
+        self._icase = False  # _lit found in any ASCII case (a substring query only)
         if not q:
             self.match_all = True
             return
@@ -221,6 +223,7 @@ class Matcher:
                 self.match_none = True  # no line contains LF
                 return
             self._lit = q
+            self._icase = query.icase
             return
         try:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -285,7 +288,7 @@ class Matcher:
                 return _fast.format(buf, start, end, mode)
             if self._lit is not None:
                 if self._verify is None:
-                    return _fast.grep(buf, start, end, self._lit, mode)
+                    return _fast.grep(buf, start, end, self._lit, mode, self._icase)
                 cand, keep = self._candidates(buf, start, end)
                 return _fast.pick(buf, cand, keep, mode) if keep else b""
         out = b"".join(buf[s:e] for s, e in self.scan(buf, start, end))
@@ -296,7 +299,7 @@ class Matcher:
         line start, record end), and for a regex which of them RE2 accepts
         (one byte each; None: all)."""
         assert self._lit is not None
-        cand = _fast.grep(buf, start, end, self._lit, MODE_CANDIDATES)
+        cand = _fast.grep(buf, start, end, self._lit, MODE_CANDIDATES, self._icase)
         if self._verify is None or not cand:
             return cand, None
         t = np.frombuffer(cand, dtype=np.int64)

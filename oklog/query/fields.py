@@ -158,6 +158,25 @@ def parse_fields(line: bytes) -> dict | None:
     return out
 
 
+_BARE = re.compile(r'[^\s,;"]+\Z')
+
+
+def _logfmt_eq(conditions: list[Condition]) -> tuple[bytes, bytes, int] | None:
+    """``(NAME, VALUE, kind)`` of a lone ``NAME=VALUE`` condition whose VALUE a
+    logfmt line can hold bare (what ``_fast.logfmt_eq`` decides), else None;
+    kind: 0 VALUE compares as text, 1 it is a decimal integer, 2 another number."""
+    if len(conditions) != 1 or conditions[0].op != "=":
+        return None
+    c = conditions[0]
+    if not _BARE.match(c.value) or not re.fullmatch(r'[^\s="\',;.]+', c.name):
+        return None  # a dotted name may reach into JSON, whose lines need not hold it
+    if c._num is None:  # type: ignore[attr-defined]
+        kind = 0
+    else:
+        kind = 1 if re.fullmatch(r"[0-9]{1,15}", c.value.lstrip("0") or "0") and c.value.isascii() else 2
+    return c.name.encode(), c.value.encode(), kind
+
+
 def _line(record: bytes) -> bytes:
     sp = record.find(b" ", HEADER_MIN)
     return record[sp + 1 :] if sp >= 0 else b""
@@ -175,8 +194,39 @@ class WhereFilter:
         self.skipped = 0  # candidate lines that were neither JSON nor logfmt
         self.want_skipped = False  # apply() keeps those lines instead (to count them)
         self._lock = threading.Lock()
+        self._logfmt = _logfmt_eq(conditions)
+
+    def _apply_logfmt(self, buf: bytes) -> bytes:
+        """One ``NAME=VALUE`` condition: the C helper decides the lines whose
+        first NAME pair is plain logfmt (most of them); the rest are parsed."""
+        import numpy as np
+
+        import oklog._fast as _fast
+
+        assert self._logfmt is not None
+        cand, verdicts = _fast.logfmt_eq(buf, 0, len(buf), *self._logfmt)
+        if not verdicts:
+            return b""
+        keep = bytearray(verdicts)
+        skipped = 0
+        undecided = np.flatnonzero(np.frombuffer(verdicts, dtype=np.uint8) == 2).tolist()
+        if undecided:
+            t = np.frombuffer(cand, dtype=np.int64)
+            for i in undecided:
+                ls, re_ = int(t[3 * i + 1]), int(t[3 * i + 2])
+                line = buf[ls : re_ - 1] if buf[re_ - 1 : re_] == b"\n" else buf[ls:re_]
+                fields = parse_fields(line)
+                if fields is None and all(m.query.q in line for m in self.prefilters):
+                    skipped += 1  # as the prefilters alone would have let it through
+                keep[i] = fields is not None and all(c.holds(fields) for c in self.conditions)
+        if skipped:
+            with self._lock:
+                self.skipped += skipped
+        return _fast.pick(buf, cand, bytes(keep), MODE_RAW)
 
     def apply(self, buf: bytes) -> bytes:
+        if self._logfmt is not None and not self.want_skipped and buf:
+            return self._apply_logfmt(buf)
         for m in self.prefilters:
             if not buf:
                 return b""

@@ -1,6 +1,9 @@
 """``GET /store/hits``: how many records match, in total and per time bucket,
 cluster-wide and exact.
 
+When this node's store is the only member answering, it counts in place
+(oklog.store.localcount): one store's scan already keeps each record once.
+
 Members answer ``/store/_hits`` with their matches' ULIDs (``ULID LF`` lines
 in ULID order, 27 bytes a match instead of the record); this node merges the
 streams as it merges records (``fanout.merge_streams``: a ULID held by several
@@ -116,14 +119,16 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
         else:
             tally.add(data)
 
-    await _fan_out(coord, answers, params, matcher, qs, emit)
+    await _fan_out(coord, answers, params, matcher, qs, emit, None if by else tally)
     skipped = None
     if params.where and not by:
         # Lines that were neither JSON nor logfmt, counted exactly as matches
         # are: a second pass whose members send the skipped records' ULIDs.
         skipped = Tally()
         sk_answers = [_Member(m) for m in members]
-        await _fan_out(coord, sk_answers, params, _skipping(matcher), qs + "&skipped=true", _adder(skipped))
+        await _fan_out(
+            coord, sk_answers, params, _skipping(matcher), qs + "&skipped=true", _adder(skipped), skipped
+        )
         for a, b in zip(answers, sk_answers, strict=True):
             a.error = a.error or b.error
     coord.note_answers(answers, missing, "hits")
@@ -163,7 +168,14 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     return resp
 
 
-async def _fan_out(coord: Coordinator, answers: list[_Member], params, matcher, qs: str, emit) -> None:
+async def _fan_out(
+    coord: Coordinator, answers: list[_Member], params, matcher, qs: str, emit, tally: Tally | None = None
+) -> None:
+    if tally is not None and len(answers) == 1 and answers[0].member.api_addr is None:
+        # this node's store alone answers: nothing to tell copies apart from,
+        # its own scan keeps each record once (oklog.store.localcount)
+        await _count_local(coord, answers[0], params, matcher, tally)
+        return
     async with trio.open_nursery() as nursery:
         ready = []
         for a in answers:
@@ -223,6 +235,29 @@ class _Member:
         self.size = 0
         self.error = ""
         self.rx: Any = None  # an _Unwrap of the chunk channel once the member answers
+
+
+async def _count_local(coord: Coordinator, a: _Member, params, matcher, tally: Tally) -> None:
+    """As _ask for this node's store, counted in place: a damaged segment or
+    block makes this member's answer a failure (a partial answer), as there."""
+    from oklog.store.localcount import count_plan
+
+    assert coord.store is not None
+    try:
+        plan = await trio.to_thread.run_sync(plan_query, coord.store, params)
+        a.segments, a.size = plan.segments, plan.bytes
+        if plan.unreadable:
+            plan.close()
+            a.error = f"{plan.unserved()}"
+            return
+        try:
+            await count_plan(plan, matcher, tally, coord.limiter)
+        finally:
+            plan.close()
+        if plan.damaged:
+            a.error = f"{plan.unserved()}"
+    except Exception as e:
+        a.error = describe(e)
 
 
 async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: trio.Event) -> None:

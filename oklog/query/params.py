@@ -24,7 +24,7 @@ class QueryParams:
     terms: tuple[bytes, ...] = ()  # every -q term, the first one's included
     without: tuple[bytes, ...] = ()
     icase: bool = False
-    regex: bool = False  # as asked (query.regex is also true for an -i substring)
+    regex: bool = False  # as asked (query.regex is also true for an -i regex, with (?i))
     where: tuple[str, ...] = ()  # -where conditions (oklog.query.fields)
 
 

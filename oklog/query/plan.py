@@ -143,7 +143,7 @@ def _split(buf, seg: Segment, lo: int, hi: int) -> list[Unit]:
 
 def query_literal(q: Query) -> bytes | None:
     """A literal every matching line holds (for the blooms), or None."""
-    if not q.q:
+    if not q.q or q.icase:  # blooms hold the bytes as they are, not folded
         return None
     return required_literal(q.q) if q.regex else q.q
 

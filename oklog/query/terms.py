@@ -2,10 +2,13 @@
 that must not, and ``-i`` (case-insensitive) for all of them. Pure.
 
 The first ``-q`` term drives the scan as a single term does (the C substring
-search, hyperscan, the segment blooms). Case-insensitive terms become RE2 /
+search, hyperscan, the segment blooms). Case-insensitive regexes become RE2 /
 hyperscan patterns with the ``(?i)`` flag — the engines fold case while they
 scan, no lowercase copy of the data is made — and such a pattern has no
 required literal, so blooms (built over the bytes as they are) skip nothing.
+A case-insensitive substring stays a substring (``Query.icase``): ``_fast.grep``
+compares both cases of its rare bytes as it scans; blooms skip nothing for it
+either.
 The other terms then filter the first term's matches, a whole buffer at a time.
 """
 
@@ -14,19 +17,12 @@ from __future__ import annotations
 import oklog._fast as _fast
 from oklog.query.engine import MODE_RAW, Matcher, Query
 
-_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-
-
-def icase_literal(term: bytes) -> bytes:
-    """A pattern matching the substring ``term`` in any case."""
-    return b"(?i)" + b"".join(bytes([c]) if c in _PLAIN else b"\\x%02x" % c for c in term)
-
 
 def term_query(term: bytes, regex: bool, icase: bool, topic: bytes | None = None) -> Query:
     if icase and term:
         if regex:
             return Query(b"(?i)(?:" + term + b")", True, topic)
-        return Query(icase_literal(term), True, topic)
+        return Query(term, False, topic, icase=True)  # the C search folds ASCII case itself
     return Query(term, regex, topic)
 
 

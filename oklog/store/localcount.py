@@ -1,0 +1,196 @@
+"""Counting a query's matches in this node's own store without sending them
+anywhere: totals and time buckets straight out of the scan (``_fast.count``).
+
+Used by ``/store/hits`` when this node's store is the only member answering:
+every record then comes from one store, whose scan already keeps a record
+held by two of its segments once (overlapping segments are merged by ULID in
+the same unit, as for a query), so counting what the scan keeps is exactly
+what merging ULID streams would count. With more than one member answering,
+copies of a record may sit on two nodes and only their ULIDs tell them apart:
+those queries keep the ULID streams (oklog.query.hits).
+
+A query matching every record (``-hist`` of a range) takes each whole block
+of the range from the block's index entry, which holds its record count: no
+block is read but the two at the ends of the range (and those spanning a
+bucket boundary). Such a count is the count written: a block damaged at rest
+since is counted as written, not reported (the scrubber finds it; a query
+reading it reports it).
+A plain substring query (any ``-q`` terms, ``-v`` terms, ``-i``) is counted
+by the C kernel over each decompressed block, with no copy of the matches;
+anything else (a regex, ``-where``, a topic filter over mixed segments, a
+merged group of overlapping segments) is scanned into records as a query is,
+and those records are counted by the same kernel.
+"""
+
+from __future__ import annotations
+
+import trio
+
+import oklog._fast as _fast
+from oklog.query.count import Tally
+from oklog.query.engine import Matcher
+from oklog.query.format import MODE_RAW
+from oklog.query.plan import Plan, Unit, _blocks, _pieces, _release, run_unit_pieces
+from oklog.records.record import ULID_LEN
+
+MAX_PIECE_BUCKETS = 1 << 20  # a piece spanning more buckets is tallied from its ULIDs
+_ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+
+
+def _ms(head) -> int:
+    """The time of a ULID's first 10 characters, as the C kernel reads it (other bytes: 0)."""
+    ms = 0
+    for c in head[:10].ljust(10, b"0"):
+        ms = (ms << 5) | _VALUE.get(c, 0)
+    return ms
+
+
+def kernel_terms(matcher) -> tuple[list[bytes], list[bytes], bool] | None:
+    """``(terms, nots, icase)`` when the matcher is plain substrings the kernel
+    decides by itself, else None."""
+    from oklog.query.terms import TermsMatcher
+
+    if isinstance(matcher, TermsMatcher):
+        if matcher.where is not None:
+            return None
+        must, nots = [matcher.first, *matcher.must], list(matcher.must_not)
+    else:
+        must, nots = [matcher], []
+    folds = set()
+    terms: list[bytes] = []
+    excl: list[bytes] = []
+    for i, m in enumerate([*must, *nots]):
+        if not isinstance(m, Matcher) or m._topic is not None or m.match_none:
+            return None
+        if m.match_all:
+            if i >= len(must):
+                return None  # never built (-v of nothing); not decided here
+            continue
+        if m._lit is None or m._verify is not None or m._db is not None or m.query.regex:
+            return None
+        folds.add(m._icase)
+        (terms if i < len(must) else excl).append(m._lit)
+    if len(folds) > 1 or len(terms) > 64 or len(excl) > 64:
+        return None
+    return terms, excl, bool(folds and folds.pop())
+
+
+class _Counts:
+    """One unit's count: a total and sparse buckets (ms → count)."""
+
+    def __init__(self, step_ms: int) -> None:
+        self.step = step_ms
+        self.total = 0
+        self.buckets: dict[int, int] = {}
+
+    def whole(self, first: bytes, last: bytes, records: int) -> bool:
+        """Count ``records`` records from ULID first to last (all matching) if
+        they fall in one bucket; False if they do not."""
+        if self.step:
+            key = _ms(first) // self.step * self.step
+            if _ms(last) // self.step * self.step != key:
+                return False
+            if records:
+                self.buckets[key] = self.buckets.get(key, 0) + records
+        self.total += records
+        return True
+
+    def records(self, buf, start: int, end: int, kernel) -> None:
+        """Count the matching records of buf[start:end] (``kernel``: the
+        matcher's terms, or ([], [], False) for records already matched)."""
+        terms, nots, icase = kernel
+        if end <= start:
+            return
+        if not self.step:
+            self.total += _fast.count(buf, start, end, terms, nots, icase, 0, 0, None)[0]
+            return
+        import numpy as np
+
+        step = self.step
+        last = max(start, buf.rfind(b"\n", start, end - 1) + 1)
+        origin = _ms(_head(buf, start, end)) // step * step
+        nb = (_ms(_head(buf, last, end)) - origin) // step + 1
+        if last == start:  # one record: one bucket, whatever its ULID holds
+            matched = _fast.count(buf, start, end, terms, nots, icase, 0, 0, None)[0]
+            if matched:
+                self.total += matched
+                self.buckets[origin] = self.buckets.get(origin, 0) + matched
+            return
+        if 0 < nb <= MAX_PIECE_BUCKETS:
+            counts = np.zeros(nb, dtype=np.int64)
+            matched, outside = _fast.count(buf, start, end, terms, nots, icase, step, origin, counts)
+            if not outside:
+                self.total += matched
+                for k in np.flatnonzero(counts).tolist():
+                    key = origin + k * step
+                    self.buckets[key] = self.buckets.get(key, 0) + int(counts[k])
+                return
+        # records out of ULID order (never written by oklog) or a span of too
+        # many buckets: each half on its own, down to single records at worst
+        mid = buf.find(b"\n", (start + end) // 2, end) + 1
+        if mid <= start or mid >= end:
+            mid = last
+        self.records(buf, start, mid, kernel)
+        self.records(buf, mid, end, kernel)
+
+
+def _head(buf, pos: int, end: int) -> bytes:
+    """The ULID time characters of the record at pos, as the kernel reads
+    them: up to its LF, the rest reading as 0."""
+    return bytes(buf[pos : min(pos + 10, end)]).split(b"\n", 1)[0]
+
+
+def count_unit(plan: Plan, matcher, unit: Unit, step_ms: int) -> _Counts:
+    """Count one unit's matches (in a worker thread)."""
+    out = _Counts(step_ms)
+    topics = {seg.topic for seg, _, _ in unit.parts} | {seg.topic for seg, _ in unit.blocks}
+    if len(topics) == 1:
+        matcher = matcher.without_topic(topics.pop())
+    kernel = kernel_terms(matcher)
+    if len(unit.parts) + len(unit.blocks) != 1:  # overlapping segments: merged, copies dropped
+        for piece in run_unit_pieces(plan, matcher, unit, None):
+            out.records(piece, 0, len(piece), ([], [], False))
+        return out
+    if unit.keys is not None and unit.blocks and kernel is not None and not kernel[0] and not kernel[1]:
+        # every record counts: whole blocks inside the unit's keys (and one
+        # bucket) are counted from their index entry, without reading them
+        seg, blocks = unit.blocks[0]
+        klo, khi = unit.keys
+        rest = []
+        for blk in blocks:
+            if blk.first >= klo and blk.last < khi[:ULID_LEN] and out.whole(blk.first, blk.last, blk.records):
+                continue
+            rest.append(blk)
+        ranges = _blocks(plan, unit, seg, rest)
+    elif unit.keys is not None:
+        (ranges,) = list(_pieces(plan, unit))
+    else:
+        seg, lo, hi = unit.parts[0]
+        ranges = iter([(plan.bufs[seg.name], lo, hi)])
+    for buf, s, e in ranges:
+        if kernel is not None:
+            out.records(buf, s, e, kernel)
+        else:
+            got = matcher.scan_format(buf, s, e, MODE_RAW)
+            out.records(got, 0, len(got), ([], [], False))
+        if unit.keys is None:
+            _release(buf, s, e)
+    return out
+
+
+async def count_plan(plan: Plan, matcher, tally: Tally, limiter: trio.CapacityLimiter) -> None:
+    """Add the plan's matches to ``tally``; units are counted in parallel."""
+    units = await trio.to_thread.run_sync(lambda: plan.units, limiter=limiter)  # seeks touch pages
+    results: list[_Counts] = []
+
+    async def one(unit: Unit) -> None:
+        results.append(await trio.to_thread.run_sync(count_unit, plan, matcher, unit, tally.step_ms, limiter=limiter))
+
+    async with trio.open_nursery() as nursery:
+        for unit in units:
+            nursery.start_soon(one, unit)
+    for r in results:
+        tally.total += r.total
+        for key, c in r.buckets.items():
+            tally.buckets[key] = tally.buckets.get(key, 0) + c
