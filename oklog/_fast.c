@@ -874,6 +874,137 @@ static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
+/* Block summaries, second kind: one bloom filter of the trigrams and the
+ * 5-grams of the lines. Trigrams alone cannot rule out a rare identifier in
+ * log lines: every digit trigram occurs in any megabyte of lines with
+ * numbers, so "blk_-6952295868487656571" passes every block's trigram
+ * filter. Of the 10^5 digit 5-grams a block holds only a part, so a literal
+ * with a dozen of them is ruled out almost everywhere it is absent.
+ * Each gram is reduced to a 24-bit key (a trigram is its own key, a 5-gram
+ * is hashed), keys are collected exactly in a 2^24-bit map, and the filter
+ * has bits_per bits per distinct key with one hash of the key. Two grams
+ * sharing a key share a bit: false positives only, never a false negative.
+ * The trigram keys are those of trigram_bloom, so a reader that checks only
+ * trigrams (bloom_may_contain) stays correct on these filters. */
+static inline uint32_t gram5_key(uint64_t g) {
+    return (uint32_t)(((g & 0xFFFFFFFFFFull) * 0x9E3779B97F4A7C15ull) >> 40);
+}
+
+static PyObject *fast_gram_bloom(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t start, end;
+    int bits_per;
+    region r;
+    if (!PyArg_ParseTuple(args, "Onni", &obj, &start, &end, &bits_per)) return NULL;
+    if (bits_per < 1 || bits_per > 64) {
+        PyErr_SetString(PyExc_ValueError, "bits_per must be 1..64");
+        return NULL;
+    }
+    if (get_region(obj, start, end, &r) < 0) return NULL;
+    size_t span = (size_t)(r.end - r.start);
+    size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
+    uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
+    uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
+    if (!map || !seen) {
+        PyMem_RawFree(map);
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    const unsigned char *b = r.view.buf;
+    size_t distinct = 0;
+    int ok = 0;
+    Py_BEGIN_ALLOW_THREADS
+    size_t pos = (size_t)r.start, hi = (size_t)r.end;
+#define GRAM_ADD(key)                                                              \
+    do {                                                                           \
+        uint32_t k_ = (key);                                                       \
+        uint64_t bit_ = 1ull << (k_ & 63), *w_ = &map[k_ >> 6];                   \
+        if (!(*w_ & bit_)) {                                                       \
+            if (distinct == cap) {                                                 \
+                uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t)); \
+                if (!more) goto oom;                                               \
+                seen = more;                                                       \
+                cap *= 2;                                                          \
+            }                                                                      \
+            *w_ |= bit_;                                                           \
+            seen[distinct++] = k_;                                                 \
+        }                                                                          \
+    } while (0)
+    while (pos < hi) {
+        const unsigned char *e = memchr(b + pos, '\n', hi - pos);
+        size_t re = e ? (size_t)(e - b) : hi;
+        size_t ts = pos + ULID_LEN + 1;
+        if (ts < re) {
+            const unsigned char *sp = memchr(b + ts, ' ', re - ts);
+            size_t ls = sp ? (size_t)(sp - b) + 1 : re;
+            if (re >= ls + 3) {
+                uint64_t g = ((uint64_t)b[ls] << 8) | b[ls + 1];
+                for (size_t i = ls + 2; i < re; i++) {
+                    g = (g << 8) | b[i];
+                    GRAM_ADD((uint32_t)g & 0xFFFFFFu);
+                    if (i >= ls + 4) GRAM_ADD(gram5_key(g));
+                }
+            }
+        }
+        pos = re + 1;
+    }
+#undef GRAM_ADD
+    ok = 1;
+oom:
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(map);
+    if (!ok) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
+    if (nbytes < 8) nbytes = 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+    if (!out) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
+    unsigned char *bloom = (unsigned char *)PyBytes_AS_STRING(out);
+    uint64_t m = nbytes * 8;
+    Py_BEGIN_ALLOW_THREADS
+    memset(bloom, 0, nbytes);
+    for (size_t i = 0; i < distinct; i++) {
+        uint32_t h = tri_hash(seen[i], m);
+        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(seen);
+    PyBuffer_Release(&r.view);
+    return out;
+}
+
+/* False if some trigram or 5-gram of literal is surely absent from a
+ * gram_bloom filter. */
+static PyObject *fast_gram_bloom_may_contain(PyObject *self, PyObject *args) {
+    const unsigned char *bloom, *lit;
+    Py_ssize_t blen, llen;
+    if (!PyArg_ParseTuple(args, "y#y#", &bloom, &blen, &lit, &llen)) return NULL;
+    if (blen <= 0 || blen > ((Py_ssize_t)1 << 28)) Py_RETURN_TRUE; /* no filter: cannot rule out */
+    uint64_t m = (uint64_t)blen * 8;
+    uint64_t g = 0;
+    for (Py_ssize_t i = 0; i < llen; i++) {
+        g = (g << 8) | lit[i];
+        if (i >= 4) {
+            uint32_t h = tri_hash(gram5_key(g), m);
+            if (!(bloom[h >> 3] & (1u << (h & 7)))) Py_RETURN_FALSE;
+        }
+    }
+    for (Py_ssize_t i = 0; i + 3 <= llen; i++) {
+        uint32_t t = ((uint32_t)lit[i] << 16) | ((uint32_t)lit[i + 1] << 8) | lit[i + 2];
+        uint32_t h = tri_hash(t, m);
+        if (!(bloom[h >> 3] & (1u << (h & 7)))) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode) -> bytes: records in buf[start:end] whose line holds needle"},
@@ -889,6 +1020,10 @@ static PyMethodDef methods[] = {
      "trigram_bloom(buf, start, end, bits_per) -> bloom: a one-hash bloom filter of the trigrams of the lines"},
     {"bloom_may_contain", fast_bloom_may_contain, METH_VARARGS,
      "bloom_may_contain(bloom, literal) -> bool: False if some trigram of literal is surely absent"},
+    {"gram_bloom", fast_gram_bloom, METH_VARARGS,
+     "gram_bloom(buf, start, end, bits_per) -> bloom: a one-hash bloom filter of the trigrams and 5-grams of the lines"},
+    {"gram_bloom_may_contain", fast_gram_bloom_may_contain, METH_VARARGS,
+     "gram_bloom_may_contain(bloom, literal) -> bool: False if some trigram or 5-gram of literal is surely absent"},
     {NULL, NULL, 0, NULL},
 };
 
