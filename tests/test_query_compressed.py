@@ -143,3 +143,69 @@ def test_answers_equal_a_plain_filter(tmp_path, small_blocks, q, regex, fmt):
     mode = {None: MODE_RAW, "lines": MODE_LINES, "ulid": MODE_ULID}[fmt]
     body = b"".join(want)
     assert out == _fast.format(body, 0, len(body), mode)
+
+
+def windowed(store: StoreLog, q: bytes, lo: bytes, hi: bytes, regex: bool = False, fmt=None) -> tuple[bytes, int]:
+    query = Query(q, regex)
+    plan = plan_query(store, QueryParams(lo=lo, hi_excl=hi, query=query))
+    try:
+        m = Matcher(query)
+        return b"".join(run_unit(plan, m, u, fmt) for u in plan.units), plan.damaged
+    finally:
+        plan.close()
+
+
+@pytest.mark.parametrize("fmt", [None, "lines", "ulid"])
+def test_the_one_call_scan_equals_the_block_by_block_one(tmp_path, monkeypatch, fmt):
+    """zscan (decompress, cut to the unit's keys, grep, format in C) gives
+    byte for byte what decompressing in Python and scanning each block gives,
+    for windows that cut blocks, units cut at keys, and overlapping segments
+    (merged, copies dropped)."""
+    import oklog.store.query as sq
+
+    if not _fast.zscan_available():
+        pytest.skip("no libzstd on this host")
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+    monkeypatch.setattr(sq, "UNIT_BYTES", 40 << 10)
+    lines = hdfs_lines(6000, 4)
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(10_000, 10**14, 3)).__next__)
+    recs = stamp_lines(lines, src.headers(len(lines), b"default"))
+    store.write(recs)
+    rs = recs.splitlines(keepends=True)
+    store.write(b"".join(rs[2000:2600:3]))  # copies of some records, overlapping in time
+    ulids = [r[:26] for r in rs]
+    windows = [(b"0" * 26, b"~"), (ulids[123], ulids[4567]), (ulids[2100] + b"0", ulids[2500]), (ulids[77], ulids[78])]
+    fm = FORMATS[fmt] if fmt else None
+    for q, regex in [(b"blk_-1", False), (b"", False), (b"of size 1", False), (b"INFO", False), (b"blk_-9\\d+ of", True)]:
+        for lo, hi in windows:
+            fast, dmg = windowed(store, q, lo, hi, regex, fm)
+            monkeypatch.setattr(_fast, "zscan_available", lambda: False)
+            slow, _ = windowed(store, q, lo, hi, regex, fm)
+            monkeypatch.undo()
+            monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+            monkeypatch.setattr(sq, "UNIT_BYTES", 40 << 10)
+            assert fast == slow and dmg == 0
+            sel = [r for r in rs if lo <= r[:26] < hi and (not q or regex or q in r.split(b" ", 2)[2])]
+            if not regex:
+                body = b"".join(sel)
+                want = _fast.format(body, 0, len(body), {None: MODE_RAW, "lines": MODE_LINES, "ulid": MODE_ULID}[fmt])
+                assert fast == want
+
+
+def test_zscan_reports_a_damaged_frame_and_returns_the_others(tmp_path):
+    if not _fast.zscan_available():
+        pytest.skip("no libzstd on this host")
+    data = stamp_lines(hdfs_lines(3000, 5), ULIDSource(iter(range(10_000, 10**14, 3)).__next__).headers(3000))
+    enc = bytearray(segfile.encode(data, 3, 64 << 10))
+    blocks = segfile.read_index(bytes(enc)).blocks
+    enc[blocks[1].offset + blocks[1].clen // 2] ^= 0x10
+    frames = b"".join(
+        int(x).to_bytes(8, "little", signed=True) for b in blocks for x in (b.offset, b.clen, b.rawlen)
+    )
+    out, bad = _fast.zscan(bytes(enc), frames, None, MODE_RAW, b"0" * 26, b"~")
+    assert bad == [1]
+    good = [segfile.decompress_block(bytes(enc), b) for i, b in enumerate(blocks) if i != 1]
+    assert out == b"".join(good)
+    with pytest.raises(ValueError):
+        _fast.zscan(bytes(enc), (len(enc) + 1).to_bytes(8, "little") + bytes(16), None, MODE_RAW, b"0", b"~")

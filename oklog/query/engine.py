@@ -240,6 +240,19 @@ class Matcher:
         m._topic = None
         return m
 
+    def plain_needle(self) -> tuple[bool, bytes | None]:
+        """(True, literal) when a record matches exactly if its line holds the
+        literal, (True, None) when every record matches, with no topic filter
+        or regex to check: then the C helper alone decides (oklog._fast.zscan).
+        (False, None) otherwise."""
+        if self._topic is not None or self.match_none:
+            return False, None
+        if self.match_all:
+            return True, None
+        if self._lit is not None and self._verify is None:
+            return True, self._lit
+        return False, None
+
     # -- scanning -------------------------------------------------------------
 
     def _hs_scan(self, data, on_match) -> None:
