@@ -1068,12 +1068,15 @@ static size_t zseek(const char *base, size_t lo, size_t hi, const char *key, siz
     return hi;
 }
 
-/* zscan(buf, frames, needle, mode, klo, khi) -> (bytes, [bad frame index])
+/* zscan(buf, frames, needle, mode, klo, khi) -> ([bytes], [bad frame index])
  * frames: native int64 triples (offset, compressed length, raw length) of
  * frames in buf; needle: the literal every returned line holds, or None for
  * every record; mode 0-2; records with a ULID outside [klo, khi) are left
- * out. A frame that fails to decompress (damaged, checksum mismatch, wrong
- * size) is skipped and its index listed. */
+ * out. The answer is one bytes object per frame with output (at most a
+ * block each: allocations the allocator reuses, where one buffer for the
+ * whole unit would be fresh pages every time). A frame that fails to
+ * decompress (damaged, checksum mismatch, wrong size) is skipped and its
+ * index listed. */
 static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     PyObject *obj, *needle_obj;
     const char *frames_b, *klo, *khi;
@@ -1101,53 +1104,44 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         return NULL;
     }
     size_t nf = (size_t)frames_len / 24;
+    region r;
+    if (get_region(obj, 0, -1, &r) < 0) return NULL;
     int64_t *fr = PyMem_Malloc(frames_len ? (size_t)frames_len : 1);
+    size_t *used = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
     unsigned char *bad = PyMem_Calloc(nf ? nf : 1, 1);
-    if (!fr || !bad) {
-        PyMem_Free(fr);
-        PyMem_Free(bad);
-        return PyErr_NoMemory();
+    PyObject **outs = PyMem_Calloc(nf ? nf : 1, sizeof(PyObject *));
+    char *data = NULL;
+    void *dctx = NULL;
+    PyObject *result = NULL;
+    if (!fr || !used || !bad || !outs) {
+        PyErr_NoMemory();
+        goto done;
     }
     memcpy(fr, frames_b, (size_t)frames_len);
-    region r;
-    if (get_region(obj, 0, -1, &r) < 0) {
-        PyMem_Free(fr);
-        PyMem_Free(bad);
-        return NULL;
-    }
-    int64_t total = 0, maxraw = 0;
+    int64_t maxraw = 0;
     for (size_t i = 0; i < nf; i++) {
         int64_t off = fr[3 * i], clen = fr[3 * i + 1], raw = fr[3 * i + 2];
         if (off < 0 || clen < 0 || raw < 0 || off > r.view.len || clen > r.view.len - off || raw > ((int64_t)1 << 32)) {
-            PyBuffer_Release(&r.view);
-            PyMem_Free(fr);
-            PyMem_Free(bad);
             PyErr_SetString(PyExc_ValueError, "frame outside the buffer");
-            return NULL;
+            goto done;
         }
-        total += raw;
         if (raw > maxraw) maxraw = raw;
+        if (!(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(total ? total : 1));
-    char *data = PyMem_RawMalloc((size_t)maxraw + 1);
-    void *dctx = zlib_.create();
-    if (!out || !data || !dctx) {
-        Py_XDECREF(out);
-        PyMem_RawFree(data);
-        if (dctx) zlib_.free_(dctx);
-        PyBuffer_Release(&r.view);
-        PyMem_Free(fr);
-        PyMem_Free(bad);
-        return out ? PyErr_NoMemory() : NULL;
+    data = PyMem_RawMalloc((size_t)maxraw + 1);
+    dctx = zlib_.create();
+    if (!data || !dctx) {
+        PyErr_NoMemory();
+        goto done;
     }
-    char *w0 = PyBytes_AS_STRING(out), *w = w0;
     const char *src = r.view.buf;
     finder f;
     if (needle) finder_init(&f, needle, (size_t)nlen);
-    Py_ssize_t nbad = 0;
+    Py_ssize_t nbad = 0, nout = 0;
     Py_BEGIN_ALLOW_THREADS
     for (size_t i = 0; i < nf; i++) {
         size_t raw = (size_t)fr[3 * i + 2];
+        char *w0 = PyBytes_AS_STRING(outs[i]), *w = w0;
         size_t got = zlib_.dec(dctx, data, raw + 1, src + fr[3 * i], (size_t)fr[3 * i + 1]);
         if (zlib_.iserr(got) || got != raw) {
             bad[i] = 1;
@@ -1177,47 +1171,58 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
                     pos = re;
                 }
             }
-            continue;
-        }
-        size_t pos = lo;
-        while (pos < hi) {
-            const char *p = find(&f, data + pos, hi - pos);
-            if (!p) break;
-            size_t hp = (size_t)(p - data);
-            const char *nl = hp > lo ? memrchr(data + lo, '\n', hp - lo) : NULL;
-            size_t rs = nl ? (size_t)(nl - data) + 1 : lo;
-            const char *e = memchr(p, '\n', hi - hp);
-            size_t re = e ? (size_t)(e - data) + 1 : hi;
-            size_t ls = line_start(data, rs, re);
-            if (hp >= ls && hp + (size_t)nlen <= re) {
-                w = emit(w, data, rs, ls, re, mode);
-                pos = re;
-            } else {
-                pos = hp + 1; /* the hit starts in the ULID or topic; look further */
+        } else {
+            size_t pos = lo;
+            while (pos < hi) {
+                const char *p = find(&f, data + pos, hi - pos);
+                if (!p) break;
+                size_t hp = (size_t)(p - data);
+                const char *nl = hp > lo ? memrchr(data + lo, '\n', hp - lo) : NULL;
+                size_t rs = nl ? (size_t)(nl - data) + 1 : lo;
+                const char *e = memchr(p, '\n', hi - hp);
+                size_t re = e ? (size_t)(e - data) + 1 : hi;
+                size_t ls = line_start(data, rs, re);
+                if (hp >= ls && hp + (size_t)nlen <= re) {
+                    w = emit(w, data, rs, ls, re, mode);
+                    pos = re;
+                } else {
+                    pos = hp + 1; /* the hit starts in the ULID or topic; look further */
+                }
             }
         }
+        used[i] = (size_t)(w - w0);
+        if (used[i]) nout++;
     }
     Py_END_ALLOW_THREADS
-    zlib_.free_(dctx);
+    PyObject *pieces = PyList_New(nout), *badlist = PyList_New(nbad);
+    if (!pieces || !badlist) {
+        Py_XDECREF(pieces);
+        Py_XDECREF(badlist);
+        goto done;
+    }
+    for (size_t i = 0, k = 0, b = 0; i < nf; i++) {
+        if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)b++, PyLong_FromSize_t(i));
+        if (!used[i]) continue;
+        if (_PyBytes_Resize(&outs[i], (Py_ssize_t)used[i]) < 0) { /* outs[i] is NULL now */
+            Py_DECREF(pieces);
+            Py_DECREF(badlist);
+            goto done;
+        }
+        PyList_SET_ITEM(pieces, (Py_ssize_t)k++, outs[i]);
+        outs[i] = NULL;
+    }
+    result = Py_BuildValue("(NN)", pieces, badlist);
+done:
+    if (dctx) zlib_.free_(dctx);
     PyMem_RawFree(data);
-    PyBuffer_Release(&r.view);
-    PyObject *badlist = PyList_New(nbad);
-    if (!badlist) {
-        Py_DECREF(out);
-        PyMem_Free(fr);
-        PyMem_Free(bad);
-        return NULL;
-    }
-    for (size_t i = 0, k = 0; i < nf; i++)
-        if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)k++, PyLong_FromSize_t(i));
+    if (outs)
+        for (size_t i = 0; i < nf; i++) Py_XDECREF(outs[i]);
+    PyMem_Free(outs);
     PyMem_Free(fr);
+    PyMem_Free(used);
     PyMem_Free(bad);
-    out = finish(out, w0, w);
-    if (!out) {
-        Py_DECREF(badlist);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", out, badlist);
+    PyBuffer_Release(&r.view);
+    return result;
 }
 
 static PyMethodDef methods[] = {

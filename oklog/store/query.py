@@ -340,10 +340,9 @@ def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> list[byte
     if plain and _fast.zscan_available():
         if n_parts == 1 and not unit.parts and mode is not None:
             seg, blocks = unit.blocks[0]
-            out = _zscan(plan, unit, seg, blocks, needle, mode)
-            return [out] if out else []
+            return _zscan(plan, unit, seg, blocks, needle, mode)
         outs = [matcher.scan_format(plan.bufs[seg.name], lo, hi, MODE_RAW) for seg, lo, hi in unit.parts]
-        outs += [_zscan(plan, unit, seg, blocks, needle, MODE_RAW) for seg, blocks in unit.blocks]
+        outs += [b"".join(_zscan(plan, unit, seg, blocks, needle, MODE_RAW)) for seg, blocks in unit.blocks]
     elif n_parts == 1 and mode is not None:
         (pieces,) = list(_pieces(plan, unit))
         return [out for b, s, e in pieces if (out := matcher.scan_format(b, s, e, mode))]
@@ -359,9 +358,10 @@ def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> list[byte
     return [apply_chunked(fmt, outs[0] if len(outs) == 1 else merge_dedup(outs))]
 
 
-def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int) -> bytes:
+def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int) -> list[bytes]:
     """The matching records of a compressed part of a keyed unit, cut to its
-    keys: decompressed and scanned by one call of the C helper, off the GIL."""
+    keys, a piece per block with any: decompressed and scanned by one call of
+    the C helper, off the GIL."""
     assert unit.keys is not None
     klo, khi = unit.keys
     buf = plan.bufs[seg.name]
