@@ -209,3 +209,48 @@ def test_zscan_reports_a_damaged_frame_and_returns_the_others(tmp_path):
     assert out == good
     with pytest.raises(ValueError):
         _fast.zscan(bytes(enc), (len(enc) + 1).to_bytes(8, "little") + bytes(16), None, MODE_RAW, b"0", b"~")
+
+
+def test_topic_filters_regexes_and_several_terms_over_compressed_blocks(tmp_path, monkeypatch):
+    """Matchers the C scan cannot decide alone (a topic filter, a regex, -q
+    A -q B -v C) get the records holding their literal from it and decide
+    themselves: the same answer as the block-by-block path and a plain filter."""
+    import re
+
+    from oklog.query.terms import build_matcher
+
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+    lines = hdfs_lines(4000, 6)
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(10_000, 10**14, 3)).__next__)
+    a = stamp_lines(lines[:2000], src.headers(2000, b"alpha"))
+    b = stamp_lines(lines[2000:], src.headers(2000, b"beta"))
+    merged = b"".join(sorted(a.splitlines(keepends=True) + b.splitlines(keepends=True)))
+    store.write(merged)
+    recs = merged.splitlines(keepends=True)
+
+    def answer(m, query: Query) -> bytes:
+        plan = plan_query(store, QueryParams(lo=b"0" * 26, hi_excl=b"~", query=query))
+        try:
+            return b"".join(run_unit(plan, m, u) for u in plan.units)
+        finally:
+            plan.close()
+
+    cases = [
+        (Query(b"blk_-1", False, b"alpha"), lambda r: r.split(b" ")[1] == b"alpha" and b"blk_-1" in r.split(b" ", 2)[2]),
+        (Query(b"", False, b"beta"), lambda r: r.split(b" ")[1] == b"beta"),
+        (Query(b"Received block blk_-[89]\\d+ of size 1", True),
+         lambda r: re.search(rb"Received block blk_-[89]\d+ of size 1", r.split(b" ", 2)[2]) is not None),
+    ]
+    for query, keep in cases:
+        want = b"".join(r for r in recs if keep(r))
+        got = answer(Matcher(query), query)
+        monkeypatch.setattr(_fast, "zscan_available", lambda: False)
+        slow = answer(Matcher(query), query)
+        monkeypatch.undo()
+        monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+        assert got == slow == want and want
+    tm = build_matcher([b"blk_-2", b"10.250.1"], False, False, [b"size 3"], None)
+    q0 = Query(b"blk_-2")
+    want = b"".join(r for r in recs if b"blk_-2" in r and b"10.250.1" in r and b"size 3" not in r)
+    assert answer(tm, q0) == want and want

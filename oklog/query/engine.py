@@ -253,6 +253,11 @@ class Matcher:
             return True, self._lit
         return False, None
 
+    def literal(self) -> bytes | None:
+        """A literal every matching line holds (the query, or a regex's
+        required literal), or None."""
+        return self._lit
+
     # -- scanning -------------------------------------------------------------
 
     def _hs_scan(self, data, on_match) -> None:

@@ -336,13 +336,20 @@ def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
 
 def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> list[bytes]:
     n_parts = len(unit.parts) + len(unit.blocks)
-    plain, needle = matcher.plain_needle()
-    if plain and _fast.zscan_available():
+    if isinstance(matcher, Matcher) and _fast.zscan_available():
+        plain, needle = matcher.plain_needle()
+        if not plain:  # the C scan keeps the records holding the literal; the matcher decides
+            needle = matcher.literal()
+
+        def scan(seg: Segment, blocks: list[Block], m: int) -> list[bytes]:
+            if plain:
+                return _zscan(plan, unit, seg, blocks, needle, m)
+            return [o for p in _zscan(plan, unit, seg, blocks, needle, MODE_RAW) if (o := matcher.scan_format(p, 0, len(p), m))]
+
         if n_parts == 1 and not unit.parts and mode is not None:
-            seg, blocks = unit.blocks[0]
-            return _zscan(plan, unit, seg, blocks, needle, mode)
+            return scan(*unit.blocks[0], mode)
         outs = [matcher.scan_format(plan.bufs[seg.name], lo, hi, MODE_RAW) for seg, lo, hi in unit.parts]
-        outs += [b"".join(_zscan(plan, unit, seg, blocks, needle, MODE_RAW)) for seg, blocks in unit.blocks]
+        outs += [b"".join(scan(seg, blocks, MODE_RAW)) for seg, blocks in unit.blocks]
     elif n_parts == 1 and mode is not None:
         (pieces,) = list(_pieces(plan, unit))
         return [out for b, s, e in pieces if (out := matcher.scan_format(b, s, e, mode))]
