@@ -1312,6 +1312,357 @@ static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", cand, verd);
 }
 
+/* Block summaries, second kind: one bloom filter of the trigrams and the
+ * 5-grams of the lines. Trigrams alone cannot rule out a rare identifier in
+ * log lines: every digit trigram occurs in any megabyte of lines with
+ * numbers, so "blk_-6952295868487656571" passes every block's trigram
+ * filter. Of the 10^5 digit 5-grams a block holds only a part, so a literal
+ * with a dozen of them is ruled out almost everywhere it is absent.
+ * Each gram is reduced to a 24-bit key (a trigram is its own key, a 5-gram
+ * is hashed), keys are collected exactly in a 2^24-bit map, and the filter
+ * has bits_per bits per distinct key with one hash of the key. Two grams
+ * sharing a key share a bit: false positives only, never a false negative.
+ * The trigram keys are those of trigram_bloom, so a reader that checks only
+ * trigrams (bloom_may_contain) stays correct on these filters. */
+static inline uint32_t gram5_key(uint64_t g) {
+    return (uint32_t)(((g & 0xFFFFFFFFFFull) * 0x9E3779B97F4A7C15ull) >> 40);
+}
+
+static PyObject *fast_gram_bloom(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t start, end;
+    int bits_per;
+    region r;
+    if (!PyArg_ParseTuple(args, "Onni", &obj, &start, &end, &bits_per)) return NULL;
+    if (bits_per < 1 || bits_per > 64) {
+        PyErr_SetString(PyExc_ValueError, "bits_per must be 1..64");
+        return NULL;
+    }
+    if (get_region(obj, start, end, &r) < 0) return NULL;
+    size_t span = (size_t)(r.end - r.start);
+    size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
+    uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
+    uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
+    if (!map || !seen) {
+        PyMem_RawFree(map);
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    const unsigned char *b = r.view.buf;
+    size_t distinct = 0;
+    int ok = 0;
+    Py_BEGIN_ALLOW_THREADS
+    size_t pos = (size_t)r.start, hi = (size_t)r.end;
+#define GRAM_ADD(key)                                                              \
+    do {                                                                           \
+        uint32_t k_ = (key);                                                       \
+        uint64_t bit_ = 1ull << (k_ & 63), *w_ = &map[k_ >> 6];                   \
+        if (!(*w_ & bit_)) {                                                       \
+            if (distinct == cap) {                                                 \
+                uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t)); \
+                if (!more) goto oom;                                               \
+                seen = more;                                                       \
+                cap *= 2;                                                          \
+            }                                                                      \
+            *w_ |= bit_;                                                           \
+            seen[distinct++] = k_;                                                 \
+        }                                                                          \
+    } while (0)
+    while (pos < hi) {
+        const unsigned char *e = memchr(b + pos, '\n', hi - pos);
+        size_t re = e ? (size_t)(e - b) : hi;
+        size_t ts = pos + ULID_LEN + 1;
+        if (ts < re) {
+            const unsigned char *sp = memchr(b + ts, ' ', re - ts);
+            size_t ls = sp ? (size_t)(sp - b) + 1 : re;
+            if (re >= ls + 3) {
+                uint64_t g = ((uint64_t)b[ls] << 8) | b[ls + 1];
+                for (size_t i = ls + 2; i < re; i++) {
+                    g = (g << 8) | b[i];
+                    GRAM_ADD((uint32_t)g & 0xFFFFFFu);
+                    if (i >= ls + 4) GRAM_ADD(gram5_key(g));
+                }
+            }
+        }
+        pos = re + 1;
+    }
+#undef GRAM_ADD
+    ok = 1;
+oom:
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(map);
+    if (!ok) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return PyErr_NoMemory();
+    }
+    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
+    if (nbytes < 8) nbytes = 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+    if (!out) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
+    unsigned char *bloom = (unsigned char *)PyBytes_AS_STRING(out);
+    uint64_t m = nbytes * 8;
+    Py_BEGIN_ALLOW_THREADS
+    memset(bloom, 0, nbytes);
+    for (size_t i = 0; i < distinct; i++) {
+        uint32_t h = tri_hash(seen[i], m);
+        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(seen);
+    PyBuffer_Release(&r.view);
+    return out;
+}
+
+/* False if some trigram or 5-gram of literal is surely absent from a
+ * gram_bloom filter. */
+static PyObject *fast_gram_bloom_may_contain(PyObject *self, PyObject *args) {
+    const unsigned char *bloom, *lit;
+    Py_ssize_t blen, llen;
+    if (!PyArg_ParseTuple(args, "y#y#", &bloom, &blen, &lit, &llen)) return NULL;
+    if (blen <= 0 || blen > ((Py_ssize_t)1 << 28)) Py_RETURN_TRUE; /* no filter: cannot rule out */
+    uint64_t m = (uint64_t)blen * 8;
+    uint64_t g = 0;
+    for (Py_ssize_t i = 0; i < llen; i++) {
+        g = (g << 8) | lit[i];
+        if (i >= 4) {
+            uint32_t h = tri_hash(gram5_key(g), m);
+            if (!(bloom[h >> 3] & (1u << (h & 7)))) Py_RETURN_FALSE;
+        }
+    }
+    for (Py_ssize_t i = 0; i + 3 <= llen; i++) {
+        uint32_t t = ((uint32_t)lit[i] << 16) | ((uint32_t)lit[i + 1] << 8) | lit[i + 2];
+        uint32_t h = tri_hash(t, m);
+        if (!(bloom[h >> 3] & (1u << (h & 7)))) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* -- compressed blocks ------------------------------------------------------------
+ * zscan decompresses the zstd frames of store segment blocks and cuts, greps
+ * and formats their records in one call without the GIL, a whole query unit
+ * (several blocks) at a time: the worker thread takes the GIL once per unit,
+ * not three times per block, and no decompressed block becomes a Python
+ * object. libzstd is the system's (the one the zstandard binding also
+ * wraps, found with dlopen at first use, so building needs no zstd headers
+ * and a host without it still runs: zscan_available() is then False and the
+ * caller decompresses through the binding). ZSTD_decompressDCtx verifies
+ * each frame's content checksum. */
+#include <dlfcn.h>
+
+typedef void *(*zstd_create_fn)(void);
+typedef size_t (*zstd_free_fn)(void *);
+typedef size_t (*zstd_dec_fn)(void *, void *, size_t, const void *, size_t);
+typedef unsigned (*zstd_iserr_fn)(size_t);
+static struct {
+    int tried, ok;
+    zstd_create_fn create;
+    zstd_free_fn free_;
+    zstd_dec_fn dec;
+    zstd_iserr_fn iserr;
+} zlib_;
+
+static int zstd_load(void) { /* called with the GIL held */
+    if (zlib_.tried) return zlib_.ok;
+    zlib_.tried = 1;
+    void *h = dlopen("libzstd.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("libzstd.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return 0;
+    zlib_.create = (zstd_create_fn)dlsym(h, "ZSTD_createDCtx");
+    zlib_.free_ = (zstd_free_fn)dlsym(h, "ZSTD_freeDCtx");
+    zlib_.dec = (zstd_dec_fn)dlsym(h, "ZSTD_decompressDCtx");
+    zlib_.iserr = (zstd_iserr_fn)dlsym(h, "ZSTD_isError");
+    zlib_.ok = zlib_.create && zlib_.free_ && zlib_.dec && zlib_.iserr;
+    return zlib_.ok;
+}
+
+static PyObject *fast_zscan_available(PyObject *self, PyObject *args) {
+    return PyBool_FromLong(zstd_load());
+}
+
+/* a's 26-byte ULID (fewer if the record is shorter) compared with key as
+ * Python compares bytes: < 0, 0, > 0 */
+static inline int ulid_cmp(const char *a, size_t alen, const char *key, size_t klen) {
+    size_t n = alen < klen ? alen : klen;
+    int c = memcmp(a, key, n);
+    if (c) return c;
+    return alen < klen ? -1 : alen > klen;
+}
+
+/* the first record of base[lo:hi) whose ULID is >= key, or hi */
+static size_t zseek(const char *base, size_t lo, size_t hi, const char *key, size_t klen) {
+    size_t pos = lo;
+    while (pos < hi) {
+        size_t alen = hi - pos < ULID_LEN ? hi - pos : ULID_LEN;
+        if (ulid_cmp(base + pos, alen, key, klen) >= 0) return pos;
+        const char *e = memchr(base + pos, '\n', hi - pos);
+        pos = e ? (size_t)(e - base) + 1 : hi;
+    }
+    return hi;
+}
+
+/* zscan(buf, frames, needle, mode, klo, khi) -> ([bytes], [bad frame index])
+ * frames: native int64 triples (offset, compressed length, raw length) of
+ * frames in buf; needle: the literal every returned line holds, or None for
+ * every record; mode 0-2; records with a ULID outside [klo, khi) are left
+ * out. The answer is one bytes object per frame with output (at most a
+ * block each: allocations the allocator reuses, where one buffer for the
+ * whole unit would be fresh pages every time). A frame that fails to
+ * decompress (damaged, checksum mismatch, wrong size) is skipped and its
+ * index listed. */
+static PyObject *fast_zscan(PyObject *self, PyObject *args) {
+    PyObject *obj, *needle_obj;
+    const char *frames_b, *klo, *khi;
+    Py_ssize_t frames_len, klo_len, khi_len;
+    int mode;
+    if (!PyArg_ParseTuple(args, "Oy#Oiy#y#", &obj, &frames_b, &frames_len, &needle_obj, &mode, &klo, &klo_len, &khi,
+                          &khi_len))
+        return NULL;
+    if (check_mode_max(mode, MODE_ULID) < 0) return NULL;
+    if (frames_len % 24) {
+        PyErr_SetString(PyExc_ValueError, "frames must be int64 triples");
+        return NULL;
+    }
+    const char *needle = NULL;
+    Py_ssize_t nlen = 0;
+    if (needle_obj != Py_None) {
+        if (PyBytes_AsStringAndSize(needle_obj, (char **)&needle, &nlen) < 0) return NULL;
+        if (nlen == 0 || memchr(needle, '\n', (size_t)nlen)) {
+            PyErr_SetString(PyExc_ValueError, "needle must be non-empty and hold no LF");
+            return NULL;
+        }
+    }
+    if (!zstd_load()) {
+        PyErr_SetString(PyExc_RuntimeError, "libzstd not found");
+        return NULL;
+    }
+    size_t nf = (size_t)frames_len / 24;
+    region r;
+    if (get_region(obj, 0, -1, &r) < 0) return NULL;
+    int64_t *fr = PyMem_Malloc(frames_len ? (size_t)frames_len : 1);
+    size_t *used = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
+    unsigned char *bad = PyMem_Calloc(nf ? nf : 1, 1);
+    PyObject **outs = PyMem_Calloc(nf ? nf : 1, sizeof(PyObject *));
+    char *data = NULL;
+    void *dctx = NULL;
+    PyObject *result = NULL;
+    if (!fr || !used || !bad || !outs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(fr, frames_b, (size_t)frames_len);
+    int64_t maxraw = 0;
+    for (size_t i = 0; i < nf; i++) {
+        int64_t off = fr[3 * i], clen = fr[3 * i + 1], raw = fr[3 * i + 2];
+        if (off < 0 || clen < 0 || raw < 0 || off > r.view.len || clen > r.view.len - off || raw > ((int64_t)1 << 32)) {
+            PyErr_SetString(PyExc_ValueError, "frame outside the buffer");
+            goto done;
+        }
+        if (raw > maxraw) maxraw = raw;
+        if (!(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
+    }
+    data = PyMem_RawMalloc((size_t)maxraw + 1);
+    dctx = zlib_.create();
+    if (!data || !dctx) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const char *src = r.view.buf;
+    finder f;
+    if (needle) finder_init(&f, needle, (size_t)nlen);
+    Py_ssize_t nbad = 0, nout = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < nf; i++) {
+        size_t raw = (size_t)fr[3 * i + 2];
+        char *w0 = PyBytes_AS_STRING(outs[i]), *w = w0;
+        size_t got = zlib_.dec(dctx, data, raw + 1, src + fr[3 * i], (size_t)fr[3 * i + 1]);
+        if (zlib_.iserr(got) || got != raw) {
+            bad[i] = 1;
+            nbad++;
+            continue;
+        }
+        size_t lo = 0, hi = raw;
+        if (hi == 0) continue;
+        /* cut to [klo, khi): only blocks that cross a key need a walk */
+        if (ulid_cmp(data, hi < ULID_LEN ? hi : ULID_LEN, klo, (size_t)klo_len) < 0)
+            lo = zseek(data, 0, hi, klo, (size_t)klo_len);
+        const char *lnl = hi >= 2 ? memrchr(data, '\n', hi - 1) : NULL;
+        size_t last = lnl ? (size_t)(lnl - data) + 1 : 0;
+        if (last < lo) last = lo;
+        if (lo < hi && ulid_cmp(data + last, hi - last < ULID_LEN ? hi - last : ULID_LEN, khi, (size_t)khi_len) >= 0)
+            hi = zseek(data, lo, hi, khi, (size_t)khi_len);
+        if (!needle) {
+            if (mode == MODE_RAW) {
+                memcpy(w, data + lo, hi - lo);
+                w += hi - lo;
+            } else {
+                size_t pos = lo;
+                while (pos < hi) {
+                    const char *e = memchr(data + pos, '\n', hi - pos);
+                    size_t re = e ? (size_t)(e - data) + 1 : hi;
+                    w = emit(w, data, pos, line_start(data, pos, re), re, mode);
+                    pos = re;
+                }
+            }
+        } else {
+            size_t pos = lo;
+            while (pos < hi) {
+                const char *p = find(&f, data + pos, hi - pos);
+                if (!p) break;
+                size_t hp = (size_t)(p - data);
+                const char *nl = hp > lo ? memrchr(data + lo, '\n', hp - lo) : NULL;
+                size_t rs = nl ? (size_t)(nl - data) + 1 : lo;
+                const char *e = memchr(p, '\n', hi - hp);
+                size_t re = e ? (size_t)(e - data) + 1 : hi;
+                size_t ls = line_start(data, rs, re);
+                if (hp >= ls && hp + (size_t)nlen <= re) {
+                    w = emit(w, data, rs, ls, re, mode);
+                    pos = re;
+                } else {
+                    pos = hp + 1; /* the hit starts in the ULID or topic; look further */
+                }
+            }
+        }
+        used[i] = (size_t)(w - w0);
+        if (used[i]) nout++;
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *pieces = PyList_New(nout), *badlist = PyList_New(nbad);
+    if (!pieces || !badlist) {
+        Py_XDECREF(pieces);
+        Py_XDECREF(badlist);
+        goto done;
+    }
+    for (size_t i = 0, k = 0, b = 0; i < nf; i++) {
+        if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)b++, PyLong_FromSize_t(i));
+        if (!used[i]) continue;
+        if (_PyBytes_Resize(&outs[i], (Py_ssize_t)used[i]) < 0) { /* outs[i] is NULL now */
+            Py_DECREF(pieces);
+            Py_DECREF(badlist);
+            goto done;
+        }
+        PyList_SET_ITEM(pieces, (Py_ssize_t)k++, outs[i]);
+        outs[i] = NULL;
+    }
+    result = Py_BuildValue("(NN)", pieces, badlist);
+done:
+    if (dctx) zlib_.free_(dctx);
+    PyMem_RawFree(data);
+    if (outs)
+        for (size_t i = 0; i < nf; i++) Py_XDECREF(outs[i]);
+    PyMem_Free(outs);
+    PyMem_Free(fr);
+    PyMem_Free(used);
+    PyMem_Free(bad);
+    PyBuffer_Release(&r.view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode, icase=False) -> bytes: records in buf[start:end] whose line holds needle"},
@@ -1331,6 +1682,13 @@ static PyMethodDef methods[] = {
      "logfmt_eq(buf, start, end, key, value, kind=2) -> (candidates, verdicts): records holding key, each 1 (KEY=VALUE holds), 2 (undecided)"},
     {"bloom_may_contain", fast_bloom_may_contain, METH_VARARGS,
      "bloom_may_contain(bloom, literal) -> bool: False if some trigram of literal is surely absent"},
+    {"gram_bloom", fast_gram_bloom, METH_VARARGS,
+     "gram_bloom(buf, start, end, bits_per) -> bloom: a one-hash bloom filter of the trigrams and 5-grams of the lines"},
+    {"gram_bloom_may_contain", fast_gram_bloom_may_contain, METH_VARARGS,
+     "gram_bloom_may_contain(bloom, literal) -> bool: False if some trigram or 5-gram of literal is surely absent"},
+    {"zscan", fast_zscan, METH_VARARGS,
+     "zscan(buf, frames, needle, mode, klo, khi) -> (bytes, bad): zstd frames decompressed, cut to [klo, khi), grepped (needle None: all), in mode 0-2"},
+    {"zscan_available", fast_zscan_available, METH_NOARGS, "zscan_available() -> bool: libzstd was found"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -243,6 +243,24 @@ class Matcher:
         m._topic = None
         return m
 
+    def plain_needle(self) -> tuple[bool, bytes | None]:
+        """(True, literal) when a record matches exactly if its line holds the
+        literal, (True, None) when every record matches, with no topic filter
+        or regex to check: then the C helper alone decides (oklog._fast.zscan).
+        (False, None) otherwise."""
+        if self._topic is not None or self.match_none or self._icase:
+            return False, None  # zscan's search is exact-case: -i keeps the matcher's scan
+        if self.match_all:
+            return True, None
+        if self._lit is not None and self._verify is None:
+            return True, self._lit
+        return False, None
+
+    def literal(self) -> bytes | None:
+        """A literal every matching line holds (the query, or a regex's
+        required literal, in its exact case), or None (also for -i)."""
+        return None if self._icase else self._lit
+
     # -- scanning -------------------------------------------------------------
 
     def _hs_scan(self, data, on_match) -> None:

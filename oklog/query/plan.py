@@ -16,6 +16,7 @@ releases the GIL) and runs the same C scan over it.
 
 from __future__ import annotations
 
+import array
 import collections
 import logging
 import mmap
@@ -329,16 +330,52 @@ def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
 
 def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> list[bytes]:
     n_parts = len(unit.parts) + len(unit.blocks)
-    if n_parts == 1 and mode is not None:
+    if isinstance(matcher, Matcher) and _fast.zscan_available():
+        plain, needle = matcher.plain_needle()
+        if not plain:  # the C scan keeps the records holding the literal; the matcher decides
+            needle = matcher.literal()
+
+        def scan(seg: Segment, blocks: list[Block], m: int) -> list[bytes]:
+            if plain:
+                return _zscan(plan, unit, seg, blocks, needle, m)
+            return [o for p in _zscan(plan, unit, seg, blocks, needle, MODE_RAW) if (o := matcher.scan_format(p, 0, len(p), m))]
+
+        if n_parts == 1 and not unit.parts and mode is not None:
+            return scan(*unit.blocks[0], mode)
+        outs = [matcher.scan_format(plan.bufs[seg.name], lo, hi, MODE_RAW) for seg, lo, hi in unit.parts]
+        outs += [b"".join(scan(seg, blocks, MODE_RAW)) for seg, blocks in unit.blocks]
+    elif n_parts == 1 and mode is not None:
         (pieces,) = list(_pieces(plan, unit))
         return [out for b, s, e in pieces if (out := matcher.scan_format(b, s, e, mode))]
-    outs = [b"".join([matcher.scan_format(b, s, e, MODE_RAW) for b, s, e in pieces]) for pieces in _pieces(plan, unit)]
+    else:
+        outs = [
+            b"".join([matcher.scan_format(b, s, e, MODE_RAW) for b, s, e in pieces]) for pieces in _pieces(plan, unit)
+        ]
     outs = [o for o in outs if o]
     if mode is not None:
         return [_fast.merge(outs, mode)] if outs else []
     if not outs:
         return []
     return [apply_chunked(fmt, outs[0] if len(outs) == 1 else merge_dedup(outs))]
+
+
+def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int) -> list[bytes]:
+    """The matching records of a compressed part of a keyed unit, cut to its
+    keys, a piece per block with any: decompressed and scanned by one call of
+    the C helper, off the GIL."""
+    assert unit.keys is not None
+    klo, khi = unit.keys
+    buf = plan.bufs[seg.name]
+    frames = array.array("q")
+    for b in blocks:
+        frames.extend((b.offset, b.clen, b.rawlen))
+    out, bad = _fast.zscan(buf, frames.tobytes(), needle, mode, klo, khi)
+    _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
+    if bad:
+        plan.damaged += len(bad)
+        if plan.store is not None:
+            plan.store.suspect(seg)  # the scrubber salvages the good blocks
+    return out
 
 
 def _release(buf, lo: int, hi: int) -> None:

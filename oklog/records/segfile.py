@@ -10,12 +10,16 @@ holding the index. ``zstdcat SEGMENT`` therefore prints the records verbatim
     payload     = "OKLI" | version u8 | level u8 | 0 u16 | blocks u32
                   | per block: first ULID (26) | last ULID (26) | offset u64
                     | compressed length u32 | raw length u32 | records u32
-                    | bloom hashes u8 (1) | bloom length u32 | bloom bytes
+                    | bloom kind u8 | bloom length u32 | bloom bytes
                   | CRC-32 of everything above (u32) | frame length (u32) | "OKLX"
 
 The last 12 bytes of the file find the index without a scan. Each block's
-summary is a bloom filter of the trigrams of its lines (oklog._fast.
-trigram_bloom), so a query for a literal skips blocks that cannot hold it.
+summary is a bloom filter of its lines, so a query for a literal skips blocks
+that cannot hold it. Bloom kind 1: trigrams only (oklog._fast.trigram_bloom;
+the first files); kind 2: trigrams and 5-grams in one filter (oklog._fast.
+gram_bloom), written now, as trigrams cannot rule out an identifier made of
+digits. The trigram bits of both kinds are set alike, so a reader that knows
+only kind 1 checks trigrams on either and stays correct.
 Files from before (plain records) are recognised by their first bytes: a ULID,
 never the zstd magic.
 """
@@ -34,7 +38,9 @@ from oklog.records.record import ULID_LEN
 
 DEFAULT_LEVEL = 3  # zstd level of segments the store consumer writes
 BLOCK_SIZE = 1 << 20  # uncompressed bytes per block (a block may exceed it by one record)
-BLOOM_BITS = 3  # bloom bits per distinct trigram of a block
+BLOOM_BITS = 1  # bloom bits per distinct gram (trigram or 5-gram key) of a block
+BLOOM_TRIGRAMS = 1  # bloom kinds (see the module docstring)
+BLOOM_GRAMS = 2
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SKIP_MAGIC = struct.pack("<I", 0x184D2A5E)
 _HEAD = struct.Struct("<4sBBHI")
@@ -56,12 +62,14 @@ class Block:
     clen: int
     rawlen: int
     records: int
-    hashes: int
+    hashes: int  # the bloom kind (BLOOM_TRIGRAMS, BLOOM_GRAMS)
     bloom: bytes
 
     def may_contain(self, literal: bytes | None) -> bool:
         if literal is None or len(literal) < 3:
             return True
+        if self.hashes == BLOOM_GRAMS:
+            return _fast.gram_bloom_may_contain(self.bloom, literal)
         return _fast.bloom_may_contain(self.bloom, literal)
 
 
@@ -150,7 +158,7 @@ def encode_block(
             release(own, level)
     else:
         frame = cctx.compress(view)
-    bloom = _fast.trigram_bloom(data, start, end, BLOOM_BITS)
+    bloom = _fast.gram_bloom(data, start, end, BLOOM_BITS)
     last_start = data.rfind(b"\n", start, end - 1) + 1
     last_start = max(last_start, start)
     blk = Block(
@@ -160,7 +168,7 @@ def encode_block(
         len(frame),
         end - start,
         data.count(b"\n", start, end),
-        1,
+        BLOOM_GRAMS,
         bloom,
     )
     return frame, blk

@@ -402,6 +402,9 @@ async def local_hits(store: StoreLog, limiter: trio.CapacityLimiter, req: Reques
 
 def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
     async def emit(data: bytes) -> None:
+        if len(data) <= STREAM_CHUNK:  # a block's piece: sent as it is, not copied
+            await write(data)
+            return
         view = memoryview(data)
         for i in range(0, len(view), STREAM_CHUNK):
             await write(bytes(view[i : i + STREAM_CHUNK]))

@@ -1,0 +1,273 @@
+"""The query path over compressed segments: blooms that rule out rare
+identifiers, and answers equal to a plain filter of the records."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+import pytest
+
+import oklog._fast as _fast
+from oklog.fs import RealFS
+from oklog.query.engine import Matcher, Query
+from oklog.query.format import FORMATS, MODE_LINES, MODE_RAW, MODE_ULID
+from oklog.query.params import QueryParams
+from oklog.query.plan import plan_query, run_unit
+from oklog.records import segfile
+from oklog.records.record import ULIDSource, stamp_lines
+from oklog.store.log import StoreLog, crc_hex, segment_name
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+
+
+def hdfs_lines(n: int, seed: int) -> list[bytes]:
+    """Lines full of digits, as HDFS logs are: every digit trigram occurs in
+    every block, so trigrams alone cannot rule out a block id."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        blk = rnd.randrange(10**18, 10**19)
+        out.append(
+            b"081109 %06d %d INFO dfs.DataNode$PacketResponder: Received block blk_-%d of size %d from /10.250.%d.%d"
+            % (rnd.randrange(10**6), i, blk, rnd.randrange(1 << 26), rnd.randrange(256), rnd.randrange(256))
+        )
+    return out
+
+
+def store_of(tmp_path, lines: list[bytes]) -> StoreLog:
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(10_000, 10**14, 3)).__next__)
+    store.write(stamp_lines(lines, src.headers(len(lines), b"default")))
+    return store
+
+
+def run(store: StoreLog, q: bytes, regex: bool = False, fmt=None) -> tuple[bytes, int, int]:
+    query = Query(q, regex)
+    params = QueryParams(lo=b"0" * 26, hi_excl=b"~", query=query)
+    plan = plan_query(store, params)
+    try:
+        m = Matcher(query)
+        out = b"".join(run_unit(plan, m, u, fmt) for u in plan.units)
+        return out, plan.blocks_skipped, sum(len(b) for _, b in (x for g in plan.groups for x in g.blocks))
+    finally:
+        plan.close()
+
+
+def test_a_rare_block_id_skips_the_blocks_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 64 << 10)
+    lines = hdfs_lines(12000, 1)
+    rare = b"blk_-6952295868487656571"
+    for i in (5, 7100):  # in two blocks only
+        lines[i] = lines[i][:40] + rare + b" " + lines[i][40:]
+    store = store_of(tmp_path, lines)
+    (seg,) = store.segments()
+    blocks = store.index(seg).blocks
+    assert len(blocks) > 20
+    with_it = sum(1 for b in blocks if rare in segfile.decompress_block(store.fs.read(store.path(seg)), b))
+    assert with_it == 2
+    # the trigram filter alone lets (nearly) every block through on such lines
+    raw = store.fs.read(store.path(seg))
+    tri = [_fast.trigram_bloom(segfile.decompress_block(raw, b), 0, b.rawlen, 3) for b in blocks]
+    assert sum(_fast.bloom_may_contain(t, rare) for t in tri) > len(blocks) // 2
+    out, skipped, read = run(store, rare)
+    assert out.count(b"\n") == 2 and all(rare in ln for ln in out.splitlines())
+    assert read <= 4 and skipped >= len(blocks) - 4
+
+
+def test_gram_bloom_has_every_gram_of_every_line(tmp_path):
+    rnd = random.Random(7)
+    src = ULIDSource(iter(range(1, 10**9)).__next__)
+    lines = [bytes(rnd.randrange(32, 127) for _ in range(rnd.randrange(0, 200))) for _ in range(6000)]
+    data = stamp_lines(lines, src.headers(len(lines), b"topicxyz"))
+    bloom = _fast.gram_bloom(data, 0, len(data), 1)
+    for ln in lines:
+        for i in range(0, max(0, len(ln) - 2), 5):
+            lit = ln[i : i + rnd.randrange(3, 30)]
+            assert _fast.gram_bloom_may_contain(bloom, lit)
+            assert _fast.bloom_may_contain(bloom, lit)  # a trigram-only reader stays correct
+    assert not _fast.gram_bloom_may_contain(bloom, b"topicxyz")
+    small = stamp_lines([b"hello world"], src.headers(1))
+    b2 = _fast.gram_bloom(small, 0, len(small), 1)
+    assert _fast.gram_bloom_may_contain(b2, b"lo wor") and not _fast.gram_bloom_may_contain(b2, b"hello x")
+
+
+def test_segments_with_trigram_blooms_are_still_planned_correctly(tmp_path, small_blocks):
+    """Files written before the 5-gram filters (bloom kind 1) are read with
+    the trigram check."""
+    lines = hdfs_lines(3000, 2)
+    store = store_of(tmp_path, lines)
+    (seg,) = store.segments()
+    path = store.path(seg)
+    raw = store.fs.read(path)
+    idx = segfile.read_index(raw)
+    old = [
+        segfile.Block(b.first, b.last, b.offset, b.clen, b.rawlen, b.records, segfile.BLOOM_TRIGRAMS,
+                      _fast.trigram_bloom(segfile.decompress_block(raw, b), 0, b.rawlen, 3))
+        for b in idx.blocks
+    ]
+    rewritten = bytes(raw[: idx.data_end]) + segfile.encode_index(old, idx.level)
+    (tmp_path / "old").mkdir()
+    name = segment_name(seg.first, seg.last, seg.topic, crc_hex(zlib.crc32(rewritten)))
+    (tmp_path / "old" / name).write_bytes(rewritten)
+    old_store = StoreLog(RealFS(), str(tmp_path / "old"))
+    want = lines[1234]
+    out_new, _, _ = run(store, want[30:])
+    (oseg,) = old_store.segments()
+    assert all(b.hashes == segfile.BLOOM_TRIGRAMS for b in old_store.index(oseg).blocks)
+    out_old, _, _ = run(old_store, want[30:])
+    assert out_old == out_new and want in out_old
+
+
+@pytest.mark.parametrize("fmt", [None, "lines", "ulid"])
+@pytest.mark.parametrize(
+    "q,regex",
+    [(b"blk_-1", False), (b"INFO", False), (b"", False), (b"Received block blk_-9\\d+ of", True), (b"zzz", False)],
+)
+def test_answers_equal_a_plain_filter(tmp_path, small_blocks, q, regex, fmt):
+    import re
+
+    lines = hdfs_lines(3000, 3)
+    store = store_of(tmp_path, lines)
+    out, _, _ = run(store, q, regex, FORMATS[fmt] if fmt else None)
+    (seg,) = store.segments()
+    records = segfile.decode(store.fs.read(store.path(seg))).splitlines(keepends=True)
+    want = []
+    for r in records:
+        line = r.split(b" ", 2)[2]
+        if (re.search(q, line) if regex else q in line) if q else True:
+            want.append(r)
+    mode = {None: MODE_RAW, "lines": MODE_LINES, "ulid": MODE_ULID}[fmt]
+    body = b"".join(want)
+    assert out == _fast.format(body, 0, len(body), mode)
+
+
+def windowed(store: StoreLog, q: bytes, lo: bytes, hi: bytes, regex: bool = False, fmt=None) -> tuple[bytes, int]:
+    query = Query(q, regex)
+    plan = plan_query(store, QueryParams(lo=lo, hi_excl=hi, query=query))
+    try:
+        m = Matcher(query)
+        return b"".join(run_unit(plan, m, u, fmt) for u in plan.units), plan.damaged
+    finally:
+        plan.close()
+
+
+@pytest.mark.parametrize("fmt", [None, "lines", "ulid"])
+def test_the_one_call_scan_equals_the_block_by_block_one(tmp_path, monkeypatch, fmt):
+    """zscan (decompress, cut to the unit's keys, grep, format in C) gives
+    byte for byte what decompressing in Python and scanning each block gives,
+    for windows that cut blocks, units cut at keys, and overlapping segments
+    (merged, copies dropped)."""
+    import oklog.query.plan as sq
+
+    if not _fast.zscan_available():
+        pytest.skip("no libzstd on this host")
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+    monkeypatch.setattr(sq, "UNIT_BYTES", 40 << 10)
+    lines = hdfs_lines(6000, 4)
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(10_000, 10**14, 3)).__next__)
+    recs = stamp_lines(lines, src.headers(len(lines), b"default"))
+    store.write(recs)
+    rs = recs.splitlines(keepends=True)
+    store.write(b"".join(rs[2000:2600:3]))  # copies of some records, overlapping in time
+    ulids = [r[:26] for r in rs]
+    windows = [(b"0" * 26, b"~"), (ulids[123], ulids[4567]), (ulids[2100] + b"0", ulids[2500]), (ulids[77], ulids[78])]
+    fm = FORMATS[fmt] if fmt else None
+    for q, regex in [(b"blk_-1", False), (b"", False), (b"of size 1", False), (b"INFO", False), (b"blk_-9\\d+ of", True)]:
+        for lo, hi in windows:
+            fast, dmg = windowed(store, q, lo, hi, regex, fm)
+            monkeypatch.setattr(_fast, "zscan_available", lambda: False)
+            slow, _ = windowed(store, q, lo, hi, regex, fm)
+            monkeypatch.undo()
+            monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+            monkeypatch.setattr(sq, "UNIT_BYTES", 40 << 10)
+            assert fast == slow and dmg == 0
+            sel = [r for r in rs if lo <= r[:26] < hi and (not q or regex or q in r.split(b" ", 2)[2])]
+            if not regex:
+                body = b"".join(sel)
+                want = _fast.format(body, 0, len(body), {None: MODE_RAW, "lines": MODE_LINES, "ulid": MODE_ULID}[fmt])
+                assert fast == want
+
+
+def test_zscan_reports_a_damaged_frame_and_returns_the_others(tmp_path):
+    if not _fast.zscan_available():
+        pytest.skip("no libzstd on this host")
+    data = stamp_lines(hdfs_lines(3000, 5), ULIDSource(iter(range(10_000, 10**14, 3)).__next__).headers(3000))
+    enc = bytearray(segfile.encode(data, 3, 64 << 10))
+    blocks = segfile.read_index(bytes(enc)).blocks
+    enc[blocks[1].offset + blocks[1].clen // 2] ^= 0x10
+    frames = b"".join(
+        int(x).to_bytes(8, "little", signed=True) for b in blocks for x in (b.offset, b.clen, b.rawlen)
+    )
+    out, bad = _fast.zscan(bytes(enc), frames, None, MODE_RAW, b"0" * 26, b"~")
+    assert bad == [1]
+    good = [segfile.decompress_block(bytes(enc), b) for i, b in enumerate(blocks) if i != 1]
+    assert out == good
+    with pytest.raises(ValueError):
+        _fast.zscan(bytes(enc), (len(enc) + 1).to_bytes(8, "little") + bytes(16), None, MODE_RAW, b"0", b"~")
+
+
+def test_topic_filters_regexes_and_several_terms_over_compressed_blocks(tmp_path, monkeypatch):
+    """Matchers the C scan cannot decide alone (a topic filter, a regex, -q
+    A -q B -v C) get the records holding their literal from it and decide
+    themselves: the same answer as the block-by-block path and a plain filter."""
+    import re
+
+    from oklog.query.terms import build_matcher
+
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+    lines = hdfs_lines(4000, 6)
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(10_000, 10**14, 3)).__next__)
+    a = stamp_lines(lines[:2000], src.headers(2000, b"alpha"))
+    b = stamp_lines(lines[2000:], src.headers(2000, b"beta"))
+    merged = b"".join(sorted(a.splitlines(keepends=True) + b.splitlines(keepends=True)))
+    store.write(merged)
+    recs = merged.splitlines(keepends=True)
+
+    def answer(m, query: Query) -> bytes:
+        plan = plan_query(store, QueryParams(lo=b"0" * 26, hi_excl=b"~", query=query))
+        try:
+            return b"".join(run_unit(plan, m, u) for u in plan.units)
+        finally:
+            plan.close()
+
+    cases = [
+        (Query(b"blk_-1", False, b"alpha"), lambda r: r.split(b" ")[1] == b"alpha" and b"blk_-1" in r.split(b" ", 2)[2]),
+        (Query(b"", False, b"beta"), lambda r: r.split(b" ")[1] == b"beta"),
+        (Query(b"Received block blk_-[89]\\d+ of size 1", True),
+         lambda r: re.search(rb"Received block blk_-[89]\d+ of size 1", r.split(b" ", 2)[2]) is not None),
+    ]
+    for query, keep in cases:
+        want = b"".join(r for r in recs if keep(r))
+        got = answer(Matcher(query), query)
+        monkeypatch.setattr(_fast, "zscan_available", lambda: False)
+        slow = answer(Matcher(query), query)
+        monkeypatch.undo()
+        monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+        assert got == slow == want and want
+    tm = build_matcher([b"blk_-2", b"10.250.1"], False, False, [b"size 3"], None)
+    q0 = Query(b"blk_-2")
+    want = b"".join(r for r in recs if b"blk_-2" in r and b"10.250.1" in r and b"size 3" not in r)
+    assert answer(tm, q0) == want and want
+
+
+@pytest.mark.parametrize("q", [b"info dfs", b"RECEIVED BLOCK", b"Of SiZe"])
+def test_case_insensitive_terms_over_compressed_blocks(tmp_path, small_blocks, q):
+    """-i substrings must not take the exact-case C scan (zscan) or its literal
+    prefilter: every case variant of the term is found."""
+    lines = hdfs_lines(2000, 5)
+    store = store_of(tmp_path, lines)
+    query = Query(q, False, icase=True)
+    plan = plan_query(store, QueryParams(lo=b"0" * 26, hi_excl=b"~", query=query, icase=True))
+    try:
+        m = Matcher(query)
+        out = b"".join(run_unit(plan, m, u, FORMATS["lines"]) for u in plan.units)
+    finally:
+        plan.close()
+    want = b"".join(line + b"\n" for line in lines if q.lower() in line.lower())
+    assert want and out == want
