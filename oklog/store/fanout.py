@@ -255,11 +255,14 @@ class Roster:
                 k.holds_data = m.holds_data
                 k.stored_bytes = m.stored_bytes
                 k.lo_ms = m.lo_ms
-            elif m.state == "left":
+            else:
+                # Gossip's last word on a member that is gone may be newer than
+                # what was seen while it was alive: only ever widen the span.
+                k.lo_ms = _lower(k.lo_ms, m.lo_ms)
+            if m.state == "left":
                 # A leaving member's last word on what it holds.
                 k.holds_data = m.holds_data
                 k.stored_bytes = m.stored_bytes
-                k.lo_ms = _lower(k.lo_ms, m.lo_ms)
         for k in list(self.known.values()):
             if k.id in present:
                 continue
