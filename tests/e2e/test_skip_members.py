@@ -85,6 +85,13 @@ def test_queries_skip_members_with_nothing_in_range(node_factory):
     assert h.status_code == 200 and h.json()["total"] == 100
     assert h.headers["X-Oklog-Nodes-Skipped"] == "1" and h.headers["X-Oklog-Nodes-Queried"] == "2"
 
+    # A range before anyone's oldest record: nobody is asked, nothing is missing.
+    r = query(a, old - 10 * HOUR, old - HOUR)
+    assert r.status_code == 200 and r.text == ""
+    assert r.headers["X-Oklog-Nodes-Queried"] == "0" and r.headers["X-Oklog-Nodes-Skipped"] == "3"
+    h = httpx.get(a.url + "/store/hits", params={"from": iso(old - 10 * HOUR), "to": iso(old - HOUR)}, timeout=30)
+    assert h.status_code == 200 and h.json()["total"] == 0 and h.json()["complete"] is True
+
     # The last minute: everyone may hold it, everyone is asked.
     r = query(a, now - 60_000, now + 1000)
     assert r.status_code == 200
