@@ -1,5 +1,5 @@
 """Which store members a query skips because they advertise holding nothing
-in its range (pure decisions; the e2e test is tests/e2e/test_skip_members.py)."""
+in its range (pure decisions; the e2e test is tests/e2e/test_skip_members_e2e.py)."""
 
 from __future__ import annotations
 
