@@ -34,6 +34,8 @@ here, so every rule is one a component relies on):
   plain meta. Likewise ``_by`` in a *suspect* row names the member that
   suspected first-hand (``Update.by``), so receivers count independent
   confirmations (Lifeguard); older nodes keep it as plain meta.
+- ``store_lo_ms`` (a store member's oldest record, which queries use to skip
+  it): an integer in 0..2^48-1, the milliseconds a ULID can carry;
 
 ``decode`` refuses a whole datagram if any part is bad; ``decode_lenient`` (what
 the transport uses) refuses only the envelope and drops bad update rows one by
@@ -234,6 +236,15 @@ def _unix_time(v: Any) -> float:
     return v
 
 
+MAX_ULID_MS = 2**48 - 1  # the largest time a ULID can carry
+
+
+def _epoch_ms(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_ULID_MS:
+        raise CodecError("bad time (ms)")
+    return v
+
+
 def _scalar(v: Any) -> Any:
     if v is None or type(v) is bool:
         return v
@@ -266,6 +277,7 @@ META_SCHEMA: dict[str, Callable[[Any], Any]] = {
     "records_in": _count,
     "store_bytes": _count,
     "store_segments": _count,
+    "store_lo_ms": _epoch_ms,
 }
 
 

@@ -66,6 +66,7 @@ from oklog.node.config import NodeConfig
 from oklog.node.health import Health
 from oklog.node.metrics import Metrics, metrics_router, observe_queries
 from oklog.query.coordinator import Coordinator, StoreMember, observe_gossip
+from oklog.records.record import ulid_ms
 from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
@@ -76,6 +77,7 @@ log = logging.getLogger("oklog.node.root")
 
 PENDING_SWEEP = 1.0
 META_INTERVAL = 5.0  # seconds between load-figure updates in gossip
+META_LOWERED_CHECK = 0.25  # seconds: a store written older records than it advertised says so this soon
 
 
 @dataclass
@@ -292,6 +294,10 @@ class Node:
             st = self.store_log.stats()
             m["store_bytes"] = st["bytes"]
             m["store_segments"] = st["segments"]
+            if st["oldest"]:
+                # Queries over ranges that end before it skip this member:
+                # see docs/decisions.md "Queries skip members with nothing in range".
+                m["store_lo_ms"] = ulid_ms(st["oldest"].encode("latin-1"))
         return m
 
     def members(self) -> list[dict]:
@@ -361,6 +367,7 @@ class Node:
             pipeline["queries"] = {
                 "total": self.coordinator.queries,
                 "partial": self.coordinator.partial,
+                "members_skipped": self.coordinator.members_skipped,
                 "running": self.coordinator.running,
                 "rejected": self.coordinator.rejected,
                 "missing": self.coordinator.missing(),
@@ -567,10 +574,19 @@ class Node:
         )
 
     async def _publish_meta(self) -> None:
+        published = trio.current_time()
+        lo = self.meta().get("store_lo_ms")
         while True:
-            await trio.sleep(META_INTERVAL)
+            await trio.sleep(META_LOWERED_CHECK)
+            written = self.store_log.take_oldest_written() if self.store_log is not None else "~"
+            lowered = lo is not None and written != "~" and ulid_ms(written.encode("latin-1")) < lo
+            if not lowered and trio.current_time() - published < META_INTERVAL:
+                continue
+            meta = self.meta()
+            lo = meta.get("store_lo_ms")
+            published = trio.current_time()
             if self.gossip is not None:
-                self.gossip.set_meta(self.meta())
+                self.gossip.set_meta(meta)
 
     def _make_consumer(self) -> Consumer:
         assert self.store_log is not None and self.http_client is not None

@@ -30,6 +30,7 @@ class MemberMeta(TypedDict, total=False):
     records_in: int  # records ingested since start
     store_bytes: int  # store bytes on disk
     store_segments: int  # store segments
+    store_lo_ms: int  # the millisecond of its oldest record (absent: holds nothing); queries skip it before
 
 
 class MemberRow(TypedDict):
@@ -248,6 +249,7 @@ class QueryStats(TypedDict):
     missing: Missing
     read_repairs: int
     read_repair_records: int
+    members_skipped: int  # store members not asked: nothing in the query's range
 
 
 class GossipStats(TypedDict):

@@ -38,7 +38,7 @@ from oklog.query.fanout import (
 from oklog.query.format import NATIVE_MODES
 from oklog.query.plan import execute, plan_query
 from oklog.records.framing import Carry
-from oklog.records.record import ulid_ms
+from oklog.records.record import ULID_LEN, ulid_ms
 from oklog.store.api import (
     FORMAT_PIECE,
     local_query,
@@ -109,6 +109,9 @@ def observe_gossip(members) -> list[Observed]:
             holds = stored > 0 or (isinstance(segs, int) and segs > 0)
         else:
             stored, holds = None, True  # unknown: it may hold anything
+        lo = meta.get("store_lo_ms")
+        if type(lo) is not int:
+            lo = None  # not advertised (empty, or an older node): it may hold anything
         out.append(
             Observed(
                 m.id,
@@ -118,9 +121,20 @@ def observe_gossip(members) -> list[Observed]:
                 holds,
                 stored,
                 m.is_self,
+                lo,
             )
         )
     return out
+
+
+def query_hi_ms(hi_excl: bytes) -> int | None:
+    """The last millisecond a record below ``hi_excl`` can carry; None: open."""
+    if len(hi_excl) < ULID_LEN:
+        return None
+    try:
+        return ulid_ms(hi_excl)
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
 def too_many_queries(running: int, limit: int) -> HTTPError:
@@ -168,6 +182,7 @@ class Coordinator:
         self.queries = 0
         self.partial = 0
         self.errors = 0  # unexpected errors caught at the query boundary
+        self.members_skipped = 0  # member answers not asked for: nothing in the query's range
 
     # -- admission ------------------------------------------------------------------
 
@@ -217,9 +232,12 @@ class Coordinator:
         self.roster.observe(now, obs)
         self.health.prune(set(self.roster.known))
 
-    def _plan(self, lo: bytes) -> tuple[list[StoreMember], list[Absent]]:
+    def _plan(self, lo: bytes, hi_excl: bytes = b"~") -> tuple[list[StoreMember], list[Absent], int]:
+        """Members to ask for records in ``lo`` <= ULID < ``hi_excl``, members
+        that may hold some but cannot be asked, and how many were skipped
+        because they advertise holding nothing that old."""
         self._refresh()
-        known, absent = self.roster.plan(ulid_ms(lo))
+        known, absent, skipped = self.roster.plan_range(ulid_ms(lo), query_hi_ms(hi_excl))
         now = time.monotonic()
         ask = []
         for k in known:
@@ -230,13 +248,14 @@ class Coordinator:
                 ask.append(StoreMember(k.id, None if k.is_self else k.api_addr))
         if self.store is None:
             ask = [m for m in ask if m.api_addr is not None]
-        return ask, absent
+        self.members_skipped += len(skipped)
+        return ask, absent, len(skipped)
 
     def missing(self) -> dict:
         """Store members a query over all time could not ask now, and whether
         the others would still hold every record (for ``/cluster/state``; the
         dashboard shows this rather than assuming replicas cover a loss)."""
-        _, absent = self._plan(b"0" * 26)
+        _, absent, _ = self._plan(b"0" * 26)
         return {
             "members": [{"id": a.name, "reason": a.reason} for a in absent],
             "complete": complete_without(len(absent), self.factor, self.assured()),
@@ -264,14 +283,16 @@ class Coordinator:
         fmt = parse_format(req)
         ctx = context_args(req)  # -A/-B/-C: every record of the range is merged here
         try:
-            members, absent = self._plan(params.lo)
+            members, absent, skipped = self._plan(params.lo, params.hi_excl)
         except Exception as e:
             self.errors += 1
             log.exception("query: reading the store membership failed")
             raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
         if ctx is None and self.store is not None and not absent and [m.api_addr for m in members] == [None]:
-            return await local_query(self.store, self.limiter, req)  # alone: no merge needed
-        if not members:
+            resp = await local_query(self.store, self.limiter, req)  # alone: no merge needed
+            resp.headers["X-Oklog-Nodes-Skipped"] = str(skipped)
+            return resp
+        if not members and not (skipped and not absent):
             self.partial += 1
             if not absent:
                 raise HTTPError(503, "no live store members")
@@ -306,13 +327,14 @@ class Coordinator:
                 )
                 headers.update(param_headers(params))
                 headers["X-Oklog-Store-Members"] = str(total)
+                headers["X-Oklog-Nodes-Skipped"] = str(skipped)
                 if missing:
                     headers["X-Oklog-Errors"] = _errors(missing)
                     headers["X-Oklog-Complete"] = "true" if complete else "false"
                 status = 200 if complete else 206
                 if not complete:
                     self.partial += 1
-                if all(a.error for a in answers):
+                if answers and all(a.error for a in answers):
                     status = 502
                 await start(status, headers)
                 if head:

@@ -137,6 +137,15 @@ async def merge_streams(
 CLOCK_SKEW_MS = 5 * 60 * 1000
 REMEMBER = 24 * 3600.0  # how long a store member gossip has forgotten stays known
 MAX_REMEMBERED = 1024
+# A member's advertised oldest record (``store_lo_ms``) is trusted only this far:
+# a query ending more than SPAN_SLACK_MS before it skips the member. The slack
+# absorbs records a little older than the oldest (late events, a new member's
+# first writes) arriving before the lowered figure has spread through gossip.
+SPAN_SLACK_MS = CLOCK_SKEW_MS
+# After a store member leaves (its records handed off to the others, whose
+# lowered figures spread through gossip only afterwards), nobody's span is
+# trusted for this long.
+SPAN_GRACE = 120.0
 
 
 def sanitize(text: str, limit: int = 300) -> str:
@@ -175,6 +184,7 @@ class Observed:
     holds_data: bool  # advertised stored records (True when unknown)
     stored_bytes: int | None = None
     is_self: bool = False
+    lo_ms: int | None = None  # advertised oldest record (ms); None: unknown, may hold anything
 
 
 @dataclass
@@ -186,6 +196,7 @@ class Known:
     holds_data: bool
     stored_bytes: int | None
     is_self: bool
+    lo_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,17 +215,26 @@ class Roster:
 
     remember: float = REMEMBER
     known: dict[str, Known] = field(default_factory=dict)
+    grace: float = SPAN_GRACE
+    now: float = 0.0  # of the last ``observe``
+    departed: float = float("-inf")  # last time a store member was seen leaving
 
     def observe(self, now: float, members: list[Observed]) -> None:
+        self.now = now
         present = set()
         for m in members:
             present.add(m.id)
             k = self.known.get(m.id)
             alive = m.state in ("alive", "suspect")
+            if m.state == "left" and (k is None or k.state != "left"):
+                # First seen already gone: since it left (its clock, capped by ours).
+                self.departed = max(self.departed, now if k is not None else min(now, m.since))
             if k is None:
                 # First seen dead: it was last alive no later than when it died.
                 last = now if alive else m.since
-                k = self.known[m.id] = Known(m.id, m.api_addr, m.state, last, m.holds_data, m.stored_bytes, m.is_self)
+                k = self.known[m.id] = Known(
+                    m.id, m.api_addr, m.state, last, m.holds_data, m.stored_bytes, m.is_self, m.lo_ms
+                )
             k.state = m.state
             if m.api_addr is not None or m.is_self:
                 k.api_addr = m.api_addr
@@ -223,7 +243,12 @@ class Roster:
                 k.last_alive = now
                 k.holds_data = m.holds_data
                 k.stored_bytes = m.stored_bytes
-            elif m.state == "left":
+                k.lo_ms = m.lo_ms
+            else:
+                # Gossip's last word on a member that is gone may be newer than
+                # what was seen while it was alive: only ever widen the span.
+                k.lo_ms = _lower(k.lo_ms, m.lo_ms)
+            if m.state == "left":
                 # A leaving member's last word on what it holds.
                 k.holds_data = m.holds_data
                 k.stored_bytes = m.stored_bytes
@@ -244,9 +269,27 @@ class Roster:
     def plan(self, lo_ms: int) -> tuple[list[Known], list[Absent]]:
         """Members to ask, and members that may hold records at or after
         ``lo_ms`` (ms since the epoch) but cannot be asked."""
+        ask, absent, _ = self.plan_range(lo_ms, None)
+        return ask, absent
+
+    def trusts_spans(self) -> bool:
+        """False for ``grace`` seconds after a store member left: the records
+        it handed off may lower the others' spans faster than gossip says so."""
+        return self.now - self.departed >= self.grace
+
+    def plan_range(self, lo_ms: int, hi_ms: int | None) -> tuple[list[Known], list[Absent], list[Known]]:
+        """For a query over ``lo_ms``..``hi_ms`` (inclusive ms; None: open):
+        members to ask, members that may hold its records but cannot be
+        asked, and members skipped because they advertise holding nothing that
+        old (see ``holds_nothing_before``)."""
         ask: list[Known] = []
         absent: list[Absent] = []
+        skipped: list[Known] = []
+        trust = self.trusts_spans()
         for k in sorted(self.known.values(), key=lambda k: k.id):
+            if trust and holds_nothing_before(k.lo_ms, hi_ms):
+                skipped.append(k)
+                continue
             if k.is_self or (k.state in ("alive", "suspect") and k.api_addr):
                 ask.append(k)
                 continue
@@ -255,7 +298,7 @@ class Roster:
             if lo_ms > int(k.last_alive * 1000) + CLOCK_SKEW_MS:
                 continue  # the range starts after it was last alive
             absent.append(Absent(k.id, self._reason(k)))
-        return ask, absent
+        return ask, absent, skipped
 
     @staticmethod
     def _reason(k: Known) -> str:
@@ -267,6 +310,24 @@ class Roster:
         if k.state in ("alive", "suspect"):
             return "no API address advertised"
         return k.state
+
+
+def holds_nothing_before(lo_ms: int | None, hi_ms: int | None) -> bool:
+    """Is a member advertising ``lo_ms`` as its oldest record known to hold
+    nothing at or before ``hi_ms``? Only an advertised figure counts (None:
+    unknown, it may hold anything), and only with ``SPAN_SLACK_MS`` to spare.
+    There is no upper bound: a live member may be written any record at any
+    moment, so no advertisement can say it holds nothing recent."""
+    if lo_ms is None or hi_ms is None:
+        return False
+    return hi_ms < lo_ms - SPAN_SLACK_MS
+
+
+def _lower(a: int | None, b: int | None) -> int | None:
+    """The more conservative (older) of two advertised oldest records."""
+    if a is None or b is None:
+        return None
+    return min(a, b)
 
 
 @dataclass

@@ -97,12 +97,12 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     values: dict[bytes, list] = {}
     coord.queries += 1
     try:
-        members, absent = coord._plan(params.lo)
+        members, absent, skipped_members = coord._plan(params.lo, params.hi_excl)
     except Exception as e:
         coord.errors += 1
         log.exception("hits: reading the store membership failed")
         raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
-    if not members:
+    if not members and not (skipped_members and not absent):
         coord.partial += 1
         if not absent:
             raise HTTPError(503, "no live store members")
@@ -138,6 +138,7 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     )
     headers.update(param_headers(params))
     headers["X-Oklog-Store-Members"] = str(max(coord.roster.total(), len(members)))
+    headers["X-Oklog-Nodes-Skipped"] = str(skipped_members)
     body = tally.as_dict()
     if by:
         ranked = sorted(values.items(), key=lambda kv: (-kv[1][0], kv[0]))
@@ -161,7 +162,7 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     status = 200 if complete else 206
     if not complete:
         coord.partial += 1
-    if all(a.error for a in answers):
+    if answers and all(a.error for a in answers):
         raise HTTPError(502, "no store member answered: " + _errors(missing))
     resp = Response.json(body, status)
     resp.headers.update(headers)

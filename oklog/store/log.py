@@ -234,6 +234,10 @@ class StoreLog:
         self.salvaged_records = 0
         self.dropped_records = 0
         self.segments_written = 0
+        # The oldest first ULID written since ``take_oldest_written`` ("~":
+        # none): the node publishes a lowered oldest record to gossip as soon as
+        # it sees one, not at the next periodic update.
+        self.oldest_written = "~"
         self.bytes_written = 0
         self.replications_received = 0
         # Replication factor 1: no other node can restore a damaged segment.
@@ -448,6 +452,7 @@ class StoreLog:
             self._modified.discard(name)
             self.segments_written += 1
             self.bytes_written += len(encoded)
+            self.oldest_written = min(self.oldest_written, first)
         return seg
 
     def _overlaps(self, first: str, last: str, topic: str) -> bool:
@@ -570,6 +575,11 @@ class StoreLog:
             return b"".join(out)
         finally:
             close_map(buf)
+
+    def take_oldest_written(self) -> str:
+        with self._lock:
+            out, self.oldest_written = self.oldest_written, "~"
+        return out
 
     def stats(self) -> dict:
         segs = self.segments()
