@@ -127,7 +127,9 @@ def test_histogram_counts_per_bucket_and_a_selection_narrows_the_range(data):
             assert hist.hits is not None and hist.hits.complete and hist.hits.total == len(lines)
             # The node's own answer for the same request, bucket by bucket.
             asked, step_text = view.hits_asked  # type: ignore[misc]
-            got = httpx.get(node.url + "/store/hits", params={**asked.params(), "step": step_text}, timeout=10).json()
+            async with httpx.AsyncClient() as http:
+                got = (await http.get(node.url + "/store/hits", params={**asked.params(), "step": step_text},
+                                      timeout=10)).json()
             assert {b["ms"]: b["count"] for b in got["buckets"]} == {lay.first + i * step: c
                                                                      for i, c in enumerate(want) if c}
             # Drawn: a bar exactly where a bucket has matches, the tallest full height.

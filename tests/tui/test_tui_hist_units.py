@@ -101,3 +101,11 @@ def test_hits_documents():
                 {"total": 1, "buckets": [{"ms": 1, "count": -1}]}):
         with pytest.raises(ApiError):
             parse_hits(200, bad)
+
+
+def test_highlight_folds_case_with_i():
+    from oklog.tui.widgets.result_log import compile_highlight
+
+    assert compile_highlight("timeout", False, True).findall("Timeout TIMEOUT x") == ["Timeout", "TIMEOUT"]
+    assert compile_highlight("time.ut", True, True).findall("TIMEOUT") == ["TIMEOUT"]
+    assert compile_highlight("timeout", False).findall("Timeout") == []

@@ -294,7 +294,7 @@ class QueryView(Vertical):
         log = self.results
         log.reset()
         log.auto_scroll = True
-        log.set_query(request.q, request.regex)
+        log.set_query(request.q, request.regex, request.icase)
         if self.spool is not None:
             self.spool.close()
         self.spool = spool = ResultSpool()
