@@ -82,13 +82,24 @@ async def run_form(pilot, view: QueryView, q: str, from_: str, to: str) -> None:
     view.query_one("#from", Input).value = from_
     view.query_one("#to", Input).value = to
     view.query_one("#q", Input).focus()
+    gen = view.generation
+    view.outcome = ""
     await pilot.press("enter")
+    await until(pilot, lambda: view.generation > gen or view.outcome == "error")
     await settle(pilot, view)
 
 
 async def settle(pilot, view: QueryView) -> None:
-    await pilot.pause(0.05)
-    await until(pilot, lambda: not view.running and view.outcome and view.histogram.state in ("done", "error"))
+    """The query that started last is over, and so is its count."""
+    await until(pilot, lambda: not view.running and view.outcome
+                and view.histogram.state in ("done", "error", "idle"))
+
+
+async def press_and_settle(pilot, view: QueryView, *keys: str) -> None:
+    gen = view.generation
+    await pilot.press(*keys)
+    await until(pilot, lambda: view.generation > gen)
+    await settle(pilot, view)
 
 
 def shown(view: QueryView) -> list[bytes]:
@@ -147,9 +158,7 @@ def test_histogram_counts_per_bucket_and_a_selection_narrows_the_range(data):
             b0, b1 = lay.bounds(9, 11)
             assert (b0, b1) == (lay.first + 9 * step, lay.first + 12 * step)
             assert "selected" in hist.render().plain
-            await pilot.press("enter")
-            await until(pilot, lambda: view.request is not None and view.request.from_ == rfc3339_ms(b0))
-            await settle(pilot, view)
+            await press_and_settle(pilot, view, "enter")
             assert view.query_one("#from", Input).value == rfc3339_ms(b0)
             assert view.query_one("#to", Input).value == rfc3339_ms(b1 - 1)
             p = view.request.params()
@@ -164,9 +173,8 @@ def test_histogram_counts_per_bucket_and_a_selection_narrows_the_range(data):
 
             # Backspace on the histogram: the range before.
             hist.focus()
-            await pilot.press("backspace")
-            await until(pilot, lambda: view.request is not None and view.request.from_ == rfc3339_ms(lo))
-            await settle(pilot, view)
+            await press_and_settle(pilot, view, "backspace")
+            assert view.request is not None and view.request.from_ == rfc3339_ms(lo)
             assert view.records == len(lines) and hist.hits is not None and hist.hits.total == len(lines)
 
             # The mouse: press on one bucket, drag to another, release; Enter narrows.
@@ -175,10 +183,9 @@ def test_histogram_counts_per_bucket_and_a_selection_narrows_the_range(data):
             await pilot.hover(hist, offset=(1 + 23 * col, 3))
             await pilot.mouse_up(hist, offset=(1 + 23 * col, 3))
             assert hist.selection() == (20, 23)
-            await pilot.press("enter")
+            await press_and_settle(pilot, view, "enter")
             c0, c1 = lay.bounds(20, 23)
-            await until(pilot, lambda: view.request is not None and view.request.from_ == rfc3339_ms(c0))
-            await settle(pilot, view)
+            assert view.request is not None and view.request.from_ == rfc3339_ms(c0)
             assert view.records == sum(1 for ms, _ in lines if c0 <= ms < c1) == hist.hits.total
 
     run(body)
@@ -227,6 +234,7 @@ def test_query_bar_flags_select_what_the_cli_selects(data):
                 await run_form(pilot, view, bad, lo, to)
                 assert view.outcome == "error" and says in view.detail, (bad, view.detail)
                 assert says in view.status_text().plain
+                assert view.histogram.state == "idle" and not view.histogram.values
             await run_form(pilot, view, "timeout -i", lo, to)  # and it still runs queries
             assert view.outcome == "done" and view.records > 0
 

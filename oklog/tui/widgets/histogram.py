@@ -160,6 +160,12 @@ class Histogram(Widget, can_focus=True):
         self.cursor, self.sel_from = None, None
         self.refresh(layout=True)
 
+    def clear(self) -> None:
+        """No query to show (the last one could not run)."""
+        self.span, self.hits, self.values, self.state = None, None, [], "idle"
+        self.cursor = self.sel_from = None
+        self.refresh(layout=True)
+
     def show_hits(self, layout: Layout, hits: Hits) -> None:
         self.span, self.hits = layout, hits
         self.values = layout.counts(hits)

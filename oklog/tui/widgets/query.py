@@ -156,6 +156,8 @@ class QueryView(Vertical):
         except QueryBarError as e:
             if self.running:
                 self.workers.cancel_group(self, "query")
+            self.workers.cancel_group(self, "hits")
+            self.histogram.clear()  # the bars of an earlier query would look like this one's
             self.outcome, self.detail, self.incomplete = "error", f"query bar: {e}", ""
             self.show_status()
             return False
@@ -305,6 +307,7 @@ class QueryView(Vertical):
         self.incomplete = ""
         self.shown_while_running = 0
         self.running, self.started = True, self.oklog.clock()
+        self.histogram.start(None)  # now: the bars of the query before are gone at once
         self.count_hits(request, now)
         try:
             async with self.oklog.client.query(request, now) as stream:
@@ -342,7 +345,6 @@ class QueryView(Vertical):
     async def count_hits(self, request: QueryRequest, now: float) -> None:
         """The histogram of ``request`` over its from/to (to: ``now`` if open)."""
         hist = self.histogram
-        hist.start(None)
         p = request.params(now)
         hi = int(now * 1000) + 1
         try:
