@@ -172,21 +172,25 @@ class QueryView(Vertical):
             self.results.focus()  # so Esc, the view keys and scrolling work at once
 
     def on_histogram_narrow(self, event: Histogram.Narrow) -> None:
-        """Narrow from/to to the selected buckets, [start, end), and run again."""
+        """Narrow from/to to the selected buckets, [start, end), and run the query
+        on screen again (not text edited in the form since)."""
         event.stop()
-        f, t = self.query_one("#from", Input), self.query_one("#to", Input)
-        self.ranges.append((f.value, t.value))
-        f.value, t.value = rfc3339_ms(event.start_ms), rfc3339_ms(event.end_ms - 1)  # "to" holds its ms
-        self.submit()
+        if self.request is None:
+            return
+        self.ranges.append((self.request.from_, self.request.to))
+        self.rerun(rfc3339_ms(event.start_ms), rfc3339_ms(event.end_ms - 1))  # "to" holds its ms
 
     def on_histogram_back(self, event: Histogram.Back) -> None:
         event.stop()
-        if not self.ranges:
+        if not self.ranges or self.request is None:
             self.notify("no wider range to go back to", severity="warning")
             return
-        f, t = self.query_one("#from", Input), self.query_one("#to", Input)
-        f.value, t.value = self.ranges.pop()
-        self.submit()
+        self.rerun(*self.ranges.pop())
+
+    def rerun(self, from_: str, to: str) -> None:
+        assert self.request is not None
+        self.query_one("#from", Input).value, self.query_one("#to", Input).value = from_, to
+        self.run_query(replace(self.request, from_=from_, to=to))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
