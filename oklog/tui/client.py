@@ -1,9 +1,10 @@
 """The TUI's view of a node: an httpx client of the HTTP API. I/O only.
 
-Three calls, nothing else:
+Four calls, nothing else:
 
     cluster_state()   GET /cluster/state   → the JSON document (a dict)
     query(request)    GET /store/query     → a RecordStream of complete records
+    hits(request, step) GET /store/hits    → Hits: matches per time bucket
     tail(q, regex)    GET /store/stream    → a RecordStream that never ends
 
 A ``RecordStream`` yields buffers of whole records (``ULID SP TOPIC SP LINE LF``,
@@ -137,9 +138,22 @@ class QueryRequest:
     from_: str = "1h"
     to: str = ""
     topic: str = ""
+    more: tuple[str, ...] = ()  # further terms that must match (-q)
+    without: tuple[str, ...] = ()  # -v
+    where: tuple[str, ...] = ()  # -where
+    icase: bool = False  # -i
 
-    def params(self, now: float | None = None) -> dict[str, str]:
-        p = {"q": self.q, "regex": "true" if self.regex else "false"}
+    def params(self, now: float | None = None) -> dict[str, str | list[str]]:
+        p: dict[str, str | list[str]] = {
+            "q": [self.q, *self.more] if self.more else self.q,
+            "regex": "true" if self.regex else "false",
+        }
+        if self.icase:
+            p["i"] = "true"
+        if self.without:
+            p["not"] = list(self.without)
+        if self.where:
+            p["where"] = list(self.where)
         f = resolve_time(self.from_, now)
         if f:
             p["from"] = f
@@ -184,6 +198,39 @@ def stats_of(headers: httpx.Headers) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class Hits:
+    """``GET /store/hits``: matches per bucket (``{ms: count}``, empty ones absent)."""
+
+    total: int
+    step_ms: int
+    buckets: dict[int, int]
+    complete: bool
+    errors: str = ""
+    status: int = 200
+
+
+def parse_hits(status: int, doc: object) -> Hits:
+    """The hits document → Hits; ``ApiError`` if it is not one. A 206, or
+    ``complete`` anything but true, is an incomplete answer."""
+    try:
+        assert isinstance(doc, dict)
+        buckets: dict[int, int] = {}
+        for b in doc.get("buckets", []):
+            ms, n = b["ms"], b["count"]
+            if type(ms) is not int or type(n) is not int or n < 0:
+                raise ValueError
+            buckets[ms] = buckets.get(ms, 0) + n
+        total, step = doc["total"], doc.get("step_ms", 0)
+        if type(total) is not int or type(step) is not int:
+            raise ValueError
+        errors = doc.get("errors", "")
+        complete = doc.get("complete") is True and status != 206
+        return Hits(total, step, buckets, complete, errors if isinstance(errors, str) else str(errors), status)
+    except (AssertionError, KeyError, TypeError, ValueError):
+        raise ApiError(status, "the hits answer is not a hits document") from None
+
+
 class Client(Protocol):
     """What the app needs from a node; NodeClient and the stub implement it."""
 
@@ -194,6 +241,8 @@ class Client(Protocol):
     def query(self, request: QueryRequest, now: float | None = None): ...
 
     def tail(self, q: str, regex: bool): ...
+
+    async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits: ...
 
     async def aclose(self) -> None: ...
 
@@ -235,14 +284,31 @@ class NodeClient:
         async with self._stream("/store/query", request.params(now)) as s:
             yield s
 
+    async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits:
+        params = request.params(now)
+        params["step"] = step
+        try:
+            resp = await self._http.get("/store/hits", params=params)
+        except httpx.TransportError as e:
+            raise NodeUnreachable(_describe(e)) from e
+        if resp.status_code == 404:
+            raise EndpointMissing(404, resp.text.strip() or "/store/hits not found")
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, resp.text.strip())
+        try:
+            doc = resp.json()
+        except ValueError as e:
+            raise ApiError(resp.status_code, f"not JSON: {e}") from e
+        return parse_hits(resp.status_code, doc)
+
     @asynccontextmanager
     async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:
-        params = {"q": q, "regex": "true" if regex else "false"}
+        params: dict[str, str | list[str]] = {"q": q, "regex": "true" if regex else "false"}
         async with self._stream("/store/stream", params) as s:
             yield s
 
     @asynccontextmanager
-    async def _stream(self, path: str, params: dict[str, str]) -> AsyncIterator[RecordStream]:
+    async def _stream(self, path: str, params: dict[str, str | list[str]]) -> AsyncIterator[RecordStream]:
         try:
             async with self._http.stream("GET", path, params=params) as resp:
                 if resp.status_code >= 400:

@@ -60,7 +60,8 @@ async def query(pilot: Pilot) -> None:
     await prime(pilot)
     await pilot.press("3", *"GET /v1", "enter")
     view = pilot.app.query_one("QueryView")
-    await until(pilot, lambda: getattr(view, "outcome", "") == "done")
+    await until(pilot, lambda: getattr(view, "outcome", "") == "done"
+                and view.query_one("#hist").state == "done")  # type: ignore[attr-defined]
     await pilot.pause(0.15)
 
 

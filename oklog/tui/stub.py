@@ -12,8 +12,8 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from oklog.records.record import encode_ulid
-from oklog.tui.client import EndpointMissing, NodeUnreachable, QueryRequest, RecordStream
+from oklog.records.record import encode_ulid, ulid_ms
+from oklog.tui.client import EndpointMissing, Hits, NodeUnreachable, QueryRequest, RecordStream
 
 T0 = 1_795_464_000.0  # 2026-11-23T19:20:00Z
 STEP = 2.0
@@ -43,7 +43,7 @@ def records(n: int, start_ms: int, step_ms: int = 137) -> bytes:
 
 def query_body(n: int) -> bytes:
     """What every stub query scans: ``n`` records over the ten minutes before T0."""
-    return records(n, int(T0 * 1000) - 600_000, max(1, min(137, 600_000 // max(1, n))))
+    return records(n, int(T0 * 1000) - 600_000, max(1, 600_000 // max(1, n)))
 
 
 # id, role, API address, state, incarnation, last heard (s ago), uptime (s)
@@ -166,6 +166,26 @@ class StubClient:
         if self.query_errors:
             stats = stats | {"error count": "1", "errors": self.query_errors}
         yield RecordStream(206 if self.query_errors else 200, stats, chunks())
+
+    async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits:
+        """The stub query's records per bucket, within the request's from/to."""
+        from oklog.query.params import parse_bound
+        from oklog.units import parse_duration
+
+        step_ms = round(parse_duration(step) * 1000)
+        p = request.params(now)
+        lo = parse_bound(str(p["from"]), upper=False) if "from" in p else b"0" * 26
+        hi = parse_bound(str(p["to"]), upper=True) if "to" in p else b"\x7f"
+        buckets: dict[int, int] = {}
+        total = 0
+        for r in query_body(self.query_records).splitlines():
+            if request.q.encode() in r.split(b" ", 2)[2] and lo <= r[:26] < hi:
+                k = ulid_ms(r[:26]) // step_ms * step_ms
+                buckets[k] = buckets.get(k, 0) + 1
+                total += 1
+        await asyncio.sleep(0)
+        complete = not self.query_errors
+        return Hits(total, step_ms, buckets, complete, self.query_errors, 200 if complete else 206)
 
     @asynccontextmanager
     async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:

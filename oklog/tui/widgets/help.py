@@ -29,6 +29,8 @@ answering, the TUI attaches to a member that was alive and says so.
 | `[` `]` | Query | earlier / later page of the result |
 | `{{` `}}` | Query | first / last page (the last page follows a running query) |
 | `ctrl+s` | Query | save all results of the last query to a file |
+| `←` `→` `shift+←` `shift+→` / click, drag | Query: histogram | pick a bucket / extend the selection |
+| `enter` / `backspace` | Query: histogram | narrow from/to to the selection / back to the range before |
 | `space` | Tail | pause / resume (records keep arriving into a buffer) |
 | `f` | Tail | follow on/off |
 | `c` | Tail | clear |
@@ -51,6 +53,10 @@ replication, compaction and retention figures. Warnings are highlighted on top.
 substring or (regex on) an RE2 expression matched against the producer's line. Results
 stream in as they arrive and are kept whole (in a temporary file); the screen shows one
 page at a time. Save writes every record, as on screen or (raw) as the node sent them.
+After the search text the query bar takes `oklog query`'s flags: `-i` (any case), `-v TERM`
+(not), `-where 'status>=500'` (a JSON or logfmt field), `-q TERM` (another term), `-regex`.
+Above the results, the matches per time bucket over from/to (the node's exact counts);
+**PARTIAL** above the bars when some store members did not answer.
 
 **Tail**: live records as they arrive anywhere in the cluster, filtered like a query. A new
 filter starts afresh; records the node dropped because the view fell behind are counted in

@@ -1,5 +1,12 @@
 """The query view: q, regex, from/to, topic; results stream in as they arrive.
 
+The query bar takes ``oklog query``'s term flags after the search text
+(``-i``, ``-v TERM``, ``-where EXPR``, ``-q TERM``: ``oklog.tui.querybar``). Above
+the results a ``Histogram`` shows the matches per time bucket over the query's
+range, from ``/store/hits`` asked for alongside the records; Enter on a
+selection of buckets narrows from/to to them and runs the query again
+(Backspace on the histogram goes back to the range before).
+
 The query runs in an exclusive worker, so a new query cancels the one before it,
 and Esc cancels it outright. Every record of the result goes to a ``ResultSpool``
 (a temporary file); the screen shows one page of ``max_lines`` records in a
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -23,10 +31,22 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Button, Checkbox, Input, Static
 
-from oklog.tui.client import ClientError, QueryRequest
+from oklog.query.engine import QueryError
+from oklog.tui.client import ClientError, EndpointMissing, QueryRequest
 from oklog.tui.messages import QueryFinished
 from oklog.tui.model import count, duration, human_bytes
+from oklog.tui.querybar import QueryBarError, parse_bar
 from oklog.tui.spool import ResultSpool
+from oklog.tui.widgets.histogram import (
+    MAX_BUCKETS,
+    MIN_BUCKETS,
+    Histogram,
+    Layout,
+    bound_ms,
+    choose_step,
+    rfc3339_ms,
+    step_text,
+)
 from oklog.tui.widgets.result_log import ResultLog, format_buffer
 from oklog.tui.widgets.save_dialog import SaveDialog, SaveRequest
 
@@ -78,6 +98,8 @@ class QueryView(Vertical):
         self.incomplete = ""  # why the result may be missing records, from the node
         self.generation = 0  # of the latest query
         self.page_start: int | None = None  # first record on screen; None: following the end
+        self.hits_asked: tuple[QueryRequest, str] | None = None  # the latest /store/hits request
+        self.ranges: list[tuple[str, str]] = []  # (from, to) before each narrowing
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="query-form"):
@@ -88,6 +110,7 @@ class QueryView(Vertical):
             yield Input(placeholder="topic", id="topic", tooltip="only records of this topic")
             yield Button("Run", id="run", variant="primary", compact=True)
             yield Button("Save", id="save", compact=True)
+        yield Histogram(id="hist")
         yield Static(id="query-status")
         yield ResultLog(self.max_lines, id="results")
 
@@ -107,26 +130,72 @@ class QueryView(Vertical):
     def results(self) -> ResultLog:
         return self.query_one("#results", ResultLog)
 
+    @property
+    def histogram(self) -> Histogram:
+        return self.query_one("#hist", Histogram)
+
     def form(self) -> QueryRequest:
+        """The form as a request; ``QueryBarError`` if the query bar cannot be run."""
+        bar = parse_bar(self.query_one("#q", Input).value)
         return QueryRequest(
-            q=self.query_one("#q", Input).value,
-            regex=self.query_one("#regex", Checkbox).value,
+            q=bar.q,
+            regex=self.query_one("#regex", Checkbox).value or bar.regex,
             from_=self.query_one("#from", Input).value,
             to=self.query_one("#to", Input).value,
             topic=self.query_one("#topic", Input).value,
+            more=bar.more,
+            without=bar.without,
+            where=bar.where,
+            icase=bar.icase,
         )
+
+    def submit(self) -> bool:
+        """Run the form's query; a query bar that cannot run is an error on screen."""
+        try:
+            request = self.form()
+        except QueryBarError as e:
+            if self.running:
+                self.workers.cancel_group(self, "query")
+            self.workers.cancel_group(self, "hits")
+            self.histogram.clear()  # the bars of an earlier query would look like this one's
+            self.outcome, self.detail, self.incomplete = "error", f"query bar: {e}", ""
+            self.show_status()
+            return False
+        self.run_query(request)
+        return True
 
     # -- actions -------------------------------------------------------------------------
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.run_query(self.form())
-        self.results.focus()  # so Esc, the view keys and scrolling work at once
+        if self.submit():
+            self.results.focus()  # so Esc, the view keys and scrolling work at once
+
+    def on_histogram_narrow(self, event: Histogram.Narrow) -> None:
+        """Narrow from/to to the selected buckets, [start, end), and run the query
+        on screen again (not text edited in the form since)."""
+        event.stop()
+        if self.request is None:
+            return
+        self.ranges.append((self.request.from_, self.request.to))
+        self.rerun(rfc3339_ms(event.start_ms), rfc3339_ms(event.end_ms - 1))  # "to" holds its ms
+
+    def on_histogram_back(self, event: Histogram.Back) -> None:
+        event.stop()
+        if not self.ranges or self.request is None:
+            self.notify("no wider range to go back to", severity="warning")
+            return
+        self.rerun(*self.ranges.pop())
+
+    def rerun(self, from_: str, to: str) -> None:
+        assert self.request is not None
+        self.query_one("#from", Input).value, self.query_one("#to", Input).value = from_, to
+        self.run_query(replace(self.request, from_=from_, to=to))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         if event.button.id == "run":
-            self.run_query(self.form())
+            self.submit()
         elif event.button.id == "save":
             self.action_save()
 
@@ -192,6 +261,8 @@ class QueryView(Vertical):
         """Esc: cancel the running query; with none running, leave the form field."""
         if self.running:
             self.workers.cancel_group(self, "query")
+            self.workers.cancel_group(self, "hits")
+            self.histogram.stop()
         elif isinstance(self.app.focused, Input):
             self.results.focus()
 
@@ -229,7 +300,7 @@ class QueryView(Vertical):
         log = self.results
         log.reset()
         log.auto_scroll = True
-        log.set_query(request.q, request.regex)
+        log.set_query(request.q, request.regex, request.icase)
         if self.spool is not None:
             self.spool.close()
         self.spool = spool = ResultSpool()
@@ -240,6 +311,8 @@ class QueryView(Vertical):
         self.incomplete = ""
         self.shown_while_running = 0
         self.running, self.started = True, self.oklog.clock()
+        self.histogram.start(None)  # now: the bars of the query before are gone at once
+        self.count_hits(request, now)
         try:
             async with self.oklog.client.query(request, now) as stream:
                 self.stats = stream.stats
@@ -271,6 +344,39 @@ class QueryView(Vertical):
                 self.post_message(QueryFinished(self.outcome, self.records, self.detail))
 
     _last_flush = 0.0
+
+    @work(exclusive=True, group="hits")
+    async def count_hits(self, request: QueryRequest, now: float) -> None:
+        """The histogram of ``request`` over its from/to (to: ``now`` if open)."""
+        hist = self.histogram
+        p = request.params(now)
+        hi = int(now * 1000) + 1
+        try:
+            if "to" in p:
+                hi = bound_ms(str(p["to"]), upper=True)
+            lo = bound_ms(str(p["from"]), upper=False) if "from" in p else None
+        except QueryError as e:
+            hist.show_error(str(e))
+            return
+        if "to" not in p:  # the bars end now; records arriving later are the tail's
+            request = replace(request, to=rfc3339_ms(hi - 1))
+        room = hist.content_size.width or MAX_BUCKETS
+        most = max(MIN_BUCKETS, min(MAX_BUCKETS, room))
+        client = self.oklog.client
+        try:
+            if lo is None:  # from the first match on: find its day first
+                day = await client.hits(request, "1d", now)
+                lo = min(day.buckets, default=hi - 1)
+            step = choose_step(max(1, hi - lo), most)
+            self.hits_asked = (request, step_text(step))
+            hits = await client.hits(request, step_text(step), now)
+        except EndpointMissing:
+            hist.show_error("this node does not count matches (no /store/hits)")
+            return
+        except ClientError as e:
+            hist.show_error(str(e))
+            return
+        hist.show_hits(Layout(lo, hi, hits.step_ms or step), hits)
 
     def _flush(self) -> None:
         if self.results.flush() and self.running:

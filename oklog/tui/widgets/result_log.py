@@ -26,17 +26,17 @@ except ImportError:  # pragma: no cover
     _re2 = None
 
 
-def compile_highlight(q: str, regex: bool):
+def compile_highlight(q: str, regex: bool, icase: bool = False):
     """The pattern whose matches to highlight, or None (empty or invalid q)."""
     if not q:
         return None
     if not regex:
-        return re.compile(re.escape(q))
+        return re.compile(re.escape(q), re.IGNORECASE if icase else 0)
     for mod in (_re2, re):
         if mod is None:
             continue
         try:
-            return mod.compile(q)
+            return mod.compile("(?i)" + q if icase else q)
         except Exception:  # noqa: BLE001 - any compile error: just don't highlight
             continue
     return None
@@ -116,9 +116,9 @@ class ResultLog(Log):
     def on_mount(self) -> None:
         self.set_interval(FLUSH_EVERY, self.flush)
 
-    def set_query(self, q: str, regex: bool) -> None:
+    def set_query(self, q: str, regex: bool, icase: bool = False) -> None:
         assert isinstance(self.highlighter, RecordHighlighter)
-        self.highlighter.pattern = compile_highlight(q, regex)
+        self.highlighter.pattern = compile_highlight(q, regex, icase)
         self._render_line_cache.clear()
         self.refresh()
 
