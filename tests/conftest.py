@@ -160,7 +160,8 @@ class NodeProc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 text = self.log_path.read_text()
-                if "Address already in use" in text.rsplit("oklog run", 1)[-1] and not self._retried:
+                tail = text.rsplit("oklog run", 1)[-1].lower()
+                if "address already in use" in tail and not self._retried:
                     # Another test took a port between free_port() and the bind.
                     self._retried = True
                     self.ports = {k: free_port() for k in self.ports}
