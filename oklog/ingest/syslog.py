@@ -358,7 +358,7 @@ async def serve_syslog_tls(
     bound = listeners[0].socket.getsockname()[1]
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
 
-    async def handler(stream: trio.abc.Stream) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
         if not tcp_gate.admit():
             refuse(stream)
             return
