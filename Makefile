@@ -35,6 +35,8 @@ deps:
 	  || echo "warning: could not install zstd; the zstdcat tests will fail" >&2
 	@dpkg -s rsyslog-elasticsearch >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog-elasticsearch) \
 	  || echo "warning: could not install rsyslog-elasticsearch; the omelasticsearch test will skip" >&2
+	@dpkg -s rsyslog-gnutls >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog-gnutls) \
+	  || echo "warning: could not install rsyslog-gnutls; the rsyslog-over-TLS test will skip" >&2
 
 unit: install deps
 	$(BIN)/pytest -q -n 2 --dist loadfile tests

@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import quote
 
+from benchmarks import tlsfiles
 from benchmarks.dataset import (
     RARE_TERM,
     RECORD_OVERHEAD,
@@ -31,6 +33,7 @@ from benchmarks.dataset import (
     parse_size,
 )
 from benchmarks.node import Node, rfc3339
+from benchmarks.tlsfiles import TLSFiles
 
 MiB = 1 << 20
 SEND_CHUNK = 4 * MiB
@@ -133,10 +136,12 @@ def split_points(path: str, nbytes: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def send_range(addr: tuple[str, int], path: str, offset: int, length: int, timeout: float, errors: list) -> None:
+def send_range(addr: tuple[str, int], path: str, offset: int, length: int, timeout: float, errors: list,
+               ctx: ssl.SSLContext | None = None) -> None:
     try:
-        with socket.create_connection(addr, timeout=10) as s, open(path, "rb") as f:
-            s.settimeout(timeout)
+        with socket.create_connection(addr, timeout=10) as raw, open(path, "rb") as f:
+            raw.settimeout(timeout)
+            s = ctx.wrap_socket(raw, server_hostname=addr[0]) if ctx is not None else raw
             f.seek(offset)
             left, carry = length, b""
             while left > 0:
@@ -150,7 +155,10 @@ def send_range(addr: tuple[str, int], path: str, offset: int, length: int, timeo
                 s.sendall(buf[:cut])
             if carry:
                 s.sendall(carry)
-            s.shutdown(socket.SHUT_WR)
+            if isinstance(s, ssl.SSLSocket):
+                s.unwrap()  # close_notify: the node reads it as the end, as the shutdown below
+            else:
+                s.shutdown(socket.SHUT_WR)
     except OSError as e:
         errors.append(f"{addr}: {e}")
 
@@ -170,7 +178,7 @@ def wait_queryable(node: Node, from_: str, want: int, deadline: float) -> tuple[
     return False, size
 
 
-def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> dict:
+def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float, tls: TLSFiles | None = None) -> dict:
     """Send the data set, wait until the node reports exactly its size as queryable.
 
     Equality, not ``>=``: while compaction renames its output into place before
@@ -186,7 +194,8 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
         port = node.ports[FORWARD_MODES[mode]]
         with open(ds.path, "rb") as stdin:
             fwd = subprocess.Popen(
-                [oklog, "forward", "-mode", FORWARD_MODES[mode], f"{node.fast[0]}:{port}"],
+                [oklog, "forward", "-mode", FORWARD_MODES[mode], *(("-tls.ca", tls.ca) if tls else ()),
+                 f"{node.fast[0]}:{port}"],
                 stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             try:
@@ -200,7 +209,8 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     else:
         conns = int(mode[3:])
         threads = [
-            threading.Thread(target=send_range, args=(node.fast, ds.path, off, ln, timeout, errors))
+            threading.Thread(target=send_range, args=(node.fast, ds.path, off, ln, timeout, errors,
+                                                      tls.context() if tls else None))
             for off, ln in split_points(ds.path, ds.nbytes, conns)
         ]
         for t in threads:
@@ -217,6 +227,7 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     total = t_done - t0
     res = {
         "mode": mode,
+        "tls": tls is not None,
         "connections": 1 if mode in FORWARD_MODES else int(mode[3:]),
         "complete": ok,
         "send_s": t_sent - t0,
@@ -246,7 +257,7 @@ def ingest(node: Node, ds: DataSet, mode: str, oklog: str, timeout: float) -> di
     if stored != ds.nlines:
         loud(f"{mode}: store segment files hold {stored} lines, data set has {ds.nlines}")
     log(
-        f"{mode}: {res['mb_per_s']:.1f} MiB/s, {res['records_per_s']:.0f} rec/s, "
+        f"{mode}{' (TLS)' if tls else ''}: {res['mb_per_s']:.1f} MiB/s, {res['records_per_s']:.0f} rec/s, "
         f"send {res['send_s']:.2f}s, last byte→queryable {res['drain_s']:.2f}s, "
         f"peak RSS {res['peak_rss_mib']:.0f} MiB; store settled {settle_s:.1f}s later, "
         f"{res['store_segments']} segments"
@@ -360,8 +371,10 @@ def window_count(files: list[str], lo_ulid: str, term: bytes) -> int:
 
 
 class QueryBench:
-    def __init__(self, node: Node, ds: DataSet, oklog: str, runs: int, timeout: float) -> None:
+    def __init__(self, node: Node, ds: DataSet, oklog: str, runs: int, timeout: float,
+                 tls: TLSFiles | None = None) -> None:
         self.node = node
+        self.tls = tls
         self.ds = ds
         self.oklog = oklog
         self.runs = runs
@@ -377,7 +390,8 @@ class QueryBench:
         return segment_files(self.node.store_path)
 
     def oklog_cmd(self, *args: str, from_: str | None = None) -> list[str]:
-        return [self.oklog, "query", "-store", self.node.api, "-from", from_ or self.from_, *args]
+        tls = ("-tls.ca", self.tls.ca) if self.tls else ()
+        return [self.oklog, "query", "-store", self.node.api, *tls, "-from", from_ or self.from_, *args]
 
     def measure(
         self, name: str, oklog: Callable[[], str], ref: Callable[[], str] | None, ref_desc: str, ref_ok=(0,)
@@ -569,6 +583,8 @@ class QueryBench:
             path = f"/store/query?q={quote(RARE_TERM)}&format=lines&from={quote(self.from_)}"
 
             def run() -> str:
+                if self.tls:
+                    return sh(["curl", "-sf", "--cacert", self.tls.ca, f"https://{self.node.api}{path}"], PIPE_SINK)
                 return sh(["curl", "-sf", f"http://{self.node.api}{path}"], PIPE_SINK)
 
             return self.measure("rare term, HTTP API", run, grep("-F", RARE_TERM, PIPE_SINK, ("-c",)),
@@ -703,6 +719,42 @@ def report(result: dict) -> None:
         con.print(f"[red]error:[/red] {e}")
     if result.get("node_peak_rss_mib_queries") is not None:
         con.print(f"query node peak RSS during queries: {result['node_peak_rss_mib_queries']:.0f} MiB")
+    if "tls_pass" in result:
+        tls_comparison(con, result)
+
+
+def tls_comparison(con, result: dict) -> None:
+    """The TLS pass's figures beside the plain pass's (``--tls both``)."""
+    from rich.table import Table
+
+    tp = result["tls_pass"]
+    t = Table(title="TLS on vs off (same data set, fresh nodes; ratio = TLS / plain)")
+    for col in ("measurement", "plain", "TLS", "ratio"):
+        t.add_column(col, justify="left" if col == "measurement" else "right")
+    plain_ing = {r["mode"]: r for r in result["ingest"]}
+    for r in tp["ingest"]:
+        p = plain_ing.get(r["mode"])
+        if p:
+            t.add_row(f"ingest {r['mode']} MiB/s", f"{p['mb_per_s']:.1f}", f"{r['mb_per_s']:.1f}",
+                      f"{r['mb_per_s'] / p['mb_per_s']:.2f}")
+            t.add_row(f"ingest {r['mode']} node CPU s", f"{p.get('node_cpu_s', 0):.1f}", f"{r.get('node_cpu_s', 0):.1f}",
+                      f"{r.get('node_cpu_s', 0) / p['node_cpu_s']:.2f}" if p.get("node_cpu_s") else "-")
+    plain_q = {r["query"]: r for r in result["queries"] if "error" not in r}
+    for r in tp["queries"]:
+        p = plain_q.get(r["query"])
+        if p and "error" not in r and p["oklog_s"]:
+            t.add_row(f"query {r['query']} s", f"{p['oklog_s']:.3f}", f"{r['oklog_s']:.3f}",
+                      f"{r['oklog_s'] / p['oklog_s']:.2f}")
+        elif "error" in r:
+            t.add_row(f"query {r['query']} s", "-", "[red]ERROR[/red]", "-")
+    con.print(t)
+    for r in tp["queries"]:
+        if "error" in r:
+            con.print(f"[red]TLS {r['query']} failed:[/red] {r['error'].strip().splitlines()[-1]}", markup=True)
+        elif r.get("correct") is False:
+            con.print(f"[red]TLS {r['query']}: MISMATCH[/red]", markup=True)
+    for e in tp.get("errors", []):
+        con.print(f"[red]TLS error:[/red] {e}")
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -739,6 +791,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--oklog", default=os.path.join(os.path.dirname(sys.executable), "oklog"),
                    help="oklog executable (default: the one next to this Python)")
     p.add_argument("--keep", action="store_true", help="keep node directories afterwards")
+    p.add_argument("--tls", default="off", choices=("off", "on", "both"),
+                   help="TLS on every node port (a throwaway CA and certificate; clients verify it): on = TLS only, "
+                        "both = every measurement without and then with TLS, side by side (default off)")
     p.add_argument("--node-args", default="", help="extra `oklog run` flags for the nodes, e.g. \"-store.compression-level 1\"")
     ns = p.parse_args(argv)
     if ns.quick:
@@ -756,6 +811,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if ns.runs < 1:
         p.error("--runs must be at least 1")
     return ns
+
+
+def run_modes(ns: argparse.Namespace, ds: DataSet, ten: str, timeout: float, result: dict,
+              tls: TLSFiles | None) -> bool:
+    """Every ingest mode on a fresh node (the first one's node answers the queries),
+    with TLS on every port when ``tls``; rows go into ``result``. True if one failed."""
+    failed = False
+    suffix = "-tls" if tls else ""
+    extra = tuple(shlex.split(ns.node_args)) + (tls.node_args() if tls else ())
+    for i, mode in enumerate(ns.mode_list):
+        node = Node(ns.oklog, ns.workdir, f"node-{mode}{suffix}", log=log, extra_args=extra,
+                    ssl_context=tls.context() if tls else None)
+        try:
+            node.start()
+            result["ingest"].append(ingest(node, ds, mode, ns.oklog, timeout, tls))
+            ing = result["ingest"][-1]
+            ing["store_ratio_zstd3"] = ing["store_file_bytes"] / result["zstd3"]["bytes"]
+            log(f"{mode}: store {ing['store_file_bytes']:,} bytes on disk: {1 / ing['store_ratio_raw']:.2f}x smaller "
+                f"than raw, {ing['store_ratio_zstd3']:.3f}x zstd -3; node CPU {ing['node_cpu_s']:.1f} s "
+                f"(ingest, compression, compaction)")
+            if i == 0 and not ns.no_queries:
+                node.reset_peak()
+                qb = QueryBench(node, ds, ns.oklog, ns.runs, ns.query_timeout, tls)
+                result["queries"] = qb.run(ten)
+                result["node_peak_rss_mib_queries"] = node.peak_rss_mib()
+                result["node_vmhwm_mib"] = node.hwm_mib()
+            # A benchmark run is also a soak test: nothing may have been quarantined.
+            status, _, body = node.request("GET", "/cluster/state")
+            quarantined = json.loads(body)["pipeline"]["store"]["quarantined"] if status == 200 else ["(no state)"]
+            result["ingest"][-1]["quarantined"] = quarantined
+            if status == 200:
+                comp = json.loads(body)["pipeline"].get("compaction", {})
+                result["ingest"][-1]["compaction"] = {k: v for k, v in comp.items() if isinstance(v, int)}
+                log(f"{mode}: compaction " + ", ".join(f"{k} {v}" for k, v in result["ingest"][-1]["compaction"].items()))
+            if quarantined:
+                loud(f"{mode}: the node quarantined segments: {quarantined}")
+                failed = True
+        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+            loud(f"{mode}: {e}")
+            result.setdefault("errors", []).append(f"{mode}: {e}")
+            failed = True
+        finally:
+            node.stop()
+            if not ns.keep:
+                node.cleanup()
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -788,49 +889,27 @@ def main(argv: list[str] | None = None) -> int:
     result["zstd3"] = zstd3_reference(ds.path)
     log(f"zstd -3 of the data set: {result['zstd3']['bytes']:,} bytes ({ds.nbytes / result['zstd3']['bytes']:.2f}x), "
         f"{result['zstd3']['cpu_s']:.1f} CPU s")
-    for i, mode in enumerate(ns.mode_list):
-        node = Node(ns.oklog, ns.workdir, f"node-{mode}", log=log, extra_args=tuple(shlex.split(ns.node_args)))
-        try:
-            node.start()
-            result["ingest"].append(ingest(node, ds, mode, ns.oklog, timeout))
-            ing = result["ingest"][-1]
-            ing["store_ratio_zstd3"] = ing["store_file_bytes"] / result["zstd3"]["bytes"]
-            log(f"{mode}: store {ing['store_file_bytes']:,} bytes on disk: {1 / ing['store_ratio_raw']:.2f}x smaller "
-                f"than raw, {ing['store_ratio_zstd3']:.3f}x zstd -3; node CPU {ing['node_cpu_s']:.1f} s "
-                f"(ingest, compression, compaction)")
-            if i == 0 and not ns.no_queries:
-                node.reset_peak()
-                qb = QueryBench(node, ds, ns.oklog, ns.runs, ns.query_timeout)
-                result["queries"] = qb.run(ten)
-                result["node_peak_rss_mib_queries"] = node.peak_rss_mib()
-                result["node_vmhwm_mib"] = node.hwm_mib()
-            # A benchmark run is also a soak test: nothing may have been quarantined.
-            status, _, body = node.request("GET", "/cluster/state")
-            quarantined = json.loads(body)["pipeline"]["store"]["quarantined"] if status == 200 else ["(no state)"]
-            result["ingest"][-1]["quarantined"] = quarantined
-            if status == 200:
-                comp = json.loads(body)["pipeline"].get("compaction", {})
-                result["ingest"][-1]["compaction"] = {k: v for k, v in comp.items() if isinstance(v, int)}
-                log(f"{mode}: compaction " + ", ".join(f"{k} {v}" for k, v in result["ingest"][-1]["compaction"].items()))
-            if quarantined:
-                loud(f"{mode}: the node quarantined segments: {quarantined}")
-                failed = True
-        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-            loud(f"{mode}: {e}")
-            result.setdefault("errors", []).append(f"{mode}: {e}")
-            failed = True
-        finally:
-            node.stop()
-            if not ns.keep:
-                node.cleanup()
+    tls = tlsfiles.make(os.path.join(ns.workdir, "tls")) if ns.tls != "off" else None
+    result["tls"] = ns.tls
+    if ns.tls in ("off", "both"):
+        failed |= run_modes(ns, ds, ten, timeout, result, None)
+    if ns.tls == "on":
+        failed |= run_modes(ns, ds, ten, timeout, result, tls)
+    elif ns.tls == "both":
+        tls_pass: dict = {"ingest": [], "queries": [], "zstd3": result["zstd3"]}
+        failed |= run_modes(ns, ds, ten, timeout, tls_pass, tls)
+        result["tls_pass"] = {k: v for k, v in tls_pass.items() if k != "zstd3"}
     json_path = ns.json or os.path.join(ns.workdir, "results.json")
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     with open(json_path, "w") as f:
         json.dump(result, f, indent=2)
     report(result)
     print(f"results: {json_path}")
-    bad = any(r.get("correct") is False or "error" in r for r in result["queries"]) or any(
-        not r["complete"] or r["store_lines"] != ds.nlines for r in result["ingest"]
+    passes = [result] + ([result["tls_pass"]] if "tls_pass" in result else [])
+    bad = any(
+        any(r.get("correct") is False or "error" in r for r in p["queries"])
+        or any(not r["complete"] or r["store_lines"] != ds.nlines for r in p["ingest"])
+        for p in passes
     )
     return 1 if failed or bad else 0
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -69,8 +70,10 @@ def tree_rss_kib(pid: int) -> int:
 
 
 class Node:
-    def __init__(self, oklog: str, workdir: str, name: str, log=print, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, oklog: str, workdir: str, name: str, log=print, extra_args: tuple[str, ...] = (),
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.extra_args = tuple(extra_args)
+        self.ssl_context = ssl_context  # the node serves TLS (-tls.cert): requests go over https
         self.oklog = oklog
         self.dir = os.path.join(workdir, name)
         self.name = name
@@ -154,7 +157,8 @@ class Node:
         return _status_kib(self.proc.pid, "VmHWM") / 1024 if self.proc else 0.0
 
     def request(self, method: str, path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection(HOST, self.ports["api"], timeout=timeout)
+        conn = (http.client.HTTPSConnection(HOST, self.ports["api"], timeout=timeout, context=self.ssl_context)
+                if self.ssl_context is not None else http.client.HTTPConnection(HOST, self.ports["api"], timeout=timeout))
         try:
             conn.request(method, path)
             resp = conn.getresponse()

@@ -163,6 +163,8 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "query.member-timeout", type=_duration, default=5.0, help="a store member that has not begun to answer a fanned-out query by then is reported missing (partial answer)")
     _flag(p, "query.max-concurrent", type=int, default=16, help="concurrent /store/query requests; more get 429 (0: no limit)")
     _flag(p, "ingest.syslog", default="", help="syslog listen address, TCP and UDP (RFC 5424/3164; off by default)")
+    _flag(p, "ingest.syslog-tls", default="",
+          help="syslog over TLS (RFC 5425) listen address, TCP (usually :6514; needs -tls.cert; off by default)")
     _flag(p, "ingest.syslog-topic", default="syslog", help="topic of syslog records")
     _flag(p, "ingest.topic", default="default",
           help="topic of records on the fast, durable and HTTP ingest ports (a connection or request may name its own)")
@@ -220,6 +222,8 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         check_files(TLSConfig(ns.tls_cert, ns.tls_key, ns.tls_client_ca, ns.tls_ca))
     except ValueError as e:
         raise SystemExit(f"oklog: {e}") from None
+    if ns.ingest_syslog_tls and not ns.tls_cert:
+        raise SystemExit("oklog: -ingest.syslog-tls needs -tls.cert and -tls.key (the certificate it presents)")
     if ns.auth_tokens:
         from oklog.net.auth import TokenFileError, Tokens
 
@@ -269,6 +273,7 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         member_timeout=ns.query_member_timeout,
         max_queries=ns.query_max_concurrent,
         ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
+        ingest_syslog_tls=addr(ns.ingest_syslog_tls, 6514) if ns.ingest_syslog_tls else None,
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,
         ingest_fluent=addr(ns.ingest_fluent, 24224) if ns.ingest_fluent else None,
@@ -304,7 +309,7 @@ def _check_exposure(ns: argparse.Namespace, addr) -> None:
     listening = [("api", ns.api, True), ("ingest.fast", ns.ingest_fast, True),
                  ("ingest.durable", ns.ingest_durable, True), ("ingest.bulk", ns.ingest_bulk, True),
                  ("cluster", ns.cluster, False), ("ingest.syslog", ns.ingest_syslog, True),
-                 ("ingest.fluent", ns.ingest_fluent, True)]
+                 ("ingest.fluent", ns.ingest_fluent, True), ("ingest.syslog-tls", ns.ingest_syslog_tls, True)]
     exposed = [(f, a.host, client) for f, text, client in listening if text
                for a in [addr(text, 0)] if not is_loopback(a.host)]
     how = ("run `oklog keygen -o cluster.key` once, copy the file to every node and start each with "
@@ -320,8 +325,10 @@ def _check_exposure(ns: argparse.Namespace, addr) -> None:
                              "logged at every start.)")
     for f, host, _ in exposed:
         if f in ("ingest.syslog", "ingest.fluent"):
-            raise SystemExit(f"oklog: -{f} {host}: this listener takes no tokens or TLS yet, so it listens on "
-                             "loopback only (a local relay forwards to it), or pass -insecure.")
+            more = (" For syslog beyond loopback use -ingest.syslog-tls (TLS, clients with certificates "
+                    "signed by -tls.client-ca)." if f == "ingest.syslog" else "")
+            raise SystemExit(f"oklog: -{f} {host}: this listener takes no tokens or TLS, so it listens on "
+                             f"loopback only (a local relay forwards to it), or pass -insecure.{more}")
     if ns.cluster_key and not ns.auth_tokens:
         for f, host, client in exposed:
             if client:
@@ -383,6 +390,8 @@ def _start_failure(cfg: NodeConfig, err: OSError) -> str:
                ("cluster", cfg.cluster, True)]
     if cfg.ingest_syslog is not None:
         listens.append(("ingest.syslog", cfg.ingest_syslog, True))
+    if cfg.ingest_syslog_tls is not None:
+        listens.append(("ingest.syslog-tls", cfg.ingest_syslog_tls, False))
     for flag, addr, udp_too in listens:
         for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp_too else (socket.SOCK_STREAM,):
             try:

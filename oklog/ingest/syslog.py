@@ -1,7 +1,8 @@
-"""Syslog ingest: RFC 5424 and RFC 3164 messages over TCP and UDP.
+"""Syslog ingest: RFC 5424 and RFC 3164 messages over TCP and UDP, and over TLS.
 
 ``serve_syslog`` listens on one address with both protocols (TCP is bound first;
-with port 0 UDP then takes the same port number). Each message becomes one
+with port 0 UDP then takes the same port number); ``serve_syslog_tls`` listens
+on TCP with TLS (RFC 5425) and a client check. Each message becomes one
 record, topic ``syslog`` unless told otherwise, line = the message exactly as
 received without its framing. Messages are not parsed: RFC 5424, RFC 3164 and
 anything else a device sends are all kept as they are.
@@ -332,6 +333,47 @@ async def _bind(host: str, port: int) -> tuple[list[trio.SocketListener], socket
             if port != 0 or e.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+async def serve_syslog_tls(
+    host: str,
+    port: int,
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: SyslogStats,
+    access,
+    *,
+    topic: bytes | str = SYSLOG_TOPIC,
+    gate: ConnectionGate | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve syslog over TLS (RFC 5425) on TCP ``host:port``; reports (host, port) when bound.
+
+    ``access`` (``oklog.net.auth.ingest_gate``) does the handshake and checks the
+    client: a certificate verified against ``-tls.client-ca``, or else the token
+    line when tokens are on. Framing after it is the TCP listener's (RFC 5425
+    prescribes octet counting; LF framing is taken too, as on plain TCP)."""
+    settings = dataclasses.replace(settings, topic=validate_topic(topic))
+    listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
+    bound = listeners[0].socket.getsockname()[1]
+    tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        if not tcp_gate.admit():
+            refuse(stream)
+            return
+        try:
+            admitted = await access(stream)
+            if admitted is not None:
+                await handle_syslog_tcp(admitted, ilog, settings, stats, tcp_gate)
+        except Exception:  # one connection's failure must not end the listener
+            log.exception("syslog TLS connection failed")
+        finally:
+            tcp_gate.release()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        task_status.started((host, bound))
 
 
 async def serve_syslog(

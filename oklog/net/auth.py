@@ -405,7 +405,11 @@ class Auth:
         buf = b""
         with trio.move_on_after(PREAMBLE_TIMEOUT):
             try:
-                while b"\n" not in buf and len(buf) < PREAMBLE_LIMIT:
+                # Stop early when the bytes cannot begin a token line (a syslog
+                # sender's octet-counted frame has no LF to wait for).
+                while b"\n" not in buf and len(buf) < PREAMBLE_LIMIT and TOKEN_PREAMBLE.startswith(
+                    buf[: len(TOKEN_PREAMBLE)]
+                ):
                     chunk = await stream.receive_some(PREAMBLE_LIMIT)
                     if not chunk:
                         break

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import trio
+if TYPE_CHECKING:  # the CLI's clients import this module: trio costs them ~0.1 s of start-up
+    import trio
 
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -72,6 +74,8 @@ def client_context(ca: str = "") -> ssl.SSLContext:
 
 async def accept(stream: trio.abc.Stream, ctx: ssl.SSLContext) -> tuple[trio.SSLStream, bool] | None:
     """The server side of a handshake: (TLS stream, client certificate verified) or None."""
+    import trio
+
     tls = trio.SSLStream(stream, ctx, server_side=True)
     with trio.move_on_after(HANDSHAKE_TIMEOUT):
         try:

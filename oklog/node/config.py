@@ -84,6 +84,7 @@ class NodeConfig:
     tls_ca: str = ""  # CA this node trusts calling its peers over TLS
     ingest_syslog: Addr | None = None
     syslog_topic: str = "syslog"
+    ingest_syslog_tls: Addr | None = None  # syslog over TLS (RFC 5425), TCP; needs tls_cert
     ingest_topic: str = "default"
     ingest_fluent: Addr | None = None  # Fluent forward protocol listener (off by default)
     event_time_past: float = 3600.0  # push protocols' event times this far back stamp the ULID

@@ -50,7 +50,7 @@ from oklog.ingest.listener import (
     serve_ingest,
 )
 from oklog.ingest.log import IngestLog
-from oklog.ingest.syslog import SyslogStats, serve_syslog
+from oklog.ingest.syslog import SyslogStats, serve_syslog, serve_syslog_tls
 from oklog.net.auth import (
     NODE_HEADER,
     Auth,
@@ -551,6 +551,17 @@ class Node:
                         functools.partial(
                             serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
                             ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(), gate=self.gate,
+                        )
+                    )
+                if cfg.ingest_syslog_tls is not None and access is not None:
+                    if self.auth.tokens is not None and not self.tls.client_ca:
+                        log.warning("-ingest.syslog-tls with -auth.tokens but no -tls.client-ca: syslog clients "
+                                    "must open with a token line, which rsyslog and syslog-ng cannot send")
+                    self.bound.extra["syslog_tls"] = await ln.start(
+                        functools.partial(
+                            serve_syslog_tls, cfg.ingest_syslog_tls.host, cfg.ingest_syslog_tls.port,
+                            ilog, settings, self.syslog_stats, access,
+                            topic=cfg.syslog_topic.encode(), gate=self.gate,
                         )
                     )
                 if cfg.ingest_fluent is not None:
