@@ -323,11 +323,14 @@ def _check_exposure(ns: argparse.Namespace, addr) -> None:
             raise SystemExit(f"oklog: -{f} {host} listens beyond loopback without a cluster key. To secure it, {how}; "
                              "give clients tokens with `-auth.tokens FILE`. (Or pass -insecure to run without, "
                              "logged at every start.)")
+    fluent_tls = bool(ns.tls_cert and ns.tls_client_ca)  # Fluent clients present certificates
     for f, host, _ in exposed:
-        if f in ("ingest.syslog", "ingest.fluent"):
+        if f == "ingest.syslog" or (f == "ingest.fluent" and not fluent_tls):
             more = (" For syslog beyond loopback use -ingest.syslog-tls (TLS, clients with certificates "
-                    "signed by -tls.client-ca)." if f == "ingest.syslog" else "")
-            raise SystemExit(f"oklog: -{f} {host}: this listener takes no tokens or TLS, so it listens on "
+                    "signed by -tls.client-ca)." if f == "ingest.syslog" else
+                    " Beyond loopback it needs -tls.cert, -tls.key and -tls.client-ca: Fluent clients "
+                    "(Fluent Bit tls.crt_file) present certificates, as they cannot send tokens.")
+            raise SystemExit(f"oklog: -{f} {host}: this listener takes no tokens, so it listens on "
                              f"loopback only (a local relay forwards to it), or pass -insecure.{more}")
     if ns.cluster_key and not ns.auth_tokens:
         for f, host, client in exposed:

@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgpack
@@ -333,8 +334,13 @@ async def serve_fluent(
     max_message: int = MAX_BODY,
     partial_timeout: float = PARTIAL_TIMEOUT,
     gate: ConnectionGate | None = None,
+    access: Callable[[trio.abc.Stream], Awaitable[trio.abc.Stream | None]] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve the Fluent forward protocol on TCP ``host:port``. ``access``
+    (``oklog.net.auth.ingest_gate``) does the TLS handshake and checks the client
+    as on the other TCP ingest ports: a certificate verified against
+    ``-tls.client-ca``, or else a token line before the first message."""
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     task_status.started((host, listeners[0].socket.getsockname()[1]))
     limiter = trio.CapacityLimiter(4)
@@ -342,13 +348,16 @@ async def serve_fluent(
 
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
 
-    async def handler(stream: trio.SocketStream) -> None:
+    async def handler(raw: trio.SocketStream) -> None:
         if not tcp_gate.admit():
-            refuse(stream)
+            refuse(raw)
             return
         stats.connections += 1
         stats.connections_total += 1
         try:
+            stream: trio.abc.Stream | None = raw if access is None else await access(raw)
+            if stream is None:
+                return  # refused (counted by the gate)
             async with stream:
                 await FluentConnection(
                     stream, ilog, settings, stats, win, max_message, limiter, partial_timeout

@@ -565,10 +565,14 @@ class Node:
                         )
                     )
                 if cfg.ingest_fluent is not None:
+                    if self.auth.tokens is not None and not self.tls.client_ca:
+                        log.warning("-ingest.fluent with -auth.tokens but no -tls.client-ca: Fluent clients "
+                                    "must open with a token line, which Fluentd and Fluent Bit cannot send")
                     self.bound.extra["fluent"] = await ln.start(
                         functools.partial(
                             serve_fluent, cfg.ingest_fluent.host, cfg.ingest_fluent.port,
                             ilog, settings, self.fluent_stats, window=self.event_window(), gate=self.gate,
+                            access=access,
                         )
                     )
                 task_status.started()

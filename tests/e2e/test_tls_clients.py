@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -427,3 +428,55 @@ def test_curl_otlp_json_push_with_a_bearer_over_tls(node_factory, tmp_path):
     r = httpx.get(n.https + "/store/query", params={"q": m, "topic": "curl.app"},
                   headers=bearer(QUERY_TOKEN), verify=n.ctx, timeout=30)
     assert r.content.count(b"\n") == 1, (line, r.content)
+
+
+# -- 5. Fluent forward: the same gate as the other TCP ingest ports ----------------------------
+
+
+def test_fluent_listener_takes_certificates_and_tokens_only(node_factory, tmp_path):
+    """With -auth.tokens, a Fluent client needs a client certificate (TLS) or a token line:
+    the real fluent-logger, which sends neither, stores nothing; beyond loopback the
+    listener starts only with -tls.client-ca."""
+    import msgpack
+    from fluent import sender
+
+    certs = make_certs(tmp_path / "certs")
+    port = free_port()
+    n = tls_node(node_factory, "fluentgate", certs, tmp_path, "-tls.client-ca", str(certs.ca),
+                 "-ingest.fluent", f"127.0.0.1:{port}")
+    m = marker("fluent")
+
+    def msg(tag: str) -> bytes:
+        return msgpack.packb(["app", int(time.time()), {"log": f"{m} {tag}"}])
+
+    def ctx(client: tuple[Path, Path] | None) -> ssl.SSLContext:
+        c = ssl.create_default_context(cafile=str(certs.ca))
+        if client:
+            c.load_cert_chain(*client)
+        return c
+
+    before = denied(n, "tls_handshake")
+    # The real client, plain TCP: the handshake fails, nothing is stored.
+    s = sender.FluentSender("app", host="127.0.0.1", port=port, timeout=3)
+    s.emit("t", {"log": f"{m} fluent-logger-plain"})
+    s.close()
+    _send(port, msg("cert"), ctx((certs.client, certs.client_key)))
+    _send(port, f"\x01oklog-token {INGEST_TOKEN}\n".encode() + msg("token"), ctx(None))
+    assert _send(port, msg("nothing"), ctx(None), reply=True).startswith(b"ERR 401")
+    wait_for(lambda: len(found(n, m)) >= 2, what="fluent records with credentials")
+    time.sleep(0.5)
+    got = sorted(ln.rsplit(b" ", 1)[-1] for ln in found(n, m))
+    assert got == [b"cert", b"token"], got
+    assert denied(n, "tls_handshake") > before  # the plain fluent-logger
+
+
+def test_fluent_beyond_loopback_needs_client_certificates(tmp_path):
+    from oklog.cluster.keyring import new_key
+
+    key = tmp_path / "k"
+    key.write_text(new_key() + "\n")
+    toks = tokens_file(tmp_path / "tokens")
+    args = [sys.executable, "-m", "oklog", "run", "-cluster.key", str(key), "-auth.tokens", str(toks),
+            "-store.path", str(tmp_path / "d"), "-ingest.fluent", f"0.0.0.0:{free_port()}"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+    assert r.returncode != 0 and "-ingest.fluent" in r.stderr and "-tls.client-ca" in r.stderr, r.stderr
