@@ -36,10 +36,22 @@ Malformed input is counted (``SyslogStats``) and never stops the listener:
   bytes that did arrive are kept as a record (as the TCP listeners keep a
   partial last line).
 
+Event time (``oklog.ingest.eventtime``): a message's TIMESTAMP — RFC 5424
+(``<PRI>1 2026-11-30T16:40:25.123456+01:00``; also without the ``1 `` version,
+as rsyslog reads it) or RFC 3164 (``<PRI>Nov 30 16:40:25``: no year, no zone,
+taken as the node's local time in the year that puts it nearest to now) — is
+the record's time when it lies inside the event-time window; a nil (``-``),
+missing, malformed or out-of-window timestamp gives arrival time. The line is
+the message as received either way, so the event time stays in it.
+
 Writing is the fast port's: each TCP connection appends to its own active
 segment (``oklog.ingest.listener.Connection``) flushed by size or age; all UDP
 datagrams share one segment flushed by age or size. Nothing is synced before
 a segment flushes — syslog senders don't wait for acknowledgements anyway.
+The messages of one read (TCP) or wake-up (UDP) are stamped and sorted by
+ULID as one batch; a batch that would sort before what its segment already
+holds flushes that segment first and starts a new one (``segments_cut``), so
+every segment stays in ULID order.
 """
 
 from __future__ import annotations
@@ -50,12 +62,14 @@ import logging
 import re
 import socket
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta, timezone
 
 import trio
 
+from oklog.ingest.eventtime import EventWindow, Stamper
 from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
 from oklog.ingest.log import IngestLog
-from oklog.record import stamp_lines, validate_topic
+from oklog.record import ULID_LEN, validate_topic
 
 log = logging.getLogger("oklog.ingest.syslog")
 
@@ -83,6 +97,9 @@ class SyslogStats:
     malformed: int = 0
     oversized: int = 0
     idle_closed: int = 0
+    event_time: int = 0  # records stamped with their message's TIMESTAMP
+    event_time_outside: int = 0  # TIMESTAMPs outside the window: arrival time
+    segments_cut: int = 0  # segments flushed early to keep ULID order
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -212,13 +229,120 @@ def datagram_message(data: bytes, max_size: int, stats: SyslogStats) -> bytes | 
     return msg
 
 
+# -- event time -------------------------------------------------------------------------
+
+# RFC 5424 TIMESTAMP after ``<PRI>1 `` (or straight after ``<PRI>``, as rsyslog
+# also accepts): RFC 3339 with at most 9 fraction digits, then SP or the end.
+_RFC5424_TIME = re.compile(
+    rb"<[0-9]{1,3}>(?:1 )?([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    rb"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})(?= |$)"
+)
+# RFC 3164 TIMESTAMP: ``Mmm dd hh:mm:ss`` (a day below 10 space- or zero-padded).
+_RFC3164_TIME = re.compile(rb"<[0-9]{1,3}>([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?= |:|$)")
+_MONTHS = {m: i for i, m in enumerate(
+    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1
+)}
+_NS = 1_000_000_000
+
+
+def _rfc5424_seconds(m: re.Match[bytes]) -> int | None:
+    """Epoch seconds of an RFC 5424 match (fraction aside); None if not a real time."""
+    year, month, day, hh, mm, ss = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    off = m.group(8)
+    try:
+        if off in (b"Z", b"z"):
+            tz = UTC
+        else:
+            oh, om = int(off[1:3]), int(off[4:6])
+            if oh > 23 or om > 59:
+                return None
+            delta = timedelta(hours=oh, minutes=om)
+            tz = timezone(-delta if off[:1] == b"-" else delta)
+        return int(datetime(year, month, day, hh, mm, ss, tzinfo=tz).timestamp())
+    except (ValueError, OverflowError, OSError):  # month 13, 99:99, year 0, ...
+        return None
+
+
+def _rfc3164_seconds(m: re.Match[bytes], now: float) -> int | None:
+    """Epoch seconds of an RFC 3164 match: local time, in whichever of last,
+    this or next year puts it nearest to ``now``; None if not a real time."""
+    month = _MONTHS.get(m.group(1).lower())
+    if month is None:
+        return None
+    day, hh, mm, ss = (int(g) for g in m.group(2, 3, 4, 5))
+    year = datetime.fromtimestamp(now).year
+    best: float | None = None
+    for y in (year - 1, year, year + 1):
+        try:
+            t = datetime(y, month, day, hh, mm, ss).timestamp()  # naive: the node's local zone
+        except (ValueError, OverflowError, OSError):  # Feb 29 off leap years, 24:00:00, ...
+            continue
+        if best is None or abs(t - now) < abs(best - now):
+            best = t
+    return None if best is None else int(best)
+
+
+def event_times(msgs: list[bytes], now: float) -> list[int | None]:
+    """Each message's TIMESTAMP in ns since the epoch; None where it has none
+    (``-``, no PRI, not a time a calendar has). Never raises. The seconds of
+    a timestamp text seen earlier in the batch are reused (a burst shares them)."""
+    out: list[int | None] = []
+    seen: dict[bytes, int | None] = {}
+    m5, m3 = _RFC5424_TIME.match, _RFC3164_TIME.match
+    for msg in msgs:
+        m = m5(msg)
+        if m is not None:
+            key = msg[m.start(1) : m.end(6)] + m.group(8)
+            sec = seen[key] if key in seen else seen.setdefault(key, _rfc5424_seconds(m))
+            if sec is None:
+                out.append(None)
+                continue
+            frac = m.group(7)
+            out.append(sec * _NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0))
+            continue
+        m = m3(msg)
+        if m is not None:
+            key = m.group()
+            sec = seen[key] if key in seen else seen.setdefault(key, _rfc3164_seconds(m, now))
+            out.append(None if sec is None else sec * _NS)
+            continue
+        out.append(None)
+    return out
+
+
 # -- I/O --------------------------------------------------------------------------------
 
 
-async def _write(conn: Connection, msgs: list[bytes]) -> None:
-    if msgs:
-        headers = conn.ulids.headers(len(msgs), conn.settings.topic)
-        await conn.write(stamp_lines(msgs, headers), len(msgs))
+class SyslogWriter:
+    """One connection's (or the UDP socket's) batches into its active segment,
+    each stamped at event time where it can be and sorted; the segment stays in
+    ULID order (see the module docstring)."""
+
+    def __init__(self, conn: Connection, window: EventWindow, stats: SyslogStats) -> None:
+        self.conn = conn
+        self.window = window
+        self.stats = stats
+        self.last = b""  # the greatest ULID in the active segment
+
+    async def write(self, msgs: list[bytes]) -> None:
+        if not msgs:
+            return
+        conn = self.conn
+        st = Stamper(self.window)
+        times = event_times(msgs, st.now / 1000)
+        records, _ = st.stamp_group(
+            conn.settings.topic, msgs, times, True, conn.settings.max_record_size
+        )
+        self.stats.event_time += st.event_stamped
+        self.stats.event_time_outside += st.outside
+        if st.event_stamped:
+            records.sort()  # ULIDs are unique, so byte order is ULID order
+        if conn.segment is not None and records[0][:ULID_LEN] < self.last:
+            self.stats.segments_cut += 1
+            await conn.flush()
+        records.append(b"")
+        await conn.write(b"\n".join(records), len(records) - 1)
+        self.last = records[-2][:ULID_LEN]
 
 
 async def handle_syslog_tcp(
@@ -227,8 +351,10 @@ async def handle_syslog_tcp(
     settings: IngestSettings,
     stats: SyslogStats,
     gate: ConnectionGate | None = None,
+    window: EventWindow | None = None,
 ) -> None:
     conn = Connection(ilog, settings, ListenerStats(), durable=False)
+    out = SyslogWriter(conn, window or EventWindow(), stats)
     framer = SyslogFramer(settings.max_record_size, stats)
     stats.connections += 1
     stats.connections_total += 1
@@ -237,7 +363,7 @@ async def handle_syslog_tcp(
         while data := await conn.receive(stream):
             msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
-            await _write(conn, msgs)
+            await out.write(msgs)
             if gate is not None:
                 ok = gate.hold(held, framer.buffered)
                 held = framer.buffered
@@ -257,7 +383,7 @@ async def handle_syslog_tcp(
             try:
                 msgs = framer.finish()
                 stats.messages_tcp += len(msgs)
-                await _write(conn, msgs)
+                await out.write(msgs)
                 await conn.flush()
             except OSError:
                 log.exception("flushing a syslog connection's segment failed")
@@ -268,10 +394,15 @@ async def handle_syslog_tcp(
 
 
 async def serve_syslog_udp(
-    sock: socket.socket, ilog: IngestLog, settings: IngestSettings, stats: SyslogStats
+    sock: socket.socket,
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: SyslogStats,
+    window: EventWindow | None = None,
 ) -> None:
     """Read datagrams from a bound non-blocking socket into one shared segment."""
     conn = Connection(ilog, settings, ListenerStats(), durable=False)
+    out = SyslogWriter(conn, window or EventWindow(), stats)
     limit = settings.max_record_size
     try:
         while True:
@@ -293,7 +424,7 @@ async def serve_syslog_udp(
                 if msg is not None:
                     msgs.append(msg)
             stats.messages_udp += len(msgs)
-            await _write(conn, msgs)
+            await out.write(msgs)
     finally:
         with trio.CancelScope(shield=True):
             try:
@@ -343,6 +474,7 @@ async def serve_syslog(
     *,
     topic: bytes | str = SYSLOG_TOPIC,
     gate: ConnectionGate | None = None,
+    window: EventWindow | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
@@ -357,13 +489,13 @@ async def serve_syslog(
                     refuse(stream)
                     return
                 try:
-                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate)
+                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate, window)
                 except Exception:  # one connection's failure must not end the listener
                     log.exception("syslog connection failed")
                 finally:
                     tcp_gate.release()
 
-            nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats)
+            nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats, window)
             await nursery.start(trio.serve_listeners, handler, listeners)
             task_status.started((host, bound))
     finally:
