@@ -185,7 +185,6 @@ async def test_segments_stay_sorted_and_cut_when_a_batch_is_older(tmp_path, nurs
             while ilog.records_in < 9:
                 await trio.sleep(0.02)
     nursery.cancel_scope.cancel()
-    await trio.sleep(0)
     with trio.fail_after(TIMEOUT):
         while len(segments(root)) < 4 or any(n.endswith(".active") for n in os.listdir(root)):
             await trio.sleep(0.02)
