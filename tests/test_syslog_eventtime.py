@@ -4,6 +4,8 @@ written by a real listener over real sockets."""
 from __future__ import annotations
 
 import os
+import random
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -88,13 +90,13 @@ def test_bad_timestamps_fall_back_never_raise(msg):
     assert one(msg) is None
 
 
-def test_extreme_but_real_times_do_not_raise():
-    # Real calendar times far from now parse (the window, not the parser, rejects them).
-    assert one(b"<13>1 9999-12-31T23:59:59-23:59 h") == ns(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)) + (
-        23 * 3600 + 59 * 60
-    ) * 10**9
-    assert one(b"<13>1 0001-01-01T00:00:00+23:59 h") == -62135683140 * 10**9  # before year 1 in UTC
+def test_extreme_times_do_not_raise():
+    # Times ns since the epoch cannot hold (past 2262) cannot be inside any window: no time.
+    assert one(b"<13>1 9999-12-31T23:59:59-23:59 h") is None
+    assert one(b"<13>1 0001-01-01T00:00:00+23:59 h") is None
     assert one(b"<13>1 1970-01-01T00:00:00Z h") == 0
+    assert one(b"<13>1 1969-12-31T23:59:59.5Z h") == -500_000_000
+    assert one(b"<13>1 2262-01-01T00:00:00Z h") == ns(datetime(2262, 1, 1, tzinfo=UTC))
 
 
 def local(*args: int) -> datetime:
@@ -207,3 +209,59 @@ async def test_segments_stay_sorted_and_cut_when_a_batch_is_older(tmp_path, nurs
     for text in (b"nil 1", b"too old", b"bad time", b"udp live"):
         assert abs(recs[text] - arrival) < 60_000, text
     assert stats.event_time == 6 and stats.event_time_outside == 1
+
+
+# -- the C reader against a reference written with datetime ---------------------------------
+
+_REF = re.compile(
+    rb"<[0-9]{1,3}>(?:1 )?([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    rb"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})(?= |$)"
+)
+
+
+def reference(msg: bytes) -> int | None:
+    m = _REF.match(msg)
+    if m is None:
+        return None
+    off = m.group(8)
+    if off in (b"Z", b"z"):
+        tz = UTC
+    else:
+        oh, om = int(off[1:3]), int(off[4:6])
+        if oh > 23 or om > 59:
+            return None
+        d = timedelta(hours=oh, minutes=om)
+        tz = timezone(-d if off[:1] == b"-" else d)
+    try:
+        dt = datetime(*(int(g) for g in m.group(1, 2, 3, 4, 5, 6)), tzinfo=tz)  # type: ignore[misc]
+    except ValueError:
+        return None
+    frac = m.group(7) or b""
+    t = (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1) * 10**9 + int(frac.ljust(9, b"0") or 0)
+    return t if -(2**63) < t < 2**63 - 10**9 else None
+
+
+def test_c_reader_matches_reference_on_mutations():
+    rng = random.Random(17)
+    alphabet = b"0123456789:-+.TtZz <>1x\xff"
+    seeds = [
+        b"<13>1 2026-11-30T12:34:56.123456+05:30 host app - - - x",
+        b"<134>2024-02-29T23:59:59Z h",
+        b"<0>1 1999-12-31T00:00:00.1-00:00",
+    ]
+    checked = 0
+    for _ in range(20_000):
+        msg = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(0, 3)):
+            msg[rng.randrange(len(msg))] = rng.choice(alphabet)
+        got = one(bytes(msg))
+        assert got == reference(bytes(msg)), bytes(msg)
+        checked += got is not None
+    assert checked > 1000  # the mutations left many valid times, not only rejects
+    for _ in range(2000):  # random valid times
+        dt = datetime(rng.randint(1, 9999), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                      rng.randint(0, 59), rng.randint(0, 59))
+        off = rng.choice(["Z", f"{rng.choice('+-')}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"])
+        frac = "" if rng.random() < 0.3 else "." + "".join(rng.choices("0123456789", k=rng.randint(1, 9)))
+        msg = f"<13>1 {dt.year:04d}-{dt.strftime('%m-%dT%H:%M:%S')}{frac}{off} h".encode()
+        assert one(msg) == reference(msg), msg

@@ -62,10 +62,11 @@ import logging
 import re
 import socket
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 
 import trio
 
+import oklog._fast as _fast
 from oklog.ingest.eventtime import EventWindow, Stamper
 from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
 from oklog.ingest.log import IngestLog
@@ -231,45 +232,19 @@ def datagram_message(data: bytes, max_size: int, stats: SyslogStats) -> bytes | 
 
 # -- event time -------------------------------------------------------------------------
 
-# RFC 5424 TIMESTAMP after ``<PRI>1 `` (or straight after ``<PRI>``, as rsyslog
-# also accepts): RFC 3339 with at most 9 fraction digits, then SP or the end.
-_RFC5424_TIME = re.compile(
-    rb"<[0-9]{1,3}>(?:1 )?([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    rb"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})(?= |$)"
-)
-# RFC 3164 TIMESTAMP: ``Mmm dd hh:mm:ss`` (a day below 10 space- or zero-padded).
-_RFC3164_TIME = re.compile(rb"<[0-9]{1,3}>([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?= |:|$)")
 _MONTHS = {m: i for i, m in enumerate(
     (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1
 )}
-_NS = 1_000_000_000
 
 
-def _rfc5424_seconds(m: re.Match[bytes]) -> int | None:
-    """Epoch seconds of an RFC 5424 match (fraction aside); None if not a real time."""
-    year, month, day, hh, mm, ss = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
-    off = m.group(8)
-    try:
-        if off in (b"Z", b"z"):
-            tz = UTC
-        else:
-            oh, om = int(off[1:3]), int(off[4:6])
-            if oh > 23 or om > 59:
-                return None
-            delta = timedelta(hours=oh, minutes=om)
-            tz = timezone(-delta if off[:1] == b"-" else delta)
-        return int(datetime(year, month, day, hh, mm, ss, tzinfo=tz).timestamp())
-    except (ValueError, OverflowError, OSError):  # month 13, 99:99, year 0, ...
-        return None
-
-
-def _rfc3164_seconds(m: re.Match[bytes], now: float) -> int | None:
-    """Epoch seconds of an RFC 3164 match: local time, in whichever of last,
+def _rfc3164_seconds(ts: bytes, now: float) -> int | None:
+    """Epoch seconds of ``Mmm dd hh:mm:ss``: local time, in whichever of last,
     this or next year puts it nearest to ``now``; None if not a real time."""
-    month = _MONTHS.get(m.group(1).lower())
+    month = _MONTHS.get(ts[:3].lower())
     if month is None:
         return None
-    day, hh, mm, ss = (int(g) for g in m.group(2, 3, 4, 5))
+    day_s, hms = ts[3:].split()
+    day, hh, mm, ss = int(day_s), int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
     year = datetime.fromtimestamp(now).year
     best: float | None = None
     for y in (year - 1, year, year + 1):
@@ -284,30 +259,15 @@ def _rfc3164_seconds(m: re.Match[bytes], now: float) -> int | None:
 
 def event_times(msgs: list[bytes], now: float) -> list[int | None]:
     """Each message's TIMESTAMP in ns since the epoch; None where it has none
-    (``-``, no PRI, not a time a calendar has). Never raises. The seconds of
-    a timestamp text seen earlier in the batch are reused (a burst shares them)."""
-    out: list[int | None] = []
-    seen: dict[bytes, int | None] = {}
-    m5, m3 = _RFC5424_TIME.match, _RFC3164_TIME.match
-    for msg in msgs:
-        m = m5(msg)
-        if m is not None:
-            key = msg[m.start(1) : m.end(6)] + m.group(8)
-            sec = seen[key] if key in seen else seen.setdefault(key, _rfc5424_seconds(m))
-            if sec is None:
-                out.append(None)
-                continue
-            frac = m.group(7)
-            out.append(sec * _NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0))
-            continue
-        m = m3(msg)
-        if m is not None:
-            key = m.group()
-            sec = seen[key] if key in seen else seen.setdefault(key, _rfc3164_seconds(m, now))
-            out.append(None if sec is None else sec * _NS)
-            continue
-        out.append(None)
-    return out
+    (``-``, no PRI, not a time a calendar has). Never raises. RFC 5424 times
+    are read by the C helper for the whole batch; RFC 3164 ones (second
+    resolution: a burst shares them) are worked out once per batch."""
+    found = _fast.syslog_times(msgs)
+    texts = {t for t in found if type(t) is bytes}
+    if not texts:
+        return found  # type: ignore[return-value]
+    ns = {t: None if (sec := _rfc3164_seconds(t, now)) is None else sec * 1_000_000_000 for t in texts}
+    return [ns[t] if type(t) is bytes else t for t in found]  # type: ignore[index,misc]
 
 
 # -- I/O --------------------------------------------------------------------------------
