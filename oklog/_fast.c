@@ -1663,6 +1663,124 @@ done:
     return result;
 }
 
+/* syslog_times(msgs): each syslog message's TIMESTAMP, read where it starts
+ * (after <PRI>). An RFC 5424 one ("1 " optional, as rsyslog reads it: RFC 3339
+ * with at most 9 fraction digits and Z or +hh:mm, then SP or the end) gives
+ * its ns since the epoch; an RFC 3164 "Mmm dd hh:mm:ss" (then SP, ':' or the
+ * end) gives those bytes, which the caller reads in local time; anything
+ * else, a date no calendar has, or a time beyond int64 ns gives None. */
+
+static int sl_digits(const unsigned char *p, int n) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+static int sl_days_in_month(int y, int m) {
+    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) return 29;
+    return dim[m - 1];
+}
+
+static int64_t sl_days_from_civil(int64_t y, int m, int d) { /* H. Hinnant's algorithm */
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int sl_is_alpha(unsigned char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
+
+/* 1 and *out set for a valid RFC 3339 time at p (n bytes left) followed by SP
+ * or the end; 0 otherwise. */
+static int sl_rfc3339(const unsigned char *p, Py_ssize_t n, int64_t *out) {
+    if (n < 20) return 0;
+    int y = sl_digits(p, 4), mo = sl_digits(p + 5, 2), d = sl_digits(p + 8, 2);
+    int h = sl_digits(p + 11, 2), mi = sl_digits(p + 14, 2), s = sl_digits(p + 17, 2);
+    if (p[4] != '-' || p[7] != '-' || (p[10] != 'T' && p[10] != 't') || p[13] != ':' || p[16] != ':') return 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || s < 0 || s > 59) return 0;
+    if (d > sl_days_in_month(y, mo)) return 0;
+    Py_ssize_t i = 19;
+    int64_t frac = 0;
+    if (p[i] == '.') {
+        Py_ssize_t j = ++i;
+        while (i < n && p[i] >= '0' && p[i] <= '9' && i - j < 10) frac = frac * 10 + (p[i++] - '0');
+        if (i == j || i - j > 9) return 0;
+        for (Py_ssize_t k = i - j; k < 9; k++) frac *= 10;
+    }
+    int64_t off = 0;
+    if (i < n && (p[i] == 'Z' || p[i] == 'z')) {
+        i++;
+    } else if (i + 6 <= n && (p[i] == '+' || p[i] == '-') && p[i + 3] == ':') {
+        int oh = sl_digits(p + i + 1, 2), om = sl_digits(p + i + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59) return 0;
+        off = (int64_t)(oh * 3600 + om * 60) * (p[i] == '-' ? -1 : 1);
+        i += 6;
+    } else {
+        return 0;
+    }
+    if (i < n && p[i] != ' ' && p[i] != '\n') return 0;
+    int64_t secs = sl_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - off;
+    if (secs <= INT64_MIN / 1000000000 || secs >= INT64_MAX / 1000000000) return 0;
+    *out = secs * 1000000000 + frac;
+    return 1;
+}
+
+/* The length of an RFC 3164 TIMESTAMP at p followed by SP, ':' or the end; 0 if none. */
+static Py_ssize_t sl_rfc3164(const unsigned char *p, Py_ssize_t n) {
+    if (n < 14 || !sl_is_alpha(p[0]) || !sl_is_alpha(p[1]) || !sl_is_alpha(p[2]) || p[3] != ' ') return 0;
+    Py_ssize_t i = 4;
+    if (p[i] == ' ') i++;
+    Py_ssize_t ds = i;
+    while (i < n && i - ds < 3 && p[i] >= '0' && p[i] <= '9') i++;
+    if (i == ds || i - ds > 2 || i + 9 > n || p[i] != ' ') return 0;
+    const unsigned char *t = p + i + 1;
+    if (sl_digits(t, 2) < 0 || t[2] != ':' || sl_digits(t + 3, 2) < 0 || t[5] != ':' || sl_digits(t + 6, 2) < 0) return 0;
+    i += 9;
+    if (i < n && p[i] != ' ' && p[i] != ':' && p[i] != '\n') return 0;
+    return i;
+}
+
+static PyObject *fast_syslog_times(PyObject *self, PyObject *args) {
+    PyObject *msgs;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &msgs)) return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(msgs);
+    PyObject *out = PyList_New(count);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *m = PyList_GET_ITEM(msgs, k), *v = NULL;
+        if (PyBytes_Check(m)) {
+            const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(m);
+            Py_ssize_t n = PyBytes_GET_SIZE(m), i = 1;
+            if (n > 0 && p[0] == '<') {
+                while (i < n && i < 4 && p[i] >= '0' && p[i] <= '9') i++;
+                if (i > 1 && i < n && p[i] == '>') {
+                    i++;
+                    int64_t ns;
+                    Py_ssize_t at = (i + 1 < n && p[i] == '1' && p[i + 1] == ' ') ? i + 2 : i;
+                    Py_ssize_t len;
+                    if (sl_rfc3339(p + at, n - at, &ns))
+                        v = PyLong_FromLongLong(ns);
+                    else if ((len = sl_rfc3164(p + i, n - i)) > 0)
+                        v = PyBytes_FromStringAndSize((const char *)p + i, len);
+                    if (v == NULL && PyErr_Occurred()) {
+                        Py_DECREF(out);
+                        return NULL;
+                    }
+                }
+            }
+        }
+        if (v == NULL) v = Py_NewRef(Py_None);
+        PyList_SET_ITEM(out, k, v);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"grep", fast_grep, METH_VARARGS,
      "grep(buf, start, end, needle, mode, icase=False) -> bytes: records in buf[start:end] whose line holds needle"},
@@ -1689,6 +1807,8 @@ static PyMethodDef methods[] = {
     {"zscan", fast_zscan, METH_VARARGS,
      "zscan(buf, frames, needle, mode, klo, khi) -> (bytes, bad): zstd frames decompressed, cut to [klo, khi), grepped (needle None: all), in mode 0-2"},
     {"zscan_available", fast_zscan_available, METH_NOARGS, "zscan_available() -> bool: libzstd was found"},
+    {"syslog_times", fast_syslog_times, METH_VARARGS,
+     "syslog_times(msgs) -> [ns | bytes | None]: each syslog message's RFC 5424 time, RFC 3164 timestamp or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -170,7 +170,7 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
           help="topic of records on the fast, durable and HTTP ingest ports (a connection or request may name its own)")
     _flag(p, "ingest.fluent", default="", help="Fluent forward protocol listen address, TCP (usually :24224; off by default)")
     _flag(p, "ingest.event-time-past", type=_duration, default=3600.0,
-          help="push protocols' event times up to this far back become the record's time (older: arrival time)")
+          help="push protocols' and syslog's event times up to this far back become the record's time (older: arrival time)")
     _flag(p, "ingest.event-time-future", type=_duration, default=300.0,
           help="event times up to this far ahead become the record's time")
     _flag(p, "ingest.otlp-topic-attributes", default="service.name",

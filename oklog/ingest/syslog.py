@@ -37,10 +37,22 @@ Malformed input is counted (``SyslogStats``) and never stops the listener:
   bytes that did arrive are kept as a record (as the TCP listeners keep a
   partial last line).
 
+Event time (``oklog.ingest.eventtime``): a message's TIMESTAMP — RFC 5424
+(``<PRI>1 2026-11-30T16:40:25.123456+01:00``; also without the ``1 `` version,
+as rsyslog reads it) or RFC 3164 (``<PRI>Nov 30 16:40:25``: no year, no zone,
+taken as the node's local time in the year that puts it nearest to now) — is
+the record's time when it lies inside the event-time window; a nil (``-``),
+missing, malformed or out-of-window timestamp gives arrival time. The line is
+the message as received either way, so the event time stays in it.
+
 Writing is the fast port's: each TCP connection appends to its own active
 segment (``oklog.ingest.listener.Connection``) flushed by size or age; all UDP
 datagrams share one segment flushed by age or size. Nothing is synced before
 a segment flushes — syslog senders don't wait for acknowledgements anyway.
+The messages of one read (TCP) or wake-up (UDP) are stamped and sorted by
+ULID as one batch; a batch that would sort before what its segment already
+holds flushes that segment first and starts a new one (``segments_cut``), so
+every segment stays in ULID order.
 """
 
 from __future__ import annotations
@@ -51,12 +63,15 @@ import logging
 import re
 import socket
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import trio
 
+import oklog._fast as _fast
+from oklog.ingest.eventtime import EventWindow, Stamper
 from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
 from oklog.ingest.log import IngestLog
-from oklog.records.record import stamp_lines, validate_topic
+from oklog.records.record import ULID_LEN, validate_topic
 
 log = logging.getLogger("oklog.ingest.syslog")
 
@@ -84,6 +99,9 @@ class SyslogStats:
     malformed: int = 0
     oversized: int = 0
     idle_closed: int = 0
+    event_time: int = 0  # records stamped with their message's TIMESTAMP
+    event_time_outside: int = 0  # TIMESTAMPs outside the window: arrival time
+    segments_cut: int = 0  # segments flushed early to keep ULID order
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -213,13 +231,79 @@ def datagram_message(data: bytes, max_size: int, stats: SyslogStats) -> bytes | 
     return msg
 
 
+# -- event time -------------------------------------------------------------------------
+
+_MONTHS = {m: i for i, m in enumerate(
+    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1
+)}
+
+
+def _rfc3164_seconds(ts: bytes, now: float) -> int | None:
+    """Epoch seconds of ``Mmm dd hh:mm:ss``: local time, in whichever of last,
+    this or next year puts it nearest to ``now``; None if not a real time."""
+    month = _MONTHS.get(ts[:3].lower())
+    if month is None:
+        return None
+    day_s, hms = ts[3:].split()
+    day, hh, mm, ss = int(day_s), int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+    year = datetime.fromtimestamp(now).year
+    best: float | None = None
+    for y in (year - 1, year, year + 1):
+        try:
+            t = datetime(y, month, day, hh, mm, ss).timestamp()  # naive: the node's local zone
+        except (ValueError, OverflowError, OSError):  # Feb 29 off leap years, 24:00:00, ...
+            continue
+        if best is None or abs(t - now) < abs(best - now):
+            best = t
+    return None if best is None else int(best)
+
+
+def event_times(msgs: list[bytes], now: float) -> list[int | None]:
+    """Each message's TIMESTAMP in ns since the epoch; None where it has none
+    (``-``, no PRI, not a time a calendar has). Never raises. RFC 5424 times
+    are read by the C helper for the whole batch; RFC 3164 ones (second
+    resolution: a burst shares them) are worked out once per batch."""
+    found = _fast.syslog_times(msgs)
+    texts = {t for t in found if type(t) is bytes}
+    if not texts:
+        return found  # type: ignore[return-value]
+    ns = {t: None if (sec := _rfc3164_seconds(t, now)) is None else sec * 1_000_000_000 for t in texts}
+    return [ns[t] if type(t) is bytes else t for t in found]  # type: ignore[index,misc]
+
+
 # -- I/O --------------------------------------------------------------------------------
 
 
-async def _write(conn: Connection, msgs: list[bytes]) -> None:
-    if msgs:
-        headers = conn.ulids.headers(len(msgs), conn.settings.topic)
-        await conn.write(stamp_lines(msgs, headers), len(msgs))
+class SyslogWriter:
+    """One connection's (or the UDP socket's) batches into its active segment,
+    each stamped at event time where it can be and sorted; the segment stays in
+    ULID order (see the module docstring)."""
+
+    def __init__(self, conn: Connection, window: EventWindow, stats: SyslogStats) -> None:
+        self.conn = conn
+        self.window = window
+        self.stats = stats
+        self.last = b""  # the greatest ULID in the active segment
+
+    async def write(self, msgs: list[bytes]) -> None:
+        if not msgs:
+            return
+        conn = self.conn
+        st = Stamper(self.window)
+        times = event_times(msgs, st.now / 1000)
+        records, _ = st.stamp_group(
+            conn.settings.topic, msgs, times, True, conn.settings.max_record_size
+        )
+        self.stats.event_time += st.event_stamped
+        self.stats.event_time_outside += st.outside
+        if st.event_stamped:
+            records.sort()  # ULIDs are unique, so byte order is ULID order
+        if conn.segment is not None and records[0][:ULID_LEN] < self.last:
+            self.stats.segments_cut += 1
+            await conn.flush()
+        records.append(b"")
+        await conn.write(b"\n".join(records), len(records) - 1)
+        self.last = records[-2][:ULID_LEN]
 
 
 async def handle_syslog_tcp(
@@ -228,8 +312,10 @@ async def handle_syslog_tcp(
     settings: IngestSettings,
     stats: SyslogStats,
     gate: ConnectionGate | None = None,
+    window: EventWindow | None = None,
 ) -> None:
     conn = Connection(ilog, settings, ListenerStats(), durable=False)
+    out = SyslogWriter(conn, window or EventWindow(), stats)
     framer = SyslogFramer(settings.max_record_size, stats)
     stats.connections += 1
     stats.connections_total += 1
@@ -238,7 +324,7 @@ async def handle_syslog_tcp(
         while data := await conn.receive(stream):
             msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
-            await _write(conn, msgs)
+            await out.write(msgs)
             if gate is not None:
                 ok = gate.hold(held, framer.buffered)
                 held = framer.buffered
@@ -258,7 +344,7 @@ async def handle_syslog_tcp(
             try:
                 msgs = framer.finish()
                 stats.messages_tcp += len(msgs)
-                await _write(conn, msgs)
+                await out.write(msgs)
                 await conn.flush()
             except OSError:
                 log.exception("flushing a syslog connection's segment failed")
@@ -269,10 +355,15 @@ async def handle_syslog_tcp(
 
 
 async def serve_syslog_udp(
-    sock: socket.socket, ilog: IngestLog, settings: IngestSettings, stats: SyslogStats
+    sock: socket.socket,
+    ilog: IngestLog,
+    settings: IngestSettings,
+    stats: SyslogStats,
+    window: EventWindow | None = None,
 ) -> None:
     """Read datagrams from a bound non-blocking socket into one shared segment."""
     conn = Connection(ilog, settings, ListenerStats(), durable=False)
+    out = SyslogWriter(conn, window or EventWindow(), stats)
     limit = settings.max_record_size
     try:
         while True:
@@ -294,7 +385,7 @@ async def serve_syslog_udp(
                 if msg is not None:
                     msgs.append(msg)
             stats.messages_udp += len(msgs)
-            await _write(conn, msgs)
+            await out.write(msgs)
     finally:
         with trio.CancelScope(shield=True):
             try:
@@ -385,6 +476,7 @@ async def serve_syslog(
     *,
     topic: bytes | str = SYSLOG_TOPIC,
     gate: ConnectionGate | None = None,
+    window: EventWindow | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
@@ -399,13 +491,13 @@ async def serve_syslog(
                     refuse(stream)
                     return
                 try:
-                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate)
+                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate, window)
                 except Exception:  # one connection's failure must not end the listener
                     log.exception("syslog connection failed")
                 finally:
                     tcp_gate.release()
 
-            nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats)
+            nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats, window)
             await nursery.start(trio.serve_listeners, handler, listeners)
             task_status.started((host, bound))
     finally:

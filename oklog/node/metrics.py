@@ -240,6 +240,9 @@ class StateCollector(Collector):
             f.counter("oklog_syslog_oversized", "Syslog messages over the max record size, dropped", sl.get("oversized"))
             f.gauge("oklog_syslog_open_connections", "Open syslog TCP connections", sl.get("connections"))
             f.counter("oklog_syslog_connections", "Syslog TCP connections accepted", sl.get("connections_total"))
+            f.counter("oklog_syslog_event_time_records", "Syslog records stamped with their message's TIMESTAMP", sl.get("event_time"))
+            f.counter("oklog_syslog_event_time_outside", "Syslog TIMESTAMPs outside the event-time window (arrival time taken)", sl.get("event_time_outside"))
+            f.counter("oklog_syslog_segments_cut", "Syslog segments flushed early to keep ULID order", sl.get("segments_cut"))
         hi = ing.get("http")
         if isinstance(hi, dict):
             f.counter("oklog_http_ingest_requests", "HTTP ingest requests", hi.get("requests"))

@@ -551,6 +551,7 @@ class Node:
                         functools.partial(
                             serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
                             ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(), gate=self.gate,
+                            window=self.event_window(),
                         )
                     )
                 if cfg.ingest_syslog_tls is not None and access is not None:

@@ -105,6 +105,9 @@ class SyslogStats(TypedDict):
     malformed: int
     oversized: int
     idle_closed: int
+    event_time: int  # records stamped with the message's own TIMESTAMP
+    event_time_outside: int  # TIMESTAMPs outside the event-time window: arrival time
+    segments_cut: int  # segments flushed early to keep a batch of earlier times sorted
 
 
 class BulkStats(TypedDict):
