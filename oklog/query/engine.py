@@ -288,13 +288,22 @@ class Matcher:
         literal, (True, None) when every record matches, with no topic filter
         or regex to check: then the C helper alone decides (oklog._fast.zscan).
         (False, None) otherwise."""
-        if self._topic is not None or self.match_none or self._icase:
-            return False, None  # zscan's search is exact-case: -i keeps the matcher's scan
-        if self.match_all:
+        if self.match_all and self._topic is None:
             return True, None
-        if self._lit is not None and self._verify is None:
-            return True, self._lit
-        return False, None
+        sub = self.substring()
+        if sub is None or sub[1]:  # zscan's search is exact-case: -i keeps the matcher's scan
+            return False, None
+        return True, sub[0]
+
+    def substring(self) -> tuple[bytes, bool] | None:
+        """(literal, icase) when a record matches exactly if its line holds the
+        literal (in any ASCII case with icase), with no topic filter or regex
+        to check; None otherwise, also when every record or none matches."""
+        if self._topic is not None or self.match_all or self.match_none:
+            return None
+        if self._lit is None or self._verify is not None:
+            return None
+        return self._lit, self._icase
 
     def literal(self) -> bytes | None:
         """A literal every matching line holds (the query, or a regex's
