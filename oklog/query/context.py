@@ -14,7 +14,7 @@ import collections
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from oklog.query.engine import HEADER_MIN, MODE_RAW, Matcher, ScanMatcher
 from oklog.query.format import Formatter
@@ -108,8 +108,12 @@ MATCH_PARAMS = ("q", "not", "where", "i", "regex", "fields", "format", "A", "B",
 
 
 Emit = Callable[[bytes], Awaitable[None]]
-# Makes the emitter of a query's answer from its output format and the response's write.
-Emitter = Callable[[Formatter | None, "Write"], Emit]
+
+
+class Emitter(Protocol):
+    """Makes the emitter of a query's answer from its output format and the response's write."""
+
+    def __call__(self, fmt: Formatter | None, write: Write) -> Emit: ...
 
 
 def with_context(
