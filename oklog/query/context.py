@@ -11,9 +11,17 @@ stands for grep's ``--`` between groups of one topic that are not adjacent.
 from __future__ import annotations
 
 import collections
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from oklog.query.engine import HEADER_MIN, MODE_RAW
+from oklog.query.engine import HEADER_MIN, MODE_RAW, Matcher, ScanMatcher
+from oklog.query.format import Formatter
+
+if TYPE_CHECKING:
+    from oklog.net.http import Request, Write
+    from oklog.query.params import QueryParams
 
 MAX_CONTEXT = 1000
 
@@ -23,11 +31,14 @@ class _Topic:
     seen: int = 0
     printed: int | None = None  # index (in this topic) of the last record printed
     after: int = 0
-    before: collections.deque = field(default_factory=collections.deque)
+    before: collections.deque[tuple[int, bytes]] = field(default_factory=collections.deque)  # (index, record)
 
 
 class ContextFilter:
-    def __init__(self, matcher, before: int, after: int) -> None:
+    """Decides, over the merged stream, which records print: matches and the
+    records of their topic around them."""
+
+    def __init__(self, matcher: ScanMatcher, before: int, after: int) -> None:
         self.matcher = matcher
         self.before = before
         self.after = after
@@ -71,7 +82,7 @@ class ContextFilter:
         out.append(rec + b"\n")
 
 
-def context_args(req) -> tuple[int, int] | None:
+def context_args(req: Request) -> tuple[int, int] | None:
     """``(before, after)`` from the A, B and C parameters; None without them."""
     from oklog.net.http import HTTPError
 
@@ -96,40 +107,57 @@ def context_args(req) -> tuple[int, int] | None:
 MATCH_PARAMS = ("q", "not", "where", "i", "regex", "fields", "format", "A", "B", "C")
 
 
-def with_context(req, params, matcher, ctx: tuple[int, int]):
+Emit = Callable[[bytes], Awaitable[None]]
+
+
+class Emitter(Protocol):
+    """Makes the emitter of a query's answer from its output format and the response's write."""
+
+    def __call__(self, fmt: Formatter | None, write: Write) -> Emit: ...
+
+
+def with_context(
+    req: Request, params: QueryParams, matcher: ScanMatcher, ctx: tuple[int, int]
+) -> tuple[str, QueryParams, Matcher, Emitter]:
     """What the coordinator asks of members for a query with context (every
     record of the range and topic: the query string, plan parameters and
     matcher), and the emitter that prints matches and their context."""
     import dataclasses
     from urllib.parse import urlencode
 
-    from oklog.query.engine import Matcher, Query
+    from oklog.query.engine import Query
 
     pairs = [(k, v) for k, vs in req.query.items() if k not in MATCH_PARAMS for v in vs]
     pairs.append(("format", "raw"))
     qs = urlencode(pairs, encoding="latin-1")
     everything = dataclasses.replace(params, query=Query(b"", False, params.topic))
     filt = ContextFilter(matcher, ctx[0], ctx[1])
+    return qs, everything, Matcher(everything.query), functools.partial(ContextEmit, filt)
 
-    def emitter(fmt, write):
-        sep = fmt is not None and getattr(fmt, "__name__", "") != "as_json"  # raw and JSON records only
 
-        async def emit(data: bytes) -> None:
-            run: list[bytes] = []
-            for item in filt.feed(data):
-                if item is not None:
-                    run.append(item)
-                    continue
-                if run:
-                    chunk = b"".join(run)
-                    await write(chunk if fmt is None else fmt(chunk))
-                    run = []
-                if sep:
-                    await write(b"--\n")
-            if run:
-                chunk = b"".join(run)
-                await write(chunk if fmt is None else fmt(chunk))
+class ContextEmit:
+    """Writes the records ``filt`` keeps of each merged piece, formatted,
+    with ``--`` between groups (raw and JSON records: none)."""
 
-        return emit
+    def __init__(self, filt: ContextFilter, fmt: Formatter | None, write: Write) -> None:
+        self.filt = filt
+        self.fmt = fmt
+        self.write = write
+        self.sep = fmt is not None and getattr(fmt, "__name__", "") != "as_json"
 
-    return qs, everything, Matcher(everything.query), emitter
+    async def __call__(self, data: bytes) -> None:
+        run: list[bytes] = []
+        for item in self.filt.feed(data):
+            if item is not None:
+                run.append(item)
+                continue
+            await self._flush(run)
+            run = []
+            if self.sep:
+                await self.write(b"--\n")
+        await self._flush(run)
+
+    async def _flush(self, run: list[bytes]) -> None:
+        if run:
+            chunk = b"".join(run)
+            await self.write(chunk if self.fmt is None else self.fmt(chunk))

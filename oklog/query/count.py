@@ -14,13 +14,31 @@ from __future__ import annotations
 import json
 import time
 from functools import cache
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from oklog.query.engine import Buffer
 
 ULID_LINE = 27  # 26 ULID characters and LF
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Per value of a ``-by`` field: [count, bytes, first ULID, last ULID] (a list:
+# updated in place for every record, read by position).
+ByValue = list[Any]
+
+
+class Bucket(TypedDict):
+    """A histogram bucket as a count answer carries it."""
+
+    time: str  # RFC 3339, UTC
+    ms: int  # the bucket's start, Unix milliseconds
+    count: int
 
 
 @cache
-def _tables():
+def _tables() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     import numpy as np
 
     decode = np.zeros(256, dtype=np.int64)
@@ -33,7 +51,7 @@ def _tables():
 MAX_BUCKETS = 100_000  # buckets filled in for display between the first and last non-empty one
 
 
-def ulid_lines(records) -> bytes:
+def ulid_lines(records: Buffer) -> bytes:
     """``ULID LF`` for every record of a buffer of whole records (``ULID SP ...
     LF``), in the same order."""
     if not records:
@@ -51,7 +69,7 @@ def ulid_lines(records) -> bytes:
     return out.tobytes()
 
 
-def ulid_ms(lines):
+def ulid_ms(lines: Buffer) -> npt.NDArray[np.int64]:
     """Milliseconds of every ``ULID LF`` line of a buffer (a numpy array)."""
     import numpy as np
 
@@ -60,7 +78,8 @@ def ulid_ms(lines):
         return np.zeros(0, dtype=np.int64)
     arr = np.frombuffer(lines, dtype=np.uint8, count=n * ULID_LINE).reshape(n, ULID_LINE)
     decode, weights = _tables()
-    return decode[arr[:, :10]] @ weights
+    ms: npt.NDArray[np.int64] = decode[arr[:, :10]] @ weights
+    return ms
 
 
 class Tally:
@@ -73,7 +92,7 @@ class Tally:
         self.total = 0
         self.buckets: dict[int, int] = {}
 
-    def add(self, lines) -> None:
+    def add(self, lines: Buffer) -> None:
         if len(lines) % ULID_LINE:
             raise ValueError("not a whole number of ULID lines")
         n = len(lines) // ULID_LINE
@@ -87,7 +106,7 @@ class Tally:
         for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
             self.buckets[k] = self.buckets.get(k, 0) + c
 
-    def add_by(self, lines: bytes, values: dict) -> None:
+    def add_by(self, lines: bytes, values: dict[bytes, ByValue]) -> None:
         """``ULID SP SIZE SP VALUE LF`` lines (VALUE a JSON string or null),
         in ULID order: per value ``[count, bytes, first ULID, last ULID]``."""
         for line in lines.split(b"\n")[:-1]:
@@ -102,12 +121,13 @@ class Tally:
                 got[3] = ulid
             self.total += 1
 
-    def as_dict(self) -> dict:
-        out: dict = {"total": self.total}
+    def as_dict(self) -> dict[str, object]:
+        """The count answer's body: total, and step_ms and buckets for a histogram."""
+        out: dict[str, object] = {"total": self.total}
         if self.step_ms:
             out["step_ms"] = self.step_ms
             out["buckets"] = [
-                {"time": rfc3339(k, self.step_ms), "ms": k, "count": c} for k, c in sorted(self.buckets.items())
+                Bucket(time=rfc3339(k, self.step_ms), ms=k, count=c) for k, c in sorted(self.buckets.items())
             ]
         return out
 
@@ -118,7 +138,7 @@ def rfc3339(ms: int, step_ms: int = 1) -> str:
     return f"{head}.{rem:03d}Z" if step_ms % 1000 or rem else head + "Z"
 
 
-def filled(buckets: list[dict], step_ms: int) -> list[tuple[str, int]]:
+def filled(buckets: list[Bucket], step_ms: int) -> list[tuple[str, int]]:
     """``(time, count)`` for every bucket from the first non-empty one to the
     last, empty ones included (as a chart shows them), at most MAX_BUCKETS."""
     if not buckets:
@@ -152,5 +172,5 @@ def render_bars(rows: list[tuple[str, int]], width: int = 80) -> str:
     return "".join(out)
 
 
-def dumps(obj: dict) -> str:
+def dumps(obj: dict[str, object]) -> str:
     return json.dumps(obj, separators=(",", ":"))

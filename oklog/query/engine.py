@@ -21,16 +21,23 @@ Python sees only the result.
 from __future__ import annotations
 
 import copy
+import mmap
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import hyperscan
 import numpy as np
+import numpy.typing as npt
 import re2
 
 import oklog._fast as _fast
 from oklog.records.record import ULID_LEN
+
+if TYPE_CHECKING:
+    from sre_parse import SubPattern  # typeshed's stub of re._parser (3.11: same module)
 
 HEADER_MIN = ULID_LEN + 1  # ULID and its space; the topic follows
 MAX_QUERY_LEN = 4096
@@ -44,6 +51,27 @@ class QueryError(ValueError):
 
 
 Ranges = list[tuple[int, int]]
+U8Array = npt.NDArray[np.uint8]
+I64Array = npt.NDArray[np.int64]
+# Records to scan: a mapped segment or bytes in memory. Not a memoryview:
+# the scans find LFs with the buffer's own ``find`` (only the C helper and
+# hyperscan are handed views).
+Buffer = bytes | bytearray | mmap.mmap
+Line = bytes | bytearray  # a slice of a Buffer
+LineTest = Callable[[Line], bool]  # whether a line (without its LF) matches
+Search = Callable[[Line], object]  # RE2's search: None when the line does not match
+
+
+class ScanMatcher(Protocol):
+    """What the store's scans use of a matcher (a Matcher, or several terms'
+    oklog.query.terms.TermsMatcher)."""
+
+    @property
+    def query(self) -> Query: ...
+
+    def scan_format(self, buf: Buffer, start: int, end: int, mode: int) -> bytes: ...
+
+    def without_topic(self, topic: str) -> ScanMatcher: ...
 
 
 def _re2_options() -> re2.Options:
@@ -130,13 +158,25 @@ def max_width(pattern: bytes) -> int | None:
     ``to`` with ``to - width`` inside the line is a match in the line: no RE2."""
     if b"\n" in pattern or _MAY_CROSS_LF.search(pattern):
         return None
-    try:
-        from re import _parser  # type: ignore[attr-defined]  # stdlib parser; RE2 syntax is close
-
-        width = _parser.parse(pattern.decode("latin-1")).getwidth()[1]
-    except Exception:
+    parsed = _parse(pattern)
+    if parsed is None:
         return None
+    width: int = parsed.getwidth()[1]
     return width if width < 1 << 16 else None
+
+
+def _parse(pattern: bytes) -> SubPattern | None:
+    """``pattern`` read by Python's regex parser (its syntax is close to
+    RE2's), or None where it rejects it: a syntax it lacks (re.error), a
+    repeat count over its limit (OverflowError), nesting deeper than the
+    recursion limit (RecursionError), an invalid code point (ValueError)."""
+    from re import _parser  # type: ignore[attr-defined]  # private stdlib module, no stub
+
+    try:
+        parsed: SubPattern = _parser.parse(pattern.decode("latin-1"))
+    except (re.error, OverflowError, RecursionError, ValueError):
+        return None
+    return parsed
 
 
 def _top_level_bar(p: bytes) -> bool:
@@ -248,13 +288,22 @@ class Matcher:
         literal, (True, None) when every record matches, with no topic filter
         or regex to check: then the C helper alone decides (oklog._fast.zscan).
         (False, None) otherwise."""
-        if self._topic is not None or self.match_none or self._icase:
-            return False, None  # zscan's search is exact-case: -i keeps the matcher's scan
-        if self.match_all:
+        if self.match_all and self._topic is None:
             return True, None
-        if self._lit is not None and self._verify is None:
-            return True, self._lit
-        return False, None
+        sub = self.substring()
+        if sub is None or sub[1]:  # zscan's search is exact-case: -i keeps the matcher's scan
+            return False, None
+        return True, sub[0]
+
+    def substring(self) -> tuple[bytes, bool] | None:
+        """(literal, icase) when a record matches exactly if its line holds the
+        literal (in any ASCII case with icase), with no topic filter or regex
+        to check; None otherwise, also when every record or none matches."""
+        if self._topic is not None or self.match_all or self.match_none:
+            return None
+        if self._lit is None or self._verify is not None:
+            return None
+        return self._lit, self._icase
 
     def literal(self) -> bytes | None:
         """A literal every matching line holds (the query, or a regex's
@@ -263,14 +312,11 @@ class Matcher:
 
     # -- scanning -------------------------------------------------------------
 
-    def _hs_scan(self, data, on_match) -> None:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = self._scratch_proto.clone()
+    def _hs_scan(self, data: Buffer | memoryview, on_match: hyperscan.match_event_callback) -> None:
         assert self._db is not None
-        self._db.scan(data, match_event_handler=on_match, scratch=scratch)
+        _hs_scan(self._db, self._scratch_proto, self._local, data, on_match)
 
-    def scan(self, buf, start: int = 0, end: int | None = None) -> Ranges:
+    def scan(self, buf: Buffer, start: int = 0, end: int | None = None) -> Ranges:
         """Ranges [s, e) of whole matching records within buf[start:end].
 
         ``start`` must be a record start and ``end`` a record end (after LF).
@@ -295,7 +341,7 @@ class Matcher:
             return self._topic.filter(buf, ranges)
         return ranges
 
-    def scan_format(self, buf, start: int, end: int, mode: int) -> bytes:
+    def scan_format(self, buf: Buffer, start: int, end: int, mode: int) -> bytes:
         """The matching records of buf[start:end] as output bytes in ``mode``
         (MODE_RAW, MODE_LINES or MODE_ULID), without building range lists
         where the C helper can do it all."""
@@ -312,7 +358,7 @@ class Matcher:
         out = b"".join(buf[s:e] for s, e in self.scan(buf, start, end))
         return out if mode == MODE_RAW else _fast.format(out, 0, len(out), mode)
 
-    def _candidates(self, buf, start: int, end: int) -> tuple[bytes, bytes | None]:
+    def _candidates(self, buf: Buffer, start: int, end: int) -> tuple[bytes, bytes | None]:
         """Records whose line holds the literal (int64 triples: record start,
         line start, record end), and for a regex which of them RE2 accepts
         (one byte each; None: all)."""
@@ -334,19 +380,19 @@ class Matcher:
         keep = bytes([found(buf[ls : re_ - 1]) for ls, re_ in zip(t[1::3].tolist(), t[2::3].tolist(), strict=True)])
         return cand, keep
 
-    def _hit_ends(self, buf, start: int, end: int) -> list[int]:
+    def _hit_ends(self, buf: Buffer, start: int, end: int) -> list[int]:
         """Where hyperscan's hits end, relative to ``start``. The callback only
         records offsets, so two scanning threads hardly contend for the GIL."""
         ends: list[int] = []
         add = ends.append
 
-        def on_match(_id, _from, to, _flags, _ctx):
+        def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
             add(to)
 
         self._hs_scan(_view(buf, start, end), on_match)
         return ends
 
-    def _scan_prefiltered(self, buf, start: int, end: int) -> Ranges:
+    def _scan_prefiltered(self, buf: Buffer, start: int, end: int) -> Ranges:
         """Candidate lines from hyperscan, decided by RE2 unless the hit's
         bounded width keeps it inside the line (then it is a match as is)."""
         ends = self._hit_ends(buf, start, end)
@@ -356,7 +402,7 @@ class Matcher:
         back = self._maxw if self._maxw is not None else 1 << 62
         return _records_of_hits(buf, start, ends, back, search)
 
-    def _scan_lines(self, buf, start: int, end: int) -> Ranges:
+    def _scan_lines(self, buf: Buffer, start: int, end: int) -> Ranges:
         search = self._verify.search  # type: ignore[union-attr]
         ranges: Ranges = []
         pos = start
@@ -387,10 +433,10 @@ class TopicFilter:
         self._proto = hyperscan.Scratch(self._db)
         self._local = threading.local()
 
-    def _is(self, buf, rs: int) -> bool:
+    def _is(self, buf: Buffer, rs: int) -> bool:
         return buf[rs + ULID_LEN : rs + self.header] == self.needle
 
-    def filter(self, buf, ranges: Ranges) -> Ranges:
+    def filter(self, buf: Buffer, ranges: Ranges) -> Ranges:
         out: Ranges = []
         find = buf.find
         for s, e in ranges:
@@ -405,12 +451,12 @@ class TopicFilter:
                 p = nl
         return out
 
-    def records(self, buf, start: int, end: int) -> Ranges:
+    def records(self, buf: Buffer, start: int, end: int) -> Ranges:
         out: Ranges = []
         find = buf.find
         header = self.header
 
-        def on_match(_id, _from, to, _flags, _ctx):
+        def on_match(_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
             rs = start + to - header
             nl = find(b"\n", start + to, end) + 1 or end
             if out and out[-1][1] == rs:
@@ -418,11 +464,24 @@ class TopicFilter:
             else:
                 out.append((rs, nl))
 
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = self._proto.clone()
-        self._db.scan(_view(buf, start, end), match_event_handler=on_match, scratch=scratch)
+        _hs_scan(self._db, self._proto, self._local, _view(buf, start, end), on_match)
         return out
+
+
+def _hs_scan(
+    db: hyperscan.Database,
+    proto: hyperscan.Scratch,
+    local: threading.local,
+    data: Buffer | memoryview,
+    on_match: hyperscan.match_event_callback,
+) -> None:
+    """Scan ``data`` with ``db``, with this thread's clone of ``proto``
+    (hyperscan scratch space may serve one scan at a time)."""
+    scratch = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = local.scratch = proto.clone()
+    # The binding scans any buffer (mmap, memoryview); its stub says AnyStr.
+    db.scan(data, match_event_handler=on_match, scratch=scratch)  # type: ignore[type-var]
 
 
 DENSE_HITS = 512  # from this many hits in a buffer, find their records with numpy
@@ -434,17 +493,16 @@ def required_literal(pattern: bytes) -> bytes | None:
     (so in every match), if at least MIN_LITERAL long; None otherwise or when
     case folding is on. Python's parser reads RE2 syntax closely enough; what it
     rejects simply gets no literal."""
-    try:
-        from re import _constants, _parser  # type: ignore[attr-defined]
+    from re import _constants  # type: ignore[attr-defined]  # private stdlib module, no stub
 
-        parsed = _parser.parse(pattern.decode("latin-1"))
-    except Exception:
+    parsed = _parse(pattern)
+    if parsed is None:
         return None
     if parsed.state.flags & re.IGNORECASE:
         return None
     best, cur = b"", bytearray()
-    for op, av in parsed:
-        if op is _constants.LITERAL and av < 256 and av != 0x0A:
+    for op, av in parsed.data:
+        if op is _constants.LITERAL and isinstance(av, int) and av < 256 and av != 0x0A:
             cur.append(av)
             if len(cur) > len(best):
                 best = bytes(cur)
@@ -453,7 +511,7 @@ def required_literal(pattern: bytes) -> bytes | None:
     return best if len(best) >= MIN_LITERAL else None
 
 
-def _line_matcher(pattern: bytes):
+def _line_matcher(pattern: bytes) -> LineTest:
     """``f(line) -> bool``: whether RE2 finds ``pattern`` in the line. Calls the
     binding's compiled RE2 directly, without submatches: about 1.3 us a line
     where ``re2.search`` takes 6 (it builds a match object in Python)."""
@@ -465,7 +523,11 @@ def _line_matcher(pattern: bytes):
     if raw is None or anchor is None:  # another binding version: the public API
         return lambda line: compiled.search(line) is not None
     match = raw.Match
-    return lambda line: match(anchor, line, 0, len(line))[0][0] >= 0
+
+    def found(line: Line) -> bool:
+        return bool(match(anchor, line, 0, len(line))[0][0] >= 0)
+
+    return found
 
 
 def _coalesce(cand: bytes, keep: bytes | None) -> Ranges:
@@ -484,7 +546,7 @@ def _coalesce(cand: bytes, keep: bytes | None) -> Ranges:
     return list(zip(starts, stops, strict=True))
 
 
-def _records_of_hits(buf, start: int, ends: list[int], back: int, verify) -> Ranges:
+def _records_of_hits(buf: Buffer, start: int, ends: list[int], back: int, verify: Search) -> Ranges:
     """``_records_of_hits_np`` for a few hits: string searches per hit."""
     ranges: Ranges = []
     find = buf.find
@@ -510,7 +572,9 @@ def _records_of_hits(buf, start: int, ends: list[int], back: int, verify) -> Ran
     return ranges
 
 
-def _records_of_hits_np(buf, start: int, end: int, ends: list[int], back: int, verify=None) -> Ranges:
+def _records_of_hits_np(
+    buf: Buffer, start: int, end: int, ends: list[int], back: int, verify: Search | None = None
+) -> Ranges:
     """Records holding hits (hit end offsets relative to ``start``; a hit starts
     at most ``back`` bytes before its end), vectorized: LF positions by one
     pass, records by binary search, the header test on the hit records only.
@@ -543,7 +607,7 @@ def _records_of_hits_np(buf, start: int, end: int, ends: list[int], back: int, v
     return list(zip(starts, stops, strict=True))
 
 
-def _line_starts(arr, rec_start):
+def _line_starts(arr: U8Array, rec_start: I64Array) -> I64Array:
     """Offsets where the lines of the records starting at ``rec_start`` begin."""
     first = arr[int(rec_start[0]) : int(rec_start[0]) + HEADER_MIN + MAX_TOPIC_BYTES + 1].tobytes()
     sp = first.find(b" ", HEADER_MIN)
@@ -562,7 +626,7 @@ def _line_starts(arr, rec_start):
 MAX_TOPIC_BYTES = 128
 
 
-def _view(buf, start: int, end: int):
+def _view(buf: Buffer, start: int, end: int) -> Buffer | memoryview:
     if start == 0 and end == len(buf):
         return buf
     return memoryview(buf)[start:end]

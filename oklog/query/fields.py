@@ -18,9 +18,12 @@ the value's text), so parsing costs only for candidates.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import re2
 
@@ -30,6 +33,16 @@ OPS = ("!~", "!=", "<=", ">=", "=", "<", ">", "~")
 _NAME = re.compile(r"\s*([A-Za-z0-9_@$.\-/]+)\s*(!~|!=|<=|>=|=|<|>|~)(.*)\Z", re.S)
 _PAIR = re.compile(rb'(?:^|[\s,;])([^\s="\',;]+)=("(?:[^"\\]|\\.)*"|[^\s,;]*)')
 MAX_CONDITIONS = 16
+# A line's fields: a decoded JSON object (any JSON values) or logfmt's strings.
+Fields = dict[str, Any]
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class Condition:
     name: str
     op: str
     value: str
+    _re: re2._Regexp | None = field(init=False, default=None, repr=False, compare=False)  # for ~ and !~
+    _num: float | None = field(init=False, default=None, repr=False, compare=False)  # VALUE as a number
 
     def __post_init__(self) -> None:
         if self.op in ("~", "!~"):
@@ -46,38 +61,25 @@ class Condition:
                 raise QueryError(f"where {self.name}{self.op}{self.value}: invalid regex: {e}") from None
         object.__setattr__(self, "_num", _number(self.value))
 
-    def holds(self, fields: dict) -> bool:
+    def holds(self, fields: Fields) -> bool:
         v = lookup(fields, self.name)
         if v is None:
             return self.op in ("!=", "!~")
         text = _text(v)
-        if self.op == "~":
-            return self._re.search(text.encode()) is not None  # type: ignore[attr-defined]
-        if self.op == "!~":
-            return self._re.search(text.encode()) is None  # type: ignore[attr-defined]
-        a, b = _number(v), self._num  # type: ignore[attr-defined]
+        if self._re is not None:
+            found = self._re.search(text.encode()) is not None
+            return found if self.op == "~" else not found
+        a, b = _number(v), self._num
         if a is not None and b is not None:
-            left, right = a, b
-        else:
-            left, right = text, self.value  # type: ignore[assignment]
-        if self.op == "=":
-            return left == right
-        if self.op == "!=":
-            return left != right
-        if self.op == "<":
-            return left < right
-        if self.op == "<=":
-            return left <= right
-        if self.op == ">":
-            return left > right
-        return left >= right
+            return bool(_COMPARE[self.op](a, b))
+        return bool(_COMPARE[self.op](text, self.value))
 
     def literals(self) -> list[bytes]:
         """Bytes every line satisfying this condition holds."""
         if self.op in ("!=", "!~"):
             return []
         out = [self.name.rsplit(".", 1)[-1].encode()]
-        if self.op == "=" and self._num is None and self.value and _plain(self.value):  # type: ignore[attr-defined]
+        if self.op == "=" and self._num is None and self.value and _plain(self.value):
             out.append(self.value.encode())
         return out
 
@@ -97,7 +99,7 @@ def parse_condition(text: str) -> Condition:
     return Condition(name, op, value)
 
 
-def _number(v) -> float | None:
+def _number(v: object) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float):
@@ -111,7 +113,7 @@ def _number(v) -> float | None:
     return None
 
 
-def _text(v) -> str:
+def _text(v: object) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, bool):
@@ -125,10 +127,11 @@ def _text(v) -> str:
     return str(v)
 
 
-def lookup(fields: dict, name: str):
+def lookup(fields: Fields, name: str) -> Any:  # a JSON value: anything
+    """The field ``name`` (whole, else a dotted path into nested objects), or None."""
     if name in fields:
         return fields[name]
-    cur = fields
+    cur: Any = fields
     for part in name.split("."):
         if not isinstance(cur, dict) or part not in cur:
             return None
@@ -136,7 +139,7 @@ def lookup(fields: dict, name: str):
     return cur
 
 
-def parse_fields(line: bytes) -> dict | None:
+def parse_fields(line: bytes) -> Fields | None:
     """The fields of a JSON object or logfmt line; None when it is neither."""
     s = line.strip()
     if s.startswith(b"{"):
@@ -149,7 +152,7 @@ def parse_fields(line: bytes) -> dict | None:
     pairs = _PAIR.findall(line)
     if not pairs:
         return None
-    out: dict = {}
+    out: Fields = {}
     for k, v in pairs:
         key = k.decode("utf-8", "replace")
         if v.startswith(b'"') and len(v) >= 2:
@@ -170,7 +173,7 @@ def _logfmt_eq(conditions: list[Condition]) -> tuple[bytes, bytes, int] | None:
     c = conditions[0]
     if not _BARE.match(c.value) or not re.fullmatch(r'[^\s="\',;.]+', c.name):
         return None  # a dotted name may reach into JSON, whose lines need not hold it
-    if c._num is None:  # type: ignore[attr-defined]
+    if c._num is None:
         kind = 0
     else:
         kind = 1 if re.fullmatch(r"[0-9]{1,15}", c.value.lstrip("0") or "0") and c.value.isascii() else 2

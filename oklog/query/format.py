@@ -7,10 +7,14 @@ and returns the formatted bytes; the per-record work is one pass of the C helper
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import oklog._fast as _fast
 
 MODE_RAW, MODE_LINES, MODE_ULID = 0, 1, 2  # as in oklog._fast and engine.scan_format
 MODE_TIME, MODE_ULIDTIME, MODE_JSON = 4, 5, 6  # oklog._fast.format only
+
+Formatter = Callable[[bytes], bytes]  # whole records in, output bytes out
 
 
 def lines_only(buf: bytes) -> bytes:
@@ -33,7 +37,7 @@ def as_json(buf: bytes) -> bytes:
     return _fast.format(buf, 0, len(buf), MODE_JSON) if buf else b""
 
 
-FORMATS = {
+FORMATS: dict[str, Formatter | None] = {
     "raw": None,
     "lines": lines_only,
     "ulid": ulid_and_line,
@@ -42,11 +46,11 @@ FORMATS = {
     "json": as_json,
 }
 # Formats the C helper produces straight from the scanned buffer.
-NATIVE_MODES = {None: MODE_RAW, lines_only: MODE_LINES, ulid_and_line: MODE_ULID}
+NATIVE_MODES: dict[Formatter | None, int] = {None: MODE_RAW, lines_only: MODE_LINES, ulid_and_line: MODE_ULID}
 CHUNK = 1 << 20
 
 
-def apply_chunked(fmt, data: bytes, chunk: int = CHUNK) -> bytes:
+def apply_chunked(fmt: Formatter | None, data: bytes, chunk: int = CHUNK) -> bytes:
     """Format ``data`` a record-aligned chunk at a time (keeps buffers cache-sized)."""
     if fmt is None or not data:
         return data

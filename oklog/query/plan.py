@@ -20,7 +20,7 @@ import array
 import collections
 import logging
 import mmap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -29,8 +29,8 @@ import zstandard
 import oklog._fast as _fast
 from oklog.fs import close_map
 from oklog.net.http import ClientGone
-from oklog.query.engine import Matcher, Query, required_literal
-from oklog.query.format import MODE_RAW, NATIVE_MODES, apply_chunked
+from oklog.query.engine import Buffer, Matcher, Query, ScanMatcher, required_literal
+from oklog.query.format import MODE_RAW, NATIVE_MODES, Formatter, apply_chunked
 from oklog.query.params import QueryParams
 from oklog.records import segfile
 from oklog.records.merge import merge_dedup, record_start_at_or_after, seek
@@ -43,10 +43,14 @@ log = logging.getLogger("oklog.query.plan")
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent
 
+Part = tuple[Segment, int, int]  # a byte range [start, end) of a plain segment
+Pieces = Iterator[tuple[Buffer, int, int]]  # ranges of buffers to scan, in order
+Emit = Callable[[bytes], Awaitable[None]]  # sends a piece of the answer
+
 
 @dataclass
 class Unit:
-    parts: list[tuple[Segment, int, int]]  # (segment, start, end) byte ranges of plain segments
+    parts: list[Part]  # byte ranges of plain segments
     blocks: list[tuple[Segment, list[Block]]] = field(default_factory=list)  # of compressed ones
     # ULID bounds [lo, hi) of a unit cut by keys (one with compressed parts):
     # plain ranges and blocks are cut to them when scanned. None: parts are exact.
@@ -58,7 +62,7 @@ class Group:
     """Segments overlapping in time: plain ones as byte ranges, compressed ones
     as the blocks selected from their index."""
 
-    parts: list[tuple[Segment, int, int]] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     blocks: list[tuple[Segment, list[Block]]] = field(default_factory=list)
 
 
@@ -78,7 +82,7 @@ class Plan:
     hi_excl: bytes = b"~"
     segments: int = 0
     bytes: int = 0  # records' bytes (uncompressed) in the selected ranges and blocks
-    bufs: dict[str, object] = field(default_factory=dict)
+    bufs: dict[str, Buffer] = field(default_factory=dict)  # by segment name
     # Byte ranges by group of overlapping segments; cut into units only when
     # the plan runs, so statistics (HEAD, -stats) touch no data pages.
     groups: list[Group] = field(default_factory=list)
@@ -91,7 +95,7 @@ class Plan:
     def unserved(self) -> str | None:
         """Why this node's answer lacks records of the range, or None. Known
         before streaming for segments (``unreadable``), after it for blocks."""
-        parts = []
+        parts: list[str] = []
         if self.unreadable:
             parts.append(f"{self.unreadable} damaged segment(s) not served")
         if self.damaged:
@@ -104,6 +108,12 @@ class Plan:
         if self.damaged:
             log.warning("query: %s; the answer is cut short", self.unserved())
             raise Unserved(self.unserved())
+
+    def found_damaged(self, seg: Segment, blocks: int) -> None:
+        """Blocks of ``seg`` that failed to decompress while scanned."""
+        self.damaged += blocks
+        if self.store is not None:
+            self.store.suspect(seg)  # the scrubber salvages the good blocks
 
     @property
     def units(self) -> list[Unit]:
@@ -125,21 +135,24 @@ class Plan:
         self.bufs.clear()
 
 
-def _bounds(buf, seg: Segment, params: QueryParams) -> tuple[int, int]:
+def _bounds(buf: Buffer, seg: Segment, params: QueryParams) -> tuple[int, int]:
     n = len(buf)
     lo = 0 if seg.first >= params.lo.decode() else seek(buf, params.lo, 0, n)
     hi = n if seg.last < params.hi_excl.decode("latin-1") else seek(buf, params.hi_excl, lo, n)
     return (lo, hi) if hi > lo else (lo, lo)
 
 
-def _split(buf, seg: Segment, lo: int, hi: int) -> list[Unit]:
-    units = []
+def _split(buf: Buffer, seg: Segment, lo: int, hi: int) -> list[Unit]:
+    return [Unit([(seg, s, e)]) for s, e in _strides(buf, lo, hi)]
+
+
+def _strides(buf: Buffer, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+    """buf[lo:hi] as consecutive record-aligned ranges of about UNIT_BYTES."""
     s = lo
     while s < hi:
         e = record_start_at_or_after(buf, min(s + UNIT_BYTES, hi), hi)
-        units.append(Unit([(seg, s, e)]))
+        yield s, e
         s = e
-    return units
 
 
 def query_literal(q: Query) -> bytes | None:
@@ -153,7 +166,6 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
     """Segments and bytes the query would scan, and the units to scan them in."""
     plan = Plan(lo=params.lo, hi_excl=params.hi_excl, store=store)
     literal = query_literal(params.query)
-    lo_key, hi_key = params.lo[:ULID_LEN], params.hi_excl
     try:
         segs = store.overlapping(params.lo, params.hi_excl)
         if params.topic:  # other topics' segments are not even opened
@@ -162,55 +174,7 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
         for group in group_overlapping(segs):
             g = Group()
             for seg in group:
-                if store.modified(seg):
-                    plan.unreadable += 1
-                    continue  # changed on disk: not trusted; quarantined by the scrubber
-                try:
-                    buf = store.fs.open_map(store.path(seg))
-                except FileNotFoundError:
-                    continue  # removed by compaction since the listing; its records are in the outputs
-                n = len(buf)  # type: ignore[arg-type]
-                if n != seg.size or not n:
-                    close_map(buf)
-                    store.suspect(seg)
-                    plan.unreadable += 1
-                    continue
-                if segfile.is_compressed(buf[:4]):  # type: ignore[index]
-                    try:
-                        idx = store.index(seg, buf)
-                    except segfile.FormatError:
-                        idx = None
-                    if idx is None:
-                        close_map(buf)
-                        store.suspect(seg)
-                        plan.unreadable += 1
-                        continue
-                    in_time = [b for b in idx.blocks if b.last >= lo_key and b.first < hi_key]
-                    chosen = [b for b in in_time if b.may_contain(literal)]
-                    plan.blocks_skipped += len(in_time) - len(chosen)
-                    if not chosen:
-                        close_map(buf)
-                        continue
-                    plan.bufs[seg.name] = buf
-                    g.blocks.append((seg, chosen))
-                    plan.segments += 1
-                    plan.bytes += sum(b.rawlen for b in chosen)
-                    continue
-                if buf[n - 1] != 0x0A:  # type: ignore[index]
-                    # Changed under us (truncated, torn): never serve it; the
-                    # scrubber quarantines it and salvages the good records.
-                    close_map(buf)
-                    store.suspect(seg)
-                    plan.unreadable += 1
-                    continue
-                lo, hi = _bounds(buf, seg, params)
-                if hi <= lo:
-                    close_map(buf)
-                    continue
-                plan.bufs[seg.name] = buf
-                g.parts.append((seg, lo, hi))
-                plan.segments += 1
-                plan.bytes += hi - lo
+                _add_segment(plan, store, g, seg, params, literal)
             if g.parts or g.blocks:
                 plan.groups.append(g)
     except BaseException:
@@ -219,7 +183,71 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
     return plan
 
 
-def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
+def _add_segment(
+    plan: Plan, store: StoreLog, g: Group, seg: Segment, params: QueryParams, literal: bytes | None
+) -> None:
+    """Map ``seg`` and add what the query scans of it to ``g``; a segment that
+    cannot be trusted is left out and counted (``plan.unreadable``)."""
+    if store.modified(seg):
+        plan.unreadable += 1
+        return  # changed on disk: not trusted; quarantined by the scrubber
+    try:
+        buf: Buffer = store.fs.open_map(store.path(seg))
+    except FileNotFoundError:
+        return  # removed by compaction since the listing; its records are in the outputs
+    n = len(buf)
+    if n != seg.size or not n:
+        _reject(plan, store, seg, buf)
+    elif segfile.is_compressed(buf[:4]):
+        _add_blocks(plan, store, g, seg, buf, params, literal)
+    elif buf[n - 1] != 0x0A:
+        # Changed under us (truncated, torn): never serve it; the
+        # scrubber quarantines it and salvages the good records.
+        _reject(plan, store, seg, buf)
+    else:
+        lo, hi = _bounds(buf, seg, params)
+        if hi <= lo:
+            close_map(buf)
+            return
+        plan.bufs[seg.name] = buf
+        g.parts.append((seg, lo, hi))
+        plan.segments += 1
+        plan.bytes += hi - lo
+
+
+def _add_blocks(
+    plan: Plan, store: StoreLog, g: Group, seg: Segment, buf: Buffer, params: QueryParams, literal: bytes | None
+) -> None:
+    """A compressed segment's blocks in the time window whose bloom allows
+    the literal, from its index."""
+    try:
+        idx = store.index(seg, buf)
+    except segfile.FormatError:
+        idx = None
+    if idx is None:
+        _reject(plan, store, seg, buf)
+        return
+    lo_key, hi_key = params.lo[:ULID_LEN], params.hi_excl
+    in_time = [b for b in idx.blocks if b.last >= lo_key and b.first < hi_key]
+    chosen = [b for b in in_time if b.may_contain(literal)]
+    plan.blocks_skipped += len(in_time) - len(chosen)
+    if not chosen:
+        close_map(buf)
+        return
+    plan.bufs[seg.name] = buf
+    g.blocks.append((seg, chosen))
+    plan.segments += 1
+    plan.bytes += sum(b.rawlen for b in chosen)
+
+
+def _reject(plan: Plan, store: StoreLog, seg: Segment, buf: Buffer) -> None:
+    """A segment not served: unmapped, reported to the scrubber, counted."""
+    close_map(buf)
+    store.suspect(seg)
+    plan.unreadable += 1
+
+
+def _split_keyed(bufs: dict[str, Buffer], g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
     """Units of a group with compressed segments, cut at ULID keys so that each
     holds about UNIT_BYTES of records: block starts (and, for plain segments,
     the ULIDs every UNIT_BYTES) are the candidate keys. A block that spans a
@@ -230,58 +258,60 @@ def _split_keyed(bufs: dict, g: Group, lo: bytes, hi_excl: bytes) -> list[Unit]:
         events.extend((b.first, b.rawlen) for b in blks)
     for seg, s, e in g.parts:
         buf = bufs[seg.name]
-        p = s
-        while p < e:
-            q = record_start_at_or_after(buf, p + UNIT_BYTES, e)
-            events.append((bytes(buf[p : p + ULID_LEN]), q - p))
-            p = q
-    events.sort()
-    lo_key = lo[:ULID_LEN]
-    cuts = [lo_key]
-    acc = 0
-    for i, (key, size) in enumerate(events):
-        if acc >= UNIT_BYTES and key > cuts[-1]:
-            cuts.append(key)
-            acc = 0
-        acc += size
-        del i
-    cuts.append(hi_excl)
+        events.extend((bytes(buf[p : p + ULID_LEN]), q - p) for p, q in _strides(buf, s, e))
+    cuts = _cuts(sorted(events), lo[:ULID_LEN], hi_excl)
     units = []
     pos = {seg.name: s for seg, s, _ in g.parts}
     for klo, khi in zip(cuts, cuts[1:], strict=False):
         if khi <= klo:
             continue
-        blocks = []
-        for seg, blks in g.blocks:
-            mine = [b for b in blks if b.first < khi and b.last >= klo]
-            if mine:
-                blocks.append((seg, mine))
-        parts = []
-        for seg, _, e in g.parts:  # plain ranges cut to the keys here (exact, bounded)
-            start = pos[seg.name]
-            end = seek(bufs[seg.name], khi, start, e) if khi < hi_excl else e
-            if end > start:
-                parts.append((seg, start, end))
-            pos[seg.name] = end
+        blocks = [(seg, mine) for seg, blks in g.blocks if (mine := [b for b in blks if b.first < khi and b.last >= klo])]
+        # plain ranges cut to the keys here (exact, bounded)
+        parts = _cut_parts(bufs, g.parts, pos, khi if khi < hi_excl else None)
         if blocks or parts:
             units.append(Unit(parts, blocks, (max(klo, lo), khi)))
     return units
 
 
-def run_unit(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> bytes:
+def _cuts(events: list[tuple[bytes, int]], lo_key: bytes, hi_excl: bytes) -> list[bytes]:
+    """Keys from ``lo_key`` to ``hi_excl`` between which lie about UNIT_BYTES
+    of the (key, size) events, sorted by key."""
+    cuts = [lo_key]
+    acc = 0
+    for key, size in events:
+        if acc >= UNIT_BYTES and key > cuts[-1]:
+            cuts.append(key)
+            acc = 0
+        acc += size
+    cuts.append(hi_excl)
+    return cuts
+
+
+def _cut_parts(bufs: dict[str, Buffer], parts: list[Part], pos: dict[str, int], key: bytes | None) -> list[Part]:
+    """Each part from where the last cut left it (``pos``, advanced here) to
+    its first record at or after ``key`` (None: to its end)."""
+    out = []
+    for seg, _, e in parts:
+        start = pos[seg.name]
+        end = e if key is None else seek(bufs[seg.name], key, start, e)
+        if end > start:
+            out.append((seg, start, end))
+        pos[seg.name] = end
+    return out
+
+
+def run_unit(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | None = None) -> bytes:
     """Scan one unit (in a worker thread); return its matching records in order,
     formatted by ``fmt`` if given."""
     return b"".join(run_unit_pieces(plan, matcher, unit, fmt))
 
 
-def run_unit_pieces(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> list[bytes]:
+def run_unit_pieces(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | None = None) -> list[bytes]:
     """``run_unit``'s answer as record-aligned pieces, in order. Raw records, lines
     and ULID+line come straight out of the scan of a single segment range (no
     intermediate copy); a single compressed part gives a piece per block, not
     joined, so a worker holds the unit's answer once, not twice."""
-    topics = {seg.topic for seg, _, _ in unit.parts} | {seg.topic for seg, _ in unit.blocks}
-    if len(topics) == 1:
-        matcher = matcher.without_topic(topics.pop())  # a segment of that topic only: no filter
+    matcher = narrowed(matcher, unit)
     mode = NATIVE_MODES.get(fmt)
     if unit.keys is not None:
         return _run_keyed(plan, matcher, unit, fmt, mode)
@@ -296,7 +326,14 @@ def run_unit_pieces(plan: Plan, matcher: Matcher, unit: Unit, fmt=None) -> list[
     return [apply_chunked(fmt, _scan_unit(plan, matcher, unit))]
 
 
-def _pieces(plan: Plan, unit: Unit):
+def narrowed(matcher: ScanMatcher, unit: Unit) -> ScanMatcher:
+    """``matcher`` for a unit whose segments are all of one topic: its topic
+    filter is dropped when it is that topic."""
+    topics = {seg.topic for seg, _, _ in unit.parts} | {seg.topic for seg, _ in unit.blocks}
+    return matcher.without_topic(topics.pop()) if len(topics) == 1 else matcher
+
+
+def _pieces(plan: Plan, unit: Unit) -> Iterator[Pieces]:
     """Per part of a keyed unit, an iterator of the (buffer, start, end) ranges
     to scan: plain ranges, and blocks decompressed one at a time (only one
     block of a part is held while it is scanned), cut to the unit's keys."""
@@ -307,7 +344,7 @@ def _pieces(plan: Plan, unit: Unit):
         yield _blocks(plan, unit, seg, blocks)
 
 
-def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
+def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]) -> Pieces:
     assert unit.keys is not None
     klo, khi = unit.keys
     buf = plan.bufs[seg.name]
@@ -315,9 +352,7 @@ def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
         try:
             data = segfile.decompress_block(buf, blk)
         except (zstandard.ZstdError, segfile.FormatError):
-            plan.damaged += 1
-            if plan.store is not None:
-                plan.store.suspect(seg)  # the scrubber salvages the good blocks
+            plan.found_damaged(seg, 1)
             continue
         finally:
             _release(buf, blk.offset, blk.offset + blk.clen)
@@ -328,7 +363,7 @@ def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]):
             yield data, s, e
 
 
-def _run_keyed(plan: Plan, matcher: Matcher, unit: Unit, fmt, mode) -> list[bytes]:
+def _run_keyed(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | None, mode: int | None) -> list[bytes]:
     n_parts = len(unit.parts) + len(unit.blocks)
     if isinstance(matcher, Matcher) and _fast.zscan_available():
         plain, needle = matcher.plain_needle()
@@ -372,13 +407,11 @@ def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: by
     out, bad = _fast.zscan(buf, frames.tobytes(), needle, mode, klo, khi)
     _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
     if bad:
-        plan.damaged += len(bad)
-        if plan.store is not None:
-            plan.store.suspect(seg)  # the scrubber salvages the good blocks
+        plan.found_damaged(seg, len(bad))
     return out
 
 
-def _release(buf, lo: int, hi: int) -> None:
+def _release(buf: Buffer, lo: int, hi: int) -> None:
     """Drop a scanned range's pages from this process (they stay in the page
     cache), so a big query does not inflate the node's resident memory."""
     if isinstance(buf, mmap.mmap):
@@ -389,7 +422,7 @@ def _release(buf, lo: int, hi: int) -> None:
             pass
 
 
-def _split_group(bufs: dict, parts: list[tuple[Segment, int, int]]) -> list[Unit]:
+def _split_group(bufs: dict[str, Buffer], parts: list[Part]) -> list[Unit]:
     """Units for segments that overlap in time (topics kept in their own
     segments over one span, or copies not compacted yet): cut at the ULIDs found
     every UNIT_BYTES of every part, so no unit holds more than UNIT_BYTES of any
@@ -398,26 +431,13 @@ def _split_group(bufs: dict, parts: list[tuple[Segment, int, int]]) -> list[Unit
     keys: set[bytes] = set()
     for seg, lo, hi in parts:
         buf = bufs[seg.name]
-        s = record_start_at_or_after(buf, lo + UNIT_BYTES, hi)
-        while s < hi:
-            keys.add(bytes(buf[s : s + ULID_LEN]))
-            s = record_start_at_or_after(buf, s + UNIT_BYTES, hi)
-    units = []
+        keys.update(bytes(buf[e : e + ULID_LEN]) for _, e in _strides(buf, lo, hi) if e < hi)
     pos = {seg.name: lo for seg, lo, _ in parts}
-    for key in [*sorted(keys), None]:
-        unit = []
-        for seg, _, hi in parts:
-            start = pos[seg.name]
-            end = hi if key is None else seek(bufs[seg.name], key, start, hi)
-            if end > start:
-                unit.append((seg, start, end))
-            pos[seg.name] = end
-        if unit:
-            units.append(Unit(unit))
-    return units
+    cuts: list[bytes | None] = [*sorted(keys), None]
+    return [Unit(unit) for key in cuts if (unit := _cut_parts(bufs, parts, pos, key))]
 
 
-def _scan_parts(plan: Plan, matcher: Matcher, unit: Unit) -> list[bytes]:
+def _scan_parts(plan: Plan, matcher: ScanMatcher, unit: Unit) -> list[bytes]:
     outs = []
     for seg, lo, hi in unit.parts:
         buf = plan.bufs[seg.name]
@@ -426,53 +446,69 @@ def _scan_parts(plan: Plan, matcher: Matcher, unit: Unit) -> list[bytes]:
     return outs
 
 
-def _scan_unit(plan: Plan, matcher: Matcher, unit: Unit) -> bytes:
+def _scan_unit(plan: Plan, matcher: ScanMatcher, unit: Unit) -> bytes:
     outs = _scan_parts(plan, matcher, unit)
     return outs[0] if len(outs) == 1 else merge_dedup(outs)
 
 
 async def execute(
     store: StoreLog,
-    matcher: Matcher,
+    matcher: ScanMatcher,
     plan: Plan,
-    emit: Callable[[bytes], Awaitable[None]],
+    emit: Emit,
     limiter: trio.CapacityLimiter,
     in_flight: int = IN_FLIGHT,
-    fmt=None,
+    fmt: Formatter | None = None,
 ) -> None:
     """Scan the plan's units in parallel; emit each unit's result in order.
     Releases the plan's mappings when done."""
     try:
         await trio.to_thread.run_sync(lambda: plan.units, limiter=limiter)  # seeks touch pages: off the loop
-        await _execute(matcher, plan, emit, limiter, in_flight, fmt)
+        await _InOrder(matcher, plan, emit, limiter, fmt).run(in_flight)
     finally:
         plan.close()
 
 
-async def _execute(matcher, plan: Plan, emit, limiter, in_flight: int, fmt) -> None:
-    async with trio.open_nursery() as nursery:
-        pending: collections.deque = collections.deque()
+class _InOrder:
+    """Units scanned in worker threads, a few ahead of the one being sent;
+    their answers emitted in unit order."""
 
-        async def work(unit: Unit, tx: trio.MemorySendChannel) -> None:
-            pieces = await trio.to_thread.run_sync(run_unit_pieces, plan, matcher, unit, fmt, limiter=limiter)
-            await tx.send(pieces)
+    def __init__(
+        self, matcher: ScanMatcher, plan: Plan, emit: Emit, limiter: trio.CapacityLimiter, fmt: Formatter | None
+    ) -> None:
+        self.matcher = matcher
+        self.plan = plan
+        self.emit = emit
+        self.limiter = limiter
+        self.fmt = fmt
+        self.pending: collections.deque[trio.MemoryReceiveChannel[list[bytes]]] = collections.deque()
 
-        async def drain_one() -> None:
-            rx = pending.popleft()
-            async with rx:
-                pieces = await rx.receive()
-            pieces.reverse()
-            while pieces:  # each piece let go once sent
-                data = pieces.pop()
-                if data:
-                    await emit(data)
-                del data
+    async def run(self, in_flight: int) -> None:
+        async with trio.open_nursery() as nursery:
+            for unit in self.plan.units:
+                if len(self.pending) >= in_flight:
+                    await self._drain_one()
+                tx: trio.MemorySendChannel[list[bytes]]
+                rx: trio.MemoryReceiveChannel[list[bytes]]
+                tx, rx = trio.open_memory_channel(1)
+                nursery.start_soon(self._work, unit, tx)
+                self.pending.append(rx)
+            while self.pending:
+                await self._drain_one()
 
-        for unit in plan.units:
-            if len(pending) >= in_flight:
-                await drain_one()
-            tx, rx = trio.open_memory_channel(1)
-            nursery.start_soon(work, unit, tx)
-            pending.append(rx)
-        while pending:
-            await drain_one()
+    async def _work(self, unit: Unit, tx: trio.MemorySendChannel[list[bytes]]) -> None:
+        pieces = await trio.to_thread.run_sync(
+            run_unit_pieces, self.plan, self.matcher, unit, self.fmt, limiter=self.limiter
+        )
+        await tx.send(pieces)
+
+    async def _drain_one(self) -> None:
+        rx = self.pending.popleft()
+        async with rx:
+            pieces = await rx.receive()
+        pieces.reverse()
+        while pieces:  # each piece let go once sent
+            data = pieces.pop()
+            if data:
+                await self.emit(data)
+            del data

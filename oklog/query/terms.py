@@ -14,8 +14,14 @@ The other terms then filter the first term's matches, a whole buffer at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import oklog._fast as _fast
-from oklog.query.engine import MODE_RAW, Matcher, Query
+from oklog.query.engine import MODE_RAW, Buffer, Matcher, Query, Ranges
+
+if TYPE_CHECKING:
+    from oklog.query.fields import WhereFilter
 
 
 def term_query(term: bytes, regex: bool, icase: bool, topic: bytes | None = None) -> Query:
@@ -30,17 +36,19 @@ class TermsMatcher:
     """A Matcher for the first term, narrowed by the others. Offers what the
     store's scan uses of a Matcher: ``scan_format`` and ``without_topic``."""
 
-    def __init__(self, first: Matcher, must: list[Matcher], must_not: list[Matcher], where=None) -> None:
+    def __init__(
+        self, first: Matcher, must: list[Matcher], must_not: list[Matcher], where: WhereFilter | None = None
+    ) -> None:
         self.first = first
         self.must = must
         self.must_not = must_not
-        self.where = where  # an oklog.query.fields.WhereFilter, last
+        self.where = where  # applied last
         self.query = first.query
 
     def without_topic(self, topic: str) -> TermsMatcher:
         return TermsMatcher(self.first.without_topic(topic), self.must, self.must_not, self.where)
 
-    def scan_format(self, buf, start: int, end: int, mode: int) -> bytes:
+    def scan_format(self, buf: Buffer, start: int, end: int, mode: int) -> bytes:
         out = self.first.scan_format(buf, start, end, MODE_RAW)
         for m in self.must:
             if not out:
@@ -57,7 +65,7 @@ class TermsMatcher:
         return _fast.format(out, 0, len(out), mode)
 
 
-def _without(buf: bytes, ranges: list[tuple[int, int]]) -> bytes:
+def _without(buf: bytes, ranges: Ranges) -> bytes:
     """``buf`` less the given (sorted, disjoint) ranges of records."""
     if not ranges:
         return buf
@@ -73,7 +81,12 @@ def _without(buf: bytes, ranges: list[tuple[int, int]]) -> bytes:
 
 
 def build_matcher(
-    terms: list[bytes], regex: bool, icase: bool, without: list[bytes], topic: bytes | None, where=()
+    terms: Sequence[bytes],
+    regex: bool,
+    icase: bool,
+    without: Sequence[bytes],
+    topic: bytes | None,
+    where: Sequence[str] = (),
 ) -> Matcher | TermsMatcher:
     """The matcher of a query with these terms and ``-where`` conditions
     (text); raises QueryError for a bad one."""

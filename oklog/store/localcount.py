@@ -28,17 +28,19 @@ import trio
 
 import oklog._fast as _fast
 from oklog.query.count import Tally
-from oklog.query.engine import Matcher
+from oklog.query.engine import Buffer, Matcher, ScanMatcher
 from oklog.query.format import MODE_RAW
-from oklog.query.plan import Plan, Unit, _blocks, _pieces, _release, run_unit_pieces
+from oklog.query.plan import Plan, Unit, _blocks, _pieces, _release, narrowed, run_unit_pieces
 from oklog.records.record import ULID_LEN
 
 MAX_PIECE_BUCKETS = 1 << 20  # a piece spanning more buckets is tallied from its ULIDs
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+Kernel = tuple[list[bytes], list[bytes], bool]  # _fast.count's terms, -v terms, icase
+MATCHED: Kernel = ([], [], False)  # records already matched: count them all
 
 
-def _ms(head) -> int:
+def _ms(head: bytes) -> int:
     """The time of a ULID's first 10 characters, as the C kernel reads it (other bytes: 0)."""
     ms = 0
     for c in head[:10].ljust(10, b"0"):
@@ -46,31 +48,34 @@ def _ms(head) -> int:
     return ms
 
 
-def kernel_terms(matcher) -> tuple[list[bytes], list[bytes], bool] | None:
+def kernel_terms(matcher: ScanMatcher) -> Kernel | None:
     """``(terms, nots, icase)`` when the matcher is plain substrings the kernel
     decides by itself, else None."""
     from oklog.query.terms import TermsMatcher
 
+    must: list[ScanMatcher]
+    nots: list[ScanMatcher]
     if isinstance(matcher, TermsMatcher):
         if matcher.where is not None:
             return None
         must, nots = [matcher.first, *matcher.must], list(matcher.must_not)
     else:
         must, nots = [matcher], []
-    folds = set()
+    folds: set[bool] = set()
     terms: list[bytes] = []
     excl: list[bytes] = []
     for i, m in enumerate([*must, *nots]):
-        if not isinstance(m, Matcher) or m._topic is not None or m.match_none:
+        if not isinstance(m, Matcher):
             return None
-        if m.match_all:
+        if m.plain_needle() == (True, None):  # every record, no topic filter
             if i >= len(must):
                 return None  # never built (-v of nothing); not decided here
             continue
-        if m._lit is None or m._verify is not None or m._db is not None or m.query.regex:
+        sub = m.substring()
+        if sub is None:
             return None
-        folds.add(m._icase)
-        (terms if i < len(must) else excl).append(m._lit)
+        folds.add(sub[1])
+        (terms if i < len(must) else excl).append(sub[0])
     if len(folds) > 1 or len(terms) > 64 or len(excl) > 64:
         return None
     return terms, excl, bool(folds and folds.pop())
@@ -96,9 +101,9 @@ class _Counts:
         self.total += records
         return True
 
-    def records(self, buf, start: int, end: int, kernel) -> None:
+    def records(self, buf: Buffer, start: int, end: int, kernel: Kernel) -> None:
         """Count the matching records of buf[start:end] (``kernel``: the
-        matcher's terms, or ([], [], False) for records already matched)."""
+        matcher's terms, or MATCHED for records already matched)."""
         terms, nots, icase = kernel
         if end <= start:
             return
@@ -135,22 +140,20 @@ class _Counts:
         self.records(buf, mid, end, kernel)
 
 
-def _head(buf, pos: int, end: int) -> bytes:
+def _head(buf: Buffer, pos: int, end: int) -> bytes:
     """The ULID time characters of the record at pos, as the kernel reads
     them: up to its LF, the rest reading as 0."""
     return bytes(buf[pos : min(pos + 10, end)]).split(b"\n", 1)[0]
 
 
-def count_unit(plan: Plan, matcher, unit: Unit, step_ms: int) -> _Counts:
+def count_unit(plan: Plan, matcher: ScanMatcher, unit: Unit, step_ms: int) -> _Counts:
     """Count one unit's matches (in a worker thread)."""
     out = _Counts(step_ms)
-    topics = {seg.topic for seg, _, _ in unit.parts} | {seg.topic for seg, _ in unit.blocks}
-    if len(topics) == 1:
-        matcher = matcher.without_topic(topics.pop())
+    matcher = narrowed(matcher, unit)
     kernel = kernel_terms(matcher)
     if len(unit.parts) + len(unit.blocks) != 1:  # overlapping segments: merged, copies dropped
         for piece in run_unit_pieces(plan, matcher, unit, None):
-            out.records(piece, 0, len(piece), ([], [], False))
+            out.records(piece, 0, len(piece), MATCHED)
         return out
     if unit.keys is not None and unit.blocks and kernel is not None and not kernel[0] and not kernel[1]:
         # every record counts: whole blocks inside the unit's keys (and one
@@ -173,13 +176,13 @@ def count_unit(plan: Plan, matcher, unit: Unit, step_ms: int) -> _Counts:
             out.records(buf, s, e, kernel)
         else:
             got = matcher.scan_format(buf, s, e, MODE_RAW)
-            out.records(got, 0, len(got), ([], [], False))
+            out.records(got, 0, len(got), MATCHED)
         if unit.keys is None:
             _release(buf, s, e)
     return out
 
 
-async def count_plan(plan: Plan, matcher, tally: Tally, limiter: trio.CapacityLimiter) -> None:
+async def count_plan(plan: Plan, matcher: ScanMatcher, tally: Tally, limiter: trio.CapacityLimiter) -> None:
     """Add the plan's matches to ``tally``; units are counted in parallel."""
     units = await trio.to_thread.run_sync(lambda: plan.units, limiter=limiter)  # seeks touch pages
     results: list[_Counts] = []
