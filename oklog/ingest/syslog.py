@@ -130,72 +130,89 @@ class SyslogFramer:
         buf = self._buf + data if self._buf else data
         out: list[bytes] = []
         pos, end = 0, len(buf)
-        while pos < end:
-            if self._skip:
-                n = min(self._skip, end - pos)
-                pos += n
-                self._skip -= n
-                continue
-            if self._resync:
-                m = _FRAME_START.search(buf, pos)
-                if m is None:
-                    pos = max(pos, end - RESYNC_TAIL)
-                    break
-                pos, self._resync = (m.end() if m.group() == b"\n" else m.start()), False
-                continue
-            if self._to_lf:
-                i = buf.find(b"\n", pos)
-                if i < 0:
-                    pos = end
-                    break
-                pos, self._to_lf = i + 1, False
-                continue
-            if buf[pos] in _DIGITS:
-                j = pos
-                while j < end and buf[j] in _DIGITS and j - pos <= MAX_LEN_DIGITS:
-                    j += 1
-                if j - pos > MAX_LEN_DIGITS:
-                    self._bad(f"length of more than {MAX_LEN_DIGITS} digits")
-                    self._resync = True
-                    pos = j
-                    continue
-                if j == end:
-                    break  # can't tell yet: wait for more
-                if buf[j] == 0x20:
-                    length = int(buf[pos:j])
-                    if length == 0 or length > MAX_SKIP_RECORDS * self.max_size:
-                        self._bad("zero length" if length == 0 else f"length {length} is not believable")
-                        self._resync = True
-                        pos = j + 1
-                        continue
-                    if length > self.max_size:
-                        self.stats.oversized += 1
-                        log.info("syslog: dropped a %d-byte message (limit %d)", length, self.max_size)
-                        self._skip = length
-                        pos = j + 1
-                        continue
-                    if end - (j + 1) < length:
-                        break  # the frame is not complete yet
-                    out.append(clean_message(buf[j + 1 : j + 1 + length]))
-                    pos = j + 1 + length
-                    continue
-            # Non-transparent framing: up to the next LF.
-            i = buf.find(b"\n", pos)
-            if i < 0:
-                if end - pos > self.max_size:
-                    self.stats.oversized += 1
-                    log.info("syslog: dropped a message longer than %d bytes", self.max_size)
-                    self._to_lf = True
-                    pos = end
-                break
-            if i - pos > self.max_size:
-                self.stats.oversized += 1
-                log.info("syslog: dropped a message longer than %d bytes", self.max_size)
-            elif i > pos:
-                out.append(buf[pos:i])
-            pos = i + 1
+        go_on = True
+        while go_on and pos < end:
+            pos, go_on = self._step(buf, pos, out)
         self._buf = buf[pos:]
         return out
+
+    def _step(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bool]:
+        """One framing step from ``pos`` (messages appended to ``out``):
+        (the next position, False when the rest must wait for more data)."""
+        if self._skip:
+            n = min(self._skip, len(buf) - pos)
+            self._skip -= n
+            return pos + n, True
+        if self._resync:
+            return self._step_resync(buf, pos)
+        if self._to_lf:
+            i = buf.find(b"\n", pos)
+            if i < 0:
+                return len(buf), False
+            self._to_lf = False
+            return i + 1, True
+        if buf[pos] in _DIGITS:
+            step = self._step_counted(buf, pos, out)
+            if step is not None:
+                return step
+        return self._step_lf(buf, pos, out)
+
+    def _step_resync(self, buf: bytes, pos: int) -> tuple[int, bool]:
+        m = _FRAME_START.search(buf, pos)
+        if m is None:
+            return max(pos, len(buf) - RESYNC_TAIL), False
+        self._resync = False
+        return (m.end() if m.group() == b"\n" else m.start()), True
+
+    def _step_counted(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bool] | None:
+        """Octet counting at a digit; None when the digits are not a length
+        (no space after them): the message is LF-framed."""
+        end = len(buf)
+        j = pos
+        while j < end and buf[j] in _DIGITS and j - pos <= MAX_LEN_DIGITS:
+            j += 1
+        if j - pos > MAX_LEN_DIGITS:
+            self._bad(f"length of more than {MAX_LEN_DIGITS} digits")
+            self._resync = True
+            return j, True
+        if j == end:
+            return pos, False  # can't tell yet: wait for more
+        if buf[j] != 0x20:
+            return None
+        length = int(buf[pos:j])
+        if length == 0 or length > MAX_SKIP_RECORDS * self.max_size:
+            self._bad("zero length" if length == 0 else f"length {length} is not believable")
+            self._resync = True
+            return j + 1, True
+        if length > self.max_size:
+            self.stats.oversized += 1
+            log.info("syslog: dropped a %d-byte message (limit %d)", length, self.max_size)
+            self._skip = length
+            return j + 1, True
+        if end - (j + 1) < length:
+            return pos, False  # the frame is not complete yet
+        out.append(clean_message(buf[j + 1 : j + 1 + length]))
+        return j + 1 + length, True
+
+    def _step_lf(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bool]:
+        """Non-transparent framing: up to the next LF."""
+        end = len(buf)
+        i = buf.find(b"\n", pos)
+        if i < 0:
+            if end - pos > self.max_size:
+                self._oversized()
+                self._to_lf = True
+                return end, False
+            return pos, False
+        if i - pos > self.max_size:
+            self._oversized()
+        elif i > pos:
+            out.append(buf[pos:i])
+        return i + 1, True
+
+    def _oversized(self) -> None:
+        self.stats.oversized += 1
+        log.info("syslog: dropped a message longer than %d bytes", self.max_size)
 
     @property
     def buffered(self) -> int:
