@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import trio
 
-from oklog.ingest.listener import ConnectionGate, refuse
+from oklog.ingest.listener import Access, ConnectionGate, serve_gated
 from oklog.ingest.log import IngestLog
 from oklog.store.api import ulid_window_error
 from oklog.store.log import SegmentError, validate_records
@@ -232,30 +232,24 @@ async def serve_bulk(
     idle_timeout: float = 0.0,
     gate: ConnectionGate | None = None,
     retain: float | None = None,
-    access=None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    access: Access | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     task_status.started((host, listeners[0].socket.getsockname()[1]))
-    gate = gate if gate is not None else ConnectionGate()
+    g = gate if gate is not None else ConnectionGate()
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
 
     async def handler(stream: trio.SocketStream) -> None:
-        if not gate.admit():
-            refuse(stream)
-            return
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
-            if access is not None:  # TLS and/or the token line (oklog.net.auth.ingest_gate)
-                stream = await access(stream)
-                if stream is None:
-                    return
-            await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
+            await serve_gated(stream, g, access, handle)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
             log.debug("bulk connection ended: %s", eg.exceptions[0])
-        except* Exception as eg:
+        except* Exception as eg:  # one connection's failure must not end the node
             log.error("bulk connection failed", exc_info=eg)
-        finally:
-            gate.release()
 
     await trio.serve_listeners(handler, listeners)

@@ -62,15 +62,25 @@ import errno
 import logging
 import re
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import trio
 
 import oklog._fast as _fast
 from oklog.ingest.eventtime import EventWindow, Stamper
-from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
+from oklog.ingest.listener import (
+    Access,
+    Connection,
+    ConnectionGate,
+    HeldBytes,
+    IngestSettings,
+    ListenerStats,
+    aclose_quietly,
+    serve_gated,
+)
 from oklog.ingest.log import IngestLog
+from oklog.node.state import SyslogStats as SyslogStatsDict
 from oklog.records.record import ULID_LEN, validate_topic
 
 log = logging.getLogger("oklog.ingest.syslog")
@@ -103,8 +113,19 @@ class SyslogStats:
     event_time_outside: int = 0  # TIMESTAMPs outside the window: arrival time
     segments_cut: int = 0  # segments flushed early to keep ULID order
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> SyslogStatsDict:
+        return SyslogStatsDict(
+            connections=self.connections,
+            connections_total=self.connections_total,
+            messages_tcp=self.messages_tcp,
+            messages_udp=self.messages_udp,
+            malformed=self.malformed,
+            oversized=self.oversized,
+            idle_closed=self.idle_closed,
+            event_time=self.event_time,
+            event_time_outside=self.event_time_outside,
+            segments_cut=self.segments_cut,
+        )
 
 
 def clean_message(msg: bytes) -> bytes:
@@ -281,11 +302,9 @@ def event_times(msgs: list[bytes], now: float) -> list[int | None]:
     are read by the C helper for the whole batch; RFC 3164 ones (second
     resolution: a burst shares them) are worked out once per batch."""
     found = _fast.syslog_times(msgs)
-    texts = {t for t in found if type(t) is bytes}
-    if not texts:
-        return found  # type: ignore[return-value]
+    texts = {t for t in found if isinstance(t, bytes)}
     ns = {t: None if (sec := _rfc3164_seconds(t, now)) is None else sec * 1_000_000_000 for t in texts}
-    return [ns[t] if type(t) is bytes else t for t in found]  # type: ignore[index,misc]
+    return [ns[t] if isinstance(t, bytes) else t for t in found]
 
 
 # -- I/O --------------------------------------------------------------------------------
@@ -336,25 +355,24 @@ async def handle_syslog_tcp(
     framer = SyslogFramer(settings.max_record_size, stats)
     stats.connections += 1
     stats.connections_total += 1
-    held = 0
+    held = HeldBytes(gate)
     try:
         while data := await conn.receive(stream):
             msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
             await out.write(msgs)
-            if gate is not None:
-                ok = gate.hold(held, framer.buffered)
-                held = framer.buffered
-                if not ok:
-                    log.warning("syslog connection closed: partial frames over %d bytes held node-wide", gate.max_buffered)
-                    break
+            if not held.hold(framer.buffered):
+                log.warning(
+                    "syslog connection closed: partial frames over %d bytes held node-wide",
+                    gate.max_buffered if gate is not None else 0,
+                )
+                break
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass
     except OSError as e:  # the disk failed: end this connection, not the node
         log.error("syslog write failed, closing the connection: %s", e)
     finally:
-        if gate is not None:
-            gate.hold(held, 0)
+        held.hold(0)
         stats.connections -= 1
         stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
@@ -365,10 +383,7 @@ async def handle_syslog_tcp(
                 await conn.flush()
             except OSError:
                 log.exception("flushing a syslog connection's segment failed")
-            try:
-                await stream.aclose()
-            except (trio.BrokenResourceError, OSError):
-                pass
+            await aclose_quietly(stream)
 
 
 async def serve_syslog_udp(
@@ -449,11 +464,11 @@ async def serve_syslog_tls(
     ilog: IngestLog,
     settings: IngestSettings,
     stats: SyslogStats,
-    access,
+    access: Access,
     *,
     topic: bytes | str = SYSLOG_TOPIC,
     gate: ConnectionGate | None = None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog over TLS (RFC 5425) on TCP ``host:port``; reports (host, port) when bound.
 
@@ -466,18 +481,14 @@ async def serve_syslog_tls(
     bound = listeners[0].socket.getsockname()[1]
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
 
+    async def handle(stream: trio.abc.Stream) -> None:
+        await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate)
+
     async def handler(stream: trio.SocketStream) -> None:
-        if not tcp_gate.admit():
-            refuse(stream)
-            return
         try:
-            admitted = await access(stream)
-            if admitted is not None:
-                await handle_syslog_tcp(admitted, ilog, settings, stats, tcp_gate)
+            await serve_gated(stream, tcp_gate, access, handle)
         except Exception:  # one connection's failure must not end the listener
             log.exception("syslog TLS connection failed")
-        finally:
-            tcp_gate.release()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, listeners)
@@ -494,7 +505,7 @@ async def serve_syslog(
     topic: bytes | str = SYSLOG_TOPIC,
     gate: ConnectionGate | None = None,
     window: EventWindow | None = None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
     settings = dataclasses.replace(settings, topic=validate_topic(topic))
@@ -503,16 +514,14 @@ async def serve_syslog(
     try:
         async with trio.open_nursery() as nursery:
 
+            async def handle(stream: trio.abc.Stream) -> None:
+                await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate, window)
+
             async def handler(stream: trio.SocketStream) -> None:
-                if not tcp_gate.admit():
-                    refuse(stream)
-                    return
                 try:
-                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate, window)
+                    await serve_gated(stream, tcp_gate, None, handle)
                 except Exception:  # one connection's failure must not end the listener
                     log.exception("syslog connection failed")
-                finally:
-                    tcp_gate.release()
 
             nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats, window)
             await nursery.start(trio.serve_listeners, handler, listeners)
