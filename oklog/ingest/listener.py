@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import trio
 
 from oklog.ingest.log import ActiveSegment, IngestLog
+from oklog.node.state import Gate
 from oklog.records.record import (
     DEFAULT_TOPIC,
     MAX_TOPIC_LEN,
@@ -132,16 +133,18 @@ class ConnectionGate:
     def release(self) -> None:
         self.open -= 1
 
-    def as_dict(self) -> dict:
-        return {
-            "open": self.open,
-            "max_connections": self.max_connections,
-            "fd_budget": self.fd_budget,
-            "refused": self.refused,
-            "refused_fds": self.refused_fds,
-            "buffered_bytes": self.buffered,
-            "shed": self.shed,
-        }
+    def as_dict(self, nofile: int | None = None) -> Gate:
+        """Its figures; ``nofile``, the process's descriptor limit, is read when not given."""
+        return Gate(
+            open=self.open,
+            max_connections=self.max_connections,
+            fd_budget=self.fd_budget,
+            refused=self.refused,
+            refused_fds=self.refused_fds,
+            buffered_bytes=self.buffered,
+            shed=self.shed,
+            nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0] if nofile is None else nofile,
+        )
 
 
 def refuse(stream: trio.SocketStream) -> None:
