@@ -84,7 +84,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -886,13 +886,17 @@ class PushEndpoints:
     def limits(self, body: bytes) -> Limits:
         return Limits(len(body), self.max_records, self.max_expansion, 2 * self.w.max_body)
 
-    async def jsonline(self, req: Request) -> Response:
+    async def _counted(self, handle: Callable[[Request], Awaitable[Response]], req: Request) -> Response:
+        """``handle(req)``, counted in ``requests`` and, when it fails, ``rejected``."""
         self.st.requests += 1
         try:
-            return await self._jsonline(req)
+            return await handle(req)
         except HTTPError:
             self.st.rejected += 1
             raise
+
+    async def jsonline(self, req: Request) -> Response:
+        return await self._counted(self._jsonline, req)
 
     async def _jsonline(self, req: Request) -> Response:
         w = self.w
@@ -913,12 +917,7 @@ class PushEndpoints:
         return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
 
     async def vlogs_jsonline(self, req: Request) -> Response:
-        self.st.requests += 1
-        try:
-            return await self._vlogs_jsonline(req)
-        except HTTPError:
-            self.st.rejected += 1
-            raise
+        return await self._counted(self._vlogs_jsonline, req)
 
     async def _vlogs_jsonline(self, req: Request) -> Response:
         w = self.w
@@ -944,15 +943,9 @@ class PushEndpoints:
         return parse_loki(body, topic_label, default, self.limits(body), topic_labels=self.loki_labels)
 
     async def loki_push(self, req: Request) -> Response:
-        self.st.requests += 1
-        try:
-            await self._loki_push(req)
-        except HTTPError:
-            self.st.rejected += 1
-            raise
-        return Response(204)
+        return await self._counted(self._loki_push, req)
 
-    async def _loki_push(self, req: Request) -> None:
+    async def _loki_push(self, req: Request) -> Response:
         w = self.w
         ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await w.read_body(req)
@@ -964,6 +957,7 @@ class PushEndpoints:
             parse = self._loki_json
         batch = await w.run(parse, body, req.arg("topic"), w.settings.topic)
         await w.commit(batch)
+        return Response(204)
 
 
 def httpingest_router(

@@ -458,6 +458,38 @@ async def _bind(host: str, port: int) -> tuple[list[trio.SocketListener], socket
     raise AssertionError("unreachable")
 
 
+class SyslogTCPHandler:
+    """A syslog TCP port's accepted connections: the gate, ``access`` (TLS and
+    the client check; None: plain TCP), then ``handle_syslog_tcp``."""
+
+    def __init__(
+        self,
+        ilog: IngestLog,
+        settings: IngestSettings,
+        stats: SyslogStats,
+        gate: ConnectionGate,
+        access: Access | None,
+        window: EventWindow | None,
+        what: str,
+    ) -> None:
+        self.ilog = ilog
+        self.settings = settings
+        self.stats = stats
+        self.gate = gate
+        self.access = access
+        self.window = window
+        self.what = what
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        try:
+            await serve_gated(stream, self.gate, self.access, self.handle)
+        except Exception:  # one connection's failure must not end the listener
+            log.exception("%s connection failed", self.what)
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        await handle_syslog_tcp(stream, self.ilog, self.settings, self.stats, self.gate, self.window)
+
+
 async def serve_syslog_tls(
     host: str,
     port: int,
@@ -480,16 +512,7 @@ async def serve_syslog_tls(
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     bound = listeners[0].socket.getsockname()[1]
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
-
-    async def handle(stream: trio.abc.Stream) -> None:
-        await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        try:
-            await serve_gated(stream, tcp_gate, access, handle)
-        except Exception:  # one connection's failure must not end the listener
-            log.exception("syslog TLS connection failed")
-
+    handler = SyslogTCPHandler(ilog, settings, stats, tcp_gate, access, None, "syslog TLS")
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started((host, bound))
@@ -511,18 +534,9 @@ async def serve_syslog(
     settings = dataclasses.replace(settings, topic=validate_topic(topic))
     listeners, udp, bound = await _bind(host or "0.0.0.0", port)
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
+    handler = SyslogTCPHandler(ilog, settings, stats, tcp_gate, None, window, "syslog")
     try:
         async with trio.open_nursery() as nursery:
-
-            async def handle(stream: trio.abc.Stream) -> None:
-                await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate, window)
-
-            async def handler(stream: trio.SocketStream) -> None:
-                try:
-                    await serve_gated(stream, tcp_gate, None, handle)
-                except Exception:  # one connection's failure must not end the listener
-                    log.exception("syslog connection failed")
-
             nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats, window)
             await nursery.start(trio.serve_listeners, handler, listeners)
             task_status.started((host, bound))
