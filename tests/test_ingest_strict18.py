@@ -17,7 +17,9 @@ from oklog.ingest.fluent import BadMessage, FluentConnection, FluentStats, parse
 from oklog.ingest.httpingest import Batch, HTTPIngestStats
 from oklog.ingest.listener import ConnectionGate, HeldBytes, IngestSettings, serve_gated
 from oklog.ingest.log import IngestLog
+from oklog.ingest.otlp import is_protobuf
 from oklog.ingest.syslog import SyslogFramer, SyslogStats
+from oklog.net.http import HTTPError
 from oklog.node import state
 
 LIMIT = 1 << 20
@@ -182,3 +184,13 @@ async def test_serve_gated_admits_checks_and_gives_back():
             for s in (a, b, c):
                 await s.aclose()
             nursery.cancel_scope.cancel()
+
+
+def test_otlp_encoding_by_content_type():
+    assert is_protobuf("application/x-protobuf")
+    assert is_protobuf("Application/Protobuf; charset=binary")
+    assert not is_protobuf("application/json; charset=utf-8")
+    for bad in ("", "text/plain", "application/xml"):
+        with pytest.raises(HTTPError) as e:
+            is_protobuf(bad)
+        assert e.value.status == 415

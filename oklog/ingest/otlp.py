@@ -524,32 +524,47 @@ def error_response(protobuf: bool, e: HTTPError) -> Response:
     return resp
 
 
-def otlp_router(w: PushWriter, topic_attributes: tuple[str, ...]) -> Router:
-    st = w.stats
+def is_protobuf(content_type: str) -> bool:
+    """OTLP/HTTP's two encodings by Content-Type: True for protobuf, False for
+    JSON; HTTPError(415) for anything else."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in PROTOBUF_TYPES:
+        return True
+    if ctype in JSON_TYPES:
+        return False
+    raise HTTPError(415, f"unsupported Content-Type {ctype!r} (application/x-protobuf or application/json)")
 
-    async def logs(req: Request) -> Response:
-        st.requests += 1
-        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-        protobuf = ctype in PROTOBUF_TYPES
+
+class OTLPLogs:
+    """``POST /v1/logs``: OTLP/HTTP logs into the push writer."""
+
+    def __init__(self, w: PushWriter, topic_attributes: tuple[str, ...]) -> None:
+        self.w = w
+        self.topic_attributes = topic_attributes
+
+    async def logs(self, req: Request) -> Response:
+        w = self.w
+        w.stats.requests += 1
+        protobuf = False  # a 415 is answered in JSON
         try:
-            if not protobuf and ctype not in JSON_TYPES:
-                raise HTTPError(
-                    415, f"unsupported Content-Type {ctype!r} (application/x-protobuf or application/json)"
-                )
+            protobuf = is_protobuf(req.headers.get("content-type", ""))
             body = await w.read_body(req)
             batch, rejected, reason = await w.run(
-                parse_otlp, body, protobuf, topic_attributes, w.default_topic(req), 2 * w.max_body
+                parse_otlp, body, protobuf, self.topic_attributes, w.default_topic(req), 2 * w.max_body
             )
             if batch.records:
                 await w.commit(batch)
         except HTTPError as e:
-            st.rejected += 1
+            w.stats.rejected += 1
             return error_response(protobuf, e)
         if rejected:
             log.info("OTLP logs: %d records rejected: %s", rejected, reason)
         return success_response(protobuf, rejected, reason)
 
+
+def otlp_router(w: PushWriter, topic_attributes: tuple[str, ...]) -> Router:
+    h = OTLPLogs(w, topic_attributes)
     r = Router()
-    r.add("POST", "/v1/logs", logs)
-    r.add("POST", "/otlp/v1/logs", logs)
+    r.add("POST", "/v1/logs", h.logs)
+    r.add("POST", "/otlp/v1/logs", h.logs)
     return r
