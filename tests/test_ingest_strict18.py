@@ -13,6 +13,7 @@ import trio
 
 from oklog.fs import RealFS
 from oklog.ingest.bulk import BulkStats
+from oklog.ingest.esbulk import path_index
 from oklog.ingest.fluent import BadMessage, FluentConnection, FluentStats, parse_message
 from oklog.ingest.httpingest import Batch, HTTPIngestStats
 from oklog.ingest.listener import ConnectionGate, HeldBytes, IngestSettings, serve_gated
@@ -194,3 +195,9 @@ def test_otlp_encoding_by_content_type():
         with pytest.raises(HTTPError) as e:
             is_protobuf(bad)
         assert e.value.status == 415
+
+
+def test_esbulk_index_from_path():
+    assert path_index("/_bulk") is None
+    assert path_index("/web-logs/_bulk") == "web-logs"
+    assert path_index("/web-logs/_bulk/") == "web-logs"

@@ -61,9 +61,7 @@ class Item:
 
 def es_error(status: int, type_: str, reason: str) -> Response:
     err = {"type": type_, "reason": reason}
-    resp = Response.json({"error": {"root_cause": [err], **err}, "status": status}, status)
-    resp.headers.update(PRODUCT)
-    return resp
+    return _es(Response.json({"error": {"root_cause": [err], **err}, "status": status}, status))
 
 
 def source_line(raw: bytes, doc: dict[str, Any]) -> tuple[bytes, int | None]:
@@ -190,36 +188,48 @@ def handshake() -> dict[str, Any]:
     }
 
 
-def esbulk_router(w: PushWriter) -> Router:
-    st = w.stats
+def path_index(path: str) -> str | None:
+    """The index named by a ``/<index>/_bulk`` path; None for ``/_bulk``."""
+    parts = path.strip("/").split("/")
+    return parts[0] if len(parts) == 2 else None
 
-    async def bulk(req: Request) -> Response:
-        st.requests += 1
+
+class ESBulk:
+    """The Elasticsearch bulk API and the handshake its clients make first."""
+
+    def __init__(self, w: PushWriter) -> None:
+        self.w = w
+
+    async def bulk(self, req: Request) -> Response:
+        w = self.w
+        w.stats.requests += 1
         started = time.monotonic()
-        parts = req.path.strip("/").split("/")
-        path_index = parts[0] if len(parts) == 2 else None
         try:
             body = await w.read_body(req)
-            batch, items = await w.run(parse_bulk, body, path_index, w.default_topic(req))
+            batch, items = await w.run(parse_bulk, body, path_index(req.path), w.default_topic(req))
             ulids: list[bytes] = []
             if batch.records:
                 await w.commit(batch, ulids)
         except HTTPError as e:
-            st.rejected += 1
+            w.stats.rejected += 1
             kind = "illegal_argument_exception" if e.status == 400 else "oklog_exception"
             return es_error(e.status, kind, e.message)
         answer = bulk_answer(items, ulids, int((time.monotonic() - started) * 1000))
-        resp = Response.json(answer)
-        resp.headers.update(PRODUCT)
-        return resp
+        return _es(Response.json(answer))
 
-    async def root(req: Request) -> Response:
-        resp = Response.json(handshake())
-        resp.headers.update(PRODUCT)
-        return resp
+    async def root(self, req: Request) -> Response:
+        return _es(Response.json(handshake()))
 
+
+def _es(resp: Response) -> Response:
+    resp.headers.update(PRODUCT)
+    return resp
+
+
+def esbulk_router(w: PushWriter) -> Router:
+    h = ESBulk(w)
     r = Router()
-    r.add("POST|PUT", "/_bulk", bulk)
-    r.add_pattern("POST|PUT", r"/[^/_][^/]*/_bulk", bulk)
-    r.add("GET", "/", root)
+    r.add("POST|PUT", "/_bulk", h.bulk)
+    r.add_pattern("POST|PUT", r"/[^/_][^/]*/_bulk", h.bulk)
+    r.add("GET", "/", h.root)
     return r
