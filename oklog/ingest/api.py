@@ -8,10 +8,12 @@ POST /ingest/failed?id=   the store tier gave up: back to flushed
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from oklog.ingest.log import IngestLog
-from oklog.net.http import HTTPError, Request, Response, Router
+from oklog.net.http import Handler, HTTPError, Request, Response, Router
 
 
 def _id(req: Request) -> str:
@@ -58,7 +60,7 @@ def ingest_router(log: IngestLog) -> Router:
             raise HTTPError(404, f"segment {seg_id} is not pending") from None
         return Response(200, data, content_type="application/octet-stream")
 
-    def _transition(fn):
+    def _transition(fn: Callable[[str], None]) -> Handler:
         async def handler(req: Request) -> Response:
             seg_id = _id(req)
             try:

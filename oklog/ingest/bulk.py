@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import trio
 
-from oklog.ingest.listener import ConnectionGate, refuse
+from oklog.ingest.listener import Access, ConnectionGate, serve_gated
 from oklog.ingest.log import IngestLog
+from oklog.node.state import BulkStats as BulkStatsDict
 from oklog.store.api import ulid_window_error
 from oklog.store.log import SegmentError, validate_records
 
@@ -51,6 +52,17 @@ class BulkStats:
     errors: int = 0
     idle_closed: int = 0
     refused_ulids: int = 0  # frames refused for ULIDs outside the accepted window
+
+    def as_dict(self) -> BulkStatsDict:
+        return BulkStatsDict(
+            frames=self.frames,
+            records=self.records,
+            bytes=self.bytes,
+            acked=self.acked,
+            errors=self.errors,
+            idle_closed=self.idle_closed,
+            refused_ulids=self.refused_ulids,
+        )
 
 
 class _Reader:
@@ -127,7 +139,12 @@ async def handle_bulk(
 
 
 async def _read_frames(
-    stream, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, idle_timeout: float = 0.0,
+    stream: trio.abc.Stream,
+    ilog: IngestLog,
+    stats: BulkStats,
+    ack_timeout: float,
+    send: trio.MemorySendChannel[_Frame],
+    idle_timeout: float = 0.0,
     retain: float | None = None,
 ) -> None:
     r = _Reader(stream, idle_timeout)
@@ -138,7 +155,12 @@ async def _read_frames(
 
 
 async def _read_loop(
-    r: _Reader, ilog: IngestLog, stats: BulkStats, ack_timeout: float, send, retain: float | None
+    r: _Reader,
+    ilog: IngestLog,
+    stats: BulkStats,
+    ack_timeout: float,
+    send: trio.MemorySendChannel[_Frame],
+    retain: float | None,
 ) -> None:
     token = trio.lowlevel.current_trio_token()
     while True:
@@ -189,7 +211,9 @@ async def _read_loop(
         await send.send(_Frame(done=done, seg_id=seg_id, records=records, deadline=trio.current_time() + ack_timeout))
 
 
-async def _answer(stream, ilog: IngestLog, stats: BulkStats, recv) -> None:
+async def _answer(
+    stream: trio.abc.Stream, ilog: IngestLog, stats: BulkStats, recv: trio.MemoryReceiveChannel[_Frame]
+) -> None:
     async with recv:
         async for f in recv:
             if f.done is not None:
@@ -207,7 +231,7 @@ async def _answer(stream, ilog: IngestLog, stats: BulkStats, recv) -> None:
                 return
 
 
-def _set(ev: trio.Event, token) -> None:
+def _set(ev: trio.Event, token: trio.lowlevel.TrioToken) -> None:
     try:
         trio.lowlevel.current_trio_token()
         ev.set()
@@ -232,30 +256,24 @@ async def serve_bulk(
     idle_timeout: float = 0.0,
     gate: ConnectionGate | None = None,
     retain: float | None = None,
-    access=None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    access: Access | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     task_status.started((host, listeners[0].socket.getsockname()[1]))
-    gate = gate if gate is not None else ConnectionGate()
+    g = gate if gate is not None else ConnectionGate()
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
 
     async def handler(stream: trio.SocketStream) -> None:
-        if not gate.admit():
-            refuse(stream)
-            return
         # Whatever ends one connection (its reader and answerer run in a nursery,
         # so errors arrive as groups) must not end the listener and the node.
         try:
-            if access is not None:  # TLS and/or the token line (oklog.net.auth.ingest_gate)
-                stream = await access(stream)
-                if stream is None:
-                    return
-            await handle_bulk(stream, ilog, stats, ack_timeout, idle_timeout, retain)
+            await serve_gated(stream, g, access, handle)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as eg:
             log.debug("bulk connection ended: %s", eg.exceptions[0])
-        except* Exception as eg:
+        except* Exception as eg:  # one connection's failure must not end the node
             log.error("bulk connection failed", exc_info=eg)
-        finally:
-            gate.release()
 
     await trio.serve_listeners(handler, listeners)

@@ -31,6 +31,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from oklog.ingest.httpingest import (
     Batch,
@@ -60,12 +61,10 @@ class Item:
 
 def es_error(status: int, type_: str, reason: str) -> Response:
     err = {"type": type_, "reason": reason}
-    resp = Response.json({"error": {"root_cause": [err], **err}, "status": status}, status)
-    resp.headers.update(PRODUCT)
-    return resp
+    return _es(Response.json({"error": {"root_cause": [err], **err}, "status": status}, status))
 
 
-def source_line(raw: bytes, doc: dict) -> tuple[bytes, int | None]:
+def source_line(raw: bytes, doc: dict[str, Any]) -> tuple[bytes, int | None]:
     """A source document → (line, event time ns or None)."""
     t = parse_event_time(doc.pop(TIME_FIELD)) if TIME_FIELD in doc else None
     for name in MESSAGE_FIELDS:
@@ -84,17 +83,7 @@ def parse_bulk(body: bytes, path_index: str | None, default: bytes) -> tuple[Bat
     items: list[Item] = []
     i = 0
     while i < len(lines):
-        try:
-            action = json.loads(lines[i])
-        except (ValueError, RecursionError):
-            action = None
-        if not isinstance(action, dict) or len(action) != 1:
-            raise HTTPError(
-                400, f"Malformed action/metadata line [{i + 1}], expected an object with one action"
-            )
-        (op, meta), = action.items()
-        if not isinstance(meta, dict):
-            raise HTTPError(400, f"Malformed action/metadata line [{i + 1}]: {op} is not an object")
+        op, meta = _action(lines[i], i + 1)
         index = meta.get("_index", path_index)
         index = index if isinstance(index, str) else ""
         i += 1
@@ -112,33 +101,51 @@ def parse_bulk(body: bytes, path_index: str | None, default: bytes) -> tuple[Bat
             items.append(Item(op, index, 400, "illegal_argument_exception",
                               "oklog records are immutable: update is not supported"))
             continue
-        topic = sanitize_topic(index) if index else default
-        if topic is None:
-            items.append(Item(op, index, 400, "invalid_index_name_exception",
-                              f"index [{index}] has no usable topic characters"))
-            continue
-        try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError) as e:
-            items.append(Item(op, index, 400, "document_parsing_exception", f"source is not JSON: {e}"))
-            continue
-        if not isinstance(doc, dict):
-            items.append(Item(op, index, 400, "document_parsing_exception",
-                              "source must be a JSON object"))
-            continue
-        try:
-            line, t = source_line(raw, doc)
-        except RecursionError:  # nested too deeply to write its fields back
-            line, t = raw, None
-        batch.add(topic, [line], [t])
-        items.append(Item(op, index or topic.decode()))
+        items.append(_source_item(op, index, raw, default, batch))
     return batch, items
 
 
-def bulk_answer(items: list[Item], ulids: list[bytes], took_ms: int) -> dict:
-    out = []
+def _action(line: bytes, lineno: int) -> tuple[str, dict[str, Any]]:
+    """An action/metadata line → (action, its metadata object); HTTPError(400) else."""
+    try:
+        action = json.loads(line)
+    except (ValueError, RecursionError):
+        action = None
+    if not isinstance(action, dict) or len(action) != 1:
+        raise HTTPError(
+            400, f"Malformed action/metadata line [{lineno}], expected an object with one action"
+        )
+    ((op, meta),) = action.items()
+    if not isinstance(meta, dict):
+        raise HTTPError(400, f"Malformed action/metadata line [{lineno}]: {op} is not an object")
+    return op, meta
+
+
+def _source_item(op: str, index: str, raw: bytes, default: bytes, batch: Batch) -> Item:
+    """An index/create source line: added to ``batch`` when it can be stored; its item."""
+    topic = sanitize_topic(index) if index else default
+    if topic is None:
+        return Item(op, index, 400, "invalid_index_name_exception",
+                    f"index [{index}] has no usable topic characters")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        return Item(op, index, 400, "document_parsing_exception", f"source is not JSON: {e}")
+    if not isinstance(doc, dict):
+        return Item(op, index, 400, "document_parsing_exception", "source must be a JSON object")
+    try:
+        line, t = source_line(raw, doc)
+    except RecursionError:  # nested too deeply to write its fields back
+        line, t = raw, None
+    batch.add(topic, [line], [t])
+    return Item(op, index or topic.decode())
+
+
+def bulk_answer(items: list[Item], ulids: list[bytes], took_ms: int) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
     k = 0
     for seq, it in enumerate(items):
+        body: dict[str, Any]
         if it.status == 201:
             body = {
                 "_index": it.index,
@@ -161,7 +168,7 @@ def bulk_answer(items: list[Item], ulids: list[bytes], took_ms: int) -> dict:
     return {"took": took_ms, "errors": any(it.status != 201 for it in items), "items": out}
 
 
-def handshake() -> dict:
+def handshake() -> dict[str, Any]:
     return {
         "name": "oklog",
         "cluster_name": "oklog",
@@ -181,36 +188,48 @@ def handshake() -> dict:
     }
 
 
-def esbulk_router(w: PushWriter) -> Router:
-    st = w.stats
+def path_index(path: str) -> str | None:
+    """The index named by a ``/<index>/_bulk`` path; None for ``/_bulk``."""
+    parts = path.strip("/").split("/")
+    return parts[0] if len(parts) == 2 else None
 
-    async def bulk(req: Request) -> Response:
-        st.requests += 1
+
+class ESBulk:
+    """The Elasticsearch bulk API and the handshake its clients make first."""
+
+    def __init__(self, w: PushWriter) -> None:
+        self.w = w
+
+    async def bulk(self, req: Request) -> Response:
+        w = self.w
+        w.stats.requests += 1
         started = time.monotonic()
-        parts = req.path.strip("/").split("/")
-        path_index = parts[0] if len(parts) == 2 else None
         try:
             body = await w.read_body(req)
-            batch, items = await w.run(parse_bulk, body, path_index, w.default_topic(req))
+            batch, items = await w.run(parse_bulk, body, path_index(req.path), w.default_topic(req))
             ulids: list[bytes] = []
             if batch.records:
                 await w.commit(batch, ulids)
         except HTTPError as e:
-            st.rejected += 1
+            w.stats.rejected += 1
             kind = "illegal_argument_exception" if e.status == 400 else "oklog_exception"
             return es_error(e.status, kind, e.message)
         answer = bulk_answer(items, ulids, int((time.monotonic() - started) * 1000))
-        resp = Response.json(answer)
-        resp.headers.update(PRODUCT)
-        return resp
+        return _es(Response.json(answer))
 
-    async def root(req: Request) -> Response:
-        resp = Response.json(handshake())
-        resp.headers.update(PRODUCT)
-        return resp
+    async def root(self, req: Request) -> Response:
+        return _es(Response.json(handshake()))
 
+
+def _es(resp: Response) -> Response:
+    resp.headers.update(PRODUCT)
+    return resp
+
+
+def esbulk_router(w: PushWriter) -> Router:
+    h = ESBulk(w)
     r = Router()
-    r.add("POST|PUT", "/_bulk", bulk)
-    r.add_pattern("POST|PUT", r"/[^/_][^/]*/_bulk", bulk)
-    r.add("GET", "/", root)
+    r.add("POST|PUT", "/_bulk", h.bulk)
+    r.add_pattern("POST|PUT", r"/[^/_][^/]*/_bulk", h.bulk)
+    r.add("GET", "/", h.root)
     return r

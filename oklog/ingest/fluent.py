@@ -39,8 +39,9 @@ import json
 import logging
 import math
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 import trio
@@ -54,8 +55,10 @@ from oklog.ingest.httpingest import (
     sanitize_topic,
     write_batch,
 )
-from oklog.ingest.listener import ConnectionGate, IngestSettings, refuse
+from oklog.ingest.listener import Access, ConnectionGate, IngestSettings, refuse
 from oklog.ingest.log import IngestLog
+from oklog.net.http import HTTPError
+from oklog.node.state import FluentStats as FluentStatsDict
 
 log = logging.getLogger("oklog.ingest.fluent")
 
@@ -63,6 +66,9 @@ READ_SIZE = 1 << 16
 PARTIAL_TIMEOUT = 30.0  # seconds a begun message may wait for its next bytes
 MAX_DEPTH = 32  # nesting converted into JSON; deeper values are written as text
 MESSAGE_FIELDS = (b"log", b"message")
+# What decoding a peer's msgpack raises: FormatError, StackError, ExtraData,
+# the max_*_len bounds (ValueError), an array or map as a map key (TypeError).
+MSGPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError)
 
 
 @dataclass
@@ -76,8 +82,17 @@ class FluentStats:
     bad_streams: int = 0  # malformed msgpack or over the size bound: connection closed
     write_errors: int = 0
 
-    def as_dict(self) -> dict:
-        return dict(vars(self))
+    def as_dict(self) -> FluentStatsDict:
+        return FluentStatsDict(
+            connections=self.connections,
+            connections_total=self.connections_total,
+            messages=self.messages,
+            records=self.records,
+            acks=self.acks,
+            bad_messages=self.bad_messages,
+            bad_streams=self.bad_streams,
+            write_errors=self.write_errors,
+        )
 
 
 class BadMessage(ValueError):
@@ -97,13 +112,13 @@ def _unpacker(limit: int) -> msgpack.Unpacker:
     )
 
 
-def event_time(value) -> int | None:
+def event_time(value: Any) -> int | None:
     """A forward-protocol time as unix nanoseconds."""
     if isinstance(value, msgpack.ExtType):
         if value.code != 0 or len(value.data) != 8:
             raise BadMessage(f"unknown time extension {value.code}")
         sec, nsec = struct.unpack(">II", value.data)
-        return sec * 1_000_000_000 + nsec
+        return int(sec) * 1_000_000_000 + int(nsec)
     if isinstance(value, bool):
         raise BadMessage("time is a boolean")
     if isinstance(value, int):
@@ -115,7 +130,7 @@ def event_time(value) -> int | None:
     raise BadMessage(f"time must be an integer, a float or an EventTime, not {type(value).__name__}")
 
 
-def _jsonable(v, depth: int = 0):
+def _jsonable(v: Any, depth: int = 0) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if depth >= MAX_DEPTH:
@@ -129,11 +144,11 @@ def _jsonable(v, depth: int = 0):
     return v
 
 
-def _key(k) -> str:
+def _key(k: Any) -> str:
     return k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
 
 
-def record_line(record) -> bytes:
+def record_line(record: Any) -> bytes:
     if not isinstance(record, dict):
         text = json.dumps(_jsonable(record), separators=(",", ":"), ensure_ascii=False)
         return text.encode("utf-8", "surrogatepass")
@@ -158,7 +173,7 @@ def record_line(record) -> bytes:
     return prefix + message.replace(b"\n", b"\\n")
 
 
-def _entries(entries, out_lines: list[bytes], out_times: list[int | None]) -> None:
+def _entries(entries: Iterable[Any], out_lines: list[bytes], out_times: list[int | None]) -> None:
     for e in entries:
         if not isinstance(e, list | tuple) or len(e) != 2:
             raise BadMessage("an entry must be [time, record]")
@@ -166,7 +181,9 @@ def _entries(entries, out_lines: list[bytes], out_times: list[int | None]) -> No
         out_lines.append(record_line(e[1]))
 
 
-def parse_message(msg, default: bytes, limit: int) -> tuple[bytes, list[bytes], list[int | None], bytes | None]:
+def parse_message(
+    msg: Any, default: bytes, limit: int
+) -> tuple[bytes, list[bytes], list[int | None], bytes | None]:
     """One forward-protocol message → (topic, lines, event times, chunk id or None)."""
     if not isinstance(msg, list | tuple) or len(msg) < 2:
         raise BadMessage("a message must be an array [tag, ...]")
@@ -177,7 +194,6 @@ def parse_message(msg, default: bytes, limit: int) -> tuple[bytes, list[bytes], 
     second = msg[1]
     lines: list[bytes] = []
     times: list[int | None] = []
-    option = None
     if isinstance(second, int | float | msgpack.ExtType) and not isinstance(second, bool):
         if len(msg) not in (3, 4):
             raise BadMessage("Message mode is [tag, time, record(, option)]")
@@ -193,39 +209,53 @@ def parse_message(msg, default: bytes, limit: int) -> tuple[bytes, list[bytes], 
         if len(msg) > 3:
             raise BadMessage("PackedForward mode is [tag, entries(, option)]")
         option = msg[2] if len(msg) == 3 else None
-        data = second
-        if isinstance(option, dict):
-            comp = option.get(b"compressed", option.get("compressed"))
-            if comp in (b"gzip", "gzip"):
-                try:
-                    data = decode_body(data, "gzip", limit)
-                except Exception as e:  # HTTPError: same bounds, other transport
-                    raise BadMessage(f"compressed entries: {getattr(e, 'message', e)}") from None
-            elif comp not in (None, b"text", "text"):
-                raise BadMessage(f"unknown compression {comp!r}")
-        up = _unpacker(max(limit, 1))
-        end = 0  # where the last complete entry ended (tell() counts a partial one too)
-        try:
-            up.feed(data)
-            for entry in up:
-                _entries((entry,), lines, times)
-                end = up.tell()
-        except BadMessage:
-            raise
-        except Exception as e:  # msgpack's errors: ExtraData, FormatError, StackError, ValueError...
-            raise BadMessage(f"packed entries are not msgpack: {e}") from None
-        if end != len(data):
-            raise BadMessage("packed entries end inside an entry")
+        _packed_entries(_unpacked_data(second, option, limit), limit, lines, times)
     else:
         raise BadMessage("the second element must be a time, an entry array or packed entries")
+    return topic, lines, times, _chunk(option)
+
+
+def _unpacked_data(data: bytes, option: Any, limit: int) -> bytes:
+    """PackedForward entries, decompressed when the option says gzip."""
+    if not isinstance(option, dict):
+        return data
+    comp = option.get(b"compressed", option.get("compressed"))
+    if comp in (b"gzip", "gzip"):
+        try:
+            return decode_body(data, "gzip", limit)
+        except HTTPError as e:  # the HTTP push's bounds, another transport
+            raise BadMessage(f"compressed entries: {e.message}") from None
+    if comp not in (None, b"text", "text"):
+        raise BadMessage(f"unknown compression {comp!r}")
+    return data
+
+
+def _packed_entries(data: bytes, limit: int, lines: list[bytes], times: list[int | None]) -> None:
+    up = _unpacker(max(limit, 1))
+    end = 0  # where the last complete entry ended (tell() counts a partial one too)
+    try:
+        up.feed(data)
+        for entry in up:
+            _entries((entry,), lines, times)
+            end = up.tell()
+    except BadMessage:
+        raise
+    except MSGPACK_ERRORS as e:
+        raise BadMessage(f"packed entries are not msgpack: {e}") from None
+    if end != len(data):
+        raise BadMessage("packed entries end inside an entry")
+
+
+def _chunk(option: Any) -> bytes | None:
+    """The option map's ``chunk`` id (None without one)."""
     if option is not None and not isinstance(option, dict):
         raise BadMessage("the option must be a map")
-    chunk = None
-    if option:
-        c = option.get(b"chunk", option.get("chunk"))
-        if isinstance(c, bytes | str):
-            chunk = c.encode() if isinstance(c, str) else c
-    return topic, lines, times, chunk
+    if not option:
+        return None
+    c = option.get(b"chunk", option.get("chunk"))
+    if isinstance(c, str):
+        return c.encode()
+    return c if isinstance(c, bytes) else None
 
 
 class FluentConnection:
@@ -272,7 +302,7 @@ class FluentConnection:
                     chunks.append(chunk)
         except msgpack.BufferFull:
             return batch, chunks, f"a message exceeds {self.max_message} bytes"
-        except Exception as e:  # malformed msgpack: ExtraData, FormatError, StackError, ValueError
+        except MSGPACK_ERRORS as e:
             return batch, chunks, f"malformed msgpack: {e}"
         return batch, chunks, None
 
@@ -334,8 +364,8 @@ async def serve_fluent(
     max_message: int = MAX_BODY,
     partial_timeout: float = PARTIAL_TIMEOUT,
     gate: ConnectionGate | None = None,
-    access: Callable[[trio.abc.Stream], Awaitable[trio.abc.Stream | None]] | None = None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    access: Access | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the Fluent forward protocol on TCP ``host:port``. ``access``
     (``oklog.net.auth.ingest_gate``) does the TLS handshake and checks the client

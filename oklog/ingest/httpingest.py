@@ -84,9 +84,10 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import trio
 
@@ -95,9 +96,11 @@ from oklog.ingest.listener import IngestSettings, split_long
 from oklog.ingest.log import ActiveSegment, IngestLog
 from oklog.logfmt import logfmt_pairs
 from oklog.net.http import HTTPError, Request, Response, Router
+from oklog.node.state import HTTPIngestStats as HTTPIngestStatsDict
 from oklog.records.record import MAX_TOPIC_LEN, RecordError, ULIDSource, stamp_lines, validate_topic
 
 log = logging.getLogger("oklog.ingest.http")
+_T = TypeVar("_T")
 
 MAX_BODY = 64 << 20
 MAX_RECORDS = 1_000_000  # records one push request may become
@@ -122,8 +125,16 @@ class HTTPIngestStats:
     rejected: int = 0  # requests answered 4xx/5xx
     segments: int = 0
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> HTTPIngestStatsDict:
+        return HTTPIngestStatsDict(
+            requests=self.requests,
+            records=self.records,
+            bytes=self.bytes,
+            invalid_json=self.invalid_json,
+            records_split=self.records_split,
+            rejected=self.rejected,
+            segments=self.segments,
+        )
 
 
 @dataclass
@@ -204,7 +215,7 @@ def escape_lf(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass").replace(b"\n", b"\\n")
 
 
-def _as_line(value) -> bytes:
+def _as_line(value: Any) -> bytes:
     if isinstance(value, str):
         return escape_lf(value)
     # Compact JSON escapes control characters, so no LF can appear.
@@ -217,7 +228,7 @@ _RFC3339 = re.compile(
 )
 
 
-def parse_event_time(value) -> int | None:
+def parse_event_time(value: Any) -> int | None:
     """An event time as unix nanoseconds, or None if it is not one.
 
     RFC 3339 text (up to nanoseconds; no zone means UTC), or a number of
@@ -256,7 +267,7 @@ def _time_text(value: str) -> int | None:
         return int(dt.timestamp()) * 1_000_000_000 + ns
 
 
-def _time_number(value) -> int | None:
+def _time_number(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -274,7 +285,7 @@ def _time_number(value) -> int | None:
 NOT_JSON = object()  # json_lines' value for a line that is not JSON
 
 
-def json_lines(body: bytes):
+def json_lines(body: bytes) -> Iterator[tuple[bytes, Any]]:
     """(line, parsed value) of each non-blank NDJSON line (a CR before the LF
     dropped); the value is NOT_JSON for a line that is not JSON, not UTF-8, or
     nested too deeply to parse."""
@@ -339,7 +350,7 @@ def parse_jsonlines(
     return lines, invalid
 
 
-def field_value(value) -> str:
+def field_value(value: Any) -> str:
     """A structured field's value as prefix text: strings as they are, other
     scalars as JSON would write them, lists and objects as compact JSON."""
     if isinstance(value, str):
@@ -353,7 +364,7 @@ def _pair(key: str, value: str) -> str:
     return logfmt_pairs(((key, value),))
 
 
-def fields_prefix(fields: dict) -> bytes:
+def fields_prefix(fields: dict[str, Any]) -> bytes:
     """Structured fields in the Loki labels' prefix form, ``{k=v,...} ``
     (what ``labels_prefix`` writes for the same pairs)."""
     if not fields:
@@ -395,7 +406,14 @@ def parse_vlogs(
     return batch
 
 
-def _vlogs_record(raw: bytes, obj: dict, names, time_field: str, stream_fields, default: bytes):
+def _vlogs_record(
+    raw: bytes,
+    obj: dict[str, Any],
+    names: Sequence[str],
+    time_field: str,
+    stream_fields: Sequence[str],
+    default: bytes,
+) -> tuple[bytes, bytes, int | None]:
     """One VictoriaLogs object → (topic, line, event time)."""
     t = parse_event_time(obj.pop(time_field)) if time_field in obj else None
     topic = default
@@ -547,7 +565,7 @@ def _varint(buf: memoryview, i: int) -> tuple[int, int]:
     raise ValueError("varint too long")
 
 
-def _pb_fields(buf: memoryview):
+def _pb_fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview | None]]:
     """(field number, value) of a protobuf message: an int for varints, a
     memoryview for length-delimited fields, None for fixed-width ones."""
     i, n = 0, len(buf)
@@ -815,7 +833,7 @@ class PushWriter:
         self.stats.bytes += len(raw)
         return raw
 
-    async def run(self, fn, *args):
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in a worker thread, at most CONCURRENT_WRITES at once."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
@@ -849,6 +867,99 @@ def _names(text: str | None, default: list[str]) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+class PushEndpoints:
+    """The NDJSON, VictoriaLogs and Loki push handlers over one ``PushWriter``."""
+
+    def __init__(
+        self,
+        w: PushWriter,
+        loki_labels: tuple[str, ...],
+        max_records: int,
+        max_expansion: int,
+    ) -> None:
+        self.w = w
+        self.st = w.stats
+        self.loki_labels = loki_labels
+        self.max_records = max_records
+        self.max_expansion = max_expansion
+
+    def limits(self, body: bytes) -> Limits:
+        return Limits(len(body), self.max_records, self.max_expansion, 2 * self.w.max_body)
+
+    async def _counted(self, handle: Callable[[Request], Awaitable[Response]], req: Request) -> Response:
+        """``handle(req)``, counted in ``requests`` and, when it fails, ``rejected``."""
+        self.st.requests += 1
+        try:
+            return await handle(req)
+        except HTTPError:
+            self.st.rejected += 1
+            raise
+
+    async def jsonline(self, req: Request) -> Response:
+        return await self._counted(self._jsonline, req)
+
+    async def _jsonline(self, req: Request) -> Response:
+        w = self.w
+        topic = w.default_topic(req)
+        body = await w.read_body(req)
+        field_ = req.arg("message_field") or "message"
+        time_field = req.arg("time_field") or None
+        times: list[int | None] = []
+        lines, invalid = await w.run(
+            parse_jsonlines, body, field_, time_field, times, self.limits(body), len(topic)
+        )
+        self.st.invalid_json += invalid
+        if invalid:
+            log.info("jsonline: %d lines were not JSON, kept verbatim", invalid)
+        batch = Batch(invalid_json=invalid, time_in_line=True)
+        batch.add(topic, lines, times if time_field else None)
+        ids = await w.commit(batch)
+        return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
+
+    async def vlogs_jsonline(self, req: Request) -> Response:
+        return await self._counted(self._vlogs_jsonline, req)
+
+    async def _vlogs_jsonline(self, req: Request) -> Response:
+        w = self.w
+        topic = w.default_topic(req)
+        body = await w.read_body(req)
+        msg_fields = _names(req.arg("_msg_field") or req.headers.get("vl-msg-field"), ["_msg"])
+        time_field = req.arg("_time_field") or req.headers.get("vl-time-field") or "_time"
+        stream_fields = _names(req.arg("_stream_fields") or req.headers.get("vl-stream-fields"), [])
+        batch = await w.run(parse_vlogs, body, msg_fields, time_field, stream_fields, topic)
+        self.st.invalid_json += batch.invalid_json
+        ids = await w.commit(batch)
+        return Response.json(
+            {"records": batch.records, "invalid_json": batch.invalid_json, "segments": ids}
+        )
+
+    def _loki_protobuf(self, body: bytes, topic_label: str | None, default: bytes) -> Batch:
+        data = snappy_block(body, self.w.max_body)
+        return parse_loki_protobuf(
+            data, topic_label, default, self.limits(data), topic_labels=self.loki_labels
+        )
+
+    def _loki_json(self, body: bytes, topic_label: str | None, default: bytes) -> Batch:
+        return parse_loki(body, topic_label, default, self.limits(body), topic_labels=self.loki_labels)
+
+    async def loki_push(self, req: Request) -> Response:
+        return await self._counted(self._loki_push, req)
+
+    async def _loki_push(self, req: Request) -> Response:
+        w = self.w
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await w.read_body(req)
+        parse: Callable[[bytes, str | None, bytes], Batch]
+        if ctype in PROTOBUF_TYPES:
+            req.reserve(min(snappy_size(body), w.max_body), "decoded request bodies")
+            parse = self._loki_protobuf
+        else:
+            parse = self._loki_json
+        batch = await w.run(parse, body, req.arg("topic"), w.settings.topic)
+        await w.commit(batch)
+        return Response(204)
+
+
 def httpingest_router(
     ilog: IngestLog,
     settings: IngestSettings,
@@ -871,81 +982,11 @@ def httpingest_router(
     st = stats if stats is not None else HTTPIngestStats()
     lim = limiter if limiter is not None else trio.CapacityLimiter(CONCURRENT_WRITES)
     w = PushWriter(ilog, settings, st, max_body, lim, window or EventWindow())
-    loki_labels = loki_topic_labels or LOKI_TOPIC_LABELS
-
-    def limits(body: bytes) -> Limits:
-        return Limits(len(body), max_records, max_expansion, 2 * max_body)
-
-    async def jsonline(req: Request) -> Response:
-        st.requests += 1
-        try:
-            topic = w.default_topic(req)
-            body = await w.read_body(req)
-            field_ = req.arg("message_field") or "message"
-            time_field = req.arg("time_field") or None
-            times: list[int | None] = []
-            lines, invalid = await w.run(
-                parse_jsonlines, body, field_, time_field, times, limits(body), len(topic)
-            )
-            st.invalid_json += invalid
-            if invalid:
-                log.info("jsonline: %d lines were not JSON, kept verbatim", invalid)
-            batch = Batch(invalid_json=invalid, time_in_line=True)
-            batch.add(topic, lines, times if time_field else None)
-            ids = await w.commit(batch)
-        except HTTPError:
-            st.rejected += 1
-            raise
-        return Response.json({"records": batch.records, "invalid_json": invalid, "segments": ids})
-
-    async def vlogs_jsonline(req: Request) -> Response:
-        st.requests += 1
-        try:
-            topic = w.default_topic(req)
-            body = await w.read_body(req)
-            msg_fields = _names(req.arg("_msg_field") or req.headers.get("vl-msg-field"), ["_msg"])
-            time_field = req.arg("_time_field") or req.headers.get("vl-time-field") or "_time"
-            stream_fields = _names(
-                req.arg("_stream_fields") or req.headers.get("vl-stream-fields"), []
-            )
-            batch = await w.run(parse_vlogs, body, msg_fields, time_field, stream_fields, topic)
-            st.invalid_json += batch.invalid_json
-            ids = await w.commit(batch)
-        except HTTPError:
-            st.rejected += 1
-            raise
-        return Response.json(
-            {"records": batch.records, "invalid_json": batch.invalid_json, "segments": ids}
-        )
-
-    def _loki_protobuf(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        data = snappy_block(body, max_body)
-        return parse_loki_protobuf(data, topic_label, default, limits(data), topic_labels=loki_labels)
-
-    def _loki_json(body: bytes, topic_label: str | None, default: bytes) -> Batch:
-        return parse_loki(body, topic_label, default, limits(body), topic_labels=loki_labels)
-
-    async def loki_push(req: Request) -> Response:
-        st.requests += 1
-        try:
-            ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await w.read_body(req)
-            if ctype in PROTOBUF_TYPES:
-                req.reserve(min(snappy_size(body), max_body), "decoded request bodies")
-                parse = _loki_protobuf
-            else:
-                parse = _loki_json
-            batch = await w.run(parse, body, req.arg("topic"), settings.topic)
-            await w.commit(batch)
-        except HTTPError:
-            st.rejected += 1
-            raise
-        return Response(204)
-
+    ep = PushEndpoints(w, loki_topic_labels or LOKI_TOPIC_LABELS, max_records, max_expansion)
     r = Router()
-    r.add("POST", "/ingest/jsonline", jsonline)
-    r.add("POST", "/insert/jsonline", vlogs_jsonline)
-    r.add("POST", "/loki/api/v1/push", loki_push)
+    r.add("POST", "/ingest/jsonline", ep.jsonline)
+    r.add("POST", "/insert/jsonline", ep.vlogs_jsonline)
+    r.add("POST", "/loki/api/v1/push", ep.loki_push)
     r.mount(otlp_router(w, otlp_topic_attributes or DEFAULT_TOPIC_ATTRIBUTES))
     r.mount(esbulk_router(w))
     return r

@@ -22,11 +22,13 @@ import logging
 import math
 import resource
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from oklog.ingest.log import ActiveSegment, IngestLog
+from oklog.node.state import Gate
 from oklog.records.record import (
     DEFAULT_TOPIC,
     MAX_TOPIC_LEN,
@@ -38,6 +40,10 @@ from oklog.records.record import (
 )
 
 log = logging.getLogger("oklog.ingest")
+
+# The accept step of a TCP ingest port (``oklog.net.auth.ingest_gate``): the
+# stream to read after TLS and/or the token line, or None when refused.
+Access = Callable[[trio.abc.Stream], Awaitable[trio.abc.Stream | None]]
 
 READ_SIZE = 1 << 20  # bytes per receive
 THREAD_WRITE_MIN = 64 << 10  # writes at least this big go to a worker thread
@@ -127,16 +133,18 @@ class ConnectionGate:
     def release(self) -> None:
         self.open -= 1
 
-    def as_dict(self) -> dict:
-        return {
-            "open": self.open,
-            "max_connections": self.max_connections,
-            "fd_budget": self.fd_budget,
-            "refused": self.refused,
-            "refused_fds": self.refused_fds,
-            "buffered_bytes": self.buffered,
-            "shed": self.shed,
-        }
+    def as_dict(self, nofile: int | None = None) -> Gate:
+        """Its figures; ``nofile``, the process's descriptor limit, is read when not given."""
+        return Gate(
+            open=self.open,
+            max_connections=self.max_connections,
+            fd_budget=self.fd_budget,
+            refused=self.refused,
+            refused_fds=self.refused_fds,
+            buffered_bytes=self.buffered,
+            shed=self.shed,
+            nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0] if nofile is None else nofile,
+        )
 
 
 def refuse(stream: trio.SocketStream) -> None:
@@ -286,6 +294,23 @@ class Connection:
             await trio.to_thread.run_sync(seg.flush, not self.durable)
 
 
+class HeldBytes:
+    """One connection's buffered partial data, counted against the gate's
+    node-wide bound (``ConnectionGate.hold``); no gate, no bound."""
+
+    def __init__(self, gate: ConnectionGate | None) -> None:
+        self.gate = gate
+        self.held = 0
+
+    def hold(self, now: int) -> bool:
+        """The connection now holds ``now`` bytes; False when that is over the bound."""
+        if self.gate is None:
+            return True
+        ok = self.gate.hold(self.held, now)
+        self.held = now
+        return ok
+
+
 async def handle_connection(
     stream: trio.abc.Stream,
     log_: IngestLog,
@@ -297,23 +322,17 @@ async def handle_connection(
     conn = Connection(log_, settings, stats, durable)
     stats.connections += 1
     stats.connections_total += 1
-    held = 0
+    held = HeldBytes(gate)
     try:
         while data := await conn.receive(stream):
-            records, n = conn.take(data)
-            await conn.write(records, n)
-            if durable and n:
-                await stream.send_all(b"+%d\n" % n)
-            if gate is not None:
-                ok = gate.hold(held, len(conn.partial))
-                held = len(conn.partial)
-                if not ok:
-                    log.warning("ingest connection closed: partial lines over %d bytes held node-wide", gate.max_buffered)
-                    break
-        records, n = conn.take(b"", final=True)
-        await conn.write(records, n)
-        if durable and n:
-            await stream.send_all(b"+%d\n" % n)
+            await _take_and_write(conn, stream, data)
+            if not held.hold(len(conn.partial)):
+                log.warning(
+                    "ingest connection closed: partial lines over %d bytes held node-wide",
+                    gate.max_buffered if gate is not None else 0,
+                )
+                break
+        await _take_and_write(conn, stream, b"", final=True)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         # The producer went away; a partial line is kept as it is on disk below.
         pass
@@ -327,25 +346,59 @@ async def handle_connection(
         stats.write_errors += 1
         log.error("ingest write failed, closing the connection: %s", e)
     finally:
-        if gate is not None:
-            gate.hold(held, 0)
+        held.hold(0)
         stats.connections -= 1
         stats.idle_closed += conn.idle_closed
-        with trio.CancelScope(shield=True):
-            try:
-                if conn.partial:
-                    try:
-                        records, n = conn.take(b"", final=True)
-                    except RecordError:  # it ended inside its topic line: no record
-                        records, n = b"", 0
-                    await conn.write(records, n)
-                await conn.flush()
-            except OSError:
-                log.exception("flushing a closed connection's segment failed")
-        await _aclose_quietly(stream)
+        await _write_rest(conn)
+        await aclose_quietly(stream)
 
 
-async def _aclose_quietly(stream: trio.abc.Stream) -> None:
+async def _take_and_write(conn: Connection, stream: trio.abc.Stream, data: bytes, final: bool = False) -> None:
+    """Stamp and write what ``data`` completes; a durable connection is told how many."""
+    records, n = conn.take(data, final=final)
+    await conn.write(records, n)
+    if conn.durable and n:
+        await stream.send_all(b"+%d\n" % n)
+
+
+async def _write_rest(conn: Connection) -> None:
+    """A closed connection's partial line as its last record, its segment flushed."""
+    with trio.CancelScope(shield=True):
+        try:
+            if conn.partial:
+                try:
+                    records, n = conn.take(b"", final=True)
+                except RecordError:  # it ended inside its topic line: no record
+                    records, n = b"", 0
+                await conn.write(records, n)
+            await conn.flush()
+        except OSError:
+            log.exception("flushing a closed connection's segment failed")
+
+
+async def serve_gated(
+    stream: trio.SocketStream,
+    gate: ConnectionGate,
+    access: Access | None,
+    handle: Callable[[trio.abc.Stream], Awaitable[None]],
+) -> bool:
+    """One accepted TCP connection: admitted by ``gate`` (else refused with an
+    RST, and False), through ``access`` (TLS and/or the token line,
+    ``oklog.net.auth.ingest_gate``; None: it was refused there), then ``handle``;
+    the gate's slot is given back however that ends."""
+    if not gate.admit():
+        refuse(stream)
+        return False
+    try:
+        admitted = stream if access is None else await access(stream)
+        if admitted is not None:
+            await handle(admitted)
+    finally:
+        gate.release()
+    return True
+
+
+async def aclose_quietly(stream: trio.abc.Stream) -> None:
     try:
         await stream.aclose()
     except (trio.BrokenResourceError, OSError):
@@ -361,28 +414,22 @@ async def serve_ingest(
     *,
     durable: bool = False,
     gate: ConnectionGate | None = None,
-    access=None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    access: Access | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     bound = listeners[0].socket.getsockname()
     task_status.started((host, bound[1]))
-    gate = gate if gate is not None else ConnectionGate(settings.max_connections)
+    g = gate if gate is not None else ConnectionGate(settings.max_connections)
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        await handle_connection(stream, log_, settings, stats, durable, g)
 
     async def handler(stream: trio.SocketStream) -> None:
-        if not gate.admit():
-            stats.connections_refused += 1
-            refuse(stream)
-            return
         try:
-            if access is not None:  # TLS and/or the token line (oklog.net.auth.ingest_gate)
-                stream = await access(stream)
-                if stream is None:
-                    return
-            await handle_connection(stream, log_, settings, stats, durable, gate)
+            if not await serve_gated(stream, g, access, handle):
+                stats.connections_refused += 1
         except Exception:  # a bug in one connection must not end the listener (and the node)
             log.exception("ingest connection failed")
-        finally:
-            gate.release()
 
     await trio.serve_listeners(handler, listeners)

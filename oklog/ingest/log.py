@@ -19,10 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oklog.fs import FS, File, join
+from oklog.node.state import ByIngestState, IngestLogStats
 from oklog.records.record import ULIDSource, encode_ulid
 
 ACTIVE, FLUSHED, PENDING = "active", "flushed", "pending"
 STATES = (ACTIVE, FLUSHED, PENDING)
+
+
+def _by_state(n: dict[str, int]) -> ByIngestState:
+    return ByIngestState(active=n[ACTIVE], flushed=n[FLUSHED], pending=n[PENDING])
 
 
 @dataclass
@@ -83,7 +88,7 @@ class IngestLog:
         self.failures = 0
         self.timeouts = 0
         # seg_id -> callback run when the store tier commits it (bulk acks).
-        self.commit_waiters: dict = {}
+        self.commit_waiters: dict[str, Callable[[], None]] = {}
         # Live tail: called with every batch of records written (any thread).
         self.tap: Callable[[bytes], None] | None = None
         # Called (from any thread) whenever a segment becomes flushed.
@@ -229,12 +234,12 @@ class IngestLog:
 
     # -- figures ----------------------------------------------------------------
 
-    def stats(self) -> dict:
+    def stats(self) -> IngestLogStats:
         now_wall = time.time()
         with self._lock:
-            counts = {s: 0 for s in STATES}
-            sizes = {s: 0 for s in STATES}
-            oldest_flushed = None
+            counts = dict.fromkeys(STATES, 0)
+            sizes = dict.fromkeys(STATES, 0)
+            oldest_flushed: str | None = None
             for seg_id, state in self._state.items():
                 counts[state] += 1
                 sizes[state] += self._sizes.get(seg_id, 0)
@@ -245,17 +250,17 @@ class IngestLog:
             from oklog.records.record import ulid_ms
 
             lag = max(0.0, now_wall - ulid_ms(oldest_flushed.encode()) / 1000)
-        return {
-            "segments": counts,
-            "bytes": sizes,
-            "oldest_flushed_age_seconds": round(lag, 3),
-            "records_in": self.records_in,
-            "bytes_in": self.bytes_in,
-            "flushes": self.flushes,
-            "commits": self.commits,
-            "failures": self.failures,
-            "pending_timeouts": self.timeouts,
-        }
+        return IngestLogStats(
+            segments=_by_state(counts),
+            bytes=_by_state(sizes),
+            oldest_flushed_age_seconds=round(lag, 3),
+            records_in=self.records_in,
+            bytes_in=self.bytes_in,
+            flushes=self.flushes,
+            commits=self.commits,
+            failures=self.failures,
+            pending_timeouts=self.timeouts,
+        )
 
     def _path(self, seg_id: str, state: str) -> str:
         return join(self.root, f"{seg_id}.{state}")

@@ -38,6 +38,7 @@ import base64
 import json
 import logging
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from oklog.ingest.httpingest import (
@@ -72,10 +73,13 @@ class TooDeep(ValueError):
     """A value nests deeper than MAX_DEPTH: that record is rejected alone."""
 
 
+Attrs = dict[str, Any]  # attributes: key → AnyValue as a Python value
+
+
 # -- protobuf reading ----------------------------------------------------------------
 
 
-def pb_fields(buf: memoryview):
+def pb_fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
     """(field number, wire type, value) of a message: an int for varint and
     fixed-width fields, a memoryview for length-delimited ones."""
     i, n = 0, len(buf)
@@ -110,7 +114,7 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def pb_any(buf: memoryview, depth: int = 0):
+def pb_any(buf: memoryview, depth: int = 0) -> Any:
     """An AnyValue as a Python value (bytes as base64 text)."""
     if depth > MAX_DEPTH:
         raise TooDeep(f"value nested deeper than {MAX_DEPTH}")
@@ -120,7 +124,11 @@ def pb_any(buf: memoryview, depth: int = 0):
             if num == 1:
                 value = _text(v)
             elif num == 5:
-                value = [pb_any(x, depth + 1) for n, w, x in pb_fields(v) if n == 1 and w == 2]  # type: ignore[arg-type]
+                value = [
+                    pb_any(x, depth + 1)
+                    for n, w, x in pb_fields(v)
+                    if n == 1 and w == 2 and isinstance(x, memoryview)
+                ]
             elif num == 6:
                 value = pb_kvlist(v, depth + 1)
             elif num == 7:
@@ -135,22 +143,34 @@ def pb_any(buf: memoryview, depth: int = 0):
     return value
 
 
-def pb_kvlist(buf: memoryview, depth: int = 0, field: int = 1) -> dict:
+def pb_kvlist(buf: memoryview, depth: int = 0, field: int = 1) -> Attrs:
     """Repeated KeyValue (field ``field`` of ``buf``) as a dict."""
     if depth > MAX_DEPTH:
         raise TooDeep(f"value nested deeper than {MAX_DEPTH}")
-    out: dict = {}
+    out: Attrs = {}
     for num, wire, kv in pb_fields(buf):
-        if num != field or wire != 2 or not isinstance(kv, memoryview):
-            continue
-        key, value = "", None
-        for n, w, x in pb_fields(kv):
-            if n == 1 and w == 2 and isinstance(x, memoryview):
-                key = _text(x)
-            elif n == 2 and w == 2 and isinstance(x, memoryview):
-                value = pb_any(x, depth + 1)
-        out[key] = value
+        if num == field and wire == 2 and isinstance(kv, memoryview):
+            key, value = pb_kv(kv, depth + 1)
+            out[key] = value
     return out
+
+
+def pb_kv(kv: memoryview, depth: int) -> tuple[str, Any]:
+    """One KeyValue → (key, its AnyValue read at ``depth``)."""
+    key, value = "", None
+    for n, w, x in pb_fields(kv):
+        if n == 1 and w == 2 and isinstance(x, memoryview):
+            key = _text(x)
+        elif n == 2 and w == 2 and isinstance(x, memoryview):
+            value = pb_any(x, depth)
+    return key, value
+
+
+def _pb_strings(buf: memoryview, num: int) -> Iterator[memoryview]:
+    """The length-delimited values of field ``num`` of ``buf``."""
+    for n, w, x in pb_fields(buf):
+        if n == num and w == 2 and isinstance(x, memoryview):
+            yield x
 
 
 class Record:
@@ -161,12 +181,16 @@ class Record:
     def __init__(self) -> None:
         self.time: int | None = None
         self.severity = ""
-        self.body = None
+        self.body: Any = None
         self.body_raw: bytes | None = None  # a string body's bytes, kept exactly
-        self.attrs: dict = {}
+        self.attrs: Attrs = {}
         self.trace_id = ""
         self.span_id = ""
         self.event = ""
+
+
+ScopeLogs = tuple[str, list[Record | TooDeep]]  # scope name, its records (or why one was rejected)
+ResourceLogs = tuple[Attrs, list[ScopeLogs]]
 
 
 def pb_record(buf: memoryview) -> Record:
@@ -181,31 +205,8 @@ def pb_record(buf: memoryview) -> Record:
                 observed = v
             elif num == 2 and wire == 0:
                 sev_num = v
-            continue
-        if wire != 2:
-            continue
-        if num == 3:
-            r.severity = _text(v)
-        elif num == 5:
-            body = pb_any(v)
-            for n, w, x in pb_fields(v):
-                if n == 1 and w == 2 and isinstance(x, memoryview):
-                    r.body_raw = bytes(x)
-            r.body = body
-        elif num == 6:
-            key, value = "", None
-            for n, w, x in pb_fields(v):
-                if n == 1 and w == 2 and isinstance(x, memoryview):
-                    key = _text(x)
-                elif n == 2 and w == 2 and isinstance(x, memoryview):
-                    value = pb_any(x, 1)
-            r.attrs[key] = value
-        elif num == 9:
-            r.trace_id = bytes(v).hex()
-        elif num == 10:
-            r.span_id = bytes(v).hex()
-        elif num == 12:
-            r.event = _text(v)
+        elif wire == 2:
+            _pb_record_field(r, num, v)
     if r.time is None and observed:
         r.time = observed
     if not r.severity and sev_num:
@@ -215,54 +216,76 @@ def pb_record(buf: memoryview) -> Record:
     return r
 
 
-def parse_pb_request(body: bytes):
-    """ExportLogsServiceRequest → [(resource attrs, scope name, [Record | TooDeep])]."""
-    out = []
-    for num, wire, rl in pb_fields(memoryview(body)):
-        if num != 1 or wire != 2 or not isinstance(rl, memoryview):
+def _pb_record_field(r: Record, num: int, v: memoryview) -> None:
+    """A length-delimited LogRecord field into ``r``."""
+    if num == 3:
+        r.severity = _text(v)
+    elif num == 5:
+        body = pb_any(v)
+        for x in _pb_strings(v, 1):
+            r.body_raw = bytes(x)
+        r.body = body
+    elif num == 6:
+        key, value = pb_kv(v, 1)
+        r.attrs[key] = value
+    elif num == 9:
+        r.trace_id = bytes(v).hex()
+    elif num == 10:
+        r.span_id = bytes(v).hex()
+    elif num == 12:
+        r.event = _text(v)
+
+
+def parse_pb_request(body: bytes) -> list[ResourceLogs]:
+    """ExportLogsServiceRequest → [(resource attrs, [(scope name, [Record | TooDeep])])]."""
+    return [_pb_resource_logs(rl) for rl in _pb_strings(memoryview(body), 1)]
+
+
+def _pb_resource_logs(rl: memoryview) -> ResourceLogs:
+    resource: Attrs = {}
+    scopes: list[ScopeLogs] = []
+    for n, w, v in pb_fields(rl):
+        if w != 2 or not isinstance(v, memoryview):
             continue
-        resource: dict = {}
-        scopes: list = []
-        for n, w, v in pb_fields(rl):
-            if w != 2 or not isinstance(v, memoryview):
-                continue
-            if n == 1:
-                resource = pb_kvlist(v, 1)
-            elif n == 2:
-                scope = ""
-                records: list[Record | TooDeep] = []
-                for sn, sw, sv in pb_fields(v):
-                    if sw != 2 or not isinstance(sv, memoryview):
-                        continue
-                    if sn == 1:
-                        for f, fw, fv in pb_fields(sv):
-                            if f == 1 and fw == 2 and isinstance(fv, memoryview):
-                                scope = _text(fv)
-                    elif sn == 2:
-                        try:
-                            records.append(pb_record(sv))
-                        except TooDeep as e:
-                            records.append(e)
-                scopes.append((scope, records))
-        out.append((resource, scopes))
-    return out
+        if n == 1:
+            resource = pb_kvlist(v, 1)
+        elif n == 2:
+            scopes.append(_pb_scope_logs(v))
+    return resource, scopes
+
+
+def _pb_scope_logs(v: memoryview) -> ScopeLogs:
+    scope = ""
+    records: list[Record | TooDeep] = []
+    for sn, sw, sv in pb_fields(v):
+        if sw != 2 or not isinstance(sv, memoryview):
+            continue
+        if sn == 1:
+            for fv in _pb_strings(sv, 1):
+                scope = _text(fv)
+        elif sn == 2:
+            try:
+                records.append(pb_record(sv))
+            except TooDeep as e:
+                records.append(e)
+    return scope, records
 
 
 # -- the JSON mapping ----------------------------------------------------------------
 
 
-def _get(obj: dict, camel: str, snake: str):
+def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     v = obj.get(camel)
     return obj.get(snake) if v is None else v
 
 
-def _int(v) -> int:
+def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int | str):
         raise ValueError(f"{v!r} is not an integer")
     return int(v)
 
 
-def json_any(v, depth: int = 0):
+def json_any(v: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise TooDeep(f"value nested deeper than {MAX_DEPTH}")
     if not isinstance(v, dict):
@@ -289,7 +312,7 @@ def json_any(v, depth: int = 0):
     return None
 
 
-def _list(v) -> list:
+def _list(v: Any) -> list[Any]:
     if v is None:
         return []
     if not isinstance(v, list):
@@ -297,10 +320,10 @@ def _list(v) -> list:
     return v
 
 
-def json_kvlist(values, depth: int = 0) -> dict:
+def json_kvlist(values: Any, depth: int = 0) -> Attrs:
     if depth > MAX_DEPTH:
         raise TooDeep(f"value nested deeper than {MAX_DEPTH}")
-    out: dict = {}
+    out: Attrs = {}
     for kv in _list(values):
         if not isinstance(kv, dict) or not isinstance(kv.get("key", ""), str):
             raise ValueError("an attribute must be {key, value}")
@@ -309,7 +332,7 @@ def json_kvlist(values, depth: int = 0) -> dict:
     return out
 
 
-def json_record(obj) -> Record:
+def json_record(obj: Any) -> Record:
     if not isinstance(obj, dict):
         raise ValueError("a logRecord must be an object")
     r = Record()
@@ -341,26 +364,26 @@ def json_record(obj) -> Record:
     return r
 
 
-def parse_json_request(body: bytes):
+def parse_json_request(body: bytes) -> list[ResourceLogs]:
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as e:
         raise ValueError(f"body is not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ValueError("body must be an ExportLogsServiceRequest object")
-    out = []
+    out: list[ResourceLogs] = []
     for rl in _list(_get(doc, "resourceLogs", "resource_logs")):
         if not isinstance(rl, dict):
             raise ValueError("resourceLogs entries must be objects")
         res = rl.get("resource") or {}
         resource = json_kvlist(res.get("attributes") if isinstance(res, dict) else None, 1)
-        scopes = []
+        scopes: list[ScopeLogs] = []
         for sl in _list(_get(rl, "scopeLogs", "scope_logs")):
             if not isinstance(sl, dict):
                 raise ValueError("scopeLogs entries must be objects")
             sc = sl.get("scope") or {}
             scope = sc.get("name", "") if isinstance(sc, dict) else ""
-            records: list = []
+            records: list[Record | TooDeep] = []
             for lr in _list(_get(sl, "logRecords", "log_records")):
                 try:
                     records.append(json_record(lr))
@@ -374,7 +397,7 @@ def parse_json_request(body: bytes):
 # -- records ----------------------------------------------------------------------------
 
 
-def otlp_topic(resource: dict, names: tuple[str, ...], default: bytes) -> bytes:
+def otlp_topic(resource: Attrs, names: tuple[str, ...], default: bytes) -> bytes:
     for name in names:
         v = resource.get(name)
         if isinstance(v, str | int) and not isinstance(v, bool):
@@ -384,7 +407,7 @@ def otlp_topic(resource: dict, names: tuple[str, ...], default: bytes) -> bytes:
     return default
 
 
-def record_line(resource: dict, scope: str, r: Record) -> bytes:
+def record_line(resource: Attrs, scope: str, r: Record) -> bytes:
     fields = dict(resource)
     if scope:
         fields["scope"] = scope
@@ -410,7 +433,7 @@ def record_line(resource: dict, scope: str, r: Record) -> bytes:
 
 
 def to_batch(
-    parsed, names: tuple[str, ...], default: bytes, max_bytes: int = 1 << 62
+    parsed: list[ResourceLogs], names: tuple[str, ...], default: bytes, max_bytes: int = 1 << 62
 ) -> tuple[Batch, int, str]:
     """Parsed resource logs → (batch, records rejected, the first rejection's
     reason); HTTPError(413) once the records would pass ``max_bytes``."""
@@ -441,7 +464,9 @@ def to_batch(
     return batch, rejected, reason
 
 
-def parse_otlp(body: bytes, protobuf: bool, names: tuple[str, ...], default: bytes, cap: int):
+def parse_otlp(
+    body: bytes, protobuf: bool, names: tuple[str, ...], default: bytes, cap: int
+) -> tuple[Batch, int, str]:
     """A request body → ``to_batch``'s answer. Records may take at most
     ``MAX_EXPANSION`` times the body (64 KiB at least), never more than ``cap``."""
     try:
@@ -478,7 +503,7 @@ def success_response(protobuf: bool, rejected: int, reason: str) -> Response:
             partial = _pb_varint(1 << 3) + _pb_varint(rejected) + _pb_bytes(2, reason.encode())
             body = _pb_bytes(1, partial)
         return Response(200, body, content_type="application/x-protobuf")
-    doc: dict = {}
+    doc: dict[str, Any] = {}
     if rejected:
         doc["partialSuccess"] = {"rejectedLogRecords": rejected, "errorMessage": reason}
     return Response.json(doc)
@@ -499,32 +524,47 @@ def error_response(protobuf: bool, e: HTTPError) -> Response:
     return resp
 
 
-def otlp_router(w: PushWriter, topic_attributes: tuple[str, ...]) -> Router:
-    st = w.stats
+def is_protobuf(content_type: str) -> bool:
+    """OTLP/HTTP's two encodings by Content-Type: True for protobuf, False for
+    JSON; HTTPError(415) for anything else."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in PROTOBUF_TYPES:
+        return True
+    if ctype in JSON_TYPES:
+        return False
+    raise HTTPError(415, f"unsupported Content-Type {ctype!r} (application/x-protobuf or application/json)")
 
-    async def logs(req: Request) -> Response:
-        st.requests += 1
-        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-        protobuf = ctype in PROTOBUF_TYPES
+
+class OTLPLogs:
+    """``POST /v1/logs``: OTLP/HTTP logs into the push writer."""
+
+    def __init__(self, w: PushWriter, topic_attributes: tuple[str, ...]) -> None:
+        self.w = w
+        self.topic_attributes = topic_attributes
+
+    async def logs(self, req: Request) -> Response:
+        w = self.w
+        w.stats.requests += 1
+        protobuf = False  # a 415 is answered in JSON
         try:
-            if not protobuf and ctype not in JSON_TYPES:
-                raise HTTPError(
-                    415, f"unsupported Content-Type {ctype!r} (application/x-protobuf or application/json)"
-                )
+            protobuf = is_protobuf(req.headers.get("content-type", ""))
             body = await w.read_body(req)
             batch, rejected, reason = await w.run(
-                parse_otlp, body, protobuf, topic_attributes, w.default_topic(req), 2 * w.max_body
+                parse_otlp, body, protobuf, self.topic_attributes, w.default_topic(req), 2 * w.max_body
             )
             if batch.records:
                 await w.commit(batch)
         except HTTPError as e:
-            st.rejected += 1
+            w.stats.rejected += 1
             return error_response(protobuf, e)
         if rejected:
             log.info("OTLP logs: %d records rejected: %s", rejected, reason)
         return success_response(protobuf, rejected, reason)
 
+
+def otlp_router(w: PushWriter, topic_attributes: tuple[str, ...]) -> Router:
+    h = OTLPLogs(w, topic_attributes)
     r = Router()
-    r.add("POST", "/v1/logs", logs)
-    r.add("POST", "/otlp/v1/logs", logs)
+    r.add("POST", "/v1/logs", h.logs)
+    r.add("POST", "/otlp/v1/logs", h.logs)
     return r

@@ -62,15 +62,25 @@ import errno
 import logging
 import re
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import trio
 
 import oklog._fast as _fast
 from oklog.ingest.eventtime import EventWindow, Stamper
-from oklog.ingest.listener import Connection, ConnectionGate, IngestSettings, ListenerStats, refuse
+from oklog.ingest.listener import (
+    Access,
+    Connection,
+    ConnectionGate,
+    HeldBytes,
+    IngestSettings,
+    ListenerStats,
+    aclose_quietly,
+    serve_gated,
+)
 from oklog.ingest.log import IngestLog
+from oklog.node.state import SyslogStats as SyslogStatsDict
 from oklog.records.record import ULID_LEN, validate_topic
 
 log = logging.getLogger("oklog.ingest.syslog")
@@ -103,8 +113,19 @@ class SyslogStats:
     event_time_outside: int = 0  # TIMESTAMPs outside the window: arrival time
     segments_cut: int = 0  # segments flushed early to keep ULID order
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> SyslogStatsDict:
+        return SyslogStatsDict(
+            connections=self.connections,
+            connections_total=self.connections_total,
+            messages_tcp=self.messages_tcp,
+            messages_udp=self.messages_udp,
+            malformed=self.malformed,
+            oversized=self.oversized,
+            idle_closed=self.idle_closed,
+            event_time=self.event_time,
+            event_time_outside=self.event_time_outside,
+            segments_cut=self.segments_cut,
+        )
 
 
 def clean_message(msg: bytes) -> bytes:
@@ -130,72 +151,89 @@ class SyslogFramer:
         buf = self._buf + data if self._buf else data
         out: list[bytes] = []
         pos, end = 0, len(buf)
-        while pos < end:
-            if self._skip:
-                n = min(self._skip, end - pos)
-                pos += n
-                self._skip -= n
-                continue
-            if self._resync:
-                m = _FRAME_START.search(buf, pos)
-                if m is None:
-                    pos = max(pos, end - RESYNC_TAIL)
-                    break
-                pos, self._resync = (m.end() if m.group() == b"\n" else m.start()), False
-                continue
-            if self._to_lf:
-                i = buf.find(b"\n", pos)
-                if i < 0:
-                    pos = end
-                    break
-                pos, self._to_lf = i + 1, False
-                continue
-            if buf[pos] in _DIGITS:
-                j = pos
-                while j < end and buf[j] in _DIGITS and j - pos <= MAX_LEN_DIGITS:
-                    j += 1
-                if j - pos > MAX_LEN_DIGITS:
-                    self._bad(f"length of more than {MAX_LEN_DIGITS} digits")
-                    self._resync = True
-                    pos = j
-                    continue
-                if j == end:
-                    break  # can't tell yet: wait for more
-                if buf[j] == 0x20:
-                    length = int(buf[pos:j])
-                    if length == 0 or length > MAX_SKIP_RECORDS * self.max_size:
-                        self._bad("zero length" if length == 0 else f"length {length} is not believable")
-                        self._resync = True
-                        pos = j + 1
-                        continue
-                    if length > self.max_size:
-                        self.stats.oversized += 1
-                        log.info("syslog: dropped a %d-byte message (limit %d)", length, self.max_size)
-                        self._skip = length
-                        pos = j + 1
-                        continue
-                    if end - (j + 1) < length:
-                        break  # the frame is not complete yet
-                    out.append(clean_message(buf[j + 1 : j + 1 + length]))
-                    pos = j + 1 + length
-                    continue
-            # Non-transparent framing: up to the next LF.
-            i = buf.find(b"\n", pos)
-            if i < 0:
-                if end - pos > self.max_size:
-                    self.stats.oversized += 1
-                    log.info("syslog: dropped a message longer than %d bytes", self.max_size)
-                    self._to_lf = True
-                    pos = end
-                break
-            if i - pos > self.max_size:
-                self.stats.oversized += 1
-                log.info("syslog: dropped a message longer than %d bytes", self.max_size)
-            elif i > pos:
-                out.append(buf[pos:i])
-            pos = i + 1
+        go_on = True
+        while go_on and pos < end:
+            pos, go_on = self._step(buf, pos, out)
         self._buf = buf[pos:]
         return out
+
+    def _step(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bool]:
+        """One framing step from ``pos`` (messages appended to ``out``):
+        (the next position, False when the rest must wait for more data)."""
+        if self._skip:
+            n = min(self._skip, len(buf) - pos)
+            self._skip -= n
+            return pos + n, True
+        if self._resync:
+            return self._step_resync(buf, pos)
+        if self._to_lf:
+            i = buf.find(b"\n", pos)
+            if i < 0:
+                return len(buf), False
+            self._to_lf = False
+            return i + 1, True
+        if buf[pos] in _DIGITS:
+            step = self._step_counted(buf, pos, out)
+            if step is not None:
+                return step
+        return self._step_lf(buf, pos, out)
+
+    def _step_resync(self, buf: bytes, pos: int) -> tuple[int, bool]:
+        m = _FRAME_START.search(buf, pos)
+        if m is None:
+            return max(pos, len(buf) - RESYNC_TAIL), False
+        self._resync = False
+        return (m.end() if m.group() == b"\n" else m.start()), True
+
+    def _step_counted(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bool] | None:
+        """Octet counting at a digit; None when the digits are not a length
+        (no space after them): the message is LF-framed."""
+        end = len(buf)
+        j = pos
+        while j < end and buf[j] in _DIGITS and j - pos <= MAX_LEN_DIGITS:
+            j += 1
+        if j - pos > MAX_LEN_DIGITS:
+            self._bad(f"length of more than {MAX_LEN_DIGITS} digits")
+            self._resync = True
+            return j, True
+        if j == end:
+            return pos, False  # can't tell yet: wait for more
+        if buf[j] != 0x20:
+            return None
+        length = int(buf[pos:j])
+        if length == 0 or length > MAX_SKIP_RECORDS * self.max_size:
+            self._bad("zero length" if length == 0 else f"length {length} is not believable")
+            self._resync = True
+            return j + 1, True
+        if length > self.max_size:
+            self.stats.oversized += 1
+            log.info("syslog: dropped a %d-byte message (limit %d)", length, self.max_size)
+            self._skip = length
+            return j + 1, True
+        if end - (j + 1) < length:
+            return pos, False  # the frame is not complete yet
+        out.append(clean_message(buf[j + 1 : j + 1 + length]))
+        return j + 1 + length, True
+
+    def _step_lf(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bool]:
+        """Non-transparent framing: up to the next LF."""
+        end = len(buf)
+        i = buf.find(b"\n", pos)
+        if i < 0:
+            if end - pos > self.max_size:
+                self._oversized()
+                self._to_lf = True
+                return end, False
+            return pos, False
+        if i - pos > self.max_size:
+            self._oversized()
+        elif i > pos:
+            out.append(buf[pos:i])
+        return i + 1, True
+
+    def _oversized(self) -> None:
+        self.stats.oversized += 1
+        log.info("syslog: dropped a message longer than %d bytes", self.max_size)
 
     @property
     def buffered(self) -> int:
@@ -264,11 +302,9 @@ def event_times(msgs: list[bytes], now: float) -> list[int | None]:
     are read by the C helper for the whole batch; RFC 3164 ones (second
     resolution: a burst shares them) are worked out once per batch."""
     found = _fast.syslog_times(msgs)
-    texts = {t for t in found if type(t) is bytes}
-    if not texts:
-        return found  # type: ignore[return-value]
+    texts = {t for t in found if isinstance(t, bytes)}
     ns = {t: None if (sec := _rfc3164_seconds(t, now)) is None else sec * 1_000_000_000 for t in texts}
-    return [ns[t] if type(t) is bytes else t for t in found]  # type: ignore[index,misc]
+    return [ns[t] if isinstance(t, bytes) else t for t in found]
 
 
 # -- I/O --------------------------------------------------------------------------------
@@ -319,25 +355,24 @@ async def handle_syslog_tcp(
     framer = SyslogFramer(settings.max_record_size, stats)
     stats.connections += 1
     stats.connections_total += 1
-    held = 0
+    held = HeldBytes(gate)
     try:
         while data := await conn.receive(stream):
             msgs = framer.feed(data)
             stats.messages_tcp += len(msgs)
             await out.write(msgs)
-            if gate is not None:
-                ok = gate.hold(held, framer.buffered)
-                held = framer.buffered
-                if not ok:
-                    log.warning("syslog connection closed: partial frames over %d bytes held node-wide", gate.max_buffered)
-                    break
+            if not held.hold(framer.buffered):
+                log.warning(
+                    "syslog connection closed: partial frames over %d bytes held node-wide",
+                    gate.max_buffered if gate is not None else 0,
+                )
+                break
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass
     except OSError as e:  # the disk failed: end this connection, not the node
         log.error("syslog write failed, closing the connection: %s", e)
     finally:
-        if gate is not None:
-            gate.hold(held, 0)
+        held.hold(0)
         stats.connections -= 1
         stats.idle_closed += conn.idle_closed
         with trio.CancelScope(shield=True):
@@ -348,10 +383,7 @@ async def handle_syslog_tcp(
                 await conn.flush()
             except OSError:
                 log.exception("flushing a syslog connection's segment failed")
-            try:
-                await stream.aclose()
-            except (trio.BrokenResourceError, OSError):
-                pass
+            await aclose_quietly(stream)
 
 
 async def serve_syslog_udp(
@@ -426,17 +458,49 @@ async def _bind(host: str, port: int) -> tuple[list[trio.SocketListener], socket
     raise AssertionError("unreachable")
 
 
+class SyslogTCPHandler:
+    """A syslog TCP port's accepted connections: the gate, ``access`` (TLS and
+    the client check; None: plain TCP), then ``handle_syslog_tcp``."""
+
+    def __init__(
+        self,
+        ilog: IngestLog,
+        settings: IngestSettings,
+        stats: SyslogStats,
+        gate: ConnectionGate,
+        access: Access | None,
+        window: EventWindow | None,
+        what: str,
+    ) -> None:
+        self.ilog = ilog
+        self.settings = settings
+        self.stats = stats
+        self.gate = gate
+        self.access = access
+        self.window = window
+        self.what = what
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        try:
+            await serve_gated(stream, self.gate, self.access, self.handle)
+        except Exception:  # one connection's failure must not end the listener
+            log.exception("%s connection failed", self.what)
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        await handle_syslog_tcp(stream, self.ilog, self.settings, self.stats, self.gate, self.window)
+
+
 async def serve_syslog_tls(
     host: str,
     port: int,
     ilog: IngestLog,
     settings: IngestSettings,
     stats: SyslogStats,
-    access,
+    access: Access,
     *,
     topic: bytes | str = SYSLOG_TOPIC,
     gate: ConnectionGate | None = None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog over TLS (RFC 5425) on TCP ``host:port``; reports (host, port) when bound.
 
@@ -448,20 +512,7 @@ async def serve_syslog_tls(
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     bound = listeners[0].socket.getsockname()[1]
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        if not tcp_gate.admit():
-            refuse(stream)
-            return
-        try:
-            admitted = await access(stream)
-            if admitted is not None:
-                await handle_syslog_tcp(admitted, ilog, settings, stats, tcp_gate)
-        except Exception:  # one connection's failure must not end the listener
-            log.exception("syslog TLS connection failed")
-        finally:
-            tcp_gate.release()
-
+    handler = SyslogTCPHandler(ilog, settings, stats, tcp_gate, access, None, "syslog TLS")
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started((host, bound))
@@ -477,26 +528,15 @@ async def serve_syslog(
     topic: bytes | str = SYSLOG_TOPIC,
     gate: ConnectionGate | None = None,
     window: EventWindow | None = None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve syslog on TCP and UDP ``host:port``; reports (host, port) when bound."""
     settings = dataclasses.replace(settings, topic=validate_topic(topic))
     listeners, udp, bound = await _bind(host or "0.0.0.0", port)
     tcp_gate = gate if gate is not None else ConnectionGate(settings.max_connections)
+    handler = SyslogTCPHandler(ilog, settings, stats, tcp_gate, None, window, "syslog")
     try:
         async with trio.open_nursery() as nursery:
-
-            async def handler(stream: trio.SocketStream) -> None:
-                if not tcp_gate.admit():
-                    refuse(stream)
-                    return
-                try:
-                    await handle_syslog_tcp(stream, ilog, settings, stats, tcp_gate, window)
-                except Exception:  # one connection's failure must not end the listener
-                    log.exception("syslog connection failed")
-                finally:
-                    tcp_gate.release()
-
             nursery.start_soon(serve_syslog_udp, udp, ilog, settings, stats, window)
             await nursery.start(trio.serve_listeners, handler, listeners)
             task_status.started((host, bound))
