@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 import oklog._fast as _fast
-from oklog.fs import FS, join
+from oklog.fs import FS, close_map, join
 from oklog.records import segfile
 from oklog.records.merge import merge_dedup
 from oklog.records.record import ULID_LEN
@@ -373,7 +373,10 @@ class StoreLog:
 
     def modified(self, seg: Segment) -> bool:
         """Whether the file changed on disk since this node wrote (or loaded) it;
-        such a file is marked for quarantine."""
+        such a file is marked for quarantine. A new stamp alone (a ``touch``, a
+        backup tool restoring times) is not a change: bytes that still match the
+        CRC-32 in the name, and records that still verify, are re-stamped and
+        kept."""
         path = join(self.root, seg.name)
         try:
             now = self.fs.stamp(path)
@@ -383,9 +386,54 @@ class StoreLog:
             was = self._stamps.get(seg.name)
             if was is None or was == now:
                 return False
+        if self._unchanged(seg, path):
+            with self._lock:
+                if self._stamps.get(seg.name) == was:
+                    self._stamps[seg.name] = now  # taken before the check: a later write is seen
+            return False
+        with self._lock:
             self._modified.add(seg.name)
             self.validated.discard(seg.name)
         return True
+
+    def _unchanged(self, seg: Segment, path: str) -> bool:
+        """Whether a file's bytes are still the ones written: its size, the
+        CRC-32 its name carries, and (as the scrubber checks) its records or
+        blocks. A name without a CRC cannot tell."""
+        if not seg.crc:
+            return False
+        try:
+            buf = self.fs.open_map(path)
+        except FileNotFoundError:
+            return False
+        try:
+            if len(buf) != seg.size or crc_hex(zlib.crc32(buf)) != seg.crc:
+                return False
+            compressed = segfile.is_compressed(buf[:4])
+            return (check_compressed(buf) if compressed else check_segment(buf)) is None
+        finally:
+            close_map(buf)
+
+    def quarantined_overlapping(self, lo: bytes, hi_excl: bytes, topic: str = "") -> list[str]:
+        """Names of files in quarantine/ whose ULID range overlaps lo <= ULID <
+        hi_excl (of ``topic``, or of any topic for ""): their records are
+        missing from this node until restored. The directory is read each time:
+        the operator moving or deleting a file there (after ``oklog repair``)
+        is how the node learns the range is whole again."""
+        lo_s, hi_s = lo.decode("latin-1")[:ULID_LEN], hi_excl.decode("latin-1")
+        try:
+            names = self.fs.listdir(self.quarantine_dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in sorted(names):
+            m = _NAME_RE.match(name)
+            if m is None or m.group(1) >= hi_s or m.group(2) < lo_s:
+                continue
+            if topic and m.group(3) and m.group(3) != topic:
+                continue
+            out.append(name)
+        return out
 
     def quarantine(self, name: str, reason: str) -> None:
         self.fs.mkdirs(self.quarantine_dir)
