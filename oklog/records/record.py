@@ -7,6 +7,8 @@ order is time order, so byte order of whole records is ULID order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import os
 import re
 import time
@@ -110,7 +112,7 @@ class ULIDSource:
     reach the top bit.
     """
 
-    def __init__(self, clock=now_ms) -> None:
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self._clock = clock
         self._ms = -1
         self._rand = 0
