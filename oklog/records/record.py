@@ -7,11 +7,10 @@ order is time order, so byte order of whole records is ULID order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import os
 import re
 import time
+from collections.abc import Callable
 
 ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ULID_LEN = 26

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import zstandard
 
 import oklog._fast as _fast
-from oklog.records.record import ULID_LEN
 from oklog.records.buf import Buf, Records, Sliced
+from oklog.records.record import ULID_LEN
 
 DEFAULT_LEVEL = 3  # zstd level of segments the store consumer writes
 BLOCK_SIZE = 1 << 20  # uncompressed bytes per block (a block may exceed it by one record)
