@@ -146,16 +146,20 @@ def test_node_touch_keeps_every_record_and_corruption_is_never_a_short_200(node_
         if h.status_code == 200:
             assert h.json()["total"] == 200 and h.json()["complete"] is True, "a 200 missing records"
             return False
-        # A sole node's count: 502 naming what it lacks (no member answered whole).
+        # While the segment is distrusted but not yet quarantined: 502 (no
+        # member answered whole); once quarantined, 206 with the rest counted.
         assert h.status_code in (206, 502), h.status_code
-        if h.status_code == 206:
-            assert h.json()["complete"] is False
         quarantined = qdir.exists() and name in os.listdir(qdir)
-        return quarantined and name in r.headers.get("X-Oklog-Errors", "") and name in h.text
+        if not (quarantined and name in r.headers.get("X-Oklog-Errors", "")):
+            return False
+        assert h.status_code == 206, h.text
+        body = h.json()
+        assert body["complete"] is False and name in body["errors"] and body["total"] <= 200  # a damaged block's records are gone
+        return True
 
     wait_for(honest, what="the quarantined segment named")
     t = httpx.get(n.url + "/store/topics", timeout=30)
-    assert t.status_code != 200 and name in t.text, t.text
+    assert t.status_code == 206 and t.json()["complete"] is False and name in t.json()["errors"], t.text
 
     # The operator restores (here: accepts) the range by moving the file out.
     os.rename(qdir / name, n.workdir / name)
