@@ -44,7 +44,7 @@ from oklog.query.coordinator import (
 )
 from oklog.query.count import ULID_LINE, Tally, rfc3339
 from oklog.query.fanout import complete_without, describe, merge_streams, sanitize
-from oklog.query.plan import execute, plan_query
+from oklog.query.plan import Plan, execute, plan_query
 from oklog.records.record import ulid_ms
 from oklog.store.api import param_headers, parse_request, stats_headers
 from oklog.units import parse_duration
@@ -162,7 +162,7 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     status = 200 if complete else 206
     if not complete:
         coord.partial += 1
-    if answers and all(a.error for a in answers):
+    if answers and all(a.error and not a.partial for a in answers):
         raise HTTPError(502, "no store member answered: " + _errors(missing))
     resp = Response.json(body, status)
     resp.headers.update(headers)
@@ -236,6 +236,13 @@ class _Member:
         self.size = 0
         self.error = ""
         self.rx: Any = None  # an _Unwrap of the chunk channel once the member answers
+        # Answered, but without the records of quarantined segments (``error``
+        # says which): counted as missing, not as a member that failed.
+        self.partial = False
+
+    def lacks_quarantined(self, plan: Plan) -> None:
+        if plan.quarantined and not plan.damaged and not self.error:
+            self.error, self.partial = f"{plan.unserved()}", True
 
 
 async def _count_local(coord: Coordinator, a: _Member, params, matcher, tally: Tally) -> None:
@@ -247,7 +254,7 @@ async def _count_local(coord: Coordinator, a: _Member, params, matcher, tally: T
     try:
         plan = await trio.to_thread.run_sync(plan_query, coord.store, params)
         a.segments, a.size = plan.segments, plan.bytes
-        if plan.unreadable:
+        if plan.unreadable > len(plan.quarantined):
             plan.close()
             a.error = f"{plan.unserved()}"
             return
@@ -257,6 +264,7 @@ async def _count_local(coord: Coordinator, a: _Member, params, matcher, tally: T
             plan.close()
         if plan.damaged:
             a.error = f"{plan.unserved()}"
+        a.lacks_quarantined(plan)
     except Exception as e:
         a.error = describe(e)
 
@@ -269,7 +277,7 @@ async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: 
             store = coord.store
             plan = await trio.to_thread.run_sync(plan_query, store, params)
             a.segments, a.size = plan.segments, plan.bytes
-            if plan.unreadable:  # as a member answering 206: its matches are counted from the others
+            if plan.unreadable > len(plan.quarantined):  # as a member answering 206: counted from the others
                 plan.close()
                 a.error = f"{plan.unserved()}"
                 return
@@ -285,6 +293,7 @@ async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: 
 
             await execute(store, matcher, plan, send, coord.limiter)
             plan.check_served()
+            a.lacks_quarantined(plan)
         else:
             await _remote(coord, a, qs, ready, tx, rx)
     except Exception as e:

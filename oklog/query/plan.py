@@ -89,18 +89,26 @@ class Plan:
     store: StoreLog | None = None
     blocks_skipped: int = 0  # blocks in the time window ruled out by their bloom
     damaged: int = 0  # blocks that failed to decompress (their segment is re-checked)
-    unreadable: int = 0  # segments of the range not served: changed at rest, torn, bad index
+    unreadable: int = 0  # segments of the range not served: changed at rest, torn, bad index, quarantined
+    quarantined: list[str] = field(default_factory=list)  # files in quarantine/ overlapping the range
     _units: list[Unit] | None = None
 
     def unserved(self) -> str | None:
         """Why this node's answer lacks records of the range, or None. Known
         before streaming for segments (``unreadable``), after it for blocks."""
-        parts: list[str] = []
-        if self.unreadable:
-            parts.append(f"{self.unreadable} damaged segment(s) not served")
+        damage: list[str] = []
+        if self.unreadable > len(self.quarantined):
+            damage.append(f"{self.unreadable - len(self.quarantined)} damaged segment(s) not served")
         if self.damaged:
-            parts.append(f"{self.damaged} damaged block(s) skipped")
-        return "; ".join(parts) + " (the scrubber is checking them)" if parts else None
+            damage.append(f"{self.damaged} damaged block(s) skipped")
+        parts = ["; ".join(damage) + " (the scrubber is checking them)"] if damage else []
+        if self.quarantined:
+            names = ", ".join(self.quarantined[:3]) + (", ..." if len(self.quarantined) > 3 else "")
+            parts.append(
+                f"{len(self.quarantined)} quarantined segment(s) overlap the range, their records are"
+                f" missing here until restored (oklog repair, then remove them from quarantine/): {names}"
+            )
+        return "; ".join(parts) if parts else None
 
     def check_served(self) -> None:
         """After the scan: blocks found damaged while reading raise Unserved,
@@ -171,6 +179,8 @@ def plan_query(store: StoreLog, params: QueryParams) -> Plan:
         if params.topic:  # other topics' segments are not even opened
             want = params.topic.decode("latin-1")
             segs = [s for s in segs if not s.topic or s.topic == want]
+        plan.quarantined = store.quarantined_overlapping(params.lo, params.hi_excl, (params.topic or b"").decode("latin-1"))
+        plan.unreadable += len(plan.quarantined)
         for group in group_overlapping(segs):
             g = Group()
             for seg in group:

@@ -8,21 +8,23 @@ member's answers merged on the coordinator); duplicates of a ULID are dropped.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterator, Sequence
 
 import oklog._fast as _fast
+from oklog.records.buf import Records
 from oklog.records.record import ULID_LEN
 
 # -- time bounds ------------------------------------------------------------------
 
 
-def record_start_at_or_after(buf, pos: int, end: int) -> int:
+def record_start_at_or_after(buf: Records, pos: int, end: int) -> int:
     if pos <= 0:
         return 0
     i = buf.find(b"\n", pos - 1, end)
     return end if i < 0 else i + 1
 
 
-def seek(buf, key: bytes, lo: int = 0, hi: int | None = None) -> int:
+def seek(buf: Records, key: bytes, lo: int = 0, hi: int | None = None) -> int:
     """Offset of the first record in buf[lo:hi] whose ULID is >= key (or hi).
 
     Binary search over byte offsets: each probe finds the next record start with
@@ -47,7 +49,7 @@ def seek(buf, key: bytes, lo: int = 0, hi: int | None = None) -> int:
     return lo
 
 
-def gallop(buf, key: bytes, lo: int, hi: int) -> int:
+def gallop(buf: Records, key: bytes, lo: int, hi: int) -> int:
     """Like ``seek`` but fast when the answer is near ``lo``: probes at growing
     distances first, then binary-searches the last interval."""
     if lo >= hi or buf[lo : lo + ULID_LEN] >= key:
@@ -64,7 +66,24 @@ def gallop(buf, key: bytes, lo: int, hi: int) -> int:
         step *= 4
 
 
-def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
+Consumed = Callable[[int, int], object]
+
+
+def _pieces(run: Records, p: int, stop: int, i: int, max_piece: int, consumed: Consumed | None) -> Iterator[bytes | bytearray]:
+    """run[p:stop] as slices of at most ``max_piece`` bytes of whole records."""
+    while stop - p > max_piece:
+        cut = record_start_at_or_after(run, p + max_piece, stop)
+        yield run[p:cut]
+        p = cut
+        if consumed is not None:
+            consumed(i, p)
+    if stop > p:
+        yield run[p:stop]
+    if consumed is not None:
+        consumed(i, stop)
+
+
+def iter_merge(runs: Sequence[Records], max_piece: int = 4 << 20, consumed: Consumed | None = None) -> Iterator[bytes | bytearray]:
     """Merge sorted record buffers into ULID order, dropping duplicate ULIDs.
 
     Works a block at a time: the run with the smallest head contributes every
@@ -74,19 +93,7 @@ def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
     slices of at most ``max_piece`` bytes (each whole records) to join or write.
     ``consumed(i, offset)``, if given, is told how far run ``i`` has been read.
     """
-    def pieces(run, p: int, stop: int, i: int):
-        while stop - p > max_piece:
-            cut = record_start_at_or_after(run, p + max_piece, stop)
-            yield run[p:cut]
-            p = cut
-            if consumed is not None:
-                consumed(i, p)
-        if stop > p:
-            yield run[p:stop]
-        if consumed is not None:
-            consumed(i, stop)
-
-    heap = []
+    heap: list[tuple[bytes, int]] = []
     pos = [0] * len(runs)
     ends = [len(r) for r in runs]
     for i, r in enumerate(runs):
@@ -97,7 +104,7 @@ def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
         key, i = heapq.heappop(heap)
         run, p, end = runs[i], pos[i], ends[i]
         if not heap:
-            yield from pieces(run, p, end, i)
+            yield from _pieces(run, p, end, i, max_piece, consumed)
             break
         nxt, j = heap[0]
         if nxt == key:
@@ -108,7 +115,7 @@ def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
                 heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
             continue
         stop = gallop(run, nxt, p, end)
-        yield from pieces(run, p, stop, i)
+        yield from _pieces(run, p, stop, i, max_piece, consumed)
         if stop < end and run[stop : stop + ULID_LEN] == nxt:
             stop = record_start_at_or_after(run, stop + 1, end)  # duplicate of nxt
         pos[i] = stop
@@ -116,7 +123,7 @@ def iter_merge(runs: list, max_piece: int = 4 << 20, consumed=None):
             heapq.heappush(heap, (bytes(run[stop : stop + ULID_LEN]), i))
 
 
-def _common_records(a, p: int, a_end: int, b, q: int, b_end: int) -> int:
+def _common_records(a: Records, p: int, a_end: int, b: Records, q: int, b_end: int) -> int:
     """Bytes of whole records that a[p:] and b[q:] share at their starts (>= 1 record)."""
     limit = min(a_end - p, b_end - q)
     good, n = 0, 4096
@@ -135,9 +142,10 @@ def _common_records(a, p: int, a_end: int, b, q: int, b_end: int) -> int:
     return cut - p
 
 
-def merge_dedup(chunks: list) -> bytes:
+def merge_dedup(chunks: Sequence[Records]) -> bytes:
     """Merge several sorted record buffers into one, dropping duplicate ULIDs."""
-    chunks = [c for c in chunks if c]
-    if len(chunks) == 1:
-        return bytes(chunks[0])
-    return _fast.merge(chunks, 0)  # the C loop: interleaved runs cost no Python per record
+    runs = [c for c in chunks if c]
+    if len(runs) == 1:
+        return bytes(runs[0])
+    out: bytes = _fast.merge(runs, 0)
+    return out  # the C loop: interleaved runs cost no Python per record

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 
 ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ULID_LEN = 26
@@ -110,7 +111,7 @@ class ULIDSource:
     reach the top bit.
     """
 
-    def __init__(self, clock=now_ms) -> None:
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self._clock = clock
         self._ms = -1
         self._rand = 0

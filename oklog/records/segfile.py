@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import zstandard
 
 import oklog._fast as _fast
+from oklog.records.buf import Buf, Records, Sliced
 from oklog.records.record import ULID_LEN
 
 DEFAULT_LEVEL = 3  # zstd level of segments the store consumer writes
@@ -88,7 +89,7 @@ class Index:
         return sum(b.records for b in self.blocks)
 
 
-def is_compressed(head) -> bool:
+def is_compressed(head: Sliced) -> bool:
     return bytes(head[:4]) == ZSTD_MAGIC
 
 
@@ -127,7 +128,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def block_cuts(data, block_size: int | None = None) -> list[tuple[int, int]]:
+def block_cuts(data: Records, block_size: int | None = None) -> list[tuple[int, int]]:
     """Record-aligned [start, end) ranges of at most block_size bytes (or one record)."""
     block_size = block_size or BLOCK_SIZE
     n = len(data)
@@ -146,7 +147,7 @@ def block_cuts(data, block_size: int | None = None) -> list[tuple[int, int]]:
 
 
 def encode_block(
-    data, start: int, end: int, level: int, offset: int, cctx: zstandard.ZstdCompressor | None = None
+    data: bytes | bytearray, start: int, end: int, level: int, offset: int, cctx: zstandard.ZstdCompressor | None = None
 ) -> tuple[bytes, Block]:
     """One block: its zstd frame and its index entry (offset: where the frame goes)."""
     view = memoryview(data)[start:end]
@@ -185,7 +186,7 @@ def encode_index(blocks: list[Block], level: int) -> bytes:
     return SKIP_MAGIC + struct.pack("<I", len(payload)) + payload
 
 
-def encode(data, level: int = DEFAULT_LEVEL, block_size: int | None = None) -> bytes:
+def encode(data: bytes | bytearray, level: int = DEFAULT_LEVEL, block_size: int | None = None) -> bytes:
     """A whole segment file for a sorted body of records."""
     frames: list[bytes] = []
     blocks: list[Block] = []
@@ -203,7 +204,7 @@ def encode(data, level: int = DEFAULT_LEVEL, block_size: int | None = None) -> b
     return b"".join(frames)
 
 
-def read_index(buf) -> Index:
+def read_index(buf: Sliced) -> Index:
     """The index of a compressed segment (buf: its bytes or a mapping)."""
     n = len(buf)
     if n < 8 + _HEAD.size + _TAIL.size:
@@ -238,7 +239,7 @@ def read_index(buf) -> Index:
     return Index(level, blocks, start)
 
 
-def decompress_block(buf, blk: Block) -> bytes:
+def decompress_block(buf: Buf, blk: Block) -> bytes:
     """A block's records; raises zstandard.ZstdError if its frame is damaged
     (the content checksum is verified), FormatError if the size is wrong."""
     out = _decompressor().decompress(memoryview(buf)[blk.offset : blk.offset + blk.clen])
@@ -247,7 +248,7 @@ def decompress_block(buf, blk: Block) -> bytes:
     return out
 
 
-def decode(buf) -> bytes:
+def decode(buf: Buf) -> bytes:
     """All records of a segment file (compressed or plain)."""
     if not is_compressed(buf[:4]):
         return bytes(buf)
@@ -255,7 +256,7 @@ def decode(buf) -> bytes:
     return b"".join(decompress_block(buf, b) for b in idx.blocks)
 
 
-def salvage_blocks(buf) -> tuple[bytes, list[str]]:
+def salvage_blocks(buf: Buf) -> tuple[bytes, list[str]]:
     """The records of the undamaged blocks of a compressed segment, and a
     reason for each damaged part. Without a readable index, frames are read
     in order from the start until one fails."""
@@ -274,7 +275,7 @@ def salvage_blocks(buf) -> tuple[bytes, list[str]]:
     return b"".join(out), bad
 
 
-def _salvage_stream(buf, bad: list[str]) -> bytes:
+def _salvage_stream(buf: Buf, bad: list[str]) -> bytes:
     out = []
     data = bytes(buf)
     pos = 0

@@ -21,16 +21,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import numpy as np
 import trio
 
 from oklog.net.http import HTTPError, Request, Response, Router, Write
+from oklog.node.state import ImmutableStats
 from oklog.query.engine import Matcher, QueryError
 from oklog.query.format import FORMATS, NATIVE_MODES
 from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
-from oklog.query.plan import execute, plan_query
+from oklog.query.plan import Plan, execute, plan_query
 from oklog.records.merge import seek
 from oklog.records.record import ULID_LEN, RecordError, ms_floor, ulid_ms
 from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
@@ -121,7 +122,7 @@ class Immutable:
         self.expired_dropped = 0
         self.refused_future = 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> ImmutableStats:
         return {
             "record_conflicts": self.conflicts,
             "duplicates_dropped": self.duplicates_dropped,
@@ -202,7 +203,9 @@ class Immutable:
                 continue  # compacted away under us: its records are in the new segment
         raise OSError("store segments kept changing while checking for held records")
 
-    def _compare(self, body: bytes, bs, be, bh, segs: list[Segment]) -> tuple[bytes, int, int]:
+    def _compare(
+        self, body: bytes, bs: np.ndarray, be: np.ndarray, bh: np.ndarray, segs: list[Segment]
+    ) -> tuple[bytes, int, int]:
         found = np.zeros(len(bh), dtype=np.bool_)
         same = conflicts = 0
         order = np.argsort(bh)
@@ -321,9 +324,10 @@ def parse_request(req: Request) -> tuple[QueryParams, Matcher]:
 
 
 GO_CLIENT = "go-http-client/"
+Formatter = Callable[[bytes], bytes] | None  # None: records as stored
 
 
-def parse_format(req: Request):
+def parse_format(req: Request) -> Formatter:
     """``format=raw|lines|ulid|time|ulidtime|json`` (default raw: whole records).
 
     The original OK Log CLI (a Go client that sends no format) reads records
@@ -359,7 +363,7 @@ async def local_query(
         return Response(status, headers=headers)
 
     async def stream(write: Write) -> None:
-        if fmt in NATIVE_MODES:  # cut to the output by the scan itself
+        if fmt is None or fmt in NATIVE_MODES:  # cut to the output by the scan itself
             await execute(store, matcher, plan, _chunked(write), limiter, fmt=fmt)
         else:  # formats that grow the data: formatted a piece at a time as it is sent
             await execute(store, matcher, plan, _formatted(write, fmt), limiter)
@@ -368,7 +372,7 @@ async def local_query(
     return Response(status, headers=headers, stream=stream, content_type="text/plain; charset=utf-8")
 
 
-def _plan_status(plan, started: float) -> tuple[int, dict[str, str]]:
+def _plan_status(plan: Plan, started: float) -> tuple[int, dict[str, str]]:
     """200, or 206 naming the damaged segments this node cannot serve."""
     why = plan.unserved()
     headers = stats_headers(1, plan.segments, plan.bytes, 1 if why else 0, started)
@@ -415,7 +419,7 @@ def _chunked(write: Write) -> Callable[[bytes], Awaitable[None]]:
 FORMAT_PIECE = 256 << 10
 
 
-def _formatted(write: Write, fmt) -> Callable[[bytes], Awaitable[None]]:
+def _formatted(write: Write, fmt: Callable[[bytes], bytes]) -> Callable[[bytes], Awaitable[None]]:
     """Format and send about ``FORMAT_PIECE`` of records at a time, so a slow
     reader holds one formatted piece and the scan (a few units ahead) waits
     for it. On the loop: a piece is about a millisecond of the C helper, and
@@ -429,7 +433,7 @@ def _formatted(write: Write, fmt) -> Callable[[bytes], Awaitable[None]]:
     return emit
 
 
-def record_pieces(data: bytes, size: int):
+def record_pieces(data: bytes, size: int) -> Iterator[bytes]:
     """``data`` cut after the last record end before every ``size`` bytes."""
     i = 0
     while i < len(data):
@@ -440,20 +444,55 @@ def record_pieces(data: bytes, size: int):
         i = j
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 def store_router(
     store: StoreLog,
     limiter: trio.CapacityLimiter,
-    query_handler=None,
+    query_handler: Handler | None = None,
     compaction_pending: Callable[[], bool] | None = None,
     immutable: Immutable | None = None,
 ) -> Router:
-    r = Router()
-    imm = immutable if immutable is not None else Immutable(store)
+    return StoreRoutes(store, limiter, compaction_pending, immutable).router(query_handler)
 
-    async def _query(req: Request) -> Response:
-        return await local_query(store, limiter, req)
 
-    def _replicate(body: bytes) -> tuple[list[Segment], int, int, int]:
+class StoreRoutes:
+    """The store member's HTTP endpoints: its own part of queries and counts,
+    replication into it, and its segments for rebalance and repair."""
+
+    def __init__(
+        self,
+        store: StoreLog,
+        limiter: trio.CapacityLimiter,
+        compaction_pending: Callable[[], bool] | None = None,
+        immutable: Immutable | None = None,
+    ) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.compaction_pending = compaction_pending
+        self.imm = immutable if immutable is not None else Immutable(store)
+
+    def router(self, query_handler: Handler | None = None) -> Router:
+        r = Router()
+        r.add("GET", "/store/segments", self.segments)
+        r.add("GET", "/store/segment", self.segment)
+        r.add("DELETE", "/store/segment", self.delete_segment)
+        r.add("GET|HEAD", "/store/_query", self.query)
+        r.add("GET", "/store/_hits", self.hits)
+        r.add("GET|HEAD", "/store/query", query_handler or self.query)
+        r.add("POST", "/store/replicate", self.replicate)
+        return r
+
+    async def query(self, req: Request) -> Response:
+        return await local_query(self.store, self.limiter, req)
+
+    async def hits(self, req: Request) -> Response:
+        return await local_hits(self.store, self.limiter, req)
+
+    def _replicate(self, body: bytes) -> tuple[list[Segment], int, int, int]:
+        """(segments written, records held already, conflicts, records expired)."""
+        imm = self.imm
         validate_records(body)
         why = ulid_window_error(body)
         if why is not None:
@@ -464,21 +503,18 @@ def store_router(
         segs, same, conflicts = imm.write(body)
         return segs, same, conflicts, imm.expired_dropped - before
 
-    async def _hits(req: Request) -> Response:
-        return await local_hits(store, limiter, req)
-
-    async def replicate(req: Request) -> Response:
+    async def replicate(self, req: Request) -> Response:
         body = await req.body()
         try:
-            segs, same, conflicts, expired = await trio.to_thread.run_sync(_replicate, body)
+            segs, same, conflicts, expired = await trio.to_thread.run_sync(self._replicate, body)
         except SegmentError as e:
             raise HTTPError(400, f"bad segment: {e}") from None
-        store.replications_received += 1
+        self.store.replications_received += 1
         headers = {"X-Oklog-Held": str(same), "X-Oklog-Conflicts": str(conflicts), "X-Oklog-Expired": str(expired)}
         return Response(200, "".join(f"{seg.name}\n" for seg in segs).encode(), headers=headers)
 
-    async def segments(req: Request) -> Response:
-        segs = store.segments()
+    async def segments(self, req: Request) -> Response:
+        segs = self.store.segments()
         # "size" and "bytes" are records' bytes (uncompressed): what moving a
         # segment moves (GET /store/segment sends its records, the receiver
         # compresses them its own way), so rebalance converges; disk bytes
@@ -493,40 +529,31 @@ def store_router(
                 "file_bytes": sum(x.size for x in segs),
                 # true while maintenance has segments to validate or compact, so
                 # sizes may still change (rebalance waits for false)
-                "compaction_pending": bool(compaction_pending and compaction_pending()),
+                "compaction_pending": bool(self.compaction_pending and self.compaction_pending()),
             }
         )
 
-    def _named(req: Request):
+    def _named(self, req: Request) -> Segment:
         name = req.arg("name") or ""
-        for seg in store.segments():
+        for seg in self.store.segments():
             if seg.name == name:
                 return seg
         raise HTTPError(404, f"no segment {name!r}")
 
-    async def segment(req: Request) -> Response:
+    async def segment(self, req: Request) -> Response:
         """A segment's records, plain whatever the file's format: what
         /store/replicate takes, on nodes of this version and older ones."""
-        seg = _named(req)
+        seg = self._named(req)
         try:
-            data = await trio.to_thread.run_sync(store.records, seg)
+            data = await trio.to_thread.run_sync(self.store.records, seg)
         except FileNotFoundError:
             raise HTTPError(404, f"segment {seg.name} was compacted away") from None
         return Response(200, data, content_type="application/octet-stream")
 
-    async def delete_segment(req: Request) -> Response:
+    async def delete_segment(self, req: Request) -> Response:
         """Rebalancing: drop a segment whose records are safely elsewhere (to trash)."""
-        seg = _named(req)
-        trash = store.root + "/trash"
-        store.fs.mkdirs(trash)
-        store.trash(seg, trash, int(time.time() * 1000))
+        seg = self._named(req)
+        trash = self.store.root + "/trash"
+        self.store.fs.mkdirs(trash)
+        self.store.trash(seg, trash, int(time.time() * 1000))
         return Response(200, b"OK\n")
-
-    r.add("GET", "/store/segments", segments)
-    r.add("GET", "/store/segment", segment)
-    r.add("DELETE", "/store/segment", delete_segment)
-    r.add("GET|HEAD", "/store/_query", _query)
-    r.add("GET", "/store/_hits", _hits)
-    r.add("GET|HEAD", "/store/query", query_handler or _query)
-    r.add("POST", "/store/replicate", replicate)
-    return r

@@ -34,8 +34,9 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 import trio.lowlevel
@@ -43,9 +44,12 @@ import zstandard
 
 import oklog._fast as _fast
 from oklog.fs import File, join
+from oklog.node import state as node_state
 from oklog.records import segfile
+from oklog.records.buf import Buf, Records
 from oklog.records.merge import record_start_at_or_after, seek
 from oklog.records.record import ULID_LEN, ms_floor
+from oklog.records.segfile import Index
 from oklog.store.log import (
     Segment,
     SegmentError,
@@ -56,6 +60,8 @@ from oklog.store.log import (
 )
 
 log = logging.getLogger("oklog.store.compact")
+
+_T = TypeVar("_T")
 
 INTERVAL = 2.0  # seconds between maintenance passes when there is nothing to do
 PIECE = 4 << 20  # bytes copied per write
@@ -100,12 +106,36 @@ class CompactStats:
     last_error: str = ""
     errors: list[str] = field(default_factory=list)
 
+    def count(self, job: Job, outputs: list[Segment]) -> None:
+        """A job done: its kind, inputs and outputs."""
+        self.runs += 1
+        self.merges += job.kind == "merge"
+        self.splits += job.kind == "split"
+        self.concats += job.kind == "concat"
+        self.recompressions += job.kind == "recompress"
+        self.segments_in += len(job.inputs)
+        self.segments_out += len(outputs)
+        self.bytes_in += job.size
+        self.bytes_out += sum(s.size for s in outputs)
+        raw_in = sum(s.raw_size for s in job.inputs)
+        self.duplicates_dropped_bytes += max(0, raw_in - sum(s.raw_size for s in outputs))
+
+    def as_dict(self) -> node_state.CompactionStats:
+        """The typed document the node publishes (``pipeline.compaction``)."""
+        return node_state.CompactionStats(
+            runs=self.runs, merges=self.merges, concats=self.concats, splits=self.splits,
+            recompressions=self.recompressions, segments_in=self.segments_in, segments_out=self.segments_out,
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, duplicates_dropped_bytes=self.duplicates_dropped_bytes,
+            trashed=self.trashed, purged=self.purged, trash_segments=self.trash_segments,
+            trash_bytes=self.trash_bytes, last_error=self.last_error, errors=list(self.errors),
+        )
+
 
 def plan(
     segments: list[Segment],
     target: int,
     max_inputs: int = 8,
-    unsplittable: frozenset | set = frozenset(),
+    unsplittable: frozenset[str] | set[str] = frozenset(),
     level: int = COMPACT_LEVEL,
     cold_level: int = 0,
     cold_before: str = "",
@@ -145,7 +175,9 @@ def plan(
     return jobs
 
 
-def _plan_one(segments: list[Segment], target: int, max_inputs: int, unsplittable) -> list[Job]:
+def _plan_one(
+    segments: list[Segment], target: int, max_inputs: int, unsplittable: frozenset[str] | set[str]
+) -> list[Job]:
     jobs: list[Job] = []
     small: list[Segment] = []
 
@@ -205,7 +237,7 @@ class _Writer:
         self._offset = 0  # file bytes written
         self._crc = 0
 
-    def write(self, chunk) -> None:
+    def write(self, chunk: bytes) -> None:
         """Append whole records, cutting a new output at the target size."""
         while chunk:
             room = self.target - self._size if self._f is not None else self.target
@@ -219,7 +251,7 @@ class _Writer:
             if self._size >= self.target or chunk:
                 self.finish()
 
-    def _append(self, chunk) -> None:
+    def _append(self, chunk: bytes) -> None:
         # An input changed under the merge (damaged on disk mid-job) shows here:
         # every chunk is checked, and in order with the one before, so an output
         # that is not a valid, ordered segment is never adopted.
@@ -248,7 +280,7 @@ class _Writer:
             self._blocks = []
             self._min_level = self.level
 
-    def copy_block(self, buf, blk: segfile.Block, level: int) -> None:
+    def copy_block(self, buf: Buf, blk: segfile.Block, level: int) -> None:
         """Append a compressed block of an input as it is (concatenation: the
         records are already in order and compressed at least this well). Its
         frame is decompressed once to check it against its checksum and index."""
@@ -333,7 +365,7 @@ class _Writer:
             self._f = None
 
 
-def _chunks(store: StoreLog, seg: Segment, buf):
+def _chunks(store: StoreLog, seg: Segment, buf: Records) -> Iterator[bytes]:
     """An input's records a block at a time (a compressed segment's blocks, or
     PIECE-sized runs of a plain one); pages read are released behind."""
     idx = store.index(seg, buf)
@@ -349,69 +381,85 @@ def _chunks(store: StoreLog, seg: Segment, buf):
     for blk in idx.blocks:
         try:
             data = segfile.decompress_block(buf, blk)
-        except Exception as e:  # zstandard.ZstdError, FormatError: damaged since validated
+        except (zstandard.ZstdError, segfile.FormatError) as e:  # damaged since validated
             raise SegmentError(f"{seg.name}: {e}") from None
         _release(buf, blk.offset + blk.clen)
         yield data
 
 
-def _last_ulid(chunk) -> bytes:
+def _last_ulid(chunk: bytes) -> bytes:
     s = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
     return bytes(chunk[s : s + ULID_LEN])
 
 
-def merged(inputs: list) -> Iterator[bytes]:
+def merged(inputs: Sequence[Iterable[bytes]]) -> Iterator[bytes]:
     """Merge sorted inputs (each an iterator of record chunks) into ULID order,
     copies (one ULID) dropped: each round takes, from every input, its records
     up to the smallest last ULID among the inputs' current chunks, and merges
     those in C. Every round finishes at least one chunk."""
     iters = [iter(x) for x in inputs]
-    cur: list = [next(it, None) for it in iters]
+    cur: dict[int, bytes] = {}
+    for i, it in enumerate(iters):
+        first = next(it, None)
+        if first is not None:
+            cur[i] = first
     pos = [0] * len(iters)
-    while True:
-        live = [i for i, c in enumerate(cur) if c is not None]
-        if not live:
-            return
-        if len(live) == 1:
-            i = live[0]
-            yield cur[i][pos[i] :]
+    while cur:
+        if len(cur) == 1:
+            ((i, c),) = cur.items()
+            yield c[pos[i] :]
             yield from iters[i]
             return
-        cutoff = min(_last_ulid(cur[i]) for i in live) + b"\x00"  # just after it
+        cutoff = min(_last_ulid(c) for c in cur.values()) + b"\x00"  # just after it
         pieces = []
-        for i in live:
-            c = cur[i]
+        for i, c in sorted(cur.items()):
             e = seek(c, cutoff, pos[i], len(c))
             if e > pos[i]:
                 pieces.append(memoryview(c)[pos[i] : e])
             pos[i] = e
             if e >= len(c):
-                cur[i] = next(iters[i], None)
+                nxt = next(iters[i], None)
+                if nxt is None:
+                    del cur[i]
+                else:
+                    cur[i] = nxt
                 pos[i] = 0
         if pieces:
-            yield _fast.merge(pieces, 0)
+            out: bytes = _fast.merge(pieces, 0)
+            yield out
 
 
-def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
+@dataclass(frozen=True)
+class _Piece:
+    """Part of an input a merge reads: a compressed block (``blk``, its zstd
+    level), or the byte range [start, end) of a plain input."""
+
+    blk: segfile.Block | None = None
+    level: int = 0
+    start: int = 0
+    end: int = 0
+
+
+def _merge_blocks(writer: _Writer, bufs: list[Records], idxs: list[Index | None], level: int) -> None:
     """Merge inputs a block at a time: a compressed block (at ``level`` or
     better) whose ULID range overlaps nothing else is copied as it is; each run
     of pieces that overlap one another (blocks, and PIECE-sized runs of plain
     inputs) is read, merged (copies dropped) and compressed. Segments that
     overlap only at their edges cost little more than a copy."""
-    items: list[tuple[bytes, bytes, int, tuple]] = []
+    items: list[tuple[bytes, bytes, int, _Piece]] = []
     for i, (buf, idx) in enumerate(zip(bufs, idxs, strict=True)):
         if idx is not None:
-            items.extend((blk.first, blk.last, i, ("z", blk, idx.level)) for blk in idx.blocks)
+            items.extend((blk.first, blk.last, i, _Piece(blk, idx.level)) for blk in idx.blocks)
             continue
         n, p = len(buf), 0
         while p < n:
             q = record_start_at_or_after(buf, p + segfile.BLOCK_SIZE, n)  # a round holds one piece per input
             ls = max(p, buf.rfind(b"\n", p, q - 1) + 1)
-            items.append((bytes(buf[p : p + ULID_LEN]), bytes(buf[ls : ls + ULID_LEN]), i, ("p", p, q)))
+            items.append((bytes(buf[p : p + ULID_LEN]), bytes(buf[ls : ls + ULID_LEN]), i, _Piece(start=p, end=q)))
             p = q
         _release(buf, n)  # the probes' readahead maps most of a sequential mapping
     items.sort(key=lambda t: (t[0], t[1], t[2]))
-    runs: list[list[tuple[int, tuple]]] = []
+    runs: list[list[tuple[int, _Piece]]] = []
     hi = b""
     for first, last, i, what in items:
         if runs and first <= hi:
@@ -421,13 +469,14 @@ def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
             runs.append([(i, what)])
             hi = last
     for run in runs:
-        if len(run) == 1 and run[0][1][0] == "z":
-            i, (_, blk, blk_level) = run[0]
+        i, first_piece = run[0]
+        blk, blk_level = first_piece.blk, first_piece.level
+        if len(run) == 1 and blk is not None:
             if blk_level >= level and blk.rawlen <= writer.target:  # (a bigger block is cut by writing it)
                 writer.copy_block(bufs[i], blk, blk_level)
                 _release(bufs[i], blk.offset + blk.clen)
                 continue
-        per_input: dict[int, list[tuple]] = {}
+        per_input: dict[int, list[_Piece]] = {}
         for i, what in run:
             per_input.setdefault(i, []).append(what)
         sources = [_read_pieces(bufs[i], whats) for i, whats in sorted(per_input.items())]
@@ -435,16 +484,16 @@ def _merge_blocks(writer: _Writer, bufs: list, idxs: list, level: int) -> None:
             writer.write(piece)
 
 
-def _read_pieces(buf, whats: list[tuple]):
+def _read_pieces(buf: Records, whats: list[_Piece]) -> Iterator[bytes]:
     for what in whats:
-        if what[0] == "p":
-            yield bytes(buf[what[1] : what[2]])
-            _release(buf, what[2])
+        blk = what.blk
+        if blk is None:
+            yield bytes(buf[what.start : what.end])
+            _release(buf, what.end)
             continue
-        blk = what[1]
         try:
             data = segfile.decompress_block(buf, blk)
-        except Exception as e:  # zstandard.ZstdError, FormatError: damaged since validated
+        except (zstandard.ZstdError, segfile.FormatError) as e:  # damaged since validated
             raise SegmentError(str(e)) from None
         _release(buf, blk.offset + blk.clen)
         yield data
@@ -463,37 +512,16 @@ def run_job(
     writer = _Writer(store, target, job.topic, job.level, job.block_size)
     writer.should_stop = should_stop
     ctxs = [store.fs.map(store.path(s)) for s in job.inputs]
-    bufs = []
+    bufs: list[Records] = []
     try:
         for c in ctxs:
             bufs.append(c.__enter__())
-        changed = [
-            seg for seg, b in zip(job.inputs, bufs, strict=True)
-            if store.modified(seg) or len(b) != seg.size or not len(b)
-            or (not segfile.is_compressed(b[:4]) and b[len(b) - 1] != 0x0A)
-        ]
+        changed = _changed_inputs(store, job.inputs, bufs)
         if changed:
             for seg in changed:
                 store.suspect(seg)  # the scrubber decides; nothing is merged meanwhile
             return []
-        try:
-            sources = [_chunks(store, seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
-        except segfile.FormatError as e:
-            raise SegmentError(str(e)) from None
-        idxs = [store.index(seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
-        if job.kind in ("merge", "split"):
-            _merge_blocks(writer, bufs, idxs, job.level)
-        else:
-            for seg, b, src in zip(job.inputs, bufs, sources, strict=True):
-                idx = store.index(seg, b)
-                if idx is not None and idx.level >= job.level and job.kind == "concat":
-                    for blk in idx.blocks:
-                        writer.copy_block(b, blk, idx.level)
-                        _release(b, blk.offset + blk.clen)
-                    continue
-                for piece in src:
-                    writer.write(piece)
-        del sources
+        _write_outputs(store, job, writer, bufs)
         writer.finish()
     except Stopped:
         writer.abort()
@@ -519,19 +547,40 @@ def run_job(
     for s in job.inputs:
         if s.name not in out_names:
             store.remove(s)
-    stats.runs += 1
-    stats.merges += job.kind == "merge"
-    stats.splits += job.kind == "split"
-    stats.concats += job.kind == "concat"
-    stats.recompressions += job.kind == "recompress"
-    stats.segments_in += len(job.inputs)
-    stats.segments_out += len(writer.done)
-    stats.bytes_in += job.size
-    out_bytes = sum(s.size for s in writer.done)
-    stats.bytes_out += out_bytes
-    raw_in = sum(s.raw_size for s in job.inputs)
-    stats.duplicates_dropped_bytes += max(0, raw_in - sum(s.raw_size for s in writer.done))
+    stats.count(job, writer.done)
     return writer.done
+
+
+def _changed_inputs(store: StoreLog, inputs: list[Segment], bufs: list[Records]) -> list[Segment]:
+    """Inputs changed on disk since they were validated (stamp, size, a plain
+    one's final LF): never merged."""
+    return [
+        seg for seg, b in zip(inputs, bufs, strict=True)
+        if store.modified(seg) or len(b) != seg.size or not len(b)
+        or (not segfile.is_compressed(b[:4]) and b[len(b) - 1] != 0x0A)
+    ]
+
+
+def _write_outputs(store: StoreLog, job: Job, writer: _Writer, bufs: list[Records]) -> None:
+    """The job's records into ``writer``: merged (copies dropped) for merge and
+    split jobs; input after input for the others, a concatenation copying
+    blocks already compressed well enough as they are."""
+    try:
+        sources = [_chunks(store, seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
+    except segfile.FormatError as e:
+        raise SegmentError(str(e)) from None
+    idxs = [store.index(seg, b) for seg, b in zip(job.inputs, bufs, strict=True)]
+    if job.kind in ("merge", "split"):
+        _merge_blocks(writer, bufs, idxs, job.level)
+        return
+    for b, idx, src in zip(bufs, idxs, sources, strict=True):
+        if idx is not None and idx.level >= job.level and job.kind == "concat":
+            for blk in idx.blocks:
+                writer.copy_block(b, blk, idx.level)
+                _release(b, blk.offset + blk.clen)
+            continue
+        for piece in src:
+            writer.write(piece)
 
 
 MAINTENANCE_NICE = 10
@@ -544,7 +593,7 @@ def _lower_priority() -> None:
         pass
 
 
-def _release(buf, upto: int) -> None:
+def _release(buf: Buf, upto: int) -> None:
     """Drop what compaction has read of an input from this process's resident
     memory (the pages stay in the page cache)."""
     if isinstance(buf, mmap.mmap) and upto >= RELEASE_STEP:
@@ -625,7 +674,7 @@ class Maintenance:
             self.unsplittable.add(out[0].name)
         return True
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         """``fn(*args)`` on the maintenance thread; on cancellation the wait is
         abandoned (the caller tells a job to stop)."""
         fut = self._worker.submit(fn, *args)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
+from oklog.node import state as node_state
 from oklog.records.merge import merge_dedup
 
 log = logging.getLogger("oklog.store.consumer")
@@ -59,6 +60,23 @@ class ConsumerStats:
     last_batch_time: float = 0.0
     factor_effective: int = 0
     warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> node_state.ConsumerStats:
+        """The typed document the node publishes (``pipeline.consumer``)."""
+        return node_state.ConsumerStats(
+            state=self.state,
+            batches=self.batches,
+            segments_consumed=self.segments_consumed,
+            bytes_consumed=self.bytes_consumed,
+            replications_ok=self.replications_ok,
+            replications_failed=self.replications_failed,
+            commits_failed=self.commits_failed,
+            cycle_errors=self.cycle_errors,
+            last_error=self.last_error,
+            last_batch_time=self.last_batch_time,
+            factor_effective=self.factor_effective,
+            warnings=list(self.warnings),
+        )
 
 
 @dataclass
@@ -140,9 +158,7 @@ class Consumer:
                 f"waiting: replication factor {self.factor} but {n_targets} live store "
                 f"member(s); records stay in the ingest tier until enough are back"
             )
-            if msg not in self.stats.warnings:
-                self.stats.warnings = [msg]
-                log.warning("%s", msg)
+            self._warn(msg)
             self.stats.state = "waiting"
             return False
         self.stats.state = "gather"
@@ -156,19 +172,7 @@ class Consumer:
         self.stats.state = "replicate"
         ok = await self._replicate(merged)
         self.stats.state = "commit" if ok else "failed"
-        for t in taken:
-            try:
-                if ok:
-                    await t.source.commit(t.seg_id)
-                else:
-                    await t.source.failed(t.seg_id)
-            except Exception as e:  # the ingest node times the segment out instead
-                self.stats.commits_failed += 1
-                self.stats.last_error = f"{'commit' if ok else 'failed'} {t.seg_id} on {t.source.name}: {e}"
-                log.warning("%s", self.stats.last_error)
-                self.on_event("commit", t.source.name, False, _why(e))
-            else:
-                self.on_event("commit", t.source.name, True, "")
+        await self._settle(taken, ok)
         if ok:
             self.stats.batches += 1
             self.stats.segments_consumed += len(taken)
@@ -176,6 +180,29 @@ class Consumer:
             self.stats.last_batch_time = time.time()
         self.stats.state = "idle"
         return True
+
+    def _warn(self, msg: str) -> None:
+        """One current warning, logged when it first appears."""
+        if msg not in self.stats.warnings:
+            self.stats.warnings = [msg]
+            log.warning("%s", msg)
+
+    async def _settle(self, taken: list[_Taken], ok: bool) -> None:
+        """Commit the batch's sources (all copies acknowledged), or mark them
+        failed so they are consumed again."""
+        for t in taken:
+            try:
+                if ok:
+                    await t.source.commit(t.seg_id)
+                else:
+                    await t.source.failed(t.seg_id)
+            except Exception as e:  # noqa: BLE001 - a peer's failure: the ingest node times the segment out instead
+                self.stats.commits_failed += 1
+                self.stats.last_error = f"{'commit' if ok else 'failed'} {t.seg_id} on {t.source.name}: {e}"
+                log.warning("%s", self.stats.last_error)
+                self.on_event("commit", t.source.name, False, _why(e))
+            else:
+                self.on_event("commit", t.source.name, True, "")
 
     async def _gather(self) -> list[_Taken]:
         taken: list[_Taken] = []
@@ -198,7 +225,7 @@ class Consumer:
                 except Exception:
                     await _quiet(src.failed(seg_id))
                     raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - whatever a source fails with, the others are gathered
                 exhausted.add(src.name)
                 self.stats.last_error = f"gather from {src.name}: {e}"
                 log.warning("%s", self.stats.last_error)
@@ -217,9 +244,7 @@ class Consumer:
                 f"replication factor {want} but only {len(targets)} store member(s) known; "
                 f"replicating to {len(targets)}"
             )
-            if msg not in self.stats.warnings:
-                self.stats.warnings = [msg]
-                log.warning("%s", msg)
+            self._warn(msg)
             want = len(targets)
         else:
             self.stats.warnings = []
@@ -236,7 +261,7 @@ class Consumer:
         async def one(t: StoreTarget) -> None:
             try:
                 await t.replicate(data)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any target's failure is this batch's failure, not the node's
                 failures.append(f"{t.name}: {e}")
                 self.on_event("replicate", t.name, False, _why(e))
             else:
@@ -258,8 +283,8 @@ def _why(e: Exception) -> str:
     return str(e).strip() or type(e).__name__
 
 
-async def _quiet(aw) -> None:
+async def _quiet(aw: Awaitable[object]) -> None:
     try:
         await aw
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort: the ingest node times the segment out anyway
         pass

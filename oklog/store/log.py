@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import zstandard
 
 import oklog._fast as _fast
-from oklog.fs import FS, join
+from oklog.fs import FS, close_map, join
+from oklog.node.state import StoreLogStats
 from oklog.records import segfile
+from oklog.records.buf import Buf
 from oklog.records.merge import merge_dedup
 from oklog.records.record import ULID_LEN
 from oklog.records.segfile import Index
@@ -90,7 +92,7 @@ def validate_records(data: bytes) -> tuple[bytes, bytes]:
 _ULID_OK = None  # lookup table: byte -> valid Crockford (canonical) character
 
 
-def check_segment(buf, chunk: int = 1 << 16) -> str | None:
+def check_segment(buf: Buf, chunk: int = 1 << 16) -> str | None:
     """Why a segment's bytes are not a valid segment, or None if they are: every
     record is ``ULID SP TOPIC SP LINE LF`` (canonical ULID characters, a topic
     of at most 128 bytes) and ULIDs strictly increase. Vectorized and chunked:
@@ -189,7 +191,7 @@ class _FileTail:
         return self.fs.read(self.path, start, max(0, stop - start))
 
 
-def check_compressed(buf) -> str | None:
+def check_compressed(buf: Buf) -> str | None:
     """Why a compressed segment is damaged, or None: the index reads, every
     block's frame decompresses with its checksum, holds valid records, matches
     its index entry, and blocks follow each other in ULID order."""
@@ -290,46 +292,54 @@ class StoreLog:
             self.quarantine(seg.name, "modified on disk after it was written")
             return False
         try:
-            buf = self.fs.open_map(path)
+            crc, compressed, reason = self._check_file(seg, path)
         except FileNotFoundError:
             return True
-        try:
-            crc = crc_hex(zlib.crc32(buf)) if seg.crc else ""  # type: ignore[arg-type]
-            compressed = segfile.is_compressed(buf[:4])
-            if compressed and seg.crc and crc == seg.crc:
-                # Bit for bit what was written (and checked as it was written):
-                # the CRC-32 of the compressed bytes is enough, and a tenth of
-                # the work of decompressing every block. Reads still verify
-                # each block's checksum.
-                reason = None
-            else:
-                reason = check_compressed(buf) if compressed else check_segment(buf)
-        finally:
-            from oklog.fs import close_map
-
-            close_map(buf)
         if crc != seg.crc and reason is None:
-            # Bytes changed at rest (the name carries the CRC-32 they were
-            # written with) and every record still parses: which one is wrong
-            # can't be told. With replicas none is served (a damaged copy could
-            # win deduplication against a good one); the file stays in
-            # quarantine/ and read repair or oklog repair restore its records.
-            # As the only copy (replication factor 1) the records come back,
-            # damaged one included, and the report says so.
-            why = f"checksum mismatch (crc32 {crc}, written {seg.crc})"
-            if not self.sole_copy:
-                self.quarantine(seg.name, why)
-                return False
-            data = segfile.decode(self.fs.read(path))
-            self.quarantine(seg.name, why + "; records kept: this node holds the only copy")
-            self.write(data, validate=False)
-            self.salvaged_records += data.count(b"\n")
+            self._checksum_mismatch(seg, path, f"checksum mismatch (crc32 {crc}, written {seg.crc})")
             return False
         if reason is None:
             with self._lock:
                 self.validated.add(seg.name)
                 self._validated_at[seg.name] = time.monotonic()
             return True
+        self._salvage(seg, path, compressed, reason)
+        return False
+
+    def _check_file(self, seg: Segment, path: str) -> tuple[str, bool, str | None]:
+        """(CRC-32 of the file if its name carries one, compressed?, why it is
+        damaged or None)."""
+        buf = self.fs.open_map(path)
+        try:
+            crc = crc_hex(zlib.crc32(buf)) if seg.crc else ""
+            compressed = segfile.is_compressed(buf[:4])
+            if compressed and seg.crc and crc == seg.crc:
+                # Bit for bit what was written (and checked as it was written):
+                # the CRC-32 of the compressed bytes is enough, and a tenth of
+                # the work of decompressing every block. Reads still verify
+                # each block's checksum.
+                return crc, compressed, None
+            return crc, compressed, check_compressed(buf) if compressed else check_segment(buf)
+        finally:
+            close_map(buf)
+
+    def _checksum_mismatch(self, seg: Segment, path: str, why: str) -> None:
+        """Bytes changed at rest (the name carries the CRC-32 they were written
+        with) and every record still parses: which one is wrong can't be told.
+        With replicas none is served (a damaged copy could win deduplication
+        against a good one); the file stays in quarantine/ and read repair or
+        oklog repair restore its records. As the only copy (replication factor
+        1) the records come back, damaged one included, and the report says so."""
+        if not self.sole_copy:
+            self.quarantine(seg.name, why)
+            return
+        data = segfile.decode(self.fs.read(path))
+        self.quarantine(seg.name, why + "; records kept: this node holds the only copy")
+        self.write(data, validate=False)
+        self.salvaged_records += data.count(b"\n")
+
+    def _salvage(self, seg: Segment, path: str, compressed: bool, reason: str) -> None:
+        """Quarantine a damaged file and write back the records that still read."""
         raw = self.fs.read(path)
         lost = 0
         if compressed:
@@ -352,7 +362,6 @@ class StoreLog:
         if good:
             self.write(good, validate=False)  # topics as the records say (a damaged one may differ)
             self.salvaged_records += good.count(b"\n")
-        return False
 
     def unvalidated(self) -> list[Segment]:
         """Segments never checked, suspected, or not checked for a while."""
@@ -373,7 +382,10 @@ class StoreLog:
 
     def modified(self, seg: Segment) -> bool:
         """Whether the file changed on disk since this node wrote (or loaded) it;
-        such a file is marked for quarantine."""
+        such a file is marked for quarantine. A new stamp alone (a ``touch``, a
+        backup tool restoring times) is not a change: bytes that still match the
+        CRC-32 in the name, and records that still verify, are re-stamped and
+        kept."""
         path = join(self.root, seg.name)
         try:
             now = self.fs.stamp(path)
@@ -383,9 +395,54 @@ class StoreLog:
             was = self._stamps.get(seg.name)
             if was is None or was == now:
                 return False
+        if self._unchanged(seg, path):
+            with self._lock:
+                if self._stamps.get(seg.name) == was:
+                    self._stamps[seg.name] = now  # taken before the check: a later write is seen
+            return False
+        with self._lock:
             self._modified.add(seg.name)
             self.validated.discard(seg.name)
         return True
+
+    def _unchanged(self, seg: Segment, path: str) -> bool:
+        """Whether a file's bytes are still the ones written: its size, the
+        CRC-32 its name carries, and (as the scrubber checks) its records or
+        blocks. A name without a CRC cannot tell."""
+        if not seg.crc:
+            return False
+        try:
+            buf = self.fs.open_map(path)
+        except FileNotFoundError:
+            return False
+        try:
+            if len(buf) != seg.size or crc_hex(zlib.crc32(buf)) != seg.crc:
+                return False
+            compressed = segfile.is_compressed(buf[:4])
+            return (check_compressed(buf) if compressed else check_segment(buf)) is None
+        finally:
+            close_map(buf)
+
+    def quarantined_overlapping(self, lo: bytes, hi_excl: bytes, topic: str = "") -> list[str]:
+        """Names of files in quarantine/ whose ULID range overlaps lo <= ULID <
+        hi_excl (of ``topic``, or of any topic for ""): their records are
+        missing from this node until restored. The directory is read each time:
+        the operator moving or deleting a file there (after ``oklog repair``)
+        is how the node learns the range is whole again."""
+        lo_s, hi_s = lo.decode("latin-1")[:ULID_LEN], hi_excl.decode("latin-1")
+        try:
+            names = self.fs.listdir(self.quarantine_dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in sorted(names):
+            m = _NAME_RE.match(name)
+            if m is None or m.group(1) >= hi_s or m.group(2) < lo_s:
+                continue
+            if topic and m.group(3) and m.group(3) != topic:
+                continue
+            out.append(name)
+        return out
 
     def quarantine(self, name: str, reason: str) -> None:
         self.fs.mkdirs(self.quarantine_dir)
@@ -511,7 +568,7 @@ class StoreLog:
     def path(self, seg: Segment) -> str:
         return join(self.root, seg.name)
 
-    def index(self, seg: Segment, buf=None) -> Index | None:
+    def index(self, seg: Segment, buf: Buf | None = None) -> Index | None:
         """The index of a compressed segment (None for a plain one), cached;
         ``buf``: the file's bytes or mapping if the caller holds them. Raises
         segfile.FormatError if it does not read."""
@@ -557,13 +614,13 @@ class StoreLog:
 
         buf = self.fs.open_map(self.path(seg))
         try:
-            n = len(buf)  # type: ignore[arg-type]
+            n = len(buf)
             if not n:
                 return b""
             idx = self.index(seg, buf)
             if idx is None:
                 s = seek(buf, lo, 0, n)
-                return bytes(buf[s : seek(buf, hi_excl, s, n)])  # type: ignore[index]
+                return bytes(buf[s : seek(buf, hi_excl, s, n)])
             out = []
             for blk in idx.blocks:
                 if blk.last < lo[:ULID_LEN] or blk.first >= hi_excl:
@@ -581,7 +638,7 @@ class StoreLog:
             out, self.oldest_written = self.oldest_written, "~"
         return out
 
-    def stats(self) -> dict:
+    def stats(self) -> StoreLogStats:
         segs = self.segments()
         oldest = segs[0].first if segs else None
         return {
