@@ -320,7 +320,7 @@ class Gossip:
                 log.debug("gossip from %s: %d update(s) dropped: %s", src, len(dropped), dropped[0])
             try:
                 self._emit(self._swim.receive(trio.current_time(), (src[0], src[1]), msg))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - nothing a peer sends may end the node's gossip
                 self._failed(f"handling gossip from {src[0]}:{src[1]}", e)
 
     def _failed(self, what: str, e: Exception) -> None:
@@ -336,7 +336,7 @@ class Gossip:
             await trio.sleep_until(min(swim.next_deadline(), now + self.config.probe_interval))
             try:
                 self._emit(swim.step(trio.current_time()))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a state-machine bug must not stop the timers
                 self._failed("gossip timers", e)
 
     async def _reload_keys(self, ring: Keyring) -> None:
