@@ -31,7 +31,6 @@ import trio
 
 from oklog.cluster.keyring import Keyring
 from oklog.cluster.nodetls import NodeTLS
-from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.cluster.view import member_row
 from oklog.fs import FS, RealFS
@@ -50,6 +49,7 @@ from oklog.ingest.listener import (
     serve_ingest,
 )
 from oklog.ingest.log import IngestLog
+from oklog.ingest.remote import RemoteIngest
 from oklog.ingest.syslog import SyslogStats, serve_syslog
 from oklog.net.auth import (
     NODE_HEADER,
@@ -71,6 +71,7 @@ from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
 from oklog.store.log import StoreLog
+from oklog.store.remote import RemoteStore
 from oklog.stream.server import Tap, cluster_stream_handler, ingest_stream_handler
 
 log = logging.getLogger("oklog.node.root")
