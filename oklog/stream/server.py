@@ -28,6 +28,7 @@ clients; beyond that both answer 503 with the reason.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import re
 import socket
@@ -336,19 +337,20 @@ class Guard:
                 self.req.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             except OSError:
                 pass
-        async def guarded(chunk: bytes) -> None:
-            self._writing_since = trio.current_time()
-            try:
-                await write(chunk)
-            finally:
-                self._writing_since = None
-
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch, nursery.cancel_scope)
-            await body(guarded)
+            await body(functools.partial(self._timed_write, write))
             nursery.cancel_scope.cancel()
         if self.gone:
             raise ClientGone
+
+    async def _timed_write(self, write: Write, chunk: bytes) -> None:
+        """``write``, timed: ``_gone`` ends a client that has not taken it in time."""
+        self._writing_since = trio.current_time()
+        try:
+            await write(chunk)
+        finally:
+            self._writing_since = None
 
     def _gone(self) -> bool:
         sock = self.req.socket
@@ -499,15 +501,15 @@ class ClusterStream:
             encoding="latin-1",
         )
         follow = _Follow(self, flt, DedupWindow(window), FORMATS[fmt_name], member_qs)
+        return Response(200, stream=functools.partial(self._serve, req, follow))
 
-        async def stream(write: Write) -> None:
-            tap.clients += 1
-            try:
-                await Guard(req, tap.write_timeout).run(follow.run, write)
-            finally:
-                tap.clients -= 1
-
-        return Response(200, stream=stream)
+    async def _serve(self, req: Request, follow: _Follow, write: Write) -> None:
+        tap = self.tap
+        tap.clients += 1
+        try:
+            await Guard(req, tap.write_timeout).run(follow.run, write)
+        finally:
+            tap.clients -= 1
 
 
 class _Follow:
