@@ -315,11 +315,11 @@ class Node:
                     "meta": self.meta(),
                 }
             ]
-        out = []
+        out: list[dict[str, object]] = []  # the fallback rows below do not fill every MemberRow key
         now = time.time()
         for m in self.gossip.members():
             try:
-                out.append(member_row(m, now))
+                out.append(dict(member_row(m, now)))
             except Exception:
                 self.render_errors += 1
                 log.exception("rendering member %r failed; shown without details", m.id)
