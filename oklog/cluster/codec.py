@@ -233,7 +233,8 @@ def _count(v: Any) -> int:
 def _unix_time(v: Any) -> float:
     if type(v) not in (int, float) or not math.isfinite(v) or not 0 <= v < 1e11:
         raise CodecError("bad time")
-    return v
+    t: float = v  # int or float, checked above
+    return t
 
 
 MAX_ULID_MS = 2**48 - 1  # the largest time a ULID can carry

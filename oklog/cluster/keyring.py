@@ -77,7 +77,7 @@ class Keyring:
         self._ciphers = [AESGCM(k) for k in self.keys]
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Keyring:
+    def load(cls, path: str | os.PathLike[str]) -> Keyring:
         p = Path(path)
         try:
             st = p.stat()

@@ -26,9 +26,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import socket
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -167,7 +169,7 @@ class RingContext(ssl.SSLContext):
 
     _current: Callable[[], ssl.SSLContext]
 
-    def __new__(cls, current: Callable[[], ssl.SSLContext], protocol: int):
+    def __new__(cls, current: Callable[[], ssl.SSLContext], protocol: int) -> RingContext:
         self = super().__new__(cls, protocol)
         self._current = current
         return self
@@ -175,11 +177,18 @@ class RingContext(ssl.SSLContext):
     def __init__(self, current: Callable[[], ssl.SSLContext], protocol: int) -> None:
         pass
 
-    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):  # type: ignore[override]
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
         return self._current().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
 
-    def wrap_socket(self, sock, *args, **kwargs):  # type: ignore[override]
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         return self._current().wrap_socket(sock, *args, **kwargs)
 
-    def set_alpn_protocols(self, alpn_protocols) -> None:  # httpcore sets ALPN per connection
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:  # httpcore sets ALPN per connection
         pass

@@ -42,6 +42,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -181,52 +182,66 @@ class Simulation:
 
     def advance(self, until: float) -> None:
         """Handle every event up to virtual time ``until`` (a run can be looked at between calls)."""
-        sc = self.sc
+        handlers: dict[int, Callable[[_Node, Any], None]] = {
+            _MSG: self._on_msg, _TIMER: self._on_timer, _BOOT: self._on_boot,
+            _STALL: self._on_stall, _RESUME: self._on_resume, _CRASH: self._on_crash,
+            _UPDATE: self._on_update, _PARTITION: self._on_partition, _HEAL: self._on_heal,
+        }
         while self._heap and self._heap[0][0] <= until:
             t, _, kind, idx, payload = heapq.heappop(self._heap)
             self.now = t
-            nd = self.nodes[idx]
-            if kind == _MSG:
-                if nd.crashed:
-                    continue
-                if nd.stalled:
-                    nd.backlog.append(payload)
-                else:
-                    self._receive(nd, payload[0], payload[1])
-            elif kind == _TIMER:
-                if nd.crashed or payload != nd.timer_gen or nd.stalled:
-                    continue  # a stalled member's timer runs when it resumes
-                self._step(nd)
-            elif kind == _BOOT:
-                self._boot(nd)
-            elif kind == _STALL:
-                if not nd.crashed:
-                    nd.stalled = True
-                    self._push(t + self.rng.uniform(sc.stall_min, sc.stall_max), _RESUME, idx, None)
-            elif kind == _RESUME:
-                nd.stalled = False
-                self._step(nd)
-                backlog, nd.backlog = nd.backlog, []
-                for src, msg in backlog:
-                    self._receive(nd, src, msg)
-                self._push(t + self.rng.expovariate(sc.stall_rate), _STALL, idx, None)
-            elif kind == _CRASH:
-                nd.crashed = True
-            elif kind == _UPDATE:
-                nd.swim.set_meta({"api_addr": "10.255.0.1:7650"})
-                self._update_version = nd.swim.member(nd.swim.id).meta_version  # type: ignore[union-attr]
-                self._update_missing = {
-                    m.idx for m in self.nodes if m is not nd and not m.crashed and m is not self.victim
-                }
-                self._out(nd, nd.swim.step(t))
-            elif kind == _PARTITION:
-                half = sc.n // 2
-                for a in range(half):
-                    for b in range(half, sc.n):
-                        self.blocked.add((a, b))
-                        self.blocked.add((b, a))
-            elif kind == _HEAL:
-                self.blocked.clear()
+            handlers[kind](self.nodes[idx], payload)
+
+    def _on_msg(self, nd: _Node, payload: tuple[Address, Message]) -> None:
+        if nd.crashed:
+            return
+        if nd.stalled:
+            nd.backlog.append(payload)
+        else:
+            self._receive(nd, payload[0], payload[1])
+
+    def _on_timer(self, nd: _Node, gen: int) -> None:
+        if nd.crashed or gen != nd.timer_gen or nd.stalled:
+            return  # a stalled member's timer runs when it resumes
+        self._step(nd)
+
+    def _on_boot(self, nd: _Node, _: None) -> None:
+        self._boot(nd)
+
+    def _on_stall(self, nd: _Node, _: None) -> None:
+        if not nd.crashed:
+            nd.stalled = True
+            resume = self.now + self.rng.uniform(self.sc.stall_min, self.sc.stall_max)
+            self._push(resume, _RESUME, nd.idx, None)
+
+    def _on_resume(self, nd: _Node, _: None) -> None:
+        nd.stalled = False
+        self._step(nd)
+        backlog, nd.backlog = nd.backlog, []
+        for src, msg in backlog:
+            self._receive(nd, src, msg)
+        self._push(self.now + self.rng.expovariate(self.sc.stall_rate), _STALL, nd.idx, None)
+
+    def _on_crash(self, nd: _Node, _: None) -> None:
+        nd.crashed = True
+
+    def _on_update(self, nd: _Node, _: None) -> None:
+        nd.swim.set_meta({"api_addr": "10.255.0.1:7650"})
+        self._update_version = nd.swim.member(nd.swim.id).meta_version  # type: ignore[union-attr]  # own row is never None
+        self._update_missing = {
+            m.idx for m in self.nodes if m is not nd and not m.crashed and m is not self.victim
+        }
+        self._out(nd, nd.swim.step(self.now))
+
+    def _on_partition(self, _nd: _Node, _: None) -> None:
+        half = self.sc.n // 2
+        for a in range(half):
+            for b in range(half, self.sc.n):
+                self.blocked.add((a, b))
+                self.blocked.add((b, a))
+
+    def _on_heal(self, _nd: _Node, _: None) -> None:
+        self.blocked.clear()
 
     def _boot(self, nd: _Node) -> None:
         # Warm start: every member already knows every other (as after a long

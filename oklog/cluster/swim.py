@@ -529,13 +529,7 @@ class Swim:
         self._start(now)
         if msg.sender == self.id:
             return []
-        full = isinstance(msg, (Join, Sync))
-        stale_about_me = False
-        for u in msg.updates:
-            if u.id == self.id:
-                stale_about_me |= self._about_me(u)
-            else:
-                self._apply(u, now, full=full, first_hand=u.id == msg.sender and src == u.addr)
+        stale_about_me = self._merge(now, src, msg)
         sender = self._members.get(msg.sender)
         if sender is not None:
             sender.last_heard = now
@@ -546,29 +540,49 @@ class Swim:
             # Someone still believes an older, wrong story about us: tell it first-hand.
             self._reasserted[src] = now
             out.append((src, Broadcast(self.id, self._me.incarnation, (self._me.update(),))))
-        if isinstance(msg, Ping):
-            if msg.target == self.id:
-                out.append((src, self._ack(msg.seq, msg.sender)))
-        elif isinstance(msg, Ack):
-            probe = self._probe
-            if probe and probe.seq == msg.seq:
-                if not probe.acked:
-                    self._health_change(-1)
-                probe.acked = True
-            elif msg.seq in self._relays:
-                relay = self._relays.pop(msg.seq)
-                out.append((relay.requester, self._ack(relay.seq, None)))
-        elif isinstance(msg, PingReq):
-            if msg.target != self.id:
-                seq = self._next_seq()
-                self._relays[seq] = _Relay(src, msg.seq, now + self.config.probe_interval)
-                out.append((msg.target_addr, self._ping(seq, msg.target)))
-        elif isinstance(msg, Join):
-            out += [(src, m) for m in self._sync_msgs()]
-            self.stats.syncs_sent += 1
-        elif isinstance(msg, Sync):
-            self._joined = True
+        out += self._answer(now, src, msg)
         return out
+
+    def _merge(self, now: float, src: Address, msg: Message) -> bool:
+        """Merge the message's rumours; True if one about us was an older, wrong story."""
+        full = isinstance(msg, (Join, Sync))
+        stale_about_me = False
+        for u in msg.updates:
+            if u.id == self.id:
+                stale_about_me |= self._about_me(u)
+            else:
+                self._apply(u, now, full=full, first_hand=u.id == msg.sender and src == u.addr)
+        return stale_about_me
+
+    def _answer(self, now: float, src: Address, msg: Message) -> Outgoing:
+        """What the message itself asks of us (its rumours are already merged)."""
+        if isinstance(msg, Ping):
+            return [(src, self._ack(msg.seq, msg.sender))] if msg.target == self.id else []
+        if isinstance(msg, Ack):
+            return self._on_ack(msg)
+        if isinstance(msg, PingReq):
+            if msg.target == self.id:
+                return []
+            seq = self._next_seq()
+            self._relays[seq] = _Relay(src, msg.seq, now + self.config.probe_interval)
+            return [(msg.target_addr, self._ping(seq, msg.target))]
+        if isinstance(msg, Join):
+            self.stats.syncs_sent += 1
+            return [(src, m) for m in self._sync_msgs()]
+        if isinstance(msg, Sync):
+            self._joined = True
+        return []
+
+    def _on_ack(self, msg: Ack) -> Outgoing:
+        probe = self._probe
+        if probe and probe.seq == msg.seq:
+            if not probe.acked:
+                self._health_change(-1)
+            probe.acked = True
+        elif msg.seq in self._relays:
+            relay = self._relays.pop(msg.seq)
+            return [(relay.requester, self._ack(relay.seq, None))]
+        return []
 
     # ----------------------------------------------------------------- timers
 
@@ -733,47 +747,48 @@ class Swim:
             return
         cur = self._members.get(u.id)
         if cur is None:
-            # Piggy-backed suspicion or death of a stranger is noise; a full
-            # state sync may introduce dead members so the view shows them.
-            if u.state != ALIVE and not full:
-                return
-            m = _Member(
-                u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now, u.meta_version
-            )
-            self._members[u.id] = m
-            self._track(m)
-            if u.state == SUSPECT:
-                self._start_suspicion(m, u.by)
-            self._events.append(MemberEvent(u.id, None, u.state))
-            if u.state in (ALIVE, SUSPECT):
-                self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), u.id)
-            self._enqueue(m.update())
+            self._apply_stranger(u, now, full=full)
+        elif supersedes(u.state, u.incarnation, cur.state, cur.incarnation):
+            self._apply_newer(cur, u, now)
+        else:
+            self._apply_not_newer(cur, u)
+
+    def _apply_stranger(self, u: Update, now: float, *, full: bool) -> None:
+        # Piggy-backed suspicion or death of a stranger is noise; a full
+        # state sync may introduce dead members so the view shows them.
+        if u.state != ALIVE and not full:
             return
-        if not supersedes(u.state, u.incarnation, cur.state, cur.incarnation):
-            if (
-                u.state == SUSPECT
-                and cur.state == SUSPECT
-                and u.incarnation == cur.incarnation
-                and u.by
-                and u.by != self.id
-                and u.by not in cur.suspecters
-                and len(cur.suspecters) <= cur.sus_k
-            ):
-                # An independent confirmation: our wait shrinks; pass it on, as part
-                # of the same rumour (its send count stays, so confirmations do not
-                # multiply the gossip about one suspicion).
-                cur.suspecters[u.by] = None
-                self.stats.confirmations += 1
-                self._enqueue(cur.update(u.by), keep_count=True)
-                return
-            if (
-                u.incarnation == cur.incarnation
-                and u.state == cur.state
-                and u.meta_version > cur.meta_version
-            ):
-                cur.meta, cur.meta_version = dict(u.meta), u.meta_version
-                self._enqueue(cur.update())
-            return
+        m = _Member(u.id, u.role, u.addr, u.state, u.incarnation, dict(u.meta), now, u.meta_version)
+        self._members[u.id] = m
+        self._track(m)
+        if u.state == SUSPECT:
+            self._start_suspicion(m, u.by)
+        self._events.append(MemberEvent(u.id, None, u.state))
+        if u.state in (ALIVE, SUSPECT):
+            self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), u.id)
+        self._enqueue(m.update())
+
+    def _apply_not_newer(self, cur: _Member, u: Update) -> None:
+        """An update that does not supersede ours: a suspicion's confirmation, a
+        newer meta at the same incarnation, or nothing new."""
+        same_life = u.incarnation == cur.incarnation and u.state == cur.state
+        if same_life and u.state == SUSPECT and self._new_suspecter(cur, u.by):
+            # An independent confirmation: our wait shrinks; pass it on, as part
+            # of the same rumour (its send count stays, so confirmations do not
+            # multiply the gossip about one suspicion).
+            cur.suspecters[u.by] = None
+            self.stats.confirmations += 1
+            self._enqueue(cur.update(u.by), keep_count=True)
+        elif same_life and u.meta_version > cur.meta_version:
+            cur.meta, cur.meta_version = dict(u.meta), u.meta_version
+            self._enqueue(cur.update())
+
+    def _new_suspecter(self, cur: _Member, by: str) -> bool:
+        """``by`` is another member whose suspicion still counts towards ``cur``'s."""
+        fresh = bool(by) and by != self.id and by not in cur.suspecters
+        return fresh and len(cur.suspecters) <= cur.sus_k
+
+    def _apply_newer(self, cur: _Member, u: Update, now: float) -> None:
         old, old_inc = cur.state, cur.incarnation
         cur.role, cur.addr, cur.meta = u.role, u.addr, dict(u.meta)
         cur.incarnation, cur.meta_version = u.incarnation, u.meta_version

@@ -51,6 +51,7 @@ from oklog.cluster.swim import (
     Swim,
     SwimConfig,
 )
+from oklog.node import state
 
 log = logging.getLogger("oklog.cluster")
 
@@ -74,6 +75,23 @@ class GossipStats:
     errors: int = 0  # unexpected errors while handling a datagram or a timer
     unauthenticated: int = 0  # datagrams no key of the cluster key ring opens
     last_error: str = ""
+
+    def report(self) -> state.GossipStats:
+        """These figures as ``/cluster/state`` shows them (``pipeline.gossip``)."""
+        return state.GossipStats(
+            datagrams_in=self.datagrams_in,
+            datagrams_out=self.datagrams_out,
+            malformed=self.malformed,
+            send_errors=self.send_errors,
+            recv_errors=self.recv_errors,
+            send_dropped=self.send_dropped,
+            bad_updates=self.bad_updates,
+            refused_updates=self.refused_updates,
+            refutations=self.refutations,
+            errors=self.errors,
+            unauthenticated=self.unauthenticated,
+            last_error=self.last_error,
+        )
 
 
 def parse_peer(text: str, default_port: int = DEFAULT_GOSSIP_PORT) -> tuple[str, int]:
@@ -320,7 +338,7 @@ class Gossip:
                 log.debug("gossip from %s: %d update(s) dropped: %s", src, len(dropped), dropped[0])
             try:
                 self._emit(self._swim.receive(trio.current_time(), (src[0], src[1]), msg))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - nothing a peer sends may end the node's gossip
                 self._failed(f"handling gossip from {src[0]}:{src[1]}", e)
 
     def _failed(self, what: str, e: Exception) -> None:
@@ -336,7 +354,7 @@ class Gossip:
             await trio.sleep_until(min(swim.next_deadline(), now + self.config.probe_interval))
             try:
                 self._emit(swim.step(trio.current_time()))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a state-machine bug must not stop the timers
                 self._failed("gossip timers", e)
 
     async def _reload_keys(self, ring: Keyring) -> None:

@@ -18,9 +18,10 @@ Fields of each row (times are Unix seconds):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from oklog.cluster.swim import DEAD, LEFT, MemberInfo
+from oklog.node.state import MemberMeta, MemberRow
 
 
 def _started(meta: Any) -> float | None:
@@ -30,8 +31,8 @@ def _started(meta: Any) -> float | None:
     return None
 
 
-def member_row(m: MemberInfo, now: float) -> dict[str, Any]:
-    meta = dict(m.meta)
+def member_row(m: MemberInfo, now: float) -> MemberRow:
+    meta = cast(MemberMeta, dict(m.meta))  # checked by the codec when it arrived
     started = _started(meta)
     uptime: float | None = None
     if started is not None:
@@ -39,7 +40,7 @@ def member_row(m: MemberInfo, now: float) -> dict[str, Any]:
         if m.state in (DEAD, LEFT):
             end = m.last_heard if m.last_heard is not None else m.since
         uptime = round(max(0.0, end - started), 3)
-    api = meta.get("api_addr")
+    api: object = meta.get("api_addr")
     return {
         "id": m.id,
         "role": m.role,

@@ -31,7 +31,6 @@ import trio
 
 from oklog.cluster.keyring import Keyring
 from oklog.cluster.nodetls import NodeTLS
-from oklog.cluster.peers import RemoteIngest, RemoteStore
 from oklog.cluster.transport import Gossip, guess_host
 from oklog.cluster.view import member_row
 from oklog.fs import FS, RealFS
@@ -50,6 +49,7 @@ from oklog.ingest.listener import (
     serve_ingest,
 )
 from oklog.ingest.log import IngestLog
+from oklog.ingest.remote import RemoteIngest
 from oklog.ingest.syslog import SyslogStats, serve_syslog, serve_syslog_tls
 from oklog.net.auth import (
     NODE_HEADER,
@@ -71,6 +71,7 @@ from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
 from oklog.store.consumer import Consumer
 from oklog.store.log import StoreLog
+from oklog.store.remote import RemoteStore
 from oklog.stream.server import Tap, cluster_stream_handler, ingest_stream_handler
 
 log = logging.getLogger("oklog.node.root")
@@ -314,11 +315,11 @@ class Node:
                     "meta": self.meta(),
                 }
             ]
-        out = []
+        out: list[dict[str, object]] = []  # the fallback rows below do not fill every MemberRow key
         now = time.time()
         for m in self.gossip.members():
             try:
-                out.append(member_row(m, now))
+                out.append(dict(member_row(m, now)))
             except Exception:
                 self.render_errors += 1
                 log.exception("rendering member %r failed; shown without details", m.id)

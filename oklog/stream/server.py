@@ -28,6 +28,7 @@ clients; beyond that both answer 503 with the reason.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import re
 import socket
@@ -42,9 +43,11 @@ import httpx
 import trio
 
 from oklog.net.http import ClientGone, HTTPError, Request, Response, Write
+from oklog.node.state import StreamStats
 from oklog.query.engine import Matcher, Query, QueryError
 from oklog.query.format import FORMATS, apply_chunked
 from oklog.query.params import parse_bool
+from oklog.records.dedup import DedupWindow
 from oklog.records.framing import Carry, TornRecord
 from oklog.records.record import ULIDSource, stamp_lines, validate_topic
 from oklog.units import parse_duration
@@ -59,7 +62,6 @@ DEFAULT_MAX_SUBSCRIBERS = 256
 FOLLOW_INTERVAL = 1.0  # seconds between membership checks of a cluster stream
 CHECK_INTERVAL = 1.0  # seconds between checks that a stream's client is still there
 WRITE_TIMEOUT = 60.0  # a client that takes nothing for this long is ended
-DEDUP_MAX = 1 << 16  # ULIDs a cluster stream remembers (bounds its memory)
 MARKER_TOPIC = b"oklog"
 RETRY_AFTER = "5"
 
@@ -210,7 +212,7 @@ class Tap:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def stats(self) -> dict:
+    def stats(self) -> StreamStats:
         with self.lock:
             # Records subscribers have fallen behind by but not yet noticed
             # (one stuck in a write) count as dropped already.
@@ -305,7 +307,8 @@ def client_present(sock: trio.socket.SocketType) -> bool:
         info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)
     except OSError:
         return False
-    return struct.unpack_from("B", info)[0] == _TCP_ESTABLISHED
+    state: int = struct.unpack_from("B", info)[0]
+    return state == _TCP_ESTABLISHED
 
 
 class Guard:
@@ -334,19 +337,20 @@ class Guard:
                 self.req.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             except OSError:
                 pass
-        async def guarded(chunk: bytes) -> None:
-            self._writing_since = trio.current_time()
-            try:
-                await write(chunk)
-            finally:
-                self._writing_since = None
-
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch, nursery.cancel_scope)
-            await body(guarded)
+            await body(functools.partial(self._timed_write, write))
             nursery.cancel_scope.cancel()
         if self.gone:
             raise ClientGone
+
+    async def _timed_write(self, write: Write, chunk: bytes) -> None:
+        """``write``, timed: ``_gone`` ends a client that has not taken it in time."""
+        self._writing_since = trio.current_time()
+        try:
+            await write(chunk)
+        finally:
+            self._writing_since = None
 
     def _gone(self) -> bool:
         sock = self.req.socket
@@ -398,75 +402,42 @@ async def follow_tap(tap: Tap, flt: StreamFilter, send: Write) -> None:
         tap.unsubscribe(sub)
 
 
-def ingest_stream_handler(tap: Tap):
-    async def handler(req: Request) -> Response:
+def ingest_stream_handler(tap: Tap) -> Callable[[Request], Awaitable[Response]]:
+    """``/ingest/_stream``: this node's matching records (see ``IngestStream``)."""
+    return IngestStream(tap).handle
+
+
+class IngestStream:
+    """The ``/ingest/_stream`` endpoint: one tap subscriber per client."""
+
+    def __init__(self, tap: Tap) -> None:
+        self.tap = tap
+
+    async def handle(self, req: Request) -> Response:
         flt = parse_filter(req)
+        tap = self.tap
         if tap.full:
             tap.refused += 1
             return busy(f"this node's stream subscriber limit ({tap.max_subscribers}) is reached")
-
-        async def body(write: Write) -> None:
-            try:
-                await follow_tap(tap, flt, write)
-            except SubscriberLimit as e:
-                await write(
-                    notice(f"oklog: stream not following this node: {e}".encode(), ULIDSource())
-                )
-
-        async def stream(write: Write) -> None:
-            await Guard(req, tap.write_timeout).run(body, write)
-
-        return Response(200, stream=stream)
-
-    return handler
+        return Response(200, stream=_TapStream(req, tap, flt).run)
 
 
-_LINE_ULID = re.compile(rb"^[0-9A-Z]{26}(?= )", re.M)
+class _TapStream:
+    """One client's ``/ingest/_stream``, for as long as the client is there."""
 
+    def __init__(self, req: Request, tap: Tap, flt: StreamFilter) -> None:
+        self.req = req
+        self.tap = tap
+        self.flt = flt
 
-class Dedup:
-    """ULIDs seen within the last ``window`` seconds, at most ``limit`` of them
-    (beyond that the oldest are forgotten early). A batch is checked with set
-    operations; only a batch holding a copy is split record by record."""
+    async def run(self, write: Write) -> None:
+        await Guard(self.req, self.tap.write_timeout).run(self.body, write)
 
-    def __init__(self, window: float, limit: int = DEDUP_MAX) -> None:
-        self.window = window
-        self.limit = limit
-        self._batches: collections.deque[tuple[float, set[bytes]]] = collections.deque()
-        self._count = 0
-
-    def filter(self, data: bytes) -> bytes:
-        if self.window <= 0:
-            return data
-        now = time.monotonic()
-        while self._batches and (
-            now - self._batches[0][0] > self.window or self._count > self.limit
-        ):
-            self._count -= len(self._batches.popleft()[1])
-        ulids = _LINE_ULID.findall(data)
-        batch = set(ulids)
-        if len(batch) == len(ulids) and all(seen.isdisjoint(batch) for _, seen in self._batches):
-            self._remember(now, batch)
-            return data
-        seen_before: set[bytes] = set().union(*(s for _, s in self._batches))
-        keep = set()
-        out = []
-        for rec in data.split(b"\n")[:-1]:
-            u = rec[:26]
-            if u in seen_before or u in keep:
-                continue
-            keep.add(u)
-            out.append(rec)
-        self._remember(now, keep)
-        if not out:
-            return b""
-        out.append(b"")
-        return b"\n".join(out)
-
-    def _remember(self, now: float, batch: set[bytes]) -> None:
-        if batch:
-            self._batches.append((now, batch))
-            self._count += len(batch)
+    async def body(self, write: Write) -> None:
+        try:
+            await follow_tap(self.tap, self.flt, write)
+        except SubscriberLimit as e:
+            await write(notice(f"oklog: stream not following this node: {e}".encode(), ULIDSource()))
 
 
 def cluster_stream_handler(
@@ -529,16 +500,16 @@ class ClusterStream:
             {k: v[-1] for k, v in req.query.items() if k in ("q", "regex", "topic")},
             encoding="latin-1",
         )
-        follow = _Follow(self, flt, Dedup(window), FORMATS[fmt_name], member_qs)
+        follow = _Follow(self, flt, DedupWindow(window), FORMATS[fmt_name], member_qs)
+        return Response(200, stream=functools.partial(self._serve, req, follow))
 
-        async def stream(write: Write) -> None:
-            tap.clients += 1
-            try:
-                await Guard(req, tap.write_timeout).run(follow.run, write)
-            finally:
-                tap.clients -= 1
-
-        return Response(200, stream=stream)
+    async def _serve(self, req: Request, follow: _Follow, write: Write) -> None:
+        tap = self.tap
+        tap.clients += 1
+        try:
+            await Guard(req, tap.write_timeout).run(follow.run, write)
+        finally:
+            tap.clients -= 1
 
 
 class _Follow:
@@ -546,7 +517,12 @@ class _Follow:
     channel, deduplicated and formatted on the way to the client."""
 
     def __init__(
-        self, owner: ClusterStream, flt: StreamFilter, dedup: Dedup, fmt: Any, member_qs: str
+        self,
+        owner: ClusterStream,
+        flt: StreamFilter,
+        dedup: DedupWindow,
+        fmt: Callable[[bytes], bytes] | None,
+        member_qs: str,
     ) -> None:
         self.owner = owner
         self.flt = flt
@@ -562,7 +538,7 @@ class _Follow:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.membership, nursery, self.owner.follow_client())
             async for data in self.rx:
-                out = self.dedup.filter(data) if len(self.followed) > 1 else data
+                out = self.dedup.filter(data, time.monotonic()) if len(self.followed) > 1 else data
                 if out:
                     await write(apply_chunked(self.fmt, out) if self.fmt else out)
 
@@ -590,7 +566,7 @@ class _Follow:
                     reason = "its stream ended"
                 except (httpx.HTTPError, MemberError, TornRecord) as e:
                     reason = str(e) or type(e).__name__
-                except Exception as e:  # noqa: BLE001 - nothing a member sends ends the stream
+                except Exception as e:  # nothing a member sends ends the stream (logged)
                     log.exception("following %s's stream failed", name)
                     reason = f"unexpected error {type(e).__name__}"
                 log.info("stream from %s ended: %s", name, reason)
@@ -618,7 +594,7 @@ class _Follow:
     def _live(self) -> dict[str, str | None] | None:
         try:
             return {name: api for name, api in self.owner.members()}
-        except Exception:  # noqa: BLE001 - a bad membership row must not end streams
+        except Exception:  # a bad membership row must not end streams (logged)
             log.exception("stream: reading the membership failed; carrying on")
             if self.owner.on_error is not None:
                 self.owner.on_error()

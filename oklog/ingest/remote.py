@@ -1,5 +1,6 @@
-"""Other members as the consumer sees them: ingest sources and store targets
-reached over their HTTP API (httpx on trio)."""
+"""Another member's ingest log as the store's consumer sees it: the HTTP client of
+``oklog.ingest.api``'s ``/ingest/next|read|commit|failed`` (httpx on trio), the
+remote half of ``oklog.ingest.api.LocalIngest``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ CONSUMER_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 
 
 class PeerError(Exception):
-    pass
+    """A member's API answered a consumer's call with an error."""
+
+
+def expect_ok(r: httpx.Response, what: str) -> None:
+    """Raise ``PeerError`` saying ``what`` failed unless ``r`` is a 200."""
+    if r.status_code != 200:
+        raise PeerError(f"{what}: {r.status_code} {r.text.strip()}")
 
 
 class RemoteIngest:
@@ -22,14 +29,12 @@ class RemoteIngest:
         r = await self.client.get(self.base + "/ingest/next", timeout=CONSUMER_TIMEOUT)
         if r.status_code == 404:
             return None
-        if r.status_code != 200:
-            raise PeerError(f"next: {r.status_code} {r.text.strip()}")
+        expect_ok(r, "next")
         return r.text.strip()
 
     async def read(self, seg_id: str) -> bytes:
         r = await self.client.get(self.base + "/ingest/read", params={"id": seg_id}, timeout=CONSUMER_TIMEOUT)
-        if r.status_code != 200:
-            raise PeerError(f"read {seg_id}: {r.status_code} {r.text.strip()}")
+        expect_ok(r, f"read {seg_id}")
         return r.content
 
     async def commit(self, seg_id: str) -> None:
@@ -40,17 +45,4 @@ class RemoteIngest:
 
     async def _post(self, path: str, seg_id: str) -> None:
         r = await self.client.post(self.base + path, params={"id": seg_id}, timeout=CONSUMER_TIMEOUT)
-        if r.status_code != 200:
-            raise PeerError(f"{path} {seg_id}: {r.status_code} {r.text.strip()}")
-
-
-class RemoteStore:
-    def __init__(self, client: httpx.AsyncClient, api_addr: str, name: str) -> None:
-        self.client = client
-        self.base = f"http://{api_addr}"
-        self.name = name
-
-    async def replicate(self, data: bytes) -> None:
-        r = await self.client.post(self.base + "/store/replicate", content=data, timeout=CONSUMER_TIMEOUT)
-        if r.status_code != 200:
-            raise PeerError(f"replicate: {r.status_code} {r.text.strip()}")
+        expect_ok(r, f"{path} {seg_id}")
