@@ -13,9 +13,39 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from oklog.query.fanout import Absent, complete_without, sanitize
-
 ERRORS_MAX = 2000  # characters of X-Oklog-Errors
+
+
+def sanitize(text: str, limit: int = 300) -> str:
+    """Remote text made safe for a header value and one terminal line: control
+    bytes (CR, LF, NUL, ...) and non-ASCII become spaces or '?', runs of spaces
+    collapse, and the result is cut to ``limit`` characters."""
+    out = []
+    for ch in text[: limit * 4]:
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F:
+            out.append(" ")
+        elif o > 0x7E:
+            out.append("?")
+        else:
+            out.append(ch)
+    s = " ".join("".join(out).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A store member that may hold records of the query and is not answering."""
+
+    name: str
+    reason: str
+
+
+def complete_without(missing: int, factor: int, assured: bool) -> bool:
+    """Do the members that answered hold every record although ``missing``
+    members may hold some? Only when every record is known to be written to
+    ``factor`` members (``assured``) and fewer than ``factor`` are missing."""
+    return missing == 0 or (assured and missing < factor)
 
 
 class Answered(Protocol):

@@ -24,6 +24,9 @@ from typing import Protocol
 
 import trio
 
+from oklog.query.answer import Absent as Absent
+from oklog.query.answer import complete_without as complete_without
+from oklog.query.answer import sanitize as sanitize
 from oklog.records.merge import iter_merge, seek
 from oklog.records.record import ULID_LEN
 
@@ -183,23 +186,6 @@ SPAN_SLACK_MS = CLOCK_SKEW_MS
 SPAN_GRACE = 120.0
 
 
-def sanitize(text: str, limit: int = 300) -> str:
-    """Remote text made safe for a header value and one terminal line: control
-    bytes (CR, LF, NUL, ...) and non-ASCII become spaces or '?', runs of spaces
-    collapse, and the result is cut to ``limit`` characters."""
-    out = []
-    for ch in text[: limit * 4]:
-        o = ord(ch)
-        if o < 0x20 or o == 0x7F:
-            out.append(" ")
-        elif o > 0x7E:
-            out.append("?")
-        else:
-            out.append(ch)
-    s = " ".join("".join(out).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def describe(exc: BaseException) -> str:
     """An exception as a person reads it: its message, never its repr."""
     if isinstance(exc, trio.TooSlowError):
@@ -232,14 +218,6 @@ class Known:
     stored_bytes: int | None
     is_self: bool
     lo_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class Absent:
-    """A store member that may hold records of the query and is not answering."""
-
-    name: str
-    reason: str
 
 
 @dataclass
@@ -411,10 +389,3 @@ class MemberHealth:
         for n in list(self.members):
             if n not in names:
                 del self.members[n]
-
-
-def complete_without(missing: int, factor: int, assured: bool) -> bool:
-    """Do the members that answered hold every record although ``missing``
-    members may hold some? Only when every record is known to be written to
-    ``factor`` members (``assured``) and fewer than ``factor`` are missing."""
-    return missing == 0 or (assured and missing < factor)
