@@ -29,9 +29,9 @@ import io
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO, TypedDict, cast
+from typing import Any, TextIO, TypedDict, TypeVar, cast
 
 import httpx
 
@@ -70,6 +70,7 @@ class SegmentsAnswer(TypedDict):
     compaction_pending: bool
 
 
+T = TypeVar("T")
 HTTPKwargs = dict[str, Any]  # httpx.Client arguments (oklog.net.auth.tool_http_kwargs)
 
 
@@ -669,14 +670,13 @@ def parse_time(text: str, now: float) -> int:
 def repair_main(ns: argparse.Namespace) -> int:
     now = time.time()
     t0 = time.monotonic()
-    try:
+
+    def run() -> RepairSummary:
         lo, hi = parse_time(getattr(ns, "from"), now), parse_time(ns.to, now) + 1
-        s = repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet, http=_http(ns))
-    except ToolError as e:
-        print(f"oklog repair: {e}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as e:
-        print(f"oklog repair: {describe_error(e)}", file=sys.stderr)
+        return repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet, http=_http(ns))
+
+    s = _run("repair", run)
+    if s is None:
         return 1
     print(
         f"repair: {s.slices} slices, {s.records} records examined, {s.under_replicated} under-replicated, "
@@ -698,13 +698,8 @@ def repair_main(ns: argparse.Namespace) -> int:
 
 def rebalance_main(ns: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    try:
-        s = rebalance(ns.store, ns.ratio, progress=not ns.quiet, http=_http(ns))
-    except ToolError as e:
-        print(f"oklog rebalance: {e}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as e:
-        print(f"oklog rebalance: {describe_error(e)}", file=sys.stderr)
+    s = _run("rebalance", lambda: rebalance(ns.store, ns.ratio, progress=not ns.quiet, http=_http(ns)))
+    if s is None:
         return 1
     print(
         f"rebalance: moved {s.moved_segments} segments ({format_size(s.moved_bytes)}), "
@@ -725,6 +720,17 @@ def rebalance_main(ns: argparse.Namespace) -> int:
     for err in s.errors[:20]:
         print(f"oklog rebalance: error: {err}", file=sys.stderr)
     return 1 if s.errors else 0
+
+
+def _run(tool: str, work: Callable[[], T]) -> T | None:
+    """``work()``, or None once a failure it stops on is said in one line on stderr."""
+    try:
+        return work()
+    except ToolError as e:
+        print(f"oklog {tool}: {e}", file=sys.stderr)
+    except httpx.HTTPError as e:
+        print(f"oklog {tool}: {describe_error(e)}", file=sys.stderr)
+    return None
 
 
 def _http(ns: argparse.Namespace) -> HTTPKwargs:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypedDict
@@ -415,22 +415,13 @@ class Coordinator:
 
     async def _member(self, a: _Answer, params: QueryParams, matcher: Matcher, qs: str, head: bool,
                       ready: trio.Event) -> None:
-        tx, rx = trio.open_memory_channel[_Chunk](1)
-        try:
+        async def work(tx: ChunkSender, rx: ChunkReceiver) -> None:
             if a.member.api_addr is None:
                 await self._local(a, params, matcher, head, ready, tx, rx)
             else:
                 await self._remote(a, qs, head, ready, tx, rx)
-        except Exception as e:  # noqa: BLE001 - a member's failure is reported in the answer, never ends the query
-            if not ready.is_set():
-                a.error = describe(e)
-                a.rx = None
-                ready.set()
-            else:
-                await tell_merge(tx, e)
-        finally:
-            ready.set()
-            await tx.aclose()
+
+        await run_member(a, ready, work)
 
     async def _local(self, a: _Answer, params: QueryParams, matcher: Matcher, head: bool, ready: trio.Event,
                      tx: ChunkSender, rx: ChunkReceiver) -> None:
@@ -549,6 +540,31 @@ class _QueryRun:
         if not ok and self.status == 200:
             coord.partial += 1
         return ok
+
+
+class _Streaming(Protocol):
+    error: str
+    rx: _Unwrap | None
+
+
+async def run_member(
+    a: _Streaming, ready: trio.Event, work: Callable[[ChunkSender, ChunkReceiver], Awaitable[None]]
+) -> None:
+    """One member's part of a fan-out: ``work`` sets ``ready`` once the member
+    has begun its answer (``a.rx`` then carries it). A failure before that is
+    the member's error; after it, the merge hears of it."""
+    tx, rx = trio.open_memory_channel[_Chunk](1)
+    try:
+        await work(tx, rx)
+    except Exception as e:  # noqa: BLE001 - a member's failure is reported in the answer, never ends the query
+        if not ready.is_set():
+            a.error = describe(e)
+            a.rx = None
+        else:
+            await tell_merge(tx, e)
+    finally:
+        ready.set()
+        await tx.aclose()
 
 
 async def tell_merge(tx: ChunkSender, exc: BaseException) -> None:

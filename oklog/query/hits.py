@@ -36,13 +36,12 @@ from oklog.query.coordinator import (
     ChunkSender,
     Coordinator,
     StoreMember,
-    _Chunk,
     _errors,
     _int,
     _Unwrap,
     member_query_string,
     open_member,
-    tell_merge,
+    run_member,
     too_many_queries,
 )
 from oklog.query.count import ULID_LINE, Tally, rfc3339, ulid_lines
@@ -279,21 +278,13 @@ async def _count_local(coord: Coordinator, a: _Member, params: QueryParams, matc
 
 async def _ask(coord: Coordinator, a: _Member, params: QueryParams, matcher: Matcher, qs: str,
                ready: trio.Event) -> None:
-    tx, rx = trio.open_memory_channel[_Chunk](1)
-    try:
+    async def work(tx: ChunkSender, rx: ChunkReceiver) -> None:
         if a.member.api_addr is None:
             await _local(coord, a, params, matcher, qs, ready, tx, rx)
         else:
             await _remote(coord, a, qs, ready, tx, rx)
-    except Exception as e:  # noqa: BLE001 - a member's failure is reported in the answer, never ends the query
-        if not ready.is_set():
-            a.error = describe(e)
-            a.rx = None
-        else:
-            await tell_merge(tx, e)
-    finally:
-        ready.set()
-        await tx.aclose()
+
+    await run_member(a, ready, work)
 
 
 async def _local(coord: Coordinator, a: _Member, params: QueryParams, matcher: Matcher, qs: str,
