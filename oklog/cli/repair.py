@@ -24,27 +24,54 @@ against the bytes that must move; the ETA is the remainder at the rate so far.
 
 from __future__ import annotations
 
+import argparse
 import io
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TextIO, TypedDict, TypeVar, cast
 
 import httpx
 
 from oklog.addr import parse_addr
 from oklog.human import describe_error, format_duration, format_size
 from oklog.net.auth import NodeRoutes
-from oklog.node.config import DEFAULT_API_PORT
+from oklog.node.state import MemberRow, NodeState
+from oklog.query.answer import replicate_plan
 from oklog.records.merge import merge_dedup
 from oklog.records.record import ULID_LEN
+from oklog.units import DEFAULT_API_PORT
 
 SLICE_BYTES = 64 << 20  # per member, per slice
 POST_BYTES = 16 << 20  # records per /store/replicate request (a node bounds request bodies)
 BUSY_WAIT = 60.0  # seconds to keep retrying a member that answers 503 (busy)
 TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class SegmentRow(TypedDict):
+    """One segment of a member's ``GET /store/segments`` (sizes: records' bytes)."""
+
+    name: str
+    first: str  # its first ULID
+    last: str  # its last ULID
+    size: int
+    file_size: int  # on disk
+
+
+class SegmentsAnswer(TypedDict):
+    """A member's ``GET /store/segments``."""
+
+    segments: list[SegmentRow]
+    bytes: int
+    file_bytes: int
+    compaction_pending: bool
+
+
+T = TypeVar("T")
+HTTPKwargs = dict[str, Any]  # httpx.Client arguments (oklog.net.auth.tool_http_kwargs)
 
 
 class ToolError(Exception):
@@ -72,7 +99,7 @@ def cluster_view(client: httpx.Client, node: str) -> View:
     try:
         r = client.get(f"http://{host}:{port}/cluster/state")
         r.raise_for_status()
-        st = r.json()
+        st = cast(NodeState, r.json())  # a node's /cluster/state; its rows are read tolerantly below
     except httpx.InvalidURL:
         raise ToolError(f"-store: {node!r} is not an address (HOST:PORT)") from None
     except httpx.HTTPError as e:
@@ -81,14 +108,19 @@ def cluster_view(client: httpx.Client, node: str) -> View:
         raise ToolError(f"{host}:{port} did not answer with a cluster state (is it an oklog node?)") from None
     routes = getattr(client.auth, "node_route", None)
     if isinstance(routes, NodeRoutes):  # with the cluster key: members over their TLS port
-        routes.learn(st["members"])
+        routes.learn(cast(list[dict[str, Any]], st["members"]))
     stores = [m for m in st["members"] if m.get("role") in ("store", "ingeststore")]
     return View(
-        [Member(m["id"], m["api_addr"]) for m in stores if m.get("state") == "alive" and m.get("api_addr")],
+        [Member(m["id"], api) for m in stores if m.get("state") == "alive" and (api := _api_addr(m))],
         int(st.get("replication_factor", 1)),
         # a member that left handed its data off: it holds nothing that counts
         [f"{m['id']} ({m.get('state', 'unknown')})" for m in stores if m.get("state") not in ("alive", "left")],
     )
+
+
+def _api_addr(m: MemberRow) -> str:
+    api = m.get("api_addr")
+    return api if isinstance(api, str) else ""
 
 
 def _iso(ms: int) -> str:
@@ -116,7 +148,7 @@ class Progress:
     from the rate so far. On a terminal the line is rewritten in place; otherwise
     a line is printed at most every ``interval`` seconds, and at the end."""
 
-    def __init__(self, what: str, enabled: bool, stream=None, interval: float | None = None) -> None:
+    def __init__(self, what: str, enabled: bool, stream: TextIO | None = None, interval: float | None = None) -> None:
         self.what = what
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
@@ -228,7 +260,9 @@ def post_records(client: httpx.Client, api: str, data: bytes) -> str | None:
     return None
 
 
-def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s: RepairSummary) -> None:
+def repair_slice(
+    client: httpx.Client, members: list[Member], factor: int, lo: int, hi: int, s: RepairSummary
+) -> None:
     holders: dict[bytes, list[int]] = {}
     records: dict[bytes, bytes] = {}
     for i, m in enumerate(members):
@@ -237,18 +271,13 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
             u = rec[:ULID_LEN]
             holders.setdefault(u, []).append(i)
             records.setdefault(u, rec)
-    s.records += len(holders)
-    want = min(factor, len(members))
-    todo: dict[int, list[bytes]] = {}
-    for u, hs in holders.items():
-        if len(set(hs)) >= want:
-            s.short_of_members += len(set(hs)) < factor
-            continue
-        s.under_replicated += 1
-        missing = [i for i in range(len(members)) if i not in hs]
-        for i in random.sample(missing, want - len(set(hs))):
-            todo.setdefault(i, []).append(records[u] + b"\n")
-    for i, recs in todo.items():
+    # members lacking a record are picked at random: repeated runs spread the copies
+    plan = replicate_plan(holders, len(members), factor, random.sample)
+    s.records += plan.records
+    s.under_replicated += plan.under_replicated
+    s.short_of_members += plan.short_of_members
+    for i, keys in plan.copies.items():
+        recs = [records[u] + b"\n" for u in keys]
         body = merge_dedup([b"".join(sorted(recs))])
         failed = post_records(client, members[i].api, body)
         if failed:
@@ -258,7 +287,9 @@ def repair_slice(client, members: list[Member], factor: int, lo: int, hi: int, s
         s.copied_bytes += len(body)
 
 
-def repair(node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress=True, http: dict | None = None) -> RepairSummary:
+def repair(
+    node: str, from_ms: int, to_ms: int, step_ms: int = 0, progress: bool = True, http: HTTPKwargs | None = None
+) -> RepairSummary:
     """Slices start as the whole range (or ``step_ms`` wide when given) and are
     halved while a member holds more than SLICE_BYTES in one: an empty or sparse
     range costs a few HEAD requests, not one per fixed-width slice. Each slice
@@ -384,21 +415,24 @@ class RebalanceSummary:
         return len(self.skips)
 
 
-def _segment_answers(client, members: list[Member]) -> dict[str, dict]:
+def _segment_answers(client: httpx.Client, members: list[Member]) -> dict[str, SegmentsAnswer]:
     """Every member's ``/store/segments`` answer, by member id."""
     out = {}
     for m in members:
         r = client.get(f"http://{m.api}/store/segments")
         r.raise_for_status()
-        out[m.id] = r.json()
+        out[m.id] = cast(SegmentsAnswer, r.json())
     return out
 
 
-def _store_sizes(client, members: list[Member]) -> dict[str, list[dict]]:
+Segments = dict[str, list[SegmentRow]]  # member id -> its segments
+
+
+def _store_sizes(client: httpx.Client, members: list[Member]) -> Segments:
     return {k: v["segments"] for k, v in _segment_answers(client, members).items()}
 
 
-def _totals(segs: dict[str, list[dict]]) -> dict[str, int]:
+def _totals(segs: Segments) -> dict[str, int]:
     return {k: sum(x["size"] for x in v) for k, v in segs.items()}
 
 
@@ -408,7 +442,7 @@ def _excess(sizes: Mapping[str, float]) -> int:
     return int(sum(max(0.0, v - mean) for v in sizes.values()))
 
 
-def _holders(client, members: list[Member], source: Member, seg: dict) -> dict[str, set[bytes]]:
+def _holders(client: httpx.Client, members: list[Member], source: Member, seg: SegmentRow) -> dict[str, set[bytes]]:
     """The ULIDs each member but the source holds in the segment's range."""
     params = {"from": seg["first"], "to": seg["last"], "format": "raw"}
     out: dict[str, set[bytes]] = {}
@@ -425,7 +459,7 @@ SETTLE_ROUNDS = 5
 
 
 def rebalance(
-    node: str, ratio: float = 1.5, max_moves: int = 1000, progress=True, http: dict | None = None
+    node: str, ratio: float = 1.5, max_moves: int = 1000, progress: bool = True, http: HTTPKwargs | None = None
 ) -> RebalanceSummary:
     s = RebalanceSummary()
     with httpx.Client(timeout=TIMEOUT, **(http or {})) as client:  # http: oklog.net.auth.cli_http_kwargs
@@ -468,7 +502,7 @@ def _detail(s: RebalanceSummary, final: bool = False) -> str:
     return f"{format_size(s.moved_bytes)}{of} moved, {s.moved_segments} segments, {s.skipped} skipped"
 
 
-def _settled_sizes(client, members, timeout: float = 30.0) -> dict[str, list[dict]]:
+def _settled_sizes(client: httpx.Client, members: list[Member], timeout: float = 30.0) -> Segments:
     """Segment lists once no member has maintenance work left (receivers compact
     what they got) and two readings a second apart agree."""
     deadline = time.monotonic() + timeout
@@ -483,7 +517,7 @@ def _settled_sizes(client, members, timeout: float = 30.0) -> dict[str, list[dic
         time.sleep(0.5 if busy else 1.0)
 
 
-def _candidates(segs: list[dict], gap: int, member: str, tried: set[tuple[str, str]]) -> list[dict]:
+def _candidates(segs: list[SegmentRow], gap: int, member: str, tried: set[tuple[str, str]]) -> list[SegmentRow]:
     """Segments worth trying: the largest that fits half the gap first (one move
     closes it), then the smaller ones; never one as large as the gap."""
     fits = [x for x in segs if (member, x["name"]) not in tried and x["size"] < gap]
@@ -492,7 +526,10 @@ def _candidates(segs: list[dict], gap: int, member: str, tried: set[tuple[str, s
     return half + rest
 
 
-def _rebalance_round(client, members, by_id, factor, ratio, budget, segs, tried, s, bar):
+def _rebalance_round(
+    client: httpx.Client, members: list[Member], by_id: dict[str, Member], factor: int, ratio: float, budget: int,
+    segs: Segments, tried: set[tuple[str, str]], s: RebalanceSummary, bar: Progress,
+) -> int:
     """Move segments off the largest store until the ratio holds, nothing
     movable is left or the budget of attempts is spent; returns the number of
     attempts made.
@@ -541,7 +578,8 @@ def _rebalance_round(client, members, by_id, factor, ratio, budget, segs, tried,
 
 
 def _move_segment(
-    client, members, src: Member, seg: dict, factor: int, sizes: dict[str, float], s: RebalanceSummary
+    client: httpx.Client, members: list[Member], src: Member, seg: SegmentRow, factor: int, sizes: dict[str, float],
+    s: RebalanceSummary,
 ) -> dict[str, float] | None:
     """Move one segment's records; the members' projected sizes if it moved,
     None if it was skipped (the reason recorded)."""
@@ -629,17 +667,16 @@ def parse_time(text: str, now: float) -> int:
     return ulid_ms(key)
 
 
-def repair_main(ns) -> int:
+def repair_main(ns: argparse.Namespace) -> int:
     now = time.time()
     t0 = time.monotonic()
-    try:
+
+    def run() -> RepairSummary:
         lo, hi = parse_time(getattr(ns, "from"), now), parse_time(ns.to, now) + 1
-        s = repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet, http=_http(ns))
-    except ToolError as e:
-        print(f"oklog repair: {e}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as e:
-        print(f"oklog repair: {describe_error(e)}", file=sys.stderr)
+        return repair(ns.store, lo, hi, int(ns.step * 1000), progress=not ns.quiet, http=_http(ns))
+
+    s = _run("repair", run)
+    if s is None:
         return 1
     print(
         f"repair: {s.slices} slices, {s.records} records examined, {s.under_replicated} under-replicated, "
@@ -659,15 +696,10 @@ def repair_main(ns) -> int:
     return 1 if s.errors else 0
 
 
-def rebalance_main(ns) -> int:
+def rebalance_main(ns: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    try:
-        s = rebalance(ns.store, ns.ratio, progress=not ns.quiet, http=_http(ns))
-    except ToolError as e:
-        print(f"oklog rebalance: {e}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as e:
-        print(f"oklog rebalance: {describe_error(e)}", file=sys.stderr)
+    s = _run("rebalance", lambda: rebalance(ns.store, ns.ratio, progress=not ns.quiet, http=_http(ns)))
+    if s is None:
         return 1
     print(
         f"rebalance: moved {s.moved_segments} segments ({format_size(s.moved_bytes)}), "
@@ -690,7 +722,18 @@ def rebalance_main(ns) -> int:
     return 1 if s.errors else 0
 
 
-def _http(ns) -> dict:
+def _run(tool: str, work: Callable[[], T]) -> T | None:
+    """``work()``, or None once a failure it stops on is said in one line on stderr."""
+    try:
+        return work()
+    except ToolError as e:
+        print(f"oklog {tool}: {e}", file=sys.stderr)
+    except httpx.HTTPError as e:
+        print(f"oklog {tool}: {describe_error(e)}", file=sys.stderr)
+    return None
+
+
+def _http(ns: argparse.Namespace) -> HTTPKwargs:
     from oklog.net.auth import tool_http_kwargs
 
     return tool_http_kwargs(ns)

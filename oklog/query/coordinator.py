@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, TypedDict
 from urllib.parse import urlencode
 
 import httpx
 import trio
 
+from oklog.cluster.swim import MemberInfo
 from oklog.net.http import HTTPError, Request, Response, Start, Write
+from oklog.query.answer import Verdict, errors_header, replicate_plan, verdict
 from oklog.query.context import context_args, with_context
+from oklog.query.engine import Matcher
 from oklog.query.fanout import (
     Absent,
+    Emit,
     MemberHealth,
     Observed,
     Roster,
@@ -36,6 +42,7 @@ from oklog.query.fanout import (
     sanitize,
 )
 from oklog.query.format import NATIVE_MODES
+from oklog.query.params import QueryParams
 from oklog.query.plan import execute, plan_query
 from oklog.records.framing import Carry
 from oklog.records.record import ULID_LEN, ulid_ms
@@ -55,7 +62,8 @@ log = logging.getLogger("oklog.query.plan")
 CHUNK = 1 << 20
 READ_REPAIR_MAX = 20_000  # results larger than this are not checked for read repair
 STREAM_IDLE = 60.0  # a member that has answered may pause this long between chunks
-ERRORS_MAX = 2000  # characters of X-Oklog-Errors
+Formatter = Callable[[bytes], bytes] | None  # a ``format=`` mode (None: raw records)
+Spawn = Callable[..., Any]  # start a background task: ``spawn(async_fn, *args)``
 
 
 @dataclass(frozen=True)
@@ -71,13 +79,40 @@ class _Failed:
         self.exc = exc
 
 
+_Chunk = bytes | _Failed
+ChunkSender = trio.MemorySendChannel[_Chunk]
+ChunkReceiver = trio.MemoryReceiveChannel[_Chunk]
+
+
+class _Part(Protocol):
+    """One member's part of a fan-out (``_Answer`` here, ``hits._Member``)."""
+
+    member: StoreMember
+    segments: int
+    size: int
+    error: str
+
+
+class MissingMember(TypedDict):
+    id: str
+    reason: str
+
+
+class MissingNow(TypedDict):
+    """``pipeline.queries.missing`` of ``/cluster/state`` (``oklog.node.state.Missing``
+    declares ``members`` as strings; the node sends these rows)."""
+
+    members: list[MissingMember]
+    complete: bool
+
+
 @dataclass
 class _Answer:
     member: StoreMember
     segments: int = 0
     size: int = 0
     error: str = ""
-    rx: trio.MemoryReceiveChannel | None = None
+    rx: _Unwrap | None = None
     seen: dict[bytes, bytes] | None = None  # ULID -> record, for read repair
 
     def note(self, chunk: bytes) -> None:
@@ -95,36 +130,33 @@ def member_query_string(req: Request) -> str:
     return urlencode(pairs, encoding="latin-1")
 
 
-def observe_gossip(members) -> list[Observed]:
+def observe_gossip(members: Iterable[MemberInfo]) -> list[Observed]:
     """Store members of a gossip view (``MemberInfo`` rows) as the roster sees them."""
-    out = []
-    for m in members:
-        if not m.serves("store"):
-            continue
-        meta = m.meta if isinstance(m.meta, dict) else {}
-        api = meta.get("api_addr")
-        stored = meta.get("store_bytes")
-        segs = meta.get("store_segments")
-        if isinstance(stored, int) and not isinstance(stored, bool):
-            holds = stored > 0 or (isinstance(segs, int) and segs > 0)
-        else:
-            stored, holds = None, True  # unknown: it may hold anything
-        lo = meta.get("store_lo_ms")
-        if type(lo) is not int:
-            lo = None  # not advertised (empty, or an older node): it may hold anything
-        out.append(
-            Observed(
-                m.id,
-                None if m.is_self else (api if isinstance(api, str) and api else None),
-                m.state,
-                float(m.since),
-                holds,
-                stored,
-                m.is_self,
-                lo,
-            )
-        )
-    return out
+    return [_observed(m) for m in members if m.serves("store")]
+
+
+def _observed(m: MemberInfo) -> Observed:
+    meta = m.meta if isinstance(m.meta, dict) else {}
+    api = meta.get("api_addr")
+    raw_stored = meta.get("store_bytes")
+    segs = meta.get("store_segments")
+    stored: int | None
+    if isinstance(raw_stored, int) and not isinstance(raw_stored, bool):
+        stored, holds = raw_stored, raw_stored > 0 or (isinstance(segs, int) and segs > 0)
+    else:
+        stored, holds = None, True  # unknown: it may hold anything
+    raw_lo = meta.get("store_lo_ms")
+    lo = raw_lo if type(raw_lo) is int else None  # not advertised (empty, or an older node): it may hold anything
+    return Observed(
+        m.id,
+        None if m.is_self else (api if isinstance(api, str) and api else None),
+        m.state,
+        float(m.since),
+        holds,
+        stored,
+        m.is_self,
+        lo,
+    )
 
 
 def query_hi_ms(hi_excl: bytes) -> int | None:
@@ -154,7 +186,7 @@ class Coordinator:
         client: httpx.AsyncClient,
         member_timeout: float = 5.0,
         factor: int = 1,
-        spawn=None,
+        spawn: Spawn | None = None,
         *,
         view: Callable[[], list[Observed] | None] | None = None,
         assured: Callable[[], bool] | None = None,
@@ -251,7 +283,7 @@ class Coordinator:
         self.members_skipped += len(skipped)
         return ask, absent, len(skipped)
 
-    def missing(self) -> dict:
+    def missing(self) -> MissingNow:
         """Store members a query over all time could not ask now, and whether
         the others would still hold every record (for ``/cluster/state``; the
         dashboard shows this rather than assuming replicas cover a loss)."""
@@ -261,7 +293,7 @@ class Coordinator:
             "complete": complete_without(len(absent), self.factor, self.assured()),
         }
 
-    def note_answers(self, answers, missing: list[Absent], what: str) -> None:
+    def note_answers(self, answers: Iterable[_Part], missing: list[Absent], what: str) -> None:
         """Each remote member's answer goes into its health record; the members
         that failed join ``missing`` (they make the answer partial)."""
         now = time.monotonic()
@@ -277,97 +309,66 @@ class Coordinator:
 
     # -- the query ------------------------------------------------------------------
 
-    async def _handle(self, req: Request) -> Response:
-        self.queries += 1
-        params, matcher = parse_request(req)  # 400 before any fan-out
-        fmt = parse_format(req)
-        ctx = context_args(req)  # -A/-B/-C: every record of the range is merged here
+    def plan_or_503(self, params: QueryParams, what: str) -> tuple[list[StoreMember], list[Absent], int]:
+        """``_plan`` for a query: a membership that cannot be read is a 503,
+        and so is a range no member can answer (unless all it skipped hold nothing)."""
         try:
             members, absent, skipped = self._plan(params.lo, params.hi_excl)
-        except Exception as e:
+        except Exception as e:  # the query boundary: any failure reading gossip is a 503, logged
             self.errors += 1
-            log.exception("query: reading the store membership failed")
+            log.exception("%s: reading the store membership failed", what)
             raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
-        if ctx is None and self.store is not None and not absent and [m.api_addr for m in members] == [None]:
-            resp = await local_query(self.store, self.limiter, req)  # alone: no merge needed
-            resp.headers["X-Oklog-Nodes-Skipped"] = str(skipped)
-            return resp
         if not members and not (skipped and not absent):
             self.partial += 1
             if not absent:
                 raise HTTPError(503, "no live store members")
             raise HTTPError(503, "no store member can answer: " + _errors(absent))
-        started = time.monotonic()
-        qs = member_query_string(req)
-        head = req.method == "HEAD"
-        emitter = self._emitter
+        return members, absent, skipped
+
+    def verdict(
+        self, answers: Sequence[_Part], missing: list[Absent], members: int, skipped: int
+    ) -> Verdict:
+        """The status and headers of a fan-out answer (``answer.verdict``), counted."""
+        v = verdict(
+            answers,
+            missing,
+            factor=self.factor,
+            assured=self.assured(),
+            store_members=max(self.roster.total(), members),
+            skipped=skipped,
+        )
+        if not v.complete:
+            self.partial += 1
+        return v
+
+    def fanout_headers(
+        self, answers: Sequence[_Part], missing: list[Absent], v: Verdict, params: QueryParams, started: float
+    ) -> dict[str, str]:
+        headers = stats_headers(
+            len(answers), sum(a.segments for a in answers), sum(a.size for a in answers), len(missing), started
+        )
+        headers.update(param_headers(params))
+        headers.update(v.headers)
+        return headers
+
+    async def _handle(self, req: Request) -> Response:
+        self.queries += 1
+        params, matcher = parse_request(req)  # 400 before any fan-out
+        fmt = parse_format(req)
+        ctx = context_args(req)  # -A/-B/-C: every record of the range is merged here
+        members, absent, skipped = self.plan_or_503(params, "query")
+        if ctx is None and self.store is not None and not absent and [m.api_addr for m in members] == [None]:
+            resp = await local_query(self.store, self.limiter, req)  # alone: no merge needed
+            resp.headers["X-Oklog-Nodes-Skipped"] = str(skipped)
+            return resp
+        run = _QueryRun(self, members, absent, skipped, params, matcher, fmt)
+        run.qs = member_query_string(req)
+        run.head = req.method == "HEAD"
         if ctx is not None:
-            qs, params, matcher, emitter = with_context(req, params, matcher, ctx)
-        total = max(self.roster.total(), len(members))
+            run.qs, run.params, run.matcher, run.emitter = with_context(req, params, matcher, ctx)
+        return Response(200, respond=run.respond)
 
-        async def respond(start: Start, write: Write) -> None:
-            async with trio.open_nursery() as nursery:
-                answers = [_Answer(m, seen={} if self.factor > 1 and not head else None) for m in members]
-                ready = []
-                for a in answers:
-                    ev = trio.Event()
-                    ready.append(ev)
-                    nursery.start_soon(self._member, a, params, matcher, qs, head, ev)
-                for ev in ready:
-                    await ev.wait()
-                missing = list(absent)
-                self.note_answers(answers, missing, "query")
-                complete = complete_without(len(missing), self.factor, self.assured())
-                headers = stats_headers(
-                    len(answers),
-                    sum(a.segments for a in answers),
-                    sum(a.size for a in answers),
-                    len(missing),
-                    started,
-                )
-                headers.update(param_headers(params))
-                headers["X-Oklog-Store-Members"] = str(total)
-                headers["X-Oklog-Nodes-Skipped"] = str(skipped)
-                if missing:
-                    headers["X-Oklog-Errors"] = _errors(missing)
-                    headers["X-Oklog-Complete"] = "true" if complete else "false"
-                status = 200 if complete else 206
-                if not complete:
-                    self.partial += 1
-                if answers and all(a.error for a in answers):
-                    status = 502
-                await start(status, headers)
-                if head:
-                    return
-                streams = [a.rx for a in answers if a.rx is not None]
-                streaming = [a for a in answers if a.rx is not None]
-                lost = [len(missing)]
-
-                def on_fail(i: int, exc: BaseException) -> bool:
-                    a = streaming[i]
-                    a.error = describe(exc)
-                    a.seen = None  # no read repair from an incomplete answer
-                    if a.member.api_addr is not None:
-                        self.health.failed(a.member.name, time.monotonic(), a.error)
-                    lost[0] += 1
-                    ok = complete_without(lost[0], self.factor, self.assured())
-                    log.warning(
-                        "query: member %s failed mid-stream: %s (%s)",
-                        a.member.name,
-                        a.error,
-                        "its records are held by other members" if ok else "answer cut short",
-                    )
-                    if not ok and status == 200:
-                        self.partial += 1
-                    return ok
-
-                await merge_streams(streams, emitter(fmt, write), on_fail)
-                if lost[0] == 0:
-                    self._read_repair(answers)
-
-        return Response(200, respond=respond)
-
-    def _emitter(self, fmt, write: Write):
+    def _emitter(self, fmt: Formatter, write: Write) -> Emit:
         """Raw merged records → formatted pieces, each written before the next
         is formatted: a slow reader holds back the merge, and through it the
         members' scans (see ``api._formatted`` for why on the loop)."""
@@ -382,27 +383,24 @@ class Coordinator:
     def _read_repair(self, answers: list[_Answer]) -> None:
         """Records this query saw on fewer than ``factor`` members get copied to
         members that lack them, in the background."""
-        if self.spawn is None or any(a.seen is None for a in answers):
+        if self.spawn is None:
             return
-        want = min(self.factor, len(answers))
-        todo: dict[int, list[bytes]] = {}
+        seen = [a.seen for a in answers]
+        if any(s is None for s in seen):
+            return
+        held = [s for s in seen if s is not None]
         holders: dict[bytes, list[int]] = {}
-        for i, a in enumerate(answers):
-            for u in a.seen or {}:
+        for i, s in enumerate(held):
+            for u in s:
                 holders.setdefault(u, []).append(i)
-        for u, hs in holders.items():
-            if len(hs) >= want:
-                continue
-            rec = answers[hs[0]].seen[u]  # type: ignore[index]
-            missing = [i for i in range(len(answers)) if i not in hs]
-            for i in missing[: want - len(hs)]:
-                todo.setdefault(i, []).append(rec + b"\n")
-        if not todo:
+        plan = replicate_plan(holders, len(answers), self.factor)
+        if not plan.copies:
             return
         self.read_repairs += 1
-        self.read_repair_records += sum(len(v) for v in todo.values())
-        for i, recs in todo.items():
-            self.spawn(self._replicate_to, answers[i].member, b"".join(sorted(recs)))
+        self.read_repair_records += plan.copy_count
+        for i, keys in plan.copies.items():
+            recs = sorted(held[holders[u][0]][u] + b"\n" for u in keys)
+            self.spawn(self._replicate_to, answers[i].member, b"".join(recs))
 
     async def _replicate_to(self, member: StoreMember, body: bytes) -> None:
         try:
@@ -412,37 +410,21 @@ class Coordinator:
             else:
                 r = await self.client.post(f"http://{member.api_addr}/store/replicate", content=body)
                 r.raise_for_status()
-        except Exception as e:  # the next query or `oklog repair` tries again
+        except Exception as e:  # noqa: BLE001 - a background copy: the next query or `oklog repair` tries again
             log.warning("read repair to %s failed: %s", member.name, describe(e))
 
-    async def _member(self, a: _Answer, params, matcher, qs: str, head: bool, ready: trio.Event) -> None:
-        tx, rx = trio.open_memory_channel(1)
-        try:
+    async def _member(self, a: _Answer, params: QueryParams, matcher: Matcher, qs: str, head: bool,
+                      ready: trio.Event) -> None:
+        async def work(tx: ChunkSender, rx: ChunkReceiver) -> None:
             if a.member.api_addr is None:
                 await self._local(a, params, matcher, head, ready, tx, rx)
             else:
                 await self._remote(a, qs, head, ready, tx, rx)
-        except Exception as e:
-            if not ready.is_set():
-                a.error = describe(e)
-                a.rx = None
-                ready.set()
-            else:
-                # After the answer began: tell the merge, never end the stream
-                # quietly (that would look like the member's last record).
-                try:
-                    tx.send_nowait(_Failed(e))
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    with trio.move_on_after(STREAM_IDLE):
-                        try:
-                            await tx.send(_Failed(e))
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            pass
-        finally:
-            ready.set()
-            await tx.aclose()
 
-    async def _local(self, a, params, matcher, head, ready, tx, rx) -> None:
+        await run_member(a, ready, work)
+
+    async def _local(self, a: _Answer, params: QueryParams, matcher: Matcher, head: bool, ready: trio.Event,
+                     tx: ChunkSender, rx: ChunkReceiver) -> None:
         assert self.store is not None
         plan = await trio.to_thread.run_sync(plan_query, self.store, params)
         a.segments, a.size = plan.segments, plan.bytes
@@ -465,26 +447,11 @@ class Coordinator:
         await execute(self.store, matcher, plan, send, self.limiter)
         plan.check_served()  # damage found while reading: the merge hears of it as of a member failing
 
-    async def _remote(self, a, qs, head, ready, tx, rx) -> None:
+    async def _remote(self, a: _Answer, qs: str, head: bool, ready: trio.Event, tx: ChunkSender,
+                      rx: ChunkReceiver) -> None:
         url = f"http://{a.member.api_addr}/store/_query?{qs}"
-        timeout = httpx.Timeout(STREAM_IDLE, connect=self.member_timeout)
-        method = "HEAD" if head else "GET"
+        resp = await open_member(self.client, "HEAD" if head else "GET", url, self.member_timeout)
         try:
-            with trio.fail_after(self.member_timeout):
-                req = self.client.build_request(method, url, timeout=timeout)
-                resp = await self.client.send(req, stream=True)
-        except trio.TooSlowError:
-            raise RuntimeError(f"no answer within {self.member_timeout:g}s") from None
-        try:
-            if resp.status_code != 200:
-                text = b""
-                with trio.move_on_after(self.member_timeout):
-                    async for chunk in resp.aiter_raw():
-                        text += chunk
-                        if len(text) >= 1024:  # enough to say why; a peer's body is not kept
-                            break
-                why = sanitize(text[:1024].decode("utf-8", "replace"), 200)
-                raise RuntimeError(f"{resp.status_code} {why}".strip())
             a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
             a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
             a.rx = None if head else _Unwrap(rx)
@@ -502,20 +469,157 @@ class Coordinator:
             await resp.aclose()
 
 
+class _QueryRun:
+    """One fanned-out query, from asking the members to the last merged byte:
+    the status is decided once every member has begun its answer (or failed)."""
+
+    def __init__(self, coord: Coordinator, members: list[StoreMember], absent: list[Absent], skipped: int,
+                 params: QueryParams, matcher: Matcher, fmt: Formatter) -> None:
+        self.coord = coord
+        self.members = members
+        self.absent = absent
+        self.skipped = skipped
+        self.params = params
+        self.matcher = matcher
+        self.fmt = fmt
+        self.qs = ""
+        self.head = False
+        self.emitter: Callable[[Formatter, Write], Emit] = coord._emitter
+        self.started = time.monotonic()
+        self.answers: list[_Answer] = []
+        self.streaming: list[_Answer] = []
+        self.lost = 0
+        self.status = 200
+
+    async def respond(self, start: Start, write: Write) -> None:
+        coord = self.coord
+        async with trio.open_nursery() as nursery:
+            await self._ask(nursery)
+            missing = list(self.absent)
+            coord.note_answers(self.answers, missing, "query")
+            v = coord.verdict(self.answers, missing, len(self.members), self.skipped)
+            self.status = v.status
+            await start(v.status, coord.fanout_headers(self.answers, missing, v, self.params, self.started))
+            if self.head:
+                return
+            self.streaming = [a for a in self.answers if a.rx is not None]
+            self.lost = len(missing)
+            streams = [a.rx for a in self.streaming if a.rx is not None]
+            await merge_streams(streams, self.emitter(self.fmt, write), self.on_fail)
+            if self.lost == 0:
+                coord._read_repair(self.answers)
+
+    async def _ask(self, nursery: trio.Nursery) -> None:
+        """Start every member's answer; return once each has begun (or failed)."""
+        keep = self.coord.factor > 1 and not self.head
+        self.answers = [_Answer(m, seen={} if keep else None) for m in self.members]
+        ready = []
+        for a in self.answers:
+            ev = trio.Event()
+            ready.append(ev)
+            nursery.start_soon(self.coord._member, a, self.params, self.matcher, self.qs, self.head, ev)
+        for ev in ready:
+            await ev.wait()
+
+    def on_fail(self, i: int, exc: BaseException) -> bool:
+        """A member failed mid-stream: carry on without it only if the others hold its records."""
+        coord = self.coord
+        a = self.streaming[i]
+        a.error = describe(exc)
+        a.seen = None  # no read repair from an incomplete answer
+        if a.member.api_addr is not None:
+            coord.health.failed(a.member.name, time.monotonic(), a.error)
+        self.lost += 1
+        ok = complete_without(self.lost, coord.factor, coord.assured())
+        log.warning(
+            "query: member %s failed mid-stream: %s (%s)",
+            a.member.name,
+            a.error,
+            "its records are held by other members" if ok else "answer cut short",
+        )
+        if not ok and self.status == 200:
+            coord.partial += 1
+        return ok
+
+
+class _Streaming(Protocol):
+    error: str
+    rx: _Unwrap | None
+
+
+async def run_member(
+    a: _Streaming, ready: trio.Event, work: Callable[[ChunkSender, ChunkReceiver], Awaitable[None]]
+) -> None:
+    """One member's part of a fan-out: ``work`` sets ``ready`` once the member
+    has begun its answer (``a.rx`` then carries it). A failure before that is
+    the member's error; after it, the merge hears of it."""
+    tx, rx = trio.open_memory_channel[_Chunk](1)
+    try:
+        await work(tx, rx)
+    except Exception as e:  # noqa: BLE001 - a member's failure is reported in the answer, never ends the query
+        if not ready.is_set():
+            a.error = describe(e)
+            a.rx = None
+        else:
+            await tell_merge(tx, e)
+    finally:
+        ready.set()
+        await tx.aclose()
+
+
+async def tell_merge(tx: ChunkSender, exc: BaseException) -> None:
+    """After a member's answer began: tell the merge it failed, never end its
+    stream quietly (that would look like the member's last record)."""
+    try:
+        tx.send_nowait(_Failed(exc))
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        with trio.move_on_after(STREAM_IDLE):
+            try:
+                await tx.send(_Failed(exc))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+
+async def open_member(client: httpx.AsyncClient, method: str, url: str, member_timeout: float) -> httpx.Response:
+    """A member's streamed answer, begun within ``member_timeout``; a status
+    other than 200 raises with (a sanitized start of) the member's reason."""
+    timeout = httpx.Timeout(STREAM_IDLE, connect=member_timeout)
+    try:
+        with trio.fail_after(member_timeout):
+            resp = await client.send(client.build_request(method, url, timeout=timeout), stream=True)
+    except trio.TooSlowError:
+        raise RuntimeError(f"no answer within {member_timeout:g}s") from None
+    if resp.status_code == 200:
+        return resp
+    try:
+        text = b""
+        with trio.move_on_after(member_timeout):
+            async for chunk in resp.aiter_raw():
+                text += chunk
+                if len(text) >= 1024:  # enough to say why; a peer's body is not kept
+                    break
+    finally:
+        await resp.aclose()
+    why = sanitize(text[:1024].decode("utf-8", "replace"), 200)
+    raise RuntimeError(f"{resp.status_code} {why}".strip())
+
+
 class _Unwrap:
     """A member's chunk channel as the merge reads it: a ``_Failed`` marker
     raises the member's error there."""
 
-    def __init__(self, rx: trio.MemoryReceiveChannel) -> None:
+    def __init__(self, rx: ChunkReceiver) -> None:
         self.rx = rx
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> _Unwrap:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> None:
         await self.rx.aclose()
 
-    def __aiter__(self):
+    def __aiter__(self) -> _Unwrap:
         return self
 
     async def __anext__(self) -> bytes:
@@ -535,7 +639,4 @@ def _int(text: str | None) -> int:
         return 0
 
 
-def _errors(missing: list[Absent]) -> str:
-    """``name: reason; ...`` safe for a header (a member's error text may hold CR LF)."""
-    text = "; ".join(f"{sanitize(m.name, 100)}: {sanitize(m.reason, 300)}" for m in missing)
-    return sanitize(text, ERRORS_MAX)
+_errors = errors_header

@@ -17,11 +17,16 @@ transfer, never a hang and never a silently short 200).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
 
 import trio
 
+from oklog.query.answer import Absent as Absent
+from oklog.query.answer import complete_without as complete_without
+from oklog.query.answer import sanitize as sanitize
 from oklog.records.merge import iter_merge, seek
 from oklog.records.record import ULID_LEN
 
@@ -71,10 +76,80 @@ class MergeState:
 READ_AHEAD = 4 << 20  # bytes buffered per member stream beyond what can be emitted
 
 
+class RecordStream(Protocol):
+    """A member's answer as the merge reads it: whole-record chunks in ULID
+    order (a trio receive channel, or ``coordinator._Unwrap`` around one);
+    a member's failure raises from the iteration."""
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> object: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+OnFail = Callable[[int, BaseException], bool]
+
+
+class _Merge:
+    """The pumps (one per stream, each filling its buffer) and the loop that
+    emits everything below the watermark whenever a pump brings data."""
+
+    def __init__(self, n: int, emit: Emit, on_fail: OnFail | None) -> None:
+        self.state = MergeState([b""] * n, [False] * n)
+        self.emit = emit
+        self.on_fail = on_fail
+        self.wake = trio.Event()
+        self.emitted = trio.Event()
+        self.failures: list[BaseException] = []
+
+    async def pump(self, i: int, rx: RecordStream) -> None:
+        state = self.state
+        try:
+            async with rx:
+                async for chunk in rx:
+                    state.buffers[i] += chunk
+                    self.wake.set()
+                    while len(state.buffers[i]) > READ_AHEAD and not self.failures:
+                        await self.emitted.wait()
+        except Exception as e:  # noqa: BLE001 - a member's failure, whatever it is, is decided by on_fail
+            if self.on_fail is None or not self.on_fail(i, e):
+                self.failures.append(e)
+        finally:
+            state.done[i] = True
+            self.wake.set()
+
+    async def run(self) -> None:
+        """Emit until every stream is done; a failure not carried on raises here."""
+        while True:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            if self.failures:
+                raise self.failures[0]
+            if all(self.state.done):
+                out = self.state.take_upto(None)
+                if out:
+                    await self.emit(out)
+                return
+            await self._emit_below_watermark()
+
+    async def _emit_below_watermark(self) -> None:
+        w = self.state.watermark()
+        if w is None:
+            return
+        out = self.state.take_upto(w)
+        if out:
+            await self.emit(out)
+            self.emitted.set()
+            self.emitted = trio.Event()
+
+
 async def merge_streams(
-    streams: list[trio.MemoryReceiveChannel],
+    streams: Sequence[RecordStream],
     emit: Emit,
-    on_fail: Callable[[int, BaseException], bool] | None = None,
+    on_fail: OnFail | None = None,
 ) -> None:
     """Merge sorted record streams (channels of whole-record chunks) in order.
 
@@ -83,50 +158,13 @@ async def merge_streams(
     A stream that fails is passed to ``on_fail(index, exc)``: True carries on
     without it (its records are held elsewhere), False (or no callback) aborts.
     """
-    n = len(streams)
-    if n == 0:
+    if not streams:
         return
-    state = MergeState([b""] * n, [False] * n)
-    wake = trio.Event()
-    failures: list[BaseException] = []
-    emitted = trio.Event()
-
-    async def pump(i: int, rx: trio.MemoryReceiveChannel) -> None:
-        nonlocal wake
-        try:
-            async with rx:
-                async for chunk in rx:
-                    state.buffers[i] += chunk
-                    wake.set()
-                    while len(state.buffers[i]) > READ_AHEAD and not failures:
-                        await emitted.wait()
-        except Exception as e:  # noqa: BLE001 — decided below
-            if on_fail is None or not on_fail(i, e):
-                failures.append(e)
-        finally:
-            state.done[i] = True
-            wake.set()
-
+    merge = _Merge(len(streams), emit, on_fail)
     async with trio.open_nursery() as nursery:
         for i, rx in enumerate(streams):
-            nursery.start_soon(pump, i, rx)
-        while True:
-            await wake.wait()
-            wake = trio.Event()
-            if failures:
-                raise failures[0]
-            if all(state.done):
-                out = state.take_upto(None)
-                if out:
-                    await emit(out)
-                return
-            w = state.watermark()
-            if w is not None:
-                out = state.take_upto(w)
-                if out:
-                    await emit(out)
-                    emitted.set()
-                    emitted = trio.Event()
+            nursery.start_soon(merge.pump, i, rx)
+        await merge.run()
 
 
 # -- who may hold records, and who is not answering (pure) ----------------------------
@@ -146,23 +184,6 @@ SPAN_SLACK_MS = CLOCK_SKEW_MS
 # lowered figures spread through gossip only afterwards), nobody's span is
 # trusted for this long.
 SPAN_GRACE = 120.0
-
-
-def sanitize(text: str, limit: int = 300) -> str:
-    """Remote text made safe for a header value and one terminal line: control
-    bytes (CR, LF, NUL, ...) and non-ASCII become spaces or '?', runs of spaces
-    collapse, and the result is cut to ``limit`` characters."""
-    out = []
-    for ch in text[: limit * 4]:
-        o = ord(ch)
-        if o < 0x20 or o == 0x7F:
-            out.append(" ")
-        elif o > 0x7E:
-            out.append("?")
-        else:
-            out.append(ch)
-    s = " ".join("".join(out).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def describe(exc: BaseException) -> str:
@@ -199,14 +220,6 @@ class Known:
     lo_ms: int | None = None
 
 
-@dataclass(frozen=True)
-class Absent:
-    """A store member that may hold records of the query and is not answering."""
-
-    name: str
-    reason: str
-
-
 @dataclass
 class Roster:
     """Store members this node knows, including those gossip has declared dead
@@ -221,37 +234,9 @@ class Roster:
 
     def observe(self, now: float, members: list[Observed]) -> None:
         self.now = now
-        present = set()
         for m in members:
-            present.add(m.id)
-            k = self.known.get(m.id)
-            alive = m.state in ("alive", "suspect")
-            if m.state == "left" and (k is None or k.state != "left"):
-                # First seen already gone: since it left (its clock, capped by ours).
-                self.departed = max(self.departed, now if k is not None else min(now, m.since))
-            if k is None:
-                # First seen dead: it was last alive no later than when it died.
-                last = now if alive else m.since
-                k = self.known[m.id] = Known(
-                    m.id, m.api_addr, m.state, last, m.holds_data, m.stored_bytes, m.is_self, m.lo_ms
-                )
-            k.state = m.state
-            if m.api_addr is not None or m.is_self:
-                k.api_addr = m.api_addr
-            k.is_self = m.is_self
-            if alive:
-                k.last_alive = now
-                k.holds_data = m.holds_data
-                k.stored_bytes = m.stored_bytes
-                k.lo_ms = m.lo_ms
-            else:
-                # Gossip's last word on a member that is gone may be newer than
-                # what was seen while it was alive: only ever widen the span.
-                k.lo_ms = _lower(k.lo_ms, m.lo_ms)
-            if m.state == "left":
-                # A leaving member's last word on what it holds.
-                k.holds_data = m.holds_data
-                k.stored_bytes = m.stored_bytes
+            self._see(now, m)
+        present = {m.id for m in members}
         for k in list(self.known.values()):
             if k.id in present:
                 continue
@@ -262,6 +247,37 @@ class Roster:
         if len(self.known) > MAX_REMEMBERED:
             for k in sorted(self.known.values(), key=lambda k: k.last_alive)[: len(self.known) - MAX_REMEMBERED]:
                 del self.known[k.id]
+
+    def _see(self, now: float, m: Observed) -> None:
+        """One member's row of this observation."""
+        k = self.known.get(m.id)
+        alive = m.state in ("alive", "suspect")
+        if m.state == "left" and (k is None or k.state != "left"):
+            # First seen already gone: since it left (its clock, capped by ours).
+            self.departed = max(self.departed, now if k is not None else min(now, m.since))
+        if k is None:
+            # First seen dead: it was last alive no later than when it died.
+            last = now if alive else m.since
+            k = self.known[m.id] = Known(
+                m.id, m.api_addr, m.state, last, m.holds_data, m.stored_bytes, m.is_self, m.lo_ms
+            )
+        k.state = m.state
+        if m.api_addr is not None or m.is_self:
+            k.api_addr = m.api_addr
+        k.is_self = m.is_self
+        if alive:
+            k.last_alive = now
+            k.holds_data = m.holds_data
+            k.stored_bytes = m.stored_bytes
+            k.lo_ms = m.lo_ms
+        else:
+            # Gossip's last word on a member that is gone may be newer than
+            # what was seen while it was alive: only ever widen the span.
+            k.lo_ms = _lower(k.lo_ms, m.lo_ms)
+        if m.state == "left":
+            # A leaving member's last word on what it holds.
+            k.holds_data = m.holds_data
+            k.stored_bytes = m.stored_bytes
 
     def total(self) -> int:
         return len(self.known)
@@ -373,10 +389,3 @@ class MemberHealth:
         for n in list(self.members):
             if n not in names:
                 del self.members[n]
-
-
-def complete_without(missing: int, factor: int, assured: bool) -> bool:
-    """Do the members that answered hold every record although ``missing``
-    members may hold some? Only when every record is known to be written to
-    ``factor`` members (``assured``) and fewer than ``factor`` are missing."""
-    return missing == 0 or (assured and missing < factor)

@@ -21,37 +21,46 @@ step since the epoch, empty ones are left out.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
-from typing import Any
+from urllib.parse import parse_qs
 
-import httpx
 import trio
 
 from oklog.net.http import HTTPError, Request, Response
 from oklog.query.coordinator import (
     CHUNK,
-    STREAM_IDLE,
+    ChunkReceiver,
+    ChunkSender,
     Coordinator,
     StoreMember,
     _errors,
-    _Failed,
     _int,
     _Unwrap,
     member_query_string,
+    open_member,
+    run_member,
     too_many_queries,
 )
-from oklog.query.count import ULID_LINE, Tally, rfc3339
-from oklog.query.fanout import complete_without, describe, merge_streams, sanitize
+from oklog.query.count import ULID_LINE, Tally, rfc3339, ulid_lines
+from oklog.query.engine import Matcher
+from oklog.query.fanout import Emit, describe, merge_streams
+from oklog.query.fields import by_lines
+from oklog.query.params import QueryParams
 from oklog.query.plan import Plan, execute, plan_query
+from oklog.query.terms import TermsMatcher
 from oklog.records.record import ulid_ms
-from oklog.store.api import param_headers, parse_request, stats_headers
+from oklog.store.api import parse_request
 from oklog.units import parse_duration
 
 log = logging.getLogger("oklog.query.plan")
 
 MAX_STEP_BUCKETS = 1_000_000  # a step so small the answer would be enormous is refused
+
+# value (JSON text) -> [count, bytes, first ULID, last ULID], as ``Tally.add_by`` keeps them
+ByValues = dict[bytes, list[int | bytes]]
 
 
 def parse_step(text: str | None) -> int:
@@ -94,83 +103,94 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     step = parse_step(req.arg("step"))
     by = req.arg("by") or ""
     top = _top(req.arg("top"))
-    values: dict[bytes, list] = {}
     coord.queries += 1
-    try:
-        members, absent, skipped_members = coord._plan(params.lo, params.hi_excl)
-    except Exception as e:
-        coord.errors += 1
-        log.exception("hits: reading the store membership failed")
-        raise HTTPError(503, f"store membership unavailable: {type(e).__name__}") from None
-    if not members and not (skipped_members and not absent):
-        coord.partial += 1
-        if not absent:
-            raise HTTPError(503, "no live store members")
-        raise HTTPError(503, "no store member can answer: " + _errors(absent))
-    tally = Tally(step)
+    members, absent, skipped_members = coord.plan_or_503(params, "hits")
     req.query.pop("skipped", None)  # the second pass below asks for those
-    qs = member_query_string(req)
-    answers = [_Member(m) for m in members]
-    missing = list(absent)
-
-    async def emit(data: bytes) -> None:
-        if by:
-            tally.add_by(data, values)
-        else:
-            tally.add(data)
-
-    await _fan_out(coord, answers, params, matcher, qs, emit, None if by else tally)
-    skipped = None
-    if params.where and not by:
-        # Lines that were neither JSON nor logfmt, counted exactly as matches
-        # are: a second pass whose members send the skipped records' ULIDs.
-        skipped = Tally()
-        sk_answers = [_Member(m) for m in members]
-        await _fan_out(
-            coord, sk_answers, params, _skipping(matcher), qs + "&skipped=true", _adder(skipped), skipped
-        )
-        for a, b in zip(answers, sk_answers, strict=True):
-            a.error = a.error or b.error
-    coord.note_answers(answers, missing, "hits")
-    complete = complete_without(len(missing), coord.factor, coord.assured())
-    headers = stats_headers(
-        len(answers), sum(a.segments for a in answers), sum(a.size for a in answers), len(missing), started
-    )
-    headers.update(param_headers(params))
-    headers["X-Oklog-Store-Members"] = str(max(coord.roster.total(), len(members)))
-    headers["X-Oklog-Nodes-Skipped"] = str(skipped_members)
-    body = tally.as_dict()
+    count = _Count(coord, members, params, matcher, member_query_string(req))
+    tally = Tally(step)
+    body: dict[str, object]
     if by:
-        ranked = sorted(values.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        body["by"] = by
-        body["values"] = [
-            {
-                "value": json.loads(v),
-                "count": c,
-                "bytes": size,
-                "first": rfc3339(ulid_ms(first)),
-                "last": rfc3339(ulid_ms(last)),
-            }
-            for v, (c, size, first, last) in ranked[: top or None]
-        ]
-    if skipped is not None:
-        body["skipped"] = skipped.total
-    body["complete"] = complete
+        values = await count.by_value(tally)
+        body = tally.as_dict() | {"by": by, "values": _ranked(values, top)}
+    else:
+        skipped = await count.matches(tally)
+        body = tally.as_dict()
+        if skipped is not None:
+            body["skipped"] = skipped.total
+    missing = list(absent)
+    coord.note_answers(count.answers, missing, "hits")
+    v = coord.verdict(count.answers, missing, len(members), skipped_members)
+    headers = coord.fanout_headers(count.answers, missing, v, params, started)
+    body["complete"] = v.complete
     if missing:
-        headers["X-Oklog-Errors"] = body["errors"] = _errors(missing)
-        headers["X-Oklog-Complete"] = "true" if complete else "false"
-    status = 200 if complete else 206
-    if not complete:
-        coord.partial += 1
-    if answers and all(a.error and not a.partial for a in answers):
+        body["errors"] = v.errors
+    status = v.status
+    if status == 502 and any(a.partial for a in count.answers):
+        status = 206  # a member lacking only quarantined records did answer
+    if status == 502:
         raise HTTPError(502, "no store member answered: " + _errors(missing))
     resp = Response.json(body, status)
     resp.headers.update(headers)
     return resp
 
 
+def _ranked(values: ByValues, top: int) -> list[dict[str, object]]:
+    """``by=`` values, the most frequent first (``top`` of them; 0: all)."""
+    ranked = sorted(values.items(), key=lambda kv: (-int(kv[1][0]), kv[0]))
+    out: list[dict[str, object]] = []
+    for v, (c, size, first, last) in ranked[: top or None]:
+        assert isinstance(first, bytes) and isinstance(last, bytes)
+        out.append(
+            {"value": json.loads(v), "count": c, "bytes": size,
+             "first": rfc3339(ulid_ms(first)), "last": rfc3339(ulid_ms(last))}
+        )
+    return out
+
+
+class _Count:
+    """The passes of one ``/store/hits`` over its members; ``answers`` holds
+    each member's part (a failure in any pass fails the member)."""
+
+    def __init__(self, coord: Coordinator, members: list[StoreMember], params: QueryParams, matcher: Matcher,
+                 qs: str) -> None:
+        self.coord = coord
+        self.members = members
+        self.params = params
+        self.matcher = matcher
+        self.qs = qs
+        self.answers = [_Member(m) for m in members]
+
+    async def by_value(self, tally: Tally) -> ByValues:
+        """Matches counted per value of the ``by=`` field (``tally`` keeps no count)."""
+        values: ByValues = {}
+
+        async def emit(data: bytes) -> None:
+            tally.add_by(data, values)
+
+        await _fan_out(self.coord, self.answers, self.params, self.matcher, self.qs, emit, None)
+        return values
+
+    async def matches(self, tally: Tally) -> Tally | None:
+        """Count the matches into ``tally``; with ``-where``, the count of
+        lines that were neither JSON nor logfmt, counted exactly as matches
+        are: a second pass whose members send the skipped records' ULIDs."""
+        await _fan_out(self.coord, self.answers, self.params, self.matcher, self.qs, _adder(tally), tally)
+        if not self.params.where:
+            return None
+        skipped = Tally()
+        again = [_Member(m) for m in self.members]
+        await _fan_out(
+            self.coord, again, self.params, _skipping(self.matcher), self.qs + "&skipped=true", _adder(skipped),
+            skipped,
+        )
+        for a, b in zip(self.answers, again, strict=True):
+            a.error = a.error or b.error
+        return skipped
+
+
 async def _fan_out(
-    coord: Coordinator, answers: list[_Member], params, matcher, qs: str, emit, tally: Tally | None = None
+    coord: Coordinator, answers: list[_Member], params: QueryParams, matcher: Matcher, qs: str, emit: Emit,
+    tally: Tally | None = None,
 ) -> None:
     if tally is not None and len(answers) == 1 and answers[0].member.api_addr is None:
         # this node's store alone answers: nothing to tell copies apart from,
@@ -191,20 +211,20 @@ async def _fan_out(
             streaming[i].error = describe(exc)
             return True  # counted as missing: the status says what it means
 
-        await merge_streams([a.rx for a in streaming], emit, on_fail)
+        await merge_streams([a.rx for a in streaming if a.rx is not None], emit, on_fail)
 
 
-def _adder(tally: Tally):
+def _adder(tally: Tally) -> Emit:
     async def emit(data: bytes) -> None:
         tally.add(data)
 
     return emit
 
 
-def _skipping(matcher):
+def _skipping(matcher: Matcher) -> Matcher:
     """The matcher of a -where query that keeps the skipped records instead."""
-    import copy
-
+    if not isinstance(matcher, TermsMatcher) or matcher.where is None:
+        raise TypeError("a -where query's matcher holds its WhereFilter")
     m = copy.copy(matcher)
     m.where = copy.copy(matcher.where)
     m.where.want_skipped = True
@@ -212,8 +232,6 @@ def _skipping(matcher):
 
 
 def qs_by(qs: str) -> str:
-    from urllib.parse import parse_qs
-
     return (parse_qs(qs).get("by") or [""])[-1]
 
 
@@ -235,7 +253,7 @@ class _Member:
         self.segments = 0
         self.size = 0
         self.error = ""
-        self.rx: Any = None  # an _Unwrap of the chunk channel once the member answers
+        self.rx: _Unwrap | None = None  # the chunk channel once the member answers
         # Answered, but without the records of quarantined segments (``error``
         # says which): counted as missing, not as a member that failed.
         self.partial = False
@@ -245,7 +263,7 @@ class _Member:
             self.error, self.partial = f"{plan.unserved()}", True
 
 
-async def _count_local(coord: Coordinator, a: _Member, params, matcher, tally: Tally) -> None:
+async def _count_local(coord: Coordinator, a: _Member, params: QueryParams, matcher: Matcher, tally: Tally) -> None:
     """As _ask for this node's store, counted in place: a damaged segment or
     block makes this member's answer a failure (a partial answer), as there."""
     from oklog.store.localcount import count_plan
@@ -265,88 +283,77 @@ async def _count_local(coord: Coordinator, a: _Member, params, matcher, tally: T
         if plan.damaged:
             a.error = f"{plan.unserved()}"
         a.lacks_quarantined(plan)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - this member's failure makes the answer partial, never ends the node
         a.error = describe(e)
 
 
-async def _ask(coord: Coordinator, a: _Member, params, matcher, qs: str, ready: trio.Event) -> None:
-    tx, rx = trio.open_memory_channel(1)
-    try:
+async def _ask(coord: Coordinator, a: _Member, params: QueryParams, matcher: Matcher, qs: str,
+               ready: trio.Event) -> None:
+    async def work(tx: ChunkSender, rx: ChunkReceiver) -> None:
         if a.member.api_addr is None:
-            assert coord.store is not None
-            store = coord.store
-            plan = await trio.to_thread.run_sync(plan_query, store, params)
-            a.segments, a.size = plan.segments, plan.bytes
-            if plan.unreadable > len(plan.quarantined):  # as a member answering 206: counted from the others
-                plan.close()
-                a.error = f"{plan.unserved()}"
-                return
-            a.rx = _Unwrap(rx)
-            ready.set()
-            from oklog.query.count import ulid_lines
-            from oklog.query.fields import by_lines
-
-            by = qs_by(qs)
-
-            async def send(chunk: bytes) -> None:
-                await tx.send(by_lines(chunk, by) if by else ulid_lines(chunk))
-
-            await execute(store, matcher, plan, send, coord.limiter)
-            plan.check_served()
-            a.lacks_quarantined(plan)
+            await _local(coord, a, params, matcher, qs, ready, tx, rx)
         else:
             await _remote(coord, a, qs, ready, tx, rx)
-    except Exception as e:
-        if not ready.is_set():
-            a.error = describe(e)
-            a.rx = None
-        else:
-            with trio.move_on_after(STREAM_IDLE):
-                try:
-                    await tx.send(_Failed(e))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-    finally:
-        ready.set()
-        await tx.aclose()
+
+    await run_member(a, ready, work)
 
 
-async def _remote(coord: Coordinator, a: _Member, qs: str, ready: trio.Event, tx, rx) -> None:
+async def _local(coord: Coordinator, a: _Member, params: QueryParams, matcher: Matcher, qs: str,
+                 ready: trio.Event, tx: ChunkSender, rx: ChunkReceiver) -> None:
+    assert coord.store is not None
+    store = coord.store
+    plan = await trio.to_thread.run_sync(plan_query, store, params)
+    a.segments, a.size = plan.segments, plan.bytes
+    if plan.unreadable > len(plan.quarantined):  # as a member answering 206: counted from the others
+        plan.close()
+        a.error = f"{plan.unserved()}"
+        return
+    a.rx = _Unwrap(rx)
+    ready.set()
+    by = qs_by(qs)
+
+    async def send(chunk: bytes) -> None:
+        await tx.send(by_lines(chunk, by) if by else ulid_lines(chunk))
+
+    await execute(store, matcher, plan, send, coord.limiter)
+    plan.check_served()
+    a.lacks_quarantined(plan)
+
+
+async def _remote(coord: Coordinator, a: _Member, qs: str, ready: trio.Event, tx: ChunkSender,
+                  rx: ChunkReceiver) -> None:
     url = f"http://{a.member.api_addr}/store/_hits?{qs}"
-    timeout = httpx.Timeout(STREAM_IDLE, connect=coord.member_timeout)
+    resp = await open_member(coord.client, "GET", url, coord.member_timeout)
     try:
-        with trio.fail_after(coord.member_timeout):
-            resp = await coord.client.send(coord.client.build_request("GET", url, timeout=timeout), stream=True)
-    except trio.TooSlowError:
-        raise RuntimeError(f"no answer within {coord.member_timeout:g}s") from None
-    try:
-        if resp.status_code != 200:
-            text = b""
-            with trio.move_on_after(coord.member_timeout):
-                async for chunk in resp.aiter_raw():
-                    text += chunk
-                    if len(text) >= 1024:
-                        break
-            why = sanitize(text[:1024].decode("utf-8", "replace"), 200)
-            raise RuntimeError(f"{resp.status_code} {why}".strip())
         a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
         a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
         a.rx = _Unwrap(rx)
         ready.set()
-        rest = b""
-        by = bool(qs_by(qs))
+        lines = _Lines(bool(qs_by(qs)))
         async for chunk in resp.aiter_raw(CHUNK):
-            data = rest + chunk if rest else chunk
-            if by:  # ULID SP VALUE LF
-                cut = data.rfind(b"\n") + 1
-            else:
-                cut = len(data) - len(data) % ULID_LINE
-                if data[ULID_LINE - 1 : cut : ULID_LINE].count(b"\n") != cut // ULID_LINE:
-                    raise RuntimeError("its answer is not ULID lines")
-            if cut:
-                await tx.send(data[:cut])
-            rest = data[cut:]
-        if rest:
+            if whole := lines.feed(chunk):
+                await tx.send(whole)
+        if lines.rest:
             raise RuntimeError("its answer ended mid-line")
     finally:
         await resp.aclose()
+
+
+class _Lines:
+    """A member's ``/store/_hits`` answer cut into whole lines: ``ULID LF``
+    (checked: each line exactly that long), or ``ULID SP SIZE SP VALUE LF`` with ``by``."""
+
+    def __init__(self, by: bool) -> None:
+        self.by = by
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.rest + chunk if self.rest else chunk
+        if self.by:
+            cut = data.rfind(b"\n") + 1
+        else:
+            cut = len(data) - len(data) % ULID_LINE
+            if data[ULID_LINE - 1 : cut : ULID_LINE].count(b"\n") != cut // ULID_LINE:
+                raise RuntimeError("its answer is not ULID lines")
+        self.rest = data[cut:]
+        return data[:cut]
