@@ -31,8 +31,8 @@ class FS(Protocol):
     def create(self, path: str) -> File: ...
     def append(self, path: str) -> File: ...
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes: ...
-    def map(self, path: str) -> AbstractContextManager: ...
-    def open_map(self, path: str): ...
+    def map(self, path: str) -> AbstractContextManager[memoryview | bytes]: ...
+    def open_map(self, path: str) -> mmap.mmap | bytes: ...
     def write_atomic(self, path: str, data: bytes) -> None: ...
     def rename(self, old: str, new: str) -> None: ...
     def remove(self, path: str) -> None: ...
@@ -48,7 +48,7 @@ def join(*parts: str) -> str:
 
 class _RealFile:
     def __init__(self, path: str, mode: str) -> None:
-        self._f = open(path, mode, buffering=0)  # noqa: SIM115
+        self._f = open(path, mode, buffering=0)
         self._size = os.fstat(self._f.fileno()).st_size
 
     def write(self, data: bytes) -> None:
@@ -121,6 +121,7 @@ class RealFS:
             except (AttributeError, OSError):
                 pass
             try:
+                # an mmap is read through the buffer protocol like the bytes it stands for
                 yield m  # type: ignore[misc]
             finally:
                 try:
@@ -129,7 +130,7 @@ class RealFS:
                     # A consumer still holds an export; the GC unmaps it later.
                     pass
 
-    def open_map(self, path: str):
+    def open_map(self, path: str) -> mmap.mmap | bytes:
         """A read-only mapping that outlives the path: renames and unlinks of the
         file don't affect it. Release it with ``close_map``."""
         with open(path, "rb") as f:
@@ -298,7 +299,7 @@ class MemFS:
         pass
 
 
-def close_map(buf) -> None:
+def close_map(buf: object) -> None:
     if isinstance(buf, mmap.mmap):
         try:
             buf.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterator
 
 
 def format_size(n: float) -> str:
@@ -53,7 +54,7 @@ _ERRNO_TEXT = {
 }
 
 
-def _chain(e: BaseException):
+def _chain(e: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     cur: BaseException | None = e
     while cur is not None and id(cur) not in seen:

@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 FORMATS = ("logfmt", "json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -112,7 +112,7 @@ def make_formatter(fmt: str) -> logging.Formatter:
     raise ValueError(f"unknown log format {fmt!r} (choose one of {', '.join(FORMATS)})")
 
 
-def configure_logging(fmt: str = "text", level: int | str = logging.INFO, stream=None) -> None:
+def configure_logging(fmt: str = "text", level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
     """Send the root logger to ``stream`` (stderr) in the chosen format."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(make_formatter(fmt))

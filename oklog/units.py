@@ -67,3 +67,39 @@ def parse_duration(text: str) -> float:
     if pos != len(t) or pos == 0:
         raise ValueError(f"bad duration {text!r} (examples: 3s, 5m, 1h30m, 168h)")
     return total
+
+
+TIME_HINT = "use a duration ago (30s, 5m, 1h30m, 2d), an RFC 3339 time (2026-11-23T10:00:00Z), a ULID, or now"
+_CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyzOoIiLl")
+
+
+def resolve_time(text: str, now: float | None = None) -> str | None:
+    """A time as a person types it → the API's ``from``/``to`` value.
+
+    Empty or ``now`` → None (no bound); a duration → that long before ``now``, as
+    an RFC 3339 UTC time with milliseconds (``2026-11-23T22:23:07.498Z``); an
+    RFC 3339 time or a ULID passes through (the node validates it fully).
+    Anything else raises ValueError whose message says what would do (TIME_HINT).
+    """
+    import time
+
+    t = text.strip()
+    if not t or t.lower() == "now":
+        return None
+    try:
+        ago = parse_duration(t)
+    except ValueError:
+        if not _looks_like_time(t):
+            raise ValueError(f"{text!r} is not a time: {TIME_HINT}") from None
+        return t
+    now = time.time() if now is None else now
+    ms = round((now - ago) * 1e6) // 1000  # to the microsecond first, as datetime does
+    sec, ms = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ms:03d}Z"
+
+
+def _looks_like_time(t: str) -> bool:
+    """An RFC 3339 time or a ULID in shape (the node checks it fully)."""
+    if len(t) == 26 and all(c in _CROCKFORD for c in t):
+        return True
+    return len(t) >= 10 and t[:4].isdigit() and t[4] == "-" and t[5:7].isdigit() and t[7] == "-"

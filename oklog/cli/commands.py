@@ -19,12 +19,13 @@ from oklog.addr import parse_addr
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
-    from oklog.node.config import NodeConfig
+    from oklog.node.config import Addr, NodeConfig
 
 
-def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
+def _flag(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
     """Register ``-name`` and ``--name`` for one option; its help shows the
     default (as the flag would take it: 16MiB, 3s) unless it names one itself."""
     dest = kw.pop("dest", name.replace(".", "_").replace("-", "_"))
@@ -35,7 +36,7 @@ def _flag(p: argparse.ArgumentParser, name: str, **kw) -> None:
     p.add_argument(f"-{name}", f"--{name}", dest=dest, **kw)
 
 
-def _shown_default(value, kind) -> str:
+def _shown_default(value: object, kind: object) -> str:
     """A default as one would type it; "" for none worth showing."""
     if value is None or value is False or value == "" or value == []:
         return ""
@@ -44,7 +45,7 @@ def _shown_default(value, kind) -> str:
             if value and value % n == 0:
                 return f"{value // n}{unit}"
         return str(value)
-    if kind is _duration:
+    if kind is _duration and isinstance(value, int | float):
         v = float(value)
         for unit, n in (("h", 3600), ("m", 60), ("s", 1)):
             if v >= n and v % n == 0:
@@ -117,14 +118,29 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     p = _parser(prog, "Run an oklog node (ingest, store or both).")
     if role is None:
         _flag(p, "role", default="ingeststore", choices=C.ROLES, help="node role (default ingeststore)")
-    _flag(p, "api", default=f"tcp://127.0.0.1:{C.DEFAULT_API_PORT}", help="HTTP API listen address")
-    _flag(p, "ingest.fast", default=f"tcp://127.0.0.1:{C.DEFAULT_FAST_PORT}", help="fast ingest listen address")
-    _flag(p, "ingest.durable", default=f"tcp://127.0.0.1:{C.DEFAULT_DURABLE_PORT}", help="durable ingest listen address")
-    _flag(p, "ingest.bulk", default=f"tcp://127.0.0.1:{C.DEFAULT_BULK_PORT}", help="bulk ingest listen address")
-    _flag(p, "cluster", default=f"tcp://127.0.0.1:{C.DEFAULT_CLUSTER_PORT}", help="cluster gossip listen address")
+    _listen_flags(p)
+    _storage_flags(p)
+    _cluster_flags(p)
+    _limit_flags(p)
+    return p
+
+
+def _listen_flags(p: argparse.ArgumentParser) -> None:
+    """Where the node listens, its peers and its directories."""
+    _flag(p, "api", default=f"tcp://127.0.0.1:{U.DEFAULT_API_PORT}", help="HTTP API listen address")
+    _flag(p, "ingest.fast", default=f"tcp://127.0.0.1:{U.DEFAULT_FAST_PORT}", help="fast ingest listen address")
+    _flag(p, "ingest.durable", default=f"tcp://127.0.0.1:{U.DEFAULT_DURABLE_PORT}", help="durable ingest listen address")
+    _flag(p, "ingest.bulk", default=f"tcp://127.0.0.1:{U.DEFAULT_BULK_PORT}", help="bulk ingest listen address")
+    _flag(p, "cluster", default=f"tcp://127.0.0.1:{U.DEFAULT_CLUSTER_PORT}", help="cluster gossip listen address")
     _flag(p, "peer", action="append", default=[], help="cluster peer host:port (repeatable)")
     _flag(p, "ingest.path", default="data/ingest", help="ingest segment directory")
     _flag(p, "store.path", default="data/store", help="store segment directory")
+
+
+def _storage_flags(p: argparse.ArgumentParser) -> None:
+    """Ingest segments and the store: sizes, ages, retention, compression."""
+    from oklog.node import config as C
+
     _flag(p, "ingest.segment-flush-size", type=_size, default=C.DEFAULT_SEGMENT_FLUSH_SIZE, help="flush an active segment at this size")
     _flag(p, "ingest.segment-flush-age", type=_duration, default=C.DEFAULT_SEGMENT_FLUSH_AGE, help="flush an active segment at this age")
     _flag(p, "ingest.segment-pending-timeout", type=_duration, default=C.DEFAULT_PENDING_TIMEOUT, help="pending segments older than this go back to flushed")
@@ -140,13 +156,17 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
           help="zstd level of store segments (1-22; written plain, compressed by compaction within seconds)")
     _flag(p, "store.cold-level", type=int, default=19, help="zstd level cold segments are recompressed to when idle (0: never)")
     _flag(p, "store.cold-age", type=_duration, default=3600.0, help="a segment is cold this long after its newest record")
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    """Gossip, keys, tokens and TLS."""
     _flag(p, "cluster.advertise-addr", default="", help="host (or host:port) other members use to reach this node")
     _flag(p, "cluster.probe-interval", type=_duration, default=0.5, help="gossip probe interval")
     _flag(p, "cluster.suspicion-timeout", type=_duration, default=3.0, help="least wait before a suspect member is declared dead, times log10 of the cluster size (up to 4x that until others confirm)")
     _flag(p, "cluster.key", default="", metavar="FILE",
           help="cluster key file (oklog keygen): gossip encrypted and authenticated; first key sends, all receive")
     _flag(p, "cluster.api", default="", metavar="ADDR",
-          help=f"with -cluster.key: members' TLS listener, node-to-node calls only (default: -cluster host, port {C.DEFAULT_NODE_PORT})")
+          help=f"with -cluster.key: members' TLS listener, node-to-node calls only (default: -cluster host, port {U.DEFAULT_NODE_PORT})")
     _flag(p, "insecure", action="store_true",
           help="allow listening beyond loopback or -peer without a cluster key / tokens (logged at every start)")
     _flag(p, "auth.tokens", default="", metavar="FILE",
@@ -155,6 +175,10 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "tls.key", default="", metavar="FILE", help="TLS private key (PEM) of -tls.cert")
     _flag(p, "tls.client-ca", default="", metavar="FILE", help="ask clients for certificates signed by this CA")
     _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify peers' TLS certificates (default: system CAs)")
+
+
+def _limit_flags(p: argparse.ArgumentParser) -> None:
+    """Connection and request limits, the push protocols, streams and logging."""
     _flag(p, "ingest.max-connections", type=int, default=0, help="refuse producer connections above this (0: no limit)")
     _flag(p, "ingest.idle-timeout", type=_duration, default=300.0, help="close TCP ingest and syslog connections silent this long (0: never)")
     _flag(p, "api.idle-timeout", type=_duration, default=30.0, help="close API connections that send no complete request head this long")
@@ -181,73 +205,47 @@ def run_parser(prog: str = "oklog run", role: str | None = None) -> argparse.Arg
     _flag(p, "stream.write-timeout", type=_duration, default=60.0, help="end a stream whose client takes nothing this long")
     _flag(p, "log.format", default="text", choices=["text", "logfmt", "json"], help="format of the node's own logs")
     _flag(p, "log.level", default="info", choices=["debug", "info", "warning", "error"])
-    return p
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
+def _addr(text: str, port: int) -> Addr:
     from oklog.node import config as C
 
-    def addr(text: str, port: int) -> C.Addr:
-        host, p = parse_addr(text, port)
-        return C.Addr(host, p)
+    host, p = parse_addr(text, port)
+    return C.Addr(host, p)
+
+
+def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
+    """The node's config from its flags, after checking them (SystemExit says what is wrong)."""
 
     factor = ns.store_segment_replication_factor
     if factor is None:
         factor = 2 if ns.peer else 1
     if factor < 1:
         raise SystemExit("oklog: -store.segment-replication-factor must be at least 1")
-    for flag, v, lo in (("store.compression-level", ns.store_compression_level, 1), ("store.cold-level", ns.store_cold_level, 0)):
-        if not lo <= v <= 22:
-            raise SystemExit(f"oklog: -{flag} must be {lo}..22 (zstd levels), got {v}")
-    from oklog.records.record import RecordError, validate_topic
-
-    if ns.cluster_key:
-        from oklog.cluster.keyring import KeyFileError, Keyring
-
-        try:
-            Keyring.load(ns.cluster_key)
-        except KeyFileError as e:
-            raise SystemExit(f"oklog: -cluster.key: {e}") from None
-
-    _check_exposure(ns, addr)
+    _check_levels(ns)
+    _check_key(ns)
+    _check_exposure(ns)
     if ns.cluster_api and not ns.cluster_key:
         raise SystemExit("oklog: -cluster.api is the members' TLS listener, made from the cluster key: give -cluster.key")
-    from oklog.net.tls import TLSConfig, check_files
+    _check_tls_and_tokens(ns)
+    _check_topics_and_times(ns)
+    return _node_config(ns, role, factor)
 
-    try:
-        check_files(TLSConfig(ns.tls_cert, ns.tls_key, ns.tls_client_ca, ns.tls_ca))
-    except ValueError as e:
-        raise SystemExit(f"oklog: {e}") from None
-    if ns.ingest_syslog_tls and not ns.tls_cert:
-        raise SystemExit("oklog: -ingest.syslog-tls needs -tls.cert and -tls.key (the certificate it presents)")
-    if ns.auth_tokens:
-        from oklog.net.auth import TokenFileError, Tokens
 
-        try:
-            Tokens(ns.auth_tokens)
-        except TokenFileError as e:
-            raise SystemExit(f"oklog: {e}") from None
-    for flag, value in (("ingest.topic", ns.ingest_topic), ("ingest.syslog-topic", ns.ingest_syslog_topic)):
-        try:
-            validate_topic(value)
-        except RecordError as e:
-            raise SystemExit(f"oklog: -{flag}: {e}") from None
-    if not 0 <= ns.ingest_event_time_future <= 300:
-        # The store refuses replicated ULIDs more than 5 minutes ahead of its clock.
-        raise SystemExit("oklog: -ingest.event-time-future must be between 0s and 5m")
-    if not 0 <= ns.ingest_event_time_past < ns.store_segment_retain:
-        raise SystemExit("oklog: -ingest.event-time-past must be at least 0s and less than -store.segment-retain")
+def _node_config(ns: argparse.Namespace, role: str, factor: int) -> NodeConfig:
+    from oklog.node import config as C
+
     return C.NodeConfig(
         role=role,
-        api=addr(ns.api, C.DEFAULT_API_PORT),
-        ingest_fast=addr(ns.ingest_fast, C.DEFAULT_FAST_PORT),
-        ingest_durable=addr(ns.ingest_durable, C.DEFAULT_DURABLE_PORT),
-        ingest_bulk=addr(ns.ingest_bulk, C.DEFAULT_BULK_PORT),
-        cluster=addr(ns.cluster, C.DEFAULT_CLUSTER_PORT),
+        api=_addr(ns.api, U.DEFAULT_API_PORT),
+        ingest_fast=_addr(ns.ingest_fast, U.DEFAULT_FAST_PORT),
+        ingest_durable=_addr(ns.ingest_durable, U.DEFAULT_DURABLE_PORT),
+        ingest_bulk=_addr(ns.ingest_bulk, U.DEFAULT_BULK_PORT),
+        cluster=_addr(ns.cluster, U.DEFAULT_CLUSTER_PORT),
         peers=tuple(ns.peer),
         ingest_path=ns.ingest_path,
         store_path=ns.store_path,
@@ -272,11 +270,11 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         drain_timeout=ns.ingest_drain_timeout,
         member_timeout=ns.query_member_timeout,
         max_queries=ns.query_max_concurrent,
-        ingest_syslog=addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
-        ingest_syslog_tls=addr(ns.ingest_syslog_tls, 6514) if ns.ingest_syslog_tls else None,
+        ingest_syslog=_addr(ns.ingest_syslog, 5514) if ns.ingest_syslog else None,
+        ingest_syslog_tls=_addr(ns.ingest_syslog_tls, 6514) if ns.ingest_syslog_tls else None,
         syslog_topic=ns.ingest_syslog_topic,
         ingest_topic=ns.ingest_topic,
-        ingest_fluent=addr(ns.ingest_fluent, 24224) if ns.ingest_fluent else None,
+        ingest_fluent=_addr(ns.ingest_fluent, 24224) if ns.ingest_fluent else None,
         event_time_past=ns.ingest_event_time_past,
         event_time_future=ns.ingest_event_time_future,
         otlp_topic_attributes=_names(ns.ingest_otlp_topic_attributes),
@@ -285,8 +283,8 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
         stream_write_timeout=ns.stream_write_timeout,
         advertise_host=parse_addr(ns.cluster_advertise_addr, 0)[0] if ns.cluster_advertise_addr else "",
         cluster_key=ns.cluster_key,
-        cluster_api=(addr(ns.cluster_api, C.DEFAULT_NODE_PORT) if ns.cluster_api
-                     else C.Addr(addr(ns.cluster, 0).host, C.DEFAULT_NODE_PORT)) if ns.cluster_key else None,
+        cluster_api=(_addr(ns.cluster_api, U.DEFAULT_NODE_PORT) if ns.cluster_api
+                     else C.Addr(_addr(ns.cluster, 0).host, U.DEFAULT_NODE_PORT)) if ns.cluster_key else None,
         insecure=ns.insecure,
         auth_tokens=ns.auth_tokens,
         tls_cert=ns.tls_cert,
@@ -300,7 +298,57 @@ def build_node_config(ns: argparse.Namespace, role: str) -> NodeConfig:
     )
 
 
-def _check_exposure(ns: argparse.Namespace, addr) -> None:
+def _check_levels(ns: argparse.Namespace) -> None:
+    for flag, v, lo in (("store.compression-level", ns.store_compression_level, 1), ("store.cold-level", ns.store_cold_level, 0)):
+        if not lo <= v <= 22:
+            raise SystemExit(f"oklog: -{flag} must be {lo}..22 (zstd levels), got {v}")
+
+
+def _check_topics_and_times(ns: argparse.Namespace) -> None:
+    from oklog.records.record import RecordError, validate_topic
+
+    for flag, value in (("ingest.topic", ns.ingest_topic), ("ingest.syslog-topic", ns.ingest_syslog_topic)):
+        try:
+            validate_topic(value)
+        except RecordError as e:
+            raise SystemExit(f"oklog: -{flag}: {e}") from None
+    if not 0 <= ns.ingest_event_time_future <= 300:
+        # The store refuses replicated ULIDs more than 5 minutes ahead of its clock.
+        raise SystemExit("oklog: -ingest.event-time-future must be between 0s and 5m")
+    if not 0 <= ns.ingest_event_time_past < ns.store_segment_retain:
+        raise SystemExit("oklog: -ingest.event-time-past must be at least 0s and less than -store.segment-retain")
+
+
+def _check_key(ns: argparse.Namespace) -> None:
+    if ns.cluster_key:
+        from oklog.cluster.keyring import KeyFileError, Keyring
+
+        try:
+            Keyring.load(ns.cluster_key)
+        except KeyFileError as e:
+            raise SystemExit(f"oklog: -cluster.key: {e}") from None
+
+
+def _check_tls_and_tokens(ns: argparse.Namespace) -> None:
+    """The TLS and tokens files can be read and make sense."""
+    from oklog.net.tls import TLSConfig, check_files
+
+    try:
+        check_files(TLSConfig(ns.tls_cert, ns.tls_key, ns.tls_client_ca, ns.tls_ca))
+    except ValueError as e:
+        raise SystemExit(f"oklog: {e}") from None
+    if ns.ingest_syslog_tls and not ns.tls_cert:
+        raise SystemExit("oklog: -ingest.syslog-tls needs -tls.cert and -tls.key (the certificate it presents)")
+    if ns.auth_tokens:
+        from oklog.net.auth import TokenFileError, Tokens
+
+        try:
+            Tokens(ns.auth_tokens)
+        except TokenFileError as e:
+            raise SystemExit(f"oklog: {e}") from None
+
+
+def _check_exposure(ns: argparse.Namespace) -> None:
     """Secure by default: beyond loopback, or in a cluster, only with a key (and tokens)."""
     if ns.insecure:
         return
@@ -311,7 +359,7 @@ def _check_exposure(ns: argparse.Namespace, addr) -> None:
                  ("cluster", ns.cluster, False), ("ingest.syslog", ns.ingest_syslog, True),
                  ("ingest.fluent", ns.ingest_fluent, True), ("ingest.syslog-tls", ns.ingest_syslog_tls, True)]
     exposed = [(f, a.host, client) for f, text, client in listening if text
-               for a in [addr(text, 0)] if not is_loopback(a.host)]
+               for a in [_addr(text, 0)] if not is_loopback(a.host)]
     how = ("run `oklog keygen -o cluster.key` once, copy the file to every node and start each with "
            "`-cluster.key cluster.key`")
     if not ns.cluster_key:
@@ -410,6 +458,18 @@ def _start_failure(cfg: NodeConfig, err: OSError) -> str:
 # -- clients ----------------------------------------------------------------------------
 
 
+def _access_flags(p: argparse.ArgumentParser, tool: bool = False) -> None:
+    """``-token`` and ``-tls.ca`` of a client command; an operator's tool (``tool``),
+    which calls every member, may also sign as a member with ``-cluster.key``."""
+    if not tool:
+        _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
+        _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+        return
+    _flag(p, "token", default="", help="admin token (default $OKLOG_TOKEN)")
+    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
+    _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
+
+
 def cmd_forward(argv: list[str]) -> int:
     p = _parser("oklog forward", "Forward stdin to ingest nodes, one record per line.")
     p.add_argument("addrs", nargs="+", metavar="HOST[:PORT]", help="ingest node(s); port 7651 by default")
@@ -423,8 +483,7 @@ def cmd_forward(argv: list[str]) -> int:
           help="fail over when a node accepts no data (durable: acknowledges nothing) for this long")
     _flag(p, "give-up", type=_duration, default=60.0,
           help="once the input has ended, exit 1 if nothing is delivered for this long")
-    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+    _access_flags(p)
     ns = p.parse_args(argv)
     from oklog.cli.forward import forward_main
 
@@ -439,7 +498,10 @@ class _VerboseOrTerm(argparse.Action):
     """``-v TERM`` excludes TERM, as grep's -v; a bare ``-v`` is the original
     CLI's verbose flag (statistics to stderr)."""
 
-    def __call__(self, parser, ns, values, option_string=None) -> None:
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         if values is None:
             ns.v = True
         else:
@@ -462,8 +524,7 @@ def query_parser() -> argparse.ArgumentParser:
     _flag(p, "v", action=_VerboseOrTerm, nargs="?", default=False, help="-v TERM (repeatable): records whose line holds TERM do not match; -v alone: statistics to stderr")
     p.set_defaults(without=[])
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
-    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+    _access_flags(p)
     _flag(p, "count", action="store_true", help="print the number of matching records (exact, cluster-wide)")
     _flag(p, "where", action="append", default=[], help="a condition on a field of JSON or logfmt lines: status>=500, level=error, msg~timeout (= != < <= > >= ~ !~; repeat it: all must hold)")
     _flag(p, "fields", default="", help="print just these fields (a,b) of JSON or logfmt lines, as logfmt")
@@ -490,8 +551,7 @@ def cmd_topics(argv: list[str]) -> int:
     _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
     _flag(p, "json", action="store_true", help="the JSON answer of /store/topics")
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
-    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+    _access_flags(p)
     ns = p.parse_args(argv)
     from oklog.cli.query import topics_main
 
@@ -508,8 +568,7 @@ def cmd_stream(argv: list[str]) -> int:
     _flag(p, "time", action="store_true", help="print each record's time")
     _flag(p, "window", type=_duration, default=3.0, help="deduplication window")
     _flag(p, "catchup", type=_duration, default=15.0, help="after resuming on another node, query the store this long for records missed")
-    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+    _access_flags(p)
     ns = p.parse_args(argv)
     from oklog.cli.stream import stream_main
 
@@ -524,9 +583,7 @@ def cmd_repair(argv: list[str]) -> int:
     _flag(p, "step", type=_duration, default=0.0,
           help="widest time slice examined at once (default: the whole range; halved while large)")
     _flag(p, "quiet", action="store_true", help="no progress bar")
-    _flag(p, "token", default="", help="admin token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
-    _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
+    _access_flags(p, tool=True)
     ns = p.parse_args(argv)
     from oklog.cli.repair import repair_main
 
@@ -538,9 +595,7 @@ def cmd_rebalance(argv: list[str]) -> int:
     _flag(p, "store", default="localhost:7650", help="any store node's API address")
     _flag(p, "ratio", type=float, default=1.5, help="stop when largest/smallest store is at most this")
     _flag(p, "quiet", action="store_true", help="no progress bar")
-    _flag(p, "token", default="", help="admin token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the nodes' TLS certificates (and use https)")
-    _flag(p, "cluster.key", default="", metavar="FILE", help="sign requests as a member instead of a token")
+    _access_flags(p, tool=True)
     ns = p.parse_args(argv)
     from oklog.cli.repair import rebalance_main
 
@@ -563,8 +618,7 @@ def cmd_tui(argv: list[str]) -> int:
     p = _parser("oklog tui", "Live dashboard of a running cluster (attach to any node).")
     _flag(p, "node", default="localhost:7650", help="any node's API address HOST:PORT")
     _flag(p, "refresh", type=_duration, default=2.0, help="refresh interval (seconds or a duration)")
-    _flag(p, "token", default="", help="client token (default $OKLOG_TOKEN)")
-    _flag(p, "tls.ca", default="", metavar="FILE", help="CA to verify the node's TLS certificate (and use https)")
+    _access_flags(p)
     ns = p.parse_args(argv)
     from oklog.net.auth import cli_http_kwargs
     from oklog.tui.app import make_app

@@ -43,11 +43,11 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from oklog.addr import parse_addr
 from oklog.human import describe_error, format_duration, format_size
-from oklog.node.config import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
 from oklog.records.record import (
     DEFAULT_TOPIC,
     TOPIC_PREAMBLE,
@@ -56,6 +56,7 @@ from oklog.records.record import (
     stamp_lines,
     validate_topic,
 )
+from oklog.units import DEFAULT_BULK_PORT, DEFAULT_DURABLE_PORT, DEFAULT_FAST_PORT
 
 READ_SIZE = 1 << 20
 PORTS = {"fast": DEFAULT_FAST_PORT, "durable": DEFAULT_DURABLE_PORT, "bulk": DEFAULT_BULK_PORT}
@@ -74,7 +75,7 @@ def log(msg: str) -> None:
     print(f"oklog forward: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT, said: dict | None = None) -> list[tuple[str, int]]:
+def resolve(addrs: list[str], default_port: int = DEFAULT_FAST_PORT, said: dict[str, str] | None = None) -> list[tuple[str, int]]:
     """Every address a name resolves to; a name that does not resolve is
     logged (once per cause when ``said`` remembers what was logged)."""
     out: list[tuple[str, int]] = []
@@ -148,7 +149,7 @@ class Connector:
 
     def __init__(
         self, addrs: list[str], mode: str, max_backoff: float, topic: bytes = b"",
-        write_timeout: float = WRITE_TIMEOUT, give_up: float = GIVE_UP, token: str = "", tls=None,
+        write_timeout: float = WRITE_TIMEOUT, give_up: float = GIVE_UP, token: str = "", tls: ssl.SSLContext | None = None,
     ) -> None:
         self.addrs = addrs
         self.tls = tls  # an ssl.SSLContext (-tls.ca)
@@ -294,7 +295,9 @@ class LineQueue:
             return chunk
 
 
-def read_stdin(fd: int, q: LineQueue, prefix: bytes, counters: Counters, on_end=None) -> None:
+def read_stdin(
+    fd: int, q: LineQueue, prefix: bytes, counters: Counters, on_end: Callable[[], None] | None = None
+) -> None:
     partial = b""
     try:
         while True:
@@ -432,64 +435,96 @@ def send_durable(q: LineQueue, conn: Connector) -> None:
 
 
 def _send_durable(q: LineQueue, conn: Connector, unacked: _Unacked) -> None:
-    sock: socket.socket | None = None
-    acks = b""
-    eof = False
-    last_ack = time.monotonic()
-    while True:
-        if sock is None:
-            sock = conn.connect()
-            acks = b""
-            last_ack = time.monotonic()
-            if unacked.size:
-                try:
-                    send_all(sock, unacked.all(), conn.write_timeout)
-                except OSError as e:
-                    log(f"durable connection to {_peer(conn)} lost ({describe_error(e)}); trying another node")
-                    conn.failed()
-                    sock.close()
-                    sock = None
-                    continue
-        try:
-            if not eof and unacked.size < DURABLE_WINDOW:
-                chunk = q.get(timeout=0.05)
-                if chunk is None:
-                    eof = True
-                    if not hasattr(sock, "pending"):  # TLS: no half-close; wait for the acks, then close
-                        sock.shutdown(socket.SHUT_WR)
-                elif chunk:
-                    if not unacked.size:
-                        last_ack = time.monotonic()  # the wait for an ack starts now
-                    unacked.add(chunk)
-                    send_all(sock, chunk, conn.write_timeout)
-            if eof and not unacked.size:
+    _Durable(q, conn, unacked).run()
+
+
+class _Durable:
+    """The durable port's sender: records go out while fewer than DURABLE_WINDOW
+    bytes await their ``+N`` acknowledgement; a lost connection resends them all."""
+
+    def __init__(self, q: LineQueue, conn: Connector, unacked: _Unacked) -> None:
+        self.q = q
+        self.conn = conn
+        self.unacked = unacked
+        self.acks = b""  # an acknowledgement line received in part
+        self.eof = False
+        self.last_ack = time.monotonic()
+
+    def run(self) -> None:
+        sock: socket.socket | None = None
+        while True:
+            if sock is None:
+                sock = self._connect()
+                continue
+            try:
+                if self._step(sock):
+                    return
+            except (OSError, ValueError) as e:
+                log(
+                    f"durable connection to {_peer(self.conn)} lost ({describe_error(e)}); "
+                    f"resending {format_size(self.unacked.size)} not acknowledged"
+                )
+                self.conn.failed()
                 sock.close()
-                return
-            if _readable(sock, 0 if not eof and unacked.size < DURABLE_WINDOW else 0.2):
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("the node closed the connection")
-                acks += data
-                *lines, acks = acks.split(b"\n")
-                for ln in lines:
-                    if ln.startswith(b"+"):
-                        if not ln[1:].strip().isdigit():
-                            text = ln[:80].decode("utf-8", "replace")
-                            raise ConnectionError(f'unexpected reply from the node: "{text}"')
-                        unacked.ack(int(ln[1:]))
-                        last_ack = time.monotonic()
-                        conn.progress()
-            elif unacked.size and time.monotonic() - last_ack > conn.write_timeout:
-                raise TimeoutError(f"no acknowledgement for {format_duration(conn.write_timeout)}")
-        except (OSError, ValueError) as e:
-            log(
-                f"durable connection to {_peer(conn)} lost ({describe_error(e)}); "
-                f"resending {format_size(unacked.size)} not acknowledged"
-            )
-            conn.failed()
+                sock = None
+                self.eof = False  # after reconnecting: resend what is unacknowledged, then shut down again
+
+    def _connect(self) -> socket.socket | None:
+        """A new connection with every unacknowledged record resent, or None if that failed."""
+        sock = self.conn.connect()
+        self.acks = b""
+        self.last_ack = time.monotonic()
+        if self.unacked.size:
+            try:
+                send_all(sock, self.unacked.all(), self.conn.write_timeout)
+            except OSError as e:
+                log(f"durable connection to {_peer(self.conn)} lost ({describe_error(e)}); trying another node")
+                self.conn.failed()
+                sock.close()
+                return None
+        return sock
+
+    def _window_open(self) -> bool:
+        return not self.eof and self.unacked.size < DURABLE_WINDOW
+
+    def _step(self, sock: socket.socket) -> bool:
+        """Send a chunk if the window allows, read acknowledgements; True once all is acknowledged."""
+        if self._window_open():
+            self._send_next(sock)
+        if self.eof and not self.unacked.size:
             sock.close()
-            sock = None
-            eof = False  # after reconnecting: resend what is unacknowledged, then shut down again
+            return True
+        if _readable(sock, 0 if self._window_open() else 0.2):
+            self._read_acks(sock)
+        elif self.unacked.size and time.monotonic() - self.last_ack > self.conn.write_timeout:
+            raise TimeoutError(f"no acknowledgement for {format_duration(self.conn.write_timeout)}")
+        return False
+
+    def _send_next(self, sock: socket.socket) -> None:
+        chunk = self.q.get(timeout=0.05)
+        if chunk is None:
+            self.eof = True
+            if not hasattr(sock, "pending"):  # TLS: no half-close; wait for the acks, then close
+                sock.shutdown(socket.SHUT_WR)
+        elif chunk:
+            if not self.unacked.size:
+                self.last_ack = time.monotonic()  # the wait for an ack starts now
+            self.unacked.add(chunk)
+            send_all(sock, chunk, self.conn.write_timeout)
+
+    def _read_acks(self, sock: socket.socket) -> None:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the node closed the connection")
+        *lines, self.acks = (self.acks + data).split(b"\n")
+        for ln in lines:
+            if ln.startswith(b"+"):
+                if not ln[1:].strip().isdigit():
+                    text = ln[:80].decode("utf-8", "replace")
+                    raise ConnectionError(f'unexpected reply from the node: "{text}"')
+                self.unacked.ack(int(ln[1:]))
+                self.last_ack = time.monotonic()
+                self.conn.progress()
 
 
 def send_bulk(
@@ -644,15 +679,11 @@ def forward_main(
     prefix = "".join(p + " " for p in (prefixes or [])).encode()
     try:
         topic_b = validate_topic(topic) if topic else b""
-    except RecordError as e:
+        for a in addrs:
+            parse_addr(a, PORTS[mode])
+    except (RecordError, ValueError) as e:
         log(str(e))
         return 2
-    for a in addrs:
-        try:
-            parse_addr(a, PORTS[mode])
-        except ValueError as e:
-            log(str(e))
-            return 2
     counters = Counters()
     q = LineQueue(buffer, policy, counters)
     tls = None
@@ -682,13 +713,18 @@ def forward_main(
     except KeyboardInterrupt:
         return 130
     except GiveUp as g:
-        while (chunk := q.get(timeout=0)) is not None and chunk:
-            g.add(chunk)
-        note = " (fast mode: bytes sent before may be lost too)" if mode == "fast" else ""
-        size = f" ({format_size(g.pending)})" if g.pending >= 1024 else ""
-        lines = f"{g.pending_lines} line{'s' if g.pending_lines != 1 else ''}"
-        log(f"giving up: {g}; {g.pending} bytes{size}, {lines}, not delivered{note}")
+        _gave_up(g, q, mode)
         return 1
     if counters.dropped_lines:
         log(f"dropped {counters.dropped_lines} lines in {counters.dropped_chunks} chunks (buffer full, -policy drop)")
     return 0
+
+
+def _gave_up(g: GiveUp, q: LineQueue, mode: str) -> None:
+    """Say what was not delivered: what the sender held and what is still queued."""
+    while (chunk := q.get(timeout=0)) is not None and chunk:
+        g.add(chunk)
+    note = " (fast mode: bytes sent before may be lost too)" if mode == "fast" else ""
+    size = f" ({format_size(g.pending)})" if g.pending >= 1024 else ""
+    lines = f"{g.pending_lines} line{'s' if g.pending_lines != 1 else ''}"
+    log(f"giving up: {g}; {g.pending} bytes{size}, {lines}, not delivered{note}")

@@ -17,28 +17,38 @@ handed to the store) is said on stderr with its time range.
 from __future__ import annotations
 
 import collections
-import http.client
 import json
 import os
 import re
 import select
-import socket
 import ssl
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from argparse import Namespace
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from oklog.addr import parse_addr
-from oklog.node.config import DEFAULT_API_PORT
+from oklog.cli.http import (
+    MAX_HEAD,
+    NO_ACCESS,
+    Access,
+    Response,
+    ResponseError,
+    get,
+    request,
+    urlencode,
+)
 from oklog.records.framing import Carry
 from oklog.records.record import ms_floor
+from oklog.units import DEFAULT_API_PORT
 
 MARGIN = 5.0  # seconds before the last received record that a catch-up starts from
 RETAIN_BYTES = 64 << 20  # received data kept to know what was printed (bounded)
 CATCHUP_INTERVAL = 1.0
 CATCHUP_MAX_RECORDS = 2_000_000  # beyond this a catch-up stops and says so
 CONNECT_TIMEOUT = 5.0
+HEAD_BUF = 2 * MAX_HEAD  # receive buffer of the stream's response head
 
 _NOTICE = re.compile(rb"^[0-9A-Z]{26} oklog (oklog: stream [^\n]*)\n", re.M)
 _DROPPED = re.compile(rb"oklog: stream dropped (\d+) records")
@@ -57,66 +67,21 @@ class Refused(Exception):
     """The node answered the stream request with a client error: do not retry."""
 
 
-@dataclass(frozen=True)
-class Access:
-    """How to reach the nodes: ``-token`` (or $OKLOG_TOKEN) and ``-tls.ca``."""
-
-    token: str = ""
-    tls: ssl.SSLContext | None = None
-
-    @classmethod
-    def of(cls, ns) -> Access:
-        token = getattr(ns, "token", "") or os.environ.get("OKLOG_TOKEN", "")
-        ctx = None
-        if getattr(ns, "tls_ca", ""):
-            from oklog.net.tls import client_context
-
-            ctx = client_context(ns.tls_ca)
-        return cls(token, ctx)
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def connection(self, host: str, port: int, timeout: float) -> http.client.HTTPConnection:
-        if self.tls is not None:
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-
-
 class LiveStream:
-    """``GET /store/stream`` over a socket (TLS with ``-tls.ca``), its chunked
-    body decoded a buffer at a time; ``read`` waits at most ``timeout`` for data."""
+    """``GET /store/stream`` (the shared client, TLS with ``-tls.ca``), its endless
+    chunked body decoded a buffer at a time; ``read`` waits at most ``timeout`` for data."""
 
-    def __init__(self, host: str, port: int, path: str, access: Access = Access()) -> None:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-        if access.tls is not None:
-            sock = access.tls.wrap_socket(sock, server_hostname=host)
-        self.sock = sock
-        extra = "".join(f"{k}: {v}\r\n" for k, v in access.headers().items())
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode("latin-1"))
-        self.buf = bytearray()
-        self.ended = False
-        self._remaining = 0  # payload bytes left in the current chunk
-        while b"\r\n\r\n" not in self.buf:
-            self._recv()
-        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
+    def __init__(self, host: str, port: int, path: str, access: Access = NO_ACCESS) -> None:
+        try:
+            resp = request(host, port, "GET", path, CONNECT_TIMEOUT, HEAD_BUF, token=access.token, tls=access.tls)
+        except ResponseError as e:
+            raise StreamError(str(e)) from None
+        self.status = resp.status
+        if resp.status != 200:
+            _refuse(resp)
+        self.sock, rest = resp.detach()
         self.buf = bytearray(rest)
-        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = status_line.split(" ", 2)
-        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if self.status != 200:
-            body = bytes(self.buf)
-            self.sock.settimeout(2)
-            try:
-                while len(body) < 4096 and (more := self.sock.recv(4096)):
-                    body += more
-            except OSError:
-                pass
-            self.close()
-            text = body.decode("utf-8", "replace").strip() or status_line
-            if 400 <= self.status < 500:
-                raise Refused(text.splitlines()[-1] if text else status_line)
-            raise StreamError(f"{self.status}: {text.splitlines()[-1] if text else status_line}")
+        self._remaining = 0  # payload bytes left in the current chunk
 
     def _recv(self) -> None:
         data = self.sock.recv(1 << 20)
@@ -172,17 +137,31 @@ class LiveStream:
         self.sock.close()
 
 
-def _get(host: str, port: int, path: str, timeout: float, access: Access = Access()) -> tuple[int, dict[str, str], bytes]:
-    conn = access.connection(host, port, timeout)
+def _get(host: str, port: int, path: str, timeout: float, access: Access) -> tuple[int, dict[str, str], bytes]:
     try:
-        conn.request("GET", path, headers=access.headers())
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        return get(host, port, path, timeout, access)
+    except ResponseError as e:
+        raise StreamError(str(e)) from None
+
+
+def _refuse(resp: Response) -> NoReturn:
+    """A stream request answered with an error: Refused (4xx, do not retry) or StreamError."""
+    status_line = f"{resp.status} {resp.reason}".strip()
+    resp.sock.settimeout(2)
+    try:
+        body = resp.read()[:4096]
+    except (OSError, ResponseError):
+        body = b""
     finally:
-        conn.close()
+        resp.sock.close()
+    text = body.decode("utf-8", "replace").strip()
+    last = text.splitlines()[-1] if text else status_line
+    if 400 <= resp.status < 500:
+        raise Refused(last)
+    raise StreamError(f"{resp.status}: {last}")
 
 
-def cluster_members(host: str, port: int, access: Access = Access()) -> tuple[list[tuple[str, int]], list[dict]]:
+def cluster_members(host: str, port: int, access: Access = NO_ACCESS) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
     """(API addresses of alive store members, every member) from /cluster/state."""
     status, _, body = _get(host, port, "/cluster/state", CONNECT_TIMEOUT, access)
     if status != 200:
@@ -200,7 +179,7 @@ def cluster_members(host: str, port: int, access: Access = Access()) -> tuple[li
 
 
 class Output:
-    def __init__(self, fd: int, fmt) -> None:
+    def __init__(self, fd: int, fmt: Callable[[bytes], bytes]) -> None:
         self.fd = fd
         self.fmt = fmt
 
@@ -251,7 +230,7 @@ class CatchUp:
     def live(self, data: bytes) -> None:
         self._note(data)
 
-    def poll(self, host: str, port: int, params: str, access: Access = Access()) -> bytes:
+    def poll(self, host: str, port: int, params: str, access: Access = NO_ACCESS) -> bytes:
         """Query the store once; the records not printed yet."""
         self.next_poll = time.monotonic() + CATCHUP_INTERVAL
         path = f"/store/query?from={self.since_ulid.decode()}&{params}"
@@ -279,7 +258,7 @@ def _stamp(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
-def stream_main(ns: Any, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
+def stream_main(ns: Namespace, out_fd: int | None = None, max_seconds: float = 0.0) -> int:
     return _Follower(ns, out_fd, max_seconds).run()
 
 
@@ -287,8 +266,8 @@ class _Follower:
     """``oklog stream``: one cluster stream at a time, moving to another member
     when it breaks and catching up from the store on what was missed."""
 
-    def __init__(self, ns: Any, out_fd: int | None, max_seconds: float) -> None:
-        from oklog.cli.query import format_name, urlencode
+    def __init__(self, ns: Namespace, out_fd: int | None, max_seconds: float) -> None:
+        from oklog.cli.query import format_name
         from oklog.query.format import FORMATS
 
         fmt = FORMATS[format_name(ns.ulid, ns.time, False)]
@@ -347,7 +326,7 @@ class _Follower:
     def _learn_members(self) -> None:
         try:
             found, _ = cluster_members(*self.current, self.access)
-        except (OSError, ValueError):
+        except (OSError, ValueError, StreamError):
             found = []
         if found:
             self.members = found if self.current in found else [self.current, *found]
@@ -391,7 +370,7 @@ class _Follower:
             self.received.add(data)
             self.out.records(data)
         if time.monotonic() - catchup.started >= self.catchup_for:
-            _report(catchup, self.current)
+            _report(catchup, self.current, self.access)
             self.resume_since = None
             return None
         return catchup
@@ -413,10 +392,10 @@ class _Follower:
         return _NOTICE.sub(b"", data)
 
 
-def _report(catchup: CatchUp, node: tuple[str, int]) -> None:
+def _report(catchup: CatchUp, node: tuple[str, int], access: Access) -> None:
     try:
-        _, members = cluster_members(*node)
-    except (OSError, ValueError):
+        _, members = cluster_members(*node, access)
+    except (OSError, ValueError, StreamError):
         members = []
     text = f"caught up {catchup.found} records written from {_stamp(catchup.since)} while disconnected"
     if catchup.incomplete:
