@@ -2,7 +2,7 @@
 
 Four calls, nothing else:
 
-    cluster_state()   GET /cluster/state   → the JSON document (a dict)
+    cluster_state()   GET /cluster/state   → the document (``NodeState``, validated)
     query(request)    GET /store/query     → a RecordStream of complete records
     hits(request, step) GET /store/hits    → Hits: matches per time bucket
     tail(q, regex)    GET /store/stream    → a RecordStream that never ends
@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from oklog.node.config import parse_duration
+from oklog.node.state import NodeState
 from oklog.records.framing import Carry
 from oklog.records.record import ULID_LEN, RecordError, ulid_ms
+from oklog.tui.model import node_state
+from oklog.units import parse_duration
 
 DEFAULT_NODE = "localhost:7650"
 DEFAULT_API_PORT = 7650
@@ -236,11 +238,12 @@ class Client(Protocol):
 
     node: str
 
-    async def cluster_state(self) -> dict: ...
+    async def cluster_state(self) -> NodeState: ...
 
-    def query(self, request: QueryRequest, now: float | None = None): ...
+    def query(self, request: QueryRequest, now: float | None = None
+              ) -> AbstractAsyncContextManager[RecordStream]: ...
 
-    def tail(self, q: str, regex: bool): ...
+    def tail(self, q: str, regex: bool) -> AbstractAsyncContextManager[RecordStream]: ...
 
     async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits: ...
 
@@ -249,7 +252,8 @@ class Client(Protocol):
 
 class NodeClient:
     def __init__(self, node: str = DEFAULT_NODE, *, state_timeout: float = STATE_TIMEOUT,
-                 transport: httpx.AsyncBaseTransport | None = None, http: dict | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 http: dict[str, Any] | None = None) -> None:
         self.node = node
         self.base_url = base_url(node)
         self.state_timeout = state_timeout
@@ -263,7 +267,7 @@ class NodeClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def cluster_state(self) -> dict:
+    async def cluster_state(self) -> NodeState:
         try:
             resp = await self._http.get("/cluster/state", timeout=self.state_timeout)
         except httpx.TransportError as e:
@@ -274,9 +278,10 @@ class NodeClient:
             doc = resp.json()
         except ValueError as e:
             raise ApiError(resp.status_code, f"not JSON: {e}") from e
-        if not isinstance(doc, dict):
-            raise ApiError(resp.status_code, "cluster state is not a JSON object")
-        return doc
+        try:
+            return node_state(doc)
+        except ValueError as e:
+            raise ApiError(resp.status_code, str(e)) from None
 
     @asynccontextmanager
     async def query(self, request: QueryRequest, now: float | None = None

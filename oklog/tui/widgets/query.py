@@ -21,7 +21,7 @@ import asyncio
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual import work
@@ -82,7 +82,7 @@ class QueryView(Vertical):
         Binding("/", "focus_query", "Edit query", show=False),
     ]
 
-    def __init__(self, max_lines: int, **kw) -> None:
+    def __init__(self, max_lines: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.max_lines = max_lines
         self.records = 0
