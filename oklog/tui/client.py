@@ -268,20 +268,28 @@ class NodeClient:
         await self._http.aclose()
 
     async def cluster_state(self) -> NodeState:
-        try:
-            resp = await self._http.get("/cluster/state", timeout=self.state_timeout)
-        except httpx.TransportError as e:
-            raise NodeUnreachable(_describe(e)) from e
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, resp.text.strip())
-        try:
-            doc = resp.json()
-        except ValueError as e:
-            raise ApiError(resp.status_code, f"not JSON: {e}") from e
+        status, doc = await self._get_json("/cluster/state", timeout=self.state_timeout)
         try:
             return node_state(doc)
         except ValueError as e:
-            raise ApiError(resp.status_code, str(e)) from None
+            raise ApiError(status, str(e)) from None
+
+    async def _get_json(self, path: str, *, endpoint: bool = False, **kw: Any) -> tuple[int, object]:
+        """GET ``path`` → (status, decoded JSON). A transport error is
+        ``NodeUnreachable``, an error status ``ApiError`` (``EndpointMissing`` for
+        a 404 of an ``endpoint`` a node may not have), a body not JSON ``ApiError``."""
+        try:
+            resp = await self._http.get(path, **kw)
+        except httpx.TransportError as e:
+            raise NodeUnreachable(_describe(e)) from e
+        if endpoint and resp.status_code == 404:
+            raise EndpointMissing(404, resp.text.strip() or f"{path} not found")
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, resp.text.strip())
+        try:
+            return resp.status_code, resp.json()
+        except ValueError as e:
+            raise ApiError(resp.status_code, f"not JSON: {e}") from e
 
     @asynccontextmanager
     async def query(self, request: QueryRequest, now: float | None = None
@@ -292,19 +300,8 @@ class NodeClient:
     async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits:
         params = request.params(now)
         params["step"] = step
-        try:
-            resp = await self._http.get("/store/hits", params=params)
-        except httpx.TransportError as e:
-            raise NodeUnreachable(_describe(e)) from e
-        if resp.status_code == 404:
-            raise EndpointMissing(404, resp.text.strip() or "/store/hits not found")
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, resp.text.strip())
-        try:
-            doc = resp.json()
-        except ValueError as e:
-            raise ApiError(resp.status_code, f"not JSON: {e}") from e
-        return parse_hits(resp.status_code, doc)
+        status, doc = await self._get_json("/store/hits", endpoint=True, params=params)
+        return parse_hits(status, doc)
 
     @asynccontextmanager
     async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:
