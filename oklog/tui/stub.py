@@ -192,17 +192,11 @@ class StubClient:
         body = query_body(self.query_records)
         wanted = [r for r in body.splitlines(keepends=True) if request.q.encode() in r.split(b" ", 2)[2]]
         step = 8 if len(wanted) < 1000 else 997  # buffers that do not line up with pages
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for i in range(0, len(wanted), step):
-                yield b"".join(wanted[i : i + step])
-                await asyncio.sleep(0)
-
         stats = {"nodes queried": "2", "segments queried": "14", "max data set size": "1879048192",
                  "error count": "0", "duration": "0.004121s"}
         if self.query_errors:
             stats = stats | {"error count": "1", "errors": self.query_errors}
-        yield RecordStream(206 if self.query_errors else 200, stats, chunks())
+        yield RecordStream(206 if self.query_errors else 200, stats, _in_buffers(wanted, step))
 
     async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits:
         """The stub query's records per bucket, within the request's from/to."""
@@ -236,14 +230,21 @@ class StubClient:
         # that it dropped records for this stream.
         lines.append(encode_ulid(t, 1) + b" worker build \x1b[32mOK\x1b[0m\r \xe2\x80\xaetxt.exe\n")
         lines.append(encode_ulid(t, 2) + b" oklog oklog: stream dropped 120 records (client too slow)\n")
-        body = b"".join(lines)
+        yield RecordStream(200, {}, _live(b"".join(lines)))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            yield body
-            await asyncio.Event().wait()  # a live stream: nothing more, but not over
-            yield b""
 
-        yield RecordStream(200, {}, chunks())
+async def _in_buffers(lines: list[bytes], step: int) -> AsyncIterator[bytes]:
+    """``lines`` as a streamed answer: ``step`` records a buffer."""
+    for i in range(0, len(lines), step):
+        yield b"".join(lines[i : i + step])
+        await asyncio.sleep(0)
+
+
+async def _live(body: bytes) -> AsyncIterator[bytes]:
+    """A live stream: ``body``, then nothing more, but not over."""
+    yield body
+    await asyncio.Event().wait()
+    yield b""
 
 
 class StubClientFactory:
