@@ -16,7 +16,6 @@ endpoint this node does not have).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,11 +24,11 @@ from typing import Any, Protocol
 
 import httpx
 
+from oklog import units
 from oklog.node.state import NodeState
 from oklog.records.framing import Carry
 from oklog.records.record import ULID_LEN, RecordError, ulid_ms
 from oklog.tui.model import node_state
-from oklog.units import parse_duration
 
 DEFAULT_NODE = "localhost:7650"
 DEFAULT_API_PORT = 7650
@@ -106,17 +105,13 @@ def parse_records(buf: bytes, last: int | None = None) -> list[Record]:
 
 
 def resolve_time(text: str, now: float | None = None) -> str | None:
-    """UI time → API value: empty or ``now`` → None, ``5m`` → RFC 3339 5 minutes ago,
-    anything else (RFC 3339, ULID) passes through for the node to validate."""
-    t = text.strip()
-    if not t or t == "now":
-        return None
+    """UI time → API value, as ``oklog query`` resolves it (``oklog.units.resolve_time``:
+    empty or ``now`` → None, ``5m`` → RFC 3339 UTC 5 minutes ago); anything it
+    does not take passes through, so the node's 400 says what is wrong with it."""
     try:
-        ago = parse_duration(t)
+        return units.resolve_time(text, now)
     except ValueError:
-        return t
-    now = time.time() if now is None else now
-    return datetime.fromtimestamp(now - ago, tz=UTC).isoformat(timespec="milliseconds")
+        return text.strip()
 
 
 def base_url(node: str) -> str:

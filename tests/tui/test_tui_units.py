@@ -52,10 +52,11 @@ def test_format_record_keeps_one_record_on_one_line():
 
 def test_resolve_time_and_params():
     assert resolve_time("") is None and resolve_time("now") is None
-    assert resolve_time("5m", now=1_700_000_300.0) == "2023-11-14T22:13:20.000+00:00"
+    assert resolve_time("5m", now=1_700_000_300.0) == "2023-11-14T22:13:20.000Z"  # as oklog query says it
+    assert resolve_time(" 3 days ago ") == "3 days ago"  # not a time: the node's 400 says why
     assert resolve_time("2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
     p = QueryRequest(q="x", regex=True, from_="1h", to="", topic=" api ").params(now=1_700_003_600.0)
-    assert p == {"q": "x", "regex": "true", "from": "2023-11-14T22:13:20.000+00:00", "topic": "api"}
+    assert p == {"q": "x", "regex": "true", "from": "2023-11-14T22:13:20.000Z", "topic": "api"}
     assert base_url("localhost:7650") == "http://localhost:7650"
     assert base_url("10.0.0.1") == "http://10.0.0.1:7650"
     assert base_url("http://[::1]:9000/") == "http://[::1]:9000"
