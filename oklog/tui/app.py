@@ -27,6 +27,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from oklog.node.state import Pipeline
 from oklog.tui.client import DEFAULT_NODE, ApiError, Client, ClientError, NodeClient
 from oklog.tui.messages import AttachNode, NodeUnreachable, QueryFinished, StateUpdated
 from oklog.tui.model import (
@@ -90,7 +91,7 @@ class OklogApp(App[None]):
         self.last_contact: float | None = None
         self.polls = 0  # answers received (for tests)
         self.peers: dict[str, Client] = {}  # api address → client, for other members' figures
-        self.peer_figures: dict[str, tuple[dict, float]] = {}  # member id → (pipeline, local time)
+        self.peer_figures: dict[str, tuple[Pipeline, float]] = {}  # member id → (pipeline, local time)
         self._wake = asyncio.Event()
 
     def compose(self) -> ComposeResult:
@@ -151,7 +152,7 @@ class OklogApp(App[None]):
         if client is self.client:
             self.post_message(StateUpdated(client.node, state, self.clock()))
 
-    async def fetch_peer_pipelines(self, state: ClusterState) -> dict[str, dict]:
+    async def fetch_peer_pipelines(self, state: ClusterState) -> dict[str, Pipeline]:
         """Other members' own figures, each from its ``GET /cluster/state``: the
         attached node's document only carries its own pipeline. A member that does
         not answer in time keeps its last figures for ``PEER_STALE``, then has no
@@ -163,35 +164,31 @@ class OklogApp(App[None]):
             del self.peer_figures[mid]  # dead, left, gone, or now this node
         if not want:
             return {}
-
-        async def one(m: Member) -> tuple[str, dict] | None:
-            c = self.peers.get(m.api_addr)
-            if c is None:
-                c = self.peers[m.api_addr] = self.client_factory(m.api_addr)
-            try:
-                doc = await asyncio.wait_for(c.cluster_state(), PEER_TIMEOUT)
-            except (ClientError, TimeoutError):
-                return None
-            p = doc.get("pipeline")
-            if doc.get("self") not in (m.id, None):
-                self.peer_figures.pop(m.id, None)  # its address is someone else's now
-                return None
-            if not isinstance(p, dict):
-                return None
-            return m.id, p
-
-        got = dict(r for r in await asyncio.gather(*(one(m) for m in want)) if r is not None)
-        now, stale = self.clock(), max(PEER_STALE, 3 * self.refresh_interval)
+        answers = await asyncio.gather(*(self._peer_pipeline(m) for m in want))
+        got = {m.id: p for m, p in zip(want, answers, strict=True) if p is not None}
+        now = self.clock()
         for mid, p in got.items():
             self.peer_figures[mid] = (p, now)
-        for m in want:  # a slow answer (loaded box) does not make the card flicker
-            if m.id not in got and m.id in self.peer_figures:
-                p, t = self.peer_figures[m.id]
-                if now - t <= stale:
-                    got[m.id] = p
-                else:
-                    del self.peer_figures[m.id]
-        return got
+        stale = max(PEER_STALE, 3 * self.refresh_interval)
+        kept, expired = recent_figures(self.peer_figures, [m.id for m in want if m.id not in got], now, stale)
+        for mid in expired:
+            del self.peer_figures[mid]
+        return got | kept
+
+    async def _peer_pipeline(self, m: Member) -> Pipeline | None:
+        """``m``'s own pipeline, from its ``/cluster/state``; None when it does not
+        answer in time, or answers as another member."""
+        c = self.peers.get(m.api_addr)
+        if c is None:
+            c = self.peers[m.api_addr] = self.client_factory(m.api_addr)
+        try:
+            doc = await asyncio.wait_for(c.cluster_state(), PEER_TIMEOUT)
+        except (ClientError, TimeoutError):
+            return None
+        if doc.get("self") not in (m.id, None):
+            self.peer_figures.pop(m.id, None)  # its address is someone else's now
+            return None
+        return doc.get("pipeline")
 
     @staticmethod
     async def _close(c: Client) -> None:
@@ -321,6 +318,23 @@ class OklogApp(App[None]):
         for c in [self.client, *self.peers.values()]:
             await self._close(c)
         self.peers.clear()
+
+
+def recent_figures(figures: dict[str, tuple[Pipeline, float]], missed: list[str], now: float,
+                   stale: float) -> tuple[dict[str, Pipeline], list[str]]:
+    """For the members that ``missed`` this poll: (the last figures of those heard
+    from within ``stale`` seconds, the ids whose figures are older): a slow answer
+    (a loaded box) does not make a card flicker, a gone member's card goes."""
+    kept: dict[str, Pipeline] = {}
+    expired = []
+    for mid in missed:
+        if mid in figures:
+            p, t = figures[mid]
+            if now - t <= stale:
+                kept[mid] = p
+            else:
+                expired.append(mid)
+    return kept, expired
 
 
 def switch_candidates(state: ClusterState | None) -> list[str]:

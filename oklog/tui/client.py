@@ -2,7 +2,7 @@
 
 Four calls, nothing else:
 
-    cluster_state()   GET /cluster/state   → the JSON document (a dict)
+    cluster_state()   GET /cluster/state   → the document (``NodeState``, validated)
     query(request)    GET /store/query     → a RecordStream of complete records
     hits(request, step) GET /store/hits    → Hits: matches per time bucket
     tail(q, regex)    GET /store/stream    → a RecordStream that never ends
@@ -16,18 +16,19 @@ endpoint this node does not have).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from oklog.node.config import parse_duration
+from oklog import units
+from oklog.node.state import NodeState
 from oklog.records.framing import Carry
 from oklog.records.record import ULID_LEN, RecordError, ulid_ms
+from oklog.tui.model import node_state
 
 DEFAULT_NODE = "localhost:7650"
 DEFAULT_API_PORT = 7650
@@ -104,17 +105,13 @@ def parse_records(buf: bytes, last: int | None = None) -> list[Record]:
 
 
 def resolve_time(text: str, now: float | None = None) -> str | None:
-    """UI time → API value: empty or ``now`` → None, ``5m`` → RFC 3339 5 minutes ago,
-    anything else (RFC 3339, ULID) passes through for the node to validate."""
-    t = text.strip()
-    if not t or t == "now":
-        return None
+    """UI time → API value, as ``oklog query`` resolves it (``oklog.units.resolve_time``:
+    empty or ``now`` → None, ``5m`` → RFC 3339 UTC 5 minutes ago); anything it
+    does not take passes through, so the node's 400 says what is wrong with it."""
     try:
-        ago = parse_duration(t)
+        return units.resolve_time(text, now)
     except ValueError:
-        return t
-    now = time.time() if now is None else now
-    return datetime.fromtimestamp(now - ago, tz=UTC).isoformat(timespec="milliseconds")
+        return text.strip()
 
 
 def base_url(node: str) -> str:
@@ -236,11 +233,12 @@ class Client(Protocol):
 
     node: str
 
-    async def cluster_state(self) -> dict: ...
+    async def cluster_state(self) -> NodeState: ...
 
-    def query(self, request: QueryRequest, now: float | None = None): ...
+    def query(self, request: QueryRequest, now: float | None = None
+              ) -> AbstractAsyncContextManager[RecordStream]: ...
 
-    def tail(self, q: str, regex: bool): ...
+    def tail(self, q: str, regex: bool) -> AbstractAsyncContextManager[RecordStream]: ...
 
     async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits: ...
 
@@ -249,7 +247,8 @@ class Client(Protocol):
 
 class NodeClient:
     def __init__(self, node: str = DEFAULT_NODE, *, state_timeout: float = STATE_TIMEOUT,
-                 transport: httpx.AsyncBaseTransport | None = None, http: dict | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 http: dict[str, Any] | None = None) -> None:
         self.node = node
         self.base_url = base_url(node)
         self.state_timeout = state_timeout
@@ -263,20 +262,29 @@ class NodeClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def cluster_state(self) -> dict:
+    async def cluster_state(self) -> NodeState:
+        status, doc = await self._get_json("/cluster/state", timeout=self.state_timeout)
         try:
-            resp = await self._http.get("/cluster/state", timeout=self.state_timeout)
+            return node_state(doc)
+        except ValueError as e:
+            raise ApiError(status, str(e)) from None
+
+    async def _get_json(self, path: str, *, endpoint: bool = False, **kw: Any) -> tuple[int, object]:
+        """GET ``path`` → (status, decoded JSON). A transport error is
+        ``NodeUnreachable``, an error status ``ApiError`` (``EndpointMissing`` for
+        a 404 of an ``endpoint`` a node may not have), a body not JSON ``ApiError``."""
+        try:
+            resp = await self._http.get(path, **kw)
         except httpx.TransportError as e:
             raise NodeUnreachable(_describe(e)) from e
+        if endpoint and resp.status_code == 404:
+            raise EndpointMissing(404, resp.text.strip() or f"{path} not found")
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, resp.text.strip())
         try:
-            doc = resp.json()
+            return resp.status_code, resp.json()
         except ValueError as e:
             raise ApiError(resp.status_code, f"not JSON: {e}") from e
-        if not isinstance(doc, dict):
-            raise ApiError(resp.status_code, "cluster state is not a JSON object")
-        return doc
 
     @asynccontextmanager
     async def query(self, request: QueryRequest, now: float | None = None
@@ -287,19 +295,8 @@ class NodeClient:
     async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits:
         params = request.params(now)
         params["step"] = step
-        try:
-            resp = await self._http.get("/store/hits", params=params)
-        except httpx.TransportError as e:
-            raise NodeUnreachable(_describe(e)) from e
-        if resp.status_code == 404:
-            raise EndpointMissing(404, resp.text.strip() or "/store/hits not found")
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, resp.text.strip())
-        try:
-            doc = resp.json()
-        except ValueError as e:
-            raise ApiError(resp.status_code, f"not JSON: {e}") from e
-        return parse_hits(resp.status_code, doc)
+        status, doc = await self._get_json("/store/hits", endpoint=True, params=params)
+        return parse_hits(status, doc)
 
     @asynccontextmanager
     async def tail(self, q: str, regex: bool) -> AsyncIterator[RecordStream]:

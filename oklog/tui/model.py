@@ -1,10 +1,14 @@
 """What the TUI shows, computed from ``GET /cluster/state`` documents. Pure.
 
-The state document grows as the cluster grows features, so everything here is
-tolerant: a missing key is "unknown", never a crash. Pipeline figures come from
-the top-level ``pipeline`` (the attached node's own), a member's ``pipeline`` key
-if a node ever carries one, or ``with_pipelines`` (what the app fetched from the
-other members' own ``/cluster/state``).
+The document's one definition is ``oklog.node.state`` (``NodeState``), and the
+TUI reads it through those types. ``node_state`` is the light validation the
+client applies to the decoded JSON: every section that is present has the
+container type the definition gives it (an object, a list), so reads can rely
+on it. A node of another version may send less: sections the definition marks
+optional, and anything missing, read as "unknown" (``.get``), never a crash;
+a figure that is not a number reads as 0 (``figure``). Pipeline figures come
+from the top-level ``pipeline`` (the attached node's own) or ``with_pipelines``
+(what the app fetched from the other members' own ``/cluster/state``).
 
 Rates are not in the document: ``History`` keeps successive samples per node and
 derives records/s and bytes/s from the deltas of ``records_in``/``bytes_in``.
@@ -12,18 +16,19 @@ derives records/s and bytes/s from the deltas of ``records_in``/``bytes_in``.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from oklog.human import format_duration
+from oklog.node.state import ConsumerStats, HealthWarning, MemberRow, NodeState, Pipeline
 
 HISTORY_SECONDS = 300.0  # sparklines cover the last five minutes
 LAG_WARN = 10.0  # oldest flushed segment older than this (seconds) and growing: warn
 LAG_ERROR = 60.0  # older than this: error, growing or not
-DISK_WARN = 0.80  # fraction of the disk used
-DISK_ERROR = 0.90
 RECENT = 60.0  # a node without warnings of its own: failures seen in this window warn
 
 STATES = ("alive", "suspect", "dead", "left")
@@ -31,21 +36,74 @@ INGEST_ROLES = ("ingest", "ingeststore")
 STORE_ROLES = ("store", "ingeststore")
 
 
-def num(d: Any, *path: str, default: float = 0.0) -> float:
-    """A number at ``d[path[0]][path[1]]...``, or ``default`` when absent or not a number."""
-    cur = d
-    for key in path:
-        if not isinstance(cur, dict) or key not in cur:
-            return default
-        cur = cur[key]
-    if isinstance(cur, bool) or not isinstance(cur, int | float):
+# -- the document, validated --------------------------------------------------------------
+
+
+def node_state(doc: object) -> NodeState:
+    """The decoded JSON of a ``/cluster/state`` answer, as a ``NodeState``:
+    ``ValueError`` if it is not an object; a present section of the wrong shape
+    (a row that is not an object, a list that is not a list) is dropped, so a
+    reader sees it as absent."""
+    if not isinstance(doc, dict):
+        raise ValueError("the cluster state is not a JSON object")
+    return cast(NodeState, _conform(doc, NodeState))
+
+
+def _conform(doc: dict[str, Any], td: type) -> dict[str, Any]:
+    """``doc`` with each key ``td`` names kept only if its value has the right
+    container shape (recursively); keys ``td`` does not name are kept as sent."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(td)
+    for k, v in doc.items():
+        t = hints.get(k)
+        if t is None:
+            out[k] = v
+            continue
+        ok, value = _shaped(v, t)
+        if ok:
+            out[k] = value
+    return out
+
+
+def _shaped(v: object, t: Any) -> tuple[bool, object]:
+    """(fits, value conformed) for one value of declared type ``t``."""
+    if typing.is_typeddict(t):
+        return (True, _conform(v, t)) if isinstance(v, dict) else (False, None)
+    origin = typing.get_origin(t)
+    if origin is list:
+        if not isinstance(v, list):
+            return False, None
+        (item,) = typing.get_args(t)
+        kept = [x for ok, x in (_shaped(e, item) for e in v) if ok]
+        return True, kept
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(t):
+            ok, value = _shaped(v, a)
+            if ok:
+                return True, value
+        return False, None
+    if t is type(None):
+        return v is None, v
+    if t in (int, float):  # figures: read through ``figure``, which guards them
+        return True, v
+    if t is str:
+        return isinstance(v, str), v
+    if t is bool:
+        return isinstance(v, bool), v
+    return True, v
+
+
+def figure(v: object, default: float = 0.0) -> float:
+    """A figure as a float, or ``default`` when it is absent or not a number."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
         return default
-    return float(cur)
+    return float(v)
 
 
-def sub(d: Any, key: str) -> dict:
-    v = d.get(key) if isinstance(d, dict) else None
-    return v if isinstance(v, dict) else {}
+def _opt_num(v: object) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v)
 
 
 @dataclass(frozen=True)
@@ -59,7 +117,7 @@ class Member:
     last_heard: float | None = None
     uptime: float | None = None
     is_self: bool = False
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    started: float | None = None  # process start (from its gossip meta), Unix seconds
 
     @property
     def ingests(self) -> bool:
@@ -68,10 +126,6 @@ class Member:
     @property
     def down(self) -> bool:
         return self.state in ("dead", "left")
-
-    @property
-    def started(self) -> float | None:
-        return _opt_num(sub(self.raw, "meta").get("started"))
 
     @property
     def shown_uptime(self) -> float | None:
@@ -93,7 +147,7 @@ class Member:
 class ClusterState:
     self_id: str
     members: tuple[Member, ...]
-    pipelines: dict[str, dict]  # member id → pipeline figures
+    pipelines: dict[str, Pipeline]  # member id → pipeline figures
     replication_factor: int | None = None
     time: float | None = None  # the node's clock when it answered
 
@@ -111,55 +165,48 @@ class ClusterState:
         return f"{alive}/{total} members alive" + (f", {left} left" if left else "")
 
 
-def parse_state(doc: dict) -> ClusterState:
-    """A ``/cluster/state`` document → ClusterState.
+def parse_state(doc: NodeState) -> ClusterState:
+    """A ``/cluster/state`` document (validated by ``node_state``) → ClusterState.
 
-    Members carry ``id`` (the gossip address), ``role``, ``gossip_addr``,
-    ``api_addr``, ``state``, ``incarnation``, ``last_heard`` (unix time),
-    ``self`` (bool), ``uptime_seconds`` and ``meta``; the top level names this
-    node (``self``) and carries its own ``pipeline``.
+    The top level names this node (``self``) and carries its own ``pipeline``;
+    without ``self``, the member row marked ``self`` is this node.
     """
-    self_id = doc.get("self") or doc.get("id")
-    self_id = self_id if isinstance(self_id, str) else ""
+    self_id = doc.get("self") or ""
     members = []
-    pipelines: dict[str, dict] = {}
-    raw_members = doc.get("members")
-    for i, m in enumerate(raw_members if isinstance(raw_members, list) else []):
-        if not isinstance(m, dict):
-            continue
-        meta = sub(m, "meta")
-        mid = str(m.get("id") or m.get("name") or m.get("gossip_addr") or m.get("api_addr")
-                  or f"member-{i}")
+    for i, m in enumerate(doc.get("members") or []):
+        mid = m.get("id") or m.get("gossip_addr") or f"member-{i}"
         if not self_id and m.get("self") is True:
             self_id = mid
-        inc = m.get("incarnation")
-        members.append(
-            Member(
-                id=mid,
-                role=str(m.get("role") or meta.get("role") or "?"),
-                api_addr=str(m.get("api_addr") or meta.get("api_addr") or m.get("addr") or ""),
-                gossip_addr=str(m.get("gossip_addr") or ""),
-                state=str(m.get("state") or "alive").lower(),
-                incarnation=inc if isinstance(inc, int) and not isinstance(inc, bool) else None,
-                last_heard=_opt_num(m.get("last_heard")),
-                uptime=_opt_num(m.get("uptime_seconds", m.get("uptime"))),
-                is_self=m.get("self") is True or mid == self_id,
-                raw=m,
-            )
-        )
-        if isinstance(m.get("pipeline"), dict):
-            pipelines[mid] = m["pipeline"]
-    if isinstance(doc.get("pipeline"), dict) and self_id:
-        pipelines[self_id] = doc["pipeline"]
+        members.append(member_of(m, mid, self_id))
+    pipelines: dict[str, Pipeline] = {}
+    pipeline = doc.get("pipeline")
+    if pipeline is not None and self_id:
+        pipelines[self_id] = pipeline
     members.sort(key=lambda m: (not m.is_self, m.id))
     rf = doc.get("replication_factor")
-    t = _opt_num(doc.get("time"))
     return ClusterState(
         self_id=self_id,
         members=tuple(members),
         pipelines=pipelines,
         replication_factor=rf if isinstance(rf, int) and not isinstance(rf, bool) else None,
-        time=t if t is not None else _opt_num(sub(doc, "pipeline").get("time")),
+        time=_opt_num(pipeline.get("time")) if pipeline is not None else None,
+    )
+
+
+def member_of(m: MemberRow, mid: str, self_id: str) -> Member:
+    meta = m.get("meta") or {}
+    inc = m.get("incarnation")
+    return Member(
+        id=mid,
+        role=m.get("role") or "?",
+        api_addr=m.get("api_addr") or meta.get("api_addr") or "",
+        gossip_addr=m.get("gossip_addr") or "",
+        state=(m.get("state") or "alive").lower(),
+        incarnation=inc if isinstance(inc, int) and not isinstance(inc, bool) else None,
+        last_heard=_opt_num(m.get("last_heard")),
+        uptime=_opt_num(m.get("uptime_seconds")),
+        is_self=m.get("self") is True or mid == self_id,
+        started=_opt_num(meta.get("started")),
     )
 
 
@@ -171,19 +218,13 @@ def peers_to_fetch(state: ClusterState) -> list[Member]:
             and m.id not in state.pipelines]
 
 
-def with_pipelines(state: ClusterState, extra: dict[str, dict]) -> ClusterState:
+def with_pipelines(state: ClusterState, extra: dict[str, Pipeline]) -> ClusterState:
     """The state plus pipelines fetched from other members (never overriding one
     the state already carries)."""
     if not extra:
         return state
     merged = {k: v for k, v in extra.items() if isinstance(v, dict)} | state.pipelines
     return replace(state, pipelines=merged)
-
-
-def _opt_num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v)
 
 
 # -- history and rates ------------------------------------------------------------------
@@ -199,6 +240,18 @@ class Sample:
     replications_ok: float
 
 
+def sample_of(pipeline: Pipeline, fallback_time: float) -> Sample:
+    ing, con = pipeline.get("ingest"), pipeline.get("consumer")
+    return Sample(
+        time=figure(pipeline.get("time"), default=fallback_time),
+        records_in=figure(ing.get("records_in")) if ing is not None else 0.0,
+        bytes_in=figure(ing.get("bytes_in")) if ing is not None else 0.0,
+        lag=figure(ing.get("oldest_flushed_age_seconds")) if ing is not None else 0.0,
+        replications_failed=figure(con.get("replications_failed")) if con is not None else 0.0,
+        replications_ok=figure(con.get("replications_ok")) if con is not None else 0.0,
+    )
+
+
 class History:
     """Successive pipeline samples of one node, the last ``HISTORY_SECONDS``."""
 
@@ -206,21 +259,13 @@ class History:
         self.seconds = seconds
         self.samples: deque[Sample] = deque()
 
-    def add(self, pipeline: dict, fallback_time: float) -> None:
-        t = num(pipeline, "time", default=fallback_time)
-        s = Sample(
-            time=t,
-            records_in=num(pipeline, "ingest", "records_in"),
-            bytes_in=num(pipeline, "ingest", "bytes_in"),
-            lag=num(pipeline, "ingest", "oldest_flushed_age_seconds"),
-            replications_failed=num(pipeline, "consumer", "replications_failed"),
-            replications_ok=num(pipeline, "consumer", "replications_ok"),
-        )
+    def add(self, pipeline: Pipeline, fallback_time: float) -> None:
+        s = sample_of(pipeline, fallback_time)
         if self.samples and s.time <= self.samples[-1].time:
             self.samples[-1] = s  # same or older sample (clock step): replace
         else:
             self.samples.append(s)
-        while self.samples and self.samples[0].time < t - self.seconds:
+        while self.samples and self.samples[0].time < s.time - self.seconds:
             self.samples.popleft()
 
     def _rates(self, attr: str) -> list[float]:
@@ -305,63 +350,42 @@ def data_of_down_member(state: ClusterState, m: Member) -> str:
     return "; ".join(parts) or "it holds no data"
 
 
-def pipeline_warnings(node: str, p: dict, h: History | None, rf: int | None) -> Iterable[Alert]:
-    lag = num(p, "ingest", "oldest_flushed_age_seconds")
+def pipeline_warnings(node: str, p: Pipeline, h: History | None, rf: int | None) -> Iterable[Alert]:
+    ing = p.get("ingest")
+    lag = figure(ing.get("oldest_flushed_age_seconds")) if ing is not None else 0.0
     if lag >= LAG_ERROR:
         yield Alert("error", node, f"consumer lag {duration(lag)}: oldest flushed segment not consumed")
     elif lag >= LAG_WARN and h is not None and h.lag_growing():
         yield Alert("warning", node, f"consumer lag growing: oldest flushed segment {duration(lag)} old")
     node_warnings = p.get("warnings")
-    if isinstance(node_warnings, list):
-        # The node's own: each from a window of recent events, naming its cause.
-        for w in node_warnings:
-            if isinstance(w, dict) and w.get("text"):
-                level = w.get("level") if w.get("level") in ("warning", "error") else "warning"
-                yield Alert(str(level), node, str(w["text"]))
-            elif isinstance(w, str) and w:
-                yield Alert("warning", node, w)
+    if node_warnings is not None:  # the node's own, each from a window of recent events
+        yield from (alert_of(node, w) for w in node_warnings if w.get("text"))
     else:
-        yield from _counter_warnings(node, sub(p, "consumer"), h)
-    q = sub(p, "store").get("quarantined")
-    if isinstance(q, list) and q:
-        yield Alert("warning", node, f"{len(q)} store segment(s) quarantined")
-    for where, used in disk_usage(p):
-        if used >= DISK_ERROR:
-            yield Alert("error", node, f"disk {where} {used:.0%} full")
-        elif used >= DISK_WARN:
-            yield Alert("warning", node, f"disk {where} filling: {used:.0%} used")
+        yield from _counter_warnings(node, p.get("consumer"), h)
+    store = p.get("store")
+    quarantined = store.get("quarantined") if store is not None else None
+    if quarantined:
+        yield Alert("warning", node, f"{len(quarantined)} store segment(s) quarantined")
 
 
-def _counter_warnings(node: str, consumer: dict, h: History | None) -> Iterable[Alert]:
+def alert_of(node: str, w: HealthWarning) -> Alert:
+    """A node's warning as an alert: its ``error`` level stays an error, anything
+    else (``warn``) is a warning."""
+    return Alert("error" if w.get("level") == "error" else "warning", node, str(w.get("text")))
+
+
+def _counter_warnings(node: str, consumer: ConsumerStats | None, h: History | None) -> Iterable[Alert]:
     """For a node whose state carries no warnings of its own: only failures this TUI
     saw happen (between its samples in the last ``RECENT`` seconds), never the
     counter since the node started; the node's last error is shown only when it
     is about replication."""
     fresh = h.replication_failures_within(RECENT) if h is not None else 0.0
     if fresh > 0:
-        err = str(consumer.get("last_error") or "")
+        err = str(consumer.get("last_error") or "") if consumer is not None else ""
         text = f"replication failing: {int(fresh)} failure{'s' if fresh != 1 else ''} in the last {duration(RECENT)}"
         yield Alert("error", node, f"{text}: {err}" if err.startswith(("replicate", "no store")) else text)
-    for w in consumer.get("warnings") or []:
+    for w in (consumer.get("warnings") or []) if consumer is not None else []:
         yield Alert("warning", node, str(w))
-
-
-def disk_usage(p: dict) -> list[tuple[str, float]]:
-    """(where, used fraction) for every disk figure the node reports, in any of the
-    shapes ``{"disk": {...}}``, ``{"store": {"disk": {...}}}`` with ``free_bytes``
-    and ``total_bytes`` (or ``used_ratio``)."""
-    out = []
-    for where, d in (("", sub(p, "disk")), ("ingest", sub(sub(p, "ingest"), "disk")),
-                     ("store", sub(sub(p, "store"), "disk"))):
-        if not d:
-            continue
-        if "used_ratio" in d:
-            out.append((where, num(d, "used_ratio")))
-            continue
-        total, free = num(d, "total_bytes"), num(d, "free_bytes", default=-1)
-        if total > 0 and free >= 0:
-            out.append((where, 1 - free / total))
-    return [(w.strip(), u) for w, u in out]
 
 
 # -- units ------------------------------------------------------------------------------

@@ -112,11 +112,23 @@ def parse_bar(text: str) -> BarQuery:
         elif word == "-q":
             terms.append(value)
         else:
-            try:
-                parse_condition(value)
-            except QueryError as e:
-                raise QueryBarError(str(e)) from None
-            where.append(value)
+            where.append(_condition(value))
+    _check_limits(terms, without, where)
+    return BarQuery(terms[0] if terms else "", tuple(terms[1:]), tuple(without), tuple(where), icase, regex)
+
+
+def _condition(value: str) -> str:
+    """A ``-where`` value, checked as the node will parse it."""
+    try:
+        parse_condition(value)
+    except QueryError as e:
+        raise QueryBarError(str(e)) from None
+    return value
+
+
+def _check_limits(terms: list[str], without: list[str], where: list[str]) -> None:
+    """``QueryBarError`` for more terms or conditions than a query takes, or an
+    empty or oversized term."""
     for name, got, limit in (("search", terms, MAX_TERMS), ("-v", without, MAX_TERMS),
                              ("-where", where, MAX_CONDITIONS)):
         if len(got) > limit:
@@ -126,4 +138,3 @@ def parse_bar(text: str) -> BarQuery:
             raise QueryBarError("an empty term matches everything: leave it out")
         if len(t.encode()) > MAX_QUERY_LEN:
             raise QueryBarError(f"a term of {len(t.encode())} bytes; the limit is {MAX_QUERY_LEN}")
-    return BarQuery(terms[0] if terms else "", tuple(terms[1:]), tuple(without), tuple(where), icase, regex)

@@ -12,24 +12,30 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from oklog.tui.app import OklogApp, make_app
-from oklog.tui.stub import StubClientFactory
+from oklog.tui.stub import StubClient, StubClientFactory
+from oklog.tui.widgets.histogram import Histogram
+from oklog.tui.widgets.query import QueryView
+from oklog.tui.widgets.tail import TailView
 
 SIZE = (130, 40)
 SAMPLES = 60  # two minutes of history at the stub's 2 s step
 NODE = "10.0.0.1:7650"
+SETTLE = 10.0  # seconds a scene may take to settle
 
 
-def demo_app(max_lines: int = 10_000, **kw) -> OklogApp:
+def demo_app(max_lines: int = 10_000, **kw: Any) -> OklogApp:
     """The app on a stub cluster; refresh never fires on its own (scenes poll)."""
     factory = StubClientFactory(**kw)
     return make_app(NODE, 3600.0, client=factory, clock=factory.clock, max_lines=max_lines)
 
 
-async def prime(pilot: Pilot, samples: int = SAMPLES) -> None:
+async def prime(pilot: Pilot[None], samples: int = SAMPLES) -> None:
     app = pilot.app
     assert isinstance(app, OklogApp)
     await pilot.pause()
@@ -39,66 +45,68 @@ async def prime(pilot: Pilot, samples: int = SAMPLES) -> None:
         await pilot.pause()
 
 
-async def until(pilot: Pilot, pred: Callable[[], object], timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if pred():
-            return
-        await pilot.pause(0.02)
-    raise TimeoutError("scene did not settle")
+async def until(pilot: Pilot[None], pred: Callable[[], object]) -> None:
+    """Pause until ``pred()`` holds; ``TimeoutError`` after ``SETTLE`` seconds."""
+    try:
+        async with asyncio.timeout(SETTLE):
+            while not pred():
+                await pilot.pause(0.02)
+    except TimeoutError:
+        raise TimeoutError("scene did not settle") from None
 
 
-async def cluster(pilot: Pilot) -> None:
+async def cluster(pilot: Pilot[None]) -> None:
     await prime(pilot)
 
 
-async def pipeline(pilot: Pilot) -> None:
+async def pipeline(pilot: Pilot[None]) -> None:
     await prime(pilot)
     await pilot.press("2")
 
 
-async def query(pilot: Pilot) -> None:
+async def query(pilot: Pilot[None]) -> None:
     await prime(pilot)
     await pilot.press("3", *"GET /v1", "enter")
-    view = pilot.app.query_one("QueryView")
-    await until(pilot, lambda: getattr(view, "outcome", "") == "done"
-                and view.query_one("#hist").state == "done")  # type: ignore[attr-defined]
+    view = pilot.app.query_one(QueryView)
+    await until(pilot, lambda: view.outcome == "done" and view.query_one("#hist", Histogram).state == "done")
     await pilot.pause(0.15)
 
 
-async def save(pilot: Pilot) -> None:
+async def save(pilot: Pilot[None]) -> None:
     await query(pilot)
     await pilot.press("ctrl+s")
     await until(pilot, lambda: pilot.app.screen.query("#save-path"))
-    pilot.app.screen.query_one("#save-path").cursor_blink = False  # type: ignore[attr-defined]
+    pilot.app.screen.query_one("#save-path", Input).cursor_blink = False
     await pilot.pause(0.1)
 
 
-async def tail(pilot: Pilot) -> None:
+async def tail(pilot: Pilot[None]) -> None:
     await prime(pilot)
     await pilot.press("4")
-    view = pilot.app.query_one("TailView")
-    await until(pilot, lambda: view.log_widget.line_count >= 27)  # type: ignore[attr-defined]
+    view = pilot.app.query_one(TailView)
+    await until(pilot, lambda: view.log_widget.line_count >= 27)
     await pilot.pause(0.15)
 
 
-async def help_screen(pilot: Pilot) -> None:
+async def help_screen(pilot: Pilot[None]) -> None:
     await prime(pilot, 2)
     await pilot.press("f1")
     await pilot.pause(0.2)
 
 
-async def unreachable(pilot: Pilot) -> None:
+async def unreachable(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, OklogApp)
     app.auto_switch = False  # this scene shows the banner; switching has its own test
     await prime(pilot)
-    app.client.down = True  # type: ignore[attr-defined]
+    assert isinstance(app.client, StubClient)
+    app.client.down = True
     for _ in range(3):
         await app.fetch_once()
         await pilot.pause()
 
 
-SCENES: dict[str, Callable[[Pilot], Awaitable[None]]] = {
+SCENES: dict[str, Callable[[Pilot[None]], Awaitable[None]]] = {
     "cluster": cluster,
     "pipeline": pipeline,
     "query": query,

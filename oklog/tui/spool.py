@@ -26,7 +26,7 @@ class ResultSpool:
         self.limit = limit
         # Positional reads and writes only: a save (in a thread) may read while
         # the query is still appending.
-        self.file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - lives as long as the result
+        self.file = tempfile.TemporaryFile(buffering=0)  # lives as long as the result
         self.fd = self.file.fileno()
         self.offsets: list[int] = []  # byte offset of each buffer
         self.firsts: list[int] = []  # number of the first record in each buffer

@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import math
+import typing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
 
+from oklog.node.state import (
+    ByIngestState,
+    CompactionStats,
+    ConsumerStats,
+    HealthWarning,
+    IngestStats,
+    MemberMeta,
+    MemberRow,
+    NodeState,
+    Pipeline,
+    StoreStats,
+)
 from oklog.records.record import encode_ulid, ulid_ms
 from oklog.tui.client import EndpointMissing, Hits, NodeUnreachable, QueryRequest, RecordStream
 
+T = TypeVar("T")
 T0 = 1_795_464_000.0  # 2026-11-23T19:20:00Z
 STEP = 2.0
 
@@ -59,6 +74,80 @@ def rate_at(k: int) -> float:
     return 1200 + 500 * math.sin(k / 4) + 150 * math.sin(k / 1.7)
 
 
+def zeroed(td: type[T]) -> T:
+    """A ``td`` with every field it always carries set to zero, empty or null
+    (fields a node sends only sometimes are left out)."""
+    required = td.__required_keys__  # type: ignore[attr-defined]  # a TypedDict class's attribute
+    out = {k: _zero(t) for k, t in typing.get_type_hints(td).items() if k in required}  # in definition order
+    return cast(T, out)
+
+
+def _zero(t: Any) -> object:
+    if typing.is_typeddict(t):
+        return zeroed(t)
+    if typing.get_origin(t) is list:
+        return []
+    if type(None) in typing.get_args(t):
+        return None
+    return {int: 0, float: 0.0, str: "", bool: False}[t]
+
+
+def member_row(mid: str, role: str, addr: str, state: str, inc: int, ago: float, up: float,
+               now: float, me: str) -> MemberRow:
+    heard = now - (0.0 if mid == me else ago)
+    return MemberRow(id=mid, role=role, gossip_addr=addr.replace(":7650", ":7659"), api_addr=addr,
+                     state=state, incarnation=inc, meta_version=inc, last_heard=heard,
+                     state_since=heard if state == "suspect" else now - up, self=mid == me,
+                     uptime_seconds=up, meta=MemberMeta(api_addr=addr, started=now - up))
+
+
+def _pipeline(now: float) -> Pipeline:
+    p = zeroed(Pipeline)
+    p["time"] = now
+    p["recent"]["window_seconds"] = 60.0
+    p["streams"]["max_subscribers"] = 64
+    return p
+
+
+def ingest_pipeline(now: float, records_in: float, lag: float) -> Pipeline:
+    ing = zeroed(IngestStats)
+    ing["segments"] = ByIngestState(active=3, flushed=2, pending=1)
+    ing["bytes"] = ByIngestState(active=5_242_880, flushed=33_554_432, pending=16_777_216)
+    ing["oldest_flushed_age_seconds"] = lag
+    ing["records_in"] = int(records_in)
+    ing["bytes_in"] = int(records_in * 112)
+    ing["flushes"], ing["commits"] = 1_873, 1_870
+    ing["connections"], ing["connections_total"] = 3, 41
+    p = _pipeline(now)
+    p["ingest"] = ing
+    return p
+
+
+def store_pipeline(now: float, failed: int, failing: str = "") -> Pipeline:
+    p = _pipeline(now)
+    if failing:
+        p["warnings"] = [HealthWarning(
+            level="error", kind="replicate", subject=failing,
+            text=f"replication to store member {failing} failing (3 failures in the last 1m, "
+                 "last 4s ago): timed out after 10s")]
+        p["recent"]["failures"]["replicate"] = 3
+    st = p["store"] = zeroed(StoreStats)
+    st["segments"], st["bytes"] = 214, 27_487_790_694
+    st["segments_written"], st["bytes_written"] = 3_112, 61_203_111_936
+    st["replications_received"] = 1_556
+    c = p["consumer"] = zeroed(ConsumerStats)
+    c["state"], c["batches"], c["segments_consumed"] = "gathering", 1_556, 3_740
+    c["bytes_consumed"], c["replications_ok"], c["replications_failed"] = 30_601_555_968, 1_553 - failed, failed
+    c["last_error"] = "store-2: timed out after 10s" if failed else ""
+    c["factor_effective"] = 2
+    comp = p["compaction"] = zeroed(CompactionStats)
+    comp["runs"], comp["merges"], comp["duplicates_dropped_bytes"] = 97, 388, 1_204_000
+    comp["segments_in"], comp["segments_out"] = 1_552, 388
+    comp["bytes_in"], comp["bytes_out"] = 24_696_061_952, 23_494_885_376
+    comp["trashed"], comp["trash_bytes"], comp["purged"] = 12, 1_503_238_553, 40
+    return p
+
+
 class StubClient:
     def __init__(self, node: str = "10.0.0.1:7650", *, tail_missing: bool = False,
                  query_records: int = 40, query_errors: str = "") -> None:
@@ -77,7 +166,7 @@ class StubClient:
     async def aclose(self) -> None:
         return None
 
-    async def cluster_state(self) -> dict:
+    async def cluster_state(self) -> NodeState:
         """The document a gossip node answers: every member, this node's own
         pipeline only (the app fetches the others' from them, as from real nodes)."""
         self.k += 1
@@ -86,68 +175,16 @@ class StubClient:
         now = self.now()
         self.records_in += rate_at(self.k) * STEP
         lag = 1.5 + (self.k % 3) * 0.4
-        pipelines = {
-            "ingest-1": lambda: self._ingest_pipeline(now, self.records_in, lag),
-            "ingest-2": lambda: self._ingest_pipeline(now, self.records_in * 0.8, 0.9),
-            "store-1": lambda: self._store_pipeline(now, failed=0, failing="store-2"),
-            "store-2": lambda: self._store_pipeline(now, failed=3),
-        }
-        me = next((m[0] for m in MEMBERS if m[2] == self.node), MEMBERS[0][0])
-        return {
-            "self": me,
-            "replication_factor": 2,
-            "members": [self._member(*m, now, me) for m in MEMBERS],
-            "pipeline": pipelines[me](),
-        }
-
-    @staticmethod
-    def _member(mid: str, role: str, addr: str, state: str, inc: int, ago: float, up: float,
-                now: float, me: str) -> dict:
-        return {"id": mid, "role": role, "gossip_addr": addr.replace(":7650", ":7659"),
-                "api_addr": addr, "state": state, "incarnation": inc,
-                "last_heard": now - (0.0 if mid == me else ago), "self": mid == me,
-                "uptime_seconds": up, "meta": {"api_addr": addr}}
-
-    @staticmethod
-    def _ingest_pipeline(now: float, records_in: float, lag: float) -> dict:
-        return {
-            "time": now,
-            "ingest": {
-                "segments": {"active": 3, "flushed": 2, "pending": 1},
-                "bytes": {"active": 5_242_880, "flushed": 33_554_432, "pending": 16_777_216},
-                "oldest_flushed_age_seconds": lag,
-                "records_in": int(records_in),
-                "bytes_in": int(records_in * 112),
-                "flushes": 1_873, "commits": 1_870, "failures": 0, "pending_timeouts": 0,
-                "connections": 3, "connections_total": 41, "records_split": 0,
-            },
-        }
-
-    @staticmethod
-    def _store_pipeline(now: float, failed: int, failing: str = "") -> dict:
-        warnings = [{
-            "level": "error", "kind": "replicate", "subject": failing,
-            "text": f"replication to store member {failing} failing (3 failures in the last 1m, "
-                    "last 4s ago): timed out after 10s",
-        }] if failing else []
-        return {
-            "time": now,
-            "warnings": warnings,
-            "recent": {"window_seconds": 60.0, "failures": {"replicate": 3 if failing else 0}},
-            "store": {
-                "segments": 214, "bytes": 27_487_790_694, "segments_written": 3_112,
-                "bytes_written": 61_203_111_936, "replications_received": 1_556, "quarantined": [],
-            },
-            "consumer": {
-                "state": "gather", "batches": 1_556, "segments_consumed": 3_740,
-                "bytes_consumed": 30_601_555_968, "replications_ok": 1_553 - failed,
-                "replications_failed": failed, "commits_failed": 0,
-                "last_error": "store-2: timed out after 10s" if failed else "",
-                "factor_effective": 2, "warnings": [],
-            },
-            "compaction": {"runs": 97, "segments_merged": 388, "duplicates_dropped": 1_204},
-            "retention": {"trashed_segments": 12, "trash_bytes": 1_503_238_553, "purged_segments": 40},
-        }
+        me = next((m for m in MEMBERS if m[2] == self.node), MEMBERS[0])
+        if me[0] == "ingest-1":
+            pipeline = ingest_pipeline(now, self.records_in, lag)
+        elif me[0] == "ingest-2":
+            pipeline = ingest_pipeline(now, self.records_in * 0.8, 0.9)
+        else:
+            pipeline = store_pipeline(now, failed=0 if me[0] == "store-1" else 3,
+                                      failing="store-2" if me[0] == "store-1" else "")
+        return NodeState(self=me[0], role=me[1], uptime_seconds=me[6], replication_factor=2,
+                         members=[member_row(*m, now, me[0]) for m in MEMBERS], pipeline=pipeline)
 
     @asynccontextmanager
     async def query(self, request: QueryRequest, now: float | None = None
@@ -155,17 +192,11 @@ class StubClient:
         body = query_body(self.query_records)
         wanted = [r for r in body.splitlines(keepends=True) if request.q.encode() in r.split(b" ", 2)[2]]
         step = 8 if len(wanted) < 1000 else 997  # buffers that do not line up with pages
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for i in range(0, len(wanted), step):
-                yield b"".join(wanted[i : i + step])
-                await asyncio.sleep(0)
-
         stats = {"nodes queried": "2", "segments queried": "14", "max data set size": "1879048192",
                  "error count": "0", "duration": "0.004121s"}
         if self.query_errors:
             stats = stats | {"error count": "1", "errors": self.query_errors}
-        yield RecordStream(206 if self.query_errors else 200, stats, chunks())
+        yield RecordStream(206 if self.query_errors else 200, stats, _in_buffers(wanted, step))
 
     async def hits(self, request: QueryRequest, step: str, now: float | None = None) -> Hits:
         """The stub query's records per bucket, within the request's from/to."""
@@ -199,20 +230,27 @@ class StubClient:
         # that it dropped records for this stream.
         lines.append(encode_ulid(t, 1) + b" worker build \x1b[32mOK\x1b[0m\r \xe2\x80\xaetxt.exe\n")
         lines.append(encode_ulid(t, 2) + b" oklog oklog: stream dropped 120 records (client too slow)\n")
-        body = b"".join(lines)
+        yield RecordStream(200, {}, _live(b"".join(lines)))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            yield body
-            await asyncio.Event().wait()  # a live stream: nothing more, but not over
-            yield b""
 
-        yield RecordStream(200, {}, chunks())
+async def _in_buffers(lines: list[bytes], step: int) -> AsyncIterator[bytes]:
+    """``lines`` as a streamed answer: ``step`` records a buffer."""
+    for i in range(0, len(lines), step):
+        yield b"".join(lines[i : i + step])
+        await asyncio.sleep(0)
+
+
+async def _live(body: bytes) -> AsyncIterator[bytes]:
+    """A live stream: ``body``, then nothing more, but not over."""
+    yield body
+    await asyncio.Event().wait()
+    yield b""
 
 
 class StubClientFactory:
     """node → StubClient, remembering each so tests can look at them."""
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         self.kw = kw
         self.clients: dict[str, StubClient] = {}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
@@ -11,7 +13,7 @@ from oklog.tui.widgets.topology import Topology
 
 
 class ClusterView(Vertical):
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.members = MembersTable(id="members")
         self.members.border_title = "members  (enter/click: attach · ? explains the columns)"

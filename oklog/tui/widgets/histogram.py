@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rich.style import Style
 from rich.text import Text
@@ -141,7 +142,7 @@ class Histogram(Widget, can_focus=True):
             self.start_ms = start_ms
             self.end_ms = end_ms
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.span: Layout | None = None
         self.hits: Hits | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
@@ -24,10 +26,10 @@ def state_text(state: str) -> Text:
     return Text(f"{dot} {state}", style=STATE_STYLE.get(state, "magenta"))
 
 
-class MembersTable(DataTable):
+class MembersTable(DataTable[Text]):
     BINDINGS = [Binding("a", "attach", "Attach", tooltip="Attach the TUI to the highlighted member")]
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.members: dict[str, Member] = {}
 
@@ -48,7 +50,7 @@ class MembersTable(DataTable):
             self.move_cursor(row=self.get_row_index(keep), animate=False)
 
     @staticmethod
-    def cells(m: Member, state: ClusterState) -> list:
+    def cells(m: Member, state: ClusterState) -> list[Text]:
         if m.is_self:
             heard = Text("self", style="dim")
         elif m.last_heard is not None and state.time is not None:

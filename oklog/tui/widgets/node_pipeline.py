@@ -1,7 +1,10 @@
 """One node's pipeline: ingest segments by state, rates with sparklines, store,
-consumer/replication, compaction and retention figures."""
+consumer/replication and compaction figures (``oklog.node.state.Pipeline``)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 from rich.console import Group
 from rich.table import Table
@@ -11,20 +14,23 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Label, Sparkline, Static
 
+from oklog.node.state import ConsumerStats, Pipeline
 from oklog.tui.model import (
     LAG_WARN,
     History,
     Member,
     count,
     duration,
+    figure,
     human_bytes,
-    num,
     rate,
-    sub,
 )
 from oklog.tui.widgets.result_log import escape
 
-SEGMENT_STATES = ("active", "flushed", "pending")
+SEGMENT_STATES: Final[tuple[Literal["active"], Literal["flushed"], Literal["pending"]]] = (
+    "active", "flushed", "pending")
+FAILURE_KINDS: Final[tuple[Literal["replicate"], Literal["gather"], Literal["commit"]]] = (
+    "replicate", "gather", "commit")
 
 
 def _grid() -> Table:
@@ -39,7 +45,7 @@ def _value(key: str, v: object) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, int | float):
-        if key.endswith("bytes"):
+        if "bytes" in key.split("_"):
             return human_bytes(v)
         if key.endswith(("seconds", "age")):
             return duration(float(v))
@@ -47,7 +53,7 @@ def _value(key: str, v: object) -> str:
     return str(v)
 
 
-def generic(title: str, d: dict) -> Text:
+def generic(title: str, d: Mapping[str, object] | None) -> Text:
     """Whatever simple figures a node reports under a section, as one wrapped line:
     the schema grows, and a new figure shows up here without a code change."""
     t = Text()
@@ -67,78 +73,72 @@ def generic(title: str, d: dict) -> Text:
     return t
 
 
-def ingest_table(p: dict) -> Table:
-    ing = sub(p, "ingest")
+def _section(title: str, style: str, absent: str | None) -> Table:
+    """A section's table with its title; ``absent``: the one row it shows when
+    the node does not run that part."""
     t = _grid()
-    t.title, t.title_justify, t.title_style = "INGEST", "left", "bold cyan"
-    if not ing:
-        t.add_row("not an ingest node", "", "")
-        return t
-    t.add_row(Text("segment", style="bold"), Text("count", style="bold"), Text("bytes", style="bold"))
-    for s in SEGMENT_STATES:
-        t.add_row(s, count(num(ing, "segments", s)), human_bytes(num(ing, "bytes", s)))
-    lag = num(ing, "oldest_flushed_age_seconds")
-    t.add_row("consumer lag", Text(duration(lag), style="bold yellow" if lag >= LAG_WARN else ""), "")
-    t.add_row("records in", count(num(ing, "records_in")), human_bytes(num(ing, "bytes_in")))
-    t.add_row("connections", count(num(ing, "connections")), f"{count(num(ing, 'connections_total'))} total")
-    t.add_row("flushes / commits", count(num(ing, "flushes")), count(num(ing, "commits")))
-    fails = num(ing, "failures") + num(ing, "pending_timeouts")
-    t.add_row("failed / timed out", Text(count(num(ing, "failures")), style="red" if fails else ""),
-              count(num(ing, "pending_timeouts")))
+    t.title, t.title_justify, t.title_style = title, "left", style
+    if absent is not None:
+        t.add_row(absent, "", "")
     return t
 
 
-def store_section(p: dict) -> Group:
-    st = sub(p, "store")
-    return Group(
-        store_table(p),
-        generic("compaction", sub(p, "compaction") or sub(st, "compaction")),
-        generic("retention", sub(p, "retention") or sub(st, "retention")),
-    )
+def _n(v: object) -> str:
+    return count(figure(v))
 
 
-def store_table(p: dict) -> Table:
-    st = sub(p, "store")
-    t = _grid()
-    t.title, t.title_justify, t.title_style = "STORE", "left", "bold magenta"
-    if not st:
-        t.add_row("not a store node", "", "")
+def ingest_table(p: Pipeline) -> Table:
+    ing = p.get("ingest")
+    t = _section("INGEST", "bold cyan", "not an ingest node" if ing is None else None)
+    if ing is None:
         return t
-    t.add_row("segments", count(num(st, "segments")), human_bytes(num(st, "bytes")))
-    t.add_row("written", count(num(st, "segments_written")), human_bytes(num(st, "bytes_written")))
-    t.add_row("replicas received", count(num(st, "replications_received")), "")
+    t.add_row(Text("segment", style="bold"), Text("count", style="bold"), Text("bytes", style="bold"))
+    segs, sizes = ing.get("segments"), ing.get("bytes")
+    for s in SEGMENT_STATES:
+        t.add_row(s, _n(segs.get(s) if segs is not None else 0),
+                  human_bytes(figure(sizes.get(s) if sizes is not None else 0)))
+    lag = figure(ing.get("oldest_flushed_age_seconds"))
+    t.add_row("consumer lag", Text(duration(lag), style="bold yellow" if lag >= LAG_WARN else ""), "")
+    t.add_row("records in", _n(ing.get("records_in")), human_bytes(figure(ing.get("bytes_in"))))
+    t.add_row("connections", _n(ing.get("connections")), f"{_n(ing.get('connections_total'))} total")
+    t.add_row("flushes / commits", _n(ing.get("flushes")), _n(ing.get("commits")))
+    failures, timeouts = figure(ing.get("failures")), figure(ing.get("pending_timeouts"))
+    t.add_row("failed / timed out", Text(count(failures), style="red" if failures + timeouts else ""),
+              count(timeouts))
+    return t
+
+
+def store_section(p: Pipeline) -> Group:
+    """The store's figures, and compaction's (which include the trash that
+    retention fills and purges)."""
+    return Group(store_table(p), generic("compaction", p.get("compaction")))
+
+
+def store_table(p: Pipeline) -> Table:
+    st = p.get("store")
+    t = _section("STORE", "bold magenta", "not a store node" if st is None else None)
+    if st is None:
+        return t
+    t.add_row("segments", _n(st.get("segments")), human_bytes(figure(st.get("bytes"))))
+    t.add_row("written", _n(st.get("segments_written")), human_bytes(figure(st.get("bytes_written"))))
+    t.add_row("replicas received", _n(st.get("replications_received")), "")
     q = st.get("quarantined")
-    if isinstance(q, list) and q:
+    if q:
         t.add_row(Text("quarantined", style="yellow"), Text(str(len(q)), style="yellow"), "")
     return t
 
 
-def consumer_table(p: dict, rf: int | None) -> Table:
-    c = sub(p, "consumer")
-    t = _grid()
-    t.title, t.title_justify, t.title_style = "REPLICATION", "left", "bold blue"
-    if not c:
-        t.add_row("no consumer", "", "")
+def consumer_table(p: Pipeline, rf: int | None) -> Table:
+    c = p.get("consumer")
+    t = _section("REPLICATION", "bold blue", "no consumer" if c is None else None)
+    if c is None:
         return t
     t.add_row("state", str(c.get("state", "?")), "")
-    t.add_row("batches", count(num(c, "batches")), "")
-    t.add_row("consumed", count(num(c, "segments_consumed")), human_bytes(num(c, "bytes_consumed")))
-    t.add_row("replications ok", Text(count(num(c, "replications_ok")), style="green"), "")
-    recent = sub(sub(p, "recent"), "failures")
-    now_failing = sum(num(recent, k) for k in ("replicate", "gather", "commit")) if recent else None
-    failed = num(c, "replications_failed")
-    cf = num(c, "commits_failed")
-    if now_failing is None:  # a node without recent figures: totals only, as totals
-        t.add_row("replications failed", Text(count(failed), style="red" if failed else ""), "since start")
-        t.add_row("commits failed", Text(count(cf), style="red" if cf else ""), "since start")
-    else:
-        w = num(sub(p, "recent"), "window_seconds", default=60)
-        window = f"{w / 60:g}m" if w >= 60 and w % 60 == 0 else duration(w)
-        for kind, label in (("replicate", "replicate"), ("gather", "gather"), ("commit", "commit")):
-            n = num(recent, kind)
-            t.add_row(f"{label} failures", Text(count(n), style="bold red" if n else ""), f"last {window}")
-        t.add_row("replications failed", count(failed), "since start")
-    eff = num(c, "factor_effective", default=-1)
+    t.add_row("batches", _n(c.get("batches")), "")
+    t.add_row("consumed", _n(c.get("segments_consumed")), human_bytes(figure(c.get("bytes_consumed"))))
+    t.add_row("replications ok", Text(_n(c.get("replications_ok")), style="green"), "")
+    now_failing = _failure_rows(t, p, c)
+    eff = figure(c.get("factor_effective"), default=-1)
     if eff >= 0:
         want = f"of {rf}" if rf else ""
         t.add_row("copies", Text(count(eff), style="yellow" if rf and eff < rf else ""),
@@ -151,10 +151,29 @@ def consumer_table(p: dict, rf: int | None) -> Table:
     return t
 
 
+def _failure_rows(t: Table, p: Pipeline, c: ConsumerStats) -> float | None:
+    """The failure rows: of the node's recent window when it reports one (returned:
+    how many), else the totals since start, as totals (returned: None)."""
+    recent = p.get("recent")
+    failures = recent.get("failures") if recent is not None else None
+    failed, cf = figure(c.get("replications_failed")), figure(c.get("commits_failed"))
+    if recent is None or not failures:
+        t.add_row("replications failed", Text(count(failed), style="red" if failed else ""), "since start")
+        t.add_row("commits failed", Text(count(cf), style="red" if cf else ""), "since start")
+        return None
+    w = figure(recent.get("window_seconds"), default=60)
+    window = f"{w / 60:g}m" if w >= 60 and w % 60 == 0 else duration(w)
+    for kind in FAILURE_KINDS:
+        n = figure(failures.get(kind))
+        t.add_row(f"{kind} failures", Text(count(n), style="bold red" if n else ""), f"last {window}")
+    t.add_row("replications failed", count(failed), "since start")
+    return sum(figure(failures.get(k)) for k in FAILURE_KINDS)
+
+
 class NodePipeline(Vertical):
     """A bordered card for one node."""
 
-    def __init__(self, node: str, **kw) -> None:
+    def __init__(self, node: str, **kw: Any) -> None:
         super().__init__(classes="node-pipeline", **kw)
         self.node = node
 
@@ -172,12 +191,12 @@ class NodePipeline(Vertical):
             yield Sparkline([], classes="bytes")
             yield Label("", classes="rate-value bytes-value")
 
-    _latest: tuple | None = None
+    _latest: tuple[Member | None, Pipeline, History | None, int | None] | None = None
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._apply)
 
-    def show(self, member: Member | None, p: dict, h: History | None, rf: int | None) -> None:
+    def show(self, member: Member | None, p: Pipeline, h: History | None, rf: int | None) -> None:
         self._latest = (member, p, h, rf)
         if self.is_mounted:
             self._apply()
@@ -193,10 +212,10 @@ class NodePipeline(Vertical):
         role = member.role if member else "?"
         addr = f" · {member.api_addr}" if member and member.api_addr else ""
         self.border_title = f"{self.node} · {role}{addr}" + (" · attached" if member and member.is_self else "")
-        has_store = bool(sub(p, "store") or sub(p, "compaction") or sub(p, "retention"))
-        sections = ((".ingest", bool(sub(p, "ingest")), ingest_table(p)),
+        has_store = "store" in p or "compaction" in p
+        sections = ((".ingest", "ingest" in p, ingest_table(p)),
                     (".store", has_store, store_section(p)),
-                    (".consumer", bool(sub(p, "consumer")), consumer_table(p, rf)))
+                    (".consumer", "consumer" in p, consumer_table(p, rf)))
         for sel, present, table in sections:
             w = self.query_one(sel, Static)
             w.update(table)

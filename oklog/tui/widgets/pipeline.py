@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 
@@ -11,7 +13,7 @@ from oklog.tui.widgets.node_pipeline import NodePipeline
 
 
 class PipelineView(Vertical):
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.alerts = AlertList(id="alerts")
         self.box = VerticalScroll(id="pipelines")

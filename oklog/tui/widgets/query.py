@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual import work
@@ -82,7 +83,7 @@ class QueryView(Vertical):
         Binding("/", "focus_query", "Edit query", show=False),
     ]
 
-    def __init__(self, max_lines: int, **kw) -> None:
+    def __init__(self, max_lines: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.max_lines = max_lines
         self.records = 0
@@ -389,17 +390,8 @@ class QueryView(Vertical):
         format it named; the spool stays readable while a query appends to it."""
         path, raw, want = choice.path, choice.raw, choice.records
         blocks = spool.buffers(choice.size)  # now: a new query may close the spool
-
-        def write() -> int:
-            n = 0
-            with open(path, "wb") as f:
-                for buf in blocks:
-                    f.write(buf if raw else format_buffer(buf).encode("utf-8"))
-                    n += buf.count(b"\n")
-            return n
-
         try:
-            n = await asyncio.to_thread(write)
+            n = await asyncio.to_thread(write_records, path, blocks, raw)
         except OSError as e:
             self.notify(f"saving to {path} failed: {e}", severity="error", timeout=8, markup=False)
             return
@@ -462,3 +454,14 @@ class QueryView(Vertical):
         except NoMatches:  # a worker finishing while the app shuts down
             return
         status.update(self.status_text())
+
+
+def write_records(path: str, blocks: Iterable[bytes], raw: bool) -> int:
+    """Write buffers of records to ``path``, as the node sent them (``raw``) or as
+    on screen; how many records were written."""
+    n = 0
+    with open(path, "wb") as f:
+        for buf in blocks:
+            f.write(buf if raw else format_buffer(buf).encode("utf-8"))
+            n += buf.count(b"\n")
+    return n

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from rich.highlighter import Highlighter
 from rich.text import Text
@@ -21,12 +23,26 @@ FLUSH_EVERY = 0.1
 TIME_WIDTH = len("2026-11-23 20:11:53.123")
 
 try:  # linear-time matching for user patterns when available
-    import re2 as _re2  # type: ignore[import-not-found]
+    import re2 as _re2
 except ImportError:  # pragma: no cover
     _re2 = None
 
 
-def compile_highlight(q: str, regex: bool, icase: bool = False):
+class Match(Protocol):
+    def start(self) -> int: ...
+
+    def end(self) -> int: ...
+
+
+class Pattern(Protocol):
+    """What highlighting needs of a compiled pattern (``re``'s or ``re2``'s)."""
+
+    def search(self, string: str) -> Match | None: ...
+
+    def finditer(self, string: str, pos: int = ...) -> Iterator[Match]: ...
+
+
+def compile_highlight(q: str, regex: bool, icase: bool = False) -> Pattern | None:
     """The pattern whose matches to highlight, or None (empty or invalid q)."""
     if not q:
         return None
@@ -36,7 +52,8 @@ def compile_highlight(q: str, regex: bool, icase: bool = False):
         if mod is None:
             continue
         try:
-            return mod.compile("(?i)" + q if icase else q)
+            pattern: Pattern = mod.compile("(?i)" + q if icase else q)
+            return pattern
         except Exception:  # noqa: BLE001 - any compile error: just don't highlight
             continue
     return None
@@ -46,7 +63,7 @@ class RecordHighlighter(Highlighter):
     """Dim time, coloured topic, reverse-video matches of the query in the line."""
 
     def __init__(self) -> None:
-        self.pattern = None
+        self.pattern: Pattern | None = None
 
     def highlight(self, text: Text) -> None:
         plain = text.plain
@@ -61,13 +78,13 @@ class RecordHighlighter(Highlighter):
             return
         start = topic_end + 1
         try:
-            for m in self.pattern.finditer(plain, start):
-                if m.end() > m.start():
-                    text.stylize("bold black on yellow", m.start(), m.end())
+            for hit in self.pattern.finditer(plain, start):
+                if hit.end() > hit.start():
+                    text.stylize("bold black on yellow", hit.start(), hit.end())
         except TypeError:  # re2 without a pos argument
-            for m in self.pattern.finditer(plain[start:]):
-                if m.end() > m.start():
-                    text.stylize("bold black on yellow", start + m.start(), start + m.end())
+            for hit in self.pattern.finditer(plain[start:]):
+                if hit.end() > hit.start():
+                    text.stylize("bold black on yellow", start + hit.start(), start + hit.end())
 
 
 def _escapes() -> dict[int, str]:
@@ -103,7 +120,7 @@ def format_buffer(buf: bytes) -> str:
 
 
 class ResultLog(Log):
-    def __init__(self, max_lines: int, **kw) -> None:
+    def __init__(self, max_lines: int, **kw: Any) -> None:
         super().__init__(highlight=True, max_lines=max_lines, **kw)
         self.highlighter = RecordHighlighter()
         self.limit = max_lines

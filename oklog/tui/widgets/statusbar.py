@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -11,7 +13,7 @@ from oklog.tui.model import ClusterState, duration
 class StatusBar(Static):
     """``oklog ▸ attached vm-1 @ 127.0.0.1:7650 · 2/3 members alive · rf 2 · 2 warnings · 0.4s ago``"""
 
-    def __init__(self, node: str, **kw) -> None:
+    def __init__(self, node: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.node = node
         self.state: ClusterState | None = None

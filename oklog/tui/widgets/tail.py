@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual import work
@@ -54,7 +54,7 @@ class TailView(Vertical):
         Binding("escape", "leave_filter", "Leave filter", show=False),
     ]
 
-    def __init__(self, max_lines: int, **kw) -> None:
+    def __init__(self, max_lines: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.max_lines = max_lines
         self.started = False

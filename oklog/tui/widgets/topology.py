@@ -14,7 +14,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from oklog.tui.model import ClusterState, History, Member, duration, human_bytes, num, rate, sub
+from oklog.tui.model import ClusterState, History, Member, duration, figure, human_bytes, rate
 from oklog.tui.widgets.members import STATE_STYLE
 
 
@@ -45,7 +45,8 @@ def ingest_note(state: ClusterState, m: Member, histories: dict[str, History]) -
         return ""
     h = histories.get(m.id)
     rates = h.record_rates() if h else []
-    lag = num(sub(p, "ingest"), "oldest_flushed_age_seconds")
+    ing = p.get("ingest")
+    lag = figure(ing.get("oldest_flushed_age_seconds")) if ing is not None else 0.0
     r = f"{rate(rates[-1])} rec/s · " if rates else ""
     return f"{r}lag {duration(lag)}"
 
@@ -54,8 +55,10 @@ def store_note(state: ClusterState, m: Member) -> str:
     p = state.pipelines.get(m.id)
     if p is None:
         return ""
-    st = sub(p, "store")
-    return f"{int(num(st, 'segments'))} segs · {human_bytes(num(st, 'bytes'))}"
+    st = p.get("store")
+    if st is None:
+        return "0 segs · 0 B"
+    return f"{int(figure(st.get('segments')))} segs · {human_bytes(figure(st.get('bytes')))}"
 
 
 def draw(state: ClusterState, histories: dict[str, History] | None = None) -> Text:
