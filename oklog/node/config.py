@@ -4,21 +4,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from oklog.units import (  # noqa: F401  (re-exported: oklog.node.config is their historical home)
-    DEFAULT_API_PORT,
-    DEFAULT_BULK_PORT,
-    DEFAULT_CLUSTER_PORT,
-    DEFAULT_DURABLE_PORT,
-    DEFAULT_FAST_PORT,
-    DEFAULT_NODE_PORT,
-    GiB,
-    KiB,
-    MiB,
-    parse_duration,
-    parse_size,
+# Re-exported: oklog.node.config is these names' historical home.
+from oklog.units import (
+    DEFAULT_API_PORT as DEFAULT_API_PORT,
+    DEFAULT_BULK_PORT as DEFAULT_BULK_PORT,
+    DEFAULT_CLUSTER_PORT as DEFAULT_CLUSTER_PORT,
+    DEFAULT_DURABLE_PORT as DEFAULT_DURABLE_PORT,
+    DEFAULT_FAST_PORT as DEFAULT_FAST_PORT,
+    DEFAULT_NODE_PORT as DEFAULT_NODE_PORT,
+    GiB as GiB,
+    KiB as KiB,
+    MiB as MiB,
+    parse_duration as parse_duration,
+    parse_size as parse_size,
 )
 
 DEFAULT_SEGMENT_FLUSH_SIZE = 16 * MiB
+DEFAULT_PROBE_INTERVAL = 0.5  # seconds between gossip probes (oklog.cluster.transport's default)
+DEFAULT_SUSPICION_TIMEOUT = 3.0  # seconds a suspect member has to refute before it is dead
+
+
+@dataclass(frozen=True)
+class GossipTiming:
+    """How fast gossip probes and gives up on a silent member."""
+
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
+    suspicion_timeout: float = DEFAULT_SUSPICION_TIMEOUT
+
+
 DEFAULT_SEGMENT_FLUSH_AGE = 3.0
 DEFAULT_PENDING_TIMEOUT = 60.0
 DEFAULT_STORE_TARGET_SIZE = 128 * MiB
@@ -93,7 +106,7 @@ class NodeConfig:
     loki_topic_labels: tuple[str, ...] = ("topic", "job", "app", "application", "service_name")
     stream_max_subscribers: int = 256  # live-tail subscribers (and /store/stream clients) per node
     stream_write_timeout: float = 60.0  # a stream whose client takes nothing this long ends
-    gossip_timing: dict = field(default_factory=dict, compare=False)
+    gossip_timing: GossipTiming = field(default_factory=GossipTiming, compare=False)
 
     @property
     def is_ingest(self) -> bool:

@@ -65,6 +65,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from oklog.net.http import Request, Response, Router
+from oklog.node.state import NodeState
 
 log = logging.getLogger("oklog.node.metrics")
 
@@ -72,7 +73,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 MEMBER_STATES = ("alive", "suspect", "dead")
 
-StateFn = Callable[[], dict]
+StateFn = Callable[[], NodeState]
 
 
 def _get(d: Any, *path: str) -> Any:
