@@ -4,20 +4,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Re-exported: oklog.node.config is these names' historical home.
 from oklog.units import (
-    DEFAULT_API_PORT as DEFAULT_API_PORT,
-    DEFAULT_BULK_PORT as DEFAULT_BULK_PORT,
-    DEFAULT_CLUSTER_PORT as DEFAULT_CLUSTER_PORT,
-    DEFAULT_DURABLE_PORT as DEFAULT_DURABLE_PORT,
-    DEFAULT_FAST_PORT as DEFAULT_FAST_PORT,
-    DEFAULT_NODE_PORT as DEFAULT_NODE_PORT,
-    GiB as GiB,
-    KiB as KiB,
-    MiB as MiB,
-    parse_duration as parse_duration,
-    parse_size as parse_size,
+    DEFAULT_API_PORT,
+    DEFAULT_BULK_PORT,
+    DEFAULT_CLUSTER_PORT,
+    DEFAULT_DURABLE_PORT,
+    DEFAULT_FAST_PORT,
+    DEFAULT_NODE_PORT,
+    GiB,
+    KiB,
+    MiB,
+    parse_duration,
+    parse_size,
 )
+
+# The units are re-exported: oklog.node.config is their historical home.
+__all__ = [
+    "DEFAULT_API_PORT",
+    "DEFAULT_BULK_PORT",
+    "DEFAULT_CLUSTER_PORT",
+    "DEFAULT_DURABLE_PORT",
+    "DEFAULT_FAST_PORT",
+    "DEFAULT_NODE_PORT",
+    "GiB",
+    "KiB",
+    "MiB",
+    "parse_duration",
+    "parse_size",
+    "DEFAULT_SEGMENT_FLUSH_SIZE",
+    "DEFAULT_PROBE_INTERVAL",
+    "DEFAULT_SUSPICION_TIMEOUT",
+    "GossipTiming",
+    "DEFAULT_SEGMENT_FLUSH_AGE",
+    "DEFAULT_PENDING_TIMEOUT",
+    "DEFAULT_STORE_TARGET_SIZE",
+    "DEFAULT_STORE_TARGET_AGE",
+    "DEFAULT_CONSUME_BATCH",
+    "DEFAULT_RETAIN",
+    "DEFAULT_PURGE",
+    "DEFAULT_MAX_RECORD_SIZE",
+    "ROLES",
+    "Addr",
+    "NodeConfig",
+]
 
 DEFAULT_SEGMENT_FLUSH_SIZE = 16 * MiB
 DEFAULT_PROBE_INTERVAL = 0.5  # seconds between gossip probes (oklog.cluster.transport's default)
@@ -115,4 +144,3 @@ class NodeConfig:
     @property
     def is_store(self) -> bool:
         return self.role in ("store", "ingeststore")
-
