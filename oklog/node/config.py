@@ -53,14 +53,6 @@ DEFAULT_PROBE_INTERVAL = 0.5  # seconds between gossip probes (oklog.cluster.tra
 DEFAULT_SUSPICION_TIMEOUT = 3.0  # seconds a suspect member has to refute before it is dead
 
 
-@dataclass(frozen=True)
-class GossipTiming:
-    """How fast gossip probes and gives up on a silent member."""
-
-    probe_interval: float = DEFAULT_PROBE_INTERVAL
-    suspicion_timeout: float = DEFAULT_SUSPICION_TIMEOUT
-
-
 DEFAULT_SEGMENT_FLUSH_AGE = 3.0
 DEFAULT_PENDING_TIMEOUT = 60.0
 DEFAULT_STORE_TARGET_SIZE = 128 * MiB
@@ -80,6 +72,14 @@ class Addr:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GossipTiming:
+    """How fast gossip probes and gives up on a silent member."""
+
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
+    suspicion_timeout: float = DEFAULT_SUSPICION_TIMEOUT
 
 
 @dataclass(frozen=True)
