@@ -403,7 +403,7 @@ class Node:
         for m in self.gossip.members():
             try:
                 out.append(_as(S.MemberRow, member_row(m, now)))
-            except Exception:  # noqa: BLE001 - a peer's odd metadata must not take the state page down
+            except Exception:  # a peer's odd metadata must not take the state page down
                 self.render_errors += 1
                 log.exception("rendering member %r failed; shown without details", m.id)
                 out.append(unreadable_row(str(m.id), str(m.state), m.is_self))
@@ -495,15 +495,13 @@ class Node:
 
     def _recent(self, now: float) -> S.Recent:
         """Failures over the last minute and five minutes, how long ingest has been idle."""
-        recent = self.health.figures(now)
         idle = self.health.ingest.idle_for(now) if self.ingest is not None else None
-        recent["ingest_idle_seconds"] = None if idle is None else round(idle, 3)
-        return _as(S.Recent, recent)
+        return self.health.figures(now, idle)
 
     def _warnings(self, now: float) -> list[S.HealthWarning]:
         """Each names its cause; current ones only."""
         consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
-        return [_as(S.HealthWarning, w.as_dict()) for w in self.health.warnings(now, consumer_warnings)]
+        return [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
 
     async def _state(self, req: Request) -> Response:
         return Response.json(self.state())
