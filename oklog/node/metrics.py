@@ -49,9 +49,10 @@ Plus the process collector's ``process_*`` figures (CPU, memory, open fds).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -343,36 +344,42 @@ def observe_queries(router: Router, metrics: Metrics, paths: tuple[str, ...] = (
 
 
 def _timed(handler: Handler, metrics: Metrics) -> Handler:
-    async def wrapped(req: Request) -> Response:
+    return _TimedQuery(handler, metrics)
+
+
+class _TimedQuery:
+    """A query handler whose duration, until the last byte of its answer (deferred
+    or streamed), goes to ``oklog_query_duration_seconds``."""
+
+    def __init__(self, handler: Handler, metrics: Metrics) -> None:
+        self.handler = handler
+        self.metrics = metrics
+
+    async def __call__(self, req: Request) -> Response:
         started = time.monotonic()
         try:
-            resp = await handler(req)
+            resp = await self.handler(req)
         except Exception:
-            metrics.observe_query(time.monotonic() - started)
+            self.metrics.observe_query(time.monotonic() - started)
             raise
         if resp.respond is not None:
-            inner_respond = resp.respond
-
-            async def respond(start: Start, write: Write) -> None:
-                try:
-                    await inner_respond(start, write)
-                finally:
-                    metrics.observe_query(time.monotonic() - started)
-
-            resp.respond = respond
-            return resp
-        if resp.stream is None:
-            metrics.observe_query(time.monotonic() - started)
-            return resp
-        inner = resp.stream
-
-        async def stream(write: Write) -> None:
-            try:
-                await inner(write)
-            finally:
-                metrics.observe_query(time.monotonic() - started)
-
-        resp.stream = stream
+            resp.respond = functools.partial(self._respond, resp.respond, started)
+        elif resp.stream is not None:
+            resp.stream = functools.partial(self._stream, resp.stream, started)
+        else:
+            self.metrics.observe_query(time.monotonic() - started)
         return resp
 
-    return wrapped
+    async def _respond(
+        self, inner: Callable[[Start, Write], Awaitable[None]], started: float, start: Start, write: Write
+    ) -> None:
+        try:
+            await inner(start, write)
+        finally:
+            self.metrics.observe_query(time.monotonic() - started)
+
+    async def _stream(self, inner: Callable[[Write], Awaitable[None]], started: float, write: Write) -> None:
+        try:
+            await inner(write)
+        finally:
+            self.metrics.observe_query(time.monotonic() - started)

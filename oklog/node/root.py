@@ -771,29 +771,34 @@ class _Peers:
         self.targets: dict[str, RemoteStore] = {}
 
     def ingest_sources(self) -> list[LocalIngest | RemoteIngest]:
-        out: list[LocalIngest | RemoteIngest] = []
-        for node_id, api in self.live("ingest"):
-            if api is None:
-                if self.local_ingest is not None:
-                    out.append(self.local_ingest)
-                continue
-            src = self.sources.get(api)
-            if src is None:
-                src = self.sources[api] = RemoteIngest(self.client, api, node_id)
-            out.append(src)
-        return out
+        make = functools.partial(RemoteIngest, self.client)
+        return _members_as(self.live("ingest"), self.local_ingest, self.sources, make)
 
     def store_targets(self) -> list[LocalStore | RemoteStore]:
-        out: list[LocalStore | RemoteStore] = []
-        for node_id, api in self.live("store"):
-            if api is None:
-                out.append(self.local_store)
-                continue
-            t = self.targets.get(api)
-            if t is None:
-                t = self.targets[api] = RemoteStore(self.client, api, node_id)
-            out.append(t)
-        return out
+        make = functools.partial(RemoteStore, self.client)
+        return _members_as(self.live("store"), self.local_store, self.targets, make)
+
+
+L = TypeVar("L")
+R = TypeVar("R")
+
+
+def _members_as(
+    live: list[tuple[str, str | None]], local: L | None, remotes: dict[str, R], make: Callable[[str, str], R]
+) -> list[L | R]:
+    """Each live member as ``local`` (this node: api None) or its remote client
+    (``make(api, node_id)``, kept in ``remotes`` by address)."""
+    out: list[L | R] = []
+    for node_id, api in live:
+        if api is None:
+            if local is not None:
+                out.append(local)
+            continue
+        r = remotes.get(api)
+        if r is None:
+            r = remotes[api] = make(api, node_id)
+        out.append(r)
+    return out
 
 
 def unreadable_row(member_id: str, state: str, is_self: bool) -> S.MemberRow:
