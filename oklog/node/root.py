@@ -2,8 +2,9 @@
 ``Node.run`` starts every component in one nursery.
 
     producers ──TCP fast / durable / bulk──┐   syslog TCP+UDP, syslog-TLS, Fluent forward
-    HTTP pushes (/ingest/http: NDJSON,     │   (each optional) ───────────────┐
-    Loki, OTLP, Elasticsearch bulk) ──┐    ▼                                  ▼
+    HTTP pushes: /ingest/jsonline,         │   (each optional) ───────────────┐
+    /insert/jsonline, Loki push, OTLP      │                                  │
+    /v1/logs, Elasticsearch _bulk ────┐    ▼                                  ▼
     ┌─ IngestSide (ingest roles) ─────┴───────────────────────────────────────────────┐
     │ ConnectionGate ── listeners ── IngestLog (.active/.flushed/.pending) ── Tap ─────┼─▶ /ingest/_stream,
     │ pending sweep (segments a consumer never committed go back to flushed)          │   /store/stream (live tail)
@@ -11,9 +12,9 @@
                   │ LocalIngest, or a remote member's /ingest/next|read|commit|failed
                   ▼
     ┌─ StoreSide (store roles) ───────────────────────────────────────────────────────┐
-    │ Consumer  gather → merge → replicate (LocalStore / RemoteStore) → commit         │
-    │ StoreLog (FIRST-LAST.seg) + Immutable (dedup, retention)                         │
-    │ Maintenance: compaction, recompression, retention purge, disk cap                │
+    │ Consumer  gather → merge → replicate (LocalStore / RemoteStore) → commit        │
+    │ StoreLog (FIRST-LAST.seg) + Immutable (dedup, retention)                        │
+    │ Maintenance: compaction, recompression, retention purge, disk cap               │
     └─────────────┬───────────────────────────────────────────────────────────────────┘
                   │
     Coordinator: /store/query fan-out to store members, merge, read repair; /store/hits, /store/topics
