@@ -6,7 +6,7 @@
     /insert/jsonline, Loki push, OTLP      │                                  │
     /v1/logs, Elasticsearch _bulk ────┐    ▼                                  ▼
     ┌─ IngestSide (ingest roles) ─────┴───────────────────────────────────────────────┐
-    │ ConnectionGate ── listeners ── IngestLog (.active/.flushed/.pending) ── Tap ─────┼─▶ /ingest/_stream,
+    │ ConnectionGate ── listeners ── IngestLog (.active/.flushed/.pending) ── Tap ────┼─▶ /ingest/_stream,
     │ pending sweep (segments a consumer never committed go back to flushed)          │   /store/stream (live tail)
     └─────────────┬───────────────────────────────────────────────────────────────────┘
                   │ LocalIngest, or a remote member's /ingest/next|read|commit|failed
