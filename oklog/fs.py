@@ -31,7 +31,7 @@ class FS(Protocol):
     def create(self, path: str) -> File: ...
     def append(self, path: str) -> File: ...
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes: ...
-    def map(self, path: str) -> AbstractContextManager[memoryview | bytes]: ...
+    def map(self, path: str) -> AbstractContextManager[mmap.mmap | bytes]: ...
     def open_map(self, path: str) -> mmap.mmap | bytes: ...
     def write_atomic(self, path: str, data: bytes) -> None: ...
     def rename(self, old: str, new: str) -> None: ...
@@ -108,7 +108,7 @@ class RealFS:
             return f.read() if length < 0 else f.read(length)
 
     @contextmanager
-    def map(self, path: str) -> Iterator[memoryview | bytes]:
+    def map(self, path: str) -> Iterator[mmap.mmap | bytes]:
         """A read-only view of the whole file (mmap'd; empty bytes if empty)."""
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -122,7 +122,7 @@ class RealFS:
                 pass
             try:
                 # an mmap is read through the buffer protocol like the bytes it stands for
-                yield m  # type: ignore[misc]
+                yield m
             finally:
                 try:
                     m.close()

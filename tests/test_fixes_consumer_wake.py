@@ -4,7 +4,7 @@ import httpx
 import pytest
 import trio
 
-from oklog.node.root import Node
+from oklog.node.root import open_node
 from oklog.store import consumer
 from tests.test_node import config, send
 
@@ -13,7 +13,7 @@ from tests.test_node import config, send
 async def test_flushed_segment_wakes_local_consumer(tmp_path, nursery, monkeypatch):
     # With the idle poll an hour long, only the flush's wake-up can move the record.
     monkeypatch.setattr(consumer, "IDLE_POLL", 3600.0)
-    n = Node(config(tmp_path))
+    n = open_node(config(tmp_path))
     await nursery.start(n.run)
     assert n.consumer is not None
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{n.bound.api[1]}", timeout=10) as c:

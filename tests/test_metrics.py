@@ -147,7 +147,7 @@ def test_state_failure_is_a_metric_not_a_500():
 
 def test_real_node_state(tmp_path):
     """The dict a real Node returns (no mocks of its shape)."""
-    from oklog.node.root import Node
+    from oklog.node.root import open_node
 
     lo = "127.0.0.1"
     cfg = NodeConfig(
@@ -155,7 +155,7 @@ def test_real_node_state(tmp_path):
         ingest_bulk=Addr(lo, 0), cluster=Addr(lo, 0),
         ingest_path=str(tmp_path / "ingest"), store_path=str(tmp_path / "store"),
     )
-    node = Node(cfg)
+    node = open_node(cfg)
     text = Metrics(node.state).render()
     promtool_check(text)
     s = samples(text.decode())

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from oklog.node.config import Addr, NodeConfig
-from oklog.node.root import Node
+from oklog.node.root import open_node
 from oklog.records.record import ULID_LEN, encode_ulid, now_ms
 
 
@@ -46,7 +46,7 @@ async def query_until(client, url, n_lines, **params):
 
 @pytest.fixture
 async def node(tmp_path, nursery):
-    n = Node(config(tmp_path))
+    n = open_node(config(tmp_path))
     await nursery.start(n.run)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{n.bound.api[1]}", timeout=10) as c:
         n.client = c  # type: ignore[attr-defined]
@@ -181,7 +181,7 @@ async def test_many_connections_each_their_segment(node):
 
 def test_record_over_limit_is_split(tmp_path):
     async def main():
-        n = Node(config(tmp_path, max_record_size=1000))
+        n = open_node(config(tmp_path, max_record_size=1000))
         async with trio.open_nursery() as nursery:
             await nursery.start(n.run)
             await send(n.bound.fast[1], b"a" * 2500 + b"\nshort\n" + b"b" * 1800)
@@ -193,4 +193,4 @@ def test_record_over_limit_is_split(tmp_path):
     n, r = trio.run(main)
     lines = [rec.split(b" ", 2)[2] for rec in r.content.split(b"\n")[:-1]]
     assert lines == [b"a" * 1000, b"a" * 1000, b"a" * 500, b"short", b"b" * 1000, b"b" * 800]
-    assert n.listener_stats.records_split == 3
+    assert n.ingest is not None and n.ingest.listeners.records_split == 3

@@ -257,7 +257,7 @@ def test_segment_fetch_sends_plain_records(tmp_path):
     import trio
 
     from oklog.node.config import Addr, NodeConfig
-    from oklog.node.root import Node
+    from oklog.node.root import open_node
     from oklog.records.record import now_ms
 
     data = body(500, 0, start_ms=now_ms() - 60_000)  # recent: retention keeps it
@@ -268,7 +268,7 @@ def test_segment_fetch_sends_plain_records(tmp_path):
                          ingest_bulk=Addr(lo, 0), cluster=Addr(lo, 0), ingest_path=str(tmp_path / "ingest"),
                          store_path=str(tmp_path / "store"))
         async with trio.open_nursery() as nursery:
-            n = Node(cfg)
+            n = open_node(cfg)
             await nursery.start(n.run)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{n.bound.api[1]}", timeout=10) as c:
                 r = await c.post("/store/replicate", content=data)

@@ -291,10 +291,10 @@ def _node_config(ns: argparse.Namespace, role: str, factor: int) -> NodeConfig:
         tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca,
         tls_ca=ns.tls_ca,
-        gossip_timing={
-            "probe_interval": ns.cluster_probe_interval,
-            "suspicion_timeout": ns.cluster_suspicion_timeout,
-        },
+        gossip_timing=C.GossipTiming(
+            probe_interval=ns.cluster_probe_interval,
+            suspicion_timeout=ns.cluster_suspicion_timeout,
+        ),
     )
 
 
@@ -405,10 +405,10 @@ def cmd_run(argv: list[str], role: str | None = None, prog: str = "oklog run") -
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     import trio
 
-    from oklog.node.root import Node
+    from oklog.node.root import open_node
 
     try:
-        trio.run(Node(cfg).run)
+        trio.run(open_node(cfg).run)
     except (OSError, BaseExceptionGroup) as e:
         err = _first_os_error(e)
         if err is None:

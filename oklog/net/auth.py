@@ -25,6 +25,7 @@ Endpoint classes (``route_class``): ``open`` (``/health``), ``ingest``,
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import hashlib
@@ -32,10 +33,12 @@ import hmac
 import logging
 import os
 import signal
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -44,6 +47,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from oklog.cluster.keyring import Keyring
 from oklog.net.http import Request, Response
+from oklog.net.tls import close_quietly
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("oklog.net.auth")
 
@@ -124,7 +131,7 @@ def parse_tokens(text: str, where: str = "tokens file") -> dict[bytes, Principal
 class Tokens:
     """The tokens file, re-read when it changes."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
@@ -232,7 +239,7 @@ class ClientAuth(httpx.Auth):
         self.node_route = node_route
         self.public_fallback = public_fallback
 
-    def auth_flow(self, request: httpx.Request):
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         to = None
         if self.node_route is not None and request.url.scheme == "http":
             api = request.url.netloc.decode("ascii")
@@ -259,7 +266,7 @@ class NodeRoutes:
     def __init__(self) -> None:
         self.table: dict[str, str] = {}
 
-    def learn(self, members: list[dict]) -> None:
+    def learn(self, members: Iterable[Mapping[str, Any]]) -> None:
         for m in members:
             api, meta = m.get("api_addr"), m.get("meta")
             node = meta.get("node_addr") if isinstance(meta, dict) else None
@@ -274,7 +281,7 @@ class ToolTransport(httpx.BaseTransport):
     """Requests to a member's node address over the cluster key's TLS, the rest over
     the public API's (``-tls.ca`` or the system's CAs)."""
 
-    def __init__(self, routes: NodeRoutes, public_verify, node_verify) -> None:
+    def __init__(self, routes: NodeRoutes, public_verify: ssl.SSLContext | bool, node_verify: ssl.SSLContext) -> None:
         self.routes = routes
         self.public = httpx.HTTPTransport(verify=public_verify)
         self.node = httpx.HTTPTransport(verify=node_verify)
@@ -354,17 +361,7 @@ class Auth:
             return None
         proof = req.headers.get(NODE_HEADER)
         if proof is not None:
-            if self.node_keys is None:
-                return self._refuse(401, "node_proof_unkeyed", "node proof given but this node has no cluster key")
-            qs = req.scope.get("query_string", b"")
-            target = req.scope.get("raw_path") or req.path.encode()
-            if qs:
-                target += b"?" + qs
-            why = self.node_keys.verify(proof, req.method, target)
-            if why is not None:
-                return self._refuse(401, "bad_node_proof", why)
-            self.stats.allowed_node += 1
-            return None
+            return self._check_proof(req, proof)
         p, why = self.token_principal(req.headers)
         if p is None:
             if why is not None:
@@ -376,6 +373,20 @@ class Auth:
         if p.role != want and p.role != "admin":
             return self._refuse(403, "wrong_role", f"token {p.name!r} has role {p.role}; {route} needs {want} or admin")
         self.stats.allowed_token += 1
+        return None
+
+    def _check_proof(self, req: Request, proof: str) -> Response | None:
+        """A member's signature over the request line (method and raw target)."""
+        if self.node_keys is None:
+            return self._refuse(401, "node_proof_unkeyed", "node proof given but this node has no cluster key")
+        qs = req.scope.get("query_string", b"")
+        target = req.scope.get("raw_path") or req.path.encode()
+        if qs:
+            target += b"?" + qs
+        why = self.node_keys.verify(proof, req.method, target)
+        if why is not None:
+            return self._refuse(401, "bad_node_proof", why)
+        self.stats.allowed_node += 1
         return None
 
     def check_member(self, req: Request, route: str) -> Response | None:
@@ -438,10 +449,7 @@ class Auth:
                 await stream.send_all(b"ERR %d %s\n" % (status, message.encode()))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
-        try:
-            await stream.aclose()
-        except (trio.BrokenResourceError, OSError):
-            pass
+        await close_quietly(stream)
 
     async def watch_sighup(self) -> None:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
@@ -464,7 +472,7 @@ class Replay(trio.abc.Stream):
             return out
         return bytes(await self.inner.receive_some(max_bytes))
 
-    async def send_all(self, data) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -474,11 +482,12 @@ class Replay(trio.abc.Stream):
         await self.inner.aclose()
 
     @property
-    def socket(self):
-        return getattr(self.inner, "socket", None)
+    def socket(self) -> trio.socket.SocketType | None:
+        sock = getattr(self.inner, "socket", None)
+        return sock if isinstance(sock, trio.socket.SocketType) else None
 
 
-def register_metrics(auth: Auth, registry) -> None:
+def register_metrics(auth: Auth, registry: CollectorRegistry) -> None:
     """``oklog_auth_denied_total{reason}``: every refused request or connection."""
     from prometheus_client import Counter
 
@@ -504,34 +513,45 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def ingest_gate(auth: Auth, tls_ctx=None):
+IngestAccess = Callable[[trio.abc.Stream], Awaitable[trio.abc.Stream | None]]
+
+
+def ingest_gate(auth: Auth, tls_ctx: ssl.SSLContext | None = None) -> IngestAccess | None:
     """The accept step of the TCP ingest listeners: TLS handshake (``tls_ctx``), then
     the token line (unless a verified client certificate stands in). None: nothing to do."""
     if auth.tokens is None and tls_ctx is None:
         return None
-    from oklog.net import tls
+    return IngestGate(auth, tls_ctx)
 
-    async def gate(stream: trio.abc.Stream) -> trio.abc.Stream | None:
+
+class IngestGate:
+    """``ingest_gate``'s step: the stream to read records from, or None (refused, closed)."""
+
+    def __init__(self, auth: Auth, tls_ctx: ssl.SSLContext | None) -> None:
+        self.auth = auth
+        self.tls_ctx = tls_ctx
+
+    async def __call__(self, stream: trio.abc.Stream) -> trio.abc.Stream | None:
+        from oklog.net import tls
+
         cert_ok = False
-        if tls_ctx is not None:
-            got = await tls.accept(stream, tls_ctx)
+        if self.tls_ctx is not None:
+            got = await tls.accept(stream, self.tls_ctx)
             if got is None:
-                auth._deny("tls_handshake")
+                self.auth._deny("tls_handshake")
                 return None
             stream, cert_ok = got
-        return await auth.admit(stream, cert_ok=cert_ok)
-
-    return gate
+        return await self.auth.admit(stream, cert_ok=cert_ok)
 
 
-def cli_http_kwargs(ns) -> dict:
+def cli_http_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     """httpx client arguments of a CLI command's ``-token``, ``-tls.ca`` (https) and,
     for the operator's tools, ``-cluster.key`` (sign as a member)."""
     token = client_token(getattr(ns, "token", ""))
     ca = getattr(ns, "tls_ca", "")
     key = getattr(ns, "cluster_key", "")
     keys = NodeKeys(Keyring.load(key)) if key else None
-    kw: dict = {"auth": ClientAuth(keys, token, https=bool(ca))}
+    kw: dict[str, Any] = {"auth": ClientAuth(keys, token, https=bool(ca))}
     if ca:
         from oklog.net.tls import client_context
 
@@ -539,7 +559,7 @@ def cli_http_kwargs(ns) -> dict:
     return kw
 
 
-def tool_http_kwargs(ns) -> dict:
+def tool_http_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     """``cli_http_kwargs`` for the operator's tools that call every member (repair,
     rebalance, synchronous httpx): with ``-cluster.key`` they call members on their
     node port over the key's TLS (``NodeRoutes.learn`` from the cluster state)."""

@@ -14,13 +14,12 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-
-from oklog.addr import parse_addr  # noqa: F401  (re-exported)
 
 log = logging.getLogger("oklog.net.http")
 
@@ -41,6 +40,13 @@ _H11_INCOMPLETE = h11_incomplete_bound(MAX_HEADER_BYTES)
 
 Write = Callable[[bytes], Awaitable[None]]
 Start = Callable[[int, dict[str, str]], Awaitable[None]]
+# ASGI: a scope and messages are decoded dicts (hypercorn's TypedDicts widened).
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+HostPort = tuple[str, int]
+ConnKey = tuple[object, ...]  # a connection's peer address
 
 
 class ClientGone(Exception):
@@ -97,12 +103,12 @@ class Response:
     respond: Callable[[Start, Write], Awaitable[None]] | None = None
 
     @classmethod
-    def json(cls, obj, status: int = 200) -> Response:
+    def json(cls, obj: Any, status: int = 200) -> Response:
         return cls(status, json.dumps(obj).encode() + b"\n", content_type="application/json")
 
 
 class Request:
-    def __init__(self, scope: dict, receive, budget: BodyBudget | None = None) -> None:
+    def __init__(self, scope: Scope, receive: Receive, budget: BodyBudget | None = None) -> None:
         self.scope = scope
         self._receive = receive
         self.budget = budget if budget is not None else BodyBudget()
@@ -223,7 +229,7 @@ class Router:
                 return pattern.pattern, pmethods
         return UNKNOWN_ROUTE, None
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 msg = await receive()
@@ -243,10 +249,10 @@ class Router:
             if conns is not None:
                 conns.request(scope.get("client"), -1)
 
-    async def _counted(self, scope, receive, send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = _Seen()
 
-        async def counted(msg: dict) -> None:
+        async def counted(msg: Message) -> None:
             if msg["type"] == "http.response.start":
                 seen.status = msg["status"]
             await send(msg)
@@ -261,7 +267,9 @@ class Router:
             if self.on_response is not None:
                 self.on_response(seen.route, seen.status)
 
-    async def _serve(self, scope, receive, send, seen: _Seen, sock=None) -> None:
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, seen: _Seen, sock: trio.socket.SocketType | None = None
+    ) -> None:
         req: Request | None = None
         try:
             req = Request(scope, receive, self.budget)
@@ -289,7 +297,7 @@ class Router:
                 req.release()
 
 
-def connection_socket(send) -> trio.socket.SocketType | None:
+def connection_socket(send: Send) -> trio.socket.SocketType | None:
     """The TCP socket under hypercorn's ASGI ``send`` (HTTP/1.1), or None.
 
     ASGI gives a handler no handle on its connection, and hypercorn reports a
@@ -300,7 +308,8 @@ def connection_socket(send) -> trio.socket.SocketType | None:
     version); None if they differ, and callers fall back to ``http.disconnect``.
     """
     try:
-        server = send.__self__.send.__self__.send.__self__
+        found: Any = send  # hypercorn's bound methods, down to its TCPServer
+        server = found.__self__.send.__self__.send.__self__
         stream = server.stream
         sock = getattr(stream, "socket", None) or stream.transport_stream.socket
     except AttributeError:
@@ -308,7 +317,7 @@ def connection_socket(send) -> trio.socket.SocketType | None:
     return sock if isinstance(sock, trio.socket.SocketType) else None
 
 
-async def _send_deferred(scope, send, resp: Response) -> None:
+async def _send_deferred(scope: Scope, send: Send, resp: Response) -> None:
     started = False
     head_only = scope["method"] == "HEAD"
 
@@ -340,7 +349,7 @@ async def _send_deferred(scope, send, resp: Response) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _send_response(scope, send, resp: Response) -> None:
+async def _send_response(scope: Scope, send: Send, resp: Response) -> None:
     if resp.respond is not None:
         await _send_deferred(scope, send, resp)
         return
@@ -375,21 +384,21 @@ class APIConnections:
 
     def __init__(self, cap: int = 0) -> None:
         self.cap = cap
-        self._conns: dict[tuple, trio.CancelScope] = {}
-        self._active: dict[tuple, int] = {}
+        self._conns: dict[ConnKey, trio.CancelScope] = {}
+        self._active: dict[ConnKey | None, int] = {}
         self.evicted = 0
         self.refused = 0
 
     def __len__(self) -> int:
         return len(self._conns)
 
-    def request(self, client, delta: int) -> None:
+    def request(self, client: Any, delta: int) -> None:
         """A request on connection ``client`` (the scope's peer address) began (+1) or ended (-1)."""
         key = tuple(client) if client else None
         if key in self._conns:
             self._active[key] = self._active.get(key, 0) + delta
 
-    def admit(self, key: tuple, scope: trio.CancelScope) -> bool:
+    def admit(self, key: ConnKey, scope: trio.CancelScope) -> bool:
         if self.cap and len(self._conns) >= self.cap:
             victim = next((k for k in self._conns if not self._active.get(k)), None)
             if victim is None:
@@ -401,12 +410,12 @@ class APIConnections:
         self._conns[key] = scope
         return True
 
-    def gone(self, key: tuple, scope: trio.CancelScope) -> None:
+    def gone(self, key: ConnKey, scope: trio.CancelScope) -> None:
         if self._conns.get(key) is scope:
             del self._conns[key]
             self._active.pop(key, None)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int]:
         return {"open": len(self._conns), "cap": self.cap, "evicted": self.evicted, "refused": self.refused}
 
 
@@ -420,7 +429,7 @@ async def serve_http(
     connections: APIConnections | None = None,
     configure: Callable[[Config], None] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    task_status=trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app``; reports the bound (host, port) through task_status.
 
@@ -444,7 +453,8 @@ async def serve_http(
         return
     trigger = shutdown.wait if shutdown is not None else None
 
-    async def _serve(task_status=trio.TASK_STATUS_IGNORED):
+    async def _serve(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        # Router speaks ASGI with plain dicts, not hypercorn's TypedDict events.
         await serve(app, config, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as nursery:
@@ -460,51 +470,20 @@ async def _serve_capped(
     port: int,
     conns: APIConnections,
     shutdown: trio.Event | None,
-    task_status,
+    task_status: trio.TaskStatus[HostPort],
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    # hypercorn's own per-connection server (the one its serve() runs), under
-    # an accept loop of ours; hypercorn is pinned, as these names are internal.
-    from hypercorn.trio.tcp_server import TCPServer
     from hypercorn.trio.worker_context import WorkerContext
-    from hypercorn.typing import ConnectionState
-    from hypercorn.utils import wrap_app
 
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
     if ssl_context is None and config.ssl_enabled:
         ssl_context = config.create_ssl_context()
     app.connections = conns
+    handler = _CappedConnection(app, config, context, conns, ssl_context)
     listeners = await trio.open_tcp_listeners(port, host=host if host not in ("", "0.0.0.0") else None)
     for ln in listeners:
         ln.socket.listen(config.backlog)
     task_status.started((host, listeners[0].socket.getsockname()[1]))
-
-    async def handler(stream: trio.SocketStream) -> None:
-        try:
-            key = tuple(stream.socket.getpeername()[:2])
-        except OSError:
-            await stream.aclose()
-            return
-        scope = trio.CancelScope()
-        if not conns.admit(key, scope):
-            await stream.aclose()
-            return
-        served: trio.abc.Stream = stream
-        if ssl_context is not None:  # as hypercorn's own listeners do with TLS on
-            served = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-        try:
-            with scope:
-                await TCPServer(wrapped, config, context, ConnectionState({}), served)  # type: ignore[arg-type]
-        finally:
-            conns.gone(key, scope)
-            if scope.cancelled_caught:
-                with trio.CancelScope(shield=True):
-                    try:
-                        await stream.aclose()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        pass
-
     async with trio.open_nursery() as nursery:
         if shutdown is not None:
 
@@ -515,3 +494,55 @@ async def _serve_capped(
 
             nursery.start_soon(stop)
         await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+class _CappedConnection:
+    """Serves one accepted connection within ``conns``' cap with hypercorn's own
+    per-connection server (the one its serve() runs), under an accept loop of
+    ours; hypercorn is pinned, as these names are internal."""
+
+    def __init__(
+        self,
+        app: Router,
+        config: Config,
+        context: Any,
+        conns: APIConnections,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        from hypercorn.utils import wrap_app
+
+        # Router speaks ASGI with plain dicts, not hypercorn's TypedDict events.
+        self.wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self.config = config
+        self.context = context
+        self.conns = conns
+        self.ssl_context = ssl_context
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        from hypercorn.trio.tcp_server import TCPServer
+        from hypercorn.typing import ConnectionState
+
+        try:
+            key = tuple(stream.socket.getpeername()[:2])
+        except OSError:
+            await stream.aclose()
+            return
+        scope = trio.CancelScope()
+        if not self.conns.admit(key, scope):
+            await stream.aclose()
+            return
+        served: trio.abc.Stream = stream
+        if self.ssl_context is not None:  # as hypercorn's own listeners do with TLS on
+            served = trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+        try:
+            with scope:
+                # hypercorn declares a SocketStream; it serves an SSLStream over one as well.
+                await TCPServer(self.wrapped, self.config, self.context, ConnectionState({}), served)  # type: ignore[arg-type]
+        finally:
+            self.conns.gone(key, scope)
+            if scope.cancelled_caught:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await stream.aclose()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass

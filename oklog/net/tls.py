@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI's clients import this module: trio costs them ~0.1 s of start-up
     import trio
+    from hypercorn.config import Config
 
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -40,7 +41,7 @@ class TLSConfig:
             ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
 
-    def configure_hypercorn(self, config) -> None:
+    def configure_hypercorn(self, config: Config) -> None:
         config.certfile = self.cert
         config.keyfile = self.key
         if self.client_ca:
@@ -72,7 +73,7 @@ def client_context(ca: str = "") -> ssl.SSLContext:
     return ctx
 
 
-async def accept(stream: trio.abc.Stream, ctx: ssl.SSLContext) -> tuple[trio.SSLStream, bool] | None:
+async def accept(stream: trio.abc.Stream, ctx: ssl.SSLContext) -> tuple[trio.SSLStream[trio.abc.Stream], bool] | None:
     """The server side of a handshake: (TLS stream, client certificate verified) or None."""
     import trio
 
@@ -83,8 +84,15 @@ async def accept(stream: trio.abc.Stream, ctx: ssl.SSLContext) -> tuple[trio.SSL
             return tls, tls.getpeercert() is not None and bool(tls.getpeercert())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+    await close_quietly(stream)
+    return None
+
+
+async def close_quietly(stream: trio.abc.Stream) -> None:
+    """Close a connection whose peer may already have gone."""
+    import trio
+
     try:
         await stream.aclose()
     except (trio.BrokenResourceError, OSError):
         pass
-    return None

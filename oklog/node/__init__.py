@@ -1,2 +1,4 @@
-"""The composition root: ``root.Node`` wires the components of each role (ingest,
-store, both) from a ``config.NodeConfig``; ``health`` and ``metrics`` report on them."""
+"""The composition root: ``root.open_node`` opens what a role (ingest, store, both)
+needs on disk from a ``config.NodeConfig`` and ``root.Node`` wires and runs its
+components; ``state`` defines the ``/cluster/state`` document that ``health`` and
+``metrics`` report through."""

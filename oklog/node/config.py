@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from oklog.units import (  # noqa: F401  (re-exported: oklog.node.config is their historical home)
+from oklog.units import (
     DEFAULT_API_PORT,
     DEFAULT_BULK_PORT,
     DEFAULT_CLUSTER_PORT,
@@ -18,7 +18,41 @@ from oklog.units import (  # noqa: F401  (re-exported: oklog.node.config is thei
     parse_size,
 )
 
+# The units are re-exported: oklog.node.config is their historical home.
+__all__ = [
+    "DEFAULT_API_PORT",
+    "DEFAULT_BULK_PORT",
+    "DEFAULT_CLUSTER_PORT",
+    "DEFAULT_DURABLE_PORT",
+    "DEFAULT_FAST_PORT",
+    "DEFAULT_NODE_PORT",
+    "GiB",
+    "KiB",
+    "MiB",
+    "parse_duration",
+    "parse_size",
+    "DEFAULT_SEGMENT_FLUSH_SIZE",
+    "DEFAULT_PROBE_INTERVAL",
+    "DEFAULT_SUSPICION_TIMEOUT",
+    "GossipTiming",
+    "DEFAULT_SEGMENT_FLUSH_AGE",
+    "DEFAULT_PENDING_TIMEOUT",
+    "DEFAULT_STORE_TARGET_SIZE",
+    "DEFAULT_STORE_TARGET_AGE",
+    "DEFAULT_CONSUME_BATCH",
+    "DEFAULT_RETAIN",
+    "DEFAULT_PURGE",
+    "DEFAULT_MAX_RECORD_SIZE",
+    "ROLES",
+    "Addr",
+    "NodeConfig",
+]
+
 DEFAULT_SEGMENT_FLUSH_SIZE = 16 * MiB
+DEFAULT_PROBE_INTERVAL = 0.5  # seconds between gossip probes (oklog.cluster.transport's default)
+DEFAULT_SUSPICION_TIMEOUT = 3.0  # seconds a suspect member has to refute before it is dead
+
+
 DEFAULT_SEGMENT_FLUSH_AGE = 3.0
 DEFAULT_PENDING_TIMEOUT = 60.0
 DEFAULT_STORE_TARGET_SIZE = 128 * MiB
@@ -38,6 +72,14 @@ class Addr:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GossipTiming:
+    """How fast gossip probes and gives up on a silent member."""
+
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
+    suspicion_timeout: float = DEFAULT_SUSPICION_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -93,7 +135,7 @@ class NodeConfig:
     loki_topic_labels: tuple[str, ...] = ("topic", "job", "app", "application", "service_name")
     stream_max_subscribers: int = 256  # live-tail subscribers (and /store/stream clients) per node
     stream_write_timeout: float = 60.0  # a stream whose client takes nothing this long ends
-    gossip_timing: dict = field(default_factory=dict, compare=False)
+    gossip_timing: GossipTiming = field(default_factory=GossipTiming, compare=False)
 
     @property
     def is_ingest(self) -> bool:
@@ -102,4 +144,3 @@ class NodeConfig:
     @property
     def is_store(self) -> bool:
         return self.role in ("store", "ingeststore")
-

@@ -22,6 +22,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
+
+from oklog.node.state import FailureCounts, HealthWarning, Recent
 
 RECENT = 60.0  # a failure not superseded by a success is current for this long
 KEEP = 300.0  # events kept for the figures (failures in the last five minutes)
@@ -58,7 +61,7 @@ class Warning:
     subject: str
     text: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> HealthWarning:
         return {"level": self.level, "kind": self.kind, "subject": self.subject, "text": self.text}
 
 
@@ -85,13 +88,13 @@ class RecentEvents:
         for key in [k for k, e in self.last.items() if e.time < now - self.keep]:
             del self.last[key]
 
-    def failures(self, now: float, within: float) -> dict[str, int]:
+    def failures(self, now: float, within: float) -> FailureCounts:
         """Failures per kind in the last ``within`` seconds."""
         out = dict.fromkeys(KINDS, 0)
         for e in self.events:
             if e.time >= now - within:
                 out[e.kind] = out.get(e.kind, 0) + 1
-        return out
+        return cast(FailureCounts, out)
 
     def failing(self, now: float, within: float = RECENT) -> list[Failing]:
         """(kind, subject) pairs whose latest outcome is a failure in the last ``within`` s."""
@@ -138,13 +141,15 @@ class Health:
     def report(self, now: float, kind: str, subject: str, ok: bool, text: str = "") -> None:
         self.events.add(now, kind, subject, ok, text)
 
-    def figures(self, now: float) -> dict:
-        """Counts over fixed windows, for dashboards and ``/metrics`` readers."""
+    def figures(self, now: float, ingest_idle: float | None = None) -> Recent:
+        """Counts over fixed windows, for dashboards and ``/metrics`` readers;
+        ``ingest_idle``: seconds since the last record (None: never, or no ingest)."""
         self.events.trim(now)
         return {
             "window_seconds": RECENT,
             "failures": self.events.failures(now, RECENT),
             "failures_5m": self.events.failures(now, KEEP),
+            "ingest_idle_seconds": None if ingest_idle is None else round(ingest_idle, 3),
         }
 
     def warnings(self, now: float, consumer_warnings: Sequence[str] = ()) -> list[Warning]:

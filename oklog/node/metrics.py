@@ -49,10 +49,10 @@ Plus the process collector's ``process_*`` figures (CPU, memory, open fds).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -64,7 +64,19 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from oklog.net.http import Request, Response, Router
+from oklog.net.http import Handler, Request, Response, Router, Start, Write
+from oklog.node.state import (
+    CompactionStats,
+    ConsumerStats,
+    ErrorCounts,
+    GossipStats,
+    IngestStats,
+    NodeState,
+    Pipeline,
+    QueryStats,
+    StoreStats,
+    StreamStats,
+)
 
 log = logging.getLogger("oklog.node.metrics")
 
@@ -72,18 +84,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 MEMBER_STATES = ("alive", "suspect", "dead")
 
-StateFn = Callable[[], dict]
+StateFn = Callable[[], NodeState]
 
 
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
-def _num(v: Any) -> float | None:
+def _num(v: object) -> float | None:
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, int | float):
@@ -97,17 +101,17 @@ class _Families:
     def __init__(self) -> None:
         self.out: list[Metric] = []
 
-    def gauge(self, name: str, doc: str, value: Any) -> None:
+    def gauge(self, name: str, doc: str, value: object) -> None:
         v = _num(value)
         if v is not None:
             self.out.append(GaugeMetricFamily(name, doc, value=v))
 
-    def counter(self, name: str, doc: str, value: Any) -> None:
+    def counter(self, name: str, doc: str, value: object) -> None:
         v = _num(value)
         if v is not None:
             self.out.append(CounterMetricFamily(name, doc, value=v))
 
-    def labelled(self, kind: str, name: str, doc: str, label: str, values: dict) -> None:
+    def labelled(self, kind: str, name: str, doc: str, label: str, values: Mapping[str, object]) -> None:
         cls = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
         fam = cls(name, doc, labels=[label])
         any_ = False
@@ -135,14 +139,16 @@ class StateCollector(Collector):
             log.exception("reading node state for /metrics failed")
             f.gauge("oklog_state_error", doc, 1)
             return iter(f.out)
-        sections = [
+        pipe = st.get("pipeline") if isinstance(st, dict) else None
+        p: Pipeline | None = pipe if isinstance(pipe, dict) else None
+        sections: list[Callable[[], None]] = [
             lambda: self._node(f, st),
-            lambda: self._ingest(f, _get(st, "pipeline", "ingest")),
-            lambda: self._store(f, _get(st, "pipeline", "store")),
-            lambda: self._consumer(f, _get(st, "pipeline", "consumer")),
-            lambda: self._maintenance(f, _get(st, "pipeline", "compaction"), _get(st, "pipeline", "queries")),
-            lambda: self._gossip(f, _get(st, "pipeline", "gossip"), _get(st, "pipeline", "errors")),
-            lambda: self._streams(f, _get(st, "pipeline", "streams")),
+            lambda: self._ingest(f, p.get("ingest") if p else None),
+            lambda: self._store(f, p.get("store") if p else None),
+            lambda: self._consumer(f, p.get("consumer") if p else None),
+            lambda: self._maintenance(f, p.get("compaction") if p else None, p.get("queries") if p else None),
+            lambda: self._gossip(f, p.get("gossip") if p else None, p.get("errors") if p else None),
+            lambda: self._streams(f, p.get("streams") if p else None),
         ]
         failed = 0
         for section in sections:
@@ -156,11 +162,11 @@ class StateCollector(Collector):
         f.gauge("oklog_state_error", doc, failed)
         return iter(f.out)
 
-    def _streams(self, f: _Families, streams: Any) -> None:
+    def _streams(self, f: _Families, streams: StreamStats | None) -> None:
         if isinstance(streams, dict):
             f.gauge("oklog_streams", "Live tail subscribers on this node", streams.get("subscribers"))
 
-    def _gossip(self, f: _Families, gos: Any, errors: Any) -> None:
+    def _gossip(self, f: _Families, gos: GossipStats | None, errors: ErrorCounts | None) -> None:
         if isinstance(gos, dict):
             f.labelled("counter", "oklog_gossip_datagrams", "Gossip datagrams", "direction",
                        {"in": gos.get("datagrams_in"), "out": gos.get("datagrams_out")})
@@ -177,7 +183,7 @@ class StateCollector(Collector):
                        "Unexpected errors caught at a component's boundary (logged; the component carried on)",
                        "component", errors)
 
-    def _maintenance(self, f: _Families, comp: Any, queries: Any) -> None:
+    def _maintenance(self, f: _Families, comp: CompactionStats | None, queries: QueryStats | None) -> None:
         if isinstance(comp, dict):
             f.labelled("counter", "oklog_compaction_jobs", "Compaction jobs by kind", "kind",
                        {"merge": comp.get("merges"), "concat": comp.get("concats"), "split": comp.get("splits")})
@@ -197,12 +203,12 @@ class StateCollector(Collector):
             f.counter("oklog_read_repair_records", "Record copies made by read repair",
                       queries.get("read_repair_records"))
 
-    def _node(self, f: _Families, st: dict) -> None:
+    def _node(self, f: _Families, st: NodeState) -> None:
         members = st.get("members") if isinstance(st, dict) else None
         if isinstance(members, list):
             counts = dict.fromkeys(MEMBER_STATES, 0)
             for m in members:
-                s = _get(m, "state")
+                s = m.get("state") if isinstance(m, dict) else None
                 if isinstance(s, str):
                     counts[s] = counts.get(s, 0) + 1
             f.labelled("gauge", "oklog_cluster_members", "Cluster members by state, as this node sees them", "state", counts)
@@ -212,9 +218,9 @@ class StateCollector(Collector):
                 info.add_metric([str(me.get("id", "")), str(me.get("role", ""))], 1)
                 f.out.append(info)
                 f.gauge("oklog_uptime_seconds", "Seconds since the node started", me.get("uptime_seconds"))
-        f.gauge("oklog_replication_factor", "Copies kept of each record", _get(st, "replication_factor"))
+        f.gauge("oklog_replication_factor", "Copies kept of each record", st.get("replication_factor"))
 
-    def _ingest(self, f: _Families, ing: Any) -> None:
+    def _ingest(self, f: _Families, ing: IngestStats | None) -> None:
         if not isinstance(ing, dict):
             return
         segs, sizes = ing.get("segments"), ing.get("bytes")
@@ -260,7 +266,7 @@ class StateCollector(Collector):
             f.counter("oklog_fluent_bad_streams", "Fluent connections closed for malformed or oversized input", fl.get("bad_streams"))
             f.gauge("oklog_fluent_open_connections", "Open Fluent forward connections", fl.get("connections"))
 
-    def _store(self, f: _Families, sto: Any) -> None:
+    def _store(self, f: _Families, sto: StoreStats | None) -> None:
         if not isinstance(sto, dict):
             return
         f.gauge("oklog_store_segments", "Store segments", sto.get("segments"))
@@ -276,7 +282,7 @@ class StateCollector(Collector):
         if isinstance(q, list | tuple):
             f.gauge("oklog_store_quarantined_segments", "Store segments set aside as unreadable", len(q))
 
-    def _consumer(self, f: _Families, con: Any) -> None:
+    def _consumer(self, f: _Families, con: ConsumerStats | None) -> None:
         if not isinstance(con, dict):
             return
         f.counter("oklog_consumer_batches", "Batches gathered by the store consumer", con.get("batches"))
@@ -340,37 +346,43 @@ def observe_queries(router: Router, metrics: Metrics, paths: tuple[str, ...] = (
             methods[method] = _timed(handler, metrics)
 
 
-def _timed(handler, metrics: Metrics):
-    async def wrapped(req: Request) -> Response:
+def _timed(handler: Handler, metrics: Metrics) -> Handler:
+    return _TimedQuery(handler, metrics)
+
+
+class _TimedQuery:
+    """A query handler whose duration, until the last byte of its answer (deferred
+    or streamed), goes to ``oklog_query_duration_seconds``."""
+
+    def __init__(self, handler: Handler, metrics: Metrics) -> None:
+        self.handler = handler
+        self.metrics = metrics
+
+    async def __call__(self, req: Request) -> Response:
         started = time.monotonic()
         try:
-            resp = await handler(req)
+            resp = await self.handler(req)
         except Exception:
-            metrics.observe_query(time.monotonic() - started)
+            self.metrics.observe_query(time.monotonic() - started)
             raise
         if resp.respond is not None:
-            inner_respond = resp.respond
-
-            async def respond(start, write) -> None:
-                try:
-                    await inner_respond(start, write)
-                finally:
-                    metrics.observe_query(time.monotonic() - started)
-
-            resp.respond = respond
-            return resp
-        if resp.stream is None:
-            metrics.observe_query(time.monotonic() - started)
-            return resp
-        inner = resp.stream
-
-        async def stream(write) -> None:
-            try:
-                await inner(write)
-            finally:
-                metrics.observe_query(time.monotonic() - started)
-
-        resp.stream = stream
+            resp.respond = functools.partial(self._respond, resp.respond, started)
+        elif resp.stream is not None:
+            resp.stream = functools.partial(self._stream, resp.stream, started)
+        else:
+            self.metrics.observe_query(time.monotonic() - started)
         return resp
 
-    return wrapped
+    async def _respond(
+        self, inner: Callable[[Start, Write], Awaitable[None]], started: float, start: Start, write: Write
+    ) -> None:
+        try:
+            await inner(start, write)
+        finally:
+            self.metrics.observe_query(time.monotonic() - started)
+
+    async def _stream(self, inner: Callable[[Write], Awaitable[None]], started: float, write: Write) -> None:
+        try:
+            await inner(write)
+        finally:
+            self.metrics.observe_query(time.monotonic() - started)

@@ -1,20 +1,31 @@
-"""Composition root: one node, one nursery.
+"""Composition root: ``open_node(cfg)`` opens what the node's role needs on disk, then
+``Node.run`` starts every component in one nursery.
 
-                 producers
-                     │ TCP (fast / durable)
-                     ▼
-    ┌──────────── ingest listeners ─────────────┐
-    │   per-connection active segments          │
-    │        IngestLog (.active/.flushed/.pending)│◀── /ingest/* (remote consumers)
-    └───────────────────┬───────────────────────┘
-                        │ LocalIngest / remote /ingest/next|read|commit|failed
-                        ▼
-                  store Consumer  gather → merge → replicate → commit
-                        │ LocalStore / remote POST /store/replicate
-                        ▼
-                     StoreLog (FIRST-LAST.seg) ◀── /store/query, /store/_query
-                        │
-                    HTTP API (hypercorn on trio): /ingest /store /cluster /metrics
+    producers ──TCP fast / durable / bulk──┐   syslog TCP+UDP, syslog-TLS, Fluent forward
+    HTTP pushes: /ingest/jsonline,         │   (each optional) ───────────────┐
+    /insert/jsonline, Loki push, OTLP      │                                  │
+    /v1/logs, Elasticsearch _bulk ────┐    ▼                                  ▼
+    ┌─ IngestSide (ingest roles) ─────┴───────────────────────────────────────────────┐
+    │ ConnectionGate ── listeners ── IngestLog (.active/.flushed/.pending) ── Tap ────┼─▶ /ingest/_stream,
+    │ pending sweep (segments a consumer never committed go back to flushed)          │   /store/stream (live tail)
+    └─────────────┬───────────────────────────────────────────────────────────────────┘
+                  │ LocalIngest, or a remote member's /ingest/next|read|commit|failed
+                  ▼
+    ┌─ StoreSide (store roles) ───────────────────────────────────────────────────────┐
+    │ Consumer  gather → merge → replicate (LocalStore / RemoteStore) → commit        │
+    │ StoreLog (FIRST-LAST.seg) + Immutable (dedup, retention)                        │
+    │ Maintenance: compaction, recompression, retention purge, disk cap               │
+    └─────────────┬───────────────────────────────────────────────────────────────────┘
+                  │
+    Coordinator: /store/query fan-out to store members, merge, read repair; /store/hits, /store/topics
+                  │
+    HTTP API (hypercorn on trio, optional TLS): /ingest /store /cluster/state /metrics /health
+      guard: Auth (tokens, member signatures) ── Metrics (Prometheus, reads NodeState) ── Health (warnings)
+    members-only TLS port (with a cluster key): the same router, members' certificates only
+    Gossip (SWIM over UDP, signed with the cluster key): membership, each member's MemberMeta,
+      republished every META_INTERVAL (sooner when the store's oldest record moves back)
+
+``Node.state()`` is the ``/cluster/state`` document (``oklog.node.state.NodeState``).
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import httpx
 import trio
@@ -62,7 +75,8 @@ from oklog.net.auth import (
 )
 from oklog.net.http import APIConnections, BodyBudget, Request, Response, Router, serve_http
 from oklog.net.tls import TLSConfig, client_context
-from oklog.node.config import NodeConfig
+from oklog.node import state as S
+from oklog.node.config import Addr, NodeConfig
 from oklog.node.health import Health
 from oklog.node.metrics import Metrics, metrics_router, observe_queries
 from oklog.query.coordinator import Coordinator, StoreMember, observe_gossip
@@ -80,58 +94,145 @@ PENDING_SWEEP = 1.0
 META_INTERVAL = 5.0  # seconds between load-figure updates in gossip
 META_LOWERED_CHECK = 0.25  # seconds: a store written older records than it advertised says so this soon
 
+HostPort = tuple[str, int]
+T = TypeVar("T")
+
+
+def _as(kind: type[T], d: Mapping[str, Any]) -> T:
+    """A component's stats as the section of the document that ``kind`` defines."""
+    return cast(T, d)
+
 
 @dataclass
 class Bound:
-    """Where the node's services actually listen (ports may have been 0)."""
+    """Where the node's services actually listen (ports may have been 0); None: not serving."""
 
-    api: tuple[str, int] | None = None
-    fast: tuple[str, int] | None = None
-    durable: tuple[str, int] | None = None
-    cluster: tuple[str, int] | None = None
-    extra: dict = field(default_factory=dict)
+    api: HostPort | None = None
+    fast: HostPort | None = None
+    durable: HostPort | None = None
+    cluster: HostPort | None = None
+    bulk: HostPort | None = None
+    syslog: HostPort | None = None
+    syslog_tls: HostPort | None = None
+    fluent: HostPort | None = None
+    node: HostPort | None = None  # the members-only TLS listener
+
+
+@dataclass
+class IngestSide:
+    """What an ingest role runs: the segment log and its listeners' figures."""
+
+    log: IngestLog
+    listeners: ListenerStats = field(default_factory=ListenerStats)
+    http: HTTPIngestStats = field(default_factory=HTTPIngestStats)
+    syslog: SyslogStats = field(default_factory=SyslogStats)
+    bulk: BulkStats = field(default_factory=BulkStats)
+    fluent: FluentStats = field(default_factory=FluentStats)
+
+
+@dataclass
+class StoreSide:
+    """What a store role runs: the store log, its dedup/retention gate, maintenance."""
+
+    log: StoreLog
+    immutable: Immutable
+    maintenance: Maintenance
+
+
+def open_ingest(cfg: NodeConfig, fs: FS, tap: Tap) -> IngestSide:
+    """Open the ingest log, putting back what a crash left half-consumed."""
+    ilog = IngestLog(fs, cfg.ingest_path, cfg.segment_pending_timeout)
+    ilog.tap = tap
+    report = ilog.recover()
+    if report.reactivated or report.torn_bytes:
+        log.info(
+            "ingest recovery: %d segments back to flushed, %d torn bytes cut",
+            report.reactivated,
+            report.torn_bytes,
+        )
+    return IngestSide(ilog)
+
+
+def open_store(cfg: NodeConfig, fs: FS) -> StoreSide:
+    slog = StoreLog(fs, cfg.store_path)
+    slog.sole_copy = cfg.replication_factor == 1
+    # Bodies are written plain, so records are queryable without
+    # waiting for compression; compaction compresses them at once.
+    slog.level = 0
+    maintenance = Maintenance(
+        slog,
+        cfg.store_target_size,
+        cfg.retain,
+        cfg.purge,
+        trio.CapacityLimiter(1),
+        cfg.max_disk_usage,
+        level=cfg.store_level,
+        cold_level=cfg.store_cold_level,
+        cold_age=cfg.store_cold_age,
+    )
+    for q in slog.quarantined:
+        log.warning("quarantined store segment %s", q)
+    return StoreSide(slog, Immutable(slog, cfg.retain), maintenance)
+
+
+def open_node(cfg: NodeConfig, fs: FS | None = None) -> Node:
+    """Everything the node reads from disk before it serves: the cluster key, the
+    ingest log (recovered) and the store log, as its role needs them."""
+    fs = fs or RealFS()
+    tap = Tap(cfg.stream_max_subscribers, write_timeout=cfg.stream_write_timeout)
+    return Node(
+        cfg,
+        tap=tap,
+        ingest=open_ingest(cfg, fs, tap) if cfg.is_ingest else None,
+        store=open_store(cfg, fs) if cfg.is_store else None,
+        keyring=Keyring.load(cfg.cluster_key) if cfg.cluster_key else None,
+    )
+
+
+def advertised_host(cfg: NodeConfig) -> str:
+    return cfg.advertise_host or (cfg.cluster.host if cfg.cluster.host not in ("", "0.0.0.0") else guess_host())
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, fs: FS | None = None) -> None:
+    """One node; its role's components are set (``ingest``/``store`` None when the role
+    lacks them). Build it with ``open_node``; ``run`` serves until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        *,
+        tap: Tap,
+        ingest: IngestSide | None,
+        store: StoreSide | None,
+        keyring: Keyring | None,
+    ) -> None:
         self.cfg = cfg
-        self.fs = fs or RealFS()
+        self.tap = tap
+        self.ingest = ingest
+        self.store = store
+        self.keyring = keyring
         self.started = time.time()
         self.health = Health()  # recent failures and ingest stalls: the state's warnings
-        self.advertise_host = cfg.advertise_host or (
-            cfg.cluster.host if cfg.cluster.host not in ("", "0.0.0.0") else guess_host()
-        )
+        self.advertise_host = advertised_host(cfg)
         # Stable across restarts, unique per host and port: a restarted node
         # rejoins as itself (with a higher incarnation).
         self.id = cfg.node_id or f"{self.advertise_host}:{cfg.cluster.port}"
-        self.gossip: Gossip | None = None
-        self.http_client: httpx.AsyncClient | None = None
-        self._peer_options: dict | None = None
-        self.coordinator: Coordinator | None = None
         self.bound = Bound()
         self.scan_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
-        self.ingest_log: IngestLog | None = None
-        self.store_log: StoreLog | None = None
-        self.listener_stats = ListenerStats()
-        self.http_ingest_stats = HTTPIngestStats()
-        self.syslog_stats = SyslogStats()
-        self.bulk_stats = BulkStats()
-        self.fluent_stats = FluentStats()
         self.metrics = Metrics(self.state)
-        self.keyring = Keyring.load(cfg.cluster_key) if cfg.cluster_key else None
         self.tls = TLSConfig(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, cfg.tls_ca)
         self.auth = Auth(
-            NodeKeys(self.keyring) if self.keyring is not None else None,
+            NodeKeys(keyring) if keyring is not None else None,
             Tokens(cfg.auth_tokens) if cfg.auth_tokens else None,
             cfg.insecure,
         )
         register_metrics(self.auth, self.metrics.registry)
         # With a cluster key, members call each other only over TLS made from it,
         # on a listener of their own (docs/decisions.md, "Node-to-node TLS").
-        self.node_tls = NodeTLS(self.keyring, self.id) if self.keyring is not None else None
+        self.node_tls = NodeTLS(keyring, self.id) if keyring is not None else None
+        self._peer_options: dict[str, Any] | None = None
         self.node_port_requests = 0
         self.api_member_calls = 0
-        self.tap = Tap(cfg.stream_max_subscribers, write_timeout=cfg.stream_write_timeout)
         # Errors caught at component boundaries (each logged where caught).
         self.stream_errors = 0
         self.render_errors = 0
@@ -140,68 +241,34 @@ class Node:
         self.nofile = raise_nofile()
         self.gate = ConnectionGate(cfg.max_connections, ingest_connection_budget(self.nofile))
         self.api_connections = APIConnections(api_connection_budget(self.nofile))
+        # Started by run (None before, or for a role without them).
+        self.gossip: Gossip | None = None
+        self.coordinator: Coordinator | None = None
         self.consumer: Consumer | None = None
-        self.maintenance: Maintenance | None = None
-        self.immutable: Immutable | None = None
-        if cfg.is_ingest:
-            self.ingest_log = IngestLog(self.fs, cfg.ingest_path, cfg.segment_pending_timeout)
-            self.ingest_log.tap = self.tap
-            report = self.ingest_log.recover()
-            if report.reactivated or report.torn_bytes:
-                log.info(
-                    "ingest recovery: %d segments back to flushed, %d torn bytes cut",
-                    report.reactivated,
-                    report.torn_bytes,
-                )
-        if cfg.is_store:
-            self.store_log = StoreLog(self.fs, cfg.store_path)
-            self.store_log.sole_copy = cfg.replication_factor == 1
-            self.immutable = Immutable(self.store_log, cfg.retain)
-            # Bodies are written plain, so records are queryable without
-            # waiting for compression; compaction compresses them at once.
-            self.store_log.level = 0
-            self.maintenance = Maintenance(
-                self.store_log,
-                cfg.store_target_size,
-                cfg.retain,
-                cfg.purge,
-                trio.CapacityLimiter(1),
-                cfg.max_disk_usage,
-                level=cfg.store_level,
-                cold_level=cfg.store_cold_level,
-                cold_age=cfg.store_cold_age,
-            )
-            for q in self.store_log.quarantined:
-                log.warning("quarantined store segment %s", q)
+
+    @property
+    def ingest_log(self) -> IngestLog | None:
+        return self.ingest.log if self.ingest is not None else None
+
+    @property
+    def store_log(self) -> StoreLog | None:
+        return self.store.log if self.store is not None else None
 
     # -- wiring -------------------------------------------------------------------
 
-    def router(self) -> Router:
+    def router(self, coordinator: Coordinator) -> Router:
         r = Router(self.body_budget)
-        if self.ingest_log is not None:
-            r.mount(ingest_router(self.ingest_log))
-            r.mount(
-                httpingest_router(
-                    self.ingest_log, self.ingest_settings(), self.http_ingest_stats,
-                    window=self.event_window(),
-                    otlp_topic_attributes=self.cfg.otlp_topic_attributes,
-                    loki_topic_labels=self.cfg.loki_topic_labels,
-                )
-            )
-        if self.store_log is not None:
-            pending = self.maintenance.pending if self.maintenance is not None else None
-            r.mount(store_router(self.store_log, self.scan_limiter, self._query, pending, self.immutable))
-            r.add("GET", "/store/hits", self._hits)
-            r.add("GET", "/store/topics", self._topics)
-        if self.ingest_log is not None:
-            r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
+        if self.ingest is not None:
+            self._mount_ingest(r, self.ingest)
+        if self.store is not None:
+            self._mount_store(r, self.store, coordinator)
         r.add(
             "GET",
             "/store/stream",
             cluster_stream_handler(
                 lambda: self._live("ingest"),
                 self.tap,
-                self.ingest_log is not None,
+                self.ingest is not None,
                 on_error=self._stream_error,
                 client_options=self.peer_client_options,
             ),
@@ -215,7 +282,32 @@ class Node:
         r.add("GET", "/health", self._health)
         return r
 
-    def peer_client_options(self) -> dict:
+    def _mount_ingest(self, r: Router, side: IngestSide) -> None:
+        r.mount(ingest_router(side.log))
+        r.mount(
+            httpingest_router(
+                side.log, self.ingest_settings(), side.http,
+                window=self.event_window(),
+                otlp_topic_attributes=self.cfg.otlp_topic_attributes,
+                loki_topic_labels=self.cfg.loki_topic_labels,
+            )
+        )
+        r.add("GET", "/ingest/_stream", ingest_stream_handler(self.tap))
+
+    def _mount_store(self, r: Router, side: StoreSide, coordinator: Coordinator) -> None:
+        from oklog.query.hits import cluster_hits, cluster_topics
+
+        async def hits(req: Request) -> Response:
+            return await cluster_hits(coordinator, req)
+
+        async def topics(req: Request) -> Response:
+            return await cluster_topics(coordinator, req)
+
+        r.mount(store_router(side.log, self.scan_limiter, coordinator.handle, side.maintenance.pending, side.immutable))
+        r.add("GET", "/store/hits", hits)
+        r.add("GET", "/store/topics", topics)
+
+    def peer_client_options(self) -> dict[str, Any]:
         """``auth`` and ``verify`` for an httpx client calling this node's peers:
         it signs as a member (cluster key) and, with a key, calls each member's TLS
         listener (node_addr), else the API (over TLS when the cluster's API speaks it).
@@ -238,12 +330,13 @@ class Node:
         if self.gossip is None:
             return None
         for m in self.gossip.members():
-            if m.meta.get("api_addr") == api_addr and isinstance(m.meta.get("node_addr"), str):
-                return m.meta["node_addr"]
+            node_addr = m.meta.get("node_addr")
+            if m.meta.get("api_addr") == api_addr and isinstance(node_addr, str):
+                return node_addr
         return None
 
     def _guard(self, req: Request, route: str) -> Response | None:
-        node = self.bound.extra.get("node")
+        node = self.bound.node
         server = req.scope.get("server")
         if node is not None and server is not None and server[1] == node[1]:
             self.node_port_requests += 1
@@ -255,44 +348,30 @@ class Node:
     def _stream_error(self) -> None:
         self.stream_errors += 1
 
-    async def _query(self, req: Request) -> Response:
-        assert self.coordinator is not None
-        return await self.coordinator.handle(req)
-
-    async def _hits(self, req: Request) -> Response:
-        from oklog.query.hits import cluster_hits
-
-        assert self.coordinator is not None
-        return await cluster_hits(self.coordinator, req)
-
-    async def _topics(self, req: Request) -> Response:
-        from oklog.query.hits import cluster_topics
-
-        assert self.coordinator is not None
-        return await cluster_topics(self.coordinator, req)
-
-    def _addr(self, a: tuple[str, int] | None) -> str | None:
+    def _addr(self, a: HostPort | None) -> str | None:
         if a is None:
             return None
         host = a[0] if a[0] not in ("", "0.0.0.0") else self.advertise_host
         return f"{host}:{a[1]}"
 
-    def meta(self) -> dict:
+    # -- the /cluster/state document -------------------------------------------------
+
+    def meta(self) -> S.MemberMeta:
         """What this node advertises in gossip: addresses and load figures."""
-        m: dict = {
+        m: S.MemberMeta = {
             "api_addr": self._addr(self.bound.api),
             "fast_addr": self._addr(self.bound.fast),
             "durable_addr": self._addr(self.bound.durable),
-            "bulk_addr": self._addr(self.bound.extra.get("bulk")),
+            "bulk_addr": self._addr(self.bound.bulk),
             "started": self.started,
         }
-        if self.bound.extra.get("node") is not None:
-            m["node_addr"] = self._addr(self.bound.extra["node"])
-        if self.ingest_log is not None:
-            m["connections"] = self.listener_stats.connections
-            m["records_in"] = self.ingest_log.records_in
-        if self.store_log is not None:
-            st = self.store_log.stats()
+        if self.bound.node is not None:
+            m["node_addr"] = self._addr(self.bound.node)
+        if self.ingest is not None:
+            m["connections"] = self.ingest.listeners.connections
+            m["records_in"] = self.ingest.log.records_in
+        if self.store is not None:
+            st = self.store.log.stats()
             m["store_bytes"] = st["bytes"]
             m["store_segments"] = st["segments"]
             if st["oldest"]:
@@ -301,29 +380,35 @@ class Node:
                 m["store_lo_ms"] = ulid_ms(st["oldest"].encode("latin-1"))
         return m
 
-    def members(self) -> list[dict]:
-        if self.gossip is None or not self.gossip.members():
-            return [
-                {
-                    "id": self.id,
-                    "role": self.cfg.role,
-                    "api_addr": self._addr(self.bound.api),
-                    "state": "alive",
-                    "incarnation": 0,
-                    "last_heard": time.time(),
-                    "self": True,
-                    "meta": self.meta(),
-                }
-            ]
-        out: list[dict[str, object]] = []  # the fallback rows below do not fill every MemberRow key
+    def _self_row(self, now: float) -> S.MemberRow:
+        """This node's row before gossip knows it (it runs alone, or has not started)."""
+        return {
+            "id": self.id,
+            "role": self.cfg.role,
+            "gossip_addr": self._addr(self.bound.cluster) or self.id,
+            "api_addr": self._addr(self.bound.api),
+            "state": "alive",
+            "incarnation": 0,
+            "meta_version": 0,
+            "last_heard": now,
+            "state_since": self.started,
+            "self": True,
+            "uptime_seconds": round(now - self.started, 3),
+            "meta": self.meta(),
+        }
+
+    def members(self) -> list[S.MemberRow]:
         now = time.time()
+        if self.gossip is None or not self.gossip.members():
+            return [self._self_row(now)]
+        out: list[S.MemberRow] = []
         for m in self.gossip.members():
             try:
-                out.append(dict(member_row(m, now)))
-            except Exception:
+                out.append(_as(S.MemberRow, member_row(m, now)))
+            except Exception:  # a peer's odd metadata must not take the state page down
                 self.render_errors += 1
                 log.exception("rendering member %r failed; shown without details", m.id)
-                out.append({"id": str(m.id), "state": str(m.state), "self": m.is_self, "error": "unreadable"})
+                out.append(unreadable_row(str(m.id), str(m.state), m.is_self))
         return out
 
     def _live(self, role: str) -> list[tuple[str, str | None]]:
@@ -333,74 +418,92 @@ class Node:
             return [(self.id, None)] if mine else []
         out: list[tuple[str, str | None]] = []
         for m in self.gossip.members_by_role(role):
+            api = m.meta.get("api_addr")
             if m.is_self:
                 out.append((m.id, None))
-            elif isinstance(m.meta.get("api_addr"), str):
-                out.append((m.id, m.meta["api_addr"]))
+            elif isinstance(api, str):
+                out.append((m.id, api))
         return out
 
-    def state(self) -> dict:
-        cfg = self.cfg
-        pipeline: dict = {"time": time.time()}
-        self._health_into(pipeline)
-        if self.ingest_log is not None:
-            pipeline["ingest"] = self.ingest_log.stats() | {
-                "connections": self.listener_stats.connections,
-                "connections_total": self.listener_stats.connections_total,
-                "records_split": self.listener_stats.records_split,
-                "connections_refused": self.listener_stats.connections_refused,
-                "write_errors": self.listener_stats.write_errors,
-                "bad_topic_lines": self.listener_stats.bad_topic_lines,
-                "idle_closed": self.listener_stats.idle_closed,
-                "gate": self.gate.as_dict() | {"nofile": self.nofile},
-                "syslog": self.syslog_stats.as_dict(),
-                "bulk": vars(self.bulk_stats).copy(),
-                "http": self.http_ingest_stats.as_dict(),
-                "fluent": self.fluent_stats.as_dict(),
-            }
-        if self.store_log is not None:
-            pipeline["store"] = self.store_log.stats() | (self.immutable.as_dict() if self.immutable else {})
+    def state(self) -> S.NodeState:
+        return {
+            "self": self.id,
+            "role": self.cfg.role,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "members": self.members(),
+            "pipeline": self.pipeline(),
+            "replication_factor": self.cfg.replication_factor,
+        }
+
+    def pipeline(self) -> S.Pipeline:
+        now = time.monotonic()
+        self._observe_ingest(now)
+        p: S.Pipeline = {
+            "time": time.time(),
+            "recent": self._recent(now),
+            "warnings": self._warnings(now),
+            "streams": _as(S.StreamStats, self.tap.stats()),
+            "errors": self._errors(),
+            "http": self._http_stats(),
+        }
+        if self.ingest is not None:
+            p["ingest"] = self._ingest_stats(self.ingest)
+        if self.store is not None:
+            p["store"] = _as(S.StoreStats, self.store.log.stats() | self.store.immutable.as_dict())
+            p["compaction"] = _as(S.CompactionStats, vars(self.store.maintenance.stats).copy())
         if self.consumer is not None:
-            pipeline["consumer"] = vars(self.consumer.stats).copy()
-        if self.maintenance is not None:
-            pipeline["compaction"] = vars(self.maintenance.stats).copy()
+            p["consumer"] = _as(S.ConsumerStats, vars(self.consumer.stats).copy())
         if self.coordinator is not None:
-            pipeline["queries"] = {
-                "total": self.coordinator.queries,
-                "partial": self.coordinator.partial,
-                "members_skipped": self.coordinator.members_skipped,
-                "running": self.coordinator.running,
-                "rejected": self.coordinator.rejected,
-                "missing": self.coordinator.missing(),
-                "read_repairs": self.coordinator.read_repairs,
-                "read_repair_records": self.coordinator.read_repair_records,
-            }
+            p["queries"] = query_stats(self.coordinator)
         if self.gossip is not None:
-            pipeline["gossip"] = vars(self.gossip.stats).copy()
-        pipeline["streams"] = self.tap.stats()
-        pipeline["errors"] = {
+            p["gossip"] = _as(S.GossipStats, vars(self.gossip.stats).copy())
+        return p
+
+    def _ingest_stats(self, side: IngestSide) -> S.IngestStats:
+        ls = side.listeners
+        return _as(S.IngestStats, side.log.stats() | {
+            "connections": ls.connections,
+            "connections_total": ls.connections_total,
+            "records_split": ls.records_split,
+            "connections_refused": ls.connections_refused,
+            "write_errors": ls.write_errors,
+            "bad_topic_lines": ls.bad_topic_lines,
+            "idle_closed": ls.idle_closed,
+            "gate": self.gate.as_dict() | {"nofile": self.nofile},
+            "syslog": side.syslog.as_dict(),
+            "bulk": vars(side.bulk).copy(),
+            "http": side.http.as_dict(),
+            "fluent": side.fluent.as_dict(),
+        })
+
+    def _errors(self) -> S.ErrorCounts:
+        return {
             "consumer": self.consumer.stats.cycle_errors if self.consumer is not None else 0,
             "coordinator": self.coordinator.errors if self.coordinator is not None else 0,
             "stream": self.stream_errors,
             "gossip": self.gossip.stats.errors if self.gossip is not None else 0,
             "state": self.render_errors,
         }
-        pipeline["http"] = {
+
+    def _http_stats(self) -> S.HTTPStats:
+        return {
             "bodies_in_flight_bytes": self.body_budget.used,
             "bodies_budget_bytes": self.body_budget.capacity,
             "bodies_refused": self.body_budget.refused,
-            "connections": self.api_connections.as_dict(),
+            "connections": _as(S.APIConnections, self.api_connections.as_dict()),
             "node_port_requests": self.node_port_requests,
             "api_member_calls": self.api_member_calls,
         }
-        return {
-            "self": self.id,
-            "role": cfg.role,
-            "uptime_seconds": round(time.time() - self.started, 3),
-            "members": self.members(),
-            "pipeline": pipeline,
-            "replication_factor": cfg.replication_factor,
-        }
+
+    def _recent(self, now: float) -> S.Recent:
+        """Failures over the last minute and five minutes, how long ingest has been idle."""
+        idle = self.health.ingest.idle_for(now) if self.ingest is not None else None
+        return self.health.figures(now, idle)
+
+    def _warnings(self, now: float) -> list[S.HealthWarning]:
+        """Each names its cause; current ones only."""
+        consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
+        return [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
 
     async def _state(self, req: Request) -> Response:
         return Response.json(self.state())
@@ -408,104 +511,38 @@ class Node:
     async def _health(self, req: Request) -> Response:
         return Response(200, b"ok\n")
 
-    def _health_into(self, pipeline: dict) -> None:
-        """``warnings`` (each naming its cause, current only) and ``recent`` (failures
-        over the last minute and five minutes, how long ingest has been idle)."""
-        now = time.monotonic()
-        self._observe_ingest(now)
-        recent = self.health.figures(now)
-        idle = self.health.ingest.idle_for(now) if self.ingest_log is not None else None
-        recent["ingest_idle_seconds"] = None if idle is None else round(idle, 3)
-        pipeline["recent"] = recent
-        consumer_warnings = self.consumer.stats.warnings if self.consumer is not None else []
-        pipeline["warnings"] = [w.as_dict() for w in self.health.warnings(now, consumer_warnings)]
-
     def _observe_ingest(self, now: float) -> None:
-        if self.ingest_log is not None:
-            self.health.ingest.observe(now, self.ingest_log.records_in, self.listener_stats.connections)
+        if self.ingest is not None:
+            self.health.ingest.observe(now, self.ingest.log.records_in, self.ingest.listeners.connections)
 
     def _consumer_event(self, kind: str, subject: str, ok: bool, text: str) -> None:
         self.health.report(time.monotonic(), kind, subject, ok, text)
 
     # -- running --------------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         shutdown = trio.Event()
         if cfg.insecure:
             log.warning("INSECURE: -insecure given: listening beyond loopback or clustering without a cluster key; "
                         "anyone who can reach this node can join, read and delete (oklog keygen -o cluster.key)")
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), **self.peer_client_options()) as client:
-            self.http_client = client
-            self.coordinator = Coordinator(
-                self.store_log,
-                self.scan_limiter,
-                lambda: [StoreMember(i, a) for i, a in self._live("store")],
-                client,
-                cfg.member_timeout,
-                cfg.replication_factor,
-                view=lambda: observe_gossip(self.gossip.members()) if self.gossip is not None else None,
-                assured=lambda: self.consumer is not None and self.consumer.strict,
-                max_queries=cfg.max_queries,
-            )
+            coordinator = self.coordinator = self._make_coordinator(client)
             async with trio.open_nursery() as nursery:
-                self.coordinator.spawn = nursery.start_soon
-                router = self.router()
-                if self.node_tls is not None:
-                    na = cfg.cluster_api or type(cfg.cluster)(cfg.cluster.host, 0)
-                    self.bound.extra["node"] = await nursery.start(
-                        functools.partial(
-                            serve_http, router, na.host, na.port,
-                            idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
-                            ssl_context=self.node_tls.server_context(),
-                        )
-                    )
-                self.bound.api = await nursery.start(
-                    functools.partial(
-                        serve_http, router, cfg.api.host, cfg.api.port,
-                        idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
-                        configure=self.tls.configure_hypercorn if self.tls.on else None,
-                    )
-                )
+                coordinator.spawn = nursery.start_soon
+                await self._serve_api(nursery, self.router(coordinator))
                 nursery.start_soon(self.auth.watch_sighup)
                 ingest_scope = trio.CancelScope()
-                if self.ingest_log is not None:
-                    await nursery.start(self._listeners, ingest_scope)
-                    nursery.start_soon(self._sweep_pending)
-                self.gossip = Gossip(
-                    self.id,
-                    cfg.role,
-                    bind=(cfg.cluster.host, cfg.cluster.port),
-                    advertise_host=self.advertise_host,
-                    seeds=cfg.peers,
-                    meta=self.meta(),
-                    keyring=self.keyring,
-                    **cfg.gossip_timing,
-                )
+                if self.ingest is not None:
+                    await nursery.start(self._listeners, self.ingest, ingest_scope)
+                    nursery.start_soon(self._sweep_pending, self.ingest.log)
+                gossip = self.gossip = self._make_gossip()
                 gossip_scope = trio.CancelScope()
-
-                async def run_gossip(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                    assert self.gossip is not None
-                    with gossip_scope:
-                        await self.gossip.run(task_status=task_status)
-
-                self.bound.cluster = await nursery.start(run_gossip)
-                nursery.start_soon(self._publish_meta)
-                if self.store_log is not None:
-                    self.consumer = self._make_consumer()
-                    self.consumer.on_event = self._consumer_event
-                    if self.ingest_log is not None:  # a local flush need not wait for the poll
-                        self.ingest_log.on_flushed = self.consumer.wake
-                    nursery.start_soon(self.consumer.run)
-                    assert self.maintenance is not None
-                    nursery.start_soon(self.maintenance.run)
-                log.info(
-                    "oklog %s node %s: api %s, fast %s, durable %s, cluster %s, node (TLS) %s, peers %s",
-                    cfg.role, self.id, self._addr(self.bound.api), self._addr(self.bound.fast),
-                    self._addr(self.bound.durable), self._addr(self.bound.cluster),
-                    self._addr(self.bound.extra.get("node")) or "none (no cluster key)",
-                    ",".join(cfg.peers) or "none",
-                )
+                self.bound.cluster = await nursery.start(self._run_gossip, gossip, gossip_scope)
+                nursery.start_soon(self._publish_meta, gossip)
+                if self.store is not None:
+                    self._start_store(nursery, self.store, client)
+                self._log_started()
                 task_status.started(self.bound)
                 nursery.start_soon(self._watch_signals, shutdown)
                 await shutdown.wait()
@@ -515,69 +552,141 @@ class Node:
                 ingest_scope.cancel()
                 await self._drain()
                 with trio.move_on_after(2):
-                    self.gossip.set_meta(self.meta())  # what it holds as it leaves
-                    await self.gossip.leave()
+                    gossip.set_meta(self.meta())  # what it holds as it leaves
+                    await gossip.leave()
                 gossip_scope.cancel()
                 nursery.cancel_scope.cancel()
 
-    async def _listeners(self, scope: trio.CancelScope, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    def _make_coordinator(self, client: httpx.AsyncClient) -> Coordinator:
         cfg = self.cfg
-        assert self.ingest_log is not None
+        return Coordinator(
+            self.store_log,
+            self.scan_limiter,
+            lambda: [StoreMember(i, a) for i, a in self._live("store")],
+            client,
+            cfg.member_timeout,
+            cfg.replication_factor,
+            view=lambda: observe_gossip(self.gossip.members()) if self.gossip is not None else None,
+            assured=lambda: self.consumer is not None and self.consumer.strict,
+            max_queries=cfg.max_queries,
+        )
+
+    async def _serve_api(self, nursery: trio.Nursery, router: Router) -> None:
+        """The API, and with a cluster key the members-only TLS port (same routes)."""
+        cfg = self.cfg
+        serve = functools.partial(
+            serve_http, router, idle_timeout=cfg.api_idle_timeout, connections=self.api_connections,
+        )
+        if self.node_tls is not None:
+            na = cfg.cluster_api or Addr(cfg.cluster.host, 0)
+            self.bound.node = await nursery.start(
+                functools.partial(serve, na.host, na.port, ssl_context=self.node_tls.server_context())
+            )
+        self.bound.api = await nursery.start(
+            functools.partial(
+                serve, cfg.api.host, cfg.api.port,
+                configure=self.tls.configure_hypercorn if self.tls.on else None,
+            )
+        )
+
+    def _make_gossip(self) -> Gossip:
+        cfg = self.cfg
+        return Gossip(
+            self.id,
+            cfg.role,
+            bind=(cfg.cluster.host, cfg.cluster.port),
+            advertise_host=self.advertise_host,
+            seeds=cfg.peers,
+            meta=self.meta(),
+            keyring=self.keyring,
+            probe_interval=cfg.gossip_timing.probe_interval,
+            suspicion_timeout=cfg.gossip_timing.suspicion_timeout,
+        )
+
+    @staticmethod
+    async def _run_gossip(
+        gossip: Gossip, scope: trio.CancelScope, task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with scope:
+            await gossip.run(task_status=task_status)
+
+    def _start_store(self, nursery: trio.Nursery, side: StoreSide, client: httpx.AsyncClient) -> None:
+        consumer = self.consumer = self._make_consumer(side, client)
+        consumer.on_event = self._consumer_event
+        if self.ingest is not None:  # a local flush need not wait for the poll
+            self.ingest.log.on_flushed = consumer.wake
+        nursery.start_soon(consumer.run)
+        nursery.start_soon(side.maintenance.run)
+
+    def _log_started(self) -> None:
+        cfg, b = self.cfg, self.bound
+        log.info(
+            "oklog %s node %s: api %s, fast %s, durable %s, cluster %s, node (TLS) %s, peers %s",
+            cfg.role, self.id, self._addr(b.api), self._addr(b.fast),
+            self._addr(b.durable), self._addr(b.cluster),
+            self._addr(b.node) or "none (no cluster key)",
+            ",".join(cfg.peers) or "none",
+        )
+
+    async def _listeners(
+        self, side: IngestSide, scope: trio.CancelScope, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        cfg, b = self.cfg, self.bound
         settings = self.ingest_settings()
-        ilog = self.ingest_log
+        ilog = side.log
         access = ingest_gate(self.auth, self.tls.server_context() if self.tls.on else None)
         with scope:
             async with trio.open_nursery() as ln:
-                self.bound.fast = await ln.start(
-                    functools.partial(
-                        serve_ingest, cfg.ingest_fast.host, cfg.ingest_fast.port,
-                        ilog, settings, self.listener_stats, gate=self.gate, access=access,
-                    )
+                tcp = functools.partial(serve_ingest, log_=ilog, settings=settings, stats=side.listeners,
+                                        gate=self.gate, access=access)
+                b.fast = await ln.start(functools.partial(tcp, cfg.ingest_fast.host, cfg.ingest_fast.port))
+                b.durable = await ln.start(
+                    functools.partial(tcp, cfg.ingest_durable.host, cfg.ingest_durable.port, durable=True)
                 )
-                self.bound.durable = await ln.start(
+                b.bulk = await ln.start(
                     functools.partial(
-                        serve_ingest, cfg.ingest_durable.host, cfg.ingest_durable.port,
-                        ilog, settings, self.listener_stats, durable=True, gate=self.gate, access=access,
-                    )
-                )
-                self.bound.extra["bulk"] = await ln.start(
-                    functools.partial(
-                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, self.bulk_stats,
+                        serve_bulk, cfg.ingest_bulk.host, cfg.ingest_bulk.port, ilog, side.bulk,
                         idle_timeout=cfg.ingest_idle_timeout, gate=self.gate, retain=cfg.retain,
                         access=access,
                     )
                 )
-                if cfg.ingest_syslog is not None:
-                    self.bound.extra["syslog"] = await ln.start(
-                        functools.partial(
-                            serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
-                            ilog, settings, self.syslog_stats, topic=cfg.syslog_topic.encode(), gate=self.gate,
-                            window=self.event_window(),
-                        )
-                    )
-                if cfg.ingest_syslog_tls is not None and access is not None:
-                    if self.auth.tokens is not None and not self.tls.client_ca:
-                        log.warning("-ingest.syslog-tls with -auth.tokens but no -tls.client-ca: syslog clients "
-                                    "must open with a token line, which rsyslog and syslog-ng cannot send")
-                    self.bound.extra["syslog_tls"] = await ln.start(
-                        functools.partial(
-                            serve_syslog_tls, cfg.ingest_syslog_tls.host, cfg.ingest_syslog_tls.port,
-                            ilog, settings, self.syslog_stats, access,
-                            topic=cfg.syslog_topic.encode(), gate=self.gate,
-                        )
-                    )
-                if cfg.ingest_fluent is not None:
-                    if self.auth.tokens is not None and not self.tls.client_ca:
-                        log.warning("-ingest.fluent with -auth.tokens but no -tls.client-ca: Fluent clients "
-                                    "must open with a token line, which Fluentd and Fluent Bit cannot send")
-                    self.bound.extra["fluent"] = await ln.start(
-                        functools.partial(
-                            serve_fluent, cfg.ingest_fluent.host, cfg.ingest_fluent.port,
-                            ilog, settings, self.fluent_stats, window=self.event_window(), gate=self.gate,
-                            access=access,
-                        )
-                    )
+                await self._optional_listeners(ln, side, settings, access)
                 task_status.started()
+
+    async def _optional_listeners(
+        self, ln: trio.Nursery, side: IngestSide, settings: IngestSettings, access: Any
+    ) -> None:
+        """Syslog (TCP and UDP), syslog over TLS and Fluent forward, each when asked for."""
+        cfg, b, ilog = self.cfg, self.bound, side.log
+        topic = cfg.syslog_topic.encode()
+        if cfg.ingest_syslog is not None:
+            b.syslog = await ln.start(
+                functools.partial(
+                    serve_syslog, cfg.ingest_syslog.host, cfg.ingest_syslog.port,
+                    ilog, settings, side.syslog, topic=topic, gate=self.gate, window=self.event_window(),
+                )
+            )
+        if cfg.ingest_syslog_tls is not None and access is not None:
+            if self.auth.tokens is not None and not self.tls.client_ca:
+                log.warning("-ingest.syslog-tls with -auth.tokens but no -tls.client-ca: syslog clients "
+                            "must open with a token line, which rsyslog and syslog-ng cannot send")
+            b.syslog_tls = await ln.start(
+                functools.partial(
+                    serve_syslog_tls, cfg.ingest_syslog_tls.host, cfg.ingest_syslog_tls.port,
+                    ilog, settings, side.syslog, access, topic=topic, gate=self.gate,
+                )
+            )
+        if cfg.ingest_fluent is not None:
+            if self.auth.tokens is not None and not self.tls.client_ca:
+                log.warning("-ingest.fluent with -auth.tokens but no -tls.client-ca: Fluent clients "
+                            "must open with a token line, which Fluentd and Fluent Bit cannot send")
+            b.fluent = await ln.start(
+                functools.partial(
+                    serve_fluent, cfg.ingest_fluent.host, cfg.ingest_fluent.port,
+                    ilog, settings, side.fluent, window=self.event_window(), gate=self.gate,
+                    access=access,
+                )
+            )
 
     def event_window(self) -> EventWindow:
         return EventWindow(self.cfg.event_time_past, self.cfg.event_time_future)
@@ -590,83 +699,54 @@ class Node:
             idle_timeout=c.ingest_idle_timeout,
         )
 
-    async def _publish_meta(self) -> None:
+    async def _publish_meta(self, gossip: Gossip) -> None:
         published = trio.current_time()
         lo = self.meta().get("store_lo_ms")
         while True:
             await trio.sleep(META_LOWERED_CHECK)
-            written = self.store_log.take_oldest_written() if self.store_log is not None else "~"
+            written = self.store.log.take_oldest_written() if self.store is not None else "~"
             lowered = lo is not None and written != "~" and ulid_ms(written.encode("latin-1")) < lo
             if not lowered and trio.current_time() - published < META_INTERVAL:
                 continue
             meta = self.meta()
             lo = meta.get("store_lo_ms")
             published = trio.current_time()
-            if self.gossip is not None:
-                self.gossip.set_meta(meta)
+            gossip.set_meta(meta)
 
-    def _make_consumer(self) -> Consumer:
-        assert self.store_log is not None and self.http_client is not None
-        client = self.http_client
-        local_store = LocalStore(self.store_log, self.id, self.immutable)
-        local_ingest = LocalIngest(self.ingest_log, self.id) if self.ingest_log is not None else None
-        sources: dict[str, RemoteIngest] = {}
-        targets: dict[str, RemoteStore] = {}
-
-        def ingest_sources() -> list:
-            out: list = []
-            for node_id, api in self._live("ingest"):
-                if api is None:
-                    if local_ingest is not None:
-                        out.append(local_ingest)
-                    continue
-                src = sources.get(api)
-                if src is None:
-                    src = sources[api] = RemoteIngest(client, api, node_id)
-                out.append(src)
-            return out
-
-        def store_targets() -> list:
-            out: list = []
-            for node_id, api in self._live("store"):
-                if api is None:
-                    out.append(local_store)
-                    continue
-                t = targets.get(api)
-                if t is None:
-                    t = targets[api] = RemoteStore(client, api, node_id)
-                out.append(t)
-            return out
-
+    def _make_consumer(self, side: StoreSide, client: httpx.AsyncClient) -> Consumer:
+        cfg = self.cfg
+        peers = _Peers(
+            client,
+            self._live,
+            LocalIngest(self.ingest.log, self.id) if self.ingest is not None else None,
+            LocalStore(side.log, self.id, side.immutable),
+        )
         return Consumer(
-            sources=ingest_sources,
-            targets=store_targets,
-            replication_factor=self.cfg.replication_factor,
-            batch_size=min(self.cfg.consume_batch_size, self.cfg.store_target_size),
-            batch_age=self.cfg.store_target_age,
+            sources=peers.ingest_sources,
+            targets=peers.store_targets,
+            replication_factor=cfg.replication_factor,
+            batch_size=min(cfg.consume_batch_size, cfg.store_target_size),
+            batch_age=cfg.store_target_age,
             limiter=self.scan_limiter,
-            strict=bool(self.cfg.peers) and self.cfg.replication_factor > 1,
-            grace=3 * self.cfg.gossip_timing.get("probe_interval", 0.5) + 1.0
-            if self.cfg.replication_factor > 1
-            else 0.0,
+            strict=bool(cfg.peers) and cfg.replication_factor > 1,
+            grace=3 * cfg.gossip_timing.probe_interval + 1.0 if cfg.replication_factor > 1 else 0.0,
         )
 
     async def _drain(self) -> None:
-        if self.ingest_log is None:
+        if self.ingest is None:
             return
         with trio.move_on_after(self.cfg.drain_timeout):
             while True:
-                st = self.ingest_log.stats()["segments"]
+                st = self.ingest.log.stats()["segments"]
                 if not any(st.values()):
                     return
                 await trio.sleep(0.1)
 
-    async def _sweep_pending(self) -> None:
-        assert self.ingest_log is not None
+    async def _sweep_pending(self, ilog: IngestLog) -> None:
         while True:
             await trio.sleep(PENDING_SWEEP)
             self._observe_ingest(time.monotonic())  # once a second: when writes stopped
-            n = self.ingest_log.expire_pending()
+            n = ilog.expire_pending()
             if n:
                 log.warning("%d pending segments timed out; back to flushed", n)
 
@@ -677,3 +757,83 @@ class Node:
                 shutdown.set()
                 return
 
+
+class _Peers:
+    """The consumer's sources and targets: the local halves for this node, one
+    remote client per other member (kept while its address holds)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        live: Callable[[str], list[tuple[str, str | None]]],
+        local_ingest: LocalIngest | None,
+        local_store: LocalStore,
+    ) -> None:
+        self.client = client
+        self.live = live
+        self.local_ingest = local_ingest
+        self.local_store = local_store
+        self.sources: dict[str, RemoteIngest] = {}
+        self.targets: dict[str, RemoteStore] = {}
+
+    def ingest_sources(self) -> list[LocalIngest | RemoteIngest]:
+        make = functools.partial(RemoteIngest, self.client)
+        return _members_as(self.live("ingest"), self.local_ingest, self.sources, make)
+
+    def store_targets(self) -> list[LocalStore | RemoteStore]:
+        make = functools.partial(RemoteStore, self.client)
+        return _members_as(self.live("store"), self.local_store, self.targets, make)
+
+
+L = TypeVar("L")
+R = TypeVar("R")
+
+
+def _members_as(
+    live: list[tuple[str, str | None]], local: L | None, remotes: dict[str, R], make: Callable[[str, str], R]
+) -> list[L | R]:
+    """Each live member as ``local`` (this node: api None) or its remote client
+    (``make(api, node_id)``, kept in ``remotes`` by address)."""
+    out: list[L | R] = []
+    for node_id, api in live:
+        if api is None:
+            if local is not None:
+                out.append(local)
+            continue
+        r = remotes.get(api)
+        if r is None:
+            r = remotes[api] = make(api, node_id)
+        out.append(r)
+    return out
+
+
+def unreadable_row(member_id: str, state: str, is_self: bool) -> S.MemberRow:
+    """A member whose row could not be rendered: every field present, unknowns null."""
+    return {
+        "id": member_id,
+        "role": "",
+        "gossip_addr": "",
+        "api_addr": None,
+        "state": state,
+        "incarnation": 0,
+        "meta_version": 0,
+        "last_heard": None,
+        "state_since": None,
+        "self": is_self,
+        "uptime_seconds": None,
+        "meta": {},
+        "error": "unreadable",
+    }
+
+
+def query_stats(c: Coordinator) -> S.QueryStats:
+    return {
+        "total": c.queries,
+        "partial": c.partial,
+        "members_skipped": c.members_skipped,
+        "running": c.running,
+        "rejected": c.rejected,
+        "missing": _as(S.Missing, c.missing()),
+        "read_repairs": c.read_repairs,
+        "read_repair_records": c.read_repair_records,
+    }

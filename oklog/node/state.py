@@ -406,7 +406,7 @@ def schema_markdown() -> str:
         if doc and not doc.startswith(td.__name__ + "("):
             lines += [" ".join(doc.split()), ""]
         lines += ["| field | type | |", "| --- | --- | --- |"]
-        optional = td.__optional_keys__  # type: ignore[attr-defined]
+        optional = td.__optional_keys__  # type: ignore[attr-defined]  # TypedDict classes have it; `type` does not
         for name, t in hints.items():
             note = notes.get(name, "")
             if name in optional:
@@ -422,7 +422,7 @@ def unknown_keys(doc: Any, td: type = NodeState, path: str = "") -> list[str]:
         return [f"{path or '.'}: not an object"]
     hints = typing.get_type_hints(td)
     out = [f"{path}.{k}: not in {td.__name__}" for k in doc if k not in hints]
-    required = td.__required_keys__  # type: ignore[attr-defined]
+    required = td.__required_keys__  # type: ignore[attr-defined]  # TypedDict classes have it; `type` does not
     out += [f"{path}.{k}: missing from the document" for k in required if k not in doc]
     for k, t in hints.items():
         if k in doc:
