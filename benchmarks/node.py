@@ -115,7 +115,7 @@ class Node:
             "-store.path", self.store_path,
             *self.extra_args,
         ]
-        self._logfile = open(os.path.join(self.dir, "node.log"), "wb")  # noqa: SIM115
+        self._logfile = open(os.path.join(self.dir, "node.log"), "wb")
         self.started_at = time.time()
         self.proc = subprocess.Popen(
             cmd, stdout=self._logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

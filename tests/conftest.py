@@ -152,7 +152,7 @@ class NodeProc:
     def start(self, timeout: float = 20.0) -> NodeProc:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "node.log"
-        logf = open(self.log_path, "ab")  # noqa: SIM115
+        logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.command(), stdout=logf, stderr=subprocess.STDOUT, cwd=self.workdir
         )

@@ -449,7 +449,7 @@ class Node:
         if self.ingest is not None:
             p["ingest"] = self._ingest_stats(self.ingest)
         if self.store is not None:
-            p["store"] = _as(S.StoreStats, self.store.log.stats() | self.store.immutable.as_dict())
+            p["store"] = _as(S.StoreStats, {**self.store.log.stats(), **self.store.immutable.as_dict()})
             p["compaction"] = _as(S.CompactionStats, vars(self.store.maintenance.stats).copy())
         if self.consumer is not None:
             p["consumer"] = _as(S.ConsumerStats, vars(self.consumer.stats).copy())

@@ -354,7 +354,7 @@ class ForwardWriter(Writer):
         port = {"bulk": "bulk", "durable": "durable"}[fmode]
         addrs = [f"127.0.0.1:{n.ports[port]}" for n in h.nodes]
         self.log_path = Path(h.workdir) / f"{name}.log"
-        self.logf = open(self.log_path, "wb")  # noqa: SIM115
+        self.logf = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             OKLOG + ["forward", "-mode", fmode, "-backoff", "0.5s", *addrs],
             stdin=subprocess.PIPE,

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import NodeProc, free_port, wait_for  # noqa: E402
+from conftest import NodeProc, free_port, wait_for
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 

@@ -19,10 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-from conftest import wait_for  # noqa: E402
+import harness
+from conftest import wait_for
 
-from oklog.records.record import ULIDSource, stamp_lines  # noqa: E402
+from oklog.records.record import ULIDSource, stamp_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 

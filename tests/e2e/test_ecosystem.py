@@ -138,7 +138,7 @@ def rsyslogd(node, tmp_path):
     conf = tmp_path / "rsyslog.conf"
     conf.write_text(RSYSLOG_CONF.format(work=work, sock=sock, port=node.ports["syslog"]))
     run([binary, "-N1", "-f", str(conf)])  # config check: fails loudly with rsyslog's reason
-    logf = open(tmp_path / "rsyslogd.log", "wb")  # noqa: SIM115
+    logf = open(tmp_path / "rsyslogd.log", "wb")
     proc = subprocess.Popen(
         [binary, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -274,7 +274,7 @@ def test_prometheus_scrapes_node(node, tmp_path):
         "  - job_name: oklog\n"
         f"    static_configs:\n      - targets: ['{node.api}']\n"
     )
-    logf = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
+    logf = open(tmp_path / "prometheus.log", "wb")
     proc = subprocess.Popen(
         [
             binary,

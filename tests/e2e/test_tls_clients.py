@@ -209,7 +209,7 @@ def test_rsyslog_sends_syslog_over_tls_with_a_client_certificate(node_factory, t
                                             cert=certs.client, key=certs.client_key))
     check = subprocess.run([rsyslogd, "-N1", "-f", str(conf)], capture_output=True, timeout=CMD_TIMEOUT)
     assert check.returncode == 0, check.stderr.decode(errors="replace")
-    logf = open(tmp_path / "rsyslogd.log", "wb")  # noqa: SIM115
+    logf = open(tmp_path / "rsyslogd.log", "wb")
     proc = subprocess.Popen([rsyslogd, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
@@ -351,7 +351,7 @@ def test_prometheus_scrapes_with_a_bearer_token_over_tls(node_factory, tmp_path)
     if promtool:
         p = subprocess.run([promtool, "check", "config", str(conf)], capture_output=True, timeout=CMD_TIMEOUT)
         assert p.returncode == 0, p.stdout + p.stderr
-    logf = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
+    logf = open(tmp_path / "prometheus.log", "wb")
     proc = subprocess.Popen(
         [binary, f"--config.file={conf}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"],

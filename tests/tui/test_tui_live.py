@@ -64,7 +64,7 @@ class Node:
             "-ingest.segment-flush-age", "0.5s",
             "-store.segment-target-age", "0.5s",
         ]
-        log = open(self.root / "node.log", "ab")  # noqa: SIM115
+        log = open(self.root / "node.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
