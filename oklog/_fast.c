@@ -884,6 +884,37 @@ static inline uint32_t tri_hash(uint32_t t, uint64_t m) {
     return (uint32_t)(((uint64_t)(uint32_t)(t * 0x9E3779B1u) * m) >> 32);
 }
 
+/* The filter of the distinct keys ``seen`` (a trigram is its own key): bits_per
+ * bits per key, one hash each. Frees seen and releases view; ok == 0 means
+ * collecting the keys ran out of memory. Shared by trigram_bloom and gram_bloom. */
+static PyObject *bloom_of_keys(uint32_t *seen, size_t distinct, int bits_per, int ok, Py_buffer *view) {
+    if (!ok) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(view);
+        return PyErr_NoMemory();
+    }
+    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
+    if (nbytes < 8) nbytes = 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+    if (!out) {
+        PyMem_RawFree(seen);
+        PyBuffer_Release(view);
+        return NULL;
+    }
+    unsigned char *bloom = (unsigned char *)PyBytes_AS_STRING(out);
+    uint64_t m = nbytes * 8;
+    Py_BEGIN_ALLOW_THREADS
+    memset(bloom, 0, nbytes);
+    for (size_t i = 0; i < distinct; i++) {
+        uint32_t h = tri_hash(seen[i], m);
+        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(seen);
+    PyBuffer_Release(view);
+    return out;
+}
+
 static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
     PyObject *obj;
     Py_ssize_t start, end;
@@ -943,31 +974,7 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
 oom:
     Py_END_ALLOW_THREADS
     PyMem_RawFree(map);
-    if (!ok) {
-        PyMem_RawFree(seen);
-        PyBuffer_Release(&r.view);
-        return PyErr_NoMemory();
-    }
-    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
-    if (nbytes < 8) nbytes = 8;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
-    if (!out) {
-        PyMem_RawFree(seen);
-        PyBuffer_Release(&r.view);
-        return NULL;
-    }
-    unsigned char *bloom = (unsigned char *)PyBytes_AS_STRING(out);
-    uint64_t m = nbytes * 8;
-    Py_BEGIN_ALLOW_THREADS
-    memset(bloom, 0, nbytes);
-    for (size_t i = 0; i < distinct; i++) {
-        uint32_t h = tri_hash(seen[i], m);
-        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
-    }
-    Py_END_ALLOW_THREADS
-    PyMem_RawFree(seen);
-    PyBuffer_Release(&r.view);
-    return out;
+    return bloom_of_keys(seen, distinct, bits_per, ok, &r.view);
 }
 
 static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
@@ -1392,31 +1399,7 @@ static PyObject *fast_gram_bloom(PyObject *self, PyObject *args) {
 oom:
     Py_END_ALLOW_THREADS
     PyMem_RawFree(map);
-    if (!ok) {
-        PyMem_RawFree(seen);
-        PyBuffer_Release(&r.view);
-        return PyErr_NoMemory();
-    }
-    uint64_t nbytes = ((uint64_t)distinct * (uint64_t)bits_per + 7) / 8;
-    if (nbytes < 8) nbytes = 8;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
-    if (!out) {
-        PyMem_RawFree(seen);
-        PyBuffer_Release(&r.view);
-        return NULL;
-    }
-    unsigned char *bloom = (unsigned char *)PyBytes_AS_STRING(out);
-    uint64_t m = nbytes * 8;
-    Py_BEGIN_ALLOW_THREADS
-    memset(bloom, 0, nbytes);
-    for (size_t i = 0; i < distinct; i++) {
-        uint32_t h = tri_hash(seen[i], m);
-        bloom[h >> 3] |= (unsigned char)(1u << (h & 7));
-    }
-    Py_END_ALLOW_THREADS
-    PyMem_RawFree(seen);
-    PyBuffer_Release(&r.view);
-    return out;
+    return bloom_of_keys(seen, distinct, bits_per, ok, &r.view);
 }
 
 /* False if some trigram or 5-gram of literal is surely absent from a
