@@ -9,6 +9,7 @@ from oklog.query.fanout import Absent
 @dataclass
 class Part:
     error: str = ""
+    partial: bool = False
 
 
 def test_every_member_answered_is_a_plain_200():
@@ -62,3 +63,20 @@ def test_plan_wants_no_more_copies_than_members():
 def test_plan_lets_the_caller_choose_among_members_lacking_a_record():
     p = replicate_plan({b"u1": [1]}, 4, 3, choose=lambda lacking, n: lacking[-n:])
     assert p.copies == {2: [b"u1"], 3: [b"u1"]}
+
+
+def test_members_answering_in_part_are_missing_but_not_failed():
+    # Every member lacks a quarantined file: each answered with what it can
+    # read, so the answer is partial (206) with their records, never a 502.
+    why = "1 quarantined segment(s) overlap the range"
+    parts = [Part(why, True), Part(why, True), Part(why, True)]
+    missing = [Absent(f"n{i}", why) for i in range(3)]
+    v = verdict(parts, missing, factor=2, assured=True, store_members=3, skipped=0)
+    assert (v.status, v.complete) == (206, False)
+    # one member in part, replication 2 and assured: the others hold its records
+    v = verdict([Part(why, True), Part(), Part()], missing[:1], factor=2, assured=True, store_members=3, skipped=0)
+    assert (v.status, v.complete) == (200, True)
+    # a member in part beside members that failed is still an answer
+    v = verdict([Part(why, True), Part("refused"), Part("refused")], missing, factor=2, assured=True,
+                store_members=3, skipped=0)
+    assert v.status == 206

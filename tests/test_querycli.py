@@ -240,7 +240,7 @@ def test_206_is_exit_3_with_stats_on_v(tmp_path):
     ])
     code, out, err = run(s, tmp_path, "-v")
     assert code == 3 and out == b"some\n"
-    assert err == "nodes queried: 2\nerror count: 1\noklog query: results may be incomplete: 1 store member down\n"
+    assert err == "nodes queried: 2\nerror count: 1\noklog query: results may be incomplete: 1 store member did not answer in full\n"
 
 
 def test_206_warning_names_the_missing_members_on_one_line(tmp_path):
@@ -257,7 +257,7 @@ def test_206_warning_names_the_missing_members_on_one_line(tmp_path):
     ])
     code, out, err = run(s, tmp_path)
     assert (code, out) == (3, b"some\n")
-    assert err == "oklog query: results may be incomplete: 2 of 3 store members down: n1: dead; n2: no answer within 5s\n"
+    assert err == "oklog query: results may be incomplete: 2 of 3 store members did not answer in full: n1: dead; n2: no answer within 5s\n"
 
 
 def test_200_naming_missing_members_is_a_note_and_exit_0(tmp_path):
@@ -268,7 +268,7 @@ def test_200_naming_missing_members_is_a_note_and_exit_0(tmp_path):
     ])
     code, out, err = run(s, tmp_path)
     assert (code, out) == (0, b"all\n")
-    assert err == "oklog query: note: 1 of 3 store members down: n1: dead; the others hold every record (replication)\n"
+    assert err == "oklog query: note: 1 of 3 store members did not answer in full: n1: dead; the others hold every record (replication)\n"
 
 
 def test_400_is_exit_1_with_the_body(tmp_path):

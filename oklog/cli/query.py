@@ -83,7 +83,8 @@ def print_stats(headers: list[tuple[str, str]], out: TextIO) -> None:
 
 
 def completeness_note(resp: Response) -> str | None:
-    """One line about store members that did not answer, or None.
+    """One line about store members that did not answer in full (down, failed,
+    or lacking damaged or quarantined segments: the reasons follow), or None.
 
     On a 206 the results may be incomplete; on a 200 that names missing
     members, the others are known to hold every record (replication)."""
@@ -94,9 +95,9 @@ def completeness_note(resp: Response) -> str | None:
     total = resp.getheader("x-oklog-store-members") or ""
     n = int(count) if count.isdigit() else 0
     if n and total.isdigit():
-        who = f"{n} of {total} store members down"
+        who = f"{n} of {total} store members did not answer in full"
     elif n:
-        who = f"{n} store member{'s' if n != 1 else ''} down"
+        who = f"{n} store member{'s' if n != 1 else ''} did not answer in full"
     else:
         who = "some store members did not answer"
     detail = f": {errors}" if errors else ""

@@ -54,6 +54,9 @@ class Answered(Protocol):
     @property
     def error(self) -> str: ...  # "" when it answered in full
 
+    @property
+    def partial(self) -> bool: ...  # it answered, without the records ``error`` names
+
 
 def errors_header(missing: Sequence[Absent]) -> str:
     """``name: reason; ...`` safe for a header (a member's error text may hold CR LF)."""
@@ -83,8 +86,11 @@ def verdict(
     """``missing``: every member that may hold records of the range and did not
     answer (those of ``answers`` that failed included). The answer is complete
     unless more members are missing than replication covers (see
-    ``complete_without``); it is a 502, never complete, when every member asked failed."""
-    failed_all = bool(answers) and all(a.error for a in answers)
+    ``complete_without``); it is a 502, never complete, when every member asked
+    failed. A member that answered in part (``partial``: a 206 naming damaged or
+    quarantined segments) is missing for completeness but has not failed: its
+    records are in the answer."""
+    failed_all = bool(answers) and all(a.error and not a.partial for a in answers)
     # however many replicas there are, nothing is complete when nobody answered
     complete = complete_without(len(missing), factor, assured) and not failed_all
     headers = {"X-Oklog-Store-Members": str(store_members), "X-Oklog-Nodes-Skipped": str(skipped)}

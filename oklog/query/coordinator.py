@@ -91,6 +91,7 @@ class _Part(Protocol):
     segments: int
     size: int
     error: str
+    partial: bool
 
 
 class MissingMember(TypedDict):
@@ -114,6 +115,7 @@ class _Answer:
     error: str = ""
     rx: _Unwrap | None = None
     seen: dict[bytes, bytes] | None = None  # ULID -> record, for read repair
+    partial: bool = False  # answered without the records ``error`` names (damaged or quarantined)
 
     def note(self, chunk: bytes) -> None:
         if self.seen is None:
@@ -299,12 +301,13 @@ class Coordinator:
         now = time.monotonic()
         for a in answers:
             if a.member.api_addr is not None:
-                if a.error:
+                if a.error and not a.partial:
                     self.health.failed(a.member.name, now, a.error)
                 else:
                     self.health.succeeded(a.member.name)
             if a.error:
-                log.warning("%s: member %s failed: %s", what, a.member.name, a.error)
+                how = "answered in part" if a.partial else "failed"
+                log.warning("%s: member %s %s: %s", what, a.member.name, how, a.error)
                 missing.append(Absent(a.member.name, a.error))
 
     # -- the query ------------------------------------------------------------------
@@ -428,12 +431,8 @@ class Coordinator:
         assert self.store is not None
         plan = await trio.to_thread.run_sync(plan_query, self.store, params)
         a.segments, a.size = plan.segments, plan.bytes
-        if plan.unreadable:  # as a member answering 206: its records are taken from the others
-            plan.close()
-            a.error = f"{plan.unserved()}"
-            a.rx = None
-            ready.set()
-            return
+        if plan.unreadable:  # as a member answering 206: what it can read, and missing for the verdict
+            a.error, a.partial = f"{plan.unserved()}", True
         a.rx = None if head else _Unwrap(rx)
         ready.set()
         if head:
@@ -450,8 +449,10 @@ class Coordinator:
     async def _remote(self, a: _Answer, qs: str, head: bool, ready: trio.Event, tx: ChunkSender,
                       rx: ChunkReceiver) -> None:
         url = f"http://{a.member.api_addr}/store/_query?{qs}"
-        resp = await open_member(self.client, "HEAD" if head else "GET", url, self.member_timeout)
+        resp = await open_member(self.client, "HEAD" if head else "GET", url, self.member_timeout, partial_ok=True)
         try:
+            if resp.status_code == 206:
+                a.error, a.partial = partial_reason(resp), True
             a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
             a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
             a.rx = None if head else _Unwrap(rx)
@@ -580,16 +581,19 @@ async def tell_merge(tx: ChunkSender, exc: BaseException) -> None:
                 pass
 
 
-async def open_member(client: httpx.AsyncClient, method: str, url: str, member_timeout: float) -> httpx.Response:
+async def open_member(
+    client: httpx.AsyncClient, method: str, url: str, member_timeout: float, partial_ok: bool = False
+) -> httpx.Response:
     """A member's streamed answer, begun within ``member_timeout``; a status
-    other than 200 raises with (a sanitized start of) the member's reason."""
+    other than 200 (or 206 with ``partial_ok``: records of what it can read,
+    see ``partial_reason``) raises with (a sanitized start of) the member's reason."""
     timeout = httpx.Timeout(STREAM_IDLE, connect=member_timeout)
     try:
         with trio.fail_after(member_timeout):
             resp = await client.send(client.build_request(method, url, timeout=timeout), stream=True)
     except trio.TooSlowError:
         raise RuntimeError(f"no answer within {member_timeout:g}s") from None
-    if resp.status_code == 200:
+    if resp.status_code == 200 or (partial_ok and resp.status_code == 206):
         return resp
     try:
         text = b""
@@ -602,6 +606,11 @@ async def open_member(client: httpx.AsyncClient, method: str, url: str, member_t
         await resp.aclose()
     why = sanitize(text[:1024].decode("utf-8", "replace"), 200)
     raise RuntimeError(f"{resp.status_code} {why}".strip())
+
+
+def partial_reason(resp: httpx.Response) -> str:
+    """Why a member's 206 lacks records (its X-Oklog-Errors), safe to repeat."""
+    return sanitize(resp.headers.get("X-Oklog-Errors", ""), 300) or "a partial answer (206)"
 
 
 class _Unwrap:

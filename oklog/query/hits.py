@@ -41,6 +41,7 @@ from oklog.query.coordinator import (
     _Unwrap,
     member_query_string,
     open_member,
+    partial_reason,
     run_member,
     too_many_queries,
 )
@@ -125,8 +126,6 @@ async def _hits(coord: Coordinator, req: Request) -> Response:
     if missing:
         body["errors"] = v.errors
     status = v.status
-    if status == 502 and any(a.partial for a in count.answers):
-        status = 206  # a member lacking only quarantined records did answer
     if status == 502:
         raise HTTPError(502, "no store member answered: " + _errors(missing))
     resp = Response.json(body, status)
@@ -254,12 +253,14 @@ class _Member:
         self.size = 0
         self.error = ""
         self.rx: _Unwrap | None = None  # the chunk channel once the member answers
-        # Answered, but without the records of quarantined segments (``error``
-        # says which): counted as missing, not as a member that failed.
+        # Answered, but without the records of damaged or quarantined segments
+        # (``error`` says which): counted as missing, not as a member that failed.
         self.partial = False
 
-    def lacks_quarantined(self, plan: Plan) -> None:
-        if plan.quarantined and not plan.damaged and not self.error:
+    def lacks_unreadable(self, plan: Plan) -> None:
+        """Segments of the range it cannot read make its answer partial: it
+        counts the rest (as a member answering 206)."""
+        if plan.unreadable and not self.error:
             self.error, self.partial = f"{plan.unserved()}", True
 
 
@@ -272,17 +273,13 @@ async def _count_local(coord: Coordinator, a: _Member, params: QueryParams, matc
     try:
         plan = await trio.to_thread.run_sync(plan_query, coord.store, params)
         a.segments, a.size = plan.segments, plan.bytes
-        if plan.unreadable > len(plan.quarantined):
-            plan.close()
-            a.error = f"{plan.unserved()}"
-            return
         try:
             await count_plan(plan, matcher, tally, coord.limiter)
         finally:
             plan.close()
         if plan.damaged:
             a.error = f"{plan.unserved()}"
-        a.lacks_quarantined(plan)
+        a.lacks_unreadable(plan)
     except Exception as e:  # noqa: BLE001 - this member's failure makes the answer partial, never ends the node
         a.error = describe(e)
 
@@ -304,10 +301,7 @@ async def _local(coord: Coordinator, a: _Member, params: QueryParams, matcher: M
     store = coord.store
     plan = await trio.to_thread.run_sync(plan_query, store, params)
     a.segments, a.size = plan.segments, plan.bytes
-    if plan.unreadable > len(plan.quarantined):  # as a member answering 206: counted from the others
-        plan.close()
-        a.error = f"{plan.unserved()}"
-        return
+    a.lacks_unreadable(plan)  # as a member answering 206: what it can read, and missing for the verdict
     a.rx = _Unwrap(rx)
     ready.set()
     by = qs_by(qs)
@@ -317,14 +311,15 @@ async def _local(coord: Coordinator, a: _Member, params: QueryParams, matcher: M
 
     await execute(store, matcher, plan, send, coord.limiter)
     plan.check_served()
-    a.lacks_quarantined(plan)
 
 
 async def _remote(coord: Coordinator, a: _Member, qs: str, ready: trio.Event, tx: ChunkSender,
                   rx: ChunkReceiver) -> None:
     url = f"http://{a.member.api_addr}/store/_hits?{qs}"
-    resp = await open_member(coord.client, "GET", url, coord.member_timeout)
+    resp = await open_member(coord.client, "GET", url, coord.member_timeout, partial_ok=True)
     try:
+        if resp.status_code == 206:
+            a.error, a.partial = partial_reason(resp), True
         a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
         a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
         a.rx = _Unwrap(rx)

@@ -143,7 +143,7 @@ def test_replicated_records_count_once_and_partial_counts_are_flagged(node_facto
     assert f"127.0.0.1:{b.ports['cluster']}" in r.headers["X-Oklog-Errors"]
     c = cli(a, "-q", "INFO", "-count")
     assert c.returncode == 0 and c.stdout == b"%d\n" % total
-    assert b"note: 1 of 2 store members down" in c.stderr
+    assert b"note: 1 of 2 store members did not answer in full" in c.stderr
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_unreplicated_member_down_is_a_partial_count(node_factory):
     c = cli(a, "-count")
     assert c.returncode == 3
     assert c.stdout == b"%d\n" % per[a.api]
-    assert c.stderr.decode().startswith("oklog query: results may be incomplete: 1 of 2 store members down")
+    assert c.stderr.decode().startswith("oklog query: results may be incomplete: 1 of 2 store members did not answer in full")
 
 
 def test_where_by_top_and_fields_on_a_node(node_factory):
