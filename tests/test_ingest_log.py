@@ -138,3 +138,29 @@ def test_add_flushed_commit_waiter_fires_when_a_woken_consumer_commits_at_once(f
     log.on_flushed = consume_now
     seg_id = log.add_flushed(b"01HF7YAT0100000000000000A0 t x\n", lambda: committed.append(1))
     assert committed == [1] and seg_id not in log.commit_waiters
+
+
+def test_a_bulk_segment_whose_write_fails_leaves_nothing_behind(tmp_path):
+    """A full disk (here: RLIMIT_FSIZE 0, as `make chaos` does to a node) fails
+    the write of a bulk frame's segment: the frame is not acknowledged, and
+    no ``.active`` segment may stay behind (it was never flushed, never
+    consumed, and the node looked busy with ingest work forever)."""
+    import errno
+    import resource
+
+    fs, root = RealFS(), str(tmp_path / "ingest")
+    log = IngestLog(fs, root)
+    fired = []
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, old[1]))
+    try:
+        with pytest.raises(OSError) as e:
+            log.add_flushed(b"a\nb\n", on_commit=lambda: fired.append(1))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+    assert e.value.errno == errno.EFBIG
+    assert fs.listdir(root) == []
+    assert log.stats()["segments"] == {"active": 0, "flushed": 0, "pending": 0}
+    assert log.commit_waiters == {} and not fired
+    seg_id = log.add_flushed(b"c\n")  # the disk has room again
+    assert states(fs, root) == ["flushed"] and log.next() == seg_id

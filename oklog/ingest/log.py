@@ -62,6 +62,15 @@ class ActiveSegment:
     def sync(self) -> None:
         self._f.sync()
 
+    def discard(self) -> None:
+        """Drop a segment whose write failed before it was handed over (nothing
+        of it was acknowledged): its file and its place in the log's state go."""
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        self.log._discard(self)
+
     def flush(self, sync: bool = True) -> bool:
         """Close and hand over to the store tier; an empty segment is removed."""
         if sync:
@@ -138,6 +147,16 @@ class IngestLog:
             self.bytes_in += nbytes
             self.records_in += records
 
+    def _discard(self, seg: ActiveSegment) -> None:
+        with self._lock:
+            if self._state.get(seg.id) != ACTIVE:
+                return  # handed over already: the store tier owns it
+            del self._state[seg.id]
+        try:
+            self.fs.remove(self._path(seg.id, ACTIVE))
+        except FileNotFoundError:
+            pass
+
     def _finish(self, seg: ActiveSegment) -> bool:
         size = seg.size
         if size == 0:
@@ -203,6 +222,7 @@ class IngestLog:
         except BaseException:
             with self._lock:
                 self.commit_waiters.pop(seg.id, None)
+            seg.discard()  # a failed write (a full disk) must not leave an .active segment forever
             raise
         return seg.id
 
