@@ -1,33 +1,56 @@
-"""A short form of ``make chaos`` in every test run: three real nodes,
-replication 2, every writer and every fault kind once (a corrupted segment
-twice, so two members may hold a quarantined file at the same time), and the
-harness's own verdict: every acknowledged record found exactly once on every
-node. The long, random schedule stays ``make chaos``."""
+"""Chaos, short form: ~35 s of writing into 3 real nodes (replication 2)
+through every fault kind: a kill+restart, a stop+cont, a full disk, and three
+store-segment corruptions (so two members may hold a quarantined file at
+once: each then answers in part, and the records must still all come back);
+0 acknowledged lost, 0 duplicates.
+
+Find it with ``pytest -k chaos``; the long form is ``make chaos``.
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-HARNESS = Path(__file__).with_name("harness.py")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+
+FAULTS = ["corrupt", "kill", "corrupt", "stop", "diskfull", "corrupt"]
 
 
-@pytest.mark.timeout(420)
-def test_short_chaos_loses_nothing_acknowledged(tmp_path):
-    report = tmp_path / "report.json"
-    p = subprocess.run(
-        [sys.executable, str(HARNESS), "--duration", "35", "--seed", "3",
-         "--faults", "corrupt,kill,corrupt,stop,diskfull,corrupt", "--workdir", str(tmp_path / "w"),
-         "--json", str(report)],
-        capture_output=True, timeout=400, cwd=Path(__file__).resolve().parents[2],
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos_short_no_acknowledged_loss(tmp_path):
+    cfg = harness.Config(
+        duration=35,
+        rate=200,
+        nodes=3,
+        seed=3,
+        faults=FAULTS,
+        corrupt_modes=("flip", "truncate"),
+        workdir=str(tmp_path / "chaos"),
+        keep=True,
+        settle_timeout=40,
+        quiet=True,
     )
-    out = p.stdout.decode(errors="replace")
-    assert report.exists(), out[-3000:] + p.stderr.decode(errors="replace")[-3000:]
-    s = json.loads(report.read_text())["summary"]
-    assert s["acked"] > 1000, out[-3000:]
-    assert (s["lost"], s["duplicates"], s["crashes"]) == (0, 0, 0), out[-3000:]
-    assert s["ok"] and p.returncode == 0, out[-3000:]
+    report = harness.run_chaos(cfg)
+    print(harness.table(report))
+    s = report["summary"]
+    assert report["settled"], "cluster did not settle (ingest segments left or members not alive)"
+    assert not report["crashes"], report["crashes"]
+    assert [f["kind"] for f in report["faults"]] == FAULTS, report["faults"]
+    for f in report["faults"]:
+        if f["kind"] == "corrupt":
+            assert f["survived"] is not False, f  # alive and /health answers
+        else:
+            assert f["recover_s"] is not None, f
+    # 206 where members hold quarantined files (their records may be missing
+    # there until the operator clears quarantine/); never a 502 or a failure.
+    assert all(st in (200, 206) for st in s["query_status"]), s["query_status"]
+    assert s["acked"] > 1000
+    assert s["lost"] == 0, report["writers"]
+    assert s["duplicates"] == 0, report["writers"]
+    assert report["elapsed_seconds"] < 150
