@@ -66,7 +66,7 @@ fuzz-fast: install
 	  oklog/_fast.c -o $$d/_fast.so && \
 	OKLOG_FAST_SO=$$d/_fast.so OKLOG_FAST_FUZZ=$${OKLOG_FAST_FUZZ:-2000} PYTHONMALLOC=malloc \
 	  ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
-	  $(BIN)/pytest -q -s -p no:cacheprovider tests/test_fast_fuzz.py; rc=$$?; rm -rf $$d; exit $$rc
+	  $(BIN)/pytest -q -s -p no:cacheprovider tests/fast/test_fast_fuzz.py; rc=$$?; rm -rf $$d; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info oklog/*.so

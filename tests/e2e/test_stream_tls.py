@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 from conftest import wait_for
-from test_security import FAST, health, make_certs
+
+from tests.net.test_security import FAST, health, make_certs
 
 
 @pytest.mark.slow

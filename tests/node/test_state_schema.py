@@ -8,7 +8,7 @@ from conftest import wait_for
 
 from oklog.node.state import schema_markdown, unknown_keys
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "state.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "state.md"
 
 
 def test_docs_are_generated_from_the_definition():

@@ -70,7 +70,7 @@ def test_default_addresses_are_loopback():
 
 def _refused(args: list[str]) -> str:
     r = subprocess.run(OKLOG + ["run", *args], capture_output=True, timeout=30, text=True,
-                       env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                       env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert r.returncode != 0, r.stdout + r.stderr
     return r.stderr
 
@@ -265,7 +265,7 @@ def test_tcp_ingest_token_line(node_factory, tmp_path):
     for q in ("no token here", "bad token", "wrong role"):
         assert count(n, q, QUERY_TOKEN) == 0
     # The CLI: forward and query with -token, and OKLOG_TOKEN; without one, refused.
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for mode in ("fast", "durable", "bulk"):
         p = subprocess.run(OKLOG + ["forward", "-mode", mode, "-token", INGEST_TOKEN, f"127.0.0.1:{n.ports[mode]}"],
                            input=f"forwarded {mode}\n".encode(), capture_output=True, timeout=60, env=env)
@@ -380,7 +380,7 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
     _tcp(n.ports["fast"], f"\x01oklog-token {INGEST_TOKEN}\nover tls 1\n".encode(),
          wrap=lambda s: ctx.wrap_socket(s, server_hostname="127.0.0.1"))
     _tcp(n.ports["fast"], f"\x01oklog-token {INGEST_TOKEN}\nplain to tls\n".encode())
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for mode in ("fast", "durable", "bulk"):
         p = subprocess.run(OKLOG + ["forward", "-mode", mode, "-token", INGEST_TOKEN, "-tls.ca", str(ca),
                                     f"127.0.0.1:{n.ports[mode]}"],
@@ -451,7 +451,7 @@ def test_stream_and_tui_with_token_over_tls(node_factory, tmp_path):
     with pytest.raises(ApiError):
         trio.run(tui_state, INGEST_TOKEN)
 
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OKLOG_TOKEN": QUERY_TOKEN}
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OKLOG_TOKEN": QUERY_TOKEN}
     p = subprocess.Popen(OKLOG + ["stream", "-store", n.api, "-tls.ca", str(ca), "-q", "live"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:

@@ -11,7 +11,7 @@ import trio
 from oklog.net.http import HTTPError, Request
 from oklog.query.hits import cluster_hits
 from oklog.records.record import encode_ulid
-from tests.test_coordinator import Member, coordinator, failing, streamed
+from tests.query.test_coordinator import Member, coordinator, failing, streamed
 
 
 def ulids(*ids: int) -> bytes:

@@ -6,7 +6,7 @@ import trio
 
 from oklog.node.root import open_node
 from oklog.store import consumer
-from tests.test_node import config, send
+from tests.node.test_node import config, send
 
 
 @pytest.mark.trio

@@ -134,7 +134,7 @@ def test_whole_blocks_are_counted_from_the_index(store, monkeypatch):
 
 def test_out_of_order_and_huge_spans_fall_back_exactly():
     c = localcount._Counts(1)
-    from test_fast_count import records
+    from tests.fast.test_fast_count import records
 
     # a piece whose records go back in time, and one spanning more buckets than allowed
     buf = records([b"a", b"b", b"c"], t0=10_000, gap=5) + records([b"d"], t0=1_000, gap=1)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import sample_lines
-from test_fast_count import LOGFMT_LINES, records
 
 from oklog.query.fields import WhereFilter, parse_condition
+from tests.fast.test_fast_count import LOGFMT_LINES, records
 
 
 @pytest.mark.parametrize("cond", ["uid=0", "uid=10", "status=0200", "level=nan", "level=info", "msg=ok", "k=v", "a.b=1", "status=200", "uid=\"0\"", "msg=two words"])

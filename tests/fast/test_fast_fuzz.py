@@ -53,7 +53,7 @@ def test_pick_mode2_budget_holds_overlapping_line_start() -> None:
     # (0, 0, n) in mode 2 writes the 27-byte head plus the whole record: n + 27 bytes.
     code = (
         "import array, sys\n"
-        "from tests.test_fast_fuzz import fast\n"
+        "from tests.fast.test_fast_fuzz import fast\n"
         "buf = bytes(range(256)) * 8\n"
         "for _ in range(200):\n"
         "    out = fast.pick(buf[:1000], array.array('q', [0, 0, 1000]).tobytes(), b'\\x01', 2)\n"
