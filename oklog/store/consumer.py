@@ -24,9 +24,11 @@ from typing import Protocol
 
 import trio
 
+import oklog._fast as _fast
 from oklog.node import state as node_state
 from oklog.records import segfile
 from oklog.records.merge import merge_dedup
+from oklog.store.log import MAX_TOPIC_SPLIT
 
 log = logging.getLogger("oklog.store.consumer")
 
@@ -278,7 +280,7 @@ class Consumer:
 
         async def one(t: StoreTarget) -> None:
             try:
-                wire = await t.replicate(data, encoded if encoded is not None and t.takes_encoded() else None)
+                wire = await _send(t, data, encoded)
             except Exception as e:  # noqa: BLE001 - any target's failure is this batch's failure, not the node's
                 failures.append(f"{t.name}: {e}")
                 self.on_event("replicate", t.name, False, _why(e))
@@ -299,13 +301,33 @@ class Consumer:
         self.stats.replications_ok += 1
         return True
 
-    async def _encode(self, data: bytes, chosen: list[StoreTarget]) -> bytes | None:
-        """The batch as one segment file, compressed once for every target
-        that takes it, when another member does (this node's store alone
-        compresses as it always has)."""
+    async def _encode(self, data: bytes, chosen: list[StoreTarget]) -> list[tuple[bytes, bytes]] | None:
+        """The batch as segment files, compressed once for every target that
+        takes them, when another member does (this node's store alone
+        compresses as it always has): (records, file) per topic, as the
+        store keeps topics apart, so each file can be kept as it is."""
         if not data or not any(t.takes_encoded() and not t.local for t in chosen):
             return None
-        return await trio.to_thread.run_sync(segfile.encode, data, self.level, limiter=self.limiter)
+        return await trio.to_thread.run_sync(_encode_parts, data, self.level, limiter=self.limiter)
+
+
+def _encode_parts(data: bytes, level: int) -> list[tuple[bytes, bytes]]:
+    parts = _fast.split_topics(data, MAX_TOPIC_SPLIT)
+    bodies = [p for _, p in parts] if parts else [data]  # None: one topic; []: too many to keep apart
+    return [(b, segfile.encode(b, level)) for b in bodies]
+
+
+async def _send(t: StoreTarget, data: bytes, encoded: list[tuple[bytes, bytes]] | None) -> int:
+    """Replicate the batch to one target: its segment files (one request per
+    topic) when it takes them, else the records. Returns the bytes on the wire.
+    A part that fails fails the batch; parts stored already are dropped as
+    held when the batch is replicated again."""
+    if encoded is None or not t.takes_encoded():
+        return await t.replicate(data)
+    wire = 0
+    for part, file in encoded:
+        wire += await t.replicate(part, file)
+    return wire
 
 
 def _why(e: Exception) -> str:
