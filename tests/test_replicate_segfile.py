@@ -146,3 +146,13 @@ def test_several_topics_in_one_file_are_stored_per_topic(node):
     assert r.status_code == 200, r.text
     assert sorted(n.split(".")[1].split("~")[0] for n in r.text.split()) == ["alpha", "beta"]
     assert sorted(held(node, ms) + held(node, ms + 1)) == sorted(data.split(b"\n")[:-1])
+
+
+def test_a_file_of_more_topics_than_the_store_splits_is_kept_as_sent(node):
+    ms = now_ms() - 420_000
+    data = b"".join(body(ms, i * 4, 3, b"t%d" % i) for i in range(70))
+    enc = segfile.encode(data)
+    r = put(node, enc)
+    assert r.status_code == 200, r.text
+    assert len(r.text.split()) == 1 and f"~{crc_hex(zlib.crc32(enc))}." in r.text
+    assert sorted(held(node, ms)) == sorted(data.split(b"\n")[:-1])

@@ -7,10 +7,11 @@
 
 gather: take the next flushed segment from ingest members (random order) until
 the batch reaches its size or nothing is left; merge: one segment sorted by ULID;
-replicate: to N distinct store targets (the batch compressed once into a
-segment file when a chosen target takes one, plain records to the others); commit the sources only when all N
-acknowledged, otherwise mark them failed so they are consumed again. A crash at
-any point leaves records over-replicated (deduplicated at read time), never lost.
+replicate: to N distinct store targets (compressed once into segment files
+when a chosen member takes them, plain records to the others); commit the
+sources only when all N acknowledged, otherwise mark them failed so they are
+consumed again. A crash at any point leaves records over-replicated
+(deduplicated at read time), never lost.
 """
 
 from __future__ import annotations

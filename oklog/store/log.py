@@ -463,14 +463,14 @@ class StoreLog:
         """Store a sorted body atomically, one segment per topic; idempotent for
         equal bodies. ``encoded``: a segment file whose records are ``data``
         and whose index is checked (``segfile.index_describes``), written as
-        the file when the body is one topic that overlaps nothing stored."""
+        the file when the body is stored as one segment that overlaps nothing."""
         if validate:
             validate_records(data)
         parts = _fast.split_topics(data, MAX_TOPIC_SPLIT)
         if parts is None:  # one topic
             return [self._write_one(data, topic_of(data), encoded)]
         if not parts:  # too many to keep apart
-            return [self._write_one(data, "")]
+            return [self._write_one(data, "", encoded)]
         return [self._write_one(part, t.decode("latin-1")) for t, part in parts]
 
     def _write_one(self, data: bytes, topic: str, given: bytes | None = None) -> Segment:
