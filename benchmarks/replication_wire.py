@@ -1,7 +1,8 @@
 """Bytes on the wire for replication: one ingest node and two store nodes
 (replication factor 2) take a bench data set; reports the store consumers'
 records bytes sent to the other store, the bytes that took on the wire, and
-the CPU seconds of the store processes until compaction is idle.
+the time from the last byte sent until every batch is replicated, and the CPU
+seconds of the store processes until compaction is idle.
 
     PYTHONPATH=. python -m benchmarks.replication_wire [SIZE] [--tree DIR]
 
@@ -34,6 +35,17 @@ def cpu_seconds(pid: int) -> float:
 def state(n: Node) -> dict:
     _, _, body = n.request("GET", "/cluster/state")
     return json.loads(body)
+
+
+def drained(nodes: list[Node]) -> bool:
+    """No ingest segment left to consume: every batch is replicated (queryable)."""
+    for n in nodes:
+        p = state(n)["pipeline"]
+        if any(p.get("ingest", {}).get("segments", {}).values()):
+            return False
+        if p.get("consumer", {}).get("state", "idle") != "idle":
+            return False
+    return True
 
 
 def idle(nodes: list[Node]) -> bool:
@@ -76,8 +88,13 @@ def main() -> None:
         with socket.create_connection(ing.fast) as c, open(ds.path, "rb") as f:
             while chunk := f.read(1 << 20):
                 c.sendall(chunk)
-        deadline = time.monotonic() + 600
-        time.sleep(1)
+        sent = time.monotonic()
+        deadline = sent + 600
+        while not drained(nodes):
+            if time.monotonic() > deadline:
+                raise SystemExit("not drained after 600 s")
+            time.sleep(0.05)
+        queryable = time.monotonic() - sent
         while not idle(nodes):
             if time.monotonic() > deadline:
                 raise SystemExit("not idle after 600 s")
@@ -93,6 +110,7 @@ def main() -> None:
             print(f"replicated records {human(rec)} -> on the wire {human(wire)} ({wire / max(rec, 1):.3f}x)")
         else:
             print(f"replicated records on the wire as they are: {human(consumed)} (no wire figure in this version)")
+        print(f"last byte -> ingest tier drained (every batch replicated): {queryable:.2f} s")
         print(f"store processes' CPU until idle: {cpu:.1f} s")
     finally:
         for n in nodes:
