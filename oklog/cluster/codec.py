@@ -279,6 +279,7 @@ META_SCHEMA: dict[str, Callable[[Any], Any]] = {
     "store_bytes": _count,
     "store_segments": _count,
     "store_lo_ms": _epoch_ms,
+    "replicate_segfile": _count,
 }
 
 

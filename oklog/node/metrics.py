@@ -27,7 +27,9 @@ key → metric):
 * ``pipeline.consumer``: ``oklog_consumer_batches_total``,
   ``oklog_consumer_segments_consumed_total``, ``oklog_consumer_bytes_consumed_total``,
   ``oklog_consumer_replications_total{result="ok|failed"}``,
-  ``oklog_consumer_commits_failed_total``.
+  ``oklog_consumer_commits_failed_total``, ``oklog_consumer_replicated_bytes_total``
+  and ``oklog_consumer_replicated_wire_bytes_total`` (records' bytes sent to other
+  members, and what they took on the wire).
 * ``members``: ``oklog_cluster_members{state}``; the node itself:
   ``oklog_node_info{id,role}``, ``oklog_uptime_seconds``, ``oklog_replication_factor``.
 * ``pipeline.gossip``: ``oklog_gossip_datagrams_total{direction}``,
@@ -291,6 +293,10 @@ class StateCollector(Collector):
         f.labelled("counter", "oklog_consumer_replications", "Replications of gathered batches", "result",
                    {"ok": con.get("replications_ok"), "failed": con.get("replications_failed")})
         f.counter("oklog_consumer_commits_failed", "Commits to ingest nodes that failed", con.get("commits_failed"))
+        f.counter("oklog_consumer_replicated_bytes", "Records' bytes replicated to other members' stores",
+                  con.get("replicated_bytes"))
+        f.counter("oklog_consumer_replicated_wire_bytes", "Bytes those replications took on the wire",
+                  con.get("replicated_wire_bytes"))
 
 
 class Metrics:

@@ -80,6 +80,7 @@ from oklog.node.config import Addr, NodeConfig
 from oklog.node.health import Health
 from oklog.node.metrics import Metrics, metrics_router, observe_queries
 from oklog.query.coordinator import Coordinator, StoreMember, observe_gossip
+from oklog.records import segfile
 from oklog.records.record import ulid_ms
 from oklog.store.api import Immutable, LocalStore, store_router
 from oklog.store.compact import Maintenance
@@ -372,6 +373,7 @@ class Node:
             m["records_in"] = self.ingest.log.records_in
         if self.store is not None:
             st = self.store.log.stats()
+            m["replicate_segfile"] = segfile.INDEX_VERSION
             m["store_bytes"] = st["bytes"]
             m["store_segments"] = st["segments"]
             if st["oldest"]:
@@ -720,6 +722,7 @@ class Node:
             self._live,
             LocalIngest(self.ingest.log, self.id) if self.ingest is not None else None,
             LocalStore(side.log, self.id, side.immutable),
+            self._takes_segfile,
         )
         return Consumer(
             sources=peers.ingest_sources,
@@ -730,6 +733,15 @@ class Node:
             limiter=self.scan_limiter,
             strict=bool(cfg.peers) and cfg.replication_factor > 1,
             grace=3 * cfg.gossip_timing.probe_interval + 1.0 if cfg.replication_factor > 1 else 0.0,
+            level=cfg.store_level,
+        )
+
+    def _takes_segfile(self, node_id: str) -> bool:
+        """Whether the member advertises that /store/replicate takes the segment files this version writes."""
+        if self.gossip is None:
+            return False
+        return any(
+            m.id == node_id and m.meta.get("replicate_segfile") == segfile.INDEX_VERSION for m in self.gossip.members()
         )
 
     async def _drain(self) -> None:
@@ -768,8 +780,10 @@ class _Peers:
         live: Callable[[str], list[tuple[str, str | None]]],
         local_ingest: LocalIngest | None,
         local_store: LocalStore,
+        takes_segfile: Callable[[str], bool],
     ) -> None:
         self.client = client
+        self.takes_segfile = takes_segfile
         self.live = live
         self.local_ingest = local_ingest
         self.local_store = local_store
@@ -781,7 +795,9 @@ class _Peers:
         return _members_as(self.live("ingest"), self.local_ingest, self.sources, make)
 
     def store_targets(self) -> list[LocalStore | RemoteStore]:
-        make = functools.partial(RemoteStore, self.client)
+        def make(api: str, node_id: str) -> RemoteStore:
+            return RemoteStore(self.client, api, node_id, functools.partial(self.takes_segfile, node_id))
+
         return _members_as(self.live("store"), self.local_store, self.targets, make)
 
 

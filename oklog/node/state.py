@@ -31,6 +31,7 @@ class MemberMeta(TypedDict, total=False):
     store_bytes: int  # store bytes on disk
     store_segments: int  # store segments
     store_lo_ms: int  # the millisecond of its oldest record (absent: holds nothing); queries skip it before
+    replicate_segfile: int  # /store/replicate takes segment files of this index version (absent: plain records only)
 
 
 class MemberRow(TypedDict):
@@ -215,6 +216,8 @@ class ConsumerStats(TypedDict):
     last_error: str
     last_batch_time: float
     factor_effective: int
+    replicated_bytes: int  # records' bytes acknowledged by other members' stores
+    replicated_wire_bytes: int  # the bytes those bodies took on the wire (compressed where the member takes it)
     warnings: list[str]
 
 

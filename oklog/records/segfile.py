@@ -48,6 +48,7 @@ _HEAD = struct.Struct("<4sBBHI")
 _ENTRY = struct.Struct(f"<{ULID_LEN}s{ULID_LEN}sQIIIBI")
 _TAIL = struct.Struct("<II4s")
 _VERSION = 1
+INDEX_VERSION = _VERSION  # what a member advertises when its /store/replicate takes these files
 RAW_LEVEL = 0  # the level reported for a plain (uncompressed) segment
 
 
@@ -254,6 +255,64 @@ def decode(buf: Buf) -> bytes:
         return bytes(buf)
     idx = read_index(buf)
     return b"".join(decompress_block(buf, b) for b in idx.blocks)
+
+
+class TooLarge(FormatError):
+    """A body whose index declares more records' bytes than the receiver takes."""
+
+
+def decode_bounded(buf: Buf, limit: int) -> tuple[bytes, Index]:
+    """The records of a segment file received from elsewhere, and its index,
+    expanding nothing before the whole is known to fit: TooLarge when the
+    index declares more than ``limit`` bytes of records, FormatError when a
+    block's frame declares another size than its index entry, does not end
+    exactly where the entry says, or fails its content checksum."""
+    idx = read_index(buf)
+    if idx.raw_bytes > limit:
+        raise TooLarge(f"records of {idx.raw_bytes} bytes exceed the {limit}-byte limit")
+    view = memoryview(buf)
+    out = []
+    for i, blk in enumerate(idx.blocks):
+        frame = view[blk.offset : blk.offset + blk.clen]
+        try:
+            declared = zstandard.frame_content_size(frame)
+        except zstandard.ZstdError as e:
+            raise FormatError(f"block {i}: {e}") from None
+        if declared != blk.rawlen:
+            raise FormatError(f"block {i}: its frame holds {declared} bytes, its index entry says {blk.rawlen}")
+        d = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            chunk = d.decompress(frame)
+        except zstandard.ZstdError as e:
+            raise FormatError(f"block {i}: {e}") from None
+        if not d.eof or d.unused_data or len(chunk) != blk.rawlen:
+            raise FormatError(f"block {i}: the frame does not fill its index entry exactly")
+        out.append(chunk)
+    return b"".join(out), idx
+
+
+def index_describes(data: bytes, idx: Index) -> bool:
+    """Whether ``idx`` says of ``data`` (a decoded, valid body) what this
+    version's writer would: each block's ULID bounds, record count and bloom
+    of the same kind, and a level the store can have. Only then can a
+    sender's file be kept as is: queries trust the index to skip blocks."""
+    if not 1 <= idx.level <= 22:
+        return False
+    start = 0
+    for blk in idx.blocks:
+        end = start + blk.rawlen
+        if blk.rawlen == 0 or data[end - 1 : end] != b"\n" or blk.hashes != BLOOM_GRAMS:
+            return False
+        last_start = max(data.rfind(b"\n", start, end - 1) + 1, start)
+        if (
+            blk.first != data[start : start + ULID_LEN]
+            or blk.last != data[last_start : last_start + ULID_LEN]
+            or blk.records != data.count(b"\n", start, end)
+            or blk.bloom != _fast.gram_bloom(data, start, end, BLOOM_BITS)
+        ):
+            return False
+        start = end
+    return start == len(data)
 
 
 def salvage_blocks(buf: Buf) -> tuple[bytes, list[str]]:

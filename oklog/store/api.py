@@ -26,12 +26,13 @@ from collections.abc import Awaitable, Callable, Iterator
 import numpy as np
 import trio
 
-from oklog.net.http import HTTPError, Request, Response, Router, Write
+from oklog.net.http import MAX_BODY, HTTPError, Request, Response, Router, Write
 from oklog.node.state import ImmutableStats
 from oklog.query.engine import Matcher, QueryError
 from oklog.query.format import FORMATS, NATIVE_MODES
 from oklog.query.params import MAX_KEY_EXCL, QueryParams, parse_bool, parse_params
 from oklog.query.plan import Plan, execute, plan_query
+from oklog.records import segfile
 from oklog.records.merge import seek
 from oklog.records.record import ULID_LEN, RecordError, ms_floor, ulid_ms
 from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
@@ -144,13 +145,14 @@ class Immutable:
         log.warning("replicate: dropped %d records older than the %.0f s retention", n, self.retain)
         return body[cut:]
 
-    def write(self, body: bytes) -> tuple[list[Segment], int, int]:
-        """Store a sorted, valid body's records the store does not hold yet.
-        Returns (segments written, records already held, conflicts)."""
+    def write(self, body: bytes, encoded: bytes | None = None) -> tuple[list[Segment], int, int]:
+        """Store a sorted, valid body's records the store does not hold yet
+        (``encoded``: the body's segment file, kept as the file when the body
+        is stored whole). Returns (segments written, records already held, conflicts)."""
         with self._lock:
             self._sorted = None
             kept, same, conflicts = self._drop_held(body)
-            segs = self.store.write(kept, False) if kept else []
+            segs = self.store.write(kept, False, encoded if kept is body else None) if kept else []
             if len(segs) == 1 and kept is body and self._sorted is not None:
                 self._remember(segs[0].name, self._sorted)  # saves reading it back for the next body
         self.duplicates_dropped += same
@@ -254,13 +256,19 @@ class Immutable:
 class LocalStore:
     """This node's store as a replication target (no HTTP hop)."""
 
+    local = True
+
     def __init__(self, store: StoreLog, name: str = "local", immutable: Immutable | None = None) -> None:
         self.store = store
         self.name = name
         self.immutable = immutable if immutable is not None else Immutable(store)
 
-    async def replicate(self, data: bytes) -> None:
-        await trio.to_thread.run_sync(self.immutable.write, data)
+    def takes_encoded(self) -> bool:
+        return True  # kept as the segment file when it can be, so a batch is compressed once
+
+    async def replicate(self, data: bytes, encoded: bytes | None = None) -> int:
+        await trio.to_thread.run_sync(self.immutable.write, data, encoded)
+        return 0
 
 
 def stats_headers(nodes: int, segments: int, size: int, errors: int, started: float) -> dict[str, str]:
@@ -490,23 +498,47 @@ class StoreRoutes:
     async def hits(self, req: Request) -> Response:
         return await local_hits(self.store, self.limiter, req)
 
-    def _replicate(self, body: bytes) -> tuple[list[Segment], int, int, int]:
-        """(segments written, records held already, conflicts, records expired)."""
+    def _replicate(self, body: bytes, encoded: bytes | None = None) -> tuple[list[Segment], int, int, int]:
+        """(segments written, records held already, conflicts, records expired).
+        ``encoded``: the body as received, a segment file (``body`` is then
+        ignored and decoded from it)."""
         imm = self.imm
-        validate_records(body)
+        keep: bytes | None = None
+        if encoded is not None:
+            body, idx = segfile.decode_bounded(encoded, MAX_BODY)
+            validate_records(body)
+            # Kept as the file only when its index says what ours would: queries skip blocks by it.
+            keep = encoded if segfile.index_describes(body, idx) else None
+        else:
+            validate_records(body)
         why = ulid_window_error(body)
         if why is not None:
             imm.refused_future += 1
             raise HTTPError(400, f"refused: {why}")
         before = imm.expired_dropped
-        body = imm.drop_expired(body)
-        segs, same, conflicts = imm.write(body)
+        kept = imm.drop_expired(body)
+        segs, same, conflicts = imm.write(kept, keep if kept is body else None)
         return segs, same, conflicts, imm.expired_dropped - before
 
     async def replicate(self, req: Request) -> Response:
+        """Plain records, or (from members advertising ``replicate_segfile``)
+        their segment file, recognised by the zstd magic: a record starts
+        with a ULID, never with it."""
         body = await req.body()
+        encoded = None
+        if segfile.is_compressed(body[:4]):
+            encoded, body = body, b""
+            try:
+                raw = segfile.read_index(encoded).raw_bytes
+            except segfile.FormatError as e:
+                raise HTTPError(400, f"bad segment file: {e}") from None
+            if raw > MAX_BODY:
+                raise HTTPError(413, f"segment file of {raw} bytes of records exceeds the {MAX_BODY}-byte limit")
+            req.reserve(raw, "decoded replication bodies")
         try:
-            segs, same, conflicts, expired = await trio.to_thread.run_sync(self._replicate, body)
+            segs, same, conflicts, expired = await trio.to_thread.run_sync(self._replicate, body, encoded)
+        except segfile.FormatError as e:
+            raise HTTPError(400, f"bad segment file: {e}") from None
         except SegmentError as e:
             raise HTTPError(400, f"bad segment: {e}") from None
         self.store.replications_received += 1

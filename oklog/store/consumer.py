@@ -7,9 +7,11 @@
 
 gather: take the next flushed segment from ingest members (random order) until
 the batch reaches its size or nothing is left; merge: one segment sorted by ULID;
-replicate: to N distinct store targets; commit the sources only when all N
-acknowledged, otherwise mark them failed so they are consumed again. A crash at
-any point leaves records over-replicated (deduplicated at read time), never lost.
+replicate: to N distinct store targets (compressed once into segment files
+when a chosen member takes them, plain records to the others); commit the
+sources only when all N acknowledged, otherwise mark them failed so they are
+consumed again. A crash at any point leaves records over-replicated
+(deduplicated at read time), never lost.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from typing import Protocol
 
 import trio
 
+import oklog._fast as _fast
 from oklog.node import state as node_state
+from oklog.records import segfile
 from oklog.records.merge import merge_dedup
+from oklog.store.log import MAX_TOPIC_SPLIT
 
 log = logging.getLogger("oklog.store.consumer")
 
@@ -42,8 +47,17 @@ class IngestSource(Protocol):
 
 class StoreTarget(Protocol):
     name: str
+    local: bool  # this node's own store (no network between)
 
-    async def replicate(self, data: bytes) -> None: ...
+    def takes_encoded(self) -> bool:
+        """Whether it stores a segment file (``segfile.encode``) of the records."""
+        ...
+
+    async def replicate(self, data: bytes, encoded: bytes | None = None) -> int:
+        """Store ``data`` (sorted records); ``encoded``, when given, is its
+        segment file, sent or kept instead. Returns the bytes that crossed the
+        network (0 for this node's own store)."""
+        ...
 
 
 @dataclass
@@ -59,6 +73,8 @@ class ConsumerStats:
     last_error: str = ""
     last_batch_time: float = 0.0
     factor_effective: int = 0
+    replicated_bytes: int = 0
+    replicated_wire_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> node_state.ConsumerStats:
@@ -75,6 +91,8 @@ class ConsumerStats:
             last_error=self.last_error,
             last_batch_time=self.last_batch_time,
             factor_effective=self.factor_effective,
+            replicated_bytes=self.replicated_bytes,
+            replicated_wire_bytes=self.replicated_wire_bytes,
             warnings=list(self.warnings),
         )
 
@@ -97,6 +115,7 @@ class Consumer:
         limiter: trio.CapacityLimiter | None = None,
         strict: bool = False,
         grace: float = 0.0,
+        level: int = segfile.DEFAULT_LEVEL,
     ) -> None:
         # strict: never commit with fewer than `replication_factor` copies (wait
         # instead). A node becomes strict once it has seen enough store members,
@@ -109,6 +128,7 @@ class Consumer:
         self.batch_size = batch_size
         self.batch_age = batch_age
         self.limiter = limiter
+        self.level = level  # zstd level of the segment files sent to targets that take them
         self.stats = ConsumerStats()
         self._wake = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -256,15 +276,19 @@ class Consumer:
         self.on_event("replicate", "", True, "")  # there are store members to replicate to
         self.stats.factor_effective = want
         chosen = random.sample(targets, want)
+        encoded = await self._encode(data, chosen)
         failures: list[str] = []
 
         async def one(t: StoreTarget) -> None:
             try:
-                await t.replicate(data)
+                wire = await _send(t, data, encoded)
             except Exception as e:  # noqa: BLE001 - any target's failure is this batch's failure, not the node's
                 failures.append(f"{t.name}: {e}")
                 self.on_event("replicate", t.name, False, _why(e))
             else:
+                if wire:
+                    self.stats.replicated_bytes += len(data)
+                    self.stats.replicated_wire_bytes += wire
                 self.on_event("replicate", t.name, True, "")
 
         async with trio.open_nursery() as nursery:
@@ -277,6 +301,34 @@ class Consumer:
             return False
         self.stats.replications_ok += 1
         return True
+
+    async def _encode(self, data: bytes, chosen: list[StoreTarget]) -> list[tuple[bytes, bytes]] | None:
+        """The batch as segment files, compressed once for every target that
+        takes them, when another member does (this node's store alone
+        compresses as it always has): (records, file) per topic, as the
+        store keeps topics apart, so each file can be kept as it is."""
+        if not data or not any(t.takes_encoded() and not t.local for t in chosen):
+            return None
+        return await trio.to_thread.run_sync(_encode_parts, data, self.level, limiter=self.limiter)
+
+
+def _encode_parts(data: bytes, level: int) -> list[tuple[bytes, bytes]]:
+    parts = _fast.split_topics(data, MAX_TOPIC_SPLIT)
+    bodies = [p for _, p in parts] if parts else [data]  # None: one topic; []: too many to keep apart
+    return [(b, segfile.encode(b, level)) for b in bodies]
+
+
+async def _send(t: StoreTarget, data: bytes, encoded: list[tuple[bytes, bytes]] | None) -> int:
+    """Replicate the batch to one target: its segment files (one request per
+    topic) when it takes them, else the records. Returns the bytes on the wire.
+    A part that fails fails the batch; parts stored already are dropped as
+    held when the batch is replicated again."""
+    if encoded is None or not t.takes_encoded():
+        return await t.replicate(data)
+    wire = 0
+    for part, file in encoded:
+        wire += await t.replicate(part, file)
+    return wire
 
 
 def _why(e: Exception) -> str:

@@ -459,19 +459,21 @@ class StoreLog:
 
     # -- writing ----------------------------------------------------------------
 
-    def write(self, data: bytes, validate: bool = True) -> list[Segment]:
+    def write(self, data: bytes, validate: bool = True, encoded: bytes | None = None) -> list[Segment]:
         """Store a sorted body atomically, one segment per topic; idempotent for
-        equal bodies."""
+        equal bodies. ``encoded``: a segment file whose records are ``data``
+        and whose index is checked (``segfile.index_describes``), written as
+        the file when the body is stored as one segment that overlaps nothing."""
         if validate:
             validate_records(data)
         parts = _fast.split_topics(data, MAX_TOPIC_SPLIT)
         if parts is None:  # one topic
-            return [self._write_one(data, topic_of(data))]
+            return [self._write_one(data, topic_of(data), encoded)]
         if not parts:  # too many to keep apart
-            return [self._write_one(data, "")]
+            return [self._write_one(data, "", encoded)]
         return [self._write_one(part, t.decode("latin-1")) for t, part in parts]
 
-    def _write_one(self, data: bytes, topic: str) -> Segment:
+    def _write_one(self, data: bytes, topic: str, given: bytes | None = None) -> Segment:
         if topic and not _TOPIC_NAME_RE.match(topic):
             topic = ""  # not a topic oklog would accept: keep it out of file names
         first_b, last_b = bounds(data)
@@ -480,8 +482,12 @@ class StoreLog:
         if self._overlaps(first, last, topic):
             # Compaction merges it with what it overlaps right away and
             # compresses the result: compressing it now would be done twice.
-            level = segfile.RAW_LEVEL
-        encoded = segfile.encode(data, level) if level != segfile.RAW_LEVEL else data
+            level, given = segfile.RAW_LEVEL, None
+        if given is not None:  # compressed once by the sender, for every copy
+            level = segfile.read_index(given).level
+            encoded = given
+        else:
+            encoded = segfile.encode(data, level) if level != segfile.RAW_LEVEL else data
         crc = crc_hex(zlib.crc32(encoded))
         name = segment_name(first, last, topic, crc)
         path = join(self.root, name)

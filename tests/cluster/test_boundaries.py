@@ -74,8 +74,14 @@ class MemTarget:
     def __init__(self) -> None:
         self.got: list[bytes] = []
 
-    async def replicate(self, data):
+    local = False
+
+    def takes_encoded(self):
+        return False
+
+    async def replicate(self, data, encoded=None):
         self.got.append(data)
+        return len(data)
 
 
 @pytest.mark.trio

@@ -60,11 +60,17 @@ class FakeTarget:
         self.fail = fail
         self.received: list[bytes] = []
 
-    async def replicate(self, data: bytes) -> None:
+    local = False
+
+    def takes_encoded(self) -> bool:
+        return False
+
+    async def replicate(self, data: bytes, encoded: bytes | None = None) -> int:
         await trio.lowlevel.checkpoint()
         if self.fail:
             raise ConnectionError(f"{self.name} refused")
         self.received.append(data)
+        return len(data)
 
 
 def consumer(sources: list[FakeSource], targets: list[FakeTarget], factor: int, strict: bool = False) -> Consumer:
