@@ -205,6 +205,29 @@ def _add_segment(
         buf: Buffer = store.fs.open_map(store.path(seg))
     except FileNotFoundError:
         return  # removed by compaction since the listing; its records are in the outputs
+    try:
+        _check_and_add(plan, store, g, seg, buf, params, literal)
+    finally:
+        _drop_touched(buf)
+
+
+def _drop_touched(buf: Buffer) -> None:
+    """Unmap the pages planning touched (the format check, the last LF, the
+    time window's search): the kernel maps a whole large folio (up to 2 MiB)
+    for one byte read, so a query over a store of many plain segments held
+    that much per segment, as resident memory, for as long as it ran (a HEAD
+    request that never scans too). The pages stay in the page cache; the scan
+    maps what it reads."""
+    if isinstance(buf, mmap.mmap) and not buf.closed:
+        try:
+            buf.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def _check_and_add(
+    plan: Plan, store: StoreLog, g: Group, seg: Segment, buf: Buffer, params: QueryParams, literal: bytes | None
+) -> None:
     n = len(buf)
     if n != seg.size or not n:
         _reject(plan, store, seg, buf)

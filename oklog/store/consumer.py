@@ -189,6 +189,11 @@ class Consumer:
         self.stats.state = "merge"
         datas = [t.data for t in taken]
         merged = await trio.to_thread.run_sync(merge_dedup, datas, limiter=self.limiter)
+        # The sources' bytes are in ``merged`` now: not held while it replicates
+        # (with several segments in a batch that was twice the batch in memory).
+        del datas
+        for t in taken:
+            t.data = b""
         self.stats.state = "replicate"
         ok = await self._replicate(merged)
         self.stats.state = "commit" if ok else "failed"
