@@ -149,3 +149,14 @@ def test_the_local_count_reads_compressed_blocks_in_one_call(tmp_path, monkeypat
         assert (got.total, got.buckets) == (want.total, want.buckets)
         assert want.total > 0
     assert calls
+
+
+def test_grouped_keeps_order_and_bounds_each_group():
+    from oklog.query.plan import _grouped
+
+    pieces = [b"a" * n + b"\n" for n in (3, 5, 40, 2, 2, 2, 90, 1)]
+    groups = _grouped(pieces, limit=20)
+    assert b"".join(groups) == b"".join(pieces)
+    assert [len(g) for g in groups] == [10, 41, 9, 91, 2]
+    assert _grouped([]) == []
+    assert _grouped([b"x\n"]) == [b"x\n"]
