@@ -991,91 +991,26 @@ static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
-/* count(buf, start, end, terms, nots, icase, step_ms, origin_ms, counts) -> (matched, outside)
- *
- * Records of buf[start:end] whose line holds every one of `terms` and none of
- * `nots` (literals; ASCII case folded when icase), counted without copying
- * anything out. With step_ms > 0, each match is also added to the writable
- * native-int64 array `counts` at index (ms - origin_ms) // step_ms, ms being
- * its ULID's 48-bit time; matches whose index falls outside the array are
- * counted in `outside` (and in `matched`) only, so the caller can tell. */
-#define COUNT_MAX_TERMS 64
-
-static PyObject *fast_count(PyObject *self, PyObject *args) {
-    PyObject *obj, *terms_o, *nots_o, *counts_o, *result = NULL;
-    Py_ssize_t start, end;
+/* What count() and zcount() count: records whose line holds every one of
+ * the nt terms fs[0..nt) and none of the nn terms fs[nt..nt+nn), and with
+ * step_ms > 0 the buckets counts[0..nb) of (ms - origin_ms) / step_ms. */
+typedef struct {
+    const finder *fs;
+    Py_ssize_t nt, nn;
     int icase;
-    long long step_ms, origin_ms;
-    region r;
-    if (!PyArg_ParseTuple(args, "OnnOOpLLO", &obj, &start, &end, &terms_o, &nots_o, &icase, &step_ms, &origin_ms,
-                          &counts_o))
-        return NULL;
-    if (step_ms < 0) {
-        PyErr_SetString(PyExc_ValueError, "step_ms must be >= 0");
-        return NULL;
-    }
-    PyObject *tseq = PySequence_Fast(terms_o, "count: terms must be a sequence of bytes");
-    if (!tseq) return NULL;
-    PyObject *nseq = PySequence_Fast(nots_o, "count: nots must be a sequence of bytes");
-    if (!nseq) {
-        Py_DECREF(tseq);
-        return NULL;
-    }
-    Py_ssize_t nt = PySequence_Fast_GET_SIZE(tseq), nn = PySequence_Fast_GET_SIZE(nseq);
-    Py_buffer cview = {0};
-    int have_counts = 0, have_region = 0;
-    finder fs[2 * COUNT_MAX_TERMS];
-    char *folded[2 * COUNT_MAX_TERMS] = {0};
-    Py_ssize_t nf = 0;
-    if (nt > COUNT_MAX_TERMS || nn > COUNT_MAX_TERMS) {
-        PyErr_Format(PyExc_ValueError, "count: at most %d terms and %d excluded terms", COUNT_MAX_TERMS, COUNT_MAX_TERMS);
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < nt + nn; i++) {
-        PyObject *t = i < nt ? PySequence_Fast_GET_ITEM(tseq, i) : PySequence_Fast_GET_ITEM(nseq, i - nt);
-        char *p;
-        Py_ssize_t n;
-        if (PyBytes_AsStringAndSize(t, &p, &n) < 0) goto done;
-        if (n == 0 || memchr(p, '\n', (size_t)n)) {
-            PyErr_SetString(PyExc_ValueError, "count: terms must be non-empty and hold no LF");
-            goto done;
-        }
-        /* a copy either way: the bytes objects are not held once the GIL is released */
-        folded[i] = PyMem_Malloc((size_t)n);
-        if (!folded[i]) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        nf = i + 1;
-        if (icase) {
-            finder_init_i(&fs[i], folded[i], p, (size_t)n);
-        } else {
-            memcpy(folded[i], p, (size_t)n);
-            finder_init(&fs[i], folded[i], (size_t)n);
-        }
-    }
-    int64_t *counts = NULL;
-    Py_ssize_t nb = 0;
-    if (step_ms > 0 && counts_o != Py_None) {
-        if (PyObject_GetBuffer(counts_o, &cview, PyBUF_WRITABLE) < 0) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "count: counts must be a writable array of int64 (or None)");
-            goto done;
-        }
-        have_counts = 1;
-        if (cview.len % (Py_ssize_t)sizeof(int64_t) || ((uintptr_t)cview.buf % sizeof(int64_t))) {
-            PyErr_SetString(PyExc_ValueError, "count: counts must be an aligned array of int64");
-            goto done;
-        }
-        counts = cview.buf;
-        nb = cview.len / (Py_ssize_t)sizeof(int64_t);
-    }
-    if (get_region(obj, start, end, &r) < 0) goto done;
-    have_region = 1;
-    const char *base = r.view.buf;
-    unsigned long long matched = 0, outside = 0;
-    Py_BEGIN_ALLOW_THREADS
-    size_t lo = (size_t)r.start, hi = (size_t)r.end, pos = lo;
+    int64_t step_ms, origin_ms;
+    int64_t *counts;
+    Py_ssize_t nb;
+} count_spec;
+
+/* Count the matching records of base[lo:hi) (whole records) into *matched
+ * and *outside (matches whose bucket is not in counts). No GIL needed. */
+static void count_range(const count_spec *cs, const char *base, size_t lo, size_t hi, unsigned long long *matched,
+                        unsigned long long *outside) {
+    const finder *fs = cs->fs;
+    Py_ssize_t nt = cs->nt, nn = cs->nn;
+    int icase = cs->icase;
+    size_t pos = lo;
     while (pos < hi) {
         size_t rs, re;
         if (nt) { /* jump to the next hit of the first term */
@@ -1102,24 +1037,136 @@ static PyObject *fast_count(PyObject *self, PyObject *args) {
         for (Py_ssize_t i = 1; ok && i < nt; i++) ok = find_any(&fs[i], icase, base + ls, ln) != NULL;
         for (Py_ssize_t i = nt; ok && i < nt + nn; i++) ok = find_any(&fs[i], icase, base + ls, ln) == NULL;
         if (!ok) continue;
-        matched++;
-        if (step_ms > 0) {
+        (*matched)++;
+        if (cs->step_ms > 0) {
             int64_t ms = ulid_ms(base + rs, re - rs);
-            if (ms < origin_ms || (ms - origin_ms) / step_ms >= nb) {
-                outside++;
+            if (ms < cs->origin_ms || (ms - cs->origin_ms) / cs->step_ms >= cs->nb) {
+                (*outside)++;
             } else {
-                counts[(ms - origin_ms) / step_ms]++;
+                cs->counts[(ms - cs->origin_ms) / cs->step_ms]++;
             }
         }
     }
-    Py_END_ALLOW_THREADS
-    result = Py_BuildValue("(KK)", matched, outside);
-done:
-    for (Py_ssize_t i = 0; i < nf; i++) PyMem_Free(folded[i]);
-    if (have_region) PyBuffer_Release(&r.view);
-    if (have_counts) PyBuffer_Release(&cview);
+}
+
+/* count(buf, start, end, terms, nots, icase, step_ms, origin_ms, counts) -> (matched, outside)
+ *
+ * Records of buf[start:end] whose line holds every one of `terms` and none of
+ * `nots` (literals; ASCII case folded when icase), counted without copying
+ * anything out. With step_ms > 0, each match is also added to the writable
+ * native-int64 array `counts` at index (ms - origin_ms) // step_ms, ms being
+ * its ULID's 48-bit time; matches whose index falls outside the array are
+ * counted in `outside` (and in `matched`) only, so the caller can tell. */
+#define COUNT_MAX_TERMS 64
+
+/* count()'s and zcount()'s terms, -v terms and buckets, read from their
+ * arguments; count_args_free releases what count_args_read took, also after
+ * it failed part way. */
+typedef struct {
+    finder fs[2 * COUNT_MAX_TERMS];
+    char *folded[2 * COUNT_MAX_TERMS];
+    Py_ssize_t nf;
+    Py_buffer cview;
+    int have_counts;
+    count_spec spec;
+} count_args;
+
+static int count_terms_read(count_args *ca, PyObject *tseq, PyObject *nseq, int icase) {
+    Py_ssize_t nt = PySequence_Fast_GET_SIZE(tseq), nn = PySequence_Fast_GET_SIZE(nseq);
+    if (nt > COUNT_MAX_TERMS || nn > COUNT_MAX_TERMS) {
+        PyErr_Format(PyExc_ValueError, "count: at most %d terms and %d excluded terms", COUNT_MAX_TERMS, COUNT_MAX_TERMS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nt + nn; i++) {
+        PyObject *t = i < nt ? PySequence_Fast_GET_ITEM(tseq, i) : PySequence_Fast_GET_ITEM(nseq, i - nt);
+        char *p;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(t, &p, &n) < 0) return -1;
+        if (n == 0 || memchr(p, '\n', (size_t)n)) {
+            PyErr_SetString(PyExc_ValueError, "count: terms must be non-empty and hold no LF");
+            return -1;
+        }
+        /* a copy either way: the bytes objects are not held once the GIL is released */
+        ca->folded[i] = PyMem_Malloc((size_t)n);
+        if (!ca->folded[i]) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        ca->nf = i + 1;
+        if (icase) {
+            finder_init_i(&ca->fs[i], ca->folded[i], p, (size_t)n);
+        } else {
+            memcpy(ca->folded[i], p, (size_t)n);
+            finder_init(&ca->fs[i], ca->folded[i], (size_t)n);
+        }
+    }
+    ca->spec.fs = ca->fs;
+    ca->spec.nt = nt;
+    ca->spec.nn = nn;
+    ca->spec.icase = icase;
+    return 0;
+}
+
+static int count_args_read(count_args *ca, PyObject *terms_o, PyObject *nots_o, int icase, long long step_ms,
+                           long long origin_ms, PyObject *counts_o) {
+    memset(ca, 0, sizeof *ca);
+    if (step_ms < 0) {
+        PyErr_SetString(PyExc_ValueError, "step_ms must be >= 0");
+        return -1;
+    }
+    ca->spec.step_ms = step_ms;
+    ca->spec.origin_ms = origin_ms;
+    PyObject *tseq = PySequence_Fast(terms_o, "count: terms must be a sequence of bytes");
+    if (!tseq) return -1;
+    PyObject *nseq = PySequence_Fast(nots_o, "count: nots must be a sequence of bytes");
+    if (!nseq) {
+        Py_DECREF(tseq);
+        return -1;
+    }
+    int rc = count_terms_read(ca, tseq, nseq, icase);
     Py_DECREF(nseq);
     Py_DECREF(tseq);
+    if (rc < 0 || step_ms == 0 || counts_o == Py_None) return rc;
+    if (PyObject_GetBuffer(counts_o, &ca->cview, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "count: counts must be a writable array of int64 (or None)");
+        return -1;
+    }
+    ca->have_counts = 1;
+    if (ca->cview.len % (Py_ssize_t)sizeof(int64_t) || ((uintptr_t)ca->cview.buf % sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "count: counts must be an aligned array of int64");
+        return -1;
+    }
+    ca->spec.counts = ca->cview.buf;
+    ca->spec.nb = ca->cview.len / (Py_ssize_t)sizeof(int64_t);
+    return 0;
+}
+
+static void count_args_free(count_args *ca) {
+    for (Py_ssize_t i = 0; i < ca->nf; i++) PyMem_Free(ca->folded[i]);
+    if (ca->have_counts) PyBuffer_Release(&ca->cview);
+}
+
+static PyObject *fast_count(PyObject *self, PyObject *args) {
+    PyObject *obj, *terms_o, *nots_o, *counts_o, *result = NULL;
+    Py_ssize_t start, end;
+    int icase;
+    long long step_ms, origin_ms;
+    region r;
+    count_args ca;
+    if (!PyArg_ParseTuple(args, "OnnOOpLLO", &obj, &start, &end, &terms_o, &nots_o, &icase, &step_ms, &origin_ms,
+                          &counts_o))
+        return NULL;
+    if (count_args_read(&ca, terms_o, nots_o, icase, step_ms, origin_ms, counts_o) < 0) goto done;
+    if (get_region(obj, start, end, &r) < 0) goto done;
+    unsigned long long matched = 0, outside = 0;
+    Py_BEGIN_ALLOW_THREADS
+    count_range(&ca.spec, r.view.buf, (size_t)r.start, (size_t)r.end, &matched, &outside);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&r.view);
+    result = Py_BuildValue("(KK)", matched, outside);
+done:
+    count_args_free(&ca);
     return result;
 }
 
@@ -1489,6 +1536,49 @@ static size_t zseek(const char *base, size_t lo, size_t hi, const char *key, siz
     return hi;
 }
 
+/* The frame list of zscan and zcount (native int64 triples: offset,
+ * compressed length, raw length), checked against the buffer r and copied
+ * (it is read without the GIL); NULL with an exception set if it is bad. */
+static int64_t *zframes_read(const region *r, const char *frames_b, Py_ssize_t frames_len, size_t *nf, int64_t *maxraw) {
+    if (frames_len % 24) {
+        PyErr_SetString(PyExc_ValueError, "frames must be int64 triples");
+        return NULL;
+    }
+    *nf = (size_t)frames_len / 24;
+    *maxraw = 0;
+    int64_t *fr = PyMem_Malloc(frames_len ? (size_t)frames_len : 1);
+    if (!fr) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(fr, frames_b, (size_t)frames_len);
+    for (size_t i = 0; i < *nf; i++) {
+        int64_t off = fr[3 * i], clen = fr[3 * i + 1], raw = fr[3 * i + 2];
+        if (off < 0 || clen < 0 || raw < 0 || off > r->view.len || clen > r->view.len - off || raw > ((int64_t)1 << 32)) {
+            PyErr_SetString(PyExc_ValueError, "frame outside the buffer");
+            PyMem_Free(fr);
+            return NULL;
+        }
+        if (raw > *maxraw) *maxraw = raw;
+    }
+    return fr;
+}
+
+/* The records [*lo, *hi) of a decompressed block data[0:n) whose ULIDs lie
+ * in [klo, khi): only a block that crosses a key needs a walk. */
+static void zcut(const char *data, size_t n, const char *klo, size_t klo_len, const char *khi, size_t khi_len,
+                 size_t *lo_out, size_t *hi_out) {
+    size_t lo = 0, hi = n;
+    if (n && ulid_cmp(data, hi < ULID_LEN ? hi : ULID_LEN, klo, klo_len) < 0) lo = zseek(data, 0, hi, klo, klo_len);
+    const char *lnl = hi >= 2 ? memrchr(data, '\n', hi - 1) : NULL;
+    size_t last = lnl ? (size_t)(lnl - data) + 1 : 0;
+    if (last < lo) last = lo;
+    if (lo < hi && ulid_cmp(data + last, hi - last < ULID_LEN ? hi - last : ULID_LEN, khi, khi_len) >= 0)
+        hi = zseek(data, lo, hi, khi, khi_len);
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
 /* zscan(buf, frames, needle, mode, klo, khi) -> ([bytes], [bad frame index])
  * frames: native int64 triples (offset, compressed length, raw length) of
  * frames in buf; needle: the literal every returned line holds, or None for
@@ -1507,10 +1597,6 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
                           &khi_len))
         return NULL;
     if (check_mode_max(mode, MODE_ULID) < 0) return NULL;
-    if (frames_len % 24) {
-        PyErr_SetString(PyExc_ValueError, "frames must be int64 triples");
-        return NULL;
-    }
     const char *needle = NULL;
     Py_ssize_t nlen = 0;
     if (needle_obj != Py_None) {
@@ -1524,10 +1610,15 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "libzstd not found");
         return NULL;
     }
-    size_t nf = (size_t)frames_len / 24;
+    size_t nf;
+    int64_t maxraw;
     region r;
     if (get_region(obj, 0, -1, &r) < 0) return NULL;
-    int64_t *fr = PyMem_Malloc(frames_len ? (size_t)frames_len : 1);
+    int64_t *fr = zframes_read(&r, frames_b, frames_len, &nf, &maxraw);
+    if (!fr) {
+        PyBuffer_Release(&r.view);
+        return NULL;
+    }
     size_t *used = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
     unsigned char *bad = PyMem_Calloc(nf ? nf : 1, 1);
     PyObject **outs = PyMem_Calloc(nf ? nf : 1, sizeof(PyObject *));
@@ -1538,15 +1629,8 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(fr, frames_b, (size_t)frames_len);
-    int64_t maxraw = 0;
     for (size_t i = 0; i < nf; i++) {
-        int64_t off = fr[3 * i], clen = fr[3 * i + 1], raw = fr[3 * i + 2];
-        if (off < 0 || clen < 0 || raw < 0 || off > r.view.len || clen > r.view.len - off || raw > ((int64_t)1 << 32)) {
-            PyErr_SetString(PyExc_ValueError, "frame outside the buffer");
-            goto done;
-        }
-        if (raw > maxraw) maxraw = raw;
+        int64_t raw = fr[3 * i + 2];
         if (!(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
     }
     data = PyMem_RawMalloc((size_t)maxraw + 1);
@@ -1569,16 +1653,9 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
             nbad++;
             continue;
         }
-        size_t lo = 0, hi = raw;
-        if (hi == 0) continue;
-        /* cut to [klo, khi): only blocks that cross a key need a walk */
-        if (ulid_cmp(data, hi < ULID_LEN ? hi : ULID_LEN, klo, (size_t)klo_len) < 0)
-            lo = zseek(data, 0, hi, klo, (size_t)klo_len);
-        const char *lnl = hi >= 2 ? memrchr(data, '\n', hi - 1) : NULL;
-        size_t last = lnl ? (size_t)(lnl - data) + 1 : 0;
-        if (last < lo) last = lo;
-        if (lo < hi && ulid_cmp(data + last, hi - last < ULID_LEN ? hi - last : ULID_LEN, khi, (size_t)khi_len) >= 0)
-            hi = zseek(data, lo, hi, khi, (size_t)khi_len);
+        size_t lo, hi;
+        if (raw == 0) continue;
+        zcut(data, raw, klo, (size_t)klo_len, khi, (size_t)khi_len, &lo, &hi);
         if (!needle) {
             if (mode == MODE_RAW) {
                 memcpy(w, data + lo, hi - lo);
@@ -1643,6 +1720,74 @@ done:
     PyMem_Free(used);
     PyMem_Free(bad);
     PyBuffer_Release(&r.view);
+    return result;
+}
+
+/* zcount(buf, frames, terms, nots, icase, klo, khi, step_ms, origin_ms, counts)
+ *   -> (matched, outside, [bad frame index])
+ * count() over zstd frames (as zscan takes them) decompressed one at a time
+ * into one reused buffer and cut to [klo, khi): nothing is copied out. A
+ * frame that fails to decompress is skipped and its index listed. */
+static PyObject *fast_zcount(PyObject *self, PyObject *args) {
+    PyObject *obj, *terms_o, *nots_o, *counts_o, *result = NULL;
+    const char *frames_b, *klo, *khi;
+    Py_ssize_t frames_len, klo_len, khi_len;
+    int icase;
+    long long step_ms, origin_ms;
+    if (!PyArg_ParseTuple(args, "Oy#OOpy#y#LLO", &obj, &frames_b, &frames_len, &terms_o, &nots_o, &icase, &klo,
+                          &klo_len, &khi, &khi_len, &step_ms, &origin_ms, &counts_o))
+        return NULL;
+    count_args ca;
+    region r;
+    int have_region = 0;
+    int64_t *fr = NULL, maxraw = 0;
+    unsigned char *bad = NULL;
+    char *data = NULL;
+    void *dctx = NULL;
+    size_t nf = 0;
+    if (count_args_read(&ca, terms_o, nots_o, icase, step_ms, origin_ms, counts_o) < 0) goto done;
+    if (!zstd_load()) {
+        PyErr_SetString(PyExc_RuntimeError, "libzstd not found");
+        goto done;
+    }
+    if (get_region(obj, 0, -1, &r) < 0) goto done;
+    have_region = 1;
+    if (!(fr = zframes_read(&r, frames_b, frames_len, &nf, &maxraw))) goto done;
+    bad = PyMem_Calloc(nf ? nf : 1, 1);
+    data = PyMem_RawMalloc((size_t)maxraw + 1);
+    dctx = zlib_.create();
+    if (!bad || !data || !dctx) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const char *src = r.view.buf;
+    unsigned long long matched = 0, outside = 0;
+    Py_ssize_t nbad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < nf; i++) {
+        size_t raw = (size_t)fr[3 * i + 2], lo, hi;
+        size_t got = zlib_.dec(dctx, data, raw + 1, src + fr[3 * i], (size_t)fr[3 * i + 1]);
+        if (zlib_.iserr(got) || got != raw) {
+            bad[i] = 1;
+            nbad++;
+            continue;
+        }
+        zcut(data, raw, klo, (size_t)klo_len, khi, (size_t)khi_len, &lo, &hi);
+        count_range(&ca.spec, data, lo, hi, &matched, &outside);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *badlist = PyList_New(nbad);
+    if (!badlist) goto done;
+    for (size_t i = 0, b = 0; i < nf; i++)
+        if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)b++, PyLong_FromSize_t(i));
+    result = Py_BuildValue("(KKN)", matched, outside, badlist);
+done:
+    if (dctx) zlib_.free_(dctx);
+    PyMem_RawFree(data);
+    PyMem_Free(bad);
+    PyMem_Free(fr);
+    if (have_region) PyBuffer_Release(&r.view);
+    count_args_free(&ca);
     return result;
 }
 
@@ -1789,6 +1934,8 @@ static PyMethodDef methods[] = {
      "gram_bloom_may_contain(bloom, literal) -> bool: False if some trigram or 5-gram of literal is surely absent"},
     {"zscan", fast_zscan, METH_VARARGS,
      "zscan(buf, frames, needle, mode, klo, khi) -> (bytes, bad): zstd frames decompressed, cut to [klo, khi), grepped (needle None: all), in mode 0-2"},
+    {"zcount", fast_zcount, METH_VARARGS,
+     "zcount(buf, frames, terms, nots, icase, klo, khi, step_ms, origin_ms, counts) -> (matched, outside, bad): count() over zstd frames cut to [klo, khi)"},
     {"zscan_available", fast_zscan_available, METH_NOARGS, "zscan_available() -> bool: libzstd was found"},
     {"syslog_times", fast_syslog_times, METH_VARARGS,
      "syslog_times(msgs) -> [ns | bytes | None]: each syslog message's RFC 5424 time, RFC 3164 timestamp or None"},

@@ -28,5 +28,18 @@ def gram_bloom_may_contain(bloom: bytes, literal: bytes, /) -> bool: ...
 def zscan(
     buf: object, frames: bytes, needle: bytes | None, mode: int, klo: bytes, khi: bytes, /
 ) -> tuple[list[bytes], list[int]]: ...
+def zcount(
+    buf: object,
+    frames: bytes,
+    terms: Sequence[bytes],
+    nots: Sequence[bytes],
+    icase: bool,
+    klo: bytes,
+    khi: bytes,
+    step_ms: int,
+    origin_ms: int,
+    counts: object | None,
+    /,
+) -> tuple[int, int, list[int]]: ...  # (matched, outside, bad frame indexes): count over zscan's frames
 def zscan_available() -> bool: ...
 def syslog_times(msgs: list[bytes], /) -> list[int | bytes | None]: ...  # RFC 5424 ns, RFC 3164 text, or None

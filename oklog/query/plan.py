@@ -42,6 +42,7 @@ log = logging.getLogger("oklog.query.plan")
 
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent
+GROUP_BYTES = 4 << 20  # candidate records a regex verifies per call
 
 Part = tuple[Segment, int, int]  # a byte range [start, end) of a plain segment
 Pieces = Iterator[tuple[Buffer, int, int]]  # ranges of buffers to scan, in order
@@ -406,7 +407,8 @@ def _run_keyed(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | No
         def scan(seg: Segment, blocks: list[Block], m: int) -> list[bytes]:
             if plain:
                 return _zscan(plan, unit, seg, blocks, needle, m)
-            return [o for p in _zscan(plan, unit, seg, blocks, needle, MODE_RAW) if (o := matcher.scan_format(p, 0, len(p), m))]
+            groups = _grouped(_zscan(plan, unit, seg, blocks, needle, MODE_RAW))
+            return [o for g in groups if (o := matcher.scan_format(g, 0, len(g), m))]
 
         if n_parts == 1 and not unit.parts and mode is not None:
             return scan(*unit.blocks[0], mode)
@@ -425,6 +427,24 @@ def _run_keyed(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | No
     if not outs:
         return []
     return [apply_chunked(fmt, outs[0] if len(outs) == 1 else merge_dedup(outs))]
+
+
+def _grouped(pieces: list[bytes], limit: int = GROUP_BYTES) -> list[bytes]:
+    """Record-aligned pieces joined into fewer of at most ``limit`` bytes (a
+    bigger piece stays as it is): the matcher's steps per call (candidates,
+    a hyperscan pass, picking the output) are paid per group, not per block."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for p in pieces:
+        if run and size + len(p) > limit:
+            out.append(run[0] if len(run) == 1 else b"".join(run))
+            run, size = [], 0
+        run.append(p)
+        size += len(p)
+    if run:
+        out.append(run[0] if len(run) == 1 else b"".join(run))
+    return out
 
 
 def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int) -> list[bytes]:

@@ -24,14 +24,18 @@ and those records are counted by the same kernel.
 
 from __future__ import annotations
 
+import array
+
 import trio
 
 import oklog._fast as _fast
 from oklog.query.count import Tally
-from oklog.query.engine import Buffer, Matcher, ScanMatcher
+from oklog.query.engine import Buffer, I64Array, Matcher, ScanMatcher
 from oklog.query.format import MODE_RAW
 from oklog.query.plan import Plan, Unit, _blocks, _pieces, _release, narrowed, run_unit_pieces
 from oklog.records.record import ULID_LEN
+from oklog.records.segfile import Block
+from oklog.store.log import Segment
 
 MAX_PIECE_BUCKETS = 1 << 20  # a piece spanning more buckets is tallied from its ULIDs
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -126,10 +130,7 @@ class _Counts:
             counts = np.zeros(nb, dtype=np.int64)
             matched, outside = _fast.count(buf, start, end, terms, nots, icase, step, origin, counts)
             if not outside:
-                self.total += matched
-                for k in np.flatnonzero(counts).tolist():
-                    key = origin + k * step
-                    self.buckets[key] = self.buckets.get(key, 0) + int(counts[k])
+                self.add(matched, origin, counts)
                 return
         # records out of ULID order (never written by oklog) or a span of too
         # many buckets: each half on its own, down to single records at worst
@@ -138,6 +139,19 @@ class _Counts:
             mid = last
         self.records(buf, start, mid, kernel)
         self.records(buf, mid, end, kernel)
+
+
+    def add(self, matched: int, origin: int, counts: I64Array | None) -> None:
+        """Add ``matched`` matches, bucketed in ``counts`` (bucket k starting
+        at origin + k * step), to this count."""
+        import numpy as np
+
+        self.total += matched
+        if counts is None:
+            return
+        for k in np.flatnonzero(counts).tolist():
+            key = origin + k * self.step
+            self.buckets[key] = self.buckets.get(key, 0) + int(counts[k])
 
 
 def _head(buf: Buffer, pos: int, end: int) -> bytes:
@@ -155,17 +169,13 @@ def count_unit(plan: Plan, matcher: ScanMatcher, unit: Unit, step_ms: int) -> _C
         for piece in run_unit_pieces(plan, matcher, unit, None):
             out.records(piece, 0, len(piece), MATCHED)
         return out
-    if unit.keys is not None and unit.blocks and kernel is not None and not kernel[0] and not kernel[1]:
-        # every record counts: whole blocks inside the unit's keys (and one
-        # bucket) are counted from their index entry, without reading them
+    if unit.keys is not None and unit.blocks and kernel is not None:
         seg, blocks = unit.blocks[0]
-        klo, khi = unit.keys
-        rest = []
-        for blk in blocks:
-            if blk.first >= klo and blk.last < khi[:ULID_LEN] and out.whole(blk.first, blk.last, blk.records):
-                continue
-            rest.append(blk)
-        ranges = _blocks(plan, unit, seg, rest)
+        if not kernel[0] and not kernel[1]:
+            blocks = _unread(out, unit, blocks)
+        if _zcount(plan, unit, seg, blocks, kernel, out):
+            return out
+        ranges = _blocks(plan, unit, seg, blocks)
     elif unit.keys is not None:
         (ranges,) = list(_pieces(plan, unit))
     else:
@@ -180,6 +190,56 @@ def count_unit(plan: Plan, matcher: ScanMatcher, unit: Unit, step_ms: int) -> _C
         if unit.keys is None:
             _release(buf, s, e)
     return out
+
+
+def _unread(out: _Counts, unit: Unit, blocks: list[Block]) -> list[Block]:
+    """When every record counts: whole blocks inside the unit's keys (and one
+    bucket) are counted from their index entry, without reading them; the
+    blocks left to read."""
+    assert unit.keys is not None
+    klo, khi = unit.keys
+    return [
+        blk
+        for blk in blocks
+        if not (blk.first >= klo and blk.last < khi[:ULID_LEN] and out.whole(blk.first, blk.last, blk.records))
+    ]
+
+
+def _zcount(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], kernel: Kernel, out: _Counts) -> bool:
+    """Count the matches of a compressed part's blocks in one call of the C
+    helper, which decompresses them one at a time into one buffer and cuts
+    them to the unit's keys, off the GIL, copying nothing out. False (nothing
+    counted) without libzstd, or when a match falls outside the buckets its
+    blocks' first and last ULIDs span (records out of ULID order, never
+    written by oklog): the caller then counts block by block."""
+    assert unit.keys is not None
+    if not blocks:
+        return True
+    if not _fast.zscan_available():
+        return False
+    terms, nots, icase = kernel
+    step, origin, counts = out.step, 0, None
+    if step:
+        import numpy as np
+
+        origin = _ms(blocks[0].first) // step * step
+        nb = (_ms(blocks[-1].last) - origin) // step + 1
+        if not 0 < nb <= MAX_PIECE_BUCKETS:
+            return False
+        counts = np.zeros(nb, dtype=np.int64)
+    frames = array.array("q")
+    for b in blocks:
+        frames.extend((b.offset, b.clen, b.rawlen))
+    buf = plan.bufs[seg.name]
+    klo, khi = unit.keys
+    matched, outside, bad = _fast.zcount(buf, frames.tobytes(), terms, nots, icase, klo, khi, step, origin, counts)
+    _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
+    if outside:
+        return False
+    if bad:
+        plan.found_damaged(seg, len(bad))
+    out.add(matched, origin, counts)
+    return True
 
 
 async def count_plan(plan: Plan, matcher: ScanMatcher, tally: Tally, limiter: trio.CapacityLimiter) -> None:

@@ -100,3 +100,31 @@ def test_fast_entry_points_survive_hostile_input() -> None:
         step = rng.choice([-1, 0, 1, 60_000, 2**62])
         _call(fast.logfmt_eq, buf, _off(rng, n), _off(rng, n), lit, bytes(rng.choice(b"0Z=\" ") for _ in range(rng.randrange(0, 3))))
         _call(fast.count, buf, _off(rng, n), _off(rng, n), terms, nots, rng.random() < 0.5, step, _off(rng, 2**48), counts)
+        _zfuzz(rng, buf, terms, nots, step, counts)
+
+
+def _zfuzz(rng: random.Random, buf: bytes, terms: list[bytes], nots: list[bytes], step: int, counts: object) -> None:
+    """zcount and zscan over zstd frames of the random buffer: valid, damaged
+    (a flipped byte, a wrong raw length) or out of bounds."""
+    import zstandard
+
+    if not fast.zscan_available():
+        return
+    pieces = [buf[: len(buf) // 2], buf[len(buf) // 2 :], b""]
+    data = bytearray()
+    triples: list[int] = []
+    for p in pieces:
+        frame = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(p)
+        triples += [len(data), len(frame), len(p) + rng.choice([0, 0, 0, -1, 1])]
+        data += frame
+    if data and rng.random() < 0.3:
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    if rng.random() < 0.2:
+        triples[rng.randrange(len(triples))] = rng.choice([-1, len(data) + 1, 2**40, _off(rng, len(data))])
+    frames = array.array("q", triples).tobytes()[: rng.choice([24 * 3, 24 * 3, 24 * 2, 25])]
+    klo = bytes(rng.choice(b"0Z~") for _ in range(rng.randrange(0, 30)))
+    khi = bytes(rng.choice(b"0Z~") for _ in range(rng.randrange(0, 30)))
+    icase = rng.random() < 0.5
+    _call(fast.zcount, bytes(data), frames, terms, nots, icase, klo, khi, step, _off(rng, 2**48), counts)
+    lit = terms[0] if terms else None
+    _call(fast.zscan, bytes(data), frames, lit, rng.choice([-1, 0, 1, 2, 3]), klo, khi)
