@@ -449,10 +449,9 @@ class Coordinator:
     async def _remote(self, a: _Answer, qs: str, head: bool, ready: trio.Event, tx: ChunkSender,
                       rx: ChunkReceiver) -> None:
         url = f"http://{a.member.api_addr}/store/_query?{qs}"
-        resp = await open_member(self.client, "HEAD" if head else "GET", url, self.member_timeout, partial_ok=True)
+        resp = await open_member(self.client, "HEAD" if head else "GET", url, self.member_timeout)
         try:
-            if resp.status_code == 206:
-                a.error, a.partial = partial_reason(resp), True
+            note_partial(a, resp)
             a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
             a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
             a.rx = None if head else _Unwrap(rx)
@@ -581,19 +580,17 @@ async def tell_merge(tx: ChunkSender, exc: BaseException) -> None:
                 pass
 
 
-async def open_member(
-    client: httpx.AsyncClient, method: str, url: str, member_timeout: float, partial_ok: bool = False
-) -> httpx.Response:
+async def open_member(client: httpx.AsyncClient, method: str, url: str, member_timeout: float) -> httpx.Response:
     """A member's streamed answer, begun within ``member_timeout``; a status
-    other than 200 (or 206 with ``partial_ok``: records of what it can read,
-    see ``partial_reason``) raises with (a sanitized start of) the member's reason."""
+    other than 200 or 206 (the records it can read: see ``note_partial``)
+    raises with (a sanitized start of) the member's reason."""
     timeout = httpx.Timeout(STREAM_IDLE, connect=member_timeout)
     try:
         with trio.fail_after(member_timeout):
             resp = await client.send(client.build_request(method, url, timeout=timeout), stream=True)
     except trio.TooSlowError:
         raise RuntimeError(f"no answer within {member_timeout:g}s") from None
-    if resp.status_code == 200 or (partial_ok and resp.status_code == 206):
+    if resp.status_code in (200, 206):
         return resp
     try:
         text = b""
@@ -608,9 +605,12 @@ async def open_member(
     raise RuntimeError(f"{resp.status_code} {why}".strip())
 
 
-def partial_reason(resp: httpx.Response) -> str:
-    """Why a member's 206 lacks records (its X-Oklog-Errors), safe to repeat."""
-    return sanitize(resp.headers.get("X-Oklog-Errors", ""), 300) or "a partial answer (206)"
+def note_partial(a: _Part, resp: httpx.Response) -> None:
+    """A member's 206: it answered without the records its X-Oklog-Errors
+    names (kept, safe to repeat, as its error)."""
+    if resp.status_code == 206:
+        a.error = sanitize(resp.headers.get("X-Oklog-Errors", ""), 300) or "a partial answer (206)"
+        a.partial = True
 
 
 class _Unwrap:

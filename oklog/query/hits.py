@@ -40,8 +40,8 @@ from oklog.query.coordinator import (
     _int,
     _Unwrap,
     member_query_string,
+    note_partial,
     open_member,
-    partial_reason,
     run_member,
     too_many_queries,
 )
@@ -316,10 +316,9 @@ async def _local(coord: Coordinator, a: _Member, params: QueryParams, matcher: M
 async def _remote(coord: Coordinator, a: _Member, qs: str, ready: trio.Event, tx: ChunkSender,
                   rx: ChunkReceiver) -> None:
     url = f"http://{a.member.api_addr}/store/_hits?{qs}"
-    resp = await open_member(coord.client, "GET", url, coord.member_timeout, partial_ok=True)
+    resp = await open_member(coord.client, "GET", url, coord.member_timeout)
     try:
-        if resp.status_code == 206:
-            a.error, a.partial = partial_reason(resp), True
+        note_partial(a, resp)
         a.segments = _int(resp.headers.get("X-Oklog-Segments-Queried"))
         a.size = _int(resp.headers.get("X-Oklog-Max-Data-Set-Size"))
         a.rx = _Unwrap(rx)
