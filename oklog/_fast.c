@@ -915,7 +915,14 @@ static PyObject *bloom_of_keys(uint32_t *seen, size_t distinct, int bits_per, in
     return out;
 }
 
-static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
+/* A 5-gram's 24-bit key (a trigram is its own key); see gram_bloom below. */
+static inline uint32_t gram5_key(uint64_t g) {
+    return (uint32_t)(((g & 0xFFFFFFFFFFull) * 0x9E3779B97F4A7C15ull) >> 40);
+}
+
+/* The filter of the distinct trigram keys of the lines of buf[start:end],
+ * plus their 5-gram keys when five: the body of trigram_bloom and gram_bloom. */
+static PyObject *grams_bloom(PyObject *args, int five) {
     PyObject *obj;
     Py_ssize_t start, end;
     int bits_per;
@@ -926,8 +933,6 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
         return NULL;
     }
     if (get_region(obj, start, end, &r) < 0) return NULL;
-    /* the exact map, and the distinct trigrams in the order first seen (at
-     * most one per input byte, and at most 2^24) */
     size_t span = (size_t)(r.end - r.start);
     size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
     uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
@@ -943,6 +948,21 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
     int ok = 0;
     Py_BEGIN_ALLOW_THREADS
     size_t pos = (size_t)r.start, hi = (size_t)r.end;
+#define GRAM_ADD(key)                                                              \
+    do {                                                                           \
+        uint32_t k_ = (key);                                                       \
+        uint64_t bit_ = 1ull << (k_ & 63), *w_ = &map[k_ >> 6];                   \
+        if (!(*w_ & bit_)) {                                                       \
+            if (distinct == cap) {                                                 \
+                uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t)); \
+                if (!more) goto oom;                                               \
+                seen = more;                                                       \
+                cap *= 2;                                                          \
+            }                                                                      \
+            *w_ |= bit_;                                                           \
+            seen[distinct++] = k_;                                                 \
+        }                                                                          \
+    } while (0)
     while (pos < hi) {
         const unsigned char *e = memchr(b + pos, '\n', hi - pos);
         size_t re = e ? (size_t)(e - b) : hi;
@@ -951,30 +971,26 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
             const unsigned char *sp = memchr(b + ts, ' ', re - ts);
             size_t ls = sp ? (size_t)(sp - b) + 1 : re;
             if (re >= ls + 3) {
-                uint32_t t = ((uint32_t)b[ls] << 8) | b[ls + 1];
+                uint64_t g = ((uint64_t)b[ls] << 8) | b[ls + 1];
                 for (size_t i = ls + 2; i < re; i++) {
-                    t = ((t << 8) | b[i]) & 0xFFFFFFu;
-                    uint64_t bit = 1ull << (t & 63), *w = &map[t >> 6];
-                    if (!(*w & bit)) {
-                        if (distinct == cap) {
-                            uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t));
-                            if (!more) goto oom;
-                            seen = more;
-                            cap *= 2;
-                        }
-                        *w |= bit;
-                        seen[distinct++] = t;
-                    }
+                    g = (g << 8) | b[i];
+                    GRAM_ADD((uint32_t)g & 0xFFFFFFu);
+                    if (five && i >= ls + 4) GRAM_ADD(gram5_key(g));
                 }
             }
         }
         pos = re + 1;
     }
+#undef GRAM_ADD
     ok = 1;
 oom:
     Py_END_ALLOW_THREADS
     PyMem_RawFree(map);
     return bloom_of_keys(seen, distinct, bits_per, ok, &r.view);
+}
+
+static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
+    return grams_bloom(args, 0);
 }
 
 static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
@@ -1331,75 +1347,8 @@ static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
  * sharing a key share a bit: false positives only, never a false negative.
  * The trigram keys are those of trigram_bloom, so a reader that checks only
  * trigrams (bloom_may_contain) stays correct on these filters. */
-static inline uint32_t gram5_key(uint64_t g) {
-    return (uint32_t)(((g & 0xFFFFFFFFFFull) * 0x9E3779B97F4A7C15ull) >> 40);
-}
-
 static PyObject *fast_gram_bloom(PyObject *self, PyObject *args) {
-    PyObject *obj;
-    Py_ssize_t start, end;
-    int bits_per;
-    region r;
-    if (!PyArg_ParseTuple(args, "Onni", &obj, &start, &end, &bits_per)) return NULL;
-    if (bits_per < 1 || bits_per > 64) {
-        PyErr_SetString(PyExc_ValueError, "bits_per must be 1..64");
-        return NULL;
-    }
-    if (get_region(obj, start, end, &r) < 0) return NULL;
-    size_t span = (size_t)(r.end - r.start);
-    size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
-    uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
-    uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
-    if (!map || !seen) {
-        PyMem_RawFree(map);
-        PyMem_RawFree(seen);
-        PyBuffer_Release(&r.view);
-        return PyErr_NoMemory();
-    }
-    const unsigned char *b = r.view.buf;
-    size_t distinct = 0;
-    int ok = 0;
-    Py_BEGIN_ALLOW_THREADS
-    size_t pos = (size_t)r.start, hi = (size_t)r.end;
-#define GRAM_ADD(key)                                                              \
-    do {                                                                           \
-        uint32_t k_ = (key);                                                       \
-        uint64_t bit_ = 1ull << (k_ & 63), *w_ = &map[k_ >> 6];                   \
-        if (!(*w_ & bit_)) {                                                       \
-            if (distinct == cap) {                                                 \
-                uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t)); \
-                if (!more) goto oom;                                               \
-                seen = more;                                                       \
-                cap *= 2;                                                          \
-            }                                                                      \
-            *w_ |= bit_;                                                           \
-            seen[distinct++] = k_;                                                 \
-        }                                                                          \
-    } while (0)
-    while (pos < hi) {
-        const unsigned char *e = memchr(b + pos, '\n', hi - pos);
-        size_t re = e ? (size_t)(e - b) : hi;
-        size_t ts = pos + ULID_LEN + 1;
-        if (ts < re) {
-            const unsigned char *sp = memchr(b + ts, ' ', re - ts);
-            size_t ls = sp ? (size_t)(sp - b) + 1 : re;
-            if (re >= ls + 3) {
-                uint64_t g = ((uint64_t)b[ls] << 8) | b[ls + 1];
-                for (size_t i = ls + 2; i < re; i++) {
-                    g = (g << 8) | b[i];
-                    GRAM_ADD((uint32_t)g & 0xFFFFFFu);
-                    if (i >= ls + 4) GRAM_ADD(gram5_key(g));
-                }
-            }
-        }
-        pos = re + 1;
-    }
-#undef GRAM_ADD
-    ok = 1;
-oom:
-    Py_END_ALLOW_THREADS
-    PyMem_RawFree(map);
-    return bloom_of_keys(seen, distinct, bits_per, ok, &r.view);
+    return grams_bloom(args, 1);
 }
 
 /* False if some trigram or 5-gram of literal is surely absent from a
