@@ -131,23 +131,24 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 40.0) -> None:
     asyncio.run(asyncio.wait_for(body(), timeout))
 
 
-async def until(pilot, pred: Callable[[], object], timeout: float = 15.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        await pilot.pause(step)
-    raise AssertionError(f"timed out waiting for {getattr(pred, '__name__', 'condition')}")
+async def until(pilot, pred: Callable[[], object], step: float = 0.02):
+    """``pred()``'s first truthy value, polled between frames. No limit of its own:
+    ``run`` bounds the whole test (``asyncio.wait_for``); a wait cut short says what
+    it was waiting for."""
+    try:
+        while not (v := pred()):
+            await pilot.pause(step)
+        return v
+    except asyncio.CancelledError as e:
+        e.add_note(f"while waiting for {getattr(pred, '__name__', 'a condition')}")
+        raise
 
 
-async def until_line(pilot, tail: TailView, send: Callable[[bytes], None], prefix: bytes,
-                     timeout: float = 20.0) -> None:
-    """Forward a fresh line (``send``) every 2 s until one sent after the tail went
-    live appears in it: the very first may race the node's subscription."""
-    deadline = time.monotonic() + timeout
+async def until_line(pilot, tail: TailView, send: Callable[[bytes], None], prefix: bytes) -> None:
+    """Forward a fresh line (``send``) every 2 s, ten at most, until one sent after the
+    tail went live appears in it: the very first may race the node's subscription."""
     sent: list[str] = []
-    while time.monotonic() < deadline:
+    for _ in range(10):
         line = b"%s %d %d" % (prefix, len(sent), time.monotonic_ns())
         await asyncio.to_thread(send, line)
         sent.append(line.decode())
@@ -207,7 +208,7 @@ def test_pipeline_figures_move_when_data_is_forwarded(node):
                 return p["ingest"]["records_in"] >= before + 2000 and p["store"]["bytes"] > stored
 
             try:  # a loaded CI machine (chaos test on the other worker) can take a while
-                await until(pilot, moved, timeout=30.0)
+                await until(pilot, moved)
             except AssertionError:
                 p = app.state.pipelines[me]
                 raise AssertionError(
@@ -253,7 +254,7 @@ def test_query_large_result_is_bounded_with_statistics(node):
         async with app.run_test(size=SIZE) as pilot:
             view = app.query_one(QueryView)
             await pilot.press("3", *"lorem ipsum", "enter")  # only the big records
-            await until(pilot, lambda: view.outcome, timeout=30)
+            await until(pilot, lambda: view.outcome)
             assert view.outcome == "done", view.detail
             assert view.records == BIG_RECORDS
             # The first lines went on screen before the response had ended.
@@ -297,7 +298,7 @@ def test_query_streams_incrementally_and_esc_cancels(node):
             q.focus()
             q.value = "needle"
             await pilot.press("enter")
-            await until(pilot, lambda: not view.running and view.outcome, timeout=20)
+            await until(pilot, lambda: not view.running and view.outcome)
             assert view.outcome == "done", view.detail
             assert view.records == BIG_RECORDS // 5000
             assert view.results.line_count == BIG_RECORDS // 5000
