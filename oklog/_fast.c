@@ -276,6 +276,33 @@ static void finder_init(finder *f, const char *needle, size_t n) {
     }
 }
 
+static unsigned char fold_lower[256];
+
+static void init_fold(void) {
+    for (int c = 0; c < 256; c++) fold_lower[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+}
+
+static inline unsigned char fold_upper(unsigned char c) { return (c >= 'a' && c <= 'z') ? (unsigned char)(c - 32) : c; }
+
+/* needle already folded */
+static inline int eq_fold(const char *h, const char *nd, size_t n) {
+    const unsigned char *a = (const unsigned char *)h, *b = (const unsigned char *)nd;
+    for (size_t i = 0; i < n; i++)
+        if (fold_lower[a[i]] != b[i]) return 0;
+    return 1;
+}
+
+/* The first candidate of mask m (bit k: a match may start at at + k) that is a
+ * whole match of the needle, folded (needle already folded) or exact; shared by
+ * the SIMD searches of both widths and both kinds. */
+static inline const char *first_match(uint32_t m, const char *at, const char *nd, size_t n, int fold) {
+    for (; m; m &= m - 1) {
+        size_t k = (size_t)__builtin_ctz(m);
+        if (fold ? eq_fold(at + k, nd, n) : memcmp(at + k, nd, n) == 0) return at + k;
+    }
+    return NULL;
+}
+
 static const char *find_scalar(const finder *f, const char *h, size_t hn, size_t p) {
     const char *nd = f->needle;
     size_t n = f->n;
@@ -293,11 +320,8 @@ __attribute__((target("avx2"))) static const char *find_avx2(const finder *f, co
         __m256i a = _mm256_loadu_si256((const __m256i *)(h + p + i1));
         __m256i b = _mm256_loadu_si256((const __m256i *)(h + p + i2));
         uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(_mm256_cmpeq_epi8(a, v1), _mm256_cmpeq_epi8(b, v2)));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (memcmp(h + p + k, nd, n) == 0) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 0);
+        if (r) return r;
         p += 32;
     }
     return find_scalar(f, h, hn, p);
@@ -311,11 +335,8 @@ static const char *find_sse2(const finder *f, const char *h, size_t hn) {
         __m128i a = _mm_loadu_si128((const __m128i *)(h + p + i1));
         __m128i b = _mm_loadu_si128((const __m128i *)(h + p + i2));
         uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(a, v1), _mm_cmpeq_epi8(b, v2)));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (memcmp(h + p + k, nd, n) == 0) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 0);
+        if (r) return r;
         p += 16;
     }
     return find_scalar(f, h, hn, p);
@@ -339,22 +360,6 @@ static const char *find(const finder *f, const char *h, size_t hn) {
  * are. The needle is kept folded to lower case; the two rare bytes are
  * compared in both cases at every position, SIMD-wide, and a candidate is
  * verified with a folded compare. No lower-case copy of the data is made. */
-
-static unsigned char fold_lower[256];
-
-static void init_fold(void) {
-    for (int c = 0; c < 256; c++) fold_lower[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
-}
-
-static inline unsigned char fold_upper(unsigned char c) { return (c >= 'a' && c <= 'z') ? (unsigned char)(c - 32) : c; }
-
-/* needle already folded */
-static inline int eq_fold(const char *h, const char *nd, size_t n) {
-    const unsigned char *a = (const unsigned char *)h, *b = (const unsigned char *)nd;
-    for (size_t i = 0; i < n; i++)
-        if (fold_lower[a[i]] != b[i]) return 0;
-    return 1;
-}
 
 static const char *find_scalar_i(const finder *f, const char *h, size_t hn, size_t p) {
     const char *nd = f->needle;
@@ -380,11 +385,8 @@ __attribute__((target("avx2"))) static const char *find_avx2_i(const finder *f, 
         __m256i ma = _mm256_or_si256(_mm256_cmpeq_epi8(a, l1), _mm256_cmpeq_epi8(a, u1));
         __m256i mb = _mm256_or_si256(_mm256_cmpeq_epi8(b, l2), _mm256_cmpeq_epi8(b, u2));
         uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(ma, mb));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (eq_fold(h + p + k, nd, n)) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 1);
+        if (r) return r;
         p += 32;
     }
     return find_scalar_i(f, h, hn, p);
@@ -402,11 +404,8 @@ static const char *find_sse2_i(const finder *f, const char *h, size_t hn) {
         __m128i ma = _mm_or_si128(_mm_cmpeq_epi8(a, l1), _mm_cmpeq_epi8(a, u1));
         __m128i mb = _mm_or_si128(_mm_cmpeq_epi8(b, l2), _mm_cmpeq_epi8(b, u2));
         uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_and_si128(ma, mb));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (eq_fold(h + p + k, nd, n)) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 1);
+        if (r) return r;
         p += 16;
     }
     return find_scalar_i(f, h, hn, p);
