@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import OKLOG, ROOT, free_port, wait_for
-from support import alive, cluster_state, key_file, node_id
+from support import alive, cluster_state, key_file, keyed_nodes, node_id
 
 from oklog.cluster.keyring import OVERHEAD, KeyFileError, Keyring, SealError, new_key, parse_keys
 
@@ -109,14 +109,7 @@ def test_a_node_without_the_key_can_neither_join_nor_be_heard(node_factory, tmp_
 
 def test_key_rotation_without_restarts_keeps_the_cluster_whole(node_factory, tmp_path):
     old, new = new_key(), new_key()
-    nodes, files = [], []
-    for i in range(3):
-        f = key_file(tmp_path / f"key{i}", old)
-        seed = ["-peer", node_id(nodes[0])] if nodes else []
-        nodes.append(node_factory(f"n{i}", FAST + ["-cluster.key", str(f)] + seed).start())
-        files.append(f)
-    everyone = {node_id(n) for n in nodes}
-    wait_for(lambda: all(alive(n) == everyone for n in nodes), 20, what="three members")
+    nodes, files = keyed_nodes(node_factory, tmp_path, old, FAST)
     seen_bad: set[str] = set()
 
     def whole() -> bool:

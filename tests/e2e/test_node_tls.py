@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 from conftest import OKLOG, wait_for
-from support import alive, cluster_state, key_file, node_id
+from support import alive, cluster_state, key_file, keyed_nodes, node_id
 
 from oklog.cluster.keyring import Keyring, new_key
 from oklog.cluster.nodetls import NodeTLS
@@ -113,14 +113,7 @@ def test_members_replicate_and_query_over_the_node_tls_port_only(node_factory, t
 @pytest.mark.slow
 def test_rotating_the_key_one_node_at_a_time_keeps_the_cluster_serving(node_factory, tmp_path):
     old, new = new_key(), new_key()
-    nodes, files = [], []
-    for i in range(3):
-        f = key_file(tmp_path / f"key{i}", old)
-        seed = ["-peer", node_id(nodes[0])] if nodes else []
-        nodes.append(node_factory(f"n{i}", FAST + ["-cluster.key", str(f)] + seed).start())
-        files.append(f)
-    everyone = {node_id(n) for n in nodes}
-    wait_for(lambda: all(alive(n) == everyone for n in nodes), 20, what="three members")
+    nodes, files = keyed_nodes(node_factory, tmp_path, old, FAST)
     sent = 0
 
     def write_and_find(tag: str) -> None:

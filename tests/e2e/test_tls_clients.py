@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port, wait_for
-from support import bearer, stop_pid
+from support import bearer, recv_all, stop_pid
 
 from benchmarks import tlsfiles
 
@@ -196,13 +196,7 @@ def _send(port: int, data: bytes, ctx: ssl.SSLContext | None, *, reply: bool = F
                 s.shutdown(socket.SHUT_WR)
                 s.recv(1)
             return b""
-        out = b""
-        try:
-            while chunk := s.recv(4096):
-                out += chunk
-        except OSError:
-            pass
-        return out
+        return recv_all(s)
 
 
 def test_syslog_tls_listener_checks_its_clients(node_factory, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import OKLOG, free_port, wait_for
-from support import bearer
+from support import bearer, recv_all
 
 from benchmarks import tlsfiles
 from oklog.cli.commands import run_parser
@@ -235,13 +235,7 @@ def _tcp(port: int, data: bytes, wrap=None) -> bytes:
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        out = b""
-        try:
-            while chunk := s.recv(4096):
-                out += chunk
-        except OSError:
-            pass
-        return out
+        return recv_all(s)
 
 
 def test_tcp_ingest_token_line(node_factory, tmp_path):
@@ -315,6 +309,23 @@ def make_certs(d: Path) -> tuple[Path, Path, Path]:
     return Path(f.ca), Path(f.cert), Path(f.key)
 
 
+def tls_pair(node_factory, tmp_path: Path, *extra: str):
+    """Two started members serving TLS from one CA (``-tls.ca`` too, so they call each
+    other over it), joined; returns them and a client context trusting the CA."""
+    ca, cert, key = make_certs(tmp_path)
+    tls = ["-tls.cert", str(cert), "-tls.key", str(key), "-tls.ca", str(ca), *extra]
+    ctx = ssl.create_default_context(cafile=str(ca))
+    a = node_factory("a", FAST + tls)
+    a.answering = lambda: health(f"https://{a.api}", ctx)  # type: ignore[method-assign]
+    a.start()
+    b = node_factory("b", FAST + tls + ["-peer", f"127.0.0.1:{a.ports['cluster']}"])
+    b.answering = lambda: health(f"https://{b.api}", ctx)  # type: ignore[method-assign]
+    b.start()
+    wait_for(lambda: len(httpx.get(f"https://{a.api}/cluster/state", verify=ctx).json()["members"]) == 2,
+             what="two members")
+    return a, b, ctx
+
+
 def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
     ca, cert, key = make_certs(tmp_path)
     toks = tokens_file(tmp_path / "tokens")
@@ -368,17 +379,7 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
 
 def test_tls_cluster_members_call_each_other_over_tls(node_factory, tmp_path):
     """Members' API calls (consume, replicate, fanned-out query) go over TLS, verified with -tls.ca."""
-    ca, cert, key = make_certs(tmp_path)
-    tls = ["-tls.cert", str(cert), "-tls.key", str(key), "-tls.ca", str(ca), "-store.segment-replication-factor", "2"]
-    ctx = ssl.create_default_context(cafile=str(ca))
-    a = node_factory("a", FAST + tls)
-    a.answering = lambda: health(f"https://{a.api}", ctx)  # type: ignore[method-assign]
-    a.start()
-    b = node_factory("b", FAST + tls + ["-peer", f"127.0.0.1:{a.ports['cluster']}"])
-    b.answering = lambda: health(f"https://{b.api}", ctx)  # type: ignore[method-assign]
-    b.start()
-    wait_for(lambda: len(httpx.get(f"https://{a.api}/cluster/state", verify=ctx).json()["members"]) == 2,
-             what="two members")
+    a, b, ctx = tls_pair(node_factory, tmp_path, "-store.segment-replication-factor", "2")
     with socket.create_connection(("127.0.0.1", b.ports["fast"]), timeout=10) as raw:
         s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         s.sendall(b"".join(b"tls member %d\n" % i for i in range(100)))
