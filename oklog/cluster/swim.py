@@ -133,10 +133,6 @@ class MemberInfo:
     last_heard: float | None = None
     meta_version: int = 0
 
-    @property
-    def is_alive(self) -> bool:
-        return self.state == ALIVE
-
     def serves(self, role: str) -> bool:
         """True if this member does ``role`` work ("ingeststore" does both)."""
         return self.role == role or (self.role == "ingeststore" and role in ("ingest", "store"))

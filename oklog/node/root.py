@@ -247,10 +247,6 @@ class Node:
         self.consumer: Consumer | None = None
 
     @property
-    def ingest_log(self) -> IngestLog | None:
-        return self.ingest.log if self.ingest is not None else None
-
-    @property
     def store_log(self) -> StoreLog | None:
         return self.store.log if self.store is not None else None
 
