@@ -124,3 +124,14 @@ def recv_all(s: Any) -> bytes:
     except OSError:
         pass
     return out
+
+
+def fluent_node(workdir: Path, flush: str) -> Any:
+    """A conftest node (not started) that also serves the Fluent forward port
+    (``ports["fluent"]``), flushing and settling segments after ``flush``."""
+    from conftest import NodeProc, free_port
+
+    n = NodeProc(workdir, ["-ingest.segment-flush-age", flush, "-store.segment-target-age", flush])
+    n.ports["fluent"] = free_port()
+    n.args += ["-ingest.fluent", f"127.0.0.1:{n.ports['fluent']}"]
+    return n

@@ -24,7 +24,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import NodeProc, free_port, wait_for
+from conftest import NodeProc, wait_for
+from support import fluent_node
 
 from oklog.ingest.otlp import _pb_varint
 
@@ -35,12 +36,7 @@ RSS_GROWTH_LIMIT = 400 << 20  # the node may grow this much over all the cases
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    n = NodeProc(
-        tmp_path_factory.mktemp("badshippers"),
-        ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s"],
-    )
-    n.ports["fluent"] = free_port()
-    n.args += ["-ingest.fluent", f"127.0.0.1:{n.ports['fluent']}"]
+    n = fluent_node(tmp_path_factory.mktemp("badshippers"), "0.3s")
     n.start(timeout=30)
     yield n
     n.kill()
