@@ -153,8 +153,9 @@ def test_pipeline_figures_move_when_data_is_forwarded(node):
                 return p["ingest"]["records_in"] >= before + 2000 and p["store"]["bytes"] > stored
 
             try:  # a loaded CI machine (chaos test on the other worker) can take a while
-                await until(pilot, moved)
-            except AssertionError:
+                async with asyncio.timeout(30):
+                    await until(pilot, moved)
+            except TimeoutError:
                 p = app.state.pipelines[me]
                 raise AssertionError(
                     f"records_in {before} -> {p['ingest']['records_in']}, store bytes {stored} -> "
