@@ -276,6 +276,33 @@ static void finder_init(finder *f, const char *needle, size_t n) {
     }
 }
 
+static unsigned char fold_lower[256];
+
+static void init_fold(void) {
+    for (int c = 0; c < 256; c++) fold_lower[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+}
+
+static inline unsigned char fold_upper(unsigned char c) { return (c >= 'a' && c <= 'z') ? (unsigned char)(c - 32) : c; }
+
+/* needle already folded */
+static inline int eq_fold(const char *h, const char *nd, size_t n) {
+    const unsigned char *a = (const unsigned char *)h, *b = (const unsigned char *)nd;
+    for (size_t i = 0; i < n; i++)
+        if (fold_lower[a[i]] != b[i]) return 0;
+    return 1;
+}
+
+/* The first candidate of mask m (bit k: a match may start at at + k) that is a
+ * whole match of the needle, folded (needle already folded) or exact; shared by
+ * the SIMD searches of both widths and both kinds. */
+static inline const char *first_match(uint32_t m, const char *at, const char *nd, size_t n, int fold) {
+    for (; m; m &= m - 1) {
+        size_t k = (size_t)__builtin_ctz(m);
+        if (fold ? eq_fold(at + k, nd, n) : memcmp(at + k, nd, n) == 0) return at + k;
+    }
+    return NULL;
+}
+
 static const char *find_scalar(const finder *f, const char *h, size_t hn, size_t p) {
     const char *nd = f->needle;
     size_t n = f->n;
@@ -293,11 +320,8 @@ __attribute__((target("avx2"))) static const char *find_avx2(const finder *f, co
         __m256i a = _mm256_loadu_si256((const __m256i *)(h + p + i1));
         __m256i b = _mm256_loadu_si256((const __m256i *)(h + p + i2));
         uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(_mm256_cmpeq_epi8(a, v1), _mm256_cmpeq_epi8(b, v2)));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (memcmp(h + p + k, nd, n) == 0) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 0);
+        if (r) return r;
         p += 32;
     }
     return find_scalar(f, h, hn, p);
@@ -311,11 +335,8 @@ static const char *find_sse2(const finder *f, const char *h, size_t hn) {
         __m128i a = _mm_loadu_si128((const __m128i *)(h + p + i1));
         __m128i b = _mm_loadu_si128((const __m128i *)(h + p + i2));
         uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(a, v1), _mm_cmpeq_epi8(b, v2)));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (memcmp(h + p + k, nd, n) == 0) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 0);
+        if (r) return r;
         p += 16;
     }
     return find_scalar(f, h, hn, p);
@@ -339,22 +360,6 @@ static const char *find(const finder *f, const char *h, size_t hn) {
  * are. The needle is kept folded to lower case; the two rare bytes are
  * compared in both cases at every position, SIMD-wide, and a candidate is
  * verified with a folded compare. No lower-case copy of the data is made. */
-
-static unsigned char fold_lower[256];
-
-static void init_fold(void) {
-    for (int c = 0; c < 256; c++) fold_lower[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
-}
-
-static inline unsigned char fold_upper(unsigned char c) { return (c >= 'a' && c <= 'z') ? (unsigned char)(c - 32) : c; }
-
-/* needle already folded */
-static inline int eq_fold(const char *h, const char *nd, size_t n) {
-    const unsigned char *a = (const unsigned char *)h, *b = (const unsigned char *)nd;
-    for (size_t i = 0; i < n; i++)
-        if (fold_lower[a[i]] != b[i]) return 0;
-    return 1;
-}
 
 static const char *find_scalar_i(const finder *f, const char *h, size_t hn, size_t p) {
     const char *nd = f->needle;
@@ -380,11 +385,8 @@ __attribute__((target("avx2"))) static const char *find_avx2_i(const finder *f, 
         __m256i ma = _mm256_or_si256(_mm256_cmpeq_epi8(a, l1), _mm256_cmpeq_epi8(a, u1));
         __m256i mb = _mm256_or_si256(_mm256_cmpeq_epi8(b, l2), _mm256_cmpeq_epi8(b, u2));
         uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(ma, mb));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (eq_fold(h + p + k, nd, n)) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 1);
+        if (r) return r;
         p += 32;
     }
     return find_scalar_i(f, h, hn, p);
@@ -402,11 +404,8 @@ static const char *find_sse2_i(const finder *f, const char *h, size_t hn) {
         __m128i ma = _mm_or_si128(_mm_cmpeq_epi8(a, l1), _mm_cmpeq_epi8(a, u1));
         __m128i mb = _mm_or_si128(_mm_cmpeq_epi8(b, l2), _mm_cmpeq_epi8(b, u2));
         uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_and_si128(ma, mb));
-        while (m) {
-            size_t k = (size_t)__builtin_ctz(m);
-            if (eq_fold(h + p + k, nd, n)) return h + p + k;
-            m &= m - 1;
-        }
+        const char *r = first_match(m, h + p, nd, n, 1);
+        if (r) return r;
         p += 16;
     }
     return find_scalar_i(f, h, hn, p);
@@ -915,7 +914,14 @@ static PyObject *bloom_of_keys(uint32_t *seen, size_t distinct, int bits_per, in
     return out;
 }
 
-static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
+/* A 5-gram's 24-bit key (a trigram is its own key); see gram_bloom below. */
+static inline uint32_t gram5_key(uint64_t g) {
+    return (uint32_t)(((g & 0xFFFFFFFFFFull) * 0x9E3779B97F4A7C15ull) >> 40);
+}
+
+/* The filter of the distinct trigram keys of the lines of buf[start:end],
+ * plus their 5-gram keys when five: the body of trigram_bloom and gram_bloom. */
+static PyObject *grams_bloom(PyObject *args, int five) {
     PyObject *obj;
     Py_ssize_t start, end;
     int bits_per;
@@ -926,8 +932,6 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
         return NULL;
     }
     if (get_region(obj, start, end, &r) < 0) return NULL;
-    /* the exact map, and the distinct trigrams in the order first seen (at
-     * most one per input byte, and at most 2^24) */
     size_t span = (size_t)(r.end - r.start);
     size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
     uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
@@ -943,6 +947,21 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
     int ok = 0;
     Py_BEGIN_ALLOW_THREADS
     size_t pos = (size_t)r.start, hi = (size_t)r.end;
+#define GRAM_ADD(key)                                                              \
+    do {                                                                           \
+        uint32_t k_ = (key);                                                       \
+        uint64_t bit_ = 1ull << (k_ & 63), *w_ = &map[k_ >> 6];                   \
+        if (!(*w_ & bit_)) {                                                       \
+            if (distinct == cap) {                                                 \
+                uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t)); \
+                if (!more) goto oom;                                               \
+                seen = more;                                                       \
+                cap *= 2;                                                          \
+            }                                                                      \
+            *w_ |= bit_;                                                           \
+            seen[distinct++] = k_;                                                 \
+        }                                                                          \
+    } while (0)
     while (pos < hi) {
         const unsigned char *e = memchr(b + pos, '\n', hi - pos);
         size_t re = e ? (size_t)(e - b) : hi;
@@ -951,30 +970,26 @@ static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
             const unsigned char *sp = memchr(b + ts, ' ', re - ts);
             size_t ls = sp ? (size_t)(sp - b) + 1 : re;
             if (re >= ls + 3) {
-                uint32_t t = ((uint32_t)b[ls] << 8) | b[ls + 1];
+                uint64_t g = ((uint64_t)b[ls] << 8) | b[ls + 1];
                 for (size_t i = ls + 2; i < re; i++) {
-                    t = ((t << 8) | b[i]) & 0xFFFFFFu;
-                    uint64_t bit = 1ull << (t & 63), *w = &map[t >> 6];
-                    if (!(*w & bit)) {
-                        if (distinct == cap) {
-                            uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t));
-                            if (!more) goto oom;
-                            seen = more;
-                            cap *= 2;
-                        }
-                        *w |= bit;
-                        seen[distinct++] = t;
-                    }
+                    g = (g << 8) | b[i];
+                    GRAM_ADD((uint32_t)g & 0xFFFFFFu);
+                    if (five && i >= ls + 4) GRAM_ADD(gram5_key(g));
                 }
             }
         }
         pos = re + 1;
     }
+#undef GRAM_ADD
     ok = 1;
 oom:
     Py_END_ALLOW_THREADS
     PyMem_RawFree(map);
     return bloom_of_keys(seen, distinct, bits_per, ok, &r.view);
+}
+
+static PyObject *fast_trigram_bloom(PyObject *self, PyObject *args) {
+    return grams_bloom(args, 0);
 }
 
 static PyObject *fast_bloom_may_contain(PyObject *self, PyObject *args) {
@@ -1378,75 +1393,8 @@ static PyObject *fast_logfmt_eq(PyObject *self, PyObject *args) {
  * sharing a key share a bit: false positives only, never a false negative.
  * The trigram keys are those of trigram_bloom, so a reader that checks only
  * trigrams (bloom_may_contain) stays correct on these filters. */
-static inline uint32_t gram5_key(uint64_t g) {
-    return (uint32_t)(((g & 0xFFFFFFFFFFull) * 0x9E3779B97F4A7C15ull) >> 40);
-}
-
 static PyObject *fast_gram_bloom(PyObject *self, PyObject *args) {
-    PyObject *obj;
-    Py_ssize_t start, end;
-    int bits_per;
-    region r;
-    if (!PyArg_ParseTuple(args, "Onni", &obj, &start, &end, &bits_per)) return NULL;
-    if (bits_per < 1 || bits_per > 64) {
-        PyErr_SetString(PyExc_ValueError, "bits_per must be 1..64");
-        return NULL;
-    }
-    if (get_region(obj, start, end, &r) < 0) return NULL;
-    size_t span = (size_t)(r.end - r.start);
-    size_t cap = span < (1u << 16) ? span + 1 : (1u << 16); /* grown as needed */
-    uint64_t *map = PyMem_RawCalloc(TRI_BITS / 64, sizeof(uint64_t));
-    uint32_t *seen = PyMem_RawMalloc(cap * sizeof(uint32_t));
-    if (!map || !seen) {
-        PyMem_RawFree(map);
-        PyMem_RawFree(seen);
-        PyBuffer_Release(&r.view);
-        return PyErr_NoMemory();
-    }
-    const unsigned char *b = r.view.buf;
-    size_t distinct = 0;
-    int ok = 0;
-    Py_BEGIN_ALLOW_THREADS
-    size_t pos = (size_t)r.start, hi = (size_t)r.end;
-#define GRAM_ADD(key)                                                              \
-    do {                                                                           \
-        uint32_t k_ = (key);                                                       \
-        uint64_t bit_ = 1ull << (k_ & 63), *w_ = &map[k_ >> 6];                   \
-        if (!(*w_ & bit_)) {                                                       \
-            if (distinct == cap) {                                                 \
-                uint32_t *more = PyMem_RawRealloc(seen, 2 * cap * sizeof(uint32_t)); \
-                if (!more) goto oom;                                               \
-                seen = more;                                                       \
-                cap *= 2;                                                          \
-            }                                                                      \
-            *w_ |= bit_;                                                           \
-            seen[distinct++] = k_;                                                 \
-        }                                                                          \
-    } while (0)
-    while (pos < hi) {
-        const unsigned char *e = memchr(b + pos, '\n', hi - pos);
-        size_t re = e ? (size_t)(e - b) : hi;
-        size_t ts = pos + ULID_LEN + 1;
-        if (ts < re) {
-            const unsigned char *sp = memchr(b + ts, ' ', re - ts);
-            size_t ls = sp ? (size_t)(sp - b) + 1 : re;
-            if (re >= ls + 3) {
-                uint64_t g = ((uint64_t)b[ls] << 8) | b[ls + 1];
-                for (size_t i = ls + 2; i < re; i++) {
-                    g = (g << 8) | b[i];
-                    GRAM_ADD((uint32_t)g & 0xFFFFFFu);
-                    if (i >= ls + 4) GRAM_ADD(gram5_key(g));
-                }
-            }
-        }
-        pos = re + 1;
-    }
-#undef GRAM_ADD
-    ok = 1;
-oom:
-    Py_END_ALLOW_THREADS
-    PyMem_RawFree(map);
-    return bloom_of_keys(seen, distinct, bits_per, ok, &r.view);
+    return grams_bloom(args, 1);
 }
 
 /* False if some trigram or 5-gram of literal is surely absent from a

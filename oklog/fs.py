@@ -38,7 +38,6 @@ class FS(Protocol):
     def remove(self, path: str) -> None: ...
     def truncate(self, path: str, size: int) -> None: ...
     def sync_dir(self, path: str) -> None: ...
-    def mtime(self, path: str) -> float: ...
     def stamp(self, path: str) -> tuple[int, int]: ...
 
 
@@ -86,9 +85,6 @@ class RealFS:
 
     def size(self, path: str) -> int:
         return os.stat(path).st_size
-
-    def mtime(self, path: str) -> float:
-        return os.stat(path).st_mtime
 
     def stamp(self, path: str) -> tuple[int, int]:
         """(size, modification time in ns): changes whenever the file is written."""
@@ -224,23 +220,12 @@ class MemFS:
     def size(self, path: str) -> int:
         return len(self._get(path))
 
-    def mtime(self, path: str) -> float:
-        self._get(path)
-        return 0.0
-
     def _bump(self, path: str) -> None:
         self._clock += 1
         self._versions[path] = self._clock
 
     def stamp(self, path: str) -> tuple[int, int]:
         return len(self._get(path)), self._versions.get(path, 0)
-
-    def corrupt(self, path: str, offset: int, data: bytes) -> None:
-        """Overwrite bytes in place (for tests of damaged files)."""
-        with self._lock:
-            f = self._get(path)
-            f[offset : offset + len(data)] = data
-            self._bump(path)
 
     def _get(self, path: str) -> bytearray:
         try:

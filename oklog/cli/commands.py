@@ -458,6 +458,12 @@ def _start_failure(cfg: NodeConfig, err: OSError) -> str:
 # -- clients ----------------------------------------------------------------------------
 
 
+def _range_flags(p: argparse.ArgumentParser, since: str, note: str = "") -> None:
+    """``-from`` (default ``since``) and ``-to`` of a command over a time range."""
+    _flag(p, "from", default=since, help=f"from: duration ago (5m), RFC 3339 time or ULID{note}")
+    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+
+
 def _access_flags(p: argparse.ArgumentParser, tool: bool = False) -> None:
     """``-token`` and ``-tls.ca`` of a client command; an operator's tool (``tool``),
     which calls every member, may also sign as a member with ``-cluster.key``."""
@@ -511,8 +517,7 @@ class _VerboseOrTerm(argparse.Action):
 def query_parser() -> argparse.ArgumentParser:
     p = _parser("oklog query", "Query the cluster; matching records to stdout.")
     _flag(p, "store", default="localhost:7650", help="store node API address")
-    _flag(p, "from", default="1h", help="from: duration ago (5m), RFC 3339 time or ULID")
-    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _range_flags(p, "1h")
     _flag(p, "q", action="append", default=[], help="query: substring, or regex with -regex; repeat it: every term must match")
     _flag(p, "regex", type=_bool, nargs="?", const=True, default=False, help="q is a regular expression (RE2 syntax)")
     _flag(p, "i", action="store_true", help="case-insensitive terms")
@@ -547,8 +552,7 @@ def cmd_query(argv: list[str]) -> int:
 def cmd_topics(argv: list[str]) -> int:
     p = _parser("oklog topics", "Every topic in the cluster: records, bytes, first and last time.")
     _flag(p, "store", default="localhost:7650", help="store node API address")
-    _flag(p, "from", default="", help="from: duration ago (5m), RFC 3339 time or ULID (default: the beginning)")
-    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _range_flags(p, "", " (default: the beginning)")
     _flag(p, "json", action="store_true", help="the JSON answer of /store/topics")
     _flag(p, "timeout", type=_duration, default=0.0, help="give up after this long (0: never)")
     _access_flags(p)
@@ -575,15 +579,19 @@ def cmd_stream(argv: list[str]) -> int:
     return stream_main(ns)
 
 
+def _tool_flags(p: argparse.ArgumentParser) -> None:
+    """The closing flags of an operator's tool that walks every store member."""
+    _flag(p, "quiet", action="store_true", help="no progress bar")
+    _access_flags(p, tool=True)
+
+
 def cmd_repair(argv: list[str]) -> int:
     p = _parser("oklog repair", "Restore the replication factor of every record in a time range.")
     _flag(p, "store", default="localhost:7650", help="any store node's API address")
-    _flag(p, "from", default="168h", help="from: duration ago, RFC 3339 time or ULID")
-    _flag(p, "to", default="now", help="to: duration ago, RFC 3339 time, ULID or now")
+    _range_flags(p, "168h")
     _flag(p, "step", type=_duration, default=0.0,
           help="widest time slice examined at once (default: the whole range; halved while large)")
-    _flag(p, "quiet", action="store_true", help="no progress bar")
-    _access_flags(p, tool=True)
+    _tool_flags(p)
     ns = p.parse_args(argv)
     from oklog.cli.repair import repair_main
 
@@ -594,8 +602,7 @@ def cmd_rebalance(argv: list[str]) -> int:
     p = _parser("oklog rebalance", "Move segments between store members until disk usage evens out.")
     _flag(p, "store", default="localhost:7650", help="any store node's API address")
     _flag(p, "ratio", type=float, default=1.5, help="stop when largest/smallest store is at most this")
-    _flag(p, "quiet", action="store_true", help="no progress bar")
-    _access_flags(p, tool=True)
+    _tool_flags(p)
     ns = p.parse_args(argv)
     from oklog.cli.repair import rebalance_main
 

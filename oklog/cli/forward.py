@@ -157,7 +157,6 @@ class Connector:
         self.max_backoff = max_backoff
         self.write_timeout = write_timeout
         self.give_up = give_up
-        self.reconnects = 0
         self.input_ended: float | None = None  # set by the reader at end of input
         self.last_progress = time.monotonic()
         self.current: tuple[str, int] | None = None
@@ -177,7 +176,6 @@ class Connector:
         """The current connection broke or hung: try its address last for a while."""
         if self.current is not None:
             self._failed_at[self.current] = time.monotonic()
-        self.reconnects += 1
 
     def check_give_up(self) -> None:
         if self.input_ended is None:
@@ -244,7 +242,6 @@ class Connector:
 
 @dataclass
 class Counters:
-    lines_in: int = 0
     dropped_lines: int = 0
     dropped_chunks: int = 0
 
@@ -295,9 +292,7 @@ class LineQueue:
             return chunk
 
 
-def read_stdin(
-    fd: int, q: LineQueue, prefix: bytes, counters: Counters, on_end: Callable[[], None] | None = None
-) -> None:
+def read_stdin(fd: int, q: LineQueue, prefix: bytes, on_end: Callable[[], None] | None = None) -> None:
     partial = b""
     try:
         while True:
@@ -311,10 +306,8 @@ def read_stdin(
                 continue
             partial = buf[cut:]
             chunk = add_prefix(buf[:cut], prefix)
-            counters.lines_in += chunk.count(b"\n")
             q.put(chunk)
         if partial:
-            counters.lines_in += 1
             q.put(add_prefix(partial + b"\n", prefix))
     finally:
         if on_end is not None:
@@ -700,7 +693,7 @@ def forward_main(
         conn.input_ended = time.monotonic()
 
     reader = threading.Thread(
-        target=read_stdin, args=(sys.stdin.fileno(), q, prefix, counters, ended), daemon=True
+        target=read_stdin, args=(sys.stdin.fileno(), q, prefix, ended), daemon=True
     )
     reader.start()
     try:

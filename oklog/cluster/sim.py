@@ -43,7 +43,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from oklog.cluster.codec import encode
@@ -402,10 +402,6 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(row(simulate(sc)), flush=True)
     return 0
-
-
-def _replace_config(sc: Scenario, **kw: Any) -> Scenario:
-    return replace(sc, config=replace(sc.config, **kw))
 
 
 if __name__ == "__main__":

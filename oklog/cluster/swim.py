@@ -133,10 +133,6 @@ class MemberInfo:
     last_heard: float | None = None
     meta_version: int = 0
 
-    @property
-    def is_alive(self) -> bool:
-        return self.state == ALIVE
-
     def serves(self, role: str) -> bool:
         """True if this member does ``role`` work ("ingeststore" does both)."""
         return self.role == role or (self.role == "ingeststore" and role in ("ingest", "store"))
@@ -148,57 +144,55 @@ class MemberInfo:
 
 
 @dataclass(frozen=True)
-class Ping:
+class _ProbeMessage:
+    """The leading fields of a probe and its answer; ``seq`` pairs them."""
+
     sender: str
     incarnation: int
     seq: int
+
+
+@dataclass(frozen=True)
+class Ping(_ProbeMessage):
     target: str
     updates: tuple[Update, ...] = ()
 
 
 @dataclass(frozen=True)
-class Ack:
-    sender: str
-    incarnation: int
-    seq: int
+class Ack(_ProbeMessage):
     updates: tuple[Update, ...] = ()
 
 
 @dataclass(frozen=True)
-class PingReq:
-    sender: str
-    incarnation: int
-    seq: int
+class PingReq(_ProbeMessage):
     target: str
     target_addr: Address
     updates: tuple[Update, ...] = ()
 
 
 @dataclass(frozen=True)
-class Join:
+class _UpdatesOnly:
+    """The fields of the messages that carry nothing but updates; each kind below
+    is its own class (the codec and ``receive`` tell them apart by type)."""
+
+    sender: str
+    incarnation: int
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True)
+class Join(_UpdatesOnly):
     """ "Here is my state, send me yours": answered with ``Sync``."""
 
-    sender: str
-    incarnation: int
-    updates: tuple[Update, ...] = ()
-
 
 @dataclass(frozen=True)
-class Sync:
+class Sync(_UpdatesOnly):
     """A full-state chunk; unlike piggy-backed gossip it may introduce dead members."""
 
-    sender: str
-    incarnation: int
-    updates: tuple[Update, ...] = ()
-
 
 @dataclass(frozen=True)
-class Broadcast:
+class Broadcast(_UpdatesOnly):
     """Updates only, no reply expected (leave announcements, corrections)."""
-
-    sender: str
-    incarnation: int
-    updates: tuple[Update, ...] = ()
 
 
 Message = Ping | Ack | PingReq | Join | Sync | Broadcast

@@ -139,9 +139,6 @@ class Request:
         values = self.query.get(name)
         return values[-1] if values else default
 
-    def has(self, name: str) -> bool:
-        return name in self.query
-
     def reserve(self, n: int, what: str = "request bodies") -> None:
         """Charge ``n`` more bytes (e.g. a decoded body) to the node's budget
         until this request ends; HTTPError(503) if there is no room."""

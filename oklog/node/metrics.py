@@ -89,6 +89,93 @@ MEMBER_STATES = ("alive", "suspect", "dead")
 StateFn = Callable[[], NodeState]
 
 
+# The plain figures of each state section: (field, kind, metric name, help).
+_Row = tuple[str, str, str, str]
+_STREAMS: tuple[_Row, ...] = (
+    ("subscribers", "gauge", "oklog_streams", "Live tail subscribers on this node"),
+)
+_GOSSIP: tuple[_Row, ...] = (
+    ("malformed", "counter", "oklog_gossip_malformed_datagrams", "Gossip datagrams refused at decode"),
+    ("bad_updates", "counter", "oklog_gossip_bad_updates", "Gossip update rows refused at decode (types, ranges, meta)"),
+    ("refused_updates", "counter", "oklog_gossip_refused_updates", "Second-hand gossip rumours above the incarnation cap"),
+    ("refutations", "counter", "oklog_gossip_refutations", "Rumours about this node it refuted"),
+    ("unauthenticated", "counter", "oklog_gossip_unauthenticated", "Gossip datagrams no key of the cluster key opened"),
+)
+_COMPACTION: tuple[_Row, ...] = (
+    ("bytes_in", "counter", "oklog_compaction_bytes_in", "Bytes read by compaction"),
+    ("bytes_out", "counter", "oklog_compaction_bytes_out", "Bytes written by compaction"),
+    ("duplicates_dropped_bytes", "counter", "oklog_compaction_duplicate_bytes_dropped", "Duplicate record bytes dropped by compaction"),
+    ("trashed", "counter", "oklog_retention_trashed_segments", "Segments moved to trash by retention or the disk cap"),
+    ("purged", "counter", "oklog_retention_purged_segments", "Trashed segments deleted"),
+    ("trash_segments", "gauge", "oklog_trash_segments", "Segments in trash"),
+    ("trash_bytes", "gauge", "oklog_trash_bytes", "Bytes in trash"),
+)
+_QUERIES: tuple[_Row, ...] = (
+    ("total", "counter", "oklog_queries", "Cluster queries answered by this node"),
+    ("partial", "counter", "oklog_queries_partial", "Queries answered 206 (a member failed)"),
+    ("read_repairs", "counter", "oklog_read_repairs", "Queries that scheduled read repair"),
+    ("read_repair_records", "counter", "oklog_read_repair_records", "Record copies made by read repair"),
+)
+_INGEST: tuple[_Row, ...] = (
+    ("oldest_flushed_age_seconds", "gauge", "oklog_ingest_oldest_flushed_age_seconds", "Age of the oldest segment waiting for the store tier"),
+    ("records_in", "counter", "oklog_ingest_records", "Records written to ingest segments"),
+    ("bytes_in", "counter", "oklog_ingest_bytes", "Bytes written to ingest segments"),
+    ("flushes", "counter", "oklog_ingest_segments_flushed", "Ingest segments flushed"),
+    ("commits", "counter", "oklog_ingest_segments_committed", "Ingest segments committed by the store tier"),
+    ("failures", "counter", "oklog_ingest_segments_failed", "Ingest segments the store tier failed"),
+    ("pending_timeouts", "counter", "oklog_ingest_pending_timeouts", "Pending ingest segments that timed out"),
+    ("connections", "gauge", "oklog_ingest_open_connections", "Open producer connections"),
+    ("connections_total", "counter", "oklog_ingest_connections", "Producer connections accepted"),
+    ("records_split", "counter", "oklog_ingest_records_split", "Over-long records split"),
+)
+_SYSLOG: tuple[_Row, ...] = (
+    ("malformed", "counter", "oklog_syslog_malformed", "Malformed syslog frames"),
+    ("oversized", "counter", "oklog_syslog_oversized", "Syslog messages over the max record size, dropped"),
+    ("connections", "gauge", "oklog_syslog_open_connections", "Open syslog TCP connections"),
+    ("connections_total", "counter", "oklog_syslog_connections", "Syslog TCP connections accepted"),
+    ("event_time", "counter", "oklog_syslog_event_time_records", "Syslog records stamped with their message's TIMESTAMP"),
+    ("event_time_outside", "counter", "oklog_syslog_event_time_outside", "Syslog TIMESTAMPs outside the event-time window (arrival time taken)"),
+    ("segments_cut", "counter", "oklog_syslog_segments_cut", "Syslog segments flushed early to keep ULID order"),
+)
+_HTTP_INGEST: tuple[_Row, ...] = (
+    ("requests", "counter", "oklog_http_ingest_requests", "HTTP ingest requests"),
+    ("records", "counter", "oklog_http_ingest_records", "Records taken by HTTP ingest"),
+    ("bytes", "counter", "oklog_http_ingest_bytes", "Request body bytes taken by HTTP ingest"),
+    ("invalid_json", "counter", "oklog_http_ingest_invalid_json", "NDJSON lines that were not JSON (kept verbatim)"),
+    ("rejected", "counter", "oklog_http_ingest_rejected", "HTTP ingest requests refused"),
+    ("records_split", "counter", "oklog_http_ingest_records_split", "Over-long HTTP ingest records split"),
+)
+_FLUENT: tuple[_Row, ...] = (
+    ("messages", "counter", "oklog_fluent_messages", "Fluent forward messages received"),
+    ("records", "counter", "oklog_fluent_records", "Records written from the Fluent forward port"),
+    ("acks", "counter", "oklog_fluent_acks", "Fluent chunks acknowledged"),
+    ("bad_messages", "counter", "oklog_fluent_bad_messages", "Fluent messages of the wrong shape, skipped"),
+    ("bad_streams", "counter", "oklog_fluent_bad_streams", "Fluent connections closed for malformed or oversized input"),
+    ("connections", "gauge", "oklog_fluent_open_connections", "Open Fluent forward connections"),
+)
+_STORE: tuple[_Row, ...] = (
+    ("segments", "gauge", "oklog_store_segments", "Store segments"),
+    ("bytes", "gauge", "oklog_store_bytes", "Bytes in store segments"),
+    ("segments_written", "counter", "oklog_store_segments_written", "Store segments written"),
+    ("bytes_written", "counter", "oklog_store_bytes_written", "Bytes written to store segments"),
+    ("replications_received", "counter", "oklog_store_replications_received", "Replicated segments received"),
+    ("record_conflicts", "counter", "oklog_store_record_conflicts", "Records received under a stored ULID with other text (stored text kept)"),
+    ("duplicates_dropped", "counter", "oklog_store_duplicates_dropped", "Records received that the store already held"),
+    ("expired_dropped", "counter", "oklog_store_expired_dropped", "Replicated records older than retention, dropped"),
+    ("refused_future", "counter", "oklog_store_refused_future", "Replicated bodies refused for ULIDs ahead of the clock"),
+)
+_CONSUMER: tuple[_Row, ...] = (
+    ("batches", "counter", "oklog_consumer_batches", "Batches gathered by the store consumer"),
+    ("segments_consumed", "counter", "oklog_consumer_segments_consumed", "Ingest segments consumed"),
+    ("bytes_consumed", "counter", "oklog_consumer_bytes_consumed", "Ingest bytes consumed"),
+    ("commits_failed", "counter", "oklog_consumer_commits_failed", "Commits to ingest nodes that failed"),
+    ("replicated_bytes", "counter", "oklog_consumer_replicated_bytes",
+     "Records' bytes replicated to other members' stores"),
+    ("replicated_wire_bytes", "counter", "oklog_consumer_replicated_wire_bytes",
+     "Bytes those replications took on the wire"),
+)
+
+
 def _num(v: object) -> float | None:
     if isinstance(v, bool):
         return float(v)
@@ -112,6 +199,13 @@ class _Families:
         v = _num(value)
         if v is not None:
             self.out.append(CounterMetricFamily(name, doc, value=v))
+
+    def rows(self, section: object, rows: tuple[_Row, ...]) -> None:
+        """The plain figures of one state section (none when it is absent)."""
+        if not isinstance(section, dict):
+            return
+        for key, kind, name, doc in rows:
+            (self.gauge if kind == "gauge" else self.counter)(name, doc, section.get(key))
 
     def labelled(self, kind: str, name: str, doc: str, label: str, values: Mapping[str, object]) -> None:
         cls = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
@@ -165,21 +259,13 @@ class StateCollector(Collector):
         return iter(f.out)
 
     def _streams(self, f: _Families, streams: StreamStats | None) -> None:
-        if isinstance(streams, dict):
-            f.gauge("oklog_streams", "Live tail subscribers on this node", streams.get("subscribers"))
+        f.rows(streams, _STREAMS)
 
     def _gossip(self, f: _Families, gos: GossipStats | None, errors: ErrorCounts | None) -> None:
         if isinstance(gos, dict):
             f.labelled("counter", "oklog_gossip_datagrams", "Gossip datagrams", "direction",
                        {"in": gos.get("datagrams_in"), "out": gos.get("datagrams_out")})
-            f.counter("oklog_gossip_malformed_datagrams", "Gossip datagrams refused at decode", gos.get("malformed"))
-            f.counter("oklog_gossip_bad_updates", "Gossip update rows refused at decode (types, ranges, meta)",
-                      gos.get("bad_updates"))
-            f.counter("oklog_gossip_refused_updates", "Second-hand gossip rumours above the incarnation cap",
-                      gos.get("refused_updates"))
-            f.counter("oklog_gossip_refutations", "Rumours about this node it refuted", gos.get("refutations"))
-            f.counter("oklog_gossip_unauthenticated", "Gossip datagrams no key of the cluster key opened",
-                      gos.get("unauthenticated"))
+        f.rows(gos, _GOSSIP)
         if isinstance(errors, dict):
             f.labelled("counter", "oklog_component_errors",
                        "Unexpected errors caught at a component's boundary (logged; the component carried on)",
@@ -189,21 +275,8 @@ class StateCollector(Collector):
         if isinstance(comp, dict):
             f.labelled("counter", "oklog_compaction_jobs", "Compaction jobs by kind", "kind",
                        {"merge": comp.get("merges"), "concat": comp.get("concats"), "split": comp.get("splits")})
-            f.counter("oklog_compaction_bytes_in", "Bytes read by compaction", comp.get("bytes_in"))
-            f.counter("oklog_compaction_bytes_out", "Bytes written by compaction", comp.get("bytes_out"))
-            f.counter("oklog_compaction_duplicate_bytes_dropped", "Duplicate record bytes dropped by compaction",
-                      comp.get("duplicates_dropped_bytes"))
-            f.counter("oklog_retention_trashed_segments", "Segments moved to trash by retention or the disk cap",
-                      comp.get("trashed"))
-            f.counter("oklog_retention_purged_segments", "Trashed segments deleted", comp.get("purged"))
-            f.gauge("oklog_trash_segments", "Segments in trash", comp.get("trash_segments"))
-            f.gauge("oklog_trash_bytes", "Bytes in trash", comp.get("trash_bytes"))
-        if isinstance(queries, dict):
-            f.counter("oklog_queries", "Cluster queries answered by this node", queries.get("total"))
-            f.counter("oklog_queries_partial", "Queries answered 206 (a member failed)", queries.get("partial"))
-            f.counter("oklog_read_repairs", "Queries that scheduled read repair", queries.get("read_repairs"))
-            f.counter("oklog_read_repair_records", "Record copies made by read repair",
-                      queries.get("read_repair_records"))
+        f.rows(comp, _COMPACTION)
+        f.rows(queries, _QUERIES)
 
     def _node(self, f: _Families, st: NodeState) -> None:
         members = st.get("members") if isinstance(st, dict) else None
@@ -230,56 +303,19 @@ class StateCollector(Collector):
             f.labelled("gauge", "oklog_ingest_segments", "Ingest segments by state", "state", segs)
         if isinstance(sizes, dict):
             f.labelled("gauge", "oklog_ingest_segment_bytes", "Bytes in ingest segments by state", "state", sizes)
-        f.gauge("oklog_ingest_oldest_flushed_age_seconds", "Age of the oldest segment waiting for the store tier", ing.get("oldest_flushed_age_seconds"))
-        f.counter("oklog_ingest_records", "Records written to ingest segments", ing.get("records_in"))
-        f.counter("oklog_ingest_bytes", "Bytes written to ingest segments", ing.get("bytes_in"))
-        f.counter("oklog_ingest_segments_flushed", "Ingest segments flushed", ing.get("flushes"))
-        f.counter("oklog_ingest_segments_committed", "Ingest segments committed by the store tier", ing.get("commits"))
-        f.counter("oklog_ingest_segments_failed", "Ingest segments the store tier failed", ing.get("failures"))
-        f.counter("oklog_ingest_pending_timeouts", "Pending ingest segments that timed out", ing.get("pending_timeouts"))
-        f.gauge("oklog_ingest_open_connections", "Open producer connections", ing.get("connections"))
-        f.counter("oklog_ingest_connections", "Producer connections accepted", ing.get("connections_total"))
-        f.counter("oklog_ingest_records_split", "Over-long records split", ing.get("records_split"))
+        f.rows(ing, _INGEST)
         sl = ing.get("syslog")
         if isinstance(sl, dict):
             f.labelled("counter", "oklog_syslog_messages", "Syslog messages received", "transport",
                        {"tcp": sl.get("messages_tcp"), "udp": sl.get("messages_udp")})
-            f.counter("oklog_syslog_malformed", "Malformed syslog frames", sl.get("malformed"))
-            f.counter("oklog_syslog_oversized", "Syslog messages over the max record size, dropped", sl.get("oversized"))
-            f.gauge("oklog_syslog_open_connections", "Open syslog TCP connections", sl.get("connections"))
-            f.counter("oklog_syslog_connections", "Syslog TCP connections accepted", sl.get("connections_total"))
-            f.counter("oklog_syslog_event_time_records", "Syslog records stamped with their message's TIMESTAMP", sl.get("event_time"))
-            f.counter("oklog_syslog_event_time_outside", "Syslog TIMESTAMPs outside the event-time window (arrival time taken)", sl.get("event_time_outside"))
-            f.counter("oklog_syslog_segments_cut", "Syslog segments flushed early to keep ULID order", sl.get("segments_cut"))
-        hi = ing.get("http")
-        if isinstance(hi, dict):
-            f.counter("oklog_http_ingest_requests", "HTTP ingest requests", hi.get("requests"))
-            f.counter("oklog_http_ingest_records", "Records taken by HTTP ingest", hi.get("records"))
-            f.counter("oklog_http_ingest_bytes", "Request body bytes taken by HTTP ingest", hi.get("bytes"))
-            f.counter("oklog_http_ingest_invalid_json", "NDJSON lines that were not JSON (kept verbatim)", hi.get("invalid_json"))
-            f.counter("oklog_http_ingest_rejected", "HTTP ingest requests refused", hi.get("rejected"))
-            f.counter("oklog_http_ingest_records_split", "Over-long HTTP ingest records split", hi.get("records_split"))
-        fl = ing.get("fluent")
-        if isinstance(fl, dict):
-            f.counter("oklog_fluent_messages", "Fluent forward messages received", fl.get("messages"))
-            f.counter("oklog_fluent_records", "Records written from the Fluent forward port", fl.get("records"))
-            f.counter("oklog_fluent_acks", "Fluent chunks acknowledged", fl.get("acks"))
-            f.counter("oklog_fluent_bad_messages", "Fluent messages of the wrong shape, skipped", fl.get("bad_messages"))
-            f.counter("oklog_fluent_bad_streams", "Fluent connections closed for malformed or oversized input", fl.get("bad_streams"))
-            f.gauge("oklog_fluent_open_connections", "Open Fluent forward connections", fl.get("connections"))
+        f.rows(sl, _SYSLOG)
+        f.rows(ing.get("http"), _HTTP_INGEST)
+        f.rows(ing.get("fluent"), _FLUENT)
 
     def _store(self, f: _Families, sto: StoreStats | None) -> None:
         if not isinstance(sto, dict):
             return
-        f.gauge("oklog_store_segments", "Store segments", sto.get("segments"))
-        f.gauge("oklog_store_bytes", "Bytes in store segments", sto.get("bytes"))
-        f.counter("oklog_store_segments_written", "Store segments written", sto.get("segments_written"))
-        f.counter("oklog_store_bytes_written", "Bytes written to store segments", sto.get("bytes_written"))
-        f.counter("oklog_store_replications_received", "Replicated segments received", sto.get("replications_received"))
-        f.counter("oklog_store_record_conflicts", "Records received under a stored ULID with other text (stored text kept)", sto.get("record_conflicts"))
-        f.counter("oklog_store_duplicates_dropped", "Records received that the store already held", sto.get("duplicates_dropped"))
-        f.counter("oklog_store_expired_dropped", "Replicated records older than retention, dropped", sto.get("expired_dropped"))
-        f.counter("oklog_store_refused_future", "Replicated bodies refused for ULIDs ahead of the clock", sto.get("refused_future"))
+        f.rows(sto, _STORE)
         q = sto.get("quarantined")
         if isinstance(q, list | tuple):
             f.gauge("oklog_store_quarantined_segments", "Store segments set aside as unreadable", len(q))
@@ -287,16 +323,9 @@ class StateCollector(Collector):
     def _consumer(self, f: _Families, con: ConsumerStats | None) -> None:
         if not isinstance(con, dict):
             return
-        f.counter("oklog_consumer_batches", "Batches gathered by the store consumer", con.get("batches"))
-        f.counter("oklog_consumer_segments_consumed", "Ingest segments consumed", con.get("segments_consumed"))
-        f.counter("oklog_consumer_bytes_consumed", "Ingest bytes consumed", con.get("bytes_consumed"))
+        f.rows(con, _CONSUMER)
         f.labelled("counter", "oklog_consumer_replications", "Replications of gathered batches", "result",
                    {"ok": con.get("replications_ok"), "failed": con.get("replications_failed")})
-        f.counter("oklog_consumer_commits_failed", "Commits to ingest nodes that failed", con.get("commits_failed"))
-        f.counter("oklog_consumer_replicated_bytes", "Records' bytes replicated to other members' stores",
-                  con.get("replicated_bytes"))
-        f.counter("oklog_consumer_replicated_wire_bytes", "Bytes those replications took on the wire",
-                  con.get("replicated_wire_bytes"))
 
 
 class Metrics:

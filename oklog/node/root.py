@@ -248,10 +248,6 @@ class Node:
         self.consumer: Consumer | None = None
 
     @property
-    def ingest_log(self) -> IngestLog | None:
-        return self.ingest.log if self.ingest is not None else None
-
-    @property
     def store_log(self) -> StoreLog | None:
         return self.store.log if self.store is not None else None
 
@@ -669,9 +665,7 @@ class Node:
                 )
             )
         if cfg.ingest_syslog_tls is not None and access is not None:
-            if self.auth.tokens is not None and not self.tls.client_ca:
-                log.warning("-ingest.syslog-tls with -auth.tokens but no -tls.client-ca: syslog clients "
-                            "must open with a token line, which rsyslog and syslog-ng cannot send")
+            self._warn_token_line_only("-ingest.syslog-tls", "syslog", "rsyslog and syslog-ng")
             b.syslog_tls = await ln.start(
                 functools.partial(
                     serve_syslog_tls, cfg.ingest_syslog_tls.host, cfg.ingest_syslog_tls.port,
@@ -679,9 +673,7 @@ class Node:
                 )
             )
         if cfg.ingest_fluent is not None:
-            if self.auth.tokens is not None and not self.tls.client_ca:
-                log.warning("-ingest.fluent with -auth.tokens but no -tls.client-ca: Fluent clients "
-                            "must open with a token line, which Fluentd and Fluent Bit cannot send")
+            self._warn_token_line_only("-ingest.fluent", "Fluent", "Fluentd and Fluent Bit")
             b.fluent = await ln.start(
                 functools.partial(
                     serve_fluent, cfg.ingest_fluent.host, cfg.ingest_fluent.port,
@@ -689,6 +681,12 @@ class Node:
                     access=access,
                 )
             )
+
+    def _warn_token_line_only(self, flag: str, clients: str, senders: str) -> None:
+        """A port whose usual senders cannot get in: tokens on, no client certificates."""
+        if self.auth.tokens is not None and not self.tls.client_ca:
+            log.warning("%s with -auth.tokens but no -tls.client-ca: %s clients must open with "
+                        "a token line, which %s cannot send", flag, clients, senders)
 
     def event_window(self) -> EventWindow:
         return EventWindow(self.cfg.event_time_past, self.cfg.event_time_future)

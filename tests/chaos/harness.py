@@ -212,50 +212,66 @@ class Writer(threading.Thread):
             self.errors.append(f"{time.monotonic() - self.h.t0:.1f}s {msg}")
 
 
-class DurableWriter(Writer):
-    mode = "durable"
+class StreamWriter(Writer):
+    """A writer on one TCP connection at a time, reconnecting to a random node when
+    ``send`` says the connection broke."""
 
     def run(self) -> None:
         sock: socket.socket | None = None
         while not self.h.stop_writing.is_set():
             time.sleep(TICK)
             if sock is None:
-                sock = self.connect("durable")
+                sock = self.connect(self.mode)
                 if sock is None:
                     continue
             n = self.due()
             if not n:
                 continue
-            seqs = self.take(n)
-            acked = 0
-            try:
-                sock.settimeout(DURABLE_ACK_TIMEOUT)
-                sock.sendall(b"".join(line_of(self.wname, s) + b"\n" for s in seqs))
-                self.sent.update(seqs)
-                buf = b""
-                deadline = time.monotonic() + DURABLE_ACK_TIMEOUT
-                while acked < n:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"{n - acked} of {n} lines not acknowledged")
-                    sock.settimeout(left)
-                    data = sock.recv(4096)
-                    if not data:
-                        raise ConnectionError("node closed the connection")
-                    buf += data
-                    *acks, buf = buf.split(b"\n")
-                    for a in acks:
-                        if not a.startswith(b"+"):
-                            raise ConnectionError(f"unexpected reply {a[:60]!r}")
-                        acked += int(a[1:])
-            except (OSError, ValueError) as e:
-                self.sent.update(seqs)
-                self.note(f"durable batch broken after {acked}/{n} acks: {e}")
+            if not self.send(sock, self.take(n)):
                 sock.close()
                 sock = None
-            self.acked.update(seqs[: min(acked, n)])
         if sock is not None:
-            sock.close()
+            self.finish(sock)
+
+    def send(self, sock: socket.socket, seqs: list[int]) -> bool:
+        """Write the lines of ``seqs``; False if the connection is no good any more."""
+        raise NotImplementedError
+
+    def finish(self, sock: socket.socket) -> None:
+        sock.close()
+
+
+class DurableWriter(StreamWriter):
+    mode = "durable"
+
+    def send(self, sock: socket.socket, seqs: list[int]) -> bool:
+        n, acked, ok = len(seqs), 0, True
+        try:
+            sock.settimeout(DURABLE_ACK_TIMEOUT)
+            sock.sendall(b"".join(line_of(self.wname, s) + b"\n" for s in seqs))
+            self.sent.update(seqs)
+            buf = b""
+            deadline = time.monotonic() + DURABLE_ACK_TIMEOUT
+            while acked < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{n - acked} of {n} lines not acknowledged")
+                sock.settimeout(left)
+                data = sock.recv(4096)
+                if not data:
+                    raise ConnectionError("node closed the connection")
+                buf += data
+                *acks, buf = buf.split(b"\n")
+                for a in acks:
+                    if not a.startswith(b"+"):
+                        raise ConnectionError(f"unexpected reply {a[:60]!r}")
+                    acked += int(a[1:])
+        except (OSError, ValueError) as e:
+            self.sent.update(seqs)
+            self.note(f"durable batch broken after {acked}/{n} acks: {e}")
+            ok = False
+        self.acked.update(seqs[: min(acked, n)])
+        return ok
 
 
 class BulkWriter(Writer):
@@ -312,36 +328,26 @@ class BulkWriter(Writer):
         return False
 
 
-class FastWriter(Writer):
+class FastWriter(StreamWriter):
     mode = "fast"
 
-    def run(self) -> None:
-        sock: socket.socket | None = None
-        while not self.h.stop_writing.is_set():
-            time.sleep(TICK)
-            if sock is None:
-                sock = self.connect("fast")
-                if sock is None:
-                    continue
-            n = self.due()
-            if not n:
-                continue
-            seqs = self.take(n)
-            self.sent.update(seqs)
-            try:
-                sock.settimeout(DURABLE_ACK_TIMEOUT)
-                sock.sendall(b"".join(line_of(self.wname, s) + b"\n" for s in seqs))
-            except OSError as e:
-                self.note(f"fast send failed: {e}")
-                sock.close()
-                sock = None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(5)
-                while sock.recv(4096):
-                    pass
-            sock.close()
+    def send(self, sock: socket.socket, seqs: list[int]) -> bool:
+        self.sent.update(seqs)
+        try:
+            sock.settimeout(DURABLE_ACK_TIMEOUT)
+            sock.sendall(b"".join(line_of(self.wname, s) + b"\n" for s in seqs))
+        except OSError as e:
+            self.note(f"fast send failed: {e}")
+            return False
+        return True
+
+    def finish(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            while sock.recv(4096):
+                pass
+        sock.close()
 
 
 class ForwardWriter(Writer):

@@ -22,6 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
+from support import recv_all
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -175,14 +176,7 @@ def _blast(port: int, data: bytes, read: bool = True) -> bytes:
             s.shutdown(socket.SHUT_WR)
         except OSError:
             return b""
-        out = b""
-        if read:
-            try:
-                while chunk := s.recv(65536):
-                    out += chunk
-            except OSError:
-                pass
-        return out
+        return recv_all(s) if read else b""
 
 
 def _garbage(n: int, seed: int) -> bytes:

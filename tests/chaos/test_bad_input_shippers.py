@@ -24,7 +24,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import NodeProc, free_port, wait_for
+from conftest import NodeProc, wait_for
+from support import fluent_node
+
+from oklog.ingest.otlp import _pb_varint
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -33,12 +36,7 @@ RSS_GROWTH_LIMIT = 400 << 20  # the node may grow this much over all the cases
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    n = NodeProc(
-        tmp_path_factory.mktemp("badshippers"),
-        ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s"],
-    )
-    n.ports["fluent"] = free_port()
-    n.args += ["-ingest.fluent", f"127.0.0.1:{n.ports['fluent']}"]
+    n = fluent_node(tmp_path_factory.mktemp("badshippers"), "0.3s")
     n.start(timeout=30)
     yield n
     n.kill()
@@ -93,7 +91,7 @@ def test_otlp_bad_input(node):
     huge_len = b"\x0a\xff\xff\xff\xff\x0f" + b"x" * 100
     deep_any = b""
     for _ in range(200_000):  # AnyValue arrays nested 200k deep, built by hand
-        deep_any = b"\x2a" + _varint(len(deep_any) + 2) + b"\x0a" + _varint(len(deep_any)) + deep_any
+        deep_any = b"\x2a" + _pb_varint(len(deep_any) + 2) + b"\x0a" + _pb_varint(len(deep_any)) + deep_any
         if len(deep_any) > 1 << 20:
             break
     cases = [
@@ -109,21 +107,11 @@ def test_otlp_bad_input(node):
     for body, ctype, gz, status in cases:
         r = post(node, "/v1/logs", body, ctype, gz)
         assert r.status_code == status, (body[:30], r.status_code, r.text[:200])
-    body = b"\x0a" + _varint(len(deep_any) + 4) + b"\x12" + _varint(len(deep_any) + 2) + b"\x12" + _varint(len(deep_any)) + deep_any
+    body = b"\x0a" + _pb_varint(len(deep_any) + 4) + b"\x12" + _pb_varint(len(deep_any) + 2) + b"\x12" + _pb_varint(len(deep_any)) + deep_any
     r = post(node, "/v1/logs", body, "application/x-protobuf")
     assert r.status_code in (200, 400), r.text  # a record too deep is rejected alone, or the request
     assert rss(node) - before < RSS_GROWTH_LIMIT
     assert_serving(node)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        if n < 0x80:
-            out.append(n)
-            return bytes(out)
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
 
 
 def test_esbulk_and_vlogs_bad_input(node):

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from conftest import wait_for
 
+from oklog.ingest.otlp import _pb_varint
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -38,20 +40,8 @@ def node(node_factory):
 def _pb_tiny_entries(n: int, labels: bytes = b'{job="x"}') -> bytes:
     """A logproto.PushRequest of one stream with ``n`` 5-byte entries (line "x", no timestamp)."""
     entry = b"\x12\x03\x12\x01x"  # StreamAdapter.entries = EntryAdapter{line: "x"}
-    stream = b"\x0a" + _uvarint(len(labels)) + labels + entry * n
-    return b"\x0a" + _uvarint(len(stream)) + stream
-
-
-def _uvarint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    stream = b"\x0a" + _pb_varint(len(labels)) + labels + entry * n
+    return b"\x0a" + _pb_varint(len(stream)) + stream
 
 
 def test_loki_protobuf_of_tiny_entries_is_413_before_expanding(node):

@@ -29,6 +29,7 @@ import time
 import httpx
 import pytest
 from conftest import free_port, wait_for
+from support import cluster_state, node_id
 
 from oklog.cluster.codec import CodecError, decode_lenient
 from oklog.cluster.swim import HEARSAY_MAX, MAX_INCARNATION, PingReq
@@ -41,16 +42,6 @@ FAST = ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s"
         "-cluster.suspicion-timeout", "2s", "-insecure"]
 
 pytestmark = pytest.mark.timeout(120 + COUNT // 250)
-
-
-def node_id(n) -> str:
-    return f"127.0.0.1:{n.ports['cluster']}"
-
-
-def state(n) -> dict:
-    r = httpx.get(n.url + "/cluster/state", timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 class Sandbox:
@@ -221,13 +212,13 @@ class Fuzzer:
 def test_gossip_fuzz_node_keeps_serving_with_membership_intact(node_factory):
     a = node_factory("a", FAST).start()
     b = node_factory("b", FAST + ["-peer", node_id(a)]).start()
-    wait_for(lambda: all(len(state(n)["members"]) == 2 for n in (a, b)), 20, what="two members")
-    truth = {m["id"]: (m["gossip_addr"], m["api_addr"]) for m in state(b)["members"]}
+    wait_for(lambda: all(len(cluster_state(n, timeout=10)["members"]) == 2 for n in (a, b)), 20, what="two members")
+    truth = {m["id"]: (m["gossip_addr"], m["api_addr"]) for m in cluster_state(b, timeout=10)["members"]}
     real = [(node_id(n), n.ports["cluster"], n.api) for n in (a, b)]
     box = Sandbox([a, b])
     fuzz = Fuzzer(random.Random(SEED), box, real)
     sent = skipped = 0
-    base = state(a)["pipeline"]["gossip"]["datagrams_in"]
+    base = cluster_state(a, timeout=10)["pipeline"]["gossip"]["datagrams_in"]
     started = time.monotonic()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -247,7 +238,7 @@ def test_gossip_fuzz_node_keeps_serving_with_membership_intact(node_factory):
                 # wait until it has read all or has read nothing more for a while.
                 last, still = -1, time.monotonic()
                 while True:
-                    got = state(a)["pipeline"]["gossip"]["datagrams_in"] - base
+                    got = cluster_state(a, timeout=10)["pipeline"]["gossip"]["datagrams_in"] - base
                     if got >= sent:
                         break
                     if got != last:
@@ -257,7 +248,7 @@ def test_gossip_fuzz_node_keeps_serving_with_membership_intact(node_factory):
                     time.sleep(0.002)
                 assert a.proc.poll() is None, a.log_path.read_text()[-3000:]
         elapsed = time.monotonic() - started
-        gos = state(a)["pipeline"]["gossip"]
+        gos = cluster_state(a, timeout=10)["pipeline"]["gossip"]
         print(f"fuzz: {sent} sent ({skipped} skipped by the sandbox) in {elapsed:.1f} s; "
               f"node read {gos['datagrams_in'] - base}; malformed {gos['malformed']}, "
               f"bad updates {gos['bad_updates']}, refused {gos['refused_updates']}, "
@@ -270,14 +261,14 @@ def test_gossip_fuzz_node_keeps_serving_with_membership_intact(node_factory):
         def intact() -> bool:
             for n in (a, b):
                 alive = {m["id"]: (m["gossip_addr"], m["api_addr"])
-                         for m in state(n)["members"] if m["state"] == "alive"}
+                         for m in cluster_state(n, timeout=10)["members"] if m["state"] == "alive"}
                 if alive != truth:
                     return False
             return True
 
         wait_for(intact, 30, what="membership back to the two real members")
         for n in (a, b):
-            st = state(n)
+            st = cluster_state(n, timeout=10)
             assert st["pipeline"]["errors"] == {
                 "consumer": 0, "coordinator": 0, "stream": 0, "gossip": 0, "state": 0
             }, st["pipeline"]["errors"]

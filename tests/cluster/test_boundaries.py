@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
+from support import poll_until
 
 from oklog.net.http import Router, serve_http
 from oklog.node.metrics import Metrics
@@ -92,8 +93,7 @@ async def test_consumer_cycle_error_is_counted_and_the_consumer_carries_on():
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(c.run)
-            while not src.committed:
-                await trio.sleep(0.05)
+            await poll_until(lambda: src.committed, 0.05)
             nursery.cancel_scope.cancel()
     assert c.stats.cycle_errors == 3
     assert "TypeError" in c.stats.last_error
@@ -138,8 +138,7 @@ async def test_stream_membership_error_is_counted_and_the_stream_keeps_following
             async with httpx.AsyncClient() as client:
                 async with client.stream("GET", url + "/store/stream", timeout=LIMIT) as resp:
                     assert resp.status_code == 200
-                    while tap.subscribers == 0:  # following after two failed reads
-                        await trio.sleep(0.05)
+                    await poll_until(lambda: tap.subscribers != 0, 0.05)  # following after two failed reads
                     tap(records(b"after the errors"))
                     async for chunk in resp.aiter_raw():
                         got += chunk

@@ -8,11 +8,10 @@ import os
 import socket
 import subprocess
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 from conftest import OKLOG, ROOT, free_port, wait_for
+from support import alive, cluster_state, key_file, keyed_nodes, node_id
 
 from oklog.cluster.keyring import OVERHEAD, KeyFileError, Keyring, SealError, new_key, parse_keys
 
@@ -80,25 +79,6 @@ def test_reload_picks_up_a_changed_file_and_keeps_keys_on_a_bad_one(tmp_path):
 # --------------------------------------------------------------------------- real nodes
 
 
-def node_id(n) -> str:
-    return f"127.0.0.1:{n.ports['cluster']}"
-
-
-def state(n) -> dict:
-    r = httpx.get(n.url + "/cluster/state", timeout=5)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def alive(n) -> set[str]:
-    return {m["id"] for m in state(n)["members"] if m["state"] == "alive"}
-
-
-def key_file(path: Path, *keys: str) -> Path:
-    path.write_text("".join(k + "\n" for k in keys))
-    return path
-
-
 def test_a_node_without_the_key_can_neither_join_nor_be_heard(node_factory, tmp_path):
     k = key_file(tmp_path / "cluster.key", new_key())
     wrong = key_file(tmp_path / "other.key", new_key())
@@ -115,12 +95,12 @@ def test_a_node_without_the_key_can_neither_join_nor_be_heard(node_factory, tmp_
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(json.dumps({"v": 1, "t": "join", "s": "fake-store", "i": 0, "u": [fake]}).encode(),
                  ("127.0.0.1", a.ports["cluster"]))
-    wait_for(lambda: state(a)["pipeline"]["gossip"]["unauthenticated"] >= 3, 15, what="refusals counted")
+    wait_for(lambda: cluster_state(a)["pipeline"]["gossip"]["unauthenticated"] >= 3, 15, what="refusals counted")
     time.sleep(3.0)  # several join retries and probe rounds
     for n in (a, b):
-        assert {m["id"] for m in state(n)["members"]} == {node_id(a), node_id(b)}
+        assert {m["id"] for m in cluster_state(n)["members"]} == {node_id(a), node_id(b)}
     for o in outsiders:
-        assert {m["id"] for m in state(o)["members"]} == {node_id(o)}
+        assert {m["id"] for m in cluster_state(o)["members"]} == {node_id(o)}
         assert o.proc.poll() is None
     # The keyed pair works as a cluster.
     a.send_fast(b"sealed gossip record\n")
@@ -129,19 +109,12 @@ def test_a_node_without_the_key_can_neither_join_nor_be_heard(node_factory, tmp_
 
 def test_key_rotation_without_restarts_keeps_the_cluster_whole(node_factory, tmp_path):
     old, new = new_key(), new_key()
-    nodes, files = [], []
-    for i in range(3):
-        f = key_file(tmp_path / f"key{i}", old)
-        seed = ["-peer", node_id(nodes[0])] if nodes else []
-        nodes.append(node_factory(f"n{i}", FAST + ["-cluster.key", str(f)] + seed).start())
-        files.append(f)
-    everyone = {node_id(n) for n in nodes}
-    wait_for(lambda: all(alive(n) == everyone for n in nodes), 20, what="three members")
+    nodes, files = keyed_nodes(node_factory, tmp_path, old, FAST)
     seen_bad: set[str] = set()
 
     def whole() -> bool:
         for n in nodes:
-            for m in state(n)["members"]:
+            for m in cluster_state(n)["members"]:
                 if m["state"] != "alive":
                     seen_bad.add(f"{m['id']} {m['state']} at {node_id(n)}")
         return not seen_bad
@@ -156,10 +129,10 @@ def test_key_rotation_without_restarts_keeps_the_cluster_whole(node_factory, tmp
         while time.monotonic() < deadline:
             assert whole(), seen_bad
             time.sleep(0.2)
-    assert all(state(n)["pipeline"]["gossip"]["unauthenticated"] == 0 for n in nodes)
+    assert all(cluster_state(n)["pipeline"]["gossip"]["unauthenticated"] == 0 for n in nodes)
     # The old key no longer gets in: a node holding only it is refused.
     stale = key_file(tmp_path / "stale.key", old)
     o = node_factory("stale", FAST + ["-cluster.key", str(stale), "-peer", node_id(nodes[0])]).start()
-    wait_for(lambda: state(nodes[0])["pipeline"]["gossip"]["unauthenticated"] >= 1, 15, what="old key refused")
-    assert {m["id"] for m in state(o)["members"]} == {node_id(o)}
+    wait_for(lambda: cluster_state(nodes[0])["pipeline"]["gossip"]["unauthenticated"] >= 1, 15, what="old key refused")
+    assert {m["id"] for m in cluster_state(o)["members"]} == {node_id(o)}
     assert whole(), seen_bad

@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 from conftest import free_port, wait_for
+from support import cluster_state, node_id
 
 from oklog.cluster.swim import HEARSAY_MAX
 
@@ -23,10 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 # Plain gossip (no cluster key): these datagrams must reach the decoder to test it.
 FAST = ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s",
         "-cluster.suspicion-timeout", "2s", "-insecure"]
-
-
-def node_id(n) -> str:
-    return f"127.0.0.1:{n.ports['cluster']}"
 
 
 def send(n, obj_or_bytes) -> None:
@@ -39,19 +36,13 @@ def bcast(*rows, sender: str = "evil", kind: str = "bcast") -> dict:
     return {"v": 1, "t": kind, "s": sender, "i": 0, "u": list(rows)}
 
 
-def state(n) -> dict:
-    r = httpx.get(n.url + "/cluster/state", timeout=5)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 def members(n) -> dict[str, dict]:
-    return {m["id"]: m for m in state(n)["members"]}
+    return {m["id"]: m for m in cluster_state(n)["members"]}
 
 
 def assert_serving(n, marker: str) -> None:
     assert n.proc.poll() is None, n.log_path.read_text()[-3000:]
-    st = state(n)
+    st = cluster_state(n)
     assert all("error" not in m for m in st["members"]), st["members"]
     metrics = httpx.get(n.url + "/metrics", timeout=5).text
     for family in ("oklog_cluster_members", "oklog_node_info", "oklog_uptime_seconds",
@@ -66,7 +57,7 @@ def assert_serving(n, marker: str) -> None:
 def pair(node_factory):
     a = node_factory("a", FAST).start()
     b = node_factory("b", FAST + ["-peer", node_id(a)]).start()
-    wait_for(lambda: all(len(state(n)["members"]) == 2 for n in (a, b)), 20, what="two members")
+    wait_for(lambda: all(len(cluster_state(n)["members"]) == 2 for n in (a, b)), 20, what="two members")
     return a, b
 
 
@@ -97,8 +88,8 @@ def test_bad_member_updates_are_dropped_counted_and_the_nodes_keep_serving(pair)
         send(a, f'{{"v":1,"t":"bcast","s":"evil","i":0,"u":[{text}]}}'.encode())
     # A forged "left" at 2^63 about a real member: beyond every bound, refused.
     send(a, bcast([node_id(b), "ingeststore", "127.0.0.1", b.ports["cluster"], "left", 2**63, {}]))
-    wait_for(lambda: state(a)["pipeline"]["gossip"]["malformed"] >= 2, 10, what="malformed counted")
-    wait_for(lambda: state(a)["pipeline"]["gossip"]["bad_updates"] >= 2 * len(bad) + 1, 10, what="bad updates counted")
+    wait_for(lambda: cluster_state(a)["pipeline"]["gossip"]["malformed"] >= 2, 10, what="malformed counted")
+    wait_for(lambda: cluster_state(a)["pipeline"]["gossip"]["bad_updates"] >= 2 * len(bad) + 1, 10, what="bad updates counted")
     time.sleep(1.0)  # a probe round or two: anything accepted would have spread by now
     for n in (a, b):
         view = members(n)
@@ -108,7 +99,7 @@ def test_bad_member_updates_are_dropped_counted_and_the_nodes_keep_serving(pair)
     assert_serving(b, "after-bad-gossip-b")
     metrics = httpx.get(a.url + "/metrics", timeout=5).text
     assert "oklog_gossip_bad_updates_total" in metrics
-    counts = state(a)["pipeline"]["errors"]
+    counts = cluster_state(a)["pipeline"]["errors"]
     assert counts == {"consumer": 0, "coordinator": 0, "stream": 0, "gossip": 0, "state": 0}
 
 
@@ -129,11 +120,11 @@ def test_forged_rumours_about_a_member_are_refuted(pair):
              and members(a)[bid]["incarnation"] == HEARSAY_MAX + 1, 15, what="left refuted")
     # Above the cap, second-hand: refused and counted, nothing changes.
     send(a, bcast([bid, "ingeststore", "127.0.0.1", bport, "left", HEARSAY_MAX + 7, {}]))
-    wait_for(lambda: state(a)["pipeline"]["gossip"]["refused_updates"] >= 1, 10, what="refused counted")
+    wait_for(lambda: cluster_state(a)["pipeline"]["gossip"]["refused_updates"] >= 1, 10, what="refused counted")
     time.sleep(1.0)
     assert members(a)[bid]["state"] == "alive"
     assert members(b)[node_id(a)]["state"] == "alive"
-    assert state(b)["pipeline"]["gossip"]["refutations"] >= 2
+    assert cluster_state(b)["pipeline"]["gossip"]["refutations"] >= 2
     # Replication still reaches b at its true address.
     a.send_fast(b"refuted-and-replicated\n")
     wait_for(lambda: b"refuted-and-replicated" in b.query(q="refuted-and-replicated").content, 20, what="record")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
 import trio
 from conftest import free_port
+from support import poll_until
 
 from oklog.cluster.swim import ALIVE, DEAD, LEFT, SUSPECT
 from oklog.cluster.transport import Gossip, parse_peer
@@ -29,11 +29,6 @@ def make(i: int, role: str = "ingeststore", seeds=(), port: int = 0, **kw) -> Go
     return Gossip(f"n{i}", role, bind=("127.0.0.1", port), seeds=seeds, rng=random.Random(i), **params)
 
 
-async def wait_for(cond: Callable[[], bool], poll: float = 0.01) -> None:
-    while not cond():
-        await trio.sleep(poll)
-
-
 def states(g: Gossip) -> dict[str, str]:
     return {m.id: m.state for m in g.members()}
 
@@ -46,7 +41,7 @@ async def start_cluster(nursery: trio.Nursery, n: int, **kw) -> list[Gossip]:
         g = make(i, seeds=[f"{seed_addr[0]}:{seed_addr[1]}"], **kw)
         await nursery.start(g.run)
         nodes.append(g)
-    await wait_for(lambda: all(len(g.members_by_role("store")) == n for g in nodes))
+    await poll_until(lambda: all(len(g.members_by_role("store")) == n for g in nodes))
     return nodes
 
 
@@ -73,7 +68,7 @@ async def test_crash_is_suspected_then_dead_then_forgotten():
             with trio.CancelScope() as victim_scope:
                 async with trio.open_nursery() as inner:
                     await inner.start(victim.run)
-                    await wait_for(lambda: all(states(g).get("n2") == ALIVE for g in nodes))
+                    await poll_until(lambda: all(states(g).get("n2") == ALIVE for g in nodes))
                     victim_scope.cancel()  # a crash: no leave message
             seen: set[str] = set()
 
@@ -81,11 +76,11 @@ async def test_crash_is_suspected_then_dead_then_forgotten():
                 seen.update(str(states(g).get("n2")) for g in nodes)
                 return all(states(g).get("n2") == DEAD for g in nodes)
 
-            await wait_for(observe)
+            await poll_until(observe)
             assert SUSPECT in seen
-            await wait_for(lambda: all(states(g)["n0"] == states(g)["n1"] == ALIVE for g in nodes))
+            await poll_until(lambda: all(states(g)["n0"] == states(g)["n1"] == ALIVE for g in nodes))
             assert nodes[0].members_by_role("ingest", include_suspect=True)[-1].id == "n1"
-            await wait_for(lambda: all("n2" not in states(g) for g in nodes))
+            await poll_until(lambda: all("n2" not in states(g) for g in nodes))
             nursery.cancel_scope.cancel()
 
 
@@ -96,7 +91,7 @@ async def test_leave_marks_member_left_not_dead():
             nodes = await start_cluster(nursery, 3)
             leaver = nodes[2]
             await leaver.leave()  # returns once the announcement went out; run() ends
-            await wait_for(lambda: all(states(g)["n2"] == LEFT for g in nodes[:2]))
+            await poll_until(lambda: all(states(g)["n2"] == LEFT for g in nodes[:2]))
             await trio.sleep(FAST["suspicion_timeout"] + 0.3)
             assert all(states(g)["n2"] == LEFT for g in nodes[:2])
             assert [m.id for m in nodes[0].members_by_role("store", include_suspect=True)] == [
@@ -116,13 +111,13 @@ async def test_meta_updates_propagate_and_roles_filter():
             both = make(2, role="ingeststore", seeds=[addr])
             await nursery.start(store.run)
             await nursery.start(both.run)
-            await wait_for(lambda: len(seed.members_by_role("ingest")) == 2)
-            await wait_for(lambda: len(seed.members_by_role("store")) == 2)
+            await poll_until(lambda: len(seed.members_by_role("ingest")) == 2)
+            await poll_until(lambda: len(seed.members_by_role("store")) == 2)
             assert [m.id for m in seed.members_by_role("ingest")] == ["n0", "n2"]
             assert [m.id for m in seed.members_by_role("store")] == ["n1", "n2"]
             assert {m.id: m.meta for m in seed.members()}["n1"] == {"api_addr": "127.0.0.1:1"}
             store.set_meta({"api_addr": "127.0.0.1:1", "load": 3})
-            await wait_for(
+            await poll_until(
                 lambda: all(
                     {m.id: m.meta for m in g.members()}["n1"].get("load") == 3 for g in (seed, both)
                 )
@@ -141,9 +136,9 @@ async def test_restart_with_same_id_and_port_rejoins():
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as inner:
                     port = (await inner.start(first.run))[1]
-                    await wait_for(lambda: all(states(g).get("n2") == ALIVE for g in nodes))
+                    await poll_until(lambda: all(states(g).get("n2") == ALIVE for g in nodes))
                     scope.cancel()
-            await wait_for(lambda: all(states(g).get("n2") == DEAD for g in nodes))
+            await poll_until(lambda: all(states(g).get("n2") == DEAD for g in nodes))
             dead_inc = {m.id: m.incarnation for m in nodes[0].members()}["n2"]
             again = Gossip(
                 "n2",
@@ -154,7 +149,7 @@ async def test_restart_with_same_id_and_port_rejoins():
                 **FAST,
             )
             await nursery.start(again.run)
-            await wait_for(lambda: all(states(g).get("n2") == ALIVE for g in nodes))
+            await poll_until(lambda: all(states(g).get("n2") == ALIVE for g in nodes))
             for g in nodes:
                 m = {m.id: m for m in g.members()}["n2"]
                 assert m.incarnation > dead_inc and m.meta == {"gen": 2}
@@ -181,11 +176,11 @@ async def test_malformed_datagrams_are_counted_and_ignored():
                 for data in junk:
                     await sock.sendto(data, addr)
             # The ack with one bad update row is a valid envelope: the row is dropped.
-            await wait_for(lambda: seed.stats.malformed == len(junk) - 1)
+            await poll_until(lambda: seed.stats.malformed == len(junk) - 1)
             assert seed.stats.bad_updates == 1
             other = make(1, seeds=[addr])
             await nursery.start(other.run)
-            await wait_for(lambda: len(seed.members_by_role("store")) == 2)
+            await poll_until(lambda: len(seed.members_by_role("store")) == 2)
             nursery.cancel_scope.cancel()
 
 

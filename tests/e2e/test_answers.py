@@ -10,16 +10,9 @@ import time
 import httpx
 import pytest
 from conftest import OKLOG, NodeProc, sample_lines, wait_for
+from support import ref_ms
 
 FAST = ["-ingest.segment-flush-age", "0.3s", "-cluster.suspicion-timeout", "2s"]
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def ref_ms(ulid: bytes) -> int:
-    ms = 0
-    for ch in ulid[:10].decode().upper():
-        ms = ms * 32 + CROCKFORD.index(ch)
-    return ms
 
 
 def cluster(node_factory, n: int, factor: int) -> list[NodeProc]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import OKLOG, NodeProc, free_port, wait_for
+from support import stop_pid
 
 pytestmark = pytest.mark.slow
 
@@ -81,17 +80,6 @@ def query_until_found(node: NodeProc, q: str, count: int = 1, *extra: str) -> li
 
 def query_json(node: NodeProc, q: str, count: int = 1) -> list[dict]:
     return [json.loads(ln) for ln in query_until_found(node, q, count, "-json")]
-
-
-def stop_pid(proc: subprocess.Popen) -> None:
-    """Terminate one subprocess we started, by its PID; kill it if it lingers."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")

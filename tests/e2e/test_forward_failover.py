@@ -1,5 +1,6 @@
 """oklog forward against a node that stops reading, and with no node at all."""
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -21,13 +22,17 @@ def holding_all(a, b, count: int):
     return next((x for x in (a, b) if len(numbers(x.query(q="before").content, b"before")) == count), None)
 
 
-@pytest.mark.slow
-def test_durable_forwarder_leaves_a_stopped_node_and_loses_nothing_acknowledged(node_factory):
+@contextlib.contextmanager
+def past_a_stopped_node(node_factory, mode: str, exit_within: float):
+    """Two nodes and ``oklog forward -mode mode`` to both: the first batch lands on one,
+    that node is stopped (SIGSTOP), then the second batch is written and stdin closed.
+    Yields (a, b, the other node, the forwarder's stderr) once it has exited 0; the
+    stopped node resumes on the way out."""
     a = node_factory("a", ["-ingest.segment-flush-age", "0.3s"]).start()
     b = node_factory("b", ["-ingest.segment-flush-age", "0.3s"]).start()
-    addrs = [f"127.0.0.1:{x.ports['durable']}" for x in (a, b)]
+    addrs = [f"127.0.0.1:{x.ports[mode]}" for x in (a, b)]
     fwd = subprocess.Popen(
-        OKLOG + ["forward", "-mode", "durable", "-write-timeout", "2s", "-backoff", "0.3s", *addrs],
+        OKLOG + ["forward", "-mode", mode, "-write-timeout", "2s", "-backoff", "0.3s", *addrs],
         stdin=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     stopped = None
@@ -44,21 +49,26 @@ def test_durable_forwarder_leaves_a_stopped_node_and_loses_nothing_acknowledged(
         pad = b"p" * 100
         fwd.stdin.write(b"".join(b"after %s %d\n" % (pad, i) for i in range(AFTER)))
         fwd.stdin.close()
-        # Every line acknowledged (exit 0) while the node it used is still stopped.
-        assert fwd.wait(60) == 0, fwd.stderr.read().decode()
-        err = fwd.stderr.read().decode()
-        assert "no acknowledgement for 2.0s" in err or "accepted no data" in err, err
-        # Nothing written after the stop can have been acknowledged by the stopped
-        # node: all of it is on the other one, before the stopped node resumes.
-        got = wait_for(lambda: (g := numbers(other.query(q="after").content, b"after")) and len(g) == AFTER and g,
-                       timeout=30, what="second batch on the other node")
-        assert got == set(range(AFTER))
+        assert fwd.wait(exit_within) == 0, fwd.stderr.read().decode()
+        yield a, b, other, fwd.stderr.read().decode()
     finally:
         if stopped is not None:
             stopped.signal(signal.SIGCONT)
         if fwd.poll() is None:
             fwd.kill()
             fwd.wait(10)
+
+
+@pytest.mark.slow
+def test_durable_forwarder_leaves_a_stopped_node_and_loses_nothing_acknowledged(node_factory):
+    with past_a_stopped_node(node_factory, "durable", 60) as (a, b, other, err):
+        # Every line acknowledged (exit 0) while the node it used is still stopped.
+        assert "no acknowledgement for 2.0s" in err or "accepted no data" in err, err
+        # Nothing written after the stop can have been acknowledged by the stopped
+        # node: all of it is on the other one, before the stopped node resumes.
+        got = wait_for(lambda: (g := numbers(other.query(q="after").content, b"after")) and len(g) == AFTER and g,
+                       timeout=30, what="second batch on the other node")
+        assert got == set(range(AFTER))
     before = numbers(a.query(q="before").content, b"before") | numbers(b.query(q="before").content, b"before")
     assert before == set(range(2000))
     assert "Error(" not in err and "b'" not in err
@@ -116,35 +126,10 @@ def test_fast_and_bulk_forwarders_leave_a_stopped_node(node_factory, mode):
     """Fast and bulk too: the forwarder moves on instead of blocking for good.
     (Fast mode promises no more: bytes in the stopped node's buffers arrive
     only if it resumes. Bulk resends every unanswered frame.)"""
-    a = node_factory("a", ["-ingest.segment-flush-age", "0.3s"]).start()
-    b = node_factory("b", ["-ingest.segment-flush-age", "0.3s"]).start()
-    addrs = [f"127.0.0.1:{x.ports[mode]}" for x in (a, b)]
-    fwd = subprocess.Popen(
-        OKLOG + ["forward", "-mode", mode, "-write-timeout", "2s", "-backoff", "0.3s", *addrs],
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    stopped = None
-    try:
-        fwd.stdin.write(b"".join(b"before %d\n" % i for i in range(2000)))
-        fwd.stdin.flush()
-        used = wait_for(lambda: holding_all(a, b, 2000), what="first batch on one node")
-        other = b if used is a else a
-        used.signal(signal.SIGSTOP)
-        stopped = used
-        pad = b"p" * 100
-        fwd.stdin.write(b"".join(b"after %s %d\n" % (pad, i) for i in range(AFTER)))
-        fwd.stdin.close()
-        assert fwd.wait(90) == 0, fwd.stderr.read().decode()
-        err = fwd.stderr.read().decode()
+    with past_a_stopped_node(node_factory, mode, 90) as (_, _, other, err):
         assert "lost (" in err or "failed (" in err, err
         wait_for(lambda: numbers(other.query(q="after").content, b"after"), timeout=30, what="records on the other node")
         if mode == "bulk":  # nothing answered by the stopped node: all on the other
             got = wait_for(lambda: (g := numbers(other.query(q="after").content, b"after")) and len(g) == AFTER and g,
                            timeout=30, what="every frame on the other node")
             assert got == set(range(AFTER))
-    finally:
-        if stopped is not None:
-            stopped.signal(signal.SIGCONT)
-        if fwd.poll() is None:
-            fwd.kill()
-            fwd.wait(10)

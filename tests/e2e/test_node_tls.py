@@ -9,11 +9,11 @@ import socket
 import ssl
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from conftest import OKLOG, wait_for
+from support import alive, cluster_state, key_file, keyed_nodes, node_id
 
 from oklog.cluster.keyring import Keyring, new_key
 from oklog.cluster.nodetls import NodeTLS
@@ -21,25 +21,6 @@ from oklog.net.auth import ClientAuth, NodeKeys
 
 FAST = ["-ingest.segment-flush-age", "0.3s", "-store.segment-target-age", "0.3s",
         "-cluster.suspicion-timeout", "2s", "-store.segment-replication-factor", "2"]
-
-
-def node_id(n) -> str:
-    return f"127.0.0.1:{n.ports['cluster']}"
-
-
-def state(n) -> dict:
-    r = httpx.get(n.url + "/cluster/state", timeout=5)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def alive(n) -> set[str]:
-    return {m["id"] for m in state(n)["members"] if m["state"] == "alive"}
-
-
-def key_file(path: Path, *keys: str) -> Path:
-    path.write_text("".join(k + "\n" for k in keys))
-    return path
 
 
 def node_url(n) -> str:
@@ -69,7 +50,7 @@ def test_members_replicate_and_query_over_the_node_tls_port_only(node_factory, t
     b = node_factory("b", FAST + ["-peer", node_id(a)]).start()
     wait_for(lambda: alive(a) == alive(b) == {node_id(a), node_id(b)}, 20, what="two members")
     for n in (a, b):
-        metas = {m["id"]: m["meta"] for m in state(n)["members"]}
+        metas = {m["id"]: m["meta"] for m in cluster_state(n)["members"]}
         for m in (a, b):
             assert metas[node_id(m)].get("node_addr") == f"127.0.0.1:{m.ports['node']}", metas
     lines = [f"clear-text-canary {i} from {n.ports['fast']}" for n in (a, b) for i in range(50)]
@@ -84,10 +65,10 @@ def test_members_replicate_and_query_over_the_node_tls_port_only(node_factory, t
         wait_for(lambda n=n: complete(n), 30, what="every record through a cluster query")
     # Replicated: the store tier's copies went across, and every member call came in
     # on the TLS node port; none signed over the public (plain) API.
-    received = sum(state(n)["pipeline"]["store"]["replications_received"] for n in (a, b))
+    received = sum(cluster_state(n)["pipeline"]["store"]["replications_received"] for n in (a, b))
     assert received > 0
     for n in (a, b):
-        h = state(n)["pipeline"]["http"]
+        h = cluster_state(n)["pipeline"]["http"]
         assert h["node_port_requests"] > 0, h
         assert h["api_member_calls"] == 0, h
 
@@ -118,11 +99,11 @@ def test_members_replicate_and_query_over_the_node_tls_port_only(node_factory, t
 
     # The operator's repair with the key reads the state from the API it was given,
     # then calls every member on its node port.
-    before = {node_id(n): state(n)["pipeline"]["http"] for n in (a, b)}
+    before = {node_id(n): cluster_state(n)["pipeline"]["http"] for n in (a, b)}
     r2 = subprocess.run(OKLOG + ["repair", "-store", a.api, "-cluster.key", a.key_path, "-from", "1h", "-quiet"],
                         capture_output=True, timeout=120)
     assert r2.returncode == 0, r2.stderr
-    after = {node_id(n): state(n)["pipeline"]["http"] for n in (a, b)}
+    after = {node_id(n): cluster_state(n)["pipeline"]["http"] for n in (a, b)}
     assert after[node_id(a)]["api_member_calls"] == 1  # the cluster state, from -store
     assert after[node_id(b)]["api_member_calls"] == 0
     for n in (a, b):
@@ -132,14 +113,7 @@ def test_members_replicate_and_query_over_the_node_tls_port_only(node_factory, t
 @pytest.mark.slow
 def test_rotating_the_key_one_node_at_a_time_keeps_the_cluster_serving(node_factory, tmp_path):
     old, new = new_key(), new_key()
-    nodes, files = [], []
-    for i in range(3):
-        f = key_file(tmp_path / f"key{i}", old)
-        seed = ["-peer", node_id(nodes[0])] if nodes else []
-        nodes.append(node_factory(f"n{i}", FAST + ["-cluster.key", str(f)] + seed).start())
-        files.append(f)
-    everyone = {node_id(n) for n in nodes}
-    wait_for(lambda: all(alive(n) == everyone for n in nodes), 20, what="three members")
+    nodes, files = keyed_nodes(node_factory, tmp_path, old, FAST)
     sent = 0
 
     def write_and_find(tag: str) -> None:
@@ -164,7 +138,7 @@ def test_rotating_the_key_one_node_at_a_time_keeps_the_cluster_serving(node_fact
     rebuilt_for_new = NodeTLS(Keyring([base64.b64decode(new)]), "check")
     for n in nodes:
         assert httpx.get(node_url(n) + "/health", verify=rebuilt_for_new.client_context(), timeout=5).status_code == 200
-        assert state(n)["pipeline"]["http"]["api_member_calls"] == 0
+        assert cluster_state(n)["pipeline"]["http"]["api_member_calls"] == 0
     # The retired key no longer opens the node port.
     stale = NodeTLS(Keyring([base64.b64decode(old)]), "stale")
     with pytest.raises(httpx.HTTPError):

@@ -8,18 +8,10 @@ import time
 import httpx
 import pytest
 from conftest import OKLOG, wait_for
+from support import holders
 from test_cluster import FAST, records_on_disk, settled, states
 
 SMALL_SEGMENTS = ["-store.segment-target-size", "16KiB"]
-
-
-def holders(nodes) -> dict[bytes, int]:
-    counts: dict[bytes, int] = {}
-    for n in nodes:
-        data = httpx.get(n.url + "/store/_query", timeout=30, auth=n.member_auth()).content
-        for u in {r[:26] for r in data.split(b"\n")[:-1]}:
-            counts[u] = counts.get(u, 0) + 1
-    return counts
 
 
 def store_bytes(n) -> int:

@@ -26,6 +26,7 @@ import httpx
 import msgpack
 import pytest
 from conftest import NodeProc, free_port, wait_for
+from support import fluent_node
 
 from oklog.records.record import split_record, ulid_ms
 
@@ -68,12 +69,7 @@ def ms_of(ulid: str) -> int:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    n = NodeProc(
-        tmp_path_factory.mktemp("ship-node"),
-        ["-ingest.segment-flush-age", "0.2s", "-store.segment-target-age", "0.2s"],
-    )
-    n.ports["fluent"] = free_port()
-    n.args += ["-ingest.fluent", f"127.0.0.1:{n.ports['fluent']}"]
+    n = fluent_node(tmp_path_factory.mktemp("ship-node"), "0.2s")
     n.start()
     yield n
     n.kill()

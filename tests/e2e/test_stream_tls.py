@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import socket
-import ssl
 import time
 
 import httpx
 import pytest
 from conftest import wait_for
 
-from tests.net.test_security import FAST, health, make_certs
+from tests.net.test_security import tls_pair
 
 
 @pytest.mark.slow
 def test_cluster_stream_follows_a_member_over_tls_with_the_cluster_key(node_factory, tmp_path):
-    ca, cert, key = make_certs(tmp_path)
-    tls = ["-tls.cert", str(cert), "-tls.key", str(key), "-tls.ca", str(ca)]
-    ctx = ssl.create_default_context(cafile=str(ca))
-    a = node_factory("a", FAST + tls)
-    a.answering = lambda: health(f"https://{a.api}", ctx)  # type: ignore[method-assign]
-    a.start()
-    b = node_factory("b", FAST + tls + ["-peer", f"127.0.0.1:{a.ports['cluster']}"])
-    b.answering = lambda: health(f"https://{b.api}", ctx)  # type: ignore[method-assign]
-    b.start()
-    wait_for(lambda: len(httpx.get(f"https://{a.api}/cluster/state", verify=ctx).json()["members"]) == 2,
-             what="two members")
+    a, b, ctx = tls_pair(node_factory, tmp_path)
 
     def b_subscribers() -> int:
         state = httpx.get(f"https://{b.api}/cluster/state", verify=ctx).json()

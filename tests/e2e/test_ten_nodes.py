@@ -4,9 +4,9 @@ factor 2, query across all, lose two nodes one after another, repair."""
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from conftest import OKLOG, wait_for
+from support import holders
 from test_cluster import FAST, node_id, settled, states
 
 N = 10
@@ -16,16 +16,6 @@ ARGS = FAST + [
     "-store.segment-target-size", "16KiB",
     "-store.segment-target-age", "0.5s",
 ]
-
-
-def holders(nodes) -> dict[bytes, int]:
-    """ULID → how many of these nodes hold the record (each node asked for its own)."""
-    counts: dict[bytes, int] = {}
-    for n in nodes:
-        data = httpx.get(n.url + "/store/_query", timeout=30, auth=n.member_auth()).content
-        for u in {r[:26] for r in data.split(b"\n")[:-1]}:
-            counts[u] = counts.get(u, 0) + 1
-    return counts
 
 
 def all_alive(nodes) -> bool:

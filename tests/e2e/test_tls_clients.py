@@ -9,12 +9,9 @@ its external binary is absent (``make deps`` installs them on Debian).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port, wait_for
+from support import bearer, recv_all, stop_pid
+
+from benchmarks import tlsfiles
 
 pytestmark = pytest.mark.slow
 
@@ -47,54 +47,10 @@ class Certs:
     client_key: Path
 
 
-def _pem_out(d: Path, name: str, cert, key) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-
-    c, k = d / f"{name}.pem", d / f"{name}.key"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
-    return c, k
-
-
 def make_certs(d: Path, label: str = "oklog test") -> Certs:
     """A CA, a server certificate for 127.0.0.1 (IP SAN) and a client certificate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{label} CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-
-    def leaf(cn: str, usage, san):
-        key = ec.generate_private_key(ec.SECP256R1())
-        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.SubjectAlternativeName(san), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-        return b.sign(ca_key, hashes.SHA256()), key
-
-    ca_path = d / "ca.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    server = _pem_out(d, "server", *leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH,
-                                          [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]))
-    client = _pem_out(d, "client", *leaf("shipper.example", ExtendedKeyUsageOID.CLIENT_AUTH,
-                                          [x509.DNSName("shipper.example")]))
-    return Certs(ca_path, server[0], server[1], client[0], client[1])
+    f = tlsfiles.make(str(d), label, client=True)
+    return Certs(Path(f.ca), Path(f.cert), Path(f.key), Path(f.client), Path(f.client_key))
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -110,21 +66,6 @@ def need(binary: str, package: str) -> str:
 def tokens_file(path: Path) -> Path:
     path.write_text(f"{INGEST_TOKEN} ingest shipper\n{QUERY_TOKEN} query prometheus\n{ADMIN_TOKEN} admin ops\n")
     return path
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def stop_pid(proc: subprocess.Popen) -> None:
-    """Terminate one subprocess we started, by its PID; kill it if it lingers."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def health(base: str, ctx: ssl.SSLContext) -> bool:
@@ -255,13 +196,7 @@ def _send(port: int, data: bytes, ctx: ssl.SSLContext | None, *, reply: bool = F
                 s.shutdown(socket.SHUT_WR)
                 s.recv(1)
             return b""
-        out = b""
-        try:
-            while chunk := s.recv(4096):
-                out += chunk
-        except OSError:
-            pass
-        return out
+        return recv_all(s)
 
 
 def test_syslog_tls_listener_checks_its_clients(node_factory, tmp_path):

@@ -12,13 +12,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import trio
+from support import http_ingest_server
 
-from oklog.fs import RealFS
 from oklog.ingest.esbulk import parse_bulk
-from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
-from oklog.ingest.listener import IngestSettings
-from oklog.ingest.log import IngestLog
-from oklog.net.http import HTTPError, serve_http
+from oklog.net.http import HTTPError
 from oklog.records.record import split_record, ulid_ms
 
 TIMEOUT = 20
@@ -82,11 +79,7 @@ def test_parse_bulk_rejects_malformed_actions(body):
 @pytest.fixture
 async def env(tmp_path, nursery):
     root = tmp_path / "ingest"
-    ilog = IngestLog(RealFS(), str(root))
-    settings = IngestSettings(flush_size=1 << 20, flush_age=1.0, max_record_size=4096)
-    router = httpingest_router(ilog, settings, HTTPIngestStats(), max_body=1 << 20)
-    _, port = await nursery.start(serve_http, router, "127.0.0.1", 0)
-    return root, f"http://127.0.0.1:{port}"
+    return root, await http_ingest_server(nursery, root)
 
 
 def records(root):

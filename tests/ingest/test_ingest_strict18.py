@@ -10,6 +10,7 @@ import typing
 import msgpack
 import pytest
 import trio
+from support import poll_until
 
 from oklog.fs import RealFS
 from oklog.ingest.bulk import BulkStats
@@ -160,26 +161,21 @@ async def test_serve_gated_admits_checks_and_gives_back():
             nursery.start_soon(trio.serve_listeners, handler, listeners)
             a = await trio.open_tcp_stream("127.0.0.1", port)
             await a.send_all(b"y")
-            while gate.open < 1:
-                await trio.sleep(0.01)
+            await poll_until(lambda: gate.open >= 1)
             # The one slot is taken: the next connection is refused with a reset.
             b = await trio.open_tcp_stream("127.0.0.1", port)
-            while not results:
-                await trio.sleep(0.01)
+            await poll_until(lambda: results)
             assert results == [False]
             assert gate.refused == 1
             await a.send_all(b"hello")
-            while not handled:
-                await trio.sleep(0.01)
+            await poll_until(lambda: handled)
             assert handled == [b"hello"]
-            while gate.open:
-                await trio.sleep(0.01)
+            await poll_until(lambda: not gate.open)
             # Refused by access: handle never runs, the slot is given back.
             c = await trio.open_tcp_stream("127.0.0.1", port)
             await c.send_all(b"n")
             await refused_by_access.wait()
-            while gate.open:
-                await trio.sleep(0.01)
+            await poll_until(lambda: not gate.open)
             assert handled == [b"hello"]
             assert results[-1] is True
             for s in (a, b, c):

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import trio
+from support import poll_until
 
 from oklog.fs import RealFS
 from oklog.ingest.listener import Connection, IngestSettings, ListenerStats, serve_ingest
@@ -98,8 +99,7 @@ async def test_listener_topics_on_real_sockets(tmp_path, caplog):
             await send(TOPIC_PREAMBLE + b"api\nfrom api\n", fragment=True)
             await send(b"no topic line\n")
             await send(TOPIC_PREAMBLE + b"no good\nnever stored\n")
-            while stats.connections or any(n.endswith(".active") for n in os.listdir(tmp_path)):
-                await trio.sleep(0.05)
+            await poll_until(lambda: not stats.connections and not any(n.endswith(".active") for n in os.listdir(tmp_path)), 0.05)
         nursery.cancel_scope.cancel()
     recs = []
     for name in sorted(os.listdir(tmp_path)):

@@ -12,19 +12,25 @@ import time
 import httpx
 import pytest
 import trio
+from support import http_ingest_server
 
-from oklog.fs import RealFS
-from oklog.ingest.httpingest import HTTPIngestStats, httpingest_router
-from oklog.ingest.listener import IngestSettings
-from oklog.ingest.log import IngestLog
-from oklog.ingest.otlp import MAX_DEPTH, parse_json_request, parse_pb_request, record_line
-from oklog.net.http import serve_http
+from oklog.ingest.otlp import (
+    MAX_DEPTH,
+    _pb_varint,
+    parse_json_request,
+    parse_pb_request,
+    record_line,
+)
 from oklog.records.record import split_record, ulid_ms
 
 pb = pytest.importorskip("opentelemetry.proto.collector.logs.v1.logs_service_pb2")
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
 
 TIMEOUT = 20
+
+
+def _pb_len(b: bytes) -> bytes:
+    return _pb_varint(len(b))
 
 
 def kv(key: str, value) -> common_pb2.KeyValue:
@@ -127,25 +133,15 @@ def nested_any(depth: int) -> bytes:
     """An AnyValue nesting arrays ``depth`` deep, encoded by hand (no recursion limit)."""
     inner = b"\x0a\x01x"  # string_value "x"
     for _ in range(depth):
-        arr = b"\x0a" + _len(inner) + inner  # ArrayValue.values
-        inner = b"\x2a" + _len(arr) + arr  # AnyValue.array_value
+        arr = b"\x0a" + _pb_len(inner) + inner  # ArrayValue.values
+        inner = b"\x2a" + _pb_len(arr) + arr  # AnyValue.array_value
     return inner
 
 
-def _len(b: bytes) -> bytes:
-    n, out = len(b), bytearray()
-    while True:
-        if n < 0x80:
-            out.append(n)
-            return bytes(out)
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-
-
 def wrap_record(record: bytes) -> bytes:
-    scope_logs = b"\x12" + _len(record) + record
-    resource_logs = b"\x12" + _len(scope_logs) + scope_logs
-    return b"\x0a" + _len(resource_logs) + resource_logs
+    scope_logs = b"\x12" + _pb_len(record) + record
+    resource_logs = b"\x12" + _pb_len(scope_logs) + scope_logs
+    return b"\x0a" + _pb_len(resource_logs) + resource_logs
 
 
 # -- on a real socket -------------------------------------------------------------------
@@ -168,11 +164,7 @@ class Env:
 @pytest.fixture
 async def env(tmp_path, nursery):
     root = tmp_path / "ingest"
-    ilog = IngestLog(RealFS(), str(root))
-    settings = IngestSettings(flush_size=1 << 20, flush_age=1.0, max_record_size=4096)
-    router = httpingest_router(ilog, settings, HTTPIngestStats(), max_body=1 << 20)
-    _, port = await nursery.start(serve_http, router, "127.0.0.1", 0)
-    return Env(root, f"http://127.0.0.1:{port}")
+    return Env(root, await http_ingest_server(nursery, root))
 
 
 async def post(env, path, body, ctype="application/x-protobuf", **headers) -> httpx.Response:
@@ -214,7 +206,7 @@ async def test_json_success_and_partial_success(env):
     assert partial["rejectedLogRecords"] == 1 and "nested deeper" in partial["errorMessage"]
     assert [(t_, ln) for _, t_, ln in env.records()] == [(b"api", b"{service.name=api} fine")]
     # the same in protobuf: a partial_success message
-    deep_pb = b"\x2a" + _len(nested_any(MAX_DEPTH + 5)) + nested_any(MAX_DEPTH + 5)  # LogRecord.body
+    deep_pb = b"\x2a" + _pb_len(nested_any(MAX_DEPTH + 5)) + nested_any(MAX_DEPTH + 5)  # LogRecord.body
     with trio.fail_after(TIMEOUT):
         r = await post(env, "/v1/logs", wrap_record(deep_pb))
     assert r.status_code == 200

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 import trio
+from support import poll_until
 
 from oklog.fs import RealFS
 from oklog.ingest.listener import IngestSettings
@@ -199,8 +200,7 @@ async def test_custom_topic_and_shutdown_flush(tmp_path):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(b"<1>held open\n")
             send_udp(port, b"<1>by udp")
-            while ilog.stats()["bytes_in"] == 0 or ilog.records_in < 2:
-                await trio.sleep(0.02)
+            await poll_until(lambda: ilog.stats()["bytes_in"] > 0 and ilog.records_in >= 2, 0.02)
             assert flushed_records(root) == []  # flush age is a minute
             nursery.cancel_scope.cancel()
         await stream.aclose()

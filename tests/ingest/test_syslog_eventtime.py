@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import trio
+from support import poll_until
 
 from oklog.fs import RealFS
 from oklog.ingest.eventtime import EventWindow
@@ -170,26 +171,20 @@ async def test_segments_stay_sorted_and_cut_when_a_batch_is_older(tmp_path, nurs
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.send_all(b"".join(b"%d %s" % (len(m), m) for m in live))
-        while ilog.records_in < 2:
-            await trio.sleep(0.02)
+        await poll_until(lambda: ilog.records_in >= 2, 0.02)
         await stream.send_all(b"".join(m + b"\n" for m in old))
-        while ilog.records_in < 7:
-            await trio.sleep(0.02)
+        await poll_until(lambda: ilog.records_in >= 7, 0.02)
         await stream.aclose()
-        while stats.connections:
-            await trio.sleep(0.02)
+        await poll_until(lambda: not stats.connections, 0.02)
         # UDP: hour-old datagrams after live ones in the shared segment.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(rfc5424(datetime.now(UTC), "udp live"), ("127.0.0.1", port))
-            while ilog.records_in < 8:
-                await trio.sleep(0.02)
+            await poll_until(lambda: ilog.records_in >= 8, 0.02)
             s.sendto(rfc5424(now - timedelta(minutes=40), "udp old"), ("127.0.0.1", port))
-            while ilog.records_in < 9:
-                await trio.sleep(0.02)
+            await poll_until(lambda: ilog.records_in >= 9, 0.02)
     nursery.cancel_scope.cancel()
     with trio.fail_after(TIMEOUT):
-        while len(segments(root)) < 4 or any(n.endswith(".active") for n in os.listdir(root)):
-            await trio.sleep(0.02)
+        await poll_until(lambda: len(segments(root)) >= 4 and not any(n.endswith(".active") for n in os.listdir(root)), 0.02)
     segs = segments(root)
     for seg in segs:
         ulids = [u for u, _, _ in seg]

@@ -5,8 +5,6 @@ with roles on HTTP and the TCP ingest ports, and TLS."""
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import os
 import signal
 import socket
@@ -18,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import OKLOG, free_port, wait_for
+from support import bearer, recv_all
 
+from benchmarks import tlsfiles
 from oklog.cli.commands import run_parser
 from oklog.cluster.keyring import Keyring, new_key
 from oklog.net.auth import ClientAuth, NodeKeys
@@ -35,10 +35,6 @@ def tokens_file(path: Path, *extra: str) -> Path:
         + "".join(e + "\n" for e in extra)
     )
     return path
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def count(node, q: str, token: str = "") -> int:
@@ -239,13 +235,7 @@ def _tcp(port: int, data: bytes, wrap=None) -> bytes:
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        out = b""
-        try:
-            while chunk := s.recv(4096):
-                out += chunk
-        except OSError:
-            pass
-        return out
+        return recv_all(s)
 
 
 def test_tcp_ingest_token_line(node_factory, tmp_path):
@@ -314,40 +304,26 @@ def test_tokens_file_reread_on_change_and_on_sighup(node_factory, tmp_path):
 
 
 def make_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1, made here with ``cryptography``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    """A CA and a server certificate for 127.0.0.1."""
+    f = tlsfiles.make(str(d), "oklog test")
+    return Path(f.ca), Path(f.cert), Path(f.key)
 
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "oklog test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = d / "ca.pem", d / "node.pem", d / "node.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
+
+def tls_pair(node_factory, tmp_path: Path, *extra: str):
+    """Two started members serving TLS from one CA (``-tls.ca`` too, so they call each
+    other over it), joined; returns them and a client context trusting the CA."""
+    ca, cert, key = make_certs(tmp_path)
+    tls = ["-tls.cert", str(cert), "-tls.key", str(key), "-tls.ca", str(ca), *extra]
+    ctx = ssl.create_default_context(cafile=str(ca))
+    a = node_factory("a", FAST + tls)
+    a.answering = lambda: health(f"https://{a.api}", ctx)  # type: ignore[method-assign]
+    a.start()
+    b = node_factory("b", FAST + tls + ["-peer", f"127.0.0.1:{a.ports['cluster']}"])
+    b.answering = lambda: health(f"https://{b.api}", ctx)  # type: ignore[method-assign]
+    b.start()
+    wait_for(lambda: len(httpx.get(f"https://{a.api}/cluster/state", verify=ctx).json()["members"]) == 2,
+             what="two members")
+    return a, b, ctx
 
 
 def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
@@ -403,17 +379,7 @@ def test_tls_api_and_ingest_with_tokens(node_factory, tmp_path):
 
 def test_tls_cluster_members_call_each_other_over_tls(node_factory, tmp_path):
     """Members' API calls (consume, replicate, fanned-out query) go over TLS, verified with -tls.ca."""
-    ca, cert, key = make_certs(tmp_path)
-    tls = ["-tls.cert", str(cert), "-tls.key", str(key), "-tls.ca", str(ca), "-store.segment-replication-factor", "2"]
-    ctx = ssl.create_default_context(cafile=str(ca))
-    a = node_factory("a", FAST + tls)
-    a.answering = lambda: health(f"https://{a.api}", ctx)  # type: ignore[method-assign]
-    a.start()
-    b = node_factory("b", FAST + tls + ["-peer", f"127.0.0.1:{a.ports['cluster']}"])
-    b.answering = lambda: health(f"https://{b.api}", ctx)  # type: ignore[method-assign]
-    b.start()
-    wait_for(lambda: len(httpx.get(f"https://{a.api}/cluster/state", verify=ctx).json()["members"]) == 2,
-             what="two members")
+    a, b, ctx = tls_pair(node_factory, tmp_path, "-store.segment-replication-factor", "2")
     with socket.create_connection(("127.0.0.1", b.ports["fast"]), timeout=10) as raw:
         s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         s.sendall(b"".join(b"tls member %d\n" % i for i in range(100)))

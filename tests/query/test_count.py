@@ -7,19 +7,10 @@ import random
 
 import pytest
 from conftest import corpus_lines
+from support import ref_ms
 
 from oklog.query.count import Tally, filled, render_bars, render_tsv, ulid_lines
 from oklog.records.record import encode_ulid
-
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def ref_ms(ulid: bytes) -> int:
-    """The ULID's time, decoded one character at a time (independent of numpy)."""
-    ms = 0
-    for ch in ulid[:10].decode().upper():
-        ms = ms * 32 + CROCKFORD.index(ch)
-    return ms
 
 
 def records(n: int, seed: int = 3) -> list[bytes]:

@@ -3,6 +3,7 @@
 import httpx
 import pytest
 import trio
+from support import poll_until
 
 from oklog.node.root import open_node
 from oklog.store import consumer
@@ -22,8 +23,7 @@ async def test_flushed_segment_wakes_local_consumer(tmp_path, nursery, monkeypat
             # segment by itself and the test would pass without a wake-up)
             await trio.sleep(0.5)
             await send(n.bound.fast[1], b"wake me\n")
-            while n.consumer.stats.segments_consumed == 0:
-                await trio.sleep(0.05)
+            await poll_until(lambda: n.consumer.stats.segments_consumed != 0, 0.05)
         r = await c.get("/store/query", params={"q": "wake"})
         assert r.status_code == 200
         assert r.content.endswith(b"wake me\n")

@@ -105,7 +105,7 @@ def test_cluster_view_follows_a_real_cluster(node_factory):
             await pilot.press("1")
             t0 = time.monotonic()
             sto.kill()
-            await until(pilot, lambda: "dead" in cells(table, ids[sto.api])[4], timeout=SUSPICION + 8)
+            await until(pilot, lambda: "dead" in cells(table, ids[sto.api])[4])
             assert time.monotonic() - t0 < SUSPICION + 8
             await until(pilot, lambda: all("alive" in cells(table, ids[n.api])[4] for n in (seed, ing)))
             await until(pilot, lambda: ids[sto.api] not in {c.node for c in app.query(NodePipeline)})

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import NodeProc, wait_for
+from test_tui_live import until
 from textual.widgets import Input
 
 from oklog.records.record import ulid_ms
@@ -65,16 +66,6 @@ def data(tmp_path_factory):
 
 def run(body: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
     asyncio.run(asyncio.wait_for(body(), timeout))
-
-
-async def until(pilot, pred: Callable[[], object], timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        await pilot.pause(0.02)
-    raise AssertionError("timed out")
 
 
 async def run_form(pilot, view: QueryView, q: str, from_: str, to: str) -> None:

@@ -9,19 +9,16 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import free_port
+from conftest import NodeProc, free_port, wait_for
 from rich.console import Console
+from support import cluster_state
 
 from oklog.tui.app import OklogApp, make_app
 from oklog.tui.client import NodeClient
@@ -36,77 +33,25 @@ SIZE = (140, 44)
 BIG_RECORDS = 150_000  # ~25 MB: enough that a full query takes many chunks
 
 
-class Node:
-    """``oklog run`` on free 127.0.0.1 ports; killed by PID at teardown."""
+class Node(NodeProc):
+    """conftest's node with half-second flushes and the few helpers these tests use."""
 
     def __init__(self, root: Path, api_port: int | None = None) -> None:
-        self.root = root
-        self.ports = {k: free_port() for k in ("fast", "durable", "bulk", "cluster")}
-        self.ports["api"] = api_port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def api(self) -> str:
-        return f"127.0.0.1:{self.ports['api']}"
-
-    def start(self, timeout: float = 20.0) -> Node:
-        p = self.ports
-        self.root.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable, "-m", "oklog", "run",
-            "-api", f"127.0.0.1:{p['api']}",
-            "-ingest.fast", f"127.0.0.1:{p['fast']}",
-            "-ingest.durable", f"127.0.0.1:{p['durable']}",
-            "-ingest.bulk", f"127.0.0.1:{p['bulk']}",
-            "-cluster", f"127.0.0.1:{p['cluster']}",
-            "-ingest.path", str(self.root / "ingest"),
-            "-store.path", str(self.root / "store"),
-            "-ingest.segment-flush-age", "0.5s",
-            "-store.segment-target-age", "0.5s",
-        ]
-        log = open(self.root / "node.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                text = (self.root / "node.log").read_text()
-                if "Address already in use" in text and not getattr(self, "_retried", False):
-                    # Another test took a port between free_port() and the bind.
-                    self._retried = True
-                    for k in ("fast", "durable", "bulk", "cluster"):
-                        self.ports[k] = free_port()
-                    return self.start(timeout)
-                raise RuntimeError(text[-2000:])
-            try:
-                r = httpx.get(f"http://{self.api}/cluster/state", timeout=1)
-                if r.status_code == 200 and r.json().get("self") == f"127.0.0.1:{p['cluster']}":
-                    return self  # this node, not another process on the same port
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("node did not come up")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        super().__init__(root, ["-ingest.segment-flush-age", "0.5s", "-store.segment-target-age", "0.5s"])
+        if api_port is not None:
+            self.ports["api"] = api_port
+            self._retried = True  # a retry would move the API port the test watches
 
     def send(self, data: bytes) -> None:
-        with socket.create_connection(("127.0.0.1", self.ports["fast"]), timeout=10) as s:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-            s.recv(1)
+        self.send_fast(data)
 
     def state(self) -> dict:
-        return httpx.get(f"http://{self.api}/cluster/state", timeout=5).json()
+        return cluster_state(self)
 
     def wait_stored(self, nbytes: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.state()["pipeline"]["store"]["records_bytes"] >= nbytes:  # "bytes" is on disk, compressed
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"store did not reach {nbytes} bytes")
+        # "records_bytes": "bytes" is on disk, compressed
+        wait_for(lambda: self.state()["pipeline"]["store"]["records_bytes"] >= nbytes, timeout,
+                 what=f"store holding {nbytes} bytes")
 
 
 @pytest.fixture(scope="module")
@@ -131,23 +76,24 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 40.0) -> None:
     asyncio.run(asyncio.wait_for(body(), timeout))
 
 
-async def until(pilot, pred: Callable[[], object], timeout: float = 15.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        await pilot.pause(step)
-    raise AssertionError(f"timed out waiting for {getattr(pred, '__name__', 'condition')}")
+async def until(pilot, pred: Callable[[], object], step: float = 0.02):
+    """``pred()``'s first truthy value, polled between frames. No limit of its own:
+    ``run`` bounds the whole test (``asyncio.wait_for``); a wait cut short says what
+    it was waiting for."""
+    try:
+        while not (v := pred()):
+            await pilot.pause(step)
+        return v
+    except asyncio.CancelledError as e:
+        e.add_note(f"while waiting for {getattr(pred, '__name__', 'a condition')}")
+        raise
 
 
-async def until_line(pilot, tail: TailView, send: Callable[[bytes], None], prefix: bytes,
-                     timeout: float = 20.0) -> None:
-    """Forward a fresh line (``send``) every 2 s until one sent after the tail went
-    live appears in it: the very first may race the node's subscription."""
-    deadline = time.monotonic() + timeout
+async def until_line(pilot, tail: TailView, send: Callable[[bytes], None], prefix: bytes) -> None:
+    """Forward a fresh line (``send``) every 2 s, ten at most, until one sent after the
+    tail went live appears in it: the very first may race the node's subscription."""
     sent: list[str] = []
-    while time.monotonic() < deadline:
+    for _ in range(10):
         line = b"%s %d %d" % (prefix, len(sent), time.monotonic_ns())
         await asyncio.to_thread(send, line)
         sent.append(line.decode())
@@ -207,8 +153,9 @@ def test_pipeline_figures_move_when_data_is_forwarded(node):
                 return p["ingest"]["records_in"] >= before + 2000 and p["store"]["bytes"] > stored
 
             try:  # a loaded CI machine (chaos test on the other worker) can take a while
-                await until(pilot, moved, timeout=30.0)
-            except AssertionError:
+                async with asyncio.timeout(30):
+                    await until(pilot, moved)
+            except TimeoutError:
                 p = app.state.pipelines[me]
                 raise AssertionError(
                     f"records_in {before} -> {p['ingest']['records_in']}, store bytes {stored} -> "
@@ -253,7 +200,7 @@ def test_query_large_result_is_bounded_with_statistics(node):
         async with app.run_test(size=SIZE) as pilot:
             view = app.query_one(QueryView)
             await pilot.press("3", *"lorem ipsum", "enter")  # only the big records
-            await until(pilot, lambda: view.outcome, timeout=30)
+            await until(pilot, lambda: view.outcome)
             assert view.outcome == "done", view.detail
             assert view.records == BIG_RECORDS
             # The first lines went on screen before the response had ended.
@@ -297,7 +244,7 @@ def test_query_streams_incrementally_and_esc_cancels(node):
             q.focus()
             q.value = "needle"
             await pilot.press("enter")
-            await until(pilot, lambda: not view.running and view.outcome, timeout=20)
+            await until(pilot, lambda: not view.running and view.outcome)
             assert view.outcome == "done", view.detail
             assert view.records == BIG_RECORDS // 5000
             assert view.results.line_count == BIG_RECORDS // 5000

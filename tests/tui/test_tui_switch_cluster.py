@@ -22,7 +22,7 @@ def test_attached_node_killed_switches_to_a_live_member(node_factory):
             await until(pilot, lambda: table.row_count == 2 and app.state is not None
                         and all(m.state == "alive" for m in app.state.members))
             a.kill()
-            await until(pilot, lambda: app.node == b.api, timeout=20)
+            await until(pilot, lambda: app.node == b.api)
             notice = f"{a.api} stopped answering: attached to {b.api}"
             await until(pilot, lambda: any(notice in str(n.message) for n in app._notifications))
             await until(pilot, lambda: app.state is not None and app.state.self_id == b_id)
