@@ -153,8 +153,12 @@ def _storage_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "store.max-disk-usage", type=_size, default=0, help="trash oldest segments above this size (0: no cap)")
     _flag(p, "store.consume-batch-size", type=_size, default=C.DEFAULT_CONSUME_BATCH, help="bytes gathered per consume cycle")
     _flag(p, "store.compression-level", type=int, default=3,
-          help="zstd level of store segments (1-22; written plain, compressed by compaction within seconds)")
-    _flag(p, "store.cold-level", type=int, default=19, help="zstd level cold segments are recompressed to when idle (0: never)")
+          help="zstd level of store segments (1-22; written plain, compressed by compaction within seconds, 1 MiB blocks)")
+    _flag(p, "store.idle-level", type=int, default=9,
+          help="zstd level segments of at least half the target size are recompressed to, in 8 MiB blocks, "
+               "when compaction is idle (0: never)")
+    _flag(p, "store.cold-level", type=int, default=19,
+          help="zstd level cold segments are recompressed to, in 8 MiB blocks, when compaction is idle (0: never)")
     _flag(p, "store.cold-age", type=_duration, default=3600.0, help="a segment is cold this long after its newest record")
 
 
@@ -257,6 +261,7 @@ def _node_config(ns: argparse.Namespace, role: str, factor: int) -> NodeConfig:
         consume_batch_size=ns.store_consume_batch_size,
         store_level=ns.store_compression_level,
         store_cold_level=ns.store_cold_level,
+        store_idle_level=ns.store_idle_level,
         store_cold_age=ns.store_cold_age,
         replication_factor=factor,
         retain=ns.store_segment_retain,
@@ -291,15 +296,16 @@ def _node_config(ns: argparse.Namespace, role: str, factor: int) -> NodeConfig:
         tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca,
         tls_ca=ns.tls_ca,
-        gossip_timing=C.GossipTiming(
-            probe_interval=ns.cluster_probe_interval,
-            suspicion_timeout=ns.cluster_suspicion_timeout,
-        ),
+        gossip_timing=C.GossipTiming(probe_interval=ns.cluster_probe_interval, suspicion_timeout=ns.cluster_suspicion_timeout),
     )
 
 
 def _check_levels(ns: argparse.Namespace) -> None:
-    for flag, v, lo in (("store.compression-level", ns.store_compression_level, 1), ("store.cold-level", ns.store_cold_level, 0)):
+    for flag, v, lo in (
+        ("store.compression-level", ns.store_compression_level, 1),
+        ("store.cold-level", ns.store_cold_level, 0),
+        ("store.idle-level", ns.store_idle_level, 0),
+    ):
         if not lo <= v <= 22:
             raise SystemExit(f"oklog: -{flag} must be {lo}..22 (zstd levels), got {v}")
 

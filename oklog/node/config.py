@@ -98,8 +98,9 @@ class NodeConfig:
     segment_pending_timeout: float = DEFAULT_PENDING_TIMEOUT
     store_target_size: int = DEFAULT_STORE_TARGET_SIZE
     store_target_age: float = DEFAULT_STORE_TARGET_AGE
-    store_level: int = 3  # zstd level compaction compresses store segments with
-    store_cold_level: int = 19  # of cold segments, recompressed when idle (0: never)
+    store_level: int = 3  # zstd level compaction compresses store segments with (1 MiB blocks)
+    store_idle_level: int = 9  # of full segments, recompressed in 8 MiB blocks when idle (0: never)
+    store_cold_level: int = 19  # of cold segments, recompressed in 8 MiB blocks when idle (0: never)
     store_cold_age: float = 3600.0  # a segment is cold this long after its newest record
     consume_batch_size: int = DEFAULT_CONSUME_BATCH
     replication_factor: int = 1

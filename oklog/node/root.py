@@ -170,6 +170,7 @@ def open_store(cfg: NodeConfig, fs: FS) -> StoreSide:
         level=cfg.store_level,
         cold_level=cfg.store_cold_level,
         cold_age=cfg.store_cold_age,
+        idle_level=cfg.store_idle_level,
     )
     for q in slog.quarantined:
         log.warning("quarantined store segment %s", q)

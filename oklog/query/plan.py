@@ -42,6 +42,7 @@ log = logging.getLogger("oklog.query.plan")
 
 UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent
+IN_FLIGHT_BYTES = 36 << 20  # and their records' bytes at most (two units always: one per core)
 GROUP_BYTES = 4 << 20  # candidate records a regex verifies per call
 
 Part = tuple[Segment, int, int]  # a byte range [start, end) of a plain segment
@@ -56,6 +57,11 @@ class Unit:
     # ULID bounds [lo, hi) of a unit cut by keys (one with compressed parts):
     # plain ranges and blocks are cut to them when scanned. None: parts are exact.
     keys: tuple[bytes, bytes] | None = None
+
+    @property
+    def size(self) -> int:
+        """Records' bytes the unit reads (whole blocks, which keys may cut further)."""
+        return sum(hi - lo for _, lo, hi in self.parts) + sum(b.rawlen for _, blks in self.blocks for b in blks)
 
 
 @dataclass
@@ -308,12 +314,14 @@ def _split_keyed(bufs: dict[str, Buffer], g: Group, lo: bytes, hi_excl: bytes) -
 
 
 def _cuts(events: list[tuple[bytes, int]], lo_key: bytes, hi_excl: bytes) -> list[bytes]:
-    """Keys from ``lo_key`` to ``hi_excl`` between which lie about UNIT_BYTES
-    of the (key, size) events, sorted by key."""
+    """Keys from ``lo_key`` to ``hi_excl`` between which lie at most UNIT_BYTES
+    of the (key, size) events, sorted by key (or one event, when it is larger):
+    a cut falls before the event that would pass the bound, so a unit holds one
+    compaction block (8 MiB), not two."""
     cuts = [lo_key]
     acc = 0
     for key, size in events:
-        if acc >= UNIT_BYTES and key > cuts[-1]:
+        if acc and acc + size > UNIT_BYTES and key > cuts[-1]:
             cuts.append(key)
             acc = 0
         acc += size
@@ -535,17 +543,24 @@ class _InOrder:
         self.limiter = limiter
         self.fmt = fmt
         self.pending: collections.deque[trio.MemoryReceiveChannel[list[bytes]]] = collections.deque()
+        self.sizes: collections.deque[int] = collections.deque()  # records' bytes of each pending unit
 
     async def run(self, in_flight: int) -> None:
+        """At most ``in_flight`` units ahead, and at most IN_FLIGHT_BYTES of their
+        records beyond two units (a unit of large compressed blocks reads more)."""
         async with trio.open_nursery() as nursery:
             for unit in self.plan.units:
-                if len(self.pending) >= in_flight:
+                size = unit.size
+                while len(self.pending) >= in_flight or (
+                    len(self.pending) >= 2 and sum(self.sizes) + size > IN_FLIGHT_BYTES
+                ):
                     await self._drain_one()
                 tx: trio.MemorySendChannel[list[bytes]]
                 rx: trio.MemoryReceiveChannel[list[bytes]]
                 tx, rx = trio.open_memory_channel(1)
                 nursery.start_soon(self._work, unit, tx)
                 self.pending.append(rx)
+                self.sizes.append(size)
             while self.pending:
                 await self._drain_one()
 
@@ -557,6 +572,7 @@ class _InOrder:
 
     async def _drain_one(self) -> None:
         rx = self.pending.popleft()
+        self.sizes.popleft()
         async with rx:
             pieces = await rx.receive()
         pieces.reverse()

@@ -102,10 +102,19 @@ _pool: dict[int, list[zstandard.ZstdCompressor]] = {}
 _pool_lock = threading.Lock()
 
 
-def compressor(level: int) -> zstandard.ZstdCompressor:
+def compressor(level: int, block_size: int | None = None) -> zstandard.ZstdCompressor:
     """A compressor for segment blocks, for one thread at a time (return it
     with ``release``). The fast levels come from a pool, so there are only as
-    many contexts as concurrent writers, not one per worker thread ever used."""
+    many contexts as concurrent writers, not one per worker thread ever used.
+
+    Blocks larger than ``BLOCK_SIZE`` get a window that spans the whole block
+    (a level's own window may be smaller: level 9's is 4 MiB); such a context
+    holds tens of MiB of tables, so it is never pooled (``release`` frees it)."""
+    if block_size is not None and block_size > BLOCK_SIZE:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, window_log=(block_size - 1).bit_length(), write_checksum=1, write_content_size=1
+        )
+        return zstandard.ZstdCompressor(compression_params=params)
     if level <= CACHED_LEVELS:
         with _pool_lock:
             free = _pool.get(level)
@@ -114,7 +123,9 @@ def compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
 
 
-def release(cctx: zstandard.ZstdCompressor, level: int) -> None:
+def release(cctx: zstandard.ZstdCompressor, level: int, block_size: int | None = None) -> None:
+    if block_size is not None and block_size > BLOCK_SIZE:
+        return
     if level <= CACHED_LEVELS:
         with _pool_lock:
             free = _pool.setdefault(level, [])
@@ -192,7 +203,7 @@ def encode(data: bytes | bytearray, level: int = DEFAULT_LEVEL, block_size: int 
     frames: list[bytes] = []
     blocks: list[Block] = []
     off = 0
-    cctx = compressor(level)
+    cctx = compressor(level, block_size)
     try:
         for s, e in block_cuts(data, block_size):
             frame, blk = encode_block(data, s, e, level, off, cctx)
@@ -200,7 +211,7 @@ def encode(data: bytes | bytearray, level: int = DEFAULT_LEVEL, block_size: int 
             blocks.append(blk)
             off += len(frame)
     finally:
-        release(cctx, level)
+        release(cctx, level, block_size)
     frames.append(encode_index(blocks, level))
     return b"".join(frames)
 

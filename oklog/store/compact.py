@@ -69,8 +69,9 @@ RELEASE_STEP = 1 << 20  # release read input pages every this many bytes (a bloc
 
 
 COMPACT_LEVEL = 3  # zstd level of merge and split outputs (concatenation copies blocks as they are)
+IDLE_LEVEL = 9  # zstd level full segments are recompressed to when compaction is idle
 COLD_LEVEL = 19  # zstd level of segments recompressed once cold
-COLD_BLOCK_SIZE = 4 << 20  # their blocks: larger, for the ratio (a cold query decompresses more per hit)
+COLD_BLOCK_SIZE = 8 << 20  # the blocks of both: records' bytes, each frame with a window spanning it
 COLD_AGE = 3600.0  # seconds after its newest record a segment counts as cold
 
 
@@ -139,12 +140,15 @@ def plan(
     level: int = COMPACT_LEVEL,
     cold_level: int = 0,
     cold_before: str = "",
+    idle_level: int = 0,
 ) -> list[Job]:
     """Jobs that would leave the store non-overlapping and near the target size,
     topic by topic: segments of different topics are never merged (a segment
     of any topics, "", is a class of its own). With none, at most one
-    recompression: a plain segment to ``level``, or one whose newest ULID is
-    before ``cold_before`` to ``cold_level`` (0: no cold recompression)."""
+    recompression: a plain segment to ``level``; else one whose newest ULID is
+    before ``cold_before`` to ``cold_level``; else one of at least half the target
+    (concatenation leaves it alone from then on) to ``idle_level``; both in
+    COLD_BLOCK_SIZE blocks (a level 0: no such recompression)."""
     by_topic: dict[str, list[Segment]] = {}
     for seg in segments:
         by_topic.setdefault(seg.topic, []).append(seg)
@@ -167,12 +171,20 @@ def plan(
         key=lambda s: s.last,
     )  # (overlapping ones are merged, and so compressed, first)
     jobs.extend(Job("recompress", [s], s.topic, level) for s in plain[:1])
-    if jobs:
-        return jobs
-    for seg in sorted(segments, key=lambda s: s.last):
+    return jobs or _idle_job(segments, target, cold_level, cold_before, idle_level)
+
+
+def _idle_job(segments: list[Segment], target: int, cold_level: int, cold_before: str, idle_level: int) -> list[Job]:
+    """With nothing else to do: the oldest cold segment below the cold level, else
+    the oldest of at least half the target below the idle level (none: [])."""
+    by_age = sorted(segments, key=lambda s: s.last)
+    for seg in by_age:
         if cold_level and seg.last < cold_before and seg.level < cold_level:
             return [Job("recompress", [seg], seg.topic, cold_level, COLD_BLOCK_SIZE)]
-    return jobs
+    for seg in by_age:
+        if idle_level and seg.raw_size >= target // 2 and seg.level < idle_level:
+            return [Job("recompress", [seg], seg.topic, idle_level, COLD_BLOCK_SIZE)]
+    return []
 
 
 def _plan_one(
@@ -214,14 +226,15 @@ class _Writer:
     segments, a block at a time."""
 
     def __init__(
-        self, store: StoreLog, target: int, topic: str = "", level: int = COMPACT_LEVEL, block_size: int | None = None
+        self, store: StoreLog, target: int, topic: str = "", level: int = COMPACT_LEVEL,
+        block_size: int | None = None,
     ) -> None:
         self.store = store
         self.target = target
         self.topic = topic
         self.level = level
         self.block_size = block_size or segfile.BLOCK_SIZE
-        self._cctx: zstandard.ZstdCompressor | None = segfile.compressor(level)
+        self._cctx: zstandard.ZstdCompressor | None = segfile.compressor(level, self.block_size)
         self.should_stop: Callable[[], bool] | None = None
         self._min_level = level  # lowest level of any block of the current output
         self.done: list[Segment] = []
@@ -231,8 +244,7 @@ class _Writer:
         self._first = b""
         self._last = b""
         self._size = 0  # records' bytes in the current output
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        self._pending = bytearray()  # records not yet compressed (less than a block, between writes)
         self._blocks: list[segfile.Block] = []
         self._offset = 0  # file bytes written
         self._crc = 0
@@ -261,12 +273,11 @@ class _Writer:
         if reason is not None and self._bad is None:
             self._bad = reason
         self._open(bytes(chunk[:ULID_LEN]))
-        self._pending.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
-        self._pending_size += len(chunk)
+        self._pending += chunk
         self._size += len(chunk)
         last_start = chunk.rfind(b"\n", 0, len(chunk) - 1) + 1
         self._last = bytes(chunk[last_start : last_start + ULID_LEN])
-        if self._pending_size >= self.block_size:
+        if len(self._pending) >= self.block_size:
             self._flush(final=False)
 
     def _open(self, first: bytes) -> None:
@@ -311,13 +322,10 @@ class _Writer:
         otherwise a shorter tail waits for more)."""
         if not self._pending:
             return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending = []
+        data = self._pending  # compressed in place: one copy of a block's records, not two
         cuts = segfile.block_cuts(data, self.block_size)
         if not final and cuts and cuts[-1][1] - cuts[-1][0] < self.block_size:
-            s, _ = cuts.pop()
-            self._pending = [data[s:]]
-        self._pending_size = sum(len(p) for p in self._pending)
+            cuts.pop()
         assert self._f is not None
         for s, e in cuts:
             if self.should_stop is not None and self.should_stop():
@@ -327,6 +335,8 @@ class _Writer:
             self._crc = zlib.crc32(frame, self._crc)
             self._offset += len(frame)
             self._blocks.append(blk)
+        if cuts:
+            del data[: cuts[-1][1]]  # the shorter tail waits for more
 
     def finish(self) -> None:
         if self._f is None:
@@ -353,12 +363,11 @@ class _Writer:
     def close(self) -> None:
         """Return the compressor (after finish or abort)."""
         if self._cctx is not None:
-            segfile.release(self._cctx, self.level)
+            segfile.release(self._cctx, self.level, self.block_size)
             self._cctx = None
 
     def abort(self) -> None:
-        self._pending = []
-        self._pending_size = 0
+        self._pending = bytearray()
         if self._f is not None:
             self._f.close()
             self.store.fs.remove(self._tmp)
@@ -617,6 +626,7 @@ class Maintenance:
         level: int = COMPACT_LEVEL,
         cold_level: int = COLD_LEVEL,
         cold_age: float = COLD_AGE,
+        idle_level: int = IDLE_LEVEL,
     ) -> None:
         self.store = store
         # Maintenance runs on its own thread at a lower CPU priority: on a busy
@@ -626,6 +636,7 @@ class Maintenance:
         self.level = level
         self.cold_level = cold_level
         self.cold_age = cold_age
+        self.idle_level = idle_level
         self.target = target_size
         self.retain = retain
         self.purge = purge
@@ -693,7 +704,7 @@ class Maintenance:
         cold_before = ms_floor(int((time.time() - self.cold_age) * 1000)).decode()
         return plan(
             valid, self.target, unsplittable=self.unsplittable,
-            level=self.level, cold_level=self.cold_level, cold_before=cold_before,
+            level=self.level, cold_level=self.cold_level, cold_before=cold_before, idle_level=self.idle_level,
         )
 
     def retention(self, now: float | None = None) -> None:

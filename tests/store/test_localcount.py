@@ -6,6 +6,7 @@ blocks, overlapping segments of two topics and copies of records."""
 from __future__ import annotations
 
 import pytest
+import support
 import trio
 from test_segfile import body
 
@@ -25,7 +26,7 @@ from oklog.store.log import StoreLog
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
+    support.small_blocks(monkeypatch, 16 << 10)
 
 
 def matcher_of(params):

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import support
 from conftest import CORPUS
 
 from oklog.fs import RealFS, join
@@ -15,7 +16,14 @@ from oklog.query.params import parse_params
 from oklog.query.plan import plan_query, run_unit
 from oklog.records import segfile
 from oklog.records.record import ULIDSource, stamp_lines
-from oklog.store.compact import CompactStats, plan, run_job
+from oklog.store.compact import (
+    COLD_BLOCK_SIZE,
+    COMPACT_LEVEL,
+    IDLE_LEVEL,
+    CompactStats,
+    plan,
+    run_job,
+)
 from oklog.store.log import StoreLog
 
 
@@ -36,7 +44,7 @@ def sample_lines(n: int, seed: int) -> list[bytes]:
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)  # many blocks from little data
+    support.small_blocks(monkeypatch, 16 << 10)  # many blocks from little data
 
 
 def body(n: int, seed: int, topic: bytes = b"default", start_ms: int = 10_000) -> bytes:
@@ -72,6 +80,43 @@ def test_round_trip_and_zstdcat_prints_the_records(tmp_path, small_blocks):
     f = tmp_path / "x.seg"
     f.write_bytes(enc)
     assert subprocess.run(["zstdcat", str(f)], capture_output=True, check=True).stdout == data
+
+
+def test_cold_blocks_have_a_window_spanning_each_and_zstdcat_reads_them(tmp_path):
+    """Idle recompression's 8 MiB blocks at level 9 (whose own window is 4 MiB): each frame's
+    window covers its whole block, the file is smaller than with compaction's 1 MiB
+    level-3 blocks, and zstdcat and the reader both print the records."""
+    data = body(100_000, 22)  # ~12 MiB of loghub lines
+    enc = segfile.encode(data, IDLE_LEVEL, COLD_BLOCK_SIZE)
+    idx = segfile.read_index(enc)
+    assert len(idx.blocks) == 2 and max(b.rawlen for b in idx.blocks) > 4 << 20
+    small = segfile.encode(data, segfile.DEFAULT_LEVEL)
+    assert len(enc) < 0.8 * len(small)
+    assert segfile.decode(enc) == data
+    f = tmp_path / "big.seg"
+    f.write_bytes(enc)
+    assert subprocess.run(["zstdcat", str(f)], capture_output=True, check=True).stdout == data
+
+
+def test_idle_compaction_raises_full_segments_and_leaves_small_ones_to_the_cold_age(tmp_path):
+    """With nothing else to do, compaction recompresses a segment of at least half
+    the target at the idle level in 8 MiB blocks; a smaller one (which the next
+    batches may still be concatenated to) waits for the cold level and age."""
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    full, small = body(3000, 21), body(300, 23, start_ms=10**9)
+    seg_full, seg_small = store.write(full)[0], store.write(small)[0]
+    assert seg_full.level == seg_small.level == COMPACT_LEVEL
+    target = 2 * len(full)  # the first is half the target, the second far below it
+    (job,) = plan(store.segments(), target, idle_level=IDLE_LEVEL)
+    assert job.kind == "recompress" and job.inputs == [seg_full] and job.level == IDLE_LEVEL
+    assert job.block_size == COLD_BLOCK_SIZE
+    (new,) = run_job(store, job, target, CompactStats())
+    assert new.level == IDLE_LEVEL and store.records(new) == full
+    assert plan(store.segments(), target, idle_level=IDLE_LEVEL) == []
+    assert plan(store.segments(), target, idle_level=IDLE_LEVEL, cold_level=19, cold_before=seg_full.first) == []
+    (job,) = plan(store.segments(), target, idle_level=IDLE_LEVEL, cold_level=19, cold_before="Z" * 26)
+    assert job.inputs[0].level < 19 and job.level == 19  # cold: both, oldest first
+    assert plan(store.segments(), target, idle_level=0) == []  # 0: never
 
 
 def test_every_store_segment_zstdcats_to_its_records(tmp_path, small_blocks):
@@ -205,7 +250,7 @@ def test_concat_copies_blocks_and_merge_recompresses_only_overlapping_runs(tmp_p
     a, b = body(1500, 11), body(1500, 12)  # seed 12's clock starts later: disjoint
     sa, sb = store.write(a)[0], store.write(b)[0]
     frames = {bytes(fs.read(store.path(s))[blk.offset : blk.offset + blk.clen]) for s in (sa, sb) for blk in store.index(s).blocks}
-    (job,) = plan(store.segments(), 10 << 20)
+    (job,) = plan(store.segments(), 10 << 20, level=3)  # the level the store wrote them with
     assert job.kind == "concat"
     (out,) = run_job(store, job, 10 << 20, CompactStats())
     out_buf = fs.read(store.path(out))
@@ -217,7 +262,7 @@ def test_concat_copies_blocks_and_merge_recompresses_only_overlapping_runs(tmp_p
     late = b"".join(recs[-300:])  # copies of the last records (a replica's batch)
     (plain,) = store.write(late)
     assert plain.level == 0  # overlaps a stored segment: written plain, compaction compresses it
-    (job,) = plan(store.segments(), 10 << 20)
+    (job,) = plan(store.segments(), 10 << 20, level=3)
     assert job.kind == "merge"
     (merged,) = run_job(store, job, 10 << 20, CompactStats())
     assert store.records(merged) == a + b and merged.level == 3
@@ -236,9 +281,9 @@ def test_old_plain_segments_are_served_and_rewritten_compressed_when_idle(tmp_pa
     (seg,) = store.segments()
     assert seg.level == 0 and query(store) == data
     (job,) = plan(store.segments(), 128 << 20)
-    assert job.kind == "recompress" and job.level == 3
+    assert job.kind == "recompress" and job.level == COMPACT_LEVEL
     (new,) = run_job(store, job, 128 << 20, CompactStats())
-    assert new.level == 3 and new.size < len(data) / 3 and store.records(new) == data
+    assert new.level == COMPACT_LEVEL and new.size < len(data) / 3 and store.records(new) == data
     assert plan(store.segments(), 128 << 20) == []
     # cold: recompressed once more at the cold level, larger blocks
     (job,) = plan(store.segments(), 128 << 20, cold_level=19, cold_before="Z" * 26)
