@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 
@@ -136,13 +135,3 @@ def fluent_node(workdir: Path, flush: str) -> Any:
     n.ports["fluent"] = free_port()
     n.args += ["-ingest.fluent", f"127.0.0.1:{n.ports['fluent']}"]
     return n
-
-
-def small_blocks(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
-    """Blocks of ``size`` records' bytes for the store's writes and compaction's
-    outputs alike: many blocks from a little data."""
-    from oklog.records import segfile
-    from oklog.store import compact
-
-    monkeypatch.setattr(segfile, "BLOCK_SIZE", size)
-    monkeypatch.setattr(compact, "COLD_BLOCK_SIZE", size)

@@ -542,8 +542,9 @@ class _InOrder:
         self.emit = emit
         self.limiter = limiter
         self.fmt = fmt
-        self.pending: collections.deque[trio.MemoryReceiveChannel[list[bytes]]] = collections.deque()
-        self.sizes: collections.deque[int] = collections.deque()  # records' bytes of each pending unit
+        # each unit scanned ahead: its answer's channel and its records' bytes
+        self.pending: collections.deque[tuple[trio.MemoryReceiveChannel[list[bytes]], int]] = collections.deque()
+        self.pending_bytes = 0
 
     async def run(self, in_flight: int) -> None:
         """At most ``in_flight`` units ahead, and at most IN_FLIGHT_BYTES of their
@@ -552,15 +553,15 @@ class _InOrder:
             for unit in self.plan.units:
                 size = unit.size
                 while len(self.pending) >= in_flight or (
-                    len(self.pending) >= 2 and sum(self.sizes) + size > IN_FLIGHT_BYTES
+                    len(self.pending) >= 2 and self.pending_bytes + size > IN_FLIGHT_BYTES
                 ):
                     await self._drain_one()
                 tx: trio.MemorySendChannel[list[bytes]]
                 rx: trio.MemoryReceiveChannel[list[bytes]]
                 tx, rx = trio.open_memory_channel(1)
                 nursery.start_soon(self._work, unit, tx)
-                self.pending.append(rx)
-                self.sizes.append(size)
+                self.pending.append((rx, size))
+                self.pending_bytes += size
             while self.pending:
                 await self._drain_one()
 
@@ -571,8 +572,8 @@ class _InOrder:
         await tx.send(pieces)
 
     async def _drain_one(self) -> None:
-        rx = self.pending.popleft()
-        self.sizes.popleft()
+        rx, size = self.pending.popleft()
+        self.pending_bytes -= size
         async with rx:
             pieces = await rx.receive()
         pieces.reverse()

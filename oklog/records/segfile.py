@@ -102,6 +102,12 @@ _pool: dict[int, list[zstandard.ZstdCompressor]] = {}
 _pool_lock = threading.Lock()
 
 
+def _wide(block_size: int | None) -> bool:
+    """Blocks larger than the store's own: their compressors get a window that
+    spans the block and are never pooled."""
+    return block_size is not None and block_size > BLOCK_SIZE
+
+
 def compressor(level: int, block_size: int | None = None) -> zstandard.ZstdCompressor:
     """A compressor for segment blocks, for one thread at a time (return it
     with ``release``). The fast levels come from a pool, so there are only as
@@ -110,7 +116,8 @@ def compressor(level: int, block_size: int | None = None) -> zstandard.ZstdCompr
     Blocks larger than ``BLOCK_SIZE`` get a window that spans the whole block
     (a level's own window may be smaller: level 9's is 4 MiB); such a context
     holds tens of MiB of tables, so it is never pooled (``release`` frees it)."""
-    if block_size is not None and block_size > BLOCK_SIZE:
+    if _wide(block_size):
+        assert block_size is not None
         params = zstandard.ZstdCompressionParameters.from_level(
             level, window_log=(block_size - 1).bit_length(), write_checksum=1, write_content_size=1
         )
@@ -124,7 +131,7 @@ def compressor(level: int, block_size: int | None = None) -> zstandard.ZstdCompr
 
 
 def release(cctx: zstandard.ZstdCompressor, level: int, block_size: int | None = None) -> None:
-    if block_size is not None and block_size > BLOCK_SIZE:
+    if _wide(block_size):
         return
     if level <= CACHED_LEVELS:
         with _pool_lock:

@@ -7,7 +7,6 @@ import random
 import zlib
 
 import pytest
-import support
 
 import oklog._fast as _fast
 from oklog.fs import RealFS
@@ -22,7 +21,7 @@ from oklog.store.log import StoreLog, crc_hex, segment_name
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    support.small_blocks(monkeypatch, 16 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
 
 
 def hdfs_lines(n: int, seed: int) -> list[bytes]:
@@ -59,7 +58,7 @@ def run(store: StoreLog, q: bytes, regex: bool = False, fmt=None) -> tuple[bytes
 
 
 def test_a_rare_block_id_skips_the_blocks_without_it(tmp_path, monkeypatch):
-    support.small_blocks(monkeypatch, 64 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 64 << 10)
     lines = hdfs_lines(12000, 1)
     rare = b"blk_-6952295868487656571"
     for i in (5, 7100):  # in two blocks only
@@ -166,7 +165,7 @@ def test_the_one_call_scan_equals_the_block_by_block_one(tmp_path, monkeypatch, 
 
     if not _fast.zscan_available():
         pytest.skip("no libzstd on this host")
-    support.small_blocks(monkeypatch, 16 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
     monkeypatch.setattr(sq, "UNIT_BYTES", 40 << 10)
     lines = hdfs_lines(6000, 4)
     store = StoreLog(RealFS(), str(tmp_path / "store"))
@@ -184,7 +183,7 @@ def test_the_one_call_scan_equals_the_block_by_block_one(tmp_path, monkeypatch, 
             monkeypatch.setattr(_fast, "zscan_available", lambda: False)
             slow, _ = windowed(store, q, lo, hi, regex, fm)
             monkeypatch.undo()
-            support.small_blocks(monkeypatch, 16 << 10)
+            monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
             monkeypatch.setattr(sq, "UNIT_BYTES", 40 << 10)
             assert fast == slow and dmg == 0
             sel = [r for r in rs if lo <= r[:26] < hi and (not q or regex or q in r.split(b" ", 2)[2])]
@@ -220,7 +219,7 @@ def test_topic_filters_regexes_and_several_terms_over_compressed_blocks(tmp_path
 
     from oklog.query.terms import build_matcher
 
-    support.small_blocks(monkeypatch, 16 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
     lines = hdfs_lines(4000, 6)
     store = StoreLog(RealFS(), str(tmp_path / "store"))
     src = ULIDSource(iter(range(10_000, 10**14, 3)).__next__)
@@ -249,7 +248,7 @@ def test_topic_filters_regexes_and_several_terms_over_compressed_blocks(tmp_path
         monkeypatch.setattr(_fast, "zscan_available", lambda: False)
         slow = answer(Matcher(query), query)
         monkeypatch.undo()
-        support.small_blocks(monkeypatch, 16 << 10)
+        monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
         assert got == slow == want and want
     tm = build_matcher([b"blk_-2", b"10.250.1"], False, False, [b"size 3"], None)
     q0 = Query(b"blk_-2")

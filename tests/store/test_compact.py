@@ -4,7 +4,6 @@ import random
 import zlib
 
 import pytest
-import support
 import trio
 
 from oklog.fs import MemFS, RealFS, join
@@ -466,9 +465,10 @@ def test_overlapping_topic_segments_are_scanned_in_bounded_units(store, monkeypa
     from oklog.query.engine import Matcher, Query
     from oklog.query.params import parse_params
     from oklog.query.plan import plan_query
+    from oklog.records import segfile
 
     monkeypatch.setattr(Q, "UNIT_BYTES", 4096)
-    support.small_blocks(monkeypatch, 1024)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 1024)
     rnd = random.Random(6)
     src = ULIDSource(iter(range(10_000, 10**9, 5)).__next__)
     want: set[bytes] = set()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import support
 import trio
 from test_segfile import body
 
 from oklog.fs import RealFS
 from oklog.net.http import Router, serve_http
+from oklog.records import segfile
 from oklog.store.api import local_query
 from oklog.store.log import StoreLog
 
@@ -20,7 +20,7 @@ LIMIT = 30
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    support.small_blocks(monkeypatch, 16 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
 
 
 def flip_in_block(store: StoreLog, block: int) -> None:

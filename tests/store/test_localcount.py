@@ -6,7 +6,6 @@ blocks, overlapping segments of two topics and copies of records."""
 from __future__ import annotations
 
 import pytest
-import support
 import trio
 from test_segfile import body
 
@@ -26,7 +25,7 @@ from oklog.store.log import StoreLog
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    support.small_blocks(monkeypatch, 16 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)
 
 
 def matcher_of(params):

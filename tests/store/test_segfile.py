@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import support
 from conftest import CORPUS
 
 from oklog.fs import RealFS, join
@@ -44,7 +43,7 @@ def sample_lines(n: int, seed: int) -> list[bytes]:
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    support.small_blocks(monkeypatch, 16 << 10)  # many blocks from little data
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 16 << 10)  # many blocks from little data
 
 
 def body(n: int, seed: int, topic: bytes = b"default", start_ms: int = 10_000) -> bytes:
@@ -250,7 +249,7 @@ def test_concat_copies_blocks_and_merge_recompresses_only_overlapping_runs(tmp_p
     a, b = body(1500, 11), body(1500, 12)  # seed 12's clock starts later: disjoint
     sa, sb = store.write(a)[0], store.write(b)[0]
     frames = {bytes(fs.read(store.path(s))[blk.offset : blk.offset + blk.clen]) for s in (sa, sb) for blk in store.index(s).blocks}
-    (job,) = plan(store.segments(), 10 << 20, level=3)  # the level the store wrote them with
+    (job,) = plan(store.segments(), 10 << 20)
     assert job.kind == "concat"
     (out,) = run_job(store, job, 10 << 20, CompactStats())
     out_buf = fs.read(store.path(out))
@@ -262,7 +261,7 @@ def test_concat_copies_blocks_and_merge_recompresses_only_overlapping_runs(tmp_p
     late = b"".join(recs[-300:])  # copies of the last records (a replica's batch)
     (plain,) = store.write(late)
     assert plain.level == 0  # overlaps a stored segment: written plain, compaction compresses it
-    (job,) = plan(store.segments(), 10 << 20, level=3)
+    (job,) = plan(store.segments(), 10 << 20)
     assert job.kind == "merge"
     (merged,) = run_job(store, job, 10 << 20, CompactStats())
     assert store.records(merged) == a + b and merged.level == 3
@@ -281,9 +280,9 @@ def test_old_plain_segments_are_served_and_rewritten_compressed_when_idle(tmp_pa
     (seg,) = store.segments()
     assert seg.level == 0 and query(store) == data
     (job,) = plan(store.segments(), 128 << 20)
-    assert job.kind == "recompress" and job.level == COMPACT_LEVEL
+    assert job.kind == "recompress" and job.level == 3
     (new,) = run_job(store, job, 128 << 20, CompactStats())
-    assert new.level == COMPACT_LEVEL and new.size < len(data) / 3 and store.records(new) == data
+    assert new.level == 3 and new.size < len(data) / 3 and store.records(new) == data
     assert plan(store.segments(), 128 << 20) == []
     # cold: recompressed once more at the cold level, larger blocks
     (job,) = plan(store.segments(), 128 << 20, cold_level=19, cold_before="Z" * 26)

@@ -9,7 +9,6 @@ import random
 
 import numpy as np
 import pytest
-import support
 import trio
 
 import oklog._fast as _fast
@@ -124,7 +123,7 @@ def test_zcount_tells_matches_outside_the_buckets(encoded):
 def test_the_local_count_reads_compressed_blocks_in_one_call(tmp_path, monkeypatch, args, step):
     """count_plan over a store of compressed segments counts through zcount
     (spied) and gives what counting the query's records gives."""
-    support.small_blocks(monkeypatch, 8 << 10)
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 8 << 10)
     store = StoreLog(RealFS(), str(tmp_path / "store"))
     store.write(stamped(lines(4000, 8)))
     calls = []
