@@ -1429,21 +1429,30 @@ static PyObject *fast_gram_bloom_may_contain(PyObject *self, PyObject *args) {
  * object. libzstd is the system's (the one the zstandard binding also
  * wraps, found with dlopen at first use, so building needs no zstd headers
  * and a host without it still runs: zscan_available() is then False and the
- * caller decompresses through the binding). ZSTD_decompressDCtx verifies
- * each frame's content checksum. */
+ * caller decompresses through the binding). A frame whose index entry
+ * carries the CRC-32 of its bytes (index version 2) is checked by that CRC
+ * (zlib's crc32, over a tenth of the bytes) and decoded without hashing its
+ * output (ZSTD_d_forceIgnoreChecksum): the same guarantee, about a tenth
+ * faster. A frame without one (version 1), or any frame when zlib or that
+ * parameter is missing, is decoded verifying its content checksum. */
 #include <dlfcn.h>
 
 typedef void *(*zstd_create_fn)(void);
 typedef size_t (*zstd_free_fn)(void *);
 typedef size_t (*zstd_dec_fn)(void *, void *, size_t, const void *, size_t);
 typedef unsigned (*zstd_iserr_fn)(size_t);
+typedef size_t (*zstd_setp_fn)(void *, int, int);
+typedef unsigned long (*crc32_fn)(unsigned long, const unsigned char *, unsigned);
 static struct {
     int tried, ok;
     zstd_create_fn create;
     zstd_free_fn free_;
     zstd_dec_fn dec;
     zstd_iserr_fn iserr;
+    zstd_setp_fn setp; /* NULL: every frame is decoded verifying its checksum */
+    crc32_fn crc32;    /* zlib's; NULL likewise */
 } zlib_;
+#define ZSTD_D_FORCE_IGNORE_CHECKSUM 1002 /* ZSTD_d_experimentalParam3, libzstd >= 1.4.7 */
 
 static int zstd_load(void) { /* called with the GIL held */
     if (zlib_.tried) return zlib_.ok;
@@ -1456,7 +1465,48 @@ static int zstd_load(void) { /* called with the GIL held */
     zlib_.dec = (zstd_dec_fn)dlsym(h, "ZSTD_decompressDCtx");
     zlib_.iserr = (zstd_iserr_fn)dlsym(h, "ZSTD_isError");
     zlib_.ok = zlib_.create && zlib_.free_ && zlib_.dec && zlib_.iserr;
+    zlib_.setp = (zstd_setp_fn)dlsym(h, "ZSTD_DCtx_setParameter");
+    void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (z) zlib_.crc32 = (crc32_fn)dlsym(z, "crc32");
+    if (!zlib_.crc32) zlib_.setp = NULL;
     return zlib_.ok;
+}
+
+/* The decompression contexts of one zscan or zcount call: check verifies
+ * content checksums; trust (NULL if unavailable) skips them, for frames
+ * whose bytes matched their CRC. */
+typedef struct {
+    void *check, *trust;
+} zdctx;
+
+static int zdctx_open(zdctx *z) {
+    z->check = zlib_.create();
+    z->trust = zlib_.setp ? zlib_.create() : NULL;
+    if (z->trust && zlib_.iserr(zlib_.setp(z->trust, ZSTD_D_FORCE_IGNORE_CHECKSUM, 1))) {
+        zlib_.free_(z->trust);
+        z->trust = NULL;
+    }
+    return z->check != NULL;
+}
+
+static void zdctx_close(zdctx *z) {
+    if (z->check) zlib_.free_(z->check);
+    if (z->trust) zlib_.free_(z->trust);
+}
+
+/* Frame q (offset, compressed length, raw length, CRC-32 or -1) of src into
+ * data (room for raw + 1 bytes): 1 if it decoded to exactly its raw length
+ * and passed its CRC or its content checksum, 0 if damaged. */
+static int zframe(const zdctx *z, char *data, const char *src, const int64_t *q) {
+    const unsigned char *f = (const unsigned char *)src + q[0];
+    size_t clen = (size_t)q[1], raw = (size_t)q[2];
+    void *d = z->check;
+    if (q[3] >= 0 && z->trust) {
+        if (zlib_.crc32(0UL, f, (unsigned)clen) != (unsigned long)q[3]) return 0;
+        d = z->trust;
+    }
+    size_t got = zlib_.dec(d, data, raw + 1, f, clen);
+    return !zlib_.iserr(got) && got == raw;
 }
 
 static PyObject *fast_zscan_available(PyObject *self, PyObject *args) {
@@ -1484,15 +1534,16 @@ static size_t zseek(const char *base, size_t lo, size_t hi, const char *key, siz
     return hi;
 }
 
-/* The frame list of zscan and zcount (native int64 triples: offset,
- * compressed length, raw length), checked against the buffer r and copied
- * (it is read without the GIL); NULL with an exception set if it is bad. */
+/* The frame list of zscan and zcount (native int64 quads: offset,
+ * compressed length, raw length, CRC-32 of the frame's bytes or -1),
+ * checked against the buffer r and copied (it is read without the GIL);
+ * NULL with an exception set if it is bad. */
 static int64_t *zframes_read(const region *r, const char *frames_b, Py_ssize_t frames_len, size_t *nf, int64_t *maxraw) {
-    if (frames_len % 24) {
-        PyErr_SetString(PyExc_ValueError, "frames must be int64 triples");
+    if (frames_len % 32) {
+        PyErr_SetString(PyExc_ValueError, "frames must be int64 quads");
         return NULL;
     }
-    *nf = (size_t)frames_len / 24;
+    *nf = (size_t)frames_len / 32;
     *maxraw = 0;
     int64_t *fr = PyMem_Malloc(frames_len ? (size_t)frames_len : 1);
     if (!fr) {
@@ -1501,8 +1552,9 @@ static int64_t *zframes_read(const region *r, const char *frames_b, Py_ssize_t f
     }
     memcpy(fr, frames_b, (size_t)frames_len);
     for (size_t i = 0; i < *nf; i++) {
-        int64_t off = fr[3 * i], clen = fr[3 * i + 1], raw = fr[3 * i + 2];
-        if (off < 0 || clen < 0 || raw < 0 || off > r->view.len || clen > r->view.len - off || raw > ((int64_t)1 << 32)) {
+        int64_t off = fr[4 * i], clen = fr[4 * i + 1], raw = fr[4 * i + 2], crc = fr[4 * i + 3];
+        if (off < 0 || clen < 0 || raw < 0 || off > r->view.len || clen > r->view.len - off || raw > ((int64_t)1 << 32) ||
+            clen >= ((int64_t)1 << 32) || crc < -1 || crc > (int64_t)0xFFFFFFFF) {
             PyErr_SetString(PyExc_ValueError, "frame outside the buffer");
             PyMem_Free(fr);
             return NULL;
@@ -1528,8 +1580,8 @@ static void zcut(const char *data, size_t n, const char *klo, size_t klo_len, co
 }
 
 /* zscan(buf, frames, needle, mode, klo, khi) -> ([bytes], [bad frame index])
- * frames: native int64 triples (offset, compressed length, raw length) of
- * frames in buf; needle: the literal every returned line holds, or None for
+ * frames: native int64 quads (offset, compressed length, raw length,
+ * CRC-32 or -1: segfile.frame_table) of frames in buf; needle: the literal every returned line holds, or None for
  * every record; mode 0-2; records with a ULID outside [klo, khi) are left
  * out. The answer is one bytes object per frame with output (at most a
  * block each: allocations the allocator reuses, where one buffer for the
@@ -1571,19 +1623,18 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     unsigned char *bad = PyMem_Calloc(nf ? nf : 1, 1);
     PyObject **outs = PyMem_Calloc(nf ? nf : 1, sizeof(PyObject *));
     char *data = NULL;
-    void *dctx = NULL;
+    zdctx dctx = {NULL, NULL};
     PyObject *result = NULL;
     if (!fr || !used || !bad || !outs) {
         PyErr_NoMemory();
         goto done;
     }
     for (size_t i = 0; i < nf; i++) {
-        int64_t raw = fr[3 * i + 2];
+        int64_t raw = fr[4 * i + 2];
         if (!(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
     }
     data = PyMem_RawMalloc((size_t)maxraw + 1);
-    dctx = zlib_.create();
-    if (!data || !dctx) {
+    if (!data || !zdctx_open(&dctx)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1593,10 +1644,9 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     Py_ssize_t nbad = 0, nout = 0;
     Py_BEGIN_ALLOW_THREADS
     for (size_t i = 0; i < nf; i++) {
-        size_t raw = (size_t)fr[3 * i + 2];
+        size_t raw = (size_t)fr[4 * i + 2];
         char *w0 = PyBytes_AS_STRING(outs[i]), *w = w0;
-        size_t got = zlib_.dec(dctx, data, raw + 1, src + fr[3 * i], (size_t)fr[3 * i + 1]);
-        if (zlib_.iserr(got) || got != raw) {
+        if (!zframe(&dctx, data, src, fr + 4 * i)) {
             bad[i] = 1;
             nbad++;
             continue;
@@ -1659,7 +1709,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     }
     result = Py_BuildValue("(NN)", pieces, badlist);
 done:
-    if (dctx) zlib_.free_(dctx);
+    zdctx_close(&dctx);
     PyMem_RawFree(data);
     if (outs)
         for (size_t i = 0; i < nf; i++) Py_XDECREF(outs[i]);
@@ -1691,7 +1741,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     int64_t *fr = NULL, maxraw = 0;
     unsigned char *bad = NULL;
     char *data = NULL;
-    void *dctx = NULL;
+    zdctx dctx = {NULL, NULL};
     size_t nf = 0;
     if (count_args_read(&ca, terms_o, nots_o, icase, step_ms, origin_ms, counts_o) < 0) goto done;
     if (!zstd_load()) {
@@ -1703,8 +1753,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     if (!(fr = zframes_read(&r, frames_b, frames_len, &nf, &maxraw))) goto done;
     bad = PyMem_Calloc(nf ? nf : 1, 1);
     data = PyMem_RawMalloc((size_t)maxraw + 1);
-    dctx = zlib_.create();
-    if (!bad || !data || !dctx) {
+    if (!bad || !data || !zdctx_open(&dctx)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1713,9 +1762,8 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     Py_ssize_t nbad = 0;
     Py_BEGIN_ALLOW_THREADS
     for (size_t i = 0; i < nf; i++) {
-        size_t raw = (size_t)fr[3 * i + 2], lo, hi;
-        size_t got = zlib_.dec(dctx, data, raw + 1, src + fr[3 * i], (size_t)fr[3 * i + 1]);
-        if (zlib_.iserr(got) || got != raw) {
+        size_t raw = (size_t)fr[4 * i + 2], lo, hi;
+        if (!zframe(&dctx, data, src, fr + 4 * i)) {
             bad[i] = 1;
             nbad++;
             continue;
@@ -1730,7 +1778,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
         if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)b++, PyLong_FromSize_t(i));
     result = Py_BuildValue("(KKN)", matched, outside, badlist);
 done:
-    if (dctx) zlib_.free_(dctx);
+    zdctx_close(&dctx);
     PyMem_RawFree(data);
     PyMem_Free(bad);
     PyMem_Free(fr);

@@ -16,7 +16,6 @@ releases the GIL) and runs the same C scan over it.
 
 from __future__ import annotations
 
-import array
 import collections
 import logging
 import mmap
@@ -462,10 +461,7 @@ def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: by
     assert unit.keys is not None
     klo, khi = unit.keys
     buf = plan.bufs[seg.name]
-    frames = array.array("q")
-    for b in blocks:
-        frames.extend((b.offset, b.clen, b.rawlen))
-    out, bad = _fast.zscan(buf, frames.tobytes(), needle, mode, klo, khi)
+    out, bad = _fast.zscan(buf, segfile.frame_table(blocks), needle, mode, klo, khi)
     _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
     if bad:
         plan.found_damaged(seg, len(bad))

@@ -10,7 +10,8 @@ holding the index. ``zstdcat SEGMENT`` therefore prints the records verbatim
     payload     = "OKLI" | version u8 | level u8 | 0 u16 | blocks u32
                   | per block: first ULID (26) | last ULID (26) | offset u64
                     | compressed length u32 | raw length u32 | records u32
-                    | bloom kind u8 | bloom length u32 | bloom bytes
+                    | bloom kind u8 | bloom length u32 | [version 2: frame CRC-32 u32]
+                    | bloom bytes
                   | CRC-32 of everything above (u32) | frame length (u32) | "OKLX"
 
 The last 12 bytes of the file find the index without a scan. Each block's
@@ -20,12 +21,18 @@ the first files); kind 2: trigrams and 5-grams in one filter (oklog._fast.
 gram_bloom), written now, as trigrams cannot rule out an identifier made of
 digits. The trigram bits of both kinds are set alike, so a reader that knows
 only kind 1 checks trigrams on either and stays correct.
+Version 2 adds each block's CRC-32 of its compressed frame bytes: a reader
+that checks it (a tenth of the bytes, at CRC speed) has verified everything
+the frame's content checksum would, and decompresses without hashing the
+output (oklog._fast.zscan and zcount: about a tenth faster). Version 1 files
+(no block CRCs) are still read, their frames verified by content checksum.
 Files from before (plain records) are recognised by their first bytes: a ULID,
 never the zstd magic.
 """
 
 from __future__ import annotations
 
+import array
 import struct
 import threading
 import zlib
@@ -46,8 +53,9 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SKIP_MAGIC = struct.pack("<I", 0x184D2A5E)
 _HEAD = struct.Struct("<4sBBHI")
 _ENTRY = struct.Struct(f"<{ULID_LEN}s{ULID_LEN}sQIIIBI")
+_CRC = struct.Struct("<I")
 _TAIL = struct.Struct("<II4s")
-_VERSION = 1
+_VERSION = 2  # written when every block's CRC is known; 1 otherwise
 INDEX_VERSION = _VERSION  # what a member advertises when its /store/replicate takes these files
 RAW_LEVEL = 0  # the level reported for a plain (uncompressed) segment
 
@@ -66,6 +74,7 @@ class Block:
     records: int
     hashes: int  # the bloom kind (BLOOM_TRIGRAMS, BLOOM_GRAMS)
     bloom: bytes
+    crc: int | None = None  # CRC-32 of the frame's bytes (index version 2), None when unknown
 
     def may_contain(self, literal: bytes | None) -> bool:
         if literal is None or len(literal) < 3:
@@ -190,14 +199,19 @@ def encode_block(
         data.count(b"\n", start, end),
         BLOOM_GRAMS,
         bloom,
+        zlib.crc32(frame),
     )
     return frame, blk
 
 
 def encode_index(blocks: list[Block], level: int) -> bytes:
-    parts = [_HEAD.pack(b"OKLI", _VERSION, level, 0, len(blocks))]
+    """The index frame; version 2 when every block carries its frame's CRC."""
+    version = 2 if all(b.crc is not None for b in blocks) else 1
+    parts = [_HEAD.pack(b"OKLI", version, level, 0, len(blocks))]
     for b in blocks:
         parts.append(_ENTRY.pack(b.first, b.last, b.offset, b.clen, b.rawlen, b.records, b.hashes, len(b.bloom)))
+        if version == 2:
+            parts.append(_CRC.pack(b.crc))
         parts.append(b.bloom)
     body = b"".join(parts)
     frame_len = 8 + len(body) + _TAIL.size
@@ -239,23 +253,38 @@ def read_index(buf: Sliced) -> Index:
     if zlib.crc32(body) != crc:
         raise FormatError("index checksum mismatch")
     tag, version, level, _, count = _HEAD.unpack_from(body, 0)
-    if tag != b"OKLI" or version != _VERSION:
+    if tag != b"OKLI" or version not in (1, 2):
         raise FormatError(f"unknown index version {version}")
     pos = _HEAD.size
     blocks = []
     expect = 0
     for _ in range(count):
+        if pos + _ENTRY.size + (_CRC.size if version == 2 else 0) > len(body):
+            raise FormatError("index entries cut short")
         first, last, off, clen, rawlen, recs, hashes, blen = _ENTRY.unpack_from(body, pos)
         pos += _ENTRY.size
+        crc = None
+        if version == 2:
+            (crc,) = _CRC.unpack_from(body, pos)
+            pos += _CRC.size
         bloom = body[pos : pos + blen]
         pos += blen
         if off != expect or off + clen > start:
             raise FormatError("index offsets inconsistent")
         expect = off + clen
-        blocks.append(Block(first, last, off, clen, rawlen, recs, hashes, bloom))
+        blocks.append(Block(first, last, off, clen, rawlen, recs, hashes, bloom, crc))
     if expect != start or pos != len(body):
         raise FormatError("index does not cover the file")
     return Index(level, blocks, start)
+
+
+def frame_table(blocks: list[Block]) -> bytes:
+    """The blocks' frames as oklog._fast.zscan and zcount take them: native
+    int64 quads (offset, compressed length, raw length, CRC-32 or -1)."""
+    table = array.array("q")
+    for b in blocks:
+        table.extend((b.offset, b.clen, b.rawlen, -1 if b.crc is None else b.crc))
+    return table.tobytes()
 
 
 def decompress_block(buf: Buf, blk: Block) -> bytes:
@@ -298,6 +327,8 @@ def decode_bounded(buf: Buf, limit: int) -> tuple[bytes, Index]:
             raise FormatError(f"block {i}: {e}") from None
         if declared != blk.rawlen:
             raise FormatError(f"block {i}: its frame holds {declared} bytes, its index entry says {blk.rawlen}")
+        if blk.crc is not None and zlib.crc32(frame) != blk.crc:
+            raise FormatError(f"block {i}: its frame's bytes do not match the CRC-32 in its index entry")
         d = zstandard.ZstdDecompressor().decompressobj()
         try:
             chunk = d.decompress(frame)
@@ -319,7 +350,7 @@ def index_describes(data: bytes, idx: Index) -> bool:
     start = 0
     for blk in idx.blocks:
         end = start + blk.rawlen
-        if blk.rawlen == 0 or data[end - 1 : end] != b"\n" or blk.hashes != BLOOM_GRAMS:
+        if blk.rawlen == 0 or data[end - 1 : end] != b"\n" or blk.hashes != BLOOM_GRAMS or blk.crc is None:
             return False
         last_start = max(data.rfind(b"\n", start, end - 1) + 1, start)
         if (

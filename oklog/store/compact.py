@@ -28,6 +28,7 @@ the oldest segments are trashed first until the store fits.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import mmap
 import os
@@ -294,8 +295,11 @@ class _Writer:
     def copy_block(self, buf: Buf, blk: segfile.Block, level: int) -> None:
         """Append a compressed block of an input as it is (concatenation: the
         records are already in order and compressed at least this well). Its
-        frame is decompressed once to check it against its checksum and index."""
-        data = segfile.decompress_block(buf, blk)
+        frame is copied, then decompressed once to check it against its
+        checksum and index: the CRC the output's index gives it is of bytes
+        that were verified."""
+        frame = bytes(buf[blk.offset : blk.offset + blk.clen])
+        data = segfile.decompress_block(frame, dataclasses.replace(blk, offset=0))
         if bytes(data[: ULID_LEN]) != blk.first or not data.endswith(b"\n"):
             raise SegmentError("block does not match its index entry")
         del data
@@ -306,12 +310,9 @@ class _Writer:
             self._bad = "records out of order across pieces"
         self._open(blk.first)
         assert self._f is not None
-        frame = bytes(buf[blk.offset : blk.offset + blk.clen])
         self._f.write(frame)
         self._crc = zlib.crc32(frame, self._crc)
-        self._blocks.append(
-            segfile.Block(blk.first, blk.last, self._offset, blk.clen, blk.rawlen, blk.records, blk.hashes, blk.bloom)
-        )
+        self._blocks.append(dataclasses.replace(blk, offset=self._offset, crc=zlib.crc32(frame)))
         self._offset += blk.clen
         self._size += blk.rawlen
         self._last = blk.last

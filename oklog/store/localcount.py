@@ -24,8 +24,6 @@ and those records are counted by the same kernel.
 
 from __future__ import annotations
 
-import array
-
 import trio
 
 import oklog._fast as _fast
@@ -33,6 +31,7 @@ from oklog.query.count import Tally
 from oklog.query.engine import Buffer, I64Array, Matcher, ScanMatcher
 from oklog.query.format import MODE_RAW
 from oklog.query.plan import Plan, Unit, _blocks, _pieces, _release, narrowed, run_unit_pieces
+from oklog.records import segfile
 from oklog.records.record import ULID_LEN
 from oklog.records.segfile import Block
 from oklog.store.log import Segment
@@ -227,12 +226,10 @@ def _zcount(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], kernel: K
         if not 0 < nb <= MAX_PIECE_BUCKETS:
             return False
         counts = np.zeros(nb, dtype=np.int64)
-    frames = array.array("q")
-    for b in blocks:
-        frames.extend((b.offset, b.clen, b.rawlen))
     buf = plan.bufs[seg.name]
     klo, khi = unit.keys
-    matched, outside, bad = _fast.zcount(buf, frames.tobytes(), terms, nots, icase, klo, khi, step, origin, counts)
+    frames = segfile.frame_table(blocks)
+    matched, outside, bad = _fast.zcount(buf, frames, terms, nots, icase, klo, khi, step, origin, counts)
     _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
     if outside:
         return False

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import zlib
 from types import ModuleType
 
 ITERATIONS = int(os.environ.get("OKLOG_FAST_FUZZ", "300"))
@@ -105,23 +106,25 @@ def test_fast_entry_points_survive_hostile_input() -> None:
 
 def _zfuzz(rng: random.Random, buf: bytes, terms: list[bytes], nots: list[bytes], step: int, counts: object) -> None:
     """zcount and zscan over zstd frames of the random buffer: valid, damaged
-    (a flipped byte, a wrong raw length) or out of bounds."""
+    (a flipped byte, a wrong raw length, a wrong CRC) or out of bounds, with
+    and without a CRC of the frame's bytes."""
     import zstandard
 
     if not fast.zscan_available():
         return
     pieces = [buf[: len(buf) // 2], buf[len(buf) // 2 :], b""]
     data = bytearray()
-    triples: list[int] = []
+    quads: list[int] = []
     for p in pieces:
         frame = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True).compress(p)
-        triples += [len(data), len(frame), len(p) + rng.choice([0, 0, 0, -1, 1])]
+        crc = rng.choice([zlib.crc32(frame), zlib.crc32(frame), -1, zlib.crc32(frame) ^ 4])
+        quads += [len(data), len(frame), len(p) + rng.choice([0, 0, 0, -1, 1]), crc]
         data += frame
     if data and rng.random() < 0.3:
         data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
     if rng.random() < 0.2:
-        triples[rng.randrange(len(triples))] = rng.choice([-1, len(data) + 1, 2**40, _off(rng, len(data))])
-    frames = array.array("q", triples).tobytes()[: rng.choice([24 * 3, 24 * 3, 24 * 2, 25])]
+        quads[rng.randrange(len(quads))] = rng.choice([-1, -2, len(data) + 1, 2**40, _off(rng, len(data))])
+    frames = array.array("q", quads).tobytes()[: rng.choice([32 * 3, 32 * 3, 32 * 2, 24 * 3, 33])]
     klo = bytes(rng.choice(b"0Z~") for _ in range(rng.randrange(0, 30)))
     khi = bytes(rng.choice(b"0Z~") for _ in range(rng.randrange(0, 30)))
     icase = rng.random() < 0.5

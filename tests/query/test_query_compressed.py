@@ -3,6 +3,7 @@ identifiers, and answers equal to a plain filter of the records."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import zlib
 
@@ -193,22 +194,46 @@ def test_the_one_call_scan_equals_the_block_by_block_one(tmp_path, monkeypatch, 
                 assert fast == want
 
 
-def test_zscan_reports_a_damaged_frame_and_returns_the_others(tmp_path):
+@pytest.mark.parametrize("with_crc", [True, False], ids=["index-v2-crc", "index-v1-checksum"])
+@pytest.mark.parametrize("where", ["middle", "content-checksum"])
+def test_zscan_reports_a_damaged_frame_and_returns_the_others(tmp_path, with_crc, where):
+    """A flipped byte anywhere in a frame (its content checksum included) is
+    caught: by the CRC-32 of the frame's bytes in a version 2 index, by the
+    content checksum for a version 1 file (no CRCs)."""
     if not _fast.zscan_available():
         pytest.skip("no libzstd on this host")
     data = stamp_lines(hdfs_lines(3000, 5), ULIDSource(iter(range(10_000, 10**14, 3)).__next__).headers(3000))
     enc = bytearray(segfile.encode(data, 3, 64 << 10))
     blocks = segfile.read_index(bytes(enc)).blocks
-    enc[blocks[1].offset + blocks[1].clen // 2] ^= 0x10
-    frames = b"".join(
-        int(x).to_bytes(8, "little", signed=True) for b in blocks for x in (b.offset, b.clen, b.rawlen)
-    )
-    out, bad = _fast.zscan(bytes(enc), frames, None, MODE_RAW, b"0" * 26, b"~")
+    assert all(b.crc is not None for b in blocks)
+    if not with_crc:
+        blocks = [dataclasses.replace(b, crc=None) for b in blocks]
+    enc[blocks[1].offset + (blocks[1].clen // 2 if where == "middle" else blocks[1].clen - 2)] ^= 0x10
+    out, bad = _fast.zscan(bytes(enc), segfile.frame_table(blocks), None, MODE_RAW, b"0" * 26, b"~")
     assert bad == [1]
     good = [segfile.decompress_block(bytes(enc), b) for i, b in enumerate(blocks) if i != 1]
     assert out == good
     with pytest.raises(ValueError):
-        _fast.zscan(bytes(enc), (len(enc) + 1).to_bytes(8, "little") + bytes(16), None, MODE_RAW, b"0", b"~")
+        _fast.zscan(bytes(enc), (len(enc) + 1).to_bytes(8, "little") + bytes(24), None, MODE_RAW, b"0", b"~")
+    with pytest.raises(ValueError):  # triples (the version before CRCs) are refused, not misread
+        _fast.zscan(bytes(enc), bytes(24), None, MODE_RAW, b"0", b"~")
+
+
+def test_zscan_and_zcount_refuse_a_frame_whose_crc_differs_from_its_index_entry():
+    """A frame that decodes and passes its content checksum but whose bytes
+    differ from the CRC its index entry records is reported, not trusted."""
+    if not _fast.zscan_available():
+        pytest.skip("no libzstd on this host")
+    data = stamp_lines(hdfs_lines(2000, 6), ULIDSource(iter(range(10_000, 10**14, 3)).__next__).headers(2000))
+    enc = segfile.encode(data, 3, 64 << 10)
+    blocks = segfile.read_index(enc).blocks
+    lying = [dataclasses.replace(b, crc=(b.crc or 0) ^ 1) if i == 0 else b for i, b in enumerate(blocks)]
+    out, bad = _fast.zscan(enc, segfile.frame_table(lying), None, MODE_RAW, b"0" * 26, b"~")
+    assert bad == [0]
+    assert out == [segfile.decompress_block(enc, b) for b in blocks[1:]]
+    matched, outside, bad = _fast.zcount(enc, segfile.frame_table(lying), [], [], False, b"0" * 26, b"~", 0, 0, None)
+    assert bad == [0]
+    assert matched == sum(b.records for b in blocks[1:]) and outside == 0
 
 
 def test_topic_filters_regexes_and_several_terms_over_compressed_blocks(tmp_path, monkeypatch):

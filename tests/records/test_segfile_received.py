@@ -4,6 +4,7 @@ segment file before it expands it and before it keeps it as sent."""
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import pytest
 from conftest import sample_lines
@@ -85,6 +86,31 @@ def test_an_index_that_says_something_else_is_not_kept(change):
     got, idx = segfile.decode_bounded(enc, 1 << 30)
     assert got == data  # the records are fine
     assert not segfile.index_describes(got, idx)
+
+
+def test_a_crc_that_does_not_match_its_frame_is_refused():
+    data = body(800)
+    enc = segfile.encode(data, 3, 4096)
+    blk = segfile.read_index(enc).blocks[1]
+    assert blk.crc == zlib.crc32(enc[blk.offset : blk.offset + blk.clen])
+    with pytest.raises(segfile.FormatError, match="block 1: .*CRC-32"):
+        segfile.decode_bounded(with_entry(enc, 1, crc=blk.crc ^ 0x80), 1 << 30)
+
+
+def test_a_version_1_index_is_read_and_its_file_not_kept_as_sent():
+    """Files of the version before block CRCs stay readable (their frames are
+    verified by content checksum); a receiver re-encodes one rather than keep
+    an index without CRCs."""
+    data = body(900)
+    enc = segfile.encode(data, 3, 4096)
+    idx = segfile.read_index(enc)
+    v1 = enc[: idx.data_end] + segfile.encode_index([dataclasses.replace(b, crc=None) for b in idx.blocks], idx.level)
+    assert v1[idx.data_end + 12] == 1  # the index version byte, after the frame header and "OKLI"
+    got, idx1 = segfile.decode_bounded(v1, 1 << 30)
+    assert got == data and all(b.crc is None for b in idx1.blocks)
+    assert [dataclasses.replace(b, crc=None) for b in idx.blocks] == idx1.blocks
+    assert not segfile.index_describes(got, idx1)
+    assert segfile.decode(v1) == data
 
 
 def test_a_level_the_store_cannot_have_is_not_kept():

@@ -117,8 +117,8 @@ def test_whole_blocks_are_counted_from_the_index(store, monkeypatch):
 
     real_z = _fast.zcount
 
-    def zspy(buf, frames, *rest):  # blocks read by the C helper: one int64 triple each
-        read.extend(range(len(frames) // 24))
+    def zspy(buf, frames, *rest):  # blocks read by the C helper: one int64 quad each
+        read.extend(range(len(frames) // 32))
         return real_z(buf, frames, *rest)
 
     monkeypatch.setattr(segfile, "decompress_block", spy)

@@ -4,6 +4,7 @@ import os
 import random
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,10 @@ def test_concat_copies_blocks_and_merge_recompresses_only_overlapping_runs(tmp_p
     out_buf = fs.read(store.path(out))
     assert {bytes(out_buf[blk.offset : blk.offset + blk.clen]) for blk in store.index(out).blocks} == frames
     assert store.records(out) == a + b and store.scrub(out)
+    # Copied blocks keep a CRC of their (verified) frame bytes in the output's version 2 index.
+    assert all(
+        blk.crc == zlib.crc32(bytes(out_buf[blk.offset : blk.offset + blk.clen])) for blk in store.index(out).blocks
+    )
     # A body overlapping the tail of the store: only the blocks it overlaps are
     # decompressed and compressed again; the others are copied.
     recs = (a + b).splitlines(keepends=True)

@@ -4,7 +4,6 @@ path that uses it against a count of the records a query returns."""
 
 from __future__ import annotations
 
-import array
 import random
 
 import numpy as np
@@ -39,10 +38,7 @@ def stamped(ls: list[bytes]) -> bytes:
 
 
 def frames_of(blocks: list[segfile.Block]) -> bytes:
-    a = array.array("q")
-    for b in blocks:
-        a.extend((b.offset, b.clen, b.rawlen))
-    return a.tobytes()
+    return segfile.frame_table(blocks)
 
 
 @pytest.fixture(scope="module")
