@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from benchmarks import tlsfiles
 from benchmarks.dataset import (
+    NEEDLE_TERM,
     RARE_TERM,
     RECORD_OVERHEAD,
     REGEX,
@@ -478,12 +479,24 @@ class QueryBench:
         def ok(*args: str, from_: str | None = None, sink: str = "> /dev/null") -> Callable[[], str]:
             return lambda: sh(self.oklog_cmd(*args, from_=from_), sink)
 
-        def rare() -> dict:
-            r = self.measure("rare term", ok("-q", RARE_TERM, sink=PIPE_SINK),
-                             grep("-F", RARE_TERM, PIPE_SINK, ("-c",)), "grep -F -c | cat", ref_ok=(0, 1))
-            self.check(r, self.oklog_cmd("-q", RARE_TERM), self.grep_count("-F", RARE_TERM),
-                       ds.expected_count(RARE_TERM))
-            return r
+        def literal(name: str, term: str) -> Callable[[], dict]:
+            def row() -> dict:
+                r = self.measure(name, ok("-q", term, sink=PIPE_SINK),
+                                 grep("-F", term, PIPE_SINK, ("-c",)), "grep -F -c | cat", ref_ok=(0, 1))
+                self.check(r, self.oklog_cmd("-q", term), self.grep_count("-F", term), ds.expected_count(term))
+                return r
+            return row
+
+        def literal_api(name: str, term: str) -> Callable[[], dict]:
+            path = f"/store/query?q={quote(term)}&format=lines&from={quote(self.from_)}"
+
+            def run() -> str:
+                if self.tls:
+                    return sh(["curl", "-sf", "--cacert", self.tls.ca, f"https://{self.node.api}{path}"], PIPE_SINK)
+                return sh(["curl", "-sf", f"http://{self.node.api}{path}"], PIPE_SINK)
+
+            return lambda: self.measure(name, run, grep("-F", term, PIPE_SINK, ("-c",)), "grep -F -c | cat",
+                                        ref_ok=(0, 1))
 
         def ten_pct() -> dict:
             r = self.measure("10% term", ok("-q", ten, sink=PIPE_SINK), grep("-F", ten, PIPE_SINK, ("-h",)),
@@ -570,7 +583,10 @@ class QueryBench:
                                 "oklog query -h (start-up)")
 
         kinds: list[tuple[str, str, Callable[[], dict]]] = [
-            ("rare term", RARE_TERM, rare),
+            ("rare term", RARE_TERM, literal("rare term", RARE_TERM)),
+            ("rare term, HTTP API", RARE_TERM, literal_api("rare term, HTTP API", RARE_TERM)),
+            ("needle", NEEDLE_TERM, literal("needle", NEEDLE_TERM)),
+            ("needle, HTTP API", NEEDLE_TERM, literal_api("needle, HTTP API", NEEDLE_TERM)),
             ("10% term", ten, ten_pct),
             ("regex", REGEX, regex),
             ("match-all", "", match_all),
@@ -579,23 +595,14 @@ class QueryBench:
             ("-stats", "", stats),
         ]
 
-        def rare_api() -> dict:
-            path = f"/store/query?q={quote(RARE_TERM)}&format=lines&from={quote(self.from_)}"
-
-            def run() -> str:
-                if self.tls:
-                    return sh(["curl", "-sf", "--cacert", self.tls.ca, f"https://{self.node.api}{path}"], PIPE_SINK)
-                return sh(["curl", "-sf", f"http://{self.node.api}{path}"], PIPE_SINK)
-
-            return self.measure("rare term, HTTP API", run, grep("-F", RARE_TERM, PIPE_SINK, ("-c",)),
-                                "grep -F -c | cat", ref_ok=(0, 1))
-
-        kinds.insert(1, ("rare term, HTTP API", RARE_TERM, rare_api))
         kinds += answer_kinds(self, ten, ok, grep)
         if can_drop_caches():
             kinds += [
                 ("rare term, cold", RARE_TERM, lambda: self.measure_cold(
                     "rare term", ok("-q", RARE_TERM, sink=PIPE_SINK), grep("-F", RARE_TERM, PIPE_SINK, ("-c",)),
+                    "grep -F -c | cat", ref_ok=(0, 1))),
+                ("needle, cold", NEEDLE_TERM, lambda: self.measure_cold(
+                    "needle", ok("-q", NEEDLE_TERM, sink=PIPE_SINK), grep("-F", NEEDLE_TERM, PIPE_SINK, ("-c",)),
                     "grep -F -c | cat", ref_ok=(0, 1))),
                 ("10% term, cold", ten, lambda: self.measure_cold(
                     "10% term", ok("-q", ten, sink=PIPE_SINK), grep("-F", ten, PIPE_SINK, ("-h",)),
@@ -868,8 +875,9 @@ def main(argv: list[str] | None = None) -> int:
     ten, frac, fracs = ds.pick_ten_percent()
     log("candidate fractions: " + ", ".join(f"{k} {v:.1%}" for k, v in sorted(fracs.items(), key=lambda kv: kv[1])))
     log(f"10% term: {ten!r} matches {frac:.2%} of lines; rare term {RARE_TERM!r}: "
-        f"{ds.expected_count(RARE_TERM)} lines; regex {REGEX!r}: {ds.expected_count(REGEX, True) / ds.nlines:.2%}")
-    assert header_safe(ten) and header_safe(RARE_TERM)
+        f"{ds.expected_count(RARE_TERM)} lines; needle {NEEDLE_TERM!r}: {ds.expected_count(NEEDLE_TERM)} lines; "
+        f"regex {REGEX!r}: {ds.expected_count(REGEX, True) / ds.nlines:.2%}")
+    assert header_safe(ten) and header_safe(RARE_TERM) and header_safe(NEEDLE_TERM)
     timeout = ns.ingest_timeout or 120 + 2 * ds.nbytes / MiB
     result: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -880,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
             "path": ds.path, "seed": ds.seed, "size": ds.size, "bytes": ds.nbytes, "lines": ds.nlines,
             "store_bytes": ds.store_bytes, "ten_term": ten, "ten_fraction": frac, "candidates": fracs,
             "rare_term": RARE_TERM, "rare_lines": ds.expected_count(RARE_TERM), "regex": REGEX,
+            "needle_term": NEEDLE_TERM, "needle_lines": ds.expected_count(NEEDLE_TERM),
             "regex_fraction": ds.expected_count(REGEX, True) / ds.nlines,
         },
         "ingest": [],

@@ -19,17 +19,24 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CORPUS_GLOB = "/work/shared/corpus/loghub/*.log"
 RARE_TERM = "blk_-6952295868487656571"
+# Every line of the data set is one of the corpus's 20,000 lines drawn again and
+# again (each about once per 20,000 lines), so even RARE_TERM is in every few MiB.
+# The needle is what a request id is in real logs: a few lines close in time,
+# here NEEDLE_LINES corpus lines with the id appended, 100 lines apart, placed
+# halfway through the data set.
+NEEDLE_TERM = "request_id=7c1e94a0d3b24f15"
+NEEDLE_LINES = 8
 TEN_PCT_CANDIDATES = (
     "INFO", "error", "WARN", "Failed", "ERROR", "session", "pam_unix", "block",
     "user", "Exception", "closed", "Receiving", "kernel", "root", "failed",
 )
 REGEX = r"Failed password for (invalid user )?\w+"
 BLOCK_LINES = 50_000
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the needle lines
 
 # A record on disk is ``ULID SP TOPIC SP LINE LF``; the fast port stamps topic ``default``.
 TOPIC = "default"
@@ -92,6 +99,7 @@ class DataSet:
     nlines: int
     pool: list[bytes]
     draws: list[int]  # times each pool line was drawn
+    extra: list[bytes] = field(default_factory=list)  # lines not drawn from the pool (the needle's)
 
     @property
     def store_bytes(self) -> int:
@@ -101,14 +109,24 @@ class DataSet:
     def expected_count(self, term: str, regex: bool = False) -> int:
         if regex:
             rx = re.compile(term.encode())
-            return sum(d for line, d in zip(self.pool, self.draws, strict=True) if d and rx.search(line))
-        t = term.encode()
-        return sum(d for line, d in zip(self.pool, self.draws, strict=True) if d and t in line)
+            hit = lambda line: rx.search(line) is not None  # noqa: E731
+        else:
+            t = term.encode()
+            hit = lambda line: t in line  # noqa: E731
+        drawn = sum(d for line, d in zip(self.pool, self.draws, strict=True) if d and hit(line))
+        return drawn + sum(1 for line in self.extra if hit(line))
 
     def pick_ten_percent(self, candidates=TEN_PCT_CANDIDATES) -> tuple[str, float, dict[str, float]]:
         fracs = {c: self.expected_count(c) / self.nlines for c in candidates if header_safe(c)}
         best = min(fracs, key=lambda c: abs(fracs[c] - 0.10))
         return best, fracs[best], fracs
+
+
+def needle_lines(pool: list[bytes], seed: int) -> list[bytes]:
+    """The needle: NEEDLE_LINES corpus lines (picked by the seed) with the
+    request id appended."""
+    rng = random.Random(seed * 7919 + 1)
+    return [rng.choice(pool) + b" " + NEEDLE_TERM.encode() for _ in range(NEEDLE_LINES)]
 
 
 def _sidecar(path: str) -> str:
@@ -135,39 +153,46 @@ def generate(workdir: str, size: int, seed: int, log=print) -> DataSet:
             ok = False
         if ok:
             log(f"reusing data set {path} ({human(meta['nbytes'])}, {meta['nlines']} lines)")
-            return DataSet(path, seed, size, meta["nbytes"], meta["nlines"], pool, meta["draws"])
+            extra = [x.encode("latin-1") for x in meta.get("extra", [])]
+            return DataSet(path, seed, size, meta["nbytes"], meta["nlines"], pool, meta["draws"], extra)
     log(f"generating data set {path} ({human(size)}, seed {seed}) ...")
     rng = random.Random(seed)
     n = len(pool)
     draws = [0] * n
     lines_with_lf = [ln + b"\n" for ln in pool]
     nbytes = nlines = 0
+    needles = [x + b"\n" for x in needle_lines(pool, seed)]
+    extra: list[bytes] = []
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        while nbytes < size:
+        full = True
+        while full and nbytes < size:
             idx = rng.choices(range(n), k=BLOCK_LINES)
             parts = []
+            place = not extra and nbytes >= size // 2 and nbytes + sum(map(len, needles)) <= size
+            if place:
+                nbytes += sum(map(len, needles))
             for i in idx:
                 ln = lines_with_lf[i]
                 if nbytes + len(ln) > size:
+                    full = False
                     break
                 parts.append(ln)
                 draws[i] += 1
                 nbytes += len(ln)
-            else:
-                f.write(b"".join(parts))
-                nlines += len(parts)
-                continue
+            if place:
+                for k, x in enumerate(needles):
+                    parts.insert(min(k * 101, len(parts)), x)  # 100 drawn lines between two
+                extra = [x[:-1] for x in needles]
             f.write(b"".join(parts))
             nlines += len(parts)
-            break
     os.replace(tmp, path)
     meta = {
         "version": FORMAT_VERSION, "seed": seed, "size": size, "nbytes": nbytes,
-        "nlines": nlines, "pool_lines": n, "draws": draws,
+        "nlines": nlines, "pool_lines": n, "draws": draws, "extra": [x.decode("latin-1") for x in extra],
     }
     with open(meta_path + ".tmp", "w") as f:
         json.dump(meta, f)
     os.replace(meta_path + ".tmp", meta_path)
     log(f"generated {human(nbytes)}, {nlines} lines")
-    return DataSet(path, seed, size, nbytes, nlines, pool, draws)
+    return DataSet(path, seed, size, nbytes, nlines, pool, draws, extra)
