@@ -1472,6 +1472,52 @@ static int zstd_load(void) { /* called with the GIL held */
     return zlib_.ok;
 }
 
+/* Working memory of zscan and zcount (a decompressed block, and zscan's
+ * output) kept between calls. Fresh, a unit's 16 MiB are about 4,000 page
+ * faults and as many pages cleared and unmapped again, a quarter of the
+ * node's CPU in a query for a common term; glibc maps allocations this
+ * large anew (in a worker thread's arena, a heap trimmed when they are
+ * freed). At most ZBUF_SLOTS buffers (one per query worker) of at most
+ * ZBUF_MAX bytes are kept: taken and given back with the GIL held, so they
+ * need no lock of their own. */
+#define ZBUF_SLOTS 2
+#define ZBUF_MAX ((size_t)40 << 20)
+static struct {
+    char *buf;
+    size_t cap;
+} zbufs[ZBUF_SLOTS];
+
+static char *zbuf_take(size_t n, size_t *cap) {
+    for (int i = 0; i < ZBUF_SLOTS; i++)
+        if (zbufs[i].buf && zbufs[i].cap >= n) {
+            char *b = zbufs[i].buf;
+            *cap = zbufs[i].cap;
+            zbufs[i].buf = NULL;
+            return b;
+        }
+    *cap = n;
+    return PyMem_RawMalloc(n);
+}
+
+static void zbuf_give(char *b, size_t cap) {
+    if (!b) return;
+    int slot = -1; /* an empty slot, else the smallest kept buffer if smaller than this one */
+    for (int i = 0; i < ZBUF_SLOTS && cap <= ZBUF_MAX; i++)
+        if (!zbufs[i].buf) {
+            slot = i;
+            break;
+        } else if (zbufs[i].cap < cap && (slot < 0 || zbufs[i].cap < zbufs[slot].cap)) {
+            slot = i;
+        }
+    if (slot < 0) {
+        PyMem_RawFree(b);
+        return;
+    }
+    PyMem_RawFree(zbufs[slot].buf);
+    zbufs[slot].buf = b;
+    zbufs[slot].cap = cap;
+}
+
 /* The decompression contexts of one zscan or zcount call: check verifies
  * content checksums; trust (NULL if unavailable) skips them, for frames
  * whose bytes matched their CRC. */
@@ -1583,11 +1629,11 @@ static void zcut(const char *data, size_t n, const char *klo, size_t klo_len, co
  * frames: native int64 quads (offset, compressed length, raw length,
  * CRC-32 or -1: segfile.frame_table) of frames in buf; needle: the literal every returned line holds, or None for
  * every record; mode 0-2; records with a ULID outside [klo, khi) are left
- * out. The answer is one bytes object per frame with output (at most a
- * block each: allocations the allocator reuses, where one buffer for the
- * whole unit would be fresh pages every time). A frame that fails to
- * decompress (damaged, checksum mismatch, wrong size) is skipped and its
- * index listed. */
+ * out. The answer is one bytes object per frame with output. With a
+ * needle, output is written to kept working memory (zbuf) and copied out
+ * at its size; without one (nearly whole blocks), straight into a bytes
+ * object per frame. A frame that fails to decompress (damaged, checksum or
+ * CRC mismatch, wrong size) is skipped and its index listed. */
 static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     PyObject *obj, *needle_obj;
     const char *frames_b, *klo, *khi;
@@ -1620,32 +1666,39 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         return NULL;
     }
     size_t *used = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
+    size_t *at = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
     unsigned char *bad = PyMem_Calloc(nf ? nf : 1, 1);
     PyObject **outs = PyMem_Calloc(nf ? nf : 1, sizeof(PyObject *));
-    char *data = NULL;
+    char *data = NULL, *scratch = NULL;
+    size_t data_cap = 0, total = 0;
+    int direct = needle == NULL;
     zdctx dctx = {NULL, NULL};
     PyObject *result = NULL;
-    if (!fr || !used || !bad || !outs) {
+    if (!fr || !used || !at || !bad || !outs) {
         PyErr_NoMemory();
         goto done;
     }
     for (size_t i = 0; i < nf; i++) {
         int64_t raw = fr[4 * i + 2];
-        if (!(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
+        total += (size_t)raw;
+        if (direct && !(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
     }
-    data = PyMem_RawMalloc((size_t)maxraw + 1);
+    data = zbuf_take((size_t)maxraw + 1 + (direct ? 0 : total + 1), &data_cap);
     if (!data || !zdctx_open(&dctx)) {
         PyErr_NoMemory();
         goto done;
     }
+    scratch = data + maxraw + 1;
     const char *src = r.view.buf;
     finder f;
     if (needle) finder_init(&f, needle, (size_t)nlen);
     Py_ssize_t nbad = 0, nout = 0;
     Py_BEGIN_ALLOW_THREADS
+    size_t pos0 = 0; /* where the next frame's output goes in scratch */
     for (size_t i = 0; i < nf; i++) {
         size_t raw = (size_t)fr[4 * i + 2];
-        char *w0 = PyBytes_AS_STRING(outs[i]), *w = w0;
+        char *w0 = direct ? PyBytes_AS_STRING(outs[i]) : scratch + pos0, *w = w0;
+        at[i] = pos0;
         if (!zframe(&dctx, data, src, fr + 4 * i)) {
             bad[i] = 1;
             nbad++;
@@ -1687,6 +1740,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
             }
         }
         used[i] = (size_t)(w - w0);
+        if (!direct) pos0 += used[i];
         if (used[i]) nout++;
     }
     Py_END_ALLOW_THREADS
@@ -1699,7 +1753,8 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     for (size_t i = 0, k = 0, b = 0; i < nf; i++) {
         if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)b++, PyLong_FromSize_t(i));
         if (!used[i]) continue;
-        if (_PyBytes_Resize(&outs[i], (Py_ssize_t)used[i]) < 0) { /* outs[i] is NULL now */
+        if (!direct) outs[i] = PyBytes_FromStringAndSize(scratch + at[i], (Py_ssize_t)used[i]);
+        if (!outs[i] || (direct && _PyBytes_Resize(&outs[i], (Py_ssize_t)used[i]) < 0)) { /* outs[i] is NULL now */
             Py_DECREF(pieces);
             Py_DECREF(badlist);
             goto done;
@@ -1710,12 +1765,13 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     result = Py_BuildValue("(NN)", pieces, badlist);
 done:
     zdctx_close(&dctx);
-    PyMem_RawFree(data);
+    zbuf_give(data, data_cap);
     if (outs)
         for (size_t i = 0; i < nf; i++) Py_XDECREF(outs[i]);
     PyMem_Free(outs);
     PyMem_Free(fr);
     PyMem_Free(used);
+    PyMem_Free(at);
     PyMem_Free(bad);
     PyBuffer_Release(&r.view);
     return result;
@@ -1741,6 +1797,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     int64_t *fr = NULL, maxraw = 0;
     unsigned char *bad = NULL;
     char *data = NULL;
+    size_t data_cap = 0;
     zdctx dctx = {NULL, NULL};
     size_t nf = 0;
     if (count_args_read(&ca, terms_o, nots_o, icase, step_ms, origin_ms, counts_o) < 0) goto done;
@@ -1752,7 +1809,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     have_region = 1;
     if (!(fr = zframes_read(&r, frames_b, frames_len, &nf, &maxraw))) goto done;
     bad = PyMem_Calloc(nf ? nf : 1, 1);
-    data = PyMem_RawMalloc((size_t)maxraw + 1);
+    data = zbuf_take((size_t)maxraw + 1, &data_cap);
     if (!bad || !data || !zdctx_open(&dctx)) {
         PyErr_NoMemory();
         goto done;
@@ -1779,7 +1836,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     result = Py_BuildValue("(KKN)", matched, outside, badlist);
 done:
     zdctx_close(&dctx);
-    PyMem_RawFree(data);
+    zbuf_give(data, data_cap);
     PyMem_Free(bad);
     PyMem_Free(fr);
     if (have_region) PyBuffer_Release(&r.view);
