@@ -37,6 +37,7 @@ from oklog.records.segfile import Block
 from oklog.store.log import Segment
 
 MAX_PIECE_BUCKETS = 1 << 20  # a piece spanning more buckets is tallied from its ULIDs
+COUNT_UNIT_BYTES = 32 << 20  # records' bytes a counting unit joins (see coarse)
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 Kernel = tuple[list[bytes], list[bytes], bool]  # _fast.count's terms, -v terms, icase
@@ -239,9 +240,38 @@ def _zcount(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], kernel: K
     return True
 
 
+def coarse(units: list[Unit], limit: int = COUNT_UNIT_BYTES) -> list[Unit]:
+    """Consecutive units of one compressed segment joined, up to ``limit``
+    bytes of records: counting holds one block at a time, so a larger unit
+    costs no memory, and fewer units are fewer thread hand-offs. A block two
+    units both read (it spans their key) is read once."""
+    out: list[Unit] = []
+    for u in units:
+        prev = out[-1] if out else None
+        if (
+            prev is None
+            or u.parts
+            or prev.parts
+            or len(u.blocks) != 1
+            or len(prev.blocks) != 1
+            or prev.keys is None
+            or u.keys is None
+            or prev.keys[1] != u.keys[0]
+            or prev.blocks[0][0] is not u.blocks[0][0]
+            or prev.size + u.size > limit
+        ):
+            out.append(u)
+            continue
+        seg, mine = prev.blocks[0]
+        seen = {b.offset for b in mine}
+        joined = mine + [b for b in u.blocks[0][1] if b.offset not in seen]
+        out[-1] = Unit([], [(seg, joined)], (prev.keys[0], u.keys[1]))
+    return out
+
+
 async def count_plan(plan: Plan, matcher: ScanMatcher, tally: Tally, limiter: trio.CapacityLimiter) -> None:
     """Add the plan's matches to ``tally``; units are counted in parallel."""
-    units = await trio.to_thread.run_sync(lambda: plan.units, limiter=limiter)  # seeks touch pages
+    units = await trio.to_thread.run_sync(lambda: coarse(plan.units), limiter=limiter)  # seeks touch pages
     results: list[_Counts] = []
 
     async def one(unit: Unit) -> None:

@@ -152,3 +152,35 @@ def test_out_of_order_and_huge_spans_fall_back_exactly():
     t.add(ulid_lines(buf))
     assert (c.total, c.buckets) == (t.total, t.buckets)
     assert ULID_LEN == 26
+
+
+@pytest.mark.parametrize("unit_bytes", [16 << 10, 40 << 10])
+def test_coarse_units_count_each_block_once(tmp_path, small_blocks, monkeypatch, unit_bytes):
+    """Counting joins consecutive units of one compressed segment (fewer,
+    larger units): each block is in one joined unit, the joined keys cover
+    the same range, and every count is the one of the units as planned."""
+    from oklog.query import plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "UNIT_BYTES", unit_bytes)
+    s = StoreLog(RealFS(), str(tmp_path / "store"))
+    s.write(body(4000, 21))
+    (seg,) = s.segments()
+    n_blocks = len(s.index(seg).blocks)
+    blk = s.index(seg).blocks
+    for args in ({}, {"q": ["error"]}, {"from": [blk[3].last.decode()], "to": [blk[-4].first.decode()]}):
+        params = parse_params(args)
+        plan = plan_query(s, params)
+        try:
+            units = plan.units
+            joined = localcount.coarse(units, 100 << 10)
+            assert 1 < len(joined) < len(units)
+            offsets = [b.offset for u in joined for _, bs in u.blocks for b in bs]
+            assert len(offsets) == len(set(offsets)) <= n_blocks
+            assert all(u.size <= 100 << 10 for u in joined if len(u.blocks[0][1]) > 1)
+            assert joined[0].keys[0] == units[0].keys[0] and joined[-1].keys[1] == units[-1].keys[1]
+            assert all(a.keys[1] == b.keys[0] for a, b in zip(joined, joined[1:], strict=False))
+        finally:
+            plan.close()
+        for step in (0, 7, 60_000):
+            want, got = reference(s, args, step), counted(s, args, step)
+            assert (got.total, got.buckets) == (want.total, want.buckets)
