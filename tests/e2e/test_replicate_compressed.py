@@ -2,8 +2,8 @@
 
 Store members advertise ``replicate_segfile``; a consumer compresses a batch
 once and sends the segment file to members that advertise it, plain records
-to the others. A node of the version before (built from git history) and a
-new one replicate to each other."""
+to the others. Nodes of two earlier versions (built from git history: before
+segment files, and before block CRCs) and a new one replicate to each other."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ from test_cluster import FAST, settled
 
 from oklog.records import segfile
 
-OLD_COMMIT = "82b4c0d"  # the last commit before replication sent segment files
+# Nodes of versions before, built from git history, and the index version each advertises.
+OLD_COMMITS = {
+    "82b4c0d": None,  # the last commit before replication sent segment files: none
+    "dbd66e4": 1,  # the last commit before block CRCs (index version 2): version 1
+}
 RF2 = ["-store.segment-replication-factor", "2"]
 
 
@@ -97,15 +101,16 @@ def test_two_stores_get_the_batch_compressed_once(node_factory):
 # -- a node of the version before, from git history --------------------------------
 
 
-@pytest.fixture(scope="module")
-def old_tree(tmp_path_factory) -> Path:
-    """The ``oklog`` package as of OLD_COMMIT, with its C helper built as setup.py does."""
+@pytest.fixture(scope="module", params=sorted(OLD_COMMITS))
+def old_tree(request, tmp_path_factory) -> tuple[str, Path]:
+    """The ``oklog`` package as of an old commit, with its C helper built as setup.py does."""
+    commit = request.param
     if shutil.which("git") is None or subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{OLD_COMMIT}^{{commit}}"], capture_output=True
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True
     ).returncode != 0:
-        pytest.skip(f"commit {OLD_COMMIT} is not in this checkout's history")
+        pytest.skip(f"commit {commit} is not in this checkout's history")
     d = tmp_path_factory.mktemp("oklog-old")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT, "oklog"], capture_output=True, check=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "oklog"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(d)], input=archive.stdout, check=True)
     subprocess.run(
         [sys.executable, "-c", "from setuptools import setup, Extension; setup(ext_modules=[Extension("
@@ -113,7 +118,7 @@ def old_tree(tmp_path_factory) -> Path:
         cwd=d, check=True, capture_output=True, timeout=300,
     )
     assert list((d / "oklog").glob("_fast*.so"))
-    return d
+    return commit, d
 
 
 @dataclass
@@ -125,16 +130,20 @@ class OldNode(NodeProc):
 
 
 def test_old_and_new_nodes_replicate_to_each_other(node_factory, old_tree, tmp_path):
+    """Each side sends the other plain records (neither takes the other's
+    index version) and every record ends up on both, exactly once."""
+    commit, tree = old_tree
+    advertised = OLD_COMMITS[commit]
     new = node_factory("new", FAST + RF2).start()
-    old = OldNode(tmp_path / "old", FAST + RF2 + ["-peer", f"127.0.0.1:{new.ports['cluster']}"], tree=old_tree)
+    old = OldNode(tmp_path / "old", FAST + RF2 + ["-peer", f"127.0.0.1:{new.ports['cluster']}"], tree=tree)
     try:
         old.start()
         nodes = [new, old]
         wait_for(lambda: all(len(store_state(n)["members"]) == 2 for n in nodes), what="2 members")
-        # The old node runs the old code: it knows no such figure, and passes the new key through.
-        assert "replicated_wire_bytes" not in store_state(old)["pipeline"]["consumer"]
+        if advertised is None:  # code before compressed replication: no such figure; the new key passes through
+            assert "replicated_wire_bytes" not in store_state(old)["pipeline"]["consumer"]
         wait_for(lambda: meta_of(old, new).get("replicate_segfile") == segfile.INDEX_VERSION, what="new meta seen by old")
-        assert "replicate_segfile" not in meta_of(new, old)
+        assert meta_of(new, old).get("replicate_segfile") == advertised != segfile.INDEX_VERSION
         # Either consumer may take either node's ingest segments; a node's
         # consumer is woken by its own flushes, so rounds of writes to both
         # soon have each node's consumer replicating to the other.
@@ -157,5 +166,9 @@ def test_old_and_new_nodes_replicate_to_each_other(node_factory, old_tree, tmp_p
         c = store_state(new)["pipeline"]["consumer"]
         assert c["replicated_bytes"] > 0
         assert c["replicated_wire_bytes"] == c["replicated_bytes"]  # plain records to the old node
+        if advertised is not None:
+            c = store_state(old)["pipeline"]["consumer"]
+            assert c["replicated_bytes"] > 0
+            assert c["replicated_wire_bytes"] == c["replicated_bytes"]  # and plain from it
     finally:
         old.kill()
