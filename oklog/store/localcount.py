@@ -24,6 +24,10 @@ and those records are counted by the same kernel.
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
+
 import trio
 
 import oklog._fast as _fast
@@ -38,6 +42,7 @@ from oklog.store.log import Segment
 
 MAX_PIECE_BUCKETS = 1 << 20  # a piece spanning more buckets is tallied from its ULIDs
 COUNT_UNIT_BYTES = 32 << 20  # records' bytes a counting unit joins (see coarse)
+SLICE_S = 0.05  # seconds a counting worker keeps its token (see count_plan)
 _ALPHABET = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 Kernel = tuple[list[bytes], list[bytes], bool]  # _fast.count's terms, -v terms, icase
@@ -270,16 +275,34 @@ def coarse(units: list[Unit], limit: int = COUNT_UNIT_BYTES) -> list[Unit]:
 
 
 async def count_plan(plan: Plan, matcher: ScanMatcher, tally: Tally, limiter: trio.CapacityLimiter) -> None:
-    """Add the plan's matches to ``tally``; units are counted in parallel."""
-    units = await trio.to_thread.run_sync(lambda: coarse(plan.units), limiter=limiter)  # seeks touch pages
+    """Add the plan's matches to ``tally``. One worker per limiter token takes
+    units from a shared queue and counts them for a time slice (SLICE_S) in
+    one thread hand-off, then gives its token back (other queries get their
+    turn; a cancelled query stops within a slice), rather than one hand-off
+    through the event loop per unit."""
+    units = await trio.to_thread.run_sync(lambda: coarse(plan.units, COUNT_UNIT_BYTES), limiter=limiter)  # seeks touch pages
+    todo = collections.deque(units)
+    lock = threading.Lock()
     results: list[_Counts] = []
 
-    async def one(unit: Unit) -> None:
-        results.append(await trio.to_thread.run_sync(count_unit, plan, matcher, unit, tally.step_ms, limiter=limiter))
+    def count_slice() -> list[_Counts]:
+        out: list[_Counts] = []
+        end = time.monotonic() + SLICE_S
+        while not out or time.monotonic() < end:
+            with lock:
+                if not todo:
+                    break
+                unit = todo.popleft()
+            out.append(count_unit(plan, matcher, unit, tally.step_ms))
+        return out
+
+    async def worker() -> None:
+        while todo:
+            results.extend(await trio.to_thread.run_sync(count_slice, limiter=limiter))
 
     async with trio.open_nursery() as nursery:
-        for unit in units:
-            nursery.start_soon(one, unit)
+        for _ in range(min(len(units), max(1, int(limiter.total_tokens)))):
+            nursery.start_soon(worker)
     for r in results:
         tally.total += r.total
         for key, c in r.buckets.items():

@@ -5,6 +5,8 @@ blocks, overlapping segments of two topics and copies of records."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 from test_segfile import body
@@ -184,3 +186,59 @@ def test_coarse_units_count_each_block_once(tmp_path, small_blocks, monkeypatch,
         for step in (0, 7, 60_000):
             want, got = reference(s, args, step), counted(s, args, step)
             assert (got.total, got.buckets) == (want.total, want.buckets)
+
+
+def test_counting_gives_its_tokens_back_and_stops_when_cancelled(tmp_path, small_blocks, monkeypatch):
+    """Workers count units for a time slice, then give their limiter token
+    back: a second query gets a turn before the first is done, and a
+    cancelled count stops within a slice instead of running every unit."""
+    from oklog.query import plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "UNIT_BYTES", 16 << 10)
+    monkeypatch.setattr(localcount, "COUNT_UNIT_BYTES", 16 << 10)
+    monkeypatch.setattr(localcount, "SLICE_S", 0.01)
+    s = StoreLog(RealFS(), str(tmp_path / "store"))
+    s.write(body(3000, 22))
+    real, started = localcount.count_unit, []
+
+    first: list[trio.Event] = []  # set when a unit starts, once main() asks for it
+
+    def slow(plan, matcher, unit, step):
+        started.append(id(plan))
+        if first:
+            trio.from_thread.run_sync(first[0].set)
+        time.sleep(0.003)
+        return real(plan, matcher, unit, step)
+
+    monkeypatch.setattr(localcount, "count_unit", slow)
+    params = parse_params({})
+    probe = plan_query(s, params)
+    n_units = len(localcount.coarse(probe.units, localcount.COUNT_UNIT_BYTES))
+    probe.close()
+    assert n_units >= 20
+
+    async def main() -> None:
+        limiter = trio.CapacityLimiter(1)
+        plan_a, plan_b = plan_query(s, params), plan_query(s, params)
+        a, b = Tally(0), Tally(0)
+        async with trio.open_nursery() as n:
+            n.start_soon(count_plan, plan_a, Matcher(params.query), a, limiter)
+            await trio.sleep(0.01)
+            n.start_soon(count_plan, plan_b, Matcher(params.query), b, limiter)
+        plan_a.close()
+        plan_b.close()
+        assert a.total == b.total == 3000
+        # b's first unit ran before a's last one: a gave its token back between slices
+        assert started.index(id(plan_b)) < len(started) - 1 - started[::-1].index(id(plan_a))
+        started.clear()
+        plan_c = plan_query(s, params)
+        first.append(trio.Event())
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as n:
+                n.start_soon(count_plan, plan_c, Matcher(params.query), Tally(0), limiter)
+                await first[0].wait()
+                scope.cancel()
+        plan_c.close()
+        assert len(started) < n_units // 2  # stopped within a slice
+
+    trio.run(main)
