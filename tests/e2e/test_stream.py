@@ -92,18 +92,21 @@ def test_stream_follows_a_node_joining(node_factory):
 
 @pytest.mark.slow
 def test_slow_stream_client_is_bounded(node_factory):
+    """A stream client that never reads costs the node a bounded queue: ingest
+    goes on (every batch is acknowledged), the records the client cannot take
+    are counted as dropped, and the node's memory does not grow with them."""
     n = node_factory(args=["-ingest.segment-flush-age", "1s"]).start()
     line = b"x" * 200 + b"\n"
     chunk = line * 5000  # 1 MB
 
-    def ingest_rate(mb: int) -> float:
-        with socket.create_connection(("127.0.0.1", n.ports["fast"])) as c:
-            t = time.monotonic()
+    def ingest(mb: int) -> None:
+        """Send mb MB over the fast port and wait for the node to take all of it
+        (it answers once the connection's records are written)."""
+        with socket.create_connection(("127.0.0.1", n.ports["fast"]), timeout=120) as c:
             for _ in range(mb):
                 c.sendall(chunk)
             c.shutdown(socket.SHUT_WR)
             c.recv(1)
-            return mb / (time.monotonic() - t)
 
     def rss_kb() -> int:
         for ln in open(f"/proc/{n.proc.pid}/status"):
@@ -111,26 +114,25 @@ def test_slow_stream_client_is_bounded(node_factory):
                 return int(ln.split()[1])
         return 0
 
-    ingest_rate(20)  # warm up
+    ingest(20)  # warm up
     # Control: the same ingest without a stream, so the node's own working set
     # (read buffers, consumer batches, compaction) is already in the baseline.
-    before = ingest_rate(100)
+    ingest(100)
     base_rss = rss_kb()
     # A client that asks for everything and never reads.
     stuck = socket.create_connection(("127.0.0.1", n.ports["api"]))
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.sendall(b"GET /store/stream HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_for(lambda: subscribers(n) >= 1, what="the stuck stream subscribed")
-    during = ingest_rate(100)  # the same ingest as the control, so RSS compares like with like
+    ingest(100)  # the same ingest as the control, so RSS compares like with like: it completes
     grown = rss_kb() - base_rss
-    if during <= 0.3 * before:
-        during = max(during, ingest_rate(100))  # once more: the machine is shared
-    state = httpx.get(n.url + "/cluster/state").json()
+    wait_for(lambda: httpx.get(n.url + "/cluster/state", timeout=5).json()["pipeline"]["streams"]["dropped"] > 0,
+             what="the stuck client's records counted as dropped")
+    state = httpx.get(n.url + "/cluster/state", timeout=5).json()
     assert state["pipeline"]["streams"]["subscribers"] == 1
     stuck.close()
     # The stream's queue is bounded at 4 MiB; allow for allocator noise.
     assert grown < 48_000, f"RSS grew {grown} kB with a stuck stream"
-    assert during > 0.3 * before, f"ingest {before:.0f} MB/s before, {during:.0f} MB/s during"
 
 
 @pytest.mark.slow
