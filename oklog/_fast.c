@@ -1520,19 +1520,22 @@ static void zbuf_give(char *b, size_t cap) {
 
 /* The decompression contexts of one zscan or zcount call: check verifies
  * content checksums; trust (NULL if unavailable) skips them, for frames
- * whose bytes matched their CRC. */
+ * whose bytes matched their CRC. check is made only if a frame of the call
+ * (nf quads fr) needs it: one without a CRC, or any when trust is NULL. */
 typedef struct {
     void *check, *trust;
 } zdctx;
 
-static int zdctx_open(zdctx *z) {
-    z->check = zlib_.create();
+static int zdctx_open(zdctx *z, const int64_t *fr, size_t nf) {
     z->trust = zlib_.setp ? zlib_.create() : NULL;
     if (z->trust && zlib_.iserr(zlib_.setp(z->trust, ZSTD_D_FORCE_IGNORE_CHECKSUM, 1))) {
         zlib_.free_(z->trust);
         z->trust = NULL;
     }
-    return z->check != NULL;
+    int need_check = z->trust == NULL;
+    for (size_t i = 0; i < nf && !need_check; i++) need_check = fr[4 * i + 3] < 0;
+    z->check = need_check ? zlib_.create() : NULL;
+    return need_check ? z->check != NULL : 1;
 }
 
 static void zdctx_close(zdctx *z) {
@@ -1666,7 +1669,6 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         return NULL;
     }
     size_t *used = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
-    size_t *at = PyMem_Calloc(nf ? nf : 1, sizeof(size_t));
     unsigned char *bad = PyMem_Calloc(nf ? nf : 1, 1);
     PyObject **outs = PyMem_Calloc(nf ? nf : 1, sizeof(PyObject *));
     char *data = NULL, *scratch = NULL;
@@ -1674,7 +1676,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     int direct = needle == NULL;
     zdctx dctx = {NULL, NULL};
     PyObject *result = NULL;
-    if (!fr || !used || !at || !bad || !outs) {
+    if (!fr || !used || !bad || !outs) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1684,7 +1686,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         if (direct && !(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
     }
     data = zbuf_take((size_t)maxraw + 1 + (direct ? 0 : total + 1), &data_cap);
-    if (!data || !zdctx_open(&dctx)) {
+    if (!data || !zdctx_open(&dctx, fr, nf)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1698,7 +1700,6 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     for (size_t i = 0; i < nf; i++) {
         size_t raw = (size_t)fr[4 * i + 2];
         char *w0 = direct ? PyBytes_AS_STRING(outs[i]) : scratch + pos0, *w = w0;
-        at[i] = pos0;
         if (!zframe(&dctx, data, src, fr + 4 * i)) {
             bad[i] = 1;
             nbad++;
@@ -1750,10 +1751,13 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         Py_XDECREF(badlist);
         goto done;
     }
-    for (size_t i = 0, k = 0, b = 0; i < nf; i++) {
+    for (size_t i = 0, k = 0, b = 0, at = 0; i < nf; i++) { /* at: frame i's output in scratch (packed) */
         if (bad[i]) PyList_SET_ITEM(badlist, (Py_ssize_t)b++, PyLong_FromSize_t(i));
         if (!used[i]) continue;
-        if (!direct) outs[i] = PyBytes_FromStringAndSize(scratch + at[i], (Py_ssize_t)used[i]);
+        if (!direct) {
+            outs[i] = PyBytes_FromStringAndSize(scratch + at, (Py_ssize_t)used[i]);
+            at += used[i];
+        }
         if (!outs[i] || (direct && _PyBytes_Resize(&outs[i], (Py_ssize_t)used[i]) < 0)) { /* outs[i] is NULL now */
             Py_DECREF(pieces);
             Py_DECREF(badlist);
@@ -1771,7 +1775,6 @@ done:
     PyMem_Free(outs);
     PyMem_Free(fr);
     PyMem_Free(used);
-    PyMem_Free(at);
     PyMem_Free(bad);
     PyBuffer_Release(&r.view);
     return result;
@@ -1810,7 +1813,7 @@ static PyObject *fast_zcount(PyObject *self, PyObject *args) {
     if (!(fr = zframes_read(&r, frames_b, frames_len, &nf, &maxraw))) goto done;
     bad = PyMem_Calloc(nf ? nf : 1, 1);
     data = zbuf_take((size_t)maxraw + 1, &data_cap);
-    if (!bad || !data || !zdctx_open(&dctx)) {
+    if (!bad || !data || !zdctx_open(&dctx, fr, nf)) {
         PyErr_NoMemory();
         goto done;
     }

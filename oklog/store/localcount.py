@@ -25,7 +25,6 @@ and those records are counted by the same kernel.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 
 import trio
@@ -281,18 +280,17 @@ async def count_plan(plan: Plan, matcher: ScanMatcher, tally: Tally, limiter: tr
     turn; a cancelled query stops within a slice), rather than one hand-off
     through the event loop per unit."""
     units = await trio.to_thread.run_sync(lambda: coarse(plan.units, COUNT_UNIT_BYTES), limiter=limiter)  # seeks touch pages
-    todo = collections.deque(units)
-    lock = threading.Lock()
+    todo = collections.deque(units)  # popleft is atomic: the workers share it without a lock
     results: list[_Counts] = []
 
     def count_slice() -> list[_Counts]:
         out: list[_Counts] = []
         end = time.monotonic() + SLICE_S
         while not out or time.monotonic() < end:
-            with lock:
-                if not todo:
-                    break
+            try:
                 unit = todo.popleft()
+            except IndexError:
+                break
             out.append(count_unit(plan, matcher, unit, tally.step_ms))
         return out
 
