@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install deps run test lint unit bench chaos fuzz-gossip fuzz-fast sim clean
+.PHONY: install deps libs run test lint unit bench chaos fuzz-gossip fuzz-fast sim clean
 
 install: $(STAMP)
 
@@ -35,6 +35,7 @@ deps:
 	  || echo "warning: could not install zstd; the zstdcat tests will fail" >&2
 	@dpkg -s rsyslog-elasticsearch >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog-elasticsearch) \
 	  || echo "warning: could not install rsyslog-elasticsearch; the omelasticsearch test will skip" >&2
+	@$(MAKE) -s libs
 	@dpkg -s rsyslog-gnutls >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog-gnutls) \
 	  || echo "warning: could not install rsyslog-gnutls; the rsyslog-over-TLS test will skip" >&2
 
@@ -43,7 +44,13 @@ unit: install deps
 
 test: lint unit
 
-bench: install
+# Shared libraries oklog/_fast.c finds with dlopen when present: Hyperscan
+# (a regex's candidate lines decided in C; without it the Python binding does).
+libs:
+	@dpkg -s libhyperscan5 >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhyperscan5) \
+	  || echo "warning: could not install libhyperscan5; regex queries decide their candidates in Python (slower)" >&2
+
+bench: install libs
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 chaos: install
@@ -65,7 +72,7 @@ fuzz-fast: install
 	  -I$$($(BIN)/python -c "import sysconfig;print(sysconfig.get_paths()['include'])") \
 	  oklog/_fast.c -o $$d/_fast.so && \
 	OKLOG_FAST_SO=$$d/_fast.so OKLOG_FAST_FUZZ=$${OKLOG_FAST_FUZZ:-2000} PYTHONMALLOC=malloc \
-	  ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	  ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libstdc++.so.6)" \
 	  $(BIN)/pytest -q -s -p no:cacheprovider tests/fast/test_fast_fuzz.py; rc=$$?; rm -rf $$d; exit $$rc
 
 clean:

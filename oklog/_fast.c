@@ -1558,6 +1558,83 @@ static int zframe(const zdctx *z, char *data, const char *src, const int64_t *q)
     return !zlib_.iserr(got) && got == raw;
 }
 
+/* -- a regex's candidate lines decided in C: Hyperscan (libhs.so.5) -----------
+ * The matcher (oklog.query.engine) trusts Hyperscan alone for a regex whose
+ * hits are of bounded width and cannot cross an LF. Through the Python
+ * binding each hit is a Python callback holding the GIL (a third of a regex
+ * query's CPU at 2.6 % of lines matching); here each candidate line is one
+ * hs_scan that stops at its first hit, off the GIL. The library is found
+ * with dlopen at first use (Debian's libhyperscan5, installed by
+ * `make deps`); without it hs_compile() is None and the binding decides. */
+typedef int (*hs_compile_fn)(const char *, unsigned, unsigned, const void *, void **, void **);
+typedef int (*hs_free_fn)(void *);
+typedef int (*hs_alloc_scratch_fn)(const void *, void **);
+typedef int (*hs_event_fn)(unsigned, unsigned long long, unsigned long long, unsigned, void *);
+typedef int (*hs_scan_fn)(const void *, const char *, unsigned, unsigned, void *, hs_event_fn, void *);
+static struct {
+    int tried, ok;
+    hs_compile_fn compile;
+    hs_free_fn free_compile_error, free_database, free_scratch;
+    hs_alloc_scratch_fn alloc_scratch;
+    hs_scan_fn scan;
+} hs_;
+#define HS_MODE_BLOCK_ 1
+#define HS_SCAN_TERMINATED_ (-3)
+
+static int hs_load(void) { /* called with the GIL held */
+    if (hs_.tried) return hs_.ok;
+    hs_.tried = 1;
+    void *h = dlopen("libhs.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return 0;
+    hs_.compile = (hs_compile_fn)dlsym(h, "hs_compile");
+    hs_.free_compile_error = (hs_free_fn)dlsym(h, "hs_free_compile_error");
+    hs_.free_database = (hs_free_fn)dlsym(h, "hs_free_database");
+    hs_.free_scratch = (hs_free_fn)dlsym(h, "hs_free_scratch");
+    hs_.alloc_scratch = (hs_alloc_scratch_fn)dlsym(h, "hs_alloc_scratch");
+    hs_.scan = (hs_scan_fn)dlsym(h, "hs_scan");
+    hs_.ok = hs_.compile && hs_.free_compile_error && hs_.free_database && hs_.free_scratch && hs_.alloc_scratch &&
+             hs_.scan;
+    return hs_.ok;
+}
+
+#define HS_CAPSULE "oklog._fast.hs_database"
+
+static void hs_capsule_free(PyObject *cap) {
+    void *db = PyCapsule_GetPointer(cap, HS_CAPSULE);
+    if (db) hs_.free_database(db);
+}
+
+/* hs_compile(pattern, flags) -> capsule or None: the pattern compiled for
+ * zscan's verify (block mode); None without libhs, or for a pattern it
+ * rejects (the caller then keeps the binding's database). */
+static PyObject *fast_hs_compile(PyObject *self, PyObject *args) {
+    const char *pat;
+    Py_ssize_t plen;
+    unsigned flags;
+    if (!PyArg_ParseTuple(args, "y#I", &pat, &plen, &flags)) return NULL;
+    if (!hs_load() || memchr(pat, 0, (size_t)plen)) Py_RETURN_NONE;
+    void *db = NULL, *err = NULL;
+    if (hs_.compile(pat, flags, HS_MODE_BLOCK_, NULL, &db, &err) != 0) {
+        if (err) hs_.free_compile_error(err);
+        Py_RETURN_NONE;
+    }
+    PyObject *cap = PyCapsule_New(db, HS_CAPSULE, hs_capsule_free);
+    if (!cap) hs_.free_database(db);
+    return cap;
+}
+
+static int hs_first_hit(unsigned id, unsigned long long from, unsigned long long to, unsigned flags, void *ctx) {
+    *(int *)ctx = 1;
+    return 1; /* stop: one hit decides the line */
+}
+
+/* Whether the line base[ls:le) holds a hit of db (scratch: this thread's):
+ * 1 or 0, -1 if Hyperscan failed. */
+static int hs_line(const void *db, void *scratch, const char *base, size_t ls, size_t le) {
+    int hit = 0, rc = hs_.scan(db, base + ls, (unsigned)(le - ls), 0, scratch, hs_first_hit, &hit);
+    return rc == 0 || rc == HS_SCAN_TERMINATED_ ? hit : -1;
+}
+
 static PyObject *fast_zscan_available(PyObject *self, PyObject *args) {
     return PyBool_FromLong(zstd_load());
 }
@@ -1628,24 +1705,33 @@ static void zcut(const char *data, size_t n, const char *klo, size_t klo_len, co
     *hi_out = hi;
 }
 
-/* zscan(buf, frames, needle, mode, klo, khi) -> ([bytes], [bad frame index])
+/* zscan(buf, frames, needle, mode, klo, khi, verify=None) -> ([bytes], [bad frame index])
  * frames: native int64 quads (offset, compressed length, raw length,
  * CRC-32 or -1: segfile.frame_table) of frames in buf; needle: the literal every returned line holds, or None for
  * every record; mode 0-2; records with a ULID outside [klo, khi) are left
- * out. The answer is one bytes object per frame with output. With a
+ * out; verify (hs_compile's, with a needle): only lines holding a hit of it
+ * are kept. The answer is one bytes object per frame with output. With a
  * needle, output is written to kept working memory (zbuf) and copied out
  * at its size; without one (nearly whole blocks), straight into a bytes
  * object per frame. A frame that fails to decompress (damaged, checksum or
  * CRC mismatch, wrong size) is skipped and its index listed. */
 static PyObject *fast_zscan(PyObject *self, PyObject *args) {
-    PyObject *obj, *needle_obj;
+    PyObject *obj, *needle_obj, *verify_obj = Py_None;
     const char *frames_b, *klo, *khi;
     Py_ssize_t frames_len, klo_len, khi_len;
     int mode;
-    if (!PyArg_ParseTuple(args, "Oy#Oiy#y#", &obj, &frames_b, &frames_len, &needle_obj, &mode, &klo, &klo_len, &khi,
-                          &khi_len))
+    if (!PyArg_ParseTuple(args, "Oy#Oiy#y#|O", &obj, &frames_b, &frames_len, &needle_obj, &mode, &klo, &klo_len, &khi,
+                          &khi_len, &verify_obj))
         return NULL;
     if (check_mode_max(mode, MODE_ULID) < 0) return NULL;
+    void *hsdb = NULL, *hscratch = NULL;
+    if (verify_obj != Py_None) {
+        if (needle_obj == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "verify needs a needle");
+            return NULL;
+        }
+        if (!(hsdb = PyCapsule_GetPointer(verify_obj, HS_CAPSULE))) return NULL;
+    }
     const char *needle = NULL;
     Py_ssize_t nlen = 0;
     if (needle_obj != Py_None) {
@@ -1686,7 +1772,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         if (direct && !(outs[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(raw ? raw : 1)))) goto done;
     }
     data = zbuf_take((size_t)maxraw + 1 + (direct ? 0 : total + 1), &data_cap);
-    if (!data || !zdctx_open(&dctx, fr, nf)) {
+    if (!data || !zdctx_open(&dctx, fr, nf) || (hsdb && hs_.alloc_scratch(hsdb, &hscratch) != 0)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1695,6 +1781,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     finder f;
     if (needle) finder_init(&f, needle, (size_t)nlen);
     Py_ssize_t nbad = 0, nout = 0;
+    int hs_failed = 0;
     Py_BEGIN_ALLOW_THREADS
     size_t pos0 = 0; /* where the next frame's output goes in scratch */
     for (size_t i = 0; i < nf; i++) {
@@ -1733,7 +1820,9 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
                 size_t re = e ? (size_t)(e - data) + 1 : hi;
                 size_t ls = line_start(data, rs, re);
                 if (hp >= ls && hp + (size_t)nlen <= re) {
-                    w = emit(w, data, rs, ls, re, mode);
+                    int keep = hsdb ? hs_line(hsdb, hscratch, data, ls, re - (data[re - 1] == '\n')) : 1;
+                    if (keep < 0) hs_failed = 1;
+                    if (keep > 0) w = emit(w, data, rs, ls, re, mode);
                     pos = re;
                 } else {
                     pos = hp + 1; /* the hit starts in the ULID or topic; look further */
@@ -1745,6 +1834,10 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
         if (used[i]) nout++;
     }
     Py_END_ALLOW_THREADS
+    if (hs_failed) {
+        PyErr_SetString(PyExc_RuntimeError, "hs_scan failed");
+        goto done;
+    }
     PyObject *pieces = PyList_New(nout), *badlist = PyList_New(nbad);
     if (!pieces || !badlist) {
         Py_XDECREF(pieces);
@@ -1768,6 +1861,7 @@ static PyObject *fast_zscan(PyObject *self, PyObject *args) {
     }
     result = Py_BuildValue("(NN)", pieces, badlist);
 done:
+    if (hscratch) hs_.free_scratch(hscratch);
     zdctx_close(&dctx);
     zbuf_give(data, data_cap);
     if (outs)
@@ -1992,6 +2086,8 @@ static PyMethodDef methods[] = {
      "zscan(buf, frames, needle, mode, klo, khi) -> (bytes, bad): zstd frames decompressed, cut to [klo, khi), grepped (needle None: all), in mode 0-2"},
     {"zcount", fast_zcount, METH_VARARGS,
      "zcount(buf, frames, terms, nots, icase, klo, khi, step_ms, origin_ms, counts) -> (matched, outside, bad): count() over zstd frames cut to [klo, khi)"},
+    {"hs_compile", fast_hs_compile, METH_VARARGS,
+     "hs_compile(pattern, flags) -> capsule or None: a regex for zscan's verify (None: no libhs.so.5, or rejected)"},
     {"zscan_available", fast_zscan_available, METH_NOARGS, "zscan_available() -> bool: libzstd was found"},
     {"syslog_times", fast_syslog_times, METH_VARARGS,
      "syslog_times(msgs) -> [ns | bytes | None]: each syslog message's RFC 5424 time, RFC 3164 timestamp or None"},

@@ -26,8 +26,16 @@ def logfmt_eq(buf: object, start: int, end: int, key: bytes, value: bytes, kind:
 def gram_bloom(buf: object, start: int, end: int, bits_per: int, /) -> bytes: ...
 def gram_bloom_may_contain(bloom: bytes, literal: bytes, /) -> bool: ...
 def zscan(
-    buf: object, frames: bytes, needle: bytes | None, mode: int, klo: bytes, khi: bytes, /
-) -> tuple[list[bytes], list[int]]: ...
+    buf: object,
+    frames: bytes,
+    needle: bytes | None,
+    mode: int,
+    klo: bytes,
+    khi: bytes,
+    verify: object | None = None,
+    /,
+) -> tuple[list[bytes], list[int]]: ...  # verify: hs_compile's; only lines holding a hit of it
+def hs_compile(pattern: bytes, flags: int, /) -> object | None: ...  # None: no libhs.so.5, or rejected
 def zcount(
     buf: object,
     frames: bytes,

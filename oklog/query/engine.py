@@ -232,6 +232,7 @@ class Matcher:
         self._maxw: int | None = None
         self._lit: bytes | None = None  # found by _fast.grep (the query, or a regex's required literal)
         self._icase = False  # _lit found in any ASCII case (a substring query only)
+        self._hs_c: object | None = None  # _fast.hs_compile's database: the candidate lines decided in C
         if not q:
             self.match_all = True
             return
@@ -265,11 +266,19 @@ class Matcher:
             self._lit = q
             self._icase = query.icase
             return
+        self._compile_hs(pattern, flags)
+
+    def _compile_hs(self, pattern: bytes, flags: int) -> None:
+        """Hyperscan's database of the (relaxed, trimmed) pattern, and with a
+        required literal the C scan's own (oklog._fast.hs_compile, None
+        without libhs.so.5); where Hyperscan rejects it, RE2 on every line."""
         try:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(expressions=[pattern], flags=[flags])
             self._db = db
             self._scratch_proto = hyperscan.Scratch(db)
+            if self._lit is not None:
+                self._hs_c = _fast.hs_compile(pattern, flags)
         except hyperscan.error:
             self._db = None  # RE2 on every line
 
@@ -304,6 +313,15 @@ class Matcher:
         if self._lit is None or self._verify is not None:
             return None
         return self._lit, self._icase
+
+    def c_verifier(self) -> tuple[bytes, object] | None:
+        """(literal, database) when a record matches exactly if its line holds
+        the literal and a hit of the database (a regex Hyperscan alone
+        decides, compiled for oklog._fast.zscan's verify), with no topic
+        filter; None otherwise."""
+        if self._hs_c is None or self._topic is not None or self._lit is None:
+            return None
+        return self._lit, self._hs_c
 
     def literal(self) -> bytes | None:
         """A literal every matching line holds (the query, or a regex's

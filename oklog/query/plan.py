@@ -408,12 +408,16 @@ def _run_keyed(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | No
     n_parts = len(unit.parts) + len(unit.blocks)
     if isinstance(matcher, Matcher) and _fast.zscan_available():
         plain, needle = matcher.plain_needle()
-        if not plain:  # the C scan keeps the records holding the literal; the matcher decides
+        verify = matcher.c_verifier()
+        hs_db: object = None
+        if verify is not None:  # a regex the C scan decides, by its literal and Hyperscan
+            plain, (needle, hs_db) = True, verify
+        elif not plain:  # the C scan keeps the records holding the literal; the matcher decides
             needle = matcher.literal()
 
         def scan(seg: Segment, blocks: list[Block], m: int) -> list[bytes]:
             if plain:
-                return _zscan(plan, unit, seg, blocks, needle, m)
+                return _zscan(plan, unit, seg, blocks, needle, m, hs_db)
             groups = _grouped(_zscan(plan, unit, seg, blocks, needle, MODE_RAW))
             return [o for g in groups if (o := matcher.scan_format(g, 0, len(g), m))]
 
@@ -454,14 +458,16 @@ def _grouped(pieces: list[bytes], limit: int = GROUP_BYTES) -> list[bytes]:
     return out
 
 
-def _zscan(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int) -> list[bytes]:
+def _zscan(
+    plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int, verify: object = None
+) -> list[bytes]:
     """The matching records of a compressed part of a keyed unit, cut to its
     keys, a piece per block with any: decompressed and scanned by one call of
     the C helper, off the GIL."""
     assert unit.keys is not None
     klo, khi = unit.keys
     buf = plan.bufs[seg.name]
-    out, bad = _fast.zscan(buf, segfile.frame_table(blocks), needle, mode, klo, khi)
+    out, bad = _fast.zscan(buf, segfile.frame_table(blocks), needle, mode, klo, khi, verify)
     _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
     if bad:
         plan.found_damaged(seg, len(bad))

@@ -169,7 +169,9 @@ def count_unit(plan: Plan, matcher: ScanMatcher, unit: Unit, step_ms: int) -> _C
     out = _Counts(step_ms)
     matcher = narrowed(matcher, unit)
     kernel = kernel_terms(matcher)
-    if len(unit.parts) + len(unit.blocks) != 1:  # overlapping segments: merged, copies dropped
+    merged = len(unit.parts) + len(unit.blocks) != 1  # overlapping segments: merged, copies dropped
+    in_c = kernel is None and unit.blocks and isinstance(matcher, Matcher) and matcher.c_verifier() is not None
+    if merged or in_c:  # (a regex the C scan decides: its matches, decided off the GIL, are counted)
         for piece in run_unit_pieces(plan, matcher, unit, None):
             out.records(piece, 0, len(piece), MATCHED)
         return out

@@ -130,4 +130,5 @@ def _zfuzz(rng: random.Random, buf: bytes, terms: list[bytes], nots: list[bytes]
     icase = rng.random() < 0.5
     _call(fast.zcount, bytes(data), frames, terms, nots, icase, klo, khi, step, _off(rng, 2**48), counts)
     lit = terms[0] if terms else None
-    _call(fast.zscan, bytes(data), frames, lit, rng.choice([-1, 0, 1, 2, 3]), klo, khi)
+    verify = fast.hs_compile(rng.choice([b"[a-z]{2}", b"a.?b", b"\\x00|x"]), 0) if rng.random() < 0.5 else None
+    _call(fast.zscan, bytes(data), frames, lit, rng.choice([-1, 0, 1, 2, 3]), klo, khi, verify)

@@ -296,3 +296,49 @@ def test_case_insensitive_terms_over_compressed_blocks(tmp_path, small_blocks, q
         plan.close()
     want = b"".join(line + b"\n" for line in lines if q.lower() in line.lower())
     assert want and out == want
+
+
+HS_PATTERNS = [
+    rb"Received block blk_-9[0-9]{18} of",  # a class and a counted repeat after the literal
+    rb"of size [0-9]{7} from",  # bounded repeat: lines holding the literal without a match
+    rb"PacketResponder: Received (block|packet) blk_-1",  # alternation inside
+    rb"from /10\.250\.1[0-9]\.",  # escaped dots
+    rb"default 0811",  # the literal also in the topic and line: only the line counts
+    rb"size 12?3",  # an optional byte
+]
+
+
+@pytest.mark.parametrize("fmt", [None, "lines", "ulid"])
+@pytest.mark.parametrize("pattern", HS_PATTERNS)
+def test_regexes_decided_in_c_equal_re2_line_by_line(tmp_path, small_blocks, monkeypatch, pattern, fmt):
+    """A regex whose hits Hyperscan alone decides runs in the C scan
+    (libhs.so.5): the answer equals RE2 over each line, and the path where
+    the Python binding decides the candidates."""
+    import re2
+
+    if _fast.hs_compile(b"a", 0) is None or not _fast.zscan_available():
+        pytest.skip("no libhs.so.5 or libzstd on this host (make deps installs libhyperscan5)")
+    lines = hdfs_lines(3000, 5)
+    lines[10] = b"081109 default 0811 at the start of a line, a topic-like prefix"
+    store = store_of(tmp_path, lines)
+    assert Matcher(Query(pattern, True)).c_verifier() is not None
+    out, _, _ = run(store, pattern, True, FORMATS[fmt] if fmt else None)
+    (seg,) = store.segments()
+    records = segfile.decode(store.fs.read(store.path(seg))).splitlines(keepends=True)
+    rx = re2.compile(pattern)
+    want = b"".join(r for r in records if rx.search(r.split(b" ", 2)[2].rstrip(b"\n")))
+    mode = {None: MODE_RAW, "lines": MODE_LINES, "ulid": MODE_ULID}[fmt]
+    assert out == _fast.format(want, 0, len(want), mode)
+    assert 0 < want.count(b"\n") < len(lines)
+    monkeypatch.setattr(_fast, "hs_compile", lambda *_: None)
+    assert Matcher(Query(pattern, True)).c_verifier() is None
+    assert run(store, pattern, True, FORMATS[fmt] if fmt else None)[0] == out
+
+
+def test_hs_compile_refuses_what_it_cannot_take():
+    if _fast.hs_compile(b"a", 0) is None:
+        pytest.skip("no libhs.so.5 on this host")
+    assert _fast.hs_compile(b"a\x00b", 0) is None  # a C string cannot hold NUL
+    assert _fast.hs_compile(b"(a", 0) is None  # rejected by Hyperscan: the binding's path decides
+    with pytest.raises(ValueError, match="needle"):
+        _fast.zscan(b"", b"", None, 0, b"", b"~", _fast.hs_compile(b"a", 0))

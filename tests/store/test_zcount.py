@@ -147,6 +147,43 @@ def test_the_local_count_reads_compressed_blocks_in_one_call(tmp_path, monkeypat
     assert calls
 
 
+@pytest.mark.parametrize("step", [0, 1000])
+def test_a_regex_decided_in_c_is_counted_as_its_records(tmp_path, monkeypatch, step):
+    """A regex Hyperscan alone decides is counted from the C scan's matches
+    (zscan with its database, spied): the same tally as through the Python
+    binding's path, and as RE2 over each line."""
+    import re2
+
+    from oklog.query.engine import Matcher, Query
+
+    if _fast.hs_compile(b"a", 0) is None:
+        pytest.skip("no libhs.so.5 on this host (make deps installs libhyperscan5)")
+    monkeypatch.setattr(segfile, "BLOCK_SIZE", 8 << 10)
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    ls = lines(4000, 9)
+    store.write(stamped(ls))
+    pattern = rb"user (error|size) [a-z]"
+    calls = []
+    real = _fast.zscan
+    monkeypatch.setattr(_fast, "zscan", lambda *a: calls.append(a[6:]) or real(*a))
+
+    def count() -> Tally:
+        plan = plan_query(store, parse_params({"q": [pattern.decode()], "regex": ["true"]}))
+        got = Tally(step)
+        try:
+            trio.run(count_plan, plan, Matcher(Query(pattern, True)), got, trio.CapacityLimiter(2))
+        finally:
+            plan.close()
+        return got
+
+    in_c = count()
+    assert calls and all(c and c[0] is not None for c in calls)  # zscan was given the database
+    monkeypatch.setattr(_fast, "hs_compile", lambda *_: None)
+    binding = count()
+    assert (in_c.total, in_c.buckets) == (binding.total, binding.buckets)
+    assert in_c.total == sum(1 for ln in ls if re2.search(pattern, ln)) > 0
+
+
 def test_grouped_keeps_order_and_bounds_each_group():
     from oklog.query.plan import _grouped
 
