@@ -2,6 +2,7 @@
 
 GET  /ingest/next         id of the oldest flushed segment, now pending; 404 if none
 GET  /ingest/read?id=     the pending segment's records
+GET  /ingest/pending?id=  200 while the segment is pending (handed out, unsettled); 404 if not
 POST /ingest/commit?id=   the store tier has it: delete
 POST /ingest/failed?id=   the store tier gave up: back to flushed
 """
@@ -36,6 +37,9 @@ class LocalIngest:
     async def read(self, seg_id: str) -> bytes:
         return await trio.to_thread.run_sync(self.log.read, seg_id)
 
+    async def pending(self, seg_id: str) -> bool:
+        return self.log.pending(seg_id)
+
     async def commit(self, seg_id: str) -> None:
         self.log.commit(seg_id)
 
@@ -60,6 +64,12 @@ def ingest_router(log: IngestLog) -> Router:
             raise HTTPError(404, f"segment {seg_id} is not pending") from None
         return Response(200, data, content_type="application/octet-stream")
 
+    async def pending(req: Request) -> Response:
+        seg_id = _id(req)
+        if not log.pending(seg_id):
+            raise HTTPError(404, f"segment {seg_id} is not pending")
+        return Response(200, b"pending\n")
+
     def _transition(fn: Callable[[str], None]) -> Handler:
         async def handler(req: Request) -> Response:
             seg_id = _id(req)
@@ -73,6 +83,7 @@ def ingest_router(log: IngestLog) -> Router:
 
     r.add("GET", "/ingest/next", next_)
     r.add("GET", "/ingest/read", read)
+    r.add("GET", "/ingest/pending", pending)
     r.add("POST", "/ingest/commit", _transition(log.commit))
     r.add("POST", "/ingest/failed", _transition(log.failed))
     return r

@@ -194,6 +194,12 @@ class IngestLog:
                 raise KeyError(seg_id)
         return self.fs.read(self._path(seg_id, PENDING))
 
+    def pending(self, seg_id: str) -> bool:
+        """Whether ``seg_id`` is handed out and not yet settled (a consumer holds it)."""
+        with self._lock:
+            self._expire_locked()
+            return self._state.get(seg_id) == PENDING
+
     def commit(self, seg_id: str) -> None:
         with self._lock:
             if self._state.get(seg_id) != PENDING:

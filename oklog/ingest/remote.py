@@ -1,5 +1,5 @@
 """Another member's ingest log as the store's consumer sees it: the HTTP client of
-``oklog.ingest.api``'s ``/ingest/next|read|commit|failed`` (httpx on trio), the
+``oklog.ingest.api``'s ``/ingest/next|read|pending|commit|failed`` (httpx on trio), the
 remote half of ``oklog.ingest.api.LocalIngest``."""
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ class RemoteIngest:
         r = await self.client.get(self.base + "/ingest/read", params={"id": seg_id}, timeout=CONSUMER_TIMEOUT)
         expect_ok(r, f"read {seg_id}")
         return r.content
+
+    async def pending(self, seg_id: str) -> bool:
+        r = await self.client.get(self.base + "/ingest/pending", params={"id": seg_id}, timeout=CONSUMER_TIMEOUT)
+        if r.status_code == 404:
+            return False
+        expect_ok(r, f"pending {seg_id}")
+        return True
 
     async def commit(self, seg_id: str) -> None:
         await self._post("/ingest/commit", seg_id)

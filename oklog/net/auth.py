@@ -66,7 +66,7 @@ PREAMBLE_TIMEOUT = 10.0
 
 # Internal endpoints: called by members (or by an admin's repair/rebalance).
 NODE_ROUTES = frozenset({
-    "/ingest/next", "/ingest/read", "/ingest/commit", "/ingest/failed", "/ingest/_stream",
+    "/ingest/next", "/ingest/read", "/ingest/pending", "/ingest/commit", "/ingest/failed", "/ingest/_stream",
     "/store/replicate", "/store/_query", "/store/_hits", "/store/segment", "/store/segments",
     "/store/_clusterstate",
 })

@@ -13,7 +13,11 @@ warnings ``/cluster/state`` carries, each naming its cause:
 A failure is current while it is recent (``RECENT`` seconds) and no later
 success with the same subject superseded it, so a warning clears when its cause
 has gone: the member answers again, or nothing has failed for a while (a member
-that died stops being tried; its death is the member list's warning).
+that died stops being tried; its death is the member list's warning). For a
+commit, the consumer reports that success also when the member answers and no
+longer holds the segment whose commit failed (it restarted or timed it out, and
+maybe another store member consumed it again): the consumer that failed may
+never commit to that member again.
 Times are the node's monotonic clock, passed in.
 """
 

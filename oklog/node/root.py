@@ -9,7 +9,7 @@
     │ ConnectionGate ── listeners ── IngestLog (.active/.flushed/.pending) ── Tap ────┼─▶ /ingest/_stream,
     │ pending sweep (segments a consumer never committed go back to flushed)          │   /store/stream (live tail)
     └─────────────┬───────────────────────────────────────────────────────────────────┘
-                  │ LocalIngest, or a remote member's /ingest/next|read|commit|failed
+                  │ LocalIngest, or a remote member's /ingest/next|read|pending|commit|failed
                   ▼
     ┌─ StoreSide (store roles) ───────────────────────────────────────────────────────┐
     │ Consumer  gather → merge → replicate (LocalStore / RemoteStore) → commit        │

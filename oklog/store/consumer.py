@@ -12,6 +12,14 @@ when a chosen member takes them, plain records to the others); commit the
 sources only when all N acknowledged, otherwise mark them failed so they are
 consumed again. A crash at any point leaves records over-replicated
 (deduplicated at read time), never lost.
+
+A source whose commit (or give-back) fails keeps the segment pending until it
+times it out or restarts, then offers it again (to this node or another store
+member). The failure is reported as current until a commit to that member
+succeeds, or the member answers and no longer holds any segment whose settling
+failed (``_recheck``): the commit warning stays while the member really holds
+our segment, and clears once it is back and has let go of it, even when another
+member consumes the segment again and this one never commits to it again.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from oklog.store.log import MAX_TOPIC_SPLIT
 log = logging.getLogger("oklog.store.consumer")
 
 IDLE_POLL = 0.25  # seconds between polls when no ingest segment is waiting
+MAX_UNSETTLED = 256  # segments remembered per member whose settling failed (oldest dropped)
 
 
 class IngestSource(Protocol):
@@ -41,6 +50,9 @@ class IngestSource(Protocol):
 
     async def next(self) -> str | None: ...
     async def read(self, seg_id: str) -> bytes: ...
+    async def pending(self, seg_id: str) -> bool:
+        """Whether the segment is still handed out (taken, not yet settled)."""
+        ...
     async def commit(self, seg_id: str) -> None: ...
     async def failed(self, seg_id: str) -> None: ...
 
@@ -135,6 +147,9 @@ class Consumer:
         # Each outcome as it happens: (kind, member, ok, error text); the node's
         # health keeps a window of them, so its warnings describe the present.
         self.on_event: Callable[[str, str, bool, str], None] = lambda *_: None
+        # Segments whose commit or give-back failed, by member: still pending
+        # there (until it times them out or restarts) as far as this node knows.
+        self.unsettled: dict[str, set[str]] = {}
 
     def wake(self) -> None:
         """Something was flushed: run a cycle now rather than at the next poll.
@@ -226,8 +241,37 @@ class Consumer:
                 self.stats.last_error = f"{'commit' if ok else 'failed'} {t.seg_id} on {t.source.name}: {e}"
                 log.warning("%s", self.stats.last_error)
                 self.on_event("commit", t.source.name, False, _why(e))
+                self._hold(t.source.name, t.seg_id)
             else:
                 self.on_event("commit", t.source.name, True, "")
+
+    def _hold(self, name: str, seg_id: str) -> None:
+        held = self.unsettled.setdefault(name, set())
+        held.add(seg_id)
+        while len(held) > MAX_UNSETTLED:  # bounded: ids are ULIDs, the oldest go first
+            held.discard(min(held))
+
+    async def _recheck(self, src: IngestSource) -> None:
+        """``src`` answered and has nothing flushed: has it let go of the segments
+        whose settling on it failed? It holds each pending until it times it out
+        or restarts; then it is consumed again, maybe by another store member, so
+        this consumer may never commit to ``src`` again. Once ``src`` holds none
+        of them the failure has passed: report it so. While it holds one, the
+        failure stands (a nothing-flushed answer alone proves nothing)."""
+        held = self.unsettled.get(src.name)
+        if not held:
+            self.unsettled.pop(src.name, None)  # emptied by taking them again
+            return
+        for seg_id in sorted(held):
+            try:
+                if await src.pending(seg_id):
+                    return
+            except Exception as e:  # noqa: BLE001 - not known now; asked again next cycle
+                log.debug("pending %s on %s: %s", seg_id, src.name, e)
+                return
+            held.discard(seg_id)
+        del self.unsettled[src.name]
+        self.on_event("commit", src.name, True, "")
 
     async def _gather(self) -> list[_Taken]:
         taken: list[_Taken] = []
@@ -244,7 +288,9 @@ class Consumer:
                 if seg_id is None:
                     exhausted.add(src.name)
                     self.on_event("gather", src.name, True, "")
+                    await self._recheck(src)
                     continue
+                self.unsettled.get(src.name, set()).discard(seg_id)  # offered again: ours anew
                 try:
                     data = await src.read(seg_id)
                 except Exception:

@@ -40,6 +40,29 @@ def test_lifecycle(fsroot):
         log.commit(seg_id)
 
 
+def test_pending_says_whether_a_segment_is_handed_out_and_unsettled(fsroot, monkeypatch):
+    fs, root = fsroot
+    log = IngestLog(fs, root, pending_timeout=10)
+    segs = [log.new_segment() for _ in range(2)]
+    for s in segs:
+        s.write(b"x\n", 1)
+        s.flush()
+    assert not log.pending(segs[0].id) and not log.pending("nope")  # flushed, unknown
+    import oklog.ingest.log as mod
+
+    now = [1000.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+    a, b = log.next(), log.next()
+    assert log.pending(a) and log.pending(b)
+    log.commit(a)
+    assert not log.pending(a)  # committed: gone
+    now[0] += 11
+    assert not log.pending(b)  # timed out: flushed again, offered to the next consumer
+    assert log.next() == b and log.pending(b)
+    log.failed(b)
+    assert not log.pending(b)
+
+
 def test_empty_segment_is_dropped(fsroot):
     fs, root = fsroot
     log = IngestLog(fs, root)

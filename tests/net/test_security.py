@@ -100,7 +100,8 @@ def test_insecure_starts_and_says_so_loudly(node_factory):
 # -- node-to-node proofs ------------------------------------------------------------------
 
 INTERNAL = [
-    ("GET", "/ingest/next"), ("GET", "/ingest/read"), ("POST", "/ingest/commit"), ("POST", "/ingest/failed"),
+    ("GET", "/ingest/next"), ("GET", "/ingest/read"), ("GET", "/ingest/pending"),
+    ("POST", "/ingest/commit"), ("POST", "/ingest/failed"),
     ("GET", "/ingest/_stream"), ("POST", "/store/replicate"), ("GET", "/store/_query"),
     ("GET", "/store/segments"), ("GET", "/store/segment"), ("DELETE", "/store/segment"),
     ("GET", "/store/_clusterstate"),

@@ -131,6 +131,7 @@ async def test_ingest_api_and_replicate(node):
     c = node.client
     assert (await c.get("/ingest/next")).status_code == 404
     assert (await c.post("/ingest/commit", params={"id": "nope"})).status_code == 404
+    assert (await c.get("/ingest/pending", params={"id": "nope"})).status_code == 404
     assert (await c.get("/ingest/read")).status_code == 400
     bad = await c.post("/store/replicate", content=b"not records\n")
     assert bad.status_code == 400

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from oklog.node import state
+from oklog.node.health import Health
 from oklog.records.merge import merge_dedup
 from oklog.records.record import ULIDSource, stamp_lines
 from oklog.store.consumer import Consumer
@@ -30,10 +31,22 @@ class FakeSource:
         self.committed: list[str] = []
         self.failures: list[str] = []
         self.commit_error: Exception | None = None
+        self.held: set[str] = set()  # handed out, not settled: pending
+        self.pending_error: Exception | None = None
 
     async def next(self) -> str | None:
         await trio.lowlevel.checkpoint()
-        return self.waiting.pop(0) if self.waiting else None
+        if not self.waiting:
+            return None
+        seg_id = self.waiting.pop(0)
+        self.held.add(seg_id)
+        return seg_id
+
+    async def pending(self, seg_id: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self.pending_error is not None:
+            raise self.pending_error
+        return seg_id in self.held
 
     async def read(self, seg_id: str) -> bytes:
         await trio.lowlevel.checkpoint()
@@ -45,10 +58,12 @@ class FakeSource:
         await trio.lowlevel.checkpoint()
         if self.commit_error is not None:
             raise self.commit_error
+        self.held.discard(seg_id)
         self.committed.append(seg_id)
 
     async def failed(self, seg_id: str) -> None:
         await trio.lowlevel.checkpoint()
+        self.held.discard(seg_id)
         self.failures.append(seg_id)
 
 
@@ -160,6 +175,73 @@ async def test_a_failed_commit_is_counted_and_the_cycle_ends():
     assert await c.cycle() is True
     assert c.stats.commits_failed == 1 and "ingest node gone" in c.stats.last_error
     assert c.stats.batches == 1  # replicated: the ingest node times the segment out and it is stored again (deduplicated)
+
+
+class Watched:
+    """A consumer whose events feed a node's ``Health``, on a hand-held clock."""
+
+    def __init__(self, c: Consumer) -> None:
+        self.c, self.health, self.now = c, Health(), 0.0
+        c.on_event = lambda kind, subject, ok, text: self.health.report(self.now, kind, subject, ok, text)
+
+    async def cycle(self) -> bool:
+        self.now += 1.0
+        return await self.c.cycle()
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return [(w.kind, w.subject) for w in self.health.warnings(self.now)]
+
+
+@pytest.mark.trio
+async def test_a_failed_commit_stands_while_the_member_holds_the_segment_and_clears_once_it_lets_go():
+    # The member dies between the read and the commit. Back, it offers the segment
+    # again and another store member consumes it: this consumer never commits to
+    # it again, yet its warning must clear (not wait for the window to age out).
+    b = FakeSource("b", {"s1": batch(5, b"c")})
+    b.commit_error = OSError("all attempts to connect failed")
+    w = Watched(consumer([b], [FakeTarget("t0")], 1))
+    assert await w.cycle() is True
+    assert w.warnings() == [("commit", "b")] and w.c.unsettled == {"b": {"s1"}}
+    b.commit_error = None  # answering again, but still holding s1 pending for us
+    for _ in range(3):
+        assert await w.cycle() is False
+        assert w.warnings() == [("commit", "b")]  # "nothing flushed" proves nothing: no flicker
+    b.held.clear()  # restarted (s1 flushed again), another member took and committed it
+    assert await w.cycle() is False
+    assert w.warnings() == [] and w.c.unsettled == {}
+    assert await w.cycle() is False and w.warnings() == []
+
+
+@pytest.mark.trio
+async def test_a_segment_offered_again_is_taken_anew_and_its_commit_clears_the_warning():
+    b = FakeSource("b", {"s1": batch(5, b"c")})
+    b.commit_error = OSError("connection reset")
+    w = Watched(consumer([b], [FakeTarget("t0")], 1))
+    assert await w.cycle() is True and w.warnings() == [("commit", "b")]
+    b.commit_error, b.held = None, set()  # restarted: s1 is flushed again, offered to us
+    b.waiting.append("s1")
+    assert await w.cycle() is True
+    assert b.committed == ["s1"] and w.warnings() == [] and w.c.unsettled == {}
+
+
+@pytest.mark.trio
+async def test_a_failure_stands_while_it_is_not_known_whether_the_member_let_go():
+    b = FakeSource("b", {"s1": batch(5, b"c"), "s2": batch(5, b"d")})
+    b.commit_error = OSError("connection reset")
+    w = Watched(consumer([b], [FakeTarget("t0")], 1))
+    assert await w.cycle() is True
+    assert w.c.unsettled == {"b": {"s1", "s2"}}
+    b.commit_error, b.pending_error = None, OSError("timed out")
+    b.held.clear()
+    assert await w.cycle() is False
+    assert w.warnings() == [("commit", "b")]  # not known: still shown, asked again
+    b.pending_error = None
+    b.held = {"s2"}  # let go of one of them only
+    assert await w.cycle() is False
+    assert w.warnings() == [("commit", "b")] and w.c.unsettled == {"b": {"s2"}}
+    b.held = set()
+    assert await w.cycle() is False
+    assert w.warnings() == []
 
 
 def test_stats_document_has_the_published_shape():
