@@ -299,7 +299,10 @@ class _Writer:
         checksum and index: the CRC the output's index gives it is of bytes
         that were verified."""
         frame = bytes(buf[blk.offset : blk.offset + blk.clen])
-        data = segfile.decompress_block(frame, dataclasses.replace(blk, offset=0))
+        try:
+            data = segfile.decompress_block(frame, dataclasses.replace(blk, offset=0))
+        except (zstandard.ZstdError, segfile.FormatError) as e:  # damaged since validated
+            raise SegmentError(str(e)) from None
         if bytes(data[: ULID_LEN]) != blk.first or not data.endswith(b"\n"):
             raise SegmentError("block does not match its index entry")
         del data

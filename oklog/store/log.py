@@ -631,7 +631,11 @@ class StoreLog:
             for blk in idx.blocks:
                 if blk.last < lo[:ULID_LEN] or blk.first >= hi_excl:
                     continue
-                data = segfile.decompress_block(buf, blk)
+                try:
+                    data = segfile.decompress_block(buf, blk)
+                except (zstandard.ZstdError, segfile.FormatError):
+                    self.suspect(seg)  # damaged since validated: the scrubber re-checks it next
+                    raise
                 s = seek(data, lo) if blk.first < lo else 0
                 e = seek(data, hi_excl, s) if blk.last >= hi_excl[:ULID_LEN] else len(data)
                 out.append(data[s:e])

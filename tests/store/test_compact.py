@@ -1,5 +1,6 @@
 """Compaction and retention on a real directory and in memory."""
 
+import os
 import random
 import zlib
 
@@ -493,3 +494,59 @@ def test_overlapping_topic_segments_are_scanned_in_bounded_units(store, monkeypa
     recs = out.splitlines(keepends=True)
     assert recs == sorted(want)  # every record once, in ULID order
 
+
+
+def test_a_block_damaged_during_a_concatenation_ends_the_job_not_the_node(tmp_path, monkeypatch):
+    """A concatenation copies compressed blocks as they are, checking each
+    once. A block damaged after the job checked its inputs (a byte flipped in
+    place, seen through the mapping) makes the job give up: the output is
+    removed, the inputs stay and are marked for the scrubber, and nothing is
+    raised to the node (it used to end the node with zstd's error)."""
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    rnd = random.Random(5)
+    for i in range(4):
+        lines = [b"seg %d rec %d %s" % (i, j, b"%x" % rnd.getrandbits(64)) for j in range(300)]
+        store.write(stamp_lines(lines, src.headers(len(lines))))
+    (job,) = plan(store.segments(), 1 << 20)
+    assert job.kind == "concat"
+    job.level = 1  # the inputs' blocks are copied as they are
+    victim = job.inputs[1]
+    path = store.path(victim)
+    blk = store.index(victim).blocks[0]
+    data = bytearray(open(path, "rb").read())
+    data[blk.offset + blk.clen // 2] ^= 0x10
+    monkeypatch.setattr(C, "_changed_inputs", lambda *_: [])  # flipped after the job's check
+    with open(path, "r+b") as f:
+        f.write(data)
+    suspects = []
+    monkeypatch.setattr(store, "suspect", suspects.append)
+    stats = CompactStats()
+    assert run_job(store, job, 1 << 20, stats) == []
+    assert victim in suspects and stats.last_error
+    assert sorted(s.name for s in store.segments()) == sorted(s.name for s in job.inputs)
+    assert not [n for n in os.listdir(store.root) if n.endswith(".tmp")]
+
+
+def test_a_range_read_of_a_damaged_block_marks_the_segment_for_the_scrubber(tmp_path):
+    """Replication's range reads decompress blocks too: one found damaged is
+    an error for that request, and the segment is re-checked (then
+    quarantined and salvaged) instead of failing every request until the
+    next scrub."""
+    import zstandard
+
+    from oklog.records import segfile
+
+    store = StoreLog(RealFS(), str(tmp_path / "store"))
+    src = ULIDSource(iter(range(1, 10**6)).__next__)
+    (seg,) = store.write(stamp_lines([b"rec %d %x" % (i, i * 7919) for i in range(500)], src.headers(500)))
+    store.validated.add(seg.name)
+    blk = store.index(seg).blocks[0]
+    path = store.path(seg)
+    data = bytearray(open(path, "rb").read())
+    data[blk.offset + blk.clen // 2] ^= 0x10
+    with open(path, "r+b") as f:
+        f.write(data)
+    with pytest.raises((zstandard.ZstdError, segfile.FormatError)):
+        store.read_range(seg, b"0" * 26, b"~")
+    assert seg.name not in store.validated
