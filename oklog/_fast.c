@@ -1614,7 +1614,11 @@ static PyObject *fast_hs_compile(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y#I", &pat, &plen, &flags)) return NULL;
     if (!hs_load() || memchr(pat, 0, (size_t)plen)) Py_RETURN_NONE;
     void *db = NULL, *err = NULL;
-    if (hs_.compile(pat, flags, HS_MODE_BLOCK_, NULL, &db, &err) != 0) {
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* a long pattern may take a while; pat stays alive (args hold it) */
+    rc = hs_.compile(pat, flags, HS_MODE_BLOCK_, NULL, &db, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
         if (err) hs_.free_compile_error(err);
         Py_RETURN_NONE;
     }
