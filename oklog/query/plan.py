@@ -97,17 +97,21 @@ class Plan:
     damaged: int = 0  # blocks that failed to decompress (their segment is re-checked)
     unreadable: int = 0  # segments of the range not served: changed at rest, torn, bad index, quarantined
     quarantined: list[str] = field(default_factory=list)  # files in quarantine/ overlapping the range
+    vanished: int = 0  # listed segments gone when opened (compacted away: their outputs were not listed)
     _units: list[Unit] | None = None
 
     def unserved(self) -> str | None:
         """Why this node's answer lacks records of the range, or None. Known
         before streaming for segments (``unreadable``), after it for blocks."""
         damage: list[str] = []
-        if self.unreadable > len(self.quarantined):
-            damage.append(f"{self.unreadable - len(self.quarantined)} damaged segment(s) not served")
+        bad = self.unreadable - len(self.quarantined) - self.vanished  # (a returned plan counts vanished in unreadable)
+        if bad > 0:
+            damage.append(f"{bad} damaged segment(s) not served")
         if self.damaged:
             damage.append(f"{self.damaged} damaged block(s) skipped")
         parts = ["; ".join(damage) + " (the scrubber is checking them)"] if damage else []
+        if self.vanished:
+            parts.append(f"{self.vanished} segment(s) compacted away while the query was planned, again and again")
         if self.quarantined:
             names = ", ".join(self.quarantined[:3]) + (", ..." if len(self.quarantined) > 3 else "")
             parts.append(
@@ -176,8 +180,27 @@ def query_literal(q: Query) -> bytes | None:
     return required_literal(q.q) if q.regex else q.q
 
 
+PLAN_AGAIN = 5  # plannings of a query while compaction keeps removing listed segments
+
+
 def plan_query(store: StoreLog, params: QueryParams) -> Plan:
-    """Segments and bytes the query would scan, and the units to scan them in."""
+    """Segments and bytes the query would scan, and the units to scan them in.
+    A listed segment gone when opened was compacted away after the listing,
+    and its records are in outputs the listing may lack (they are written
+    before the inputs go): the query is planned again from a new listing. If
+    that keeps happening, the last plan counts them as unserved (never a
+    silently shorter answer)."""
+    for _ in range(PLAN_AGAIN - 1):
+        plan = _plan_once(store, params)
+        if not plan.vanished:
+            return plan
+        plan.close()
+    plan = _plan_once(store, params)
+    plan.unreadable += plan.vanished
+    return plan
+
+
+def _plan_once(store: StoreLog, params: QueryParams) -> Plan:
     plan = Plan(lo=params.lo, hi_excl=params.hi_excl, store=store)
     literal = query_literal(params.query)
     try:
@@ -210,7 +233,8 @@ def _add_segment(
     try:
         buf: Buffer = store.fs.open_map(store.path(seg))
     except FileNotFoundError:
-        return  # removed by compaction since the listing; its records are in the outputs
+        plan.vanished += 1  # removed by compaction since the listing: its outputs may not be listed
+        return
     try:
         _check_and_add(plan, store, g, seg, buf, params, literal)
     finally:
