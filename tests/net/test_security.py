@@ -119,23 +119,25 @@ def test_internal_endpoints_need_the_cluster_key(node_factory, tmp_path):
     names = [s["name"] for s in segs["segments"]]
     assert names
 
+    c = httpx.Client(timeout=10)  # one client: the attacks below are hundreds of requests
     for method, path in INTERNAL:
         for auth in (None, outsider):
-            r = httpx.request(method, n.url + path, auth=auth, timeout=10)
+            r = c.request(method, n.url + path, auth=auth)
             assert r.status_code == 401, (method, path, r.status_code, r.text)
 
     # The delete attack: every segment, without and with a wrong key.
     for name in names:
         for auth in (None, outsider):
-            r = httpx.delete(n.url + "/store/segment", params={"name": name}, auth=auth, timeout=10)
+            r = c.delete(n.url + "/store/segment", params={"name": name}, auth=auth)
             assert r.status_code == 401
     # The theft attack: next → read → commit, as fast as it can, while records arrive.
     n.send_fast(b"".join(b"fresh %d\n" % i for i in range(2000)))
     for _ in range(100):
         for auth in (None, outsider):
-            r = httpx.get(n.url + "/ingest/next", auth=auth, timeout=10)
+            r = c.get(n.url + "/ingest/next", auth=auth)
             assert r.status_code == 401
-            assert httpx.post(n.url + "/ingest/commit", params={"id": "x"}, auth=auth, timeout=10).status_code == 401
+            assert c.post(n.url + "/ingest/commit", params={"id": "x"}, auth=auth).status_code == 401
+    c.close()
     wait_for(lambda: count(n, "fresh") == 2000, what="every fresh record stored")
     # The fake member's replication: refused, nothing of it stored.
     r = httpx.post(n.url + "/store/replicate", content=segment_body(50, b"injected"), auth=outsider, timeout=10)
@@ -194,24 +196,26 @@ def test_every_endpoint_401_without_a_token_403_with_the_wrong_role(node_factory
     n = node_factory("tok", FAST + ["-auth.tokens", str(toks)])
     n.answering = lambda: health(n.url)  # type: ignore[method-assign]  # /cluster/state needs a token
     n.start()
+    c = httpx.Client()  # one client for the hundreds of requests
     for method, path, role in ENDPOINTS:
-        r = httpx.request(method, n.url + path, timeout=10)
+        r = c.request(method, n.url + path, timeout=10)
         assert r.status_code == 401, (path, r.status_code)
         assert "Bearer" in r.headers["www-authenticate"]
-        r = httpx.request(method, n.url + path, headers=bearer("not-a-token-at-all-xx"), timeout=10)
+        r = c.request(method, n.url + path, headers=bearer("not-a-token-at-all-xx"), timeout=10)
         assert r.status_code == 401, (path, r.status_code)
         for other, tok in TOKEN_OF.items():
             if other in (role, "admin"):
                 continue
-            r = httpx.request(method, n.url + path, headers=bearer(tok), timeout=10)
+            r = c.request(method, n.url + path, headers=bearer(tok), timeout=10)
             assert r.status_code == 403, (path, other, r.status_code)
             assert role in r.text
         for tok in {TOKEN_OF[role], ADMIN_TOKEN}:
-            r = httpx.request(method, n.url + path, headers=bearer(tok), timeout=10)
+            r = c.request(method, n.url + path, headers=bearer(tok), timeout=10)
             assert r.status_code not in (401, 403), (path, r.status_code, r.text)
             # Basic, for shippers that only speak it: the token as password.
-            r = httpx.request(method, n.url + path, auth=("anyone", tok), timeout=10)
+            r = c.request(method, n.url + path, auth=("anyone", tok), timeout=10)
             assert r.status_code not in (401, 403), (path, r.status_code, r.text)
+    c.close()
     # The live stream: refused, then open with a query token.
     assert httpx.get(n.url + "/store/stream", timeout=10).status_code == 401
     with httpx.stream("GET", n.url + "/store/stream", headers=bearer(QUERY_TOKEN), timeout=10) as r:
