@@ -319,8 +319,9 @@ class Matcher:
         the literal and a hit of the database (a regex Hyperscan alone
         decides, compiled for oklog._fast.zscan's verify), with no topic
         filter; None otherwise."""
-        if self._hs_c is None or self._topic is not None or self._lit is None:
+        if self._hs_c is None or self._topic is not None:
             return None
+        assert self._lit is not None  # _hs_c is compiled only with one
         return self._lit, self._hs_c
 
     def literal(self) -> bytes | None:

@@ -299,10 +299,7 @@ class _Writer:
         checksum and index: the CRC the output's index gives it is of bytes
         that were verified."""
         frame = bytes(buf[blk.offset : blk.offset + blk.clen])
-        try:
-            data = segfile.decompress_block(frame, dataclasses.replace(blk, offset=0))
-        except (zstandard.ZstdError, segfile.FormatError) as e:  # damaged since validated
-            raise SegmentError(str(e)) from None
+        data = _decompressed(frame, dataclasses.replace(blk, offset=0))
         if bytes(data[: ULID_LEN]) != blk.first or not data.endswith(b"\n"):
             raise SegmentError("block does not match its index entry")
         del data
@@ -392,10 +389,7 @@ def _chunks(store: StoreLog, seg: Segment, buf: Records) -> Iterator[bytes]:
             p = q
         return
     for blk in idx.blocks:
-        try:
-            data = segfile.decompress_block(buf, blk)
-        except (zstandard.ZstdError, segfile.FormatError) as e:  # damaged since validated
-            raise SegmentError(f"{seg.name}: {e}") from None
+        data = _decompressed(buf, blk, seg.name)
         _release(buf, blk.offset + blk.clen)
         yield data
 
@@ -504,12 +498,18 @@ def _read_pieces(buf: Records, whats: list[_Piece]) -> Iterator[bytes]:
             yield bytes(buf[what.start : what.end])
             _release(buf, what.end)
             continue
-        try:
-            data = segfile.decompress_block(buf, blk)
-        except (zstandard.ZstdError, segfile.FormatError) as e:  # damaged since validated
-            raise SegmentError(str(e)) from None
+        data = _decompressed(buf, blk)
         _release(buf, blk.offset + blk.clen)
         yield data
+
+
+def _decompressed(buf: Buf, blk: segfile.Block, name: str = "") -> bytes:
+    """A block's records; a block damaged since its segment was validated is a
+    SegmentError (the job gives up, its inputs go back to the scrubber)."""
+    try:
+        return segfile.decompress_block(buf, blk)
+    except (zstandard.ZstdError, segfile.FormatError) as e:
+        raise SegmentError(f"{name}: {e}" if name else str(e)) from None
 
 
 class Stopped(Exception):
