@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import numpy as np
 import trio
 
-from oklog.net.http import MAX_BODY, HTTPError, Request, Response, Router, Write
+from oklog.net.http import MAX_BODY, RETRY_AFTER, HTTPError, Request, Response, Router, Write
 from oklog.node.state import ImmutableStats
 from oklog.query.engine import Matcher, QueryError
 from oklog.query.format import FORMATS, NATIVE_MODES
@@ -35,7 +35,7 @@ from oklog.query.plan import Plan, execute, plan_query
 from oklog.records import segfile
 from oklog.records.merge import seek
 from oklog.records.record import ULID_LEN, RecordError, ms_floor, ulid_ms
-from oklog.store.log import Segment, SegmentError, StoreLog, validate_records
+from oklog.store.log import DamagedSegment, Segment, SegmentError, StoreLog, validate_records
 
 log = logging.getLogger("oklog.store.api")
 
@@ -545,6 +545,9 @@ class StoreRoutes:
             raise HTTPError(400, f"bad segment file: {e}") from None
         except SegmentError as e:
             raise HTTPError(400, f"bad segment: {e}") from None
+        except DamagedSegment as e:
+            # Ours, not the sender's: it retries (this member or another) once the scrubber salvaged it.
+            raise HTTPError(503, f"{e}; retry", {"Retry-After": RETRY_AFTER}) from None
         self.store.replications_received += 1
         headers = {"X-Oklog-Held": str(same), "X-Oklog-Conflicts": str(conflicts), "X-Oklog-Expired": str(expired)}
         return Response(200, "".join(f"{seg.name}\n" for seg in segs).encode(), headers=headers)
@@ -584,6 +587,8 @@ class StoreRoutes:
             data = await trio.to_thread.run_sync(self.store.records, seg)
         except FileNotFoundError:
             raise HTTPError(404, f"segment {seg.name} was compacted away") from None
+        except DamagedSegment as e:
+            raise HTTPError(503, f"{e}; fetch it from another member or retry", {"Retry-After": RETRY_AFTER}) from None
         return Response(200, data, content_type="application/octet-stream")
 
     async def delete_segment(self, req: Request) -> Response:

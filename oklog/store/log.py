@@ -46,6 +46,17 @@ class SegmentError(ValueError):
     pass
 
 
+class DamagedSegment(OSError):
+    """A stored segment's block failed its checksum (or size) while being
+    read: the segment is marked for the scrubber, which salvages its
+    undamaged blocks. A request that needed it can be retried then, or sent
+    to another member; it is not the requester's fault."""
+
+    def __init__(self, seg_name: str, why: str) -> None:
+        super().__init__(f"stored segment {seg_name} has a damaged block ({why}); it is being re-checked")
+        self.seg_name = seg_name
+
+
 @dataclass(frozen=True, order=True)
 class Segment:
     first: str
@@ -608,13 +619,19 @@ class StoreLog:
             self._index_bytes -= 64 * len(old.blocks) + sum(len(b.bloom) for b in old.blocks)
 
     def records(self, seg: Segment) -> bytes:
-        """Every record of a segment, plain (compressed or not on disk)."""
-        return segfile.decode(self.fs.read(self.path(seg)))
+        """Every record of a segment, plain (compressed or not on disk);
+        DamagedSegment if a block fails its checksum."""
+        try:
+            return segfile.decode(self.fs.read(self.path(seg)))
+        except (zstandard.ZstdError, segfile.FormatError) as e:
+            self.suspect(seg)  # damaged since validated: the scrubber re-checks it next
+            raise DamagedSegment(seg.name, str(e)) from None
 
     def read_range(self, seg: Segment, lo: bytes, hi_excl: bytes) -> bytes:
         """The records of one segment with lo <= ULID < hi_excl, plain (b"" if
         none). FileNotFoundError if the segment is gone (compacted away
-        meanwhile: the caller looks again)."""
+        meanwhile: the caller looks again); DamagedSegment if a block it
+        needs fails its checksum."""
         from oklog.fs import close_map
         from oklog.records.merge import seek
 
@@ -633,9 +650,9 @@ class StoreLog:
                     continue
                 try:
                     data = segfile.decompress_block(buf, blk)
-                except (zstandard.ZstdError, segfile.FormatError):
+                except (zstandard.ZstdError, segfile.FormatError) as e:
                     self.suspect(seg)  # damaged since validated: the scrubber re-checks it next
-                    raise
+                    raise DamagedSegment(seg.name, str(e)) from None
                 s = seek(data, lo) if blk.first < lo else 0
                 e = seek(data, hi_excl, s) if blk.last >= hi_excl[:ULID_LEN] else len(data)
                 out.append(data[s:e])
