@@ -650,9 +650,9 @@ class StoreLog:
                     continue
                 try:
                     data = segfile.decompress_block(buf, blk)
-                except (zstandard.ZstdError, segfile.FormatError) as e:
+                except (zstandard.ZstdError, segfile.FormatError) as err:
                     self.suspect(seg)  # damaged since validated: the scrubber re-checks it next
-                    raise DamagedSegment(seg.name, str(e)) from None
+                    raise DamagedSegment(seg.name, str(err)) from None
                 s = seek(data, lo) if blk.first < lo else 0
                 e = seek(data, hi_excl, s) if blk.last >= hi_excl[:ULID_LEN] else len(data)
                 out.append(data[s:e])
