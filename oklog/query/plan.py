@@ -19,8 +19,10 @@ from __future__ import annotations
 import collections
 import logging
 import mmap
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 import zstandard
@@ -43,6 +45,7 @@ UNIT_BYTES = 8 << 20  # a work unit scans at most this much of one segment
 IN_FLIGHT = 4  # units scanned ahead of the one being sent
 IN_FLIGHT_BYTES = 36 << 20  # and their records' bytes at most (two units always: one per core)
 GROUP_BYTES = 4 << 20  # candidate records a regex verifies per call
+MEMO_BYTES = 32 << 20  # scan outputs of blocks several units share, kept at most
 
 Part = tuple[Segment, int, int]  # a byte range [start, end) of a plain segment
 Pieces = Iterator[tuple[Buffer, int, int]]  # ranges of buffers to scan, in order
@@ -98,6 +101,7 @@ class Plan:
     unreadable: int = 0  # segments of the range not served: changed at rest, torn, bad index, quarantined
     quarantined: list[str] = field(default_factory=list)  # files in quarantine/ overlapping the range
     vanished: int = 0  # listed segments gone when opened (compacted away: their outputs were not listed)
+    memo: _Memo | None = None  # blocks several units read (set with the units)
     _units: list[Unit] | None = None
 
     def unserved(self) -> str | None:
@@ -145,12 +149,60 @@ class Plan:
                     self._units.extend(_split(self.bufs[seg.name], seg, lo, hi))
                 else:
                     self._units.extend(_split_group(self.bufs, g.parts))
+            refs = collections.Counter((seg.name, b.offset) for u in self._units for seg, bs in u.blocks for b in bs)
+            shared = {k: n for k, n in refs.items() if n > 1}
+            self.memo = _Memo(shared) if shared else None
         return self._units
 
     def close(self) -> None:
         for buf in self.bufs.values():
             close_map(buf)
         self.bufs.clear()
+
+
+BlockKey = tuple[str, int]  # a compressed block: its segment's name and its offset
+
+
+class _Memo:
+    """Scan outputs of blocks that several units read. Segments overlapping in
+    time (one per topic, say) have blocks that straddle each other's cuts, so
+    a block may fall in many units; each unit used to decompress and scan it
+    again for its own keys (ten topics: every block ten times). Now the first
+    unit to need such a block scans it whole, the others cut their keys from
+    that output, and it is dropped when the last of them has. Bounded by
+    MEMO_BYTES: beyond it a unit scans the block itself, as before."""
+
+    def __init__(self, refs: dict[BlockKey, int]) -> None:
+        self.refs = refs  # units still to read each shared block
+        self.out: dict[BlockKey, tuple[object, list[bytes]]] = {}  # (variant, raw output)
+        self.size = 0
+        self.lock = threading.Lock()
+        self.busy: dict[BlockKey, threading.Lock] = {}
+
+    def take(self, key: BlockKey, variant: object, scan: Callable[[], list[bytes]]) -> list[bytes]:
+        """The block's whole output for ``variant`` (the scan's needle and
+        verifier), from the memo or ``scan``; counts one unit's read."""
+        with self.lock:
+            busy = self.busy.setdefault(key, threading.Lock())
+        with busy:  # a unit beside this one waits for the same block's scan
+            with self.lock:
+                kept = self.out.get(key)
+            if kept is not None and kept[0] == variant:
+                out = kept[1]
+            else:
+                out = scan()
+                n = sum(len(p) for p in out)
+                with self.lock:
+                    if kept is None and self.size + n <= MEMO_BYTES:
+                        self.out[key] = (variant, out)
+                        self.size += n
+        with self.lock:
+            self.refs[key] -= 1
+            if self.refs[key] <= 0:
+                if (gone := self.out.pop(key, None)) is not None:
+                    self.size -= sum(len(p) for p in gone[1])
+                self.busy.pop(key, None)
+        return out
 
 
 def _bounds(buf: Buffer, seg: Segment, params: QueryParams) -> tuple[int, int]:
@@ -441,8 +493,8 @@ def _run_keyed(plan: Plan, matcher: ScanMatcher, unit: Unit, fmt: Formatter | No
 
         def scan(seg: Segment, blocks: list[Block], m: int) -> list[bytes]:
             if plain:
-                return _zscan(plan, unit, seg, blocks, needle, m, hs_db)
-            groups = _grouped(_zscan(plan, unit, seg, blocks, needle, MODE_RAW))
+                return _zscan_shared(plan, unit, seg, blocks, needle, m, hs_db)
+            groups = _grouped(_zscan_shared(plan, unit, seg, blocks, needle, MODE_RAW))
             return [o for g in groups if (o := matcher.scan_format(g, 0, len(g), m))]
 
         if n_parts == 1 and not unit.parts and mode is not None:
@@ -496,6 +548,47 @@ def _zscan(
     if bad:
         plan.found_damaged(seg, len(bad))
     return out
+
+
+def _zscan_shared(
+    plan: Plan, unit: Unit, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int, verify: object = None
+) -> list[bytes]:
+    """``_zscan``, with the blocks other units also read taken from the
+    plan's memo (scanned once, whole) and cut to this unit's keys."""
+    memo = plan.memo
+    if memo is None or all((seg.name, b.offset) not in memo.refs for b in blocks):
+        return _zscan(plan, unit, seg, blocks, needle, mode, verify)
+    assert unit.keys is not None
+    klo, khi = unit.keys
+    out: list[bytes] = []
+    run: list[Block] = []  # consecutive blocks only this unit reads: one call
+    for blk in [*blocks, None]:
+        if blk is not None and (seg.name, blk.offset) not in memo.refs:
+            run.append(blk)
+            continue
+        if run:
+            out += _zscan(plan, unit, seg, run, needle, mode, verify)
+            run = []
+        if blk is None:
+            break
+        whole = memo.take((seg.name, blk.offset), (needle, verify), partial(_zscan_whole, plan, seg, blk, needle, verify))
+        for piece in whole:
+            s = seek(piece, klo) if blk.first < klo else 0
+            e = seek(piece, khi, s) if blk.last >= khi[:ULID_LEN] else len(piece)
+            if e > s:
+                cut = piece[s:e]
+                out.append(cut if mode == MODE_RAW else _fast.merge([cut], mode))
+    return out
+
+
+def _zscan_whole(plan: Plan, seg: Segment, blk: Block, needle: bytes | None, verify: object) -> list[bytes]:
+    """A block's matching records, all of them (raw: ULID, topic, line)."""
+    buf = plan.bufs[seg.name]
+    out, bad = _fast.zscan(buf, segfile.frame_table([blk]), needle, MODE_RAW, b"0" * ULID_LEN, b"~", verify)
+    _release(buf, blk.offset, blk.offset + blk.clen)
+    if bad:
+        plan.found_damaged(seg, len(bad))
+    return list(out)
 
 
 def _release(buf: Buffer, lo: int, hi: int) -> None:

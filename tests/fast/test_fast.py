@@ -249,6 +249,33 @@ def test_split_topics_against_python():
         fast.split_topics(b"", 0)
 
 
+def test_merge_of_buffers_in_runs_against_the_python_merge():
+    """Buffers that take turns in long runs (topics' segments interleaved in
+    time): merge copies a run without comparing each record with every head,
+    and still drops the copies other buffers hold."""
+    from oklog.records.merge import iter_merge
+    from oklog.records.record import encode_ulid
+
+    rnd = random.Random(7)
+    for _trial in range(80):
+        pool = sorted({encode_ulid(rnd.randrange(1 << 24), rnd.getrandbits(8)) for _ in range(rnd.randrange(1, 600))})
+        k = rnd.randrange(1, 12)
+        bufs: list[list[bytes]] = [[] for _ in range(k)]
+        i = 0
+        while i < len(pool):  # a run of consecutive ULIDs to one buffer, sometimes to two (copies)
+            n = rnd.randrange(1, 80)
+            owners = rnd.sample(range(k), min(k, rnd.choice([1, 1, 1, 2])))
+            for u in pool[i : i + n]:
+                r = rec(b"line " + u[-6:], b"t", u)
+                for o in owners:
+                    bufs[o].append(r)
+            i += n
+        runs = [b"".join(b) for b in bufs]
+        want = b"".join(iter_merge([r for r in runs if r]))
+        assert fast.merge(runs, MODE_RAW) == want
+        assert fast.merge(runs, MODE_LINES) == fast.format(want, 0, len(want), MODE_LINES)
+
+
 def test_merge_against_the_python_merge():
     from oklog.records.merge import iter_merge
     from oklog.records.record import encode_ulid
