@@ -29,18 +29,19 @@ import argparse
 import glob
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
 
 import oklog._fast as _fast
+from benchmarks.bench import timed
 from benchmarks.dataset import CORPUS_GLOB, RARE_TERM
 from oklog.records import segfile
 from oklog.records.record import ULID_LEN
+from oklog.records.segfile import block_cuts
 
 REGEX = r"Failed password for (invalid user )?\w+"
 NO_SUCH = b"\x01no record holds this\x02"
@@ -74,15 +75,9 @@ def decode_floor(units: list[tuple[bytes, bytes]]) -> float:
     return time.perf_counter() - t
 
 
-def shell(cmd: str) -> Callable[[], float]:
-    env = dict(os.environ, LC_ALL="C")
-
-    def run() -> float:
-        t = time.perf_counter()
-        subprocess.run(cmd, shell=True, env=env, check=False)
-        return time.perf_counter() - t
-
-    return run
+def shell(cmd: str, timeout: float = 600.0) -> Callable[[], float]:
+    """The bench's timer (LC_ALL=C, exit status checked) for one command line."""
+    return lambda: timed(lambda: cmd, timeout)
 
 
 def floor_table(data: str, store: str, runs: int, api: str = "", oklog: str = "oklog") -> None:
@@ -111,16 +106,6 @@ def floor_table(data: str, store: str, runs: int, api: str = "", oklog: str = "o
         print(f"  {k:32s} {v:7.3f} s   floor / this {floor / v:5.2f}")
 
 
-def blocks(buf: bytes, size: int) -> Iterator[tuple[int, int]]:
-    """Line-aligned blocks of about ``size`` bytes (one may exceed it by a line)."""
-    i, n = 0, len(buf)
-    while i < n:
-        j = buf.find(b"\n", min(i + size, n) - 1)
-        j = n if j < 0 else j + 1
-        yield i, j
-        i = j
-
-
 def by_source(text: bytes) -> bytes:
     """``text``'s lines grouped by the corpus file each was drawn from (each
     group in arrival order; lines of no file, such as the needle's, last)."""
@@ -138,12 +123,12 @@ def by_source(text: bytes) -> bytes:
 def rare_rows(lines: bytes, sample: bytes, ref: int) -> None:
     term = RARE_TERM.encode()
     for size in BLOCK_SIZES:
-        cuts = list(blocks(lines, size))
+        cuts = block_cuts(lines, size)
         held = sum(lines.find(term, i, j) >= 0 for i, j in cuts)
         cost = []
         for level in (9, 19):
             c = zstandard.ZstdCompressor(level=level)
-            cost.append(sum(len(c.compress(sample[i:j])) for i, j in blocks(sample, size)) / ref)
+            cost.append(sum(len(c.compress(sample[i:j])) for i, j in block_cuts(sample, size)) / ref)
         print(
             f"  blocks of {size >> 10:5d} KiB: {held / len(cuts):6.1%} of {len(cuts)} hold it;"
             f" frames of that size vs zstd -3: level 9 {cost[0]:.2f}x, level 19 {cost[1]:.2f}x",

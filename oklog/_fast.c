@@ -2121,7 +2121,7 @@ static PyMethodDef methods[] = {
     {"gram_bloom_may_contain", fast_gram_bloom_may_contain, METH_VARARGS,
      "gram_bloom_may_contain(bloom, literal) -> bool: False if some trigram or 5-gram of literal is surely absent"},
     {"zscan", fast_zscan, METH_VARARGS,
-     "zscan(buf, frames, needle, mode, klo, khi) -> (bytes, bad): zstd frames decompressed, cut to [klo, khi), grepped (needle None: all), in mode 0-2"},
+     "zscan(buf, frames, needle, mode, klo, khi, verify=None) -> (bytes, bad): zstd frames decompressed, cut to [klo, khi), grepped (needle None: all; verify: hs_compile's, kept lines hold a hit), in mode 0-2"},
     {"zcount", fast_zcount, METH_VARARGS,
      "zcount(buf, frames, terms, nots, icase, klo, khi, step_ms, origin_ms, counts) -> (matched, outside, bad): count() over zstd frames cut to [klo, khi)"},
     {"hs_compile", fast_hs_compile, METH_VARARGS,

@@ -473,9 +473,7 @@ def _blocks(plan: Plan, unit: Unit, seg: Segment, blocks: list[Block]) -> Pieces
             continue
         finally:
             _release(buf, blk.offset, blk.offset + blk.clen)
-        n = len(data)
-        s = seek(data, klo, 0, n) if blk.first < klo else 0
-        e = seek(data, khi, s, n) if blk.last >= khi[:ULID_LEN] else n
+        s, e = blk.within(data, klo, khi)
         if e > s:
             yield data, s, e
 
@@ -541,7 +539,12 @@ def _zscan(
     keys, a piece per block with any: decompressed and scanned by one call of
     the C helper, off the GIL."""
     assert unit.keys is not None
-    klo, khi = unit.keys
+    return _zscan_keys(plan, seg, blocks, needle, mode, *unit.keys, verify)
+
+
+def _zscan_keys(
+    plan: Plan, seg: Segment, blocks: list[Block], needle: bytes | None, mode: int, klo: bytes, khi: bytes, verify: object
+) -> list[bytes]:
     buf = plan.bufs[seg.name]
     out, bad = _fast.zscan(buf, segfile.frame_table(blocks), needle, mode, klo, khi, verify)
     _release(buf, blocks[0].offset, blocks[-1].offset + blocks[-1].clen)
@@ -573,22 +576,15 @@ def _zscan_shared(
             break
         whole = memo.take((seg.name, blk.offset), (needle, verify), partial(_zscan_whole, plan, seg, blk, needle, verify))
         for piece in whole:
-            s = seek(piece, klo) if blk.first < klo else 0
-            e = seek(piece, khi, s) if blk.last >= khi[:ULID_LEN] else len(piece)
+            s, e = blk.within(piece, klo, khi)
             if e > s:
-                cut = piece[s:e]
-                out.append(cut if mode == MODE_RAW else _fast.merge([cut], mode))
+                out.append(piece[s:e] if mode == MODE_RAW else _fast.format(piece, s, e, mode))
     return out
 
 
 def _zscan_whole(plan: Plan, seg: Segment, blk: Block, needle: bytes | None, verify: object) -> list[bytes]:
     """A block's matching records, all of them (raw: ULID, topic, line)."""
-    buf = plan.bufs[seg.name]
-    out, bad = _fast.zscan(buf, segfile.frame_table([blk]), needle, MODE_RAW, b"0" * ULID_LEN, b"~", verify)
-    _release(buf, blk.offset, blk.offset + blk.clen)
-    if bad:
-        plan.found_damaged(seg, len(bad))
-    return list(out)
+    return _zscan_keys(plan, seg, [blk], needle, MODE_RAW, b"0" * ULID_LEN, b"~", verify)
 
 
 def _release(buf: Buffer, lo: int, hi: int) -> None:

@@ -42,6 +42,7 @@ import zstandard
 
 import oklog._fast as _fast
 from oklog.records.buf import Buf, Records, Sliced
+from oklog.records.merge import seek
 from oklog.records.record import ULID_LEN
 
 DEFAULT_LEVEL = 3  # zstd level of segments the store consumer writes
@@ -82,6 +83,14 @@ class Block:
         if self.hashes == BLOOM_GRAMS:
             return _fast.gram_bloom_may_contain(self.bloom, literal)
         return _fast.bloom_may_contain(self.bloom, literal)
+
+    def within(self, data: Records, lo: bytes, hi_excl: bytes) -> tuple[int, int]:
+        """[start, end) of the records of ``data`` (this block's records, or
+        some of them in order) with lo <= ULID < hi_excl; no search on a side
+        the block's first or last ULID already decides."""
+        s = seek(data, lo) if self.first < lo else 0
+        e = seek(data, hi_excl, s) if self.last >= hi_excl[:ULID_LEN] else len(data)
+        return s, e
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import zstandard
@@ -621,10 +623,18 @@ class StoreLog:
     def records(self, seg: Segment) -> bytes:
         """Every record of a segment, plain (compressed or not on disk);
         DamagedSegment if a block fails its checksum."""
-        try:
+        with self._reading(seg):
             return segfile.decode(self.fs.read(self.path(seg)))
+
+    @contextmanager
+    def _reading(self, seg: Segment) -> Iterator[None]:
+        """A block of ``seg`` that fails its checksum while read is a
+        DamagedSegment, and the segment is re-checked by the scrubber next
+        (damaged since it was validated)."""
+        try:
+            yield
         except (zstandard.ZstdError, segfile.FormatError) as e:
-            self.suspect(seg)  # damaged since validated: the scrubber re-checks it next
+            self.suspect(seg)
             raise DamagedSegment(seg.name, str(e)) from None
 
     def read_range(self, seg: Segment, lo: bytes, hi_excl: bytes) -> bytes:
@@ -648,13 +658,9 @@ class StoreLog:
             for blk in idx.blocks:
                 if blk.last < lo[:ULID_LEN] or blk.first >= hi_excl:
                     continue
-                try:
+                with self._reading(seg):
                     data = segfile.decompress_block(buf, blk)
-                except (zstandard.ZstdError, segfile.FormatError) as err:
-                    self.suspect(seg)  # damaged since validated: the scrubber re-checks it next
-                    raise DamagedSegment(seg.name, str(err)) from None
-                s = seek(data, lo) if blk.first < lo else 0
-                e = seek(data, hi_excl, s) if blk.last >= hi_excl[:ULID_LEN] else len(data)
+                s, e = blk.within(data, lo, hi_excl)
                 out.append(data[s:e])
             return b"".join(out)
         finally:
